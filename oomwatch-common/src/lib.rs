@@ -1,0 +1,209 @@
+//! Types shared by oomwatch's eBPF programs and its userspace agent.
+//!
+//! Everything here is `#[repr(C)]`, has explicit padding fields and a compile-time size assert,
+//! because the same bytes are written by the eBPF side and read by the agent. No kernel offset is
+//! written here: offset tables are filled in by the agent at start-up (from tracefs `format` files
+//! and `/sys/kernel/btf/vmlinux`) and handed to the programs as globals.
+#![no_std]
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Marks an offset the agent could not resolve; the eBPF side then leaves the field absent.
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// Which program produced a [`VictimRecord`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `tracepoint/oom/mark_victim`: the trace event's own fields.
+    MarkVictimTracepoint = 1,
+    /// `tp_btf/mark_victim`: fields read from the victim's `task_struct`.
+    MarkVictimBtf = 2,
+}
+
+impl RecordKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::MarkVictimTracepoint),
+            2 => Some(Self::MarkVictimBtf),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of [`VictimRecord::present`]: which fields the program could fill.
+pub mod field {
+    pub const PID: u32 = 1 << 0;
+    pub const COMM: u32 = 1 << 1;
+    pub const TOTAL_VM: u32 = 1 << 2;
+    pub const ANON_RSS: u32 = 1 << 3;
+    pub const FILE_RSS: u32 = 1 << 4;
+    pub const SHMEM_RSS: u32 = 1 << 5;
+    pub const UID: u32 = 1 << 6;
+    pub const PGTABLES: u32 = 1 << 7;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 8;
+    pub const TGID: u32 = 1 << 9;
+    pub const MEMCG_ID: u32 = 1 << 10;
+    /// At least one kernel read failed (the failure was also logged through aya-log).
+    pub const READ_ERROR: u32 = 1 << 31;
+}
+
+/// One record per program invocation, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VictimRecord {
+    /// A [`RecordKind`] as `u32`.
+    pub kind: u32,
+    /// Bits from [`field`].
+    pub present: u32,
+    /// `bpf_ktime_get_ns()` when the program ran (CLOCK_MONOTONIC, ns).
+    pub ktime_ns: u64,
+    /// Victim thread id as the kernel reports it (`task->pid`).
+    pub pid: i32,
+    /// Victim process id (`task->tgid`).
+    pub tgid: i32,
+    pub uid: u32,
+    pub oom_score_adj: i16,
+    pub _pad0: u16,
+    /// Memory sizes in kB, as the trace event reports them.
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    /// Kernfs id (the cgroup directory's inode number) of the victim's memory cgroup.
+    pub memcg_id: u64,
+    /// The task running when the victim was marked: the one whose allocation invoked the killer.
+    pub trigger_pid: i32,
+    pub trigger_tgid: i32,
+    pub comm: [u8; COMM_LEN],
+    pub trigger_comm: [u8; COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<VictimRecord>() == 120);
+
+impl VictimRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            present: 0,
+            ktime_ns: 0,
+            pid: 0,
+            tgid: 0,
+            uid: 0,
+            oom_score_adj: 0,
+            _pad0: 0,
+            total_vm_kb: 0,
+            anon_rss_kb: 0,
+            file_rss_kb: 0,
+            shmem_rss_kb: 0,
+            pgtables_kb: 0,
+            memcg_id: 0,
+            trigger_pid: 0,
+            trigger_tgid: 0,
+            comm: [0; COMM_LEN],
+            trigger_comm: [0; COMM_LEN],
+        }
+    }
+}
+
+/// Byte offsets of `oom/mark_victim` fields inside the trace record, from the tracefs `format`
+/// file. [`OFFSET_ABSENT`] where this kernel's format lacks the field (kernels 4.13–6.8 have
+/// only `pid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkVictimOffsets {
+    pub pid: u32,
+    /// `__data_loc char[] comm`: a u32 holding (length << 16 | offset).
+    pub comm_data_loc: u32,
+    pub total_vm: u32,
+    pub anon_rss: u32,
+    pub file_rss: u32,
+    pub shmem_rss: u32,
+    pub uid: u32,
+    pub pgtables: u32,
+    pub oom_score_adj: u32,
+    pub _pad0: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<MarkVictimOffsets>() == 40);
+
+impl MarkVictimOffsets {
+    pub const ABSENT: Self = Self {
+        pid: OFFSET_ABSENT,
+        comm_data_loc: OFFSET_ABSENT,
+        total_vm: OFFSET_ABSENT,
+        anon_rss: OFFSET_ABSENT,
+        file_rss: OFFSET_ABSENT,
+        shmem_rss: OFFSET_ABSENT,
+        uid: OFFSET_ABSENT,
+        pgtables: OFFSET_ABSENT,
+        oom_score_adj: OFFSET_ABSENT,
+        _pad0: 0,
+    };
+}
+
+/// Kernel struct member offsets (bytes) from BTF, used by the `tp_btf` programs to read a
+/// `task_struct`. [`OFFSET_ABSENT`] where this kernel's BTF lacks the member.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
+    /// `task_struct.signal`
+    pub task_signal: u32,
+    /// `signal_struct.oom_score_adj`
+    pub signal_oom_score_adj: u32,
+    /// `task_struct.cgroups`
+    pub task_cgroups: u32,
+    /// `css_set.subsys` plus `memory_cgrp_id * sizeof(pointer)`: the memory controller's css.
+    pub css_set_memory_subsys: u32,
+    /// `cgroup_subsys_state.cgroup`
+    pub css_cgroup: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`
+    pub kernfs_node_id: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 40);
+
+impl TaskOffsets {
+    pub const ABSENT: Self = Self {
+        task_pid: OFFSET_ABSENT,
+        task_tgid: OFFSET_ABSENT,
+        task_comm: OFFSET_ABSENT,
+        task_signal: OFFSET_ABSENT,
+        signal_oom_score_adj: OFFSET_ABSENT,
+        task_cgroups: OFFSET_ABSENT,
+        css_set_memory_subsys: OFFSET_ABSENT,
+        css_cgroup: OFFSET_ABSENT,
+        cgroup_kn: OFFSET_ABSENT,
+        kernfs_node_id: OFFSET_ABSENT,
+    };
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring-buffer reservations that failed (a record was lost).
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// Kernel memory reads that failed.
+    pub const READ_ERRORS: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are #[repr(C)], made only of integers and byte arrays, with every padding
+    // byte spelled out as a field, so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::VictimRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MarkVictimOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskOffsets {}
+}

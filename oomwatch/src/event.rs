@@ -1,0 +1,136 @@
+//! The OOM record: one per victim, and its JSON form (documented in `docs/events.md`).
+//!
+//! Fields the agent could not learn are `None` and rendered as JSON `null`; they are never
+//! guessed. `sources` says, per group of fields, where the values came from.
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+
+/// Where a group of fields came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Source {
+    /// `tracepoint/oom/mark_victim`: the kernel's own trace record.
+    #[serde(rename = "tracepoint:oom/mark_victim")]
+    MarkVictimTracepoint,
+    /// `tp_btf/mark_victim`: read from the victim's `task_struct` via BTF offsets.
+    #[serde(rename = "tp_btf:mark_victim")]
+    MarkVictimBtf,
+    /// `/proc/<pid>/status`, `/proc/<pid>/oom_score_adj` read after the event arrived.
+    #[serde(rename = "procfs")]
+    Procfs,
+    /// `/proc/<pid>/cgroup` read after the event arrived.
+    #[serde(rename = "procfs:cgroup")]
+    ProcCgroup,
+    /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
+    #[serde(rename = "cgroupfs")]
+    Cgroupfs,
+}
+
+/// A task other than the victim (e.g. the one whose allocation invoked the killer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub pid: i32,
+    pub tgid: i32,
+    pub comm: String,
+}
+
+/// One OOM victim.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OomEvent {
+    /// Wall-clock time of the kill (derived from the kernel's monotonic timestamp).
+    #[serde(serialize_with = "rfc3339_nanos")]
+    pub time: SystemTime,
+    /// `bpf_ktime_get_ns()` at the kill: CLOCK_MONOTONIC, ns.
+    pub ktime_ns: u64,
+    pub host: String,
+    pub pid: i32,
+    pub tgid: Option<i32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    /// Bytes.
+    pub total_vm: Option<u64>,
+    pub anon_rss: Option<u64>,
+    pub file_rss: Option<u64>,
+    pub shmem_rss: Option<u64>,
+    pub pgtables: Option<u64>,
+    pub oom_score_adj: Option<i16>,
+    /// The victim's memory cgroup, as a path below the memory controller's mount.
+    pub cgroup: Option<String>,
+    /// Kernfs id (inode number) of that cgroup.
+    pub cgroup_id: Option<u64>,
+    /// The task running when the victim was marked (the allocation that invoked the killer).
+    pub trigger: Option<Task>,
+    /// Field group → where it came from. Groups: `pid`, `tgid`, `comm`, `uid`, `memory`,
+    /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`.
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+fn rfc3339_nanos<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_nanos(*t))
+}
+
+impl OomEvent {
+    /// Seconds since the Unix epoch, for `oomwatch_last_oom_kill_timestamp_seconds`.
+    pub fn unix_seconds(&self) -> f64 {
+        self.time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64()
+    }
+
+    /// One JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serializing this type cannot fail: every field is a plain value or a string map.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> OomEvent {
+        let mut sources = BTreeMap::new();
+        sources.insert("memory", Source::MarkVictimTracepoint);
+        sources.insert("tgid", Source::MarkVictimBtf);
+        OomEvent {
+            time: SystemTime::UNIX_EPOCH + Duration::new(1_763_760_000, 123_456_789),
+            ktime_ns: 42,
+            host: "node-1".into(),
+            pid: 4242,
+            tgid: Some(4242),
+            comm: Some("python3".into()),
+            uid: Some(0),
+            total_vm: Some(1 << 20),
+            anon_rss: Some(65_536 * 1024),
+            file_rss: Some(0),
+            shmem_rss: None,
+            pgtables: Some(4096),
+            oom_score_adj: Some(500),
+            cgroup: Some("/t".into()),
+            cgroup_id: Some(77),
+            trigger: None,
+            sources,
+        }
+    }
+
+    #[test]
+    fn json_has_stable_field_names_and_nulls_for_absent() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json_line()).unwrap();
+        assert_eq!(v["time"], "2025-11-21T21:20:00.123456789Z");
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["comm"], "python3");
+        assert_eq!(v["anon_rss"], 65_536 * 1024);
+        assert!(v["shmem_rss"].is_null());
+        assert!(v["trigger"].is_null());
+        assert_eq!(v["oom_score_adj"], 500);
+        assert_eq!(v["sources"]["memory"], "tracepoint:oom/mark_victim");
+        assert_eq!(v["sources"]["tgid"], "tp_btf:mark_victim");
+    }
+
+    #[test]
+    fn unix_seconds_keeps_fraction() {
+        assert!((sample().unix_seconds() - 1_763_760_000.123_456_789).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,12 @@
+//! oomwatch: every Linux OOM kill, one exact record per victim.
+//!
+//! Data flows one way: kernel → [`probe`] (eBPF programs, ring buffer) → [`correlate`] (one
+//! record per victim) → [`event`] → sinks ([`sink::json`], [`sink::metrics`]) → [`server`].
+pub mod caps;
+pub mod cgroup;
+pub mod correlate;
+pub mod event;
+pub mod probe;
+pub mod procfs;
+pub mod server;
+pub mod sink;

@@ -1,0 +1,1 @@
+//! BTF reader (filled by the BTF work).

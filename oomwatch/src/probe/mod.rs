@@ -1,0 +1,2 @@
+//! Kernel hooks: the probe table, BTF reader, tracefs format parser, ring-buffer reader.
+pub mod btf;

@@ -1,0 +1,1 @@
+//! HTTP server (filled by the server work).

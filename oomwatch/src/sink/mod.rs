@@ -1,0 +1,3 @@
+//! Where records go: JSON lines on stdout, Prometheus metrics.
+pub mod json;
+pub mod metrics;
