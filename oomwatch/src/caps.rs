@@ -1,1 +1,90 @@
-//! caps
+//! Privileges: what the agent needs before it touches the kernel, and protecting itself from the
+//! OOM killer it watches.
+use std::fs;
+use std::io;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CapsError {
+    #[error("missing capability {0}: run oomwatch as root, or grant it CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep oomwatch`)")]
+    Missing(&'static str),
+    #[error("cannot read /proc/self/status to check capabilities: {0}")]
+    Read(io::Error),
+}
+
+/// Parses the `CapEff:` line of `/proc/<pid>/status`.
+pub fn effective_from_status(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// Checks that `eff` allows loading and attaching tracing programs: CAP_BPF and CAP_PERFMON, or
+/// CAP_SYS_ADMIN (which covers both, and is required on kernels before 5.8).
+pub fn check_effective(eff: u64) -> Result<(), CapsError> {
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    if !has(CAP_BPF) {
+        return Err(CapsError::Missing("CAP_BPF"));
+    }
+    if !has(CAP_PERFMON) {
+        return Err(CapsError::Missing("CAP_PERFMON"));
+    }
+    Ok(())
+}
+
+/// Checks this process's effective capabilities.
+pub fn check_self() -> Result<(), CapsError> {
+    let status = fs::read_to_string("/proc/self/status").map_err(CapsError::Read)?;
+    check_effective(effective_from_status(&status).unwrap_or(0))
+}
+
+/// Sets this process's `oom_score_adj`. Lowering it needs CAP_SYS_RESOURCE; the error says so.
+pub fn set_own_oom_score_adj(value: i16) -> io::Result<()> {
+    fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            io::Error::new(
+                e.kind(),
+                "permission denied: lowering oom_score_adj needs CAP_SYS_RESOURCE",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_without_sys_resource_passes() {
+        let eff = effective_from_status("Name:\tx\nCapEff:\t000001fffeffffff\n").unwrap();
+        assert!(check_effective(eff).is_ok());
+    }
+
+    #[test]
+    fn bpf_and_perfmon_without_sys_admin_pass() {
+        assert!(check_effective((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_ok());
+    }
+
+    #[test]
+    fn missing_capability_is_named() {
+        let e = check_effective(1 << CAP_PERFMON).unwrap_err();
+        assert!(e.to_string().starts_with("missing capability CAP_BPF"));
+        let e = check_effective(1 << CAP_BPF).unwrap_err();
+        assert!(e.to_string().contains("CAP_PERFMON"));
+        assert!(matches!(check_effective(0), Err(CapsError::Missing("CAP_BPF"))));
+    }
+
+    #[test]
+    fn unparsable_status_has_no_caps() {
+        assert_eq!(effective_from_status("CapEff:\tzz\n"), None);
+    }
+}

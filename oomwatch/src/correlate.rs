@@ -1,1 +1,277 @@
-//! correlate
+//! One record per victim: merges the records that different programs wrote for the same
+//! `mark_victim` call, then fills what the kernel did not give from `/proc` and the cgroup tree.
+//!
+//! Both `mark_victim` programs run inside the same kernel call, so their records normally arrive
+//! together. A record whose partner has not arrived within [`Correlator::window`] is emitted with
+//! what is known (the rest absent): partial data never delays a record beyond that bound.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
+
+use crate::cgroup::IdResolver;
+use crate::event::{OomEvent, Source, Task};
+use crate::procfs;
+
+/// Default bound on waiting for a victim's second record.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
+
+struct Pending {
+    pid: i32,
+    tp: Option<VictimRecord>,
+    btf: Option<VictimRecord>,
+    deadline: Instant,
+}
+
+/// Merges probe records into [`OomEvent`]s.
+pub struct Correlator {
+    expect_tp: bool,
+    expect_btf: bool,
+    window: Duration,
+    host: String,
+    proc_root: PathBuf,
+    resolver: Option<IdResolver>,
+    pending: Vec<Pending>,
+}
+
+impl Correlator {
+    /// `expect_*`: which `mark_victim` programs are attached (a victim is complete when each
+    /// attached one has reported).
+    pub fn new(
+        expect_tp: bool,
+        expect_btf: bool,
+        window: Duration,
+        host: String,
+        resolver: Option<IdResolver>,
+    ) -> Self {
+        Self {
+            expect_tp,
+            expect_btf,
+            window,
+            host,
+            proc_root: PathBuf::from("/proc"),
+            resolver,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Adds a record; returns the events it completed.
+    pub fn push(&mut self, rec: VictimRecord, now: Instant) -> Vec<OomEvent> {
+        let mut out = Vec::new();
+        let Some(kind) = RecordKind::from_u32(rec.kind) else {
+            return out;
+        };
+        let idx = match self.pending.iter().position(|p| p.pid == rec.pid) {
+            // A second record of the same kind for this pid is a new kill (pid reuse or a
+            // second mark): emit the older one first, never merge two kills.
+            Some(i) if slot(&mut self.pending[i], kind).is_some() => {
+                let old = self.pending.remove(i);
+                out.push(self.build(old));
+                None
+            }
+            other => other,
+        };
+        let idx = idx.unwrap_or_else(|| {
+            self.pending.push(Pending {
+                pid: rec.pid,
+                tp: None,
+                btf: None,
+                deadline: now + self.window,
+            });
+            self.pending.len() - 1
+        });
+        *slot(&mut self.pending[idx], kind) = Some(rec);
+        let p = &self.pending[idx];
+        if (p.tp.is_some() || !self.expect_tp) && (p.btf.is_some() || !self.expect_btf) {
+            let done = self.pending.remove(idx);
+            out.push(self.build(done));
+        }
+        out
+    }
+
+    /// The earliest time [`flush_expired`](Self::flush_expired) has work, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.deadline).min()
+    }
+
+    /// Emits, with what is known, every victim whose partner record did not come in time.
+    pub fn flush_expired(&mut self, now: Instant) -> Vec<OomEvent> {
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|p| p.deadline <= now);
+        self.pending = kept;
+        expired.into_iter().map(|p| self.build(p)).collect()
+    }
+
+    /// Emits everything pending (at shutdown).
+    pub fn flush_all(&mut self) -> Vec<OomEvent> {
+        let all: Vec<_> = self.pending.drain(..).collect();
+        all.into_iter().map(|p| self.build(p)).collect()
+    }
+
+    fn build(&mut self, p: Pending) -> OomEvent {
+        let mut ev = merge(&p, &self.host);
+        self.fill_missing(&mut ev);
+        ev
+    }
+
+    /// Fills fields the kernel records lacked: the cgroup id → path, then `/proc/<pid>`.
+    fn fill_missing(&mut self, ev: &mut OomEvent) {
+        if let (Some(id), Some(r)) = (ev.cgroup_id, self.resolver.as_mut()) {
+            if let Some(path) = r.resolve(id) {
+                ev.cgroup = Some(path);
+                ev.sources.insert("cgroup", Source::Cgroupfs);
+            }
+        }
+        let needs_proc = ev.tgid.is_none()
+            || ev.comm.is_none()
+            || ev.uid.is_none()
+            || ev.anon_rss.is_none()
+            || ev.oom_score_adj.is_none()
+            || ev.cgroup.is_none();
+        if !needs_proc {
+            return;
+        }
+        let info = procfs::read(&self.proc_root, ev.pid);
+        let mut fill = |group: &'static str, src: Source, present: bool| {
+            if present {
+                ev.sources.entry(group).or_insert(src);
+            }
+        };
+        fill("tgid", Source::Procfs, ev.tgid.is_none() && info.tgid.is_some());
+        fill("comm", Source::Procfs, ev.comm.is_none() && info.comm.is_some());
+        fill("uid", Source::Procfs, ev.uid.is_none() && info.uid.is_some());
+        fill("memory", Source::Procfs, ev.anon_rss.is_none() && info.anon_rss.is_some());
+        fill("pgtables", Source::Procfs, ev.pgtables.is_none() && info.pgtables.is_some());
+        let adj_missing = ev.oom_score_adj.is_none() && info.oom_score_adj.is_some();
+        fill("oom_score_adj", Source::Procfs, adj_missing);
+        fill("cgroup", Source::ProcCgroup, ev.cgroup.is_none() && info.cgroup.is_some());
+        ev.tgid = ev.tgid.or(info.tgid);
+        ev.comm = ev.comm.take().or(info.comm);
+        ev.uid = ev.uid.or(info.uid);
+        if ev.anon_rss.is_none() {
+            ev.total_vm = info.total_vm;
+            ev.anon_rss = info.anon_rss;
+            ev.file_rss = info.file_rss;
+            ev.shmem_rss = info.shmem_rss;
+        }
+        ev.pgtables = ev.pgtables.or(info.pgtables);
+        ev.oom_score_adj = ev.oom_score_adj.or(info.oom_score_adj);
+        ev.cgroup = ev.cgroup.take().or(info.cgroup);
+    }
+}
+
+fn slot(p: &mut Pending, kind: RecordKind) -> &mut Option<VictimRecord> {
+    match kind {
+        RecordKind::MarkVictimTracepoint => &mut p.tp,
+        RecordKind::MarkVictimBtf => &mut p.btf,
+    }
+}
+
+/// Merges the kernel records of one victim. The trace record is preferred for the fields it
+/// carries (the kernel computed them at the kill); the task read fills the rest.
+fn merge(p: &Pending, host: &str) -> OomEvent {
+    let mut sources = BTreeMap::new();
+    let has = |r: &Option<VictimRecord>, bit: u32| r.filter(|r| r.present & bit != 0);
+    let tp_src = Source::MarkVictimTracepoint;
+    let btf_src = Source::MarkVictimBtf;
+    let pick = |bit: u32| {
+        has(&p.tp, bit)
+            .map(|r| (r, tp_src))
+            .or_else(|| has(&p.btf, bit).map(|r| (r, btf_src)))
+    };
+    let mut take = |group: &'static str, bit: u32| {
+        pick(bit).map(|(r, s)| {
+            sources.insert(group, s);
+            r
+        })
+    };
+    let pid_rec = take("pid", field::PID);
+    let tgid = take("tgid", field::TGID).map(|r| r.tgid);
+    let comm = take("comm", field::COMM).map(|r| comm_str(&r.comm));
+    let uid = take("uid", field::UID).map(|r| r.uid);
+    let mem = take("memory", field::ANON_RSS);
+    let total_vm = pick(field::TOTAL_VM).map(|(r, _)| r.total_vm_kb * 1024);
+    let file_rss = pick(field::FILE_RSS).map(|(r, _)| r.file_rss_kb * 1024);
+    let shmem_rss = pick(field::SHMEM_RSS).map(|(r, _)| r.shmem_rss_kb * 1024);
+    let pgtables = take("pgtables", field::PGTABLES).map(|r| r.pgtables_kb * 1024);
+    let oom_score_adj = take("oom_score_adj", field::OOM_SCORE_ADJ).map(|r| r.oom_score_adj);
+    let cgroup_id = take("cgroup", field::MEMCG_ID).map(|r| r.memcg_id);
+    // Any record carries the kernel timestamp and the triggering task; take the earliest.
+    let first = [p.tp, p.btf]
+        .into_iter()
+        .flatten()
+        .min_by_key(|r| r.ktime_ns)
+        .or(pid_rec);
+    let (ktime_ns, trigger) = match first {
+        Some(r) => {
+            sources.insert("trigger", Source::from_kind(r.kind));
+            let t = Task {
+                pid: r.trigger_pid,
+                tgid: r.trigger_tgid,
+                comm: comm_str(&r.trigger_comm),
+            };
+            (r.ktime_ns, Some(t))
+        }
+        None => (0, None),
+    };
+    OomEvent {
+        time: wall_clock_of(ktime_ns),
+        ktime_ns,
+        host: host.to_string(),
+        pid: p.pid,
+        tgid,
+        comm,
+        uid,
+        total_vm,
+        anon_rss: mem.map(|r| r.anon_rss_kb * 1024),
+        file_rss,
+        shmem_rss,
+        pgtables,
+        oom_score_adj,
+        cgroup: None,
+        cgroup_id,
+        trigger,
+        sources,
+    }
+}
+
+impl Source {
+    fn from_kind(kind: u32) -> Self {
+        match RecordKind::from_u32(kind) {
+            Some(RecordKind::MarkVictimBtf) => Source::MarkVictimBtf,
+            _ => Source::MarkVictimTracepoint,
+        }
+    }
+}
+
+/// A NUL-padded kernel comm as text.
+pub fn comm_str(c: &[u8; COMM_LEN]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC is always available.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The wall-clock time of a kernel monotonic timestamp.
+pub fn wall_clock_of(ktime_ns: u64) -> SystemTime {
+    let age = monotonic_ns().saturating_sub(ktime_ns);
+    SystemTime::now() - Duration::from_nanos(age)
+}
+
+#[cfg(test)]
+#[path = "correlate_tests.rs"]
+mod tests;

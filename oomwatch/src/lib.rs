@@ -4,6 +4,7 @@
 //! record per victim) → [`event`] → sinks ([`sink::json`], [`sink::metrics`]) → [`server`].
 pub mod caps;
 pub mod cgroup;
+pub mod commands;
 pub mod correlate;
 pub mod event;
 pub mod probe;

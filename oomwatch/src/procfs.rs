@@ -1,1 +1,131 @@
-//! procfs
+//! Reading a victim's `/proc/<pid>` files, to fill fields the kernel event lacks (kernels whose
+//! `mark_victim` carries only the pid). Read after the kill: a value is used only if the process
+//! is still there; a missing process or line leaves the field absent.
+use std::fs;
+use std::path::Path;
+
+/// What `/proc/<pid>/status` and friends said about a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub comm: Option<String>,
+    pub tgid: Option<i32>,
+    pub uid: Option<u32>,
+    /// Bytes.
+    pub total_vm: Option<u64>,
+    pub anon_rss: Option<u64>,
+    pub file_rss: Option<u64>,
+    pub shmem_rss: Option<u64>,
+    pub pgtables: Option<u64>,
+    pub oom_score_adj: Option<i16>,
+    /// The memory controller's cgroup path (v1 `memory` line, else the v2 `0::` line).
+    pub cgroup: Option<String>,
+}
+
+/// Parses `/proc/<pid>/status`. Memory lines are in kB and converted to bytes.
+pub fn parse_status(text: &str, info: &mut ProcInfo) {
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let kb = || {
+            value
+                .strip_suffix("kB")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .and_then(|n| n.checked_mul(1024))
+        };
+        match key {
+            "Name" => info.comm = Some(value.to_string()),
+            "Tgid" => info.tgid = value.parse().ok(),
+            "Uid" => info.uid = value.split_whitespace().next().and_then(|u| u.parse().ok()),
+            "VmSize" => info.total_vm = kb(),
+            "RssAnon" => info.anon_rss = kb(),
+            "RssFile" => info.file_rss = kb(),
+            "RssShmem" => info.shmem_rss = kb(),
+            "VmPTE" => info.pgtables = kb(),
+            _ => {}
+        }
+    }
+}
+
+/// The memory cgroup from `/proc/<pid>/cgroup`: the v1 line listing `memory`, else the v2 `0::`
+/// line.
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(path.to_string());
+        }
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    v2
+}
+
+/// Reads what is still readable of `<proc_root>/<pid>`.
+pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
+    let dir = proc_root.join(pid.to_string());
+    let mut info = ProcInfo::default();
+    if let Ok(text) = fs::read_to_string(dir.join("status")) {
+        parse_status(&text, &mut info);
+    }
+    info.oom_score_adj = fs::read_to_string(dir.join("oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    info.cgroup = fs::read_to_string(dir.join("cgroup"))
+        .ok()
+        .and_then(|s| parse_cgroup(&s));
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tpython3\nUmask:\t0022\nState:\tR (running)\nTgid:\t4242\nNgid:\t0\nPid:\t4243\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nGid:\t0\t0\t0\t0\nVmPeak:\t  320000 kB\nVmSize:\t  318976 kB\nVmRSS:\t   65536 kB\nRssAnon:\t   64000 kB\nRssFile:\t    1536 kB\nRssShmem:\t       0 kB\nVmPTE:\t     204 kB\nThreads:\t1\n";
+
+    #[test]
+    fn status_fields_in_bytes() {
+        let mut i = ProcInfo::default();
+        parse_status(STATUS, &mut i);
+        assert_eq!(i.comm.as_deref(), Some("python3"));
+        assert_eq!(i.tgid, Some(4242));
+        assert_eq!(i.uid, Some(1000));
+        assert_eq!(i.total_vm, Some(318_976 * 1024));
+        assert_eq!(i.anon_rss, Some(64_000 * 1024));
+        assert_eq!(i.file_rss, Some(1536 * 1024));
+        assert_eq!(i.shmem_rss, Some(0));
+        assert_eq!(i.pgtables, Some(204 * 1024));
+    }
+
+    #[test]
+    fn zombie_status_leaves_memory_absent() {
+        let mut i = ProcInfo::default();
+        parse_status("Name:\tx\nState:\tZ (zombie)\nTgid:\t7\n", &mut i);
+        assert_eq!(i.tgid, Some(7));
+        assert_eq!(i.anon_rss, None);
+    }
+
+    #[test]
+    fn cgroup_v1_memory_line_wins_over_v2() {
+        let t = "12:pids:/a\n7:memory:/kubepods/pod1/abc\n0::/system.slice/x.service\n";
+        assert_eq!(parse_cgroup(t).as_deref(), Some("/kubepods/pod1/abc"));
+        assert_eq!(parse_cgroup("0::/user.slice\n").as_deref(), Some("/user.slice"));
+        assert_eq!(parse_cgroup("3:cpu,cpuacct:/x\n"), None);
+        assert_eq!(parse_cgroup("4:cpu,memory:/y:z\n").as_deref(), Some("/y:z"));
+    }
+
+    #[test]
+    fn this_process_is_readable() {
+        let i = read(Path::new("/proc"), std::process::id() as i32);
+        assert_eq!(i.tgid, Some(std::process::id() as i32));
+        assert!(i.anon_rss.is_some());
+        assert!(i.oom_score_adj.is_some());
+    }
+}

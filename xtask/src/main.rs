@@ -1,1 +1,121 @@
-fn main() {}
+//! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|run|test>`.
+
+mod ebpf;
+mod setup;
+mod test;
+mod util;
+
+use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::util::run;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "oomwatch developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian rustc-web/cargo-web/rust-web-src/llvm-22-dev, bpf-linker.
+    Setup {
+        /// Also install the test tools (Debian prometheus for promtool, bpftool, rust-web-clippy).
+        #[arg(long)]
+        test: bool,
+    },
+    /// Build oomwatch-ebpf for bpfel-unknown-none (toolchain: OOMWATCH_EBPF_TOOLCHAIN=debian|nightly).
+    BuildEbpf,
+    /// Run clippy on oomwatch-ebpf with the eBPF toolchain (-D warnings).
+    ClippyEbpf,
+    /// setup + build-ebpf + cargo build -p oomwatch (release unless --debug).
+    Build {
+        /// Build the user-space binary in the dev profile (target/debug).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run `oomwatch run ARGS...` (needs root).
+    Run {
+        /// Run the dev-profile binary.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments passed to `oomwatch run`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// setup --test, build-ebpf, clippy-ebpf, fmt, clippy, cargo test --workspace [-- ARGS].
+    Test {
+        /// Arguments passed to `cargo test --workspace`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup { test } => setup::setup(test),
+        Cmd::BuildEbpf => ebpf::build_ebpf(),
+        Cmd::ClippyEbpf => ebpf::clippy_ebpf(),
+        Cmd::Build { debug } => build(debug).map(|_| ()),
+        Cmd::Run { debug, args } => run_agent(debug, &args),
+        Cmd::Test { args } => test::test(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The main workspace's target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> PathBuf {
+    let root = util::repo_root();
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// setup, build-ebpf, then `cargo build -p oomwatch`; returns the binary's path.
+fn build(debug: bool) -> Result<PathBuf> {
+    setup::setup(false).context("[build] step setup")?;
+    ebpf::build_ebpf().context("[build] step build-ebpf")?;
+    let mut cmd = Command::new(util::host_cargo());
+    cmd.args(["build", "-p", "oomwatch"])
+        .current_dir(util::repo_root());
+    if !debug {
+        cmd.arg("--release");
+    }
+    run("build", &mut cmd).context("[build] step cargo build -p oomwatch")?;
+    let binary = target_dir()
+        .join(if debug { "debug" } else { "release" })
+        .join("oomwatch");
+    if !binary.is_file() {
+        bail!(
+            "[build] cargo build succeeded but {} is missing",
+            binary.display()
+        );
+    }
+    println!("[build] agent binary: {}", binary.display());
+    Ok(binary)
+}
+
+/// Build, then replace this process with `oomwatch run ARGS...`.
+fn run_agent(debug: bool, args: &[OsString]) -> Result<()> {
+    let binary = build(debug)?;
+    if !util::is_root() {
+        bail!(
+            "[run] oomwatch loads eBPF programs and needs root: run it as root via sudo, e.g. \
+             `sudo {} run`",
+            binary.display()
+        );
+    }
+    let mut cmd = Command::new(&binary);
+    cmd.arg("run").args(args);
+    println!("[run] $ {}", util::describe(&cmd));
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("[run] failed to exec {}", binary.display()))
+}

@@ -1,2 +1,4 @@
 //! Kernel hooks: the probe table, BTF reader, tracefs format parser, ring-buffer reader.
 pub mod btf;
+pub mod loader;
+pub mod tracefs;

@@ -1,0 +1,167 @@
+//! `oom:mark_victim`: fired once per OOM victim, from `mark_oom_victim()`.
+//!
+//! Two programs on the same kernel event, each filling what it can reach; the agent merges the two
+//! records of one victim:
+//! - `mark_victim_tp` (tracepoint): the trace record's own fields. Their offsets come from the
+//!   tracefs `format` file (kernels 4.13–6.8 without the 2024 backport only have `pid`).
+//! - `mark_victim_btf` (tp_btf): the victim's `task_struct`: tgid, comm, memory cgroup id and
+//!   `signal->oom_score_adj`, through BTF-resolved offsets. Loaded only where the tracepoint's
+//!   first argument is a `struct task_struct *`.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+    },
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use aya_log_ebpf::debug;
+use oomwatch_common::{
+    counter, field, MarkVictimOffsets, RecordKind, TaskOffsets, VictimRecord, OFFSET_ABSENT,
+};
+
+use crate::{
+    maps::{count, EVENTS},
+    read,
+};
+
+/// Field offsets of the `oom/mark_victim` trace record; overridden by the agent at load time.
+#[unsafe(no_mangle)]
+static MARK_VICTIM_OFFSETS: MarkVictimOffsets = MarkVictimOffsets::ABSENT;
+
+/// `task_struct` & co. member offsets; overridden by the agent at load time.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets::ABSENT;
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: read_volatile keeps the compiler from folding the default value: the loader
+    // rewrites this read-only global before the program is loaded.
+    let off = unsafe { core::ptr::read_volatile(&MARK_VICTIM_OFFSETS) };
+    let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
+        count(counter::RINGBUF_DROPS);
+        return 0;
+    };
+    let rec = entry.write(VictimRecord::zeroed());
+    fill_header(rec, RecordKind::MarkVictimTracepoint);
+    let base = ctx.as_ptr() as *const u8;
+
+    if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "pid") {
+        rec.pid = pid;
+        rec.present |= field::PID;
+    }
+    if let Some(loc) = read::at::<u32, _>(&ctx, base, off.comm_data_loc, "comm") {
+        // __data_loc: low 16 bits are the offset of the string in the record, high 16 its length.
+        let src = base.wrapping_add((loc & 0xffff) as usize);
+        // SAFETY: the helper checks the address and bounds the copy by the buffer's length.
+        match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.comm) } {
+            Ok(_) => rec.present |= field::COMM,
+            Err(e) => {
+                count(counter::READ_ERRORS);
+                debug!(&ctx, "oomwatch: mark_victim comm read failed: {}", e);
+            }
+        }
+    }
+    let kb = [
+        (off.total_vm, field::TOTAL_VM),
+        (off.anon_rss, field::ANON_RSS),
+        (off.file_rss, field::FILE_RSS),
+        (off.shmem_rss, field::SHMEM_RSS),
+        (off.pgtables, field::PGTABLES),
+    ];
+    let mut i = 0;
+    while i < kb.len() {
+        let (offset, bit) = kb[i];
+        if let Some(v) = read::at::<u64, _>(&ctx, base, offset, "rss") {
+            match bit {
+                field::TOTAL_VM => rec.total_vm_kb = v,
+                field::ANON_RSS => rec.anon_rss_kb = v,
+                field::FILE_RSS => rec.file_rss_kb = v,
+                field::SHMEM_RSS => rec.shmem_rss_kb = v,
+                _ => rec.pgtables_kb = v,
+            }
+            rec.present |= bit;
+        }
+        i += 1;
+    }
+    if let Some(uid) = read::at::<u32, _>(&ctx, base, off.uid, "uid") {
+        rec.uid = uid;
+        rec.present |= field::UID;
+    }
+    if let Some(adj) = read::at::<i16, _>(&ctx, base, off.oom_score_adj, "oom_score_adj") {
+        rec.oom_score_adj = adj;
+        rec.present |= field::OOM_SCORE_ADJ;
+    }
+    entry.submit(0);
+    0
+}
+
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: as in `mark_victim_tp`.
+    let off = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
+    let task: *const u8 = ctx.arg(0);
+    let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
+        count(counter::RINGBUF_DROPS);
+        return 0;
+    };
+    let rec = entry.write(VictimRecord::zeroed());
+    fill_header(rec, RecordKind::MarkVictimBtf);
+
+    if let Some(pid) = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid") {
+        rec.pid = pid;
+        rec.present |= field::PID;
+    }
+    if let Some(tgid) = read::at::<i32, _>(&ctx, task, off.task_tgid, "task_struct.tgid") {
+        rec.tgid = tgid;
+        rec.present |= field::TGID;
+    }
+    if off.task_comm != OFFSET_ABSENT {
+        // SAFETY: the helper checks the address; the copy is bounded by the buffer's length.
+        match unsafe {
+            bpf_probe_read_kernel_buf(task.wrapping_add(off.task_comm as usize), &mut rec.comm)
+        } {
+            Ok(()) => rec.present |= field::COMM,
+            Err(e) => {
+                count(counter::READ_ERRORS);
+                debug!(&ctx, "oomwatch: task_struct.comm read failed: {}", e);
+            }
+        }
+    }
+    let signal = read::at::<*const u8, _>(&ctx, task, off.task_signal, "task_struct.signal");
+    if let Some(adj) = signal.and_then(|s| {
+        read::at::<i16, _>(&ctx, s, off.signal_oom_score_adj, "signal_struct.oom_score_adj")
+    }) {
+        rec.oom_score_adj = adj;
+        rec.present |= field::OOM_SCORE_ADJ;
+    }
+    // task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id
+    let id = read::at::<*const u8, _>(&ctx, task, off.task_cgroups, "task_struct.cgroups")
+        .and_then(|cset| {
+            read::at::<*const u8, _>(&ctx, cset, off.css_set_memory_subsys, "css_set.subsys")
+        })
+        .and_then(|css| read::at::<*const u8, _>(&ctx, css, off.css_cgroup, "css.cgroup"))
+        .and_then(|cg| read::at::<*const u8, _>(&ctx, cg, off.cgroup_kn, "cgroup.kn"))
+        .and_then(|kn| read::at::<u64, _>(&ctx, kn, off.kernfs_node_id, "kernfs_node.id"));
+    if let Some(id) = id {
+        rec.memcg_id = id;
+        rec.present |= field::MEMCG_ID;
+    }
+    entry.submit(0);
+    0
+}
+
+/// Kind, kernel timestamp and the running (triggering) task.
+#[inline(always)]
+fn fill_header(rec: &mut VictimRecord, kind: RecordKind) {
+    rec.kind = kind as u32;
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    rec.trigger_pid = pid_tgid as u32 as i32;
+    rec.trigger_tgid = (pid_tgid >> 32) as u32 as i32;
+    if let Ok(comm) = bpf_get_current_comm() {
+        rec.trigger_comm = comm;
+    }
+}

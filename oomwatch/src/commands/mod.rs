@@ -1,0 +1,65 @@
+//! The command line: thin commands wiring the rooms below.
+pub mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Default HTTP address. 9837 is not a well-known exporter's port (node_exporter is 9100).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9837";
+
+/// eBPF-based Linux OOM-kill observability: one JSON record per victim, Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "oomwatch", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `run` (the default command).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the probes and write one JSON line per OOM victim to stdout (default).
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Address of the HTTP server (/metrics, /healthz).
+    #[arg(long, default_value = DEFAULT_LISTEN, global = true)]
+    pub listen: SocketAddr,
+    /// Format of the agent's own log on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace; or a tracing filter).
+    #[arg(long, default_value = "info", global = true)]
+    pub log_level: String,
+    /// The agent's own oom_score_adj, so the killer it watches spares it (-1000..=1000).
+    #[arg(long, default_value_t = -999, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i16).range(-1000..=1000), global = true)]
+    pub oom_score_adj: i16,
+    /// Cap on `oomwatch_oom_kills_total` label sets; the least recently updated is evicted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_label_sets: u64,
+    /// Host name put in every event (default: this machine's).
+    #[arg(long, global = true)]
+    pub host: Option<String>,
+    /// Kernel BTF used to resolve struct offsets.
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux", global = true)]
+    pub btf: PathBuf,
+    /// Longest wait, in ms, for the second probe record of a victim before emitting what is known.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000), global = true)]
+    pub correlation_window_ms: u64,
+    /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
+    #[arg(long, hide = true, global = true)]
+    pub force_pid_only: bool,
+}

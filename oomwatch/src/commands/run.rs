@@ -1,0 +1,270 @@
+//! `oomwatch run`: load and attach, then one JSON line per victim until SIGINT/SIGTERM.
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oomwatch_common::VictimRecord;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use super::{LogFormat, RunArgs};
+use crate::caps;
+use crate::cgroup::{IdResolver, MemoryHierarchy};
+use crate::correlate::{monotonic_ns, Correlator};
+use crate::event::OomEvent;
+use crate::probe::loader::{self, LoadOptions, Probes};
+use crate::server;
+use crate::sink::json::JsonLines;
+use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Caps(#[from] caps::CapsError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Probe(#[from] loader::ProbeError),
+    #[error("cannot install the {0} signal handler: {1}")]
+    Signal(&'static str, io::Error),
+    #[error("ring buffer: {0}")]
+    RingBuf(io::Error),
+    #[error("writing events to stdout failed: {0}")]
+    Stdout(io::Error),
+    #[error("invalid --log-level {0:?}: {1}")]
+    LogLevel(String, String),
+}
+
+/// Sets up the agent's own log on stderr. aya-log records from the eBPF side arrive through the
+/// `log` crate and are bridged into `tracing`.
+pub fn init_logging(args: &RunArgs) -> Result<(), RunError> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .map_err(|e| RunError::LogLevel(args.log_level.clone(), e.to_string()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| RunError::LogLevel(args.log_level.clone(), e.to_string()))?;
+    // The tracing subscriber's `log` bridge is installed by try_init (tracing-log feature);
+    // nothing else to do when it is already present.
+    Ok(())
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    caps::check_self()?;
+    match caps::set_own_oom_score_adj(args.oom_score_adj) {
+        Ok(()) => tracing::info!(
+            oom_score_adj = args.oom_score_adj,
+            "set own oom_score_adj so the OOM killer spares the agent"
+        ),
+        Err(e) => tracing::warn!(
+            oom_score_adj = args.oom_score_adj,
+            "could not set own oom_score_adj: {e}; the agent stays killable"
+        ),
+    }
+    raise_memlock_limit();
+    // Bind before touching the kernel: a busy port fails fast with nothing attached.
+    let listener = server::bind(args.listen).await?;
+
+    let probes = loader::load(&LoadOptions {
+        btf_path: args.btf.clone(),
+        force_pid_only: args.force_pid_only,
+    })?;
+    let metrics = Arc::new(Metrics::new(
+        usize::try_from(args.max_label_sets).unwrap_or(usize::MAX),
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            git_commit: env!("OOMWATCH_GIT_COMMIT"),
+        },
+    ));
+    for s in &probes.status {
+        metrics.set_probe_attached(s.probe, s.attached);
+        if s.attached {
+            tracing::info!(probe = s.probe, reads = %s.detail, "probe attached");
+        } else {
+            tracing::warn!(probe = s.probe, reason = %s.detail, "probe unavailable");
+        }
+    }
+    let expect_tp = probes.attached(loader::PROBE_MARK_VICTIM_TP);
+    let expect_btf = probes.attached(loader::PROBE_MARK_VICTIM_BTF);
+
+    let Probes {
+        ebpf,
+        events,
+        counters,
+        logger,
+        ..
+    } = probes;
+    let counters = Arc::new(Mutex::new(counters));
+    metrics.set_ebpf_counters_reader(Box::new(move || {
+        let c = counters.lock().unwrap_or_else(|p| p.into_inner());
+        EbpfCounters {
+            ringbuf_drops: loader::read_counter(&c, loader::RINGBUF_DROPS),
+            read_errors: loader::read_counter(&c, loader::READ_ERRORS),
+        }
+    }));
+
+    let hierarchy = MemoryHierarchy::find();
+    match &hierarchy {
+        Some(h) => tracing::info!(version = ?h.version, mount = %h.mount.display(), "memory cgroup hierarchy"),
+        None => tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths come from /proc only"),
+    }
+    let host = args.host.clone().unwrap_or_else(hostname);
+    let mut correlator = Correlator::new(
+        expect_tp,
+        expect_btf,
+        Duration::from_millis(args.correlation_window_ms),
+        host,
+        hierarchy.map(IdResolver::new),
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_metrics = Arc::clone(&metrics);
+    let server_task = tokio::spawn(server::serve(listener, server_metrics, async move {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(listen = %args.listen, "serving /metrics and /healthz");
+
+    // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
+    trim_heap();
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
+    let mut ring = register(events)?;
+    let mut log_fd = match logger {
+        Some(l) => Some(register(l)?),
+        None => None,
+    };
+    let mut out = JsonLines::new(io::stdout());
+    tracing::info!("all probes attached; waiting for OOM kills");
+
+    let result = loop {
+        let deadline = correlator.next_deadline();
+        tokio::select! {
+            _ = sigint.recv() => break Ok("SIGINT"),
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            guard = ring.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => break Err(RunError::RingBuf(e)),
+                };
+                let rb = guard.get_inner_mut();
+                let mut batch = Vec::new();
+                while let Some(item) = rb.next() {
+                    if let Some(rec) = decode(&item) {
+                        batch.push(rec);
+                    }
+                }
+                guard.clear_ready();
+                let now = Instant::now();
+                let evs: Vec<OomEvent> =
+                    batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
+                if let Err(e) = emit(&mut out, &metrics, evs) {
+                    break Err(e);
+                }
+            }
+            _ = sleep_until_opt(deadline) => {
+                let evs = correlator.flush_expired(Instant::now());
+                if let Err(e) = emit(&mut out, &metrics, evs) {
+                    break Err(e);
+                }
+            }
+            guard = readable_opt(&mut log_fd) => {
+                if let Some(Ok(mut g)) = guard {
+                    g.get_inner_mut().flush();
+                    g.clear_ready();
+                }
+            }
+        }
+    };
+    let leftover = correlator.flush_all();
+    let flushed = emit(&mut out, &metrics, leftover);
+    let _ = stop_tx.send(());
+    let _ = server_task.await;
+    drop(ring);
+    drop(ebpf);
+    let signal = result?;
+    flushed?;
+    tracing::info!(signal, "probes detached; exiting");
+    Ok(())
+}
+
+fn emit(
+    out: &mut JsonLines<io::Stdout>,
+    metrics: &Metrics,
+    evs: Vec<OomEvent>,
+) -> Result<(), RunError> {
+    for ev in evs {
+        out.write(&ev).map_err(RunError::Stdout)?;
+        metrics.observe(&ev);
+        let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
+        tracing::debug!(pid = ev.pid, latency_us, "event written");
+    }
+    Ok(())
+}
+
+/// Decodes one ring-buffer item; wrong-sized items (a mismatched object) are skipped.
+fn decode(bytes: &[u8]) -> Option<VictimRecord> {
+    if bytes.len() < std::mem::size_of::<VictimRecord>() {
+        tracing::debug!(len = bytes.len(), "short ring-buffer record skipped");
+        return None;
+    }
+    // SAFETY: VictimRecord is #[repr(C)] plain data (aya::Pod): any bytes are a valid value, and
+    // read_unaligned copes with the ring buffer's alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<VictimRecord>()) })
+}
+
+/// Registers a map's file descriptor with the runtime (read readiness only: no polling).
+fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, RunError> {
+    // SAFETY: `inner` owns its map fd (aya's MapData closes it only on drop), so the descriptor
+    // stays open and the same for as long as the AsyncFd that owns `inner` lives.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| RunError::RingBuf(e.into_parts().1))
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable_opt<T: std::os::fd::AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> Option<io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>>> {
+    match fd {
+        Some(fd) => Some(fd.readable_mut().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+fn raise_memlock_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: lim is a valid rlimit; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(
+            "cannot raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

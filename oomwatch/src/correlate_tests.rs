@@ -1,0 +1,161 @@
+use super::*;
+
+fn rec(kind: RecordKind, pid: i32, present: u32) -> VictimRecord {
+    let mut r = VictimRecord::zeroed();
+    r.kind = kind as u32;
+    r.pid = pid;
+    r.present = present | field::PID;
+    r.ktime_ns = monotonic_ns();
+    r.comm[..4].copy_from_slice(b"hog\0");
+    r.trigger_pid = 9;
+    r.trigger_tgid = 9;
+    r.trigger_comm[..3].copy_from_slice(b"sh\0");
+    r
+}
+
+fn tp(pid: i32) -> VictimRecord {
+    let mut r = rec(
+        RecordKind::MarkVictimTracepoint,
+        pid,
+        field::COMM
+            | field::TOTAL_VM
+            | field::ANON_RSS
+            | field::FILE_RSS
+            | field::SHMEM_RSS
+            | field::UID
+            | field::PGTABLES
+            | field::OOM_SCORE_ADJ,
+    );
+    r.total_vm_kb = 100;
+    r.anon_rss_kb = 64;
+    r.file_rss_kb = 2;
+    r.shmem_rss_kb = 1;
+    r.pgtables_kb = 8;
+    r.uid = 1000;
+    r.oom_score_adj = 500;
+    r
+}
+
+fn btf(pid: i32) -> VictimRecord {
+    let mut r = rec(
+        RecordKind::MarkVictimBtf,
+        pid,
+        field::TGID | field::COMM | field::OOM_SCORE_ADJ | field::MEMCG_ID,
+    );
+    r.tgid = pid - 1;
+    r.oom_score_adj = 499; // the tracepoint's value must win
+    r.memcg_id = 12345;
+    r
+}
+
+// A pid that cannot exist (above pid_max), so the /proc fill finds nothing.
+const GONE: i32 = 1 << 30;
+
+fn correlator(tp: bool, btf: bool) -> Correlator {
+    Correlator::new(tp, btf, DEFAULT_WINDOW, "h".into(), None)
+}
+
+#[test]
+fn pair_merges_into_one_event_with_sources() {
+    let mut c = correlator(true, true);
+    let now = Instant::now();
+    assert!(c.push(tp(GONE), now).is_empty());
+    let evs = c.push(btf(GONE), now);
+    assert_eq!(evs.len(), 1);
+    let e = &evs[0];
+    assert_eq!(e.pid, GONE);
+    assert_eq!(e.tgid, Some(GONE - 1));
+    assert_eq!(e.comm.as_deref(), Some("hog"));
+    assert_eq!(e.total_vm, Some(100 * 1024));
+    assert_eq!(e.anon_rss, Some(64 * 1024));
+    assert_eq!(e.file_rss, Some(2 * 1024));
+    assert_eq!(e.shmem_rss, Some(1024));
+    assert_eq!(e.pgtables, Some(8 * 1024));
+    assert_eq!(e.uid, Some(1000));
+    assert_eq!(e.oom_score_adj, Some(500));
+    assert_eq!(e.cgroup_id, Some(12345));
+    assert_eq!(e.cgroup, None, "no resolver and no /proc entry: absent, not invented");
+    assert_eq!(e.trigger.as_ref().unwrap().comm, "sh");
+    assert_eq!(e.sources["memory"], Source::MarkVictimTracepoint);
+    assert_eq!(e.sources["tgid"], Source::MarkVictimBtf);
+    assert_eq!(e.sources["oom_score_adj"], Source::MarkVictimTracepoint);
+    assert!(c.next_deadline().is_none());
+}
+
+#[test]
+fn lone_record_waits_then_is_emitted_with_the_rest_absent() {
+    let mut c = correlator(true, true);
+    let now = Instant::now();
+    assert!(c.push(btf(GONE), now).is_empty());
+    let deadline = c.next_deadline().unwrap();
+    assert_eq!(deadline, now + DEFAULT_WINDOW);
+    assert!(c.flush_expired(now).is_empty());
+    let evs = c.flush_expired(deadline);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].anon_rss, None);
+    assert_eq!(evs[0].uid, None);
+    assert!(!evs[0].sources.contains_key("memory"));
+}
+
+#[test]
+fn only_tracepoint_attached_completes_at_once() {
+    let mut c = correlator(true, false);
+    let evs = c.push(tp(GONE), Instant::now());
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].tgid, None);
+}
+
+#[test]
+fn two_kills_of_one_pid_are_never_merged() {
+    let mut c = correlator(true, true);
+    let now = Instant::now();
+    assert!(c.push(tp(GONE), now).is_empty());
+    let evs = c.push(tp(GONE), now);
+    assert_eq!(evs.len(), 1, "the first kill is emitted when a second one arrives");
+    assert_eq!(c.flush_all().len(), 1);
+}
+
+#[test]
+fn interleaved_victims_pair_by_pid() {
+    let mut c = correlator(true, true);
+    let now = Instant::now();
+    assert!(c.push(tp(GONE), now).is_empty());
+    assert!(c.push(tp(GONE + 1), now).is_empty());
+    let a = c.push(btf(GONE + 1), now);
+    let b = c.push(btf(GONE), now);
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(a[0].pid, GONE + 1);
+    assert_eq!(a[0].tgid, Some(GONE));
+    assert_eq!(b[0].tgid, Some(GONE - 1));
+}
+
+#[test]
+fn pid_only_kernel_fills_from_proc_when_the_process_is_there() {
+    let me = std::process::id() as i32;
+    let mut c = correlator(true, false);
+    let evs = c.push(rec(RecordKind::MarkVictimTracepoint, me, 0), Instant::now());
+    let e = &evs[0];
+    assert_eq!(e.tgid, Some(me));
+    assert!(e.anon_rss.is_some());
+    assert!(e.cgroup.is_some());
+    assert_eq!(e.sources["memory"], Source::Procfs);
+    assert_eq!(e.sources["cgroup"], Source::ProcCgroup);
+    assert_eq!(e.sources["pid"], Source::MarkVictimTracepoint);
+}
+
+#[test]
+fn unknown_kinds_are_ignored() {
+    let mut c = correlator(true, true);
+    let mut r = tp(GONE);
+    r.kind = 99;
+    assert!(c.push(r, Instant::now()).is_empty());
+    assert!(c.next_deadline().is_none());
+}
+
+#[test]
+fn comm_stops_at_nul() {
+    let mut c = [0u8; COMM_LEN];
+    c[..5].copy_from_slice(b"abc\0d");
+    assert_eq!(comm_str(&c), "abc");
+    assert_eq!(comm_str(&[b'x'; COMM_LEN]), "x".repeat(16));
+}

@@ -1,0 +1,378 @@
+//! Real-kernel test harness: the real `oomwatch` binary, real memory cgroups, real OOM kills,
+//! checked against the kernel's own record (`/dev/kmsg`, `memory.oom_control`/`memory.events`).
+//! Only events from cgroups a test created are ever counted.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// True when the test may touch the kernel. Without root it skips with a message, unless
+/// `OOMWATCH_REQUIRE_REAL_KERNEL=1` (set by `cargo xtask test` under CI), where it fails.
+pub fn real_kernel_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let msg = format!("{test}: needs root to load eBPF programs and create memory cgroups");
+    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
+        panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A running agent whose stdout (events) and stderr (log) are collected.
+pub struct Agent {
+    child: Child,
+    pub port: u16,
+    events: Receiver<Value>,
+    pub seen: Vec<Value>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Agent {
+    pub fn start(extra: &[&str]) -> Agent {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--log-level", "debug", "--log-format", "json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn oomwatch");
+        let (tx, events) = channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("waiting for OOM kills") {
+                    let _ = ready_tx.send(());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let mut agent = Agent {
+            child,
+            port,
+            events,
+            seen: Vec::new(),
+            log,
+        };
+        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = agent.child.kill();
+            panic!("agent did not become ready; log:\n{}", agent.log_text());
+        }
+        agent
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits for an event matching `pred`, keeping every event seen in `self.seen`.
+    pub fn wait_event(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no matching event within {timeout:?}; events: {:?}\nlog:\n{}",
+                    self.seen,
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    /// Collects events for `quiet` after the last one arrived.
+    pub fn drain(&mut self, quiet: Duration) {
+        while let Ok(v) = self.events.recv_timeout(quiet) {
+            self.seen.push(v);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        http_get(self.port, path)
+    }
+
+    /// Sends `sig` and returns the exit status code.
+    pub fn stop(mut self, sig: i32) -> Option<i32> {
+        // SAFETY: kill with a valid pid of our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// A memory cgroup of our own, removed on drop.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// The path as the kernel and /proc name it, e.g. `/oomwatch-test-1234-0`.
+    pub path: String,
+    v2: bool,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl TestCgroup {
+    pub fn new(limit_bytes: u64) -> TestCgroup {
+        let name = format!(
+            "oomwatch-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let (mount, v2) = memory_mount();
+        let dir = mount.join(&name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        if v2 {
+            fs::write(dir.join("memory.max"), limit_bytes.to_string()).unwrap();
+            let _ = fs::write(dir.join("memory.swap.max"), "0");
+        } else {
+            fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
+            let _ = fs::write(dir.join("memory.swappiness"), "0");
+        }
+        TestCgroup {
+            dir,
+            path: format!("/{name}"),
+            v2,
+        }
+    }
+
+    /// The kernel's count of OOM kills in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let text = fs::read_to_string(self.dir.join(file)).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Runs `tail /dev/zero` (which allocates without bound) inside the cgroup with the given
+    /// oom_score_adj, waits for it to die, and returns its pid. Panics unless it was SIGKILLed.
+    pub fn oom_kill(&self, oom_score_adj: i16) -> i32 {
+        let procs = CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+        let adj = oom_score_adj.to_string();
+        let mut cmd = Command::new("tail");
+        cmd.arg("/dev/zero").stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+        // functions (open, write, close) on buffers prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                write_path(procs.as_ptr(), b"0")?;
+                write_path(c"/proc/self/oom_score_adj".as_ptr(), adj.as_bytes())?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn tail");
+        let pid = child.id() as i32;
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "victim {pid} was not OOM-killed: {status:?}");
+        pid
+    }
+}
+
+fn write_path(path: *const libc::c_char, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: path is a NUL-terminated string; data is a valid buffer.
+    unsafe {
+        let fd = libc::open(path, libc::O_WRONLY);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The memory controller's hierarchy: cgroup v1 `memory` mount, else a v2 mount with memory.
+fn memory_mount() -> (PathBuf, bool) {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mount = PathBuf::from(left.split(' ').nth(4).unwrap());
+        let mut r = right.split(' ');
+        match (r.next(), r.nth(1)) {
+            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "memory") => {
+                return (mount, false)
+            }
+            (Some("cgroup2"), _) => {
+                let c = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+                if c.split_whitespace().any(|w| w == "memory") {
+                    let _ = fs::write(mount.join("cgroup.subtree_control"), "+memory");
+                    return (mount, true);
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("no memory cgroup hierarchy mounted");
+}
+
+/// The kernel's "Killed process" line for one pid, as numbers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KernelKill {
+    pub pid: i32,
+    pub comm: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub uid: u32,
+    pub pgtables_kb: u64,
+    pub oom_score_adj: i16,
+}
+
+/// `/dev/kmsg`, positioned at its end when opened.
+pub struct Kmsg {
+    fd: OwnedFd,
+}
+
+impl Kmsg {
+    pub fn open() -> Kmsg {
+        // SAFETY: valid NUL-terminated path; the returned fd is checked and owned below.
+        let fd = unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+        assert!(fd >= 0, "open /dev/kmsg: {}", std::io::Error::last_os_error());
+        // SAFETY: fd was just opened and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: lseek on our own fd.
+        unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+        Kmsg { fd }
+    }
+
+    /// Reads records until the "Killed process <pid>" line shows up.
+    pub fn killed(&mut self, pid: i32, timeout: Duration) -> KernelKill {
+        let needle = format!("Killed process {pid} (");
+        let end = Instant::now() + timeout;
+        let mut buf = vec![0u8; 8192];
+        while Instant::now() < end {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+            let msg = rec.split_once(';').map_or(rec.as_str(), |(_, m)| m);
+            if let Some(i) = msg.find(&needle) {
+                return parse_killed(&msg[i..]).unwrap_or_else(|| panic!("unparsed: {msg}"));
+            }
+        }
+        panic!("no 'Killed process {pid}' line in /dev/kmsg within {timeout:?}");
+    }
+}
+
+/// Parses "Killed process N (comm) total-vm:XkB, anon-rss:XkB, file-rss:XkB, shmem-rss:XkB,
+/// UID:N pgtables:XkB oom_score_adj:N".
+pub fn parse_killed(s: &str) -> Option<KernelKill> {
+    let rest = s.strip_prefix("Killed process ")?;
+    let (pid, rest) = rest.split_once(" (")?;
+    let (comm, rest) = rest.rsplit_once(") ")?;
+    let num = |key: &str| -> Option<i64> {
+        let i = rest.find(key)? + key.len();
+        let digits: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        digits.parse().ok()
+    };
+    Some(KernelKill {
+        pid: pid.parse().ok()?,
+        comm: comm.to_string(),
+        total_vm_kb: num("total-vm:")? as u64,
+        anon_rss_kb: num("anon-rss:")? as u64,
+        file_rss_kb: num("file-rss:")? as u64,
+        shmem_rss_kb: num("shmem-rss:")? as u64,
+        uid: num("UID:")? as u32,
+        pgtables_kb: num("pgtables:")? as u64,
+        oom_score_adj: num("oom_score_adj:")? as i16,
+    })
+}
+
+/// The value of one sample line of `/metrics`, e.g. `oomwatch_oom_kills_total{...}`.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `oomwatch_oom_kills_total` for one (comm, cgroup) label set, whatever the label order.
+pub fn kills_for(metrics: &str, comm: &str, cgroup: &str) -> Option<f64> {
+    let (c, g) = (format!("comm=\"{comm}\""), format!("cgroup=\"{cgroup}\""));
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix("oomwatch_oom_kills_total{")?;
+        let (labels, value) = rest.split_once("} ")?;
+        let has = labels.split(',').any(|x| x == c) && labels.split(',').any(|x| x == g);
+        has.then(|| value.trim().parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,145 @@
+//! `oom:mark_victim` end to end: real OOM kills in memory cgroups made here, the real agent, and
+//! every event compared field by field with the kernel's own "Killed process" line.
+mod common;
+
+use std::time::Duration;
+
+use common::{kills_for, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use serde_json::Value;
+
+const LIMIT: u64 = 64 << 20;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn for_pid(pid: i32) -> impl Fn(&Value) -> bool {
+    move |v| v["pid"] == pid
+}
+
+/// Every field the kernel printed, compared with the agent's event for the same pid.
+fn assert_matches_kernel(ev: &Value, k: &common::KernelKill, cgroup: &str) {
+    let diff: Vec<String> = [
+        ("pid", ev["pid"].clone(), Value::from(k.pid)),
+        ("tgid", ev["tgid"].clone(), Value::from(k.pid)),
+        ("comm", ev["comm"].clone(), Value::from(k.comm.clone())),
+        ("total_vm", ev["total_vm"].clone(), Value::from(k.total_vm_kb * 1024)),
+        ("anon_rss", ev["anon_rss"].clone(), Value::from(k.anon_rss_kb * 1024)),
+        ("file_rss", ev["file_rss"].clone(), Value::from(k.file_rss_kb * 1024)),
+        ("shmem_rss", ev["shmem_rss"].clone(), Value::from(k.shmem_rss_kb * 1024)),
+        ("pgtables", ev["pgtables"].clone(), Value::from(k.pgtables_kb * 1024)),
+        ("uid", ev["uid"].clone(), Value::from(k.uid)),
+        ("oom_score_adj", ev["oom_score_adj"].clone(), Value::from(k.oom_score_adj)),
+        ("cgroup", ev["cgroup"].clone(), Value::from(cgroup)),
+    ]
+    .into_iter()
+    .filter(|(_, got, want)| got != want)
+    .map(|(f, got, want)| format!("{f}: agent {got}, kernel {want}"))
+    .collect();
+    assert!(diff.is_empty(), "event differs from the kernel's record:\n{}\nevent: {ev}", diff.join("\n"));
+}
+
+#[test]
+fn kill_matches_kernel_log_and_is_counted() {
+    if !real_kernel_or_skip("kill_matches_kernel_log_and_is_counted") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(0);
+    let kernel = kmsg.killed(pid, WAIT);
+    let ev = agent.wait_event(WAIT, for_pid(pid));
+    assert_matches_kernel(&ev, &kernel, &cg.path);
+    assert!(kernel.anon_rss_kb > 32 * 1024, "the victim held most of the limit: {kernel:?}");
+    assert_eq!(ev["sources"]["memory"], "tracepoint:oom/mark_victim");
+    assert!(ev["time"].as_str().unwrap().ends_with('Z'));
+    assert!(ev["ktime_ns"].as_u64().unwrap() > 0);
+    assert_eq!(ev["trigger"]["pid"], pid, "tail's own allocation invoked the killer");
+    assert_eq!(cg.oom_kills(), 1);
+
+    let metrics = agent.get("/metrics");
+    assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(1.0), "{metrics}");
+    assert!(metrics.contains("oomwatch_probe_attached{probe=\"tracepoint:oom/mark_victim\"} 1"));
+    assert!(agent.get("/healthz").ends_with("ok\n"));
+    assert_eq!(agent.stop(libc::SIGTERM), Some(0));
+}
+
+#[test]
+fn twenty_kills_make_exactly_twenty_events() {
+    if !real_kernel_or_skip("twenty_kills_make_exactly_twenty_events") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        let pid = cg.oom_kill(0);
+        let kernel = kmsg.killed(pid, WAIT);
+        let ev = agent.wait_event(WAIT, for_pid(pid));
+        assert_matches_kernel(&ev, &kernel, &cg.path);
+        pids.push(pid);
+    }
+    agent.drain(Duration::from_millis(500));
+    let ours: Vec<i64> = agent
+        .seen
+        .iter()
+        .filter(|v| v["cgroup"] == cg.path.as_str())
+        .map(|v| v["pid"].as_i64().unwrap())
+        .collect();
+    let mut want: Vec<i64> = pids.iter().map(|&p| i64::from(p)).collect();
+    let mut got = ours.clone();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "one event per victim, no duplicates");
+    assert_eq!(cg.oom_kills(), 20, "the kernel counted 20 kills in the cgroup");
+    let metrics = agent.get("/metrics");
+    assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(20.0));
+    assert_eq!(agent.stop(libc::SIGINT), Some(0), "SIGINT detaches and exits 0");
+}
+
+#[test]
+fn oom_score_adj_500_is_reported() {
+    if !real_kernel_or_skip("oom_score_adj_500_is_reported") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(500);
+    let kernel = kmsg.killed(pid, WAIT);
+    assert_eq!(kernel.oom_score_adj, 500);
+    let ev = agent.wait_event(WAIT, for_pid(pid));
+    assert_matches_kernel(&ev, &kernel, &cg.path);
+    assert_eq!(ev["oom_score_adj"], 500);
+}
+
+#[test]
+fn pid_only_kernels_fill_from_proc_or_leave_absent() {
+    if !real_kernel_or_skip("pid_only_kernels_fill_from_proc_or_leave_absent") {
+        return;
+    }
+    let mut agent = Agent::start(&["--force-pid-only"]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(0);
+    let kernel = kmsg.killed(pid, WAIT);
+    let ev = agent.wait_event(WAIT, for_pid(pid));
+    assert_eq!(ev["sources"]["pid"], "tracepoint:oom/mark_victim");
+    // Everything else came from /proc while the victim was still there, or is absent.
+    for (field, group) in [("anon_rss", "memory"), ("tgid", "tgid"), ("comm", "comm"), ("cgroup", "cgroup")] {
+        if ev[field].is_null() {
+            assert!(ev["sources"][group].is_null(), "{field} absent but sourced: {ev}");
+        } else {
+            let src = ev["sources"][group].as_str().unwrap();
+            assert!(src.starts_with("procfs"), "{field} from {src}: {ev}");
+        }
+    }
+    if !ev["comm"].is_null() {
+        assert_eq!(ev["comm"], kernel.comm.as_str());
+    }
+    if !ev["cgroup"].is_null() {
+        assert_eq!(ev["cgroup"], cg.path.as_str());
+    }
+    let log = agent.log_text();
+    assert!(log.contains("pid-only format"), "{log}");
+    assert!(log.contains("disabled by --force-pid-only"), "{log}");
+}

@@ -1,0 +1,137 @@
+//! Golden test for the `/metrics` exposition: a fixed scenario rendered to text, compared
+//! with `tests/golden/metrics.prom` (regenerate with `UPDATE_GOLDEN=1`) and linted with
+//! `promtool check metrics`, which must report nothing.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use oomwatch::event::{OomEvent, Source};
+use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom")
+}
+
+fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
+    let mut sources = BTreeMap::new();
+    sources.insert("comm", Source::MarkVictimTracepoint);
+    sources.insert("cgroup", Source::Cgroupfs);
+    OomEvent {
+        time,
+        ktime_ns: 1_000_000,
+        host: "node-1".into(),
+        pid,
+        tgid: Some(pid),
+        comm: Some(comm.into()),
+        uid: Some(1000),
+        total_vm: Some(1 << 30),
+        anon_rss: Some(512 << 20),
+        file_rss: Some(0),
+        shmem_rss: Some(0),
+        pgtables: Some(4096),
+        oom_score_adj: Some(0),
+        cgroup: Some(cgroup.into()),
+        cgroup_id: Some(1234),
+        trigger: None,
+        sources,
+    }
+}
+
+/// Two kills, one probe attached and one not, eBPF counters from a fake reader.
+fn scenario() -> String {
+    let m = Metrics::new(
+        100,
+        BuildInfo {
+            version: "0.1.0",
+            git_commit: "0123456789ab",
+        },
+    );
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_760_000);
+    m.observe(&event(
+        4242,
+        "python3",
+        "/kubepods.slice/pod-a/worker",
+        t0,
+    ));
+    m.observe(&event(
+        4343,
+        "java",
+        "/system.slice/app.service",
+        t0 + Duration::from_millis(2_500),
+    ));
+    m.set_probe_attached("tracepoint/oom/mark_victim", true);
+    m.set_probe_attached("tp_btf/mark_victim", false);
+    m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
+        ringbuf_drops: 3,
+        read_errors: 1,
+    }));
+    m.render()
+}
+
+#[test]
+fn metrics_text_matches_golden_file() {
+    let got = scenario();
+    let path = golden_path();
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        println!("wrote {}", path.display());
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test metrics_golden",
+            path.display()
+        )
+    });
+    assert_eq!(
+        got,
+        want,
+        "rendered metrics differ from {}; if the change is intended, regenerate with \
+         UPDATE_GOLDEN=1 cargo test --test metrics_golden",
+        path.display()
+    );
+}
+
+#[test]
+fn promtool_check_metrics_reports_nothing() {
+    let require = std::env::var_os("OOMWATCH_REQUIRE_REAL_KERNEL").is_some_and(|v| v == "1");
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if !require => {
+            println!(
+                "SKIPPED: promtool not runnable ({e}); install it (Debian: apt-get install \
+                 prometheus) or set OOMWATCH_REQUIRE_REAL_KERNEL=1 to make this fail"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool is required (OOMWATCH_REQUIRE_REAL_KERNEL=1) but: {e}"),
+    };
+    // Lint what is actually rendered (identical to the golden file when that test passes).
+    let text = scenario();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {}\n{report}\n--- input ---\n{text}",
+        out.status
+    );
+}

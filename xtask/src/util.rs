@@ -1,0 +1,160 @@
+//! Small helpers shared by the xtask steps: printing and running commands,
+//! locating the repository and cargo, and detecting root.
+
+use std::{
+    env,
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Root of the repository (the parent of `xtask/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// The cargo that is running xtask (the one from `env CARGO`), falling back to `cargo` on PATH.
+pub fn host_cargo() -> PathBuf {
+    env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+/// `$CARGO_HOME` if set, else `~/.cargo`.
+pub fn cargo_home() -> Option<PathBuf> {
+    if let Some(home) = env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home));
+    }
+    env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cargo"))
+}
+
+/// `$CARGO_HOME/bin` (usually `~/.cargo/bin`), where `cargo install` puts bpf-linker.
+pub fn cargo_bin_dir() -> Option<PathBuf> {
+    cargo_home().map(|h| h.join("bin"))
+}
+
+/// PATH with `~/.cargo/bin` prepended (unless already present).
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let current = env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::split_paths(&current).collect();
+    if let Some(bin) = cargo_bin_dir() {
+        if !dirs.contains(&bin) {
+            dirs.insert(0, bin);
+        }
+    }
+    env::join_paths(dirs).unwrap_or(current)
+}
+
+/// Effective uid from /proc/self/status (no libc dependency needed).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Remove every environment variable that cargo sets for the xtask process itself or that
+/// would redirect a nested cargo/rustc (wrappers, flags, target dir, rustup toolchain).
+/// Registry, network, terminal and home settings (`CARGO_HOME`, `CARGO_NET_*`, ...) are kept.
+pub fn scrub_cargo_env(cmd: &mut Command) {
+    const EXACT: &[&str] = &[
+        "RUSTUP_TOOLCHAIN",
+        "RUSTUP_TOOLCHAIN_SOURCE",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "CARGO",
+        "CARGO_TARGET_DIR",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_ENCODED_RUSTDOCFLAGS",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_MAKEFLAGS",
+    ];
+    const PREFIXES: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_BIN_EXE_",
+        "CARGO_CFG_",
+        "CARGO_FEATURE_",
+        // CARGO_BUILD_TARGET, CARGO_BUILD_TARGET_DIR, CARGO_BUILD_RUSTC*, CARGO_BUILD_RUSTFLAGS, ...
+        "CARGO_BUILD_",
+    ];
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p)) {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// Render a command as a shell-like line, including the environment variables it sets.
+pub fn describe(cmd: &Command) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            // PATH is long and only ever gets ~/.cargo/bin prepended: don't print it in full.
+            if k == "PATH" {
+                continue;
+            }
+            parts.push(format!("{}={}", k.to_string_lossy(), quote(v)));
+        }
+    }
+    parts.push(quote(cmd.get_program()));
+    parts.extend(cmd.get_args().map(quote));
+    let mut line = parts.join(" ");
+    if let Some(dir) = cmd.get_current_dir() {
+        line = format!("(cd {} && {line})", dir.display());
+    }
+    line
+}
+
+fn quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Print and run a command, inheriting stdio; a non-zero exit is an error naming the step.
+pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    let line = describe(cmd);
+    println!("[{step}] $ {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("[{step}] failed to start: {line}"))?;
+    if !status.success() {
+        bail!("[{step}] command failed ({status}): {line}");
+    }
+    Ok(())
+}
+
+/// Run a probe command quietly and capture its output (`None` if it could not be started).
+pub fn probe(program: impl AsRef<OsStr>, args: &[&str]) -> Option<Output> {
+    Command::new(program).args(args).output().ok()
+}
