@@ -47,9 +47,9 @@ fn bind_hint(e: &io::Error) -> String {
     const FIX: &str = "choose another with --listen";
     match e.kind() {
         io::ErrorKind::AddrInUse => format!("address already in use (another oomwatch?); {FIX}"),
-        io::ErrorKind::PermissionDenied => format!(
-            "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE); {FIX}"
-        ),
+        io::ErrorKind::PermissionDenied => {
+            format!("permission denied (ports below 1024 need CAP_NET_BIND_SERVICE); {FIX}")
+        }
         io::ErrorKind::AddrNotAvailable => {
             format!("address not available (not an address of this host); {FIX}")
         }
@@ -116,5 +116,8 @@ async fn not_found() -> (StatusCode, &'static str) {
 }
 
 async fn method_not_allowed() -> (StatusCode, &'static str) {
-    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use GET\n")
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed; use GET\n",
+    )
 }

@@ -49,12 +49,7 @@ fn scenario() -> String {
         },
     );
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_760_000);
-    m.observe(&event(
-        4242,
-        "python3",
-        "/kubepods.slice/pod-a/worker",
-        t0,
-    ));
+    m.observe(&event(4242, "python3", "/kubepods.slice/pod-a/worker", t0));
     m.observe(&event(
         4343,
         "java",

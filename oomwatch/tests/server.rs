@@ -38,7 +38,14 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap();
@@ -83,7 +90,9 @@ async fn serves_metrics_healthz_and_404_then_shuts_down() {
         r.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    assert!(r.body.contains("# TYPE oomwatch_events_dropped_total counter\n"));
+    assert!(r
+        .body
+        .contains("# TYPE oomwatch_events_dropped_total counter\n"));
     assert!(r.body.contains("\noomwatch_events_dropped_total 7\n"));
     assert!(r
         .body

@@ -136,6 +136,8 @@ impl Type {
 #[derive(Debug, Clone, Copy)]
 struct Member(u32, u32, u32, u32);
 
+type FoundMember = Result<Option<Member>>;
+
 /// A parsed BTF blob with a name index. Cheap to query; drop it when done.
 pub struct Btf {
     type_sec: Vec<u8>,
@@ -334,8 +336,11 @@ impl Btf {
 
     /// Find member `name` in composite `id`, descending anonymous struct/union members;
     /// the returned bit offset is relative to `id`.
-    fn find_member(&self, id: u32, name: &[u8], budget: &mut usize) -> Result<Option<Member>> {
-        let t = self.ty(id)?;
+    fn find_member(&self, id: u32, name: &[u8], budget: &mut usize, depth: usize) -> FoundMember {
+        let t = self.ty(id).and_then(|t| match depth < MAX_DEPTH {
+            true => Ok(t),
+            false => Err(BtfError::TooDeep(id)),
+        })?;
         for m in self.members(&t) {
             *budget = budget.checked_sub(1).ok_or(BtfError::TooDeep(id))?;
             let mname = self.str_at(m.0);
@@ -344,7 +349,7 @@ impl Btf {
             }
             let inner = self.resolve(m.1)?;
             if mname.is_empty() && self.is_composite(inner)? {
-                if let Some(mut found) = self.find_member(inner, name, budget)? {
+                if let Some(mut found) = self.find_member(inner, name, budget, depth + 1)? {
                     found.2 = found.2.wrapping_add(m.2);
                     return Ok(Some(found));
                 }
@@ -371,7 +376,7 @@ impl Btf {
             }
             let missing = || BtfError::NoMember(cur_name.clone(), part.to_string());
             let m = self
-                .find_member(cur, part.as_bytes(), &mut budget)?
+                .find_member(cur, part.as_bytes(), &mut budget, 0)?
                 .ok_or_else(missing)?;
             bits += u64::from(m.2);
             if m.3 != 0 || bits % 8 != 0 || self.is_int_bitfield(m.1)? {

@@ -119,10 +119,10 @@ impl EbpfState {
     fn refresh(&mut self) -> EbpfCounters {
         if let Some(read) = &self.reader {
             let raw = read();
-            self.total.ringbuf_drops = self.total.ringbuf_drops.saturating_add(delta(
-                self.last_raw.ringbuf_drops,
-                raw.ringbuf_drops,
-            ));
+            self.total.ringbuf_drops = self
+                .total
+                .ringbuf_drops
+                .saturating_add(delta(self.last_raw.ringbuf_drops, raw.ringbuf_drops));
             self.total.read_errors = self
                 .total
                 .read_errors
@@ -207,9 +207,7 @@ impl Metrics {
 
     /// All metrics in the Prometheus text exposition format 0.0.4 (see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let t0 = std::time::Instant::now();
         let families = self.families();
-        eprintln!("families {:?}", t0.elapsed());
         let mut out = String::with_capacity(4096);
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             // Unreachable: `families` skips empty families and every name is set. A comment
@@ -232,9 +230,7 @@ impl Metrics {
             rows.sort_unstable_by(|a, b| (&a.0 .1, &a.0 .0).cmp(&(&b.0 .1, &b.0 .0)));
             let series = rows
                 .into_iter()
-                .map(|((comm, cgroup), n)| {
-                    counter(&[("cgroup", cgroup), ("comm", comm)], n as f64)
-                })
+                .map(|((comm, cgroup), n)| counter(&[("cgroup", cgroup), ("comm", comm)], n as f64))
                 .collect();
             fams.push(family(
                 "oomwatch_oom_kills_total",

@@ -1,0 +1,91 @@
+//! Bad input gets one clear line and a non-zero exit; signals detach cleanly.
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+use common::{real_kernel_or_skip, Agent};
+
+fn oomwatch(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
+    c.args(args);
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let o = oomwatch(&["run", "--no-such-flag"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unexpected argument '--no-such-flag'"), "{}", stderr(&o));
+}
+
+#[test]
+fn out_of_range_values_are_rejected() {
+    let o = oomwatch(&["--oom-score-adj", "-2000"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--oom-score-adj"), "{}", stderr(&o));
+    let o = oomwatch(&["--listen", "nonsense"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--listen"));
+    let o = oomwatch(&["--log-level", "loud=[", "--listen", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid --log-level"), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_capability_is_named() {
+    if !real_kernel_or_skip("missing_capability_is_named") {
+        return;
+    }
+    let mut c = oomwatch(&["--listen", "127.0.0.1:0"]);
+    // SAFETY: setuid/setgid between fork and exec are async-signal-safe system calls.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("missing capability CAP_BPF"), "{err}");
+    assert!(err.contains("run oomwatch as root"), "{err}");
+}
+
+#[test]
+fn port_in_use_is_a_clear_error_and_attaches_nothing() {
+    if !real_kernel_or_skip("port_in_use_is_a_clear_error_and_attaches_nothing") {
+        return;
+    }
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let o = oomwatch(&["--listen", &addr]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.contains(&format!("cannot listen on {addr}: address already in use")), "{err}");
+    assert!(last.contains("--listen"), "{err}");
+    assert!(!err.contains("probe attached"), "bind happens before any probe: {err}");
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero() {
+    if !real_kernel_or_skip("sigterm_and_sigint_exit_zero") {
+        return;
+    }
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let agent = Agent::start(&[]);
+        let log = agent.log.clone();
+        assert_eq!(agent.stop(sig), Some(0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(log.lock().unwrap().iter().any(|l| l.contains("probes detached")));
+    }
+}
