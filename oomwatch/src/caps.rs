@@ -80,7 +80,10 @@ mod tests {
         assert!(e.to_string().starts_with("missing capability CAP_BPF"));
         let e = check_effective(1 << CAP_BPF).unwrap_err();
         assert!(e.to_string().contains("CAP_PERFMON"));
-        assert!(matches!(check_effective(0), Err(CapsError::Missing("CAP_BPF"))));
+        assert!(matches!(
+            check_effective(0),
+            Err(CapsError::Missing("CAP_BPF"))
+        ));
     }
 
     #[test]

@@ -162,7 +162,8 @@ fn inode(p: &Path) -> Option<u64> {
 mod tests {
     use super::*;
 
-    const V1: &str = "30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu\n\
+    const V1: &str =
+        "30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu\n\
 33 25 0:29 / /sys/fs/cgroup/memory rw,relatime shared:12 - cgroup cgroup rw,memory\n\
 40 25 0:36 / /sys/fs/cgroup/unified rw,relatime shared:19 - cgroup2 cgroup2 rw\n";
 
@@ -179,7 +180,10 @@ mod tests {
         let t = "40 25 0:36 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(MemoryHierarchy::from_mountinfo(t, |_| false), None);
         let h = MemoryHierarchy::from_mountinfo(t, |_| true).unwrap();
-        assert_eq!((h.version, h.mount), (Version::V2, PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(
+            (h.version, h.mount),
+            (Version::V2, PathBuf::from("/sys/fs/cgroup"))
+        );
     }
 
     #[test]

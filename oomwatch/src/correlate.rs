@@ -142,14 +142,38 @@ impl Correlator {
                 ev.sources.entry(group).or_insert(src);
             }
         };
-        fill("tgid", Source::Procfs, ev.tgid.is_none() && info.tgid.is_some());
-        fill("comm", Source::Procfs, ev.comm.is_none() && info.comm.is_some());
-        fill("uid", Source::Procfs, ev.uid.is_none() && info.uid.is_some());
-        fill("memory", Source::Procfs, ev.anon_rss.is_none() && info.anon_rss.is_some());
-        fill("pgtables", Source::Procfs, ev.pgtables.is_none() && info.pgtables.is_some());
+        fill(
+            "tgid",
+            Source::Procfs,
+            ev.tgid.is_none() && info.tgid.is_some(),
+        );
+        fill(
+            "comm",
+            Source::Procfs,
+            ev.comm.is_none() && info.comm.is_some(),
+        );
+        fill(
+            "uid",
+            Source::Procfs,
+            ev.uid.is_none() && info.uid.is_some(),
+        );
+        fill(
+            "memory",
+            Source::Procfs,
+            ev.anon_rss.is_none() && info.anon_rss.is_some(),
+        );
+        fill(
+            "pgtables",
+            Source::Procfs,
+            ev.pgtables.is_none() && info.pgtables.is_some(),
+        );
         let adj_missing = ev.oom_score_adj.is_none() && info.oom_score_adj.is_some();
         fill("oom_score_adj", Source::Procfs, adj_missing);
-        fill("cgroup", Source::ProcCgroup, ev.cgroup.is_none() && info.cgroup.is_some());
+        fill(
+            "cgroup",
+            Source::ProcCgroup,
+            ev.cgroup.is_none() && info.cgroup.is_some(),
+        );
         ev.tgid = ev.tgid.or(info.tgid);
         ev.comm = ev.comm.take().or(info.comm);
         ev.uid = ev.uid.or(info.uid);

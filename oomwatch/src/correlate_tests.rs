@@ -74,7 +74,10 @@ fn pair_merges_into_one_event_with_sources() {
     assert_eq!(e.uid, Some(1000));
     assert_eq!(e.oom_score_adj, Some(500));
     assert_eq!(e.cgroup_id, Some(12345));
-    assert_eq!(e.cgroup, None, "no resolver and no /proc entry: absent, not invented");
+    assert_eq!(
+        e.cgroup, None,
+        "no resolver and no /proc entry: absent, not invented"
+    );
     assert_eq!(e.trigger.as_ref().unwrap().comm, "sh");
     assert_eq!(e.sources["memory"], Source::MarkVictimTracepoint);
     assert_eq!(e.sources["tgid"], Source::MarkVictimBtf);
@@ -111,7 +114,11 @@ fn two_kills_of_one_pid_are_never_merged() {
     let now = Instant::now();
     assert!(c.push(tp(GONE), now).is_empty());
     let evs = c.push(tp(GONE), now);
-    assert_eq!(evs.len(), 1, "the first kill is emitted when a second one arrives");
+    assert_eq!(
+        evs.len(),
+        1,
+        "the first kill is emitted when a second one arrives"
+    );
     assert_eq!(c.flush_all().len(), 1);
 }
 

@@ -116,7 +116,10 @@ mod tests {
     fn cgroup_v1_memory_line_wins_over_v2() {
         let t = "12:pids:/a\n7:memory:/kubepods/pod1/abc\n0::/system.slice/x.service\n";
         assert_eq!(parse_cgroup(t).as_deref(), Some("/kubepods/pod1/abc"));
-        assert_eq!(parse_cgroup("0::/user.slice\n").as_deref(), Some("/user.slice"));
+        assert_eq!(
+            parse_cgroup("0::/user.slice\n").as_deref(),
+            Some("/user.slice")
+        );
         assert_eq!(parse_cgroup("3:cpu,cpuacct:/x\n"), None);
         assert_eq!(parse_cgroup("4:cpu,memory:/y:z\n").as_deref(), Some("/y:z"));
     }

@@ -21,7 +21,11 @@ fn stderr(o: &Output) -> String {
 fn unknown_flag_is_a_usage_error() {
     let o = oomwatch(&["run", "--no-such-flag"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("unexpected argument '--no-such-flag'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unexpected argument '--no-such-flag'"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -32,7 +36,9 @@ fn out_of_range_values_are_rejected() {
     let o = oomwatch(&["--listen", "nonsense"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--listen"));
-    let o = oomwatch(&["--log-level", "loud=[", "--listen", "127.0.0.1:1"]).output().unwrap();
+    let o = oomwatch(&["--log-level", "loud=[", "--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid --log-level"), "{}", stderr(&o));
 }
@@ -71,9 +77,15 @@ fn port_in_use_is_a_clear_error_and_attaches_nothing() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     let last = err.trim().lines().last().unwrap();
-    assert!(last.contains(&format!("cannot listen on {addr}: address already in use")), "{err}");
+    assert!(
+        last.contains(&format!("cannot listen on {addr}: address already in use")),
+        "{err}"
+    );
     assert!(last.contains("--listen"), "{err}");
-    assert!(!err.contains("probe attached"), "bind happens before any probe: {err}");
+    assert!(
+        !err.contains("probe attached"),
+        "bind happens before any probe: {err}"
+    );
 }
 
 #[test]
@@ -86,6 +98,10 @@ fn sigterm_and_sigint_exit_zero() {
         let log = agent.log.clone();
         assert_eq!(agent.stop(sig), Some(0));
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(log.lock().unwrap().iter().any(|l| l.contains("probes detached")));
+        assert!(log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("probes detached")));
     }
 }

@@ -20,20 +20,48 @@ fn assert_matches_kernel(ev: &Value, k: &common::KernelKill, cgroup: &str) {
         ("pid", ev["pid"].clone(), Value::from(k.pid)),
         ("tgid", ev["tgid"].clone(), Value::from(k.pid)),
         ("comm", ev["comm"].clone(), Value::from(k.comm.clone())),
-        ("total_vm", ev["total_vm"].clone(), Value::from(k.total_vm_kb * 1024)),
-        ("anon_rss", ev["anon_rss"].clone(), Value::from(k.anon_rss_kb * 1024)),
-        ("file_rss", ev["file_rss"].clone(), Value::from(k.file_rss_kb * 1024)),
-        ("shmem_rss", ev["shmem_rss"].clone(), Value::from(k.shmem_rss_kb * 1024)),
-        ("pgtables", ev["pgtables"].clone(), Value::from(k.pgtables_kb * 1024)),
+        (
+            "total_vm",
+            ev["total_vm"].clone(),
+            Value::from(k.total_vm_kb * 1024),
+        ),
+        (
+            "anon_rss",
+            ev["anon_rss"].clone(),
+            Value::from(k.anon_rss_kb * 1024),
+        ),
+        (
+            "file_rss",
+            ev["file_rss"].clone(),
+            Value::from(k.file_rss_kb * 1024),
+        ),
+        (
+            "shmem_rss",
+            ev["shmem_rss"].clone(),
+            Value::from(k.shmem_rss_kb * 1024),
+        ),
+        (
+            "pgtables",
+            ev["pgtables"].clone(),
+            Value::from(k.pgtables_kb * 1024),
+        ),
         ("uid", ev["uid"].clone(), Value::from(k.uid)),
-        ("oom_score_adj", ev["oom_score_adj"].clone(), Value::from(k.oom_score_adj)),
+        (
+            "oom_score_adj",
+            ev["oom_score_adj"].clone(),
+            Value::from(k.oom_score_adj),
+        ),
         ("cgroup", ev["cgroup"].clone(), Value::from(cgroup)),
     ]
     .into_iter()
     .filter(|(_, got, want)| got != want)
     .map(|(f, got, want)| format!("{f}: agent {got}, kernel {want}"))
     .collect();
-    assert!(diff.is_empty(), "event differs from the kernel's record:\n{}\nevent: {ev}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "event differs from the kernel's record:\n{}\nevent: {ev}",
+        diff.join("\n")
+    );
 }
 
 #[test]
@@ -48,15 +76,25 @@ fn kill_matches_kernel_log_and_is_counted() {
     let kernel = kmsg.killed(pid, WAIT);
     let ev = agent.wait_event(WAIT, for_pid(pid));
     assert_matches_kernel(&ev, &kernel, &cg.path);
-    assert!(kernel.anon_rss_kb > 32 * 1024, "the victim held most of the limit: {kernel:?}");
+    assert!(
+        kernel.anon_rss_kb > 32 * 1024,
+        "the victim held most of the limit: {kernel:?}"
+    );
     assert_eq!(ev["sources"]["memory"], "tracepoint:oom/mark_victim");
     assert!(ev["time"].as_str().unwrap().ends_with('Z'));
     assert!(ev["ktime_ns"].as_u64().unwrap() > 0);
-    assert_eq!(ev["trigger"]["pid"], pid, "tail's own allocation invoked the killer");
+    assert_eq!(
+        ev["trigger"]["pid"], pid,
+        "tail's own allocation invoked the killer"
+    );
     assert_eq!(cg.oom_kills(), 1);
 
     let metrics = agent.get("/metrics");
-    assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(1.0), "{metrics}");
+    assert_eq!(
+        kills_for(&metrics, "tail", &cg.path),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(metrics.contains("oomwatch_probe_attached{probe=\"tracepoint:oom/mark_victim\"} 1"));
     assert!(agent.get("/healthz").ends_with("ok\n"));
     assert_eq!(agent.stop(libc::SIGTERM), Some(0));
@@ -90,10 +128,18 @@ fn twenty_kills_make_exactly_twenty_events() {
     want.sort_unstable();
     got.sort_unstable();
     assert_eq!(got, want, "one event per victim, no duplicates");
-    assert_eq!(cg.oom_kills(), 20, "the kernel counted 20 kills in the cgroup");
+    assert_eq!(
+        cg.oom_kills(),
+        20,
+        "the kernel counted 20 kills in the cgroup"
+    );
     let metrics = agent.get("/metrics");
     assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(20.0));
-    assert_eq!(agent.stop(libc::SIGINT), Some(0), "SIGINT detaches and exits 0");
+    assert_eq!(
+        agent.stop(libc::SIGINT),
+        Some(0),
+        "SIGINT detaches and exits 0"
+    );
 }
 
 #[test]
@@ -125,9 +171,17 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
     let ev = agent.wait_event(WAIT, for_pid(pid));
     assert_eq!(ev["sources"]["pid"], "tracepoint:oom/mark_victim");
     // Everything else came from /proc while the victim was still there, or is absent.
-    for (field, group) in [("anon_rss", "memory"), ("tgid", "tgid"), ("comm", "comm"), ("cgroup", "cgroup")] {
+    for (field, group) in [
+        ("anon_rss", "memory"),
+        ("tgid", "tgid"),
+        ("comm", "comm"),
+        ("cgroup", "cgroup"),
+    ] {
         if ev[field].is_null() {
-            assert!(ev["sources"][group].is_null(), "{field} absent but sourced: {ev}");
+            assert!(
+                ev["sources"][group].is_null(),
+                "{field} absent but sourced: {ev}"
+            );
         } else {
             let src = ev["sources"][group].as_str().unwrap();
             assert!(src.starts_with("procfs"), "{field} from {src}: {ev}");
@@ -142,4 +196,28 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
     let log = agent.log_text();
     assert!(log.contains("pid-only format"), "{log}");
     assert!(log.contains("disabled by --force-pid-only"), "{log}");
+}
+
+#[test]
+fn failed_kernel_reads_are_counted_and_logged_at_debug() {
+    if !real_kernel_or_skip("failed_kernel_reads_are_counted_and_logged_at_debug") {
+        return;
+    }
+    let mut agent = Agent::start(&["--inject-read-fault"]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(0);
+    let kernel = kmsg.killed(pid, WAIT);
+    let ev = agent.wait_event(WAIT, for_pid(pid));
+    // The faulting read only loses the BTF copy of oom_score_adj; the trace record still has it.
+    assert_matches_kernel(&ev, &kernel, &cg.path);
+    let metrics = agent.get("/metrics");
+    let errors = common::metric_value(&metrics, "oomwatch_ebpf_read_errors_total").unwrap();
+    assert!(errors >= 1.0, "{metrics}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = agent.log_text();
+    assert!(
+        log.contains("kernel read of signal_struct.oom_score_adj failed"),
+        "aya-log message from the eBPF side missing:\n{log}"
+    );
 }

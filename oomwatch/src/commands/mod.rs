@@ -62,4 +62,7 @@ pub struct RunArgs {
     /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
     #[arg(long, hide = true, global = true)]
     pub force_pid_only: bool,
+    /// Test knob: make one kernel read of the BTF program fault on purpose.
+    #[arg(long, hide = true, global = true)]
+    pub inject_read_fault: bool,
 }

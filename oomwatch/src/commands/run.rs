@@ -3,7 +3,6 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oomwatch_common::VictimRecord;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -14,6 +13,7 @@ use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
 use crate::event::OomEvent;
 use crate::probe::loader::{self, LoadOptions, Probes};
+use crate::probe::ringbuf;
 use crate::server;
 use crate::sink::json::JsonLines;
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
@@ -73,6 +73,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let probes = loader::load(&LoadOptions {
         btf_path: args.btf.clone(),
         force_pid_only: args.force_pid_only,
+        inject_read_fault: args.inject_read_fault,
     })?;
     let metrics = Arc::new(Metrics::new(
         usize::try_from(args.max_label_sets).unwrap_or(usize::MAX),
@@ -110,8 +111,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let hierarchy = MemoryHierarchy::find();
     match &hierarchy {
-        Some(h) => tracing::info!(version = ?h.version, mount = %h.mount.display(), "memory cgroup hierarchy"),
-        None => tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths come from /proc only"),
+        Some(h) => {
+            tracing::info!(version = ?h.version, mount = %h.mount.display(), "memory cgroup hierarchy")
+        }
+        None => {
+            tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths come from /proc only")
+        }
     }
     let host = args.host.clone().unwrap_or_else(hostname);
     let mut correlator = Correlator::new(
@@ -156,7 +161,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 let rb = guard.get_inner_mut();
                 let mut batch = Vec::new();
                 while let Some(item) = rb.next() {
-                    if let Some(rec) = decode(&item) {
+                    if let Some(rec) = ringbuf::decode(&item) {
                         batch.push(rec);
                     }
                 }
@@ -206,17 +211,6 @@ fn emit(
         tracing::debug!(pid = ev.pid, latency_us, "event written");
     }
     Ok(())
-}
-
-/// Decodes one ring-buffer item; wrong-sized items (a mismatched object) are skipped.
-fn decode(bytes: &[u8]) -> Option<VictimRecord> {
-    if bytes.len() < std::mem::size_of::<VictimRecord>() {
-        tracing::debug!(len = bytes.len(), "short ring-buffer record skipped");
-        return None;
-    }
-    // SAFETY: VictimRecord is #[repr(C)] plain data (aya::Pod): any bytes are a valid value, and
-    // read_unaligned copes with the ring buffer's alignment.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<VictimRecord>()) })
 }
 
 /// Registers a map's file descriptor with the runtime (read readiness only: no polling).

@@ -337,10 +337,10 @@ impl Btf {
     /// Find member `name` in composite `id`, descending anonymous struct/union members;
     /// the returned bit offset is relative to `id`.
     fn find_member(&self, id: u32, name: &[u8], budget: &mut usize, depth: usize) -> FoundMember {
-        let t = self.ty(id).and_then(|t| match depth < MAX_DEPTH {
-            true => Ok(t),
-            false => Err(BtfError::TooDeep(id)),
-        })?;
+        if depth >= MAX_DEPTH {
+            return Err(BtfError::TooDeep(id));
+        }
+        let t = self.ty(id)?;
         for m in self.members(&t) {
             *budget = budget.checked_sub(1).ok_or(BtfError::TooDeep(id))?;
             let mname = self.str_at(m.0);

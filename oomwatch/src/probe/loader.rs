@@ -12,7 +12,8 @@ use super::tracefs::{self, MarkVictimLayout};
 
 /// The eBPF object, built by `cargo xtask build` and embedded by `build.rs` (empty when it was
 /// not built, e.g. under a plain `cargo check`).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch.bpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch.bpf.o"));
 
 /// Probe names as logged and exported (`oomwatch_probe_attached{probe=...}`).
 pub const PROBE_MARK_VICTIM_BTF: &str = "tp_btf:mark_victim";
@@ -20,7 +21,9 @@ pub const PROBE_MARK_VICTIM_TP: &str = "tracepoint:oom/mark_victim";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("this oomwatch binary was built without its eBPF object; build it with `cargo xtask build`")]
+    #[error(
+        "this oomwatch binary was built without its eBPF object; build it with `cargo xtask build`"
+    )]
     NoObject,
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
@@ -51,6 +54,9 @@ pub struct LoadOptions {
     /// Pretend the kernel's `mark_victim` has only `pid` (as on 4.13–6.8) and no BTF task
     /// argument: exercises the `/proc` fallback on a modern kernel.
     pub force_pid_only: bool,
+    /// Test knob: point the BTF program's `task_struct.signal` read at `comm`, so the next read
+    /// through it faults; proves failed kernel reads are counted and logged.
+    pub inject_read_fault: bool,
 }
 
 /// Loaded, attached programs and the maps the agent reads.
@@ -103,8 +109,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         task_offsets(&opts.btf_path)
     };
 
-    let mv = tp_offsets.as_ref().map_or(MarkVictimOffsets::ABSENT, |t| t.0);
-    let task = task_offsets.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
+    let mv = tp_offsets
+        .as_ref()
+        .map_or(MarkVictimOffsets::ABSENT, |t| t.0);
+    let mut task = task_offsets.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
+    if opts.inject_read_fault {
+        task.task_signal = task.task_comm;
+    }
     let mut ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
         .override_global("TASK_OFFSETS", &task, true)

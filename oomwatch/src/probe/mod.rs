@@ -1,4 +1,5 @@
 //! Kernel hooks: the probe table, BTF reader, tracefs format parser, ring-buffer reader.
 pub mod btf;
 pub mod loader;
+pub mod ringbuf;
 pub mod tracefs;

@@ -83,7 +83,9 @@ fn parse_field(line: &str) -> Result<FormatField, TracefsError> {
     let decl = decl.ok_or_else(|| bad("no field declaration"))?;
     // `unsigned long total_vm`, `__data_loc char[] comm`, `char comm[16]`: the name is the
     // last word, with any array suffix moved to the type.
-    let (c_type, last) = decl.rsplit_once(char::is_whitespace).ok_or_else(|| bad("no type"))?;
+    let (c_type, last) = decl
+        .rsplit_once(char::is_whitespace)
+        .ok_or_else(|| bad("no type"))?;
     let (name, array) = match last.find('[') {
         Some(i) => (&last[..i], &last[i..]),
         None => (last, ""),
@@ -116,7 +118,9 @@ pub enum MarkVictimLayout {
 pub fn mark_victim_offsets(
     format: &Format,
 ) -> Result<(MarkVictimOffsets, MarkVictimLayout), TracefsError> {
-    let pid = format.field("pid").ok_or(TracefsError::MissingField("pid"))?;
+    let pid = format
+        .field("pid")
+        .ok_or(TracefsError::MissingField("pid"))?;
     let sized = |name: &str, size: u32| {
         format
             .field(name)
@@ -128,7 +132,11 @@ pub fn mark_victim_offsets(
         .filter(|f| f.c_type.starts_with("__data_loc") && f.size == 4)
         .map_or(OFFSET_ABSENT, |f| f.offset);
     let off = MarkVictimOffsets {
-        pid: if pid.size == 4 { pid.offset } else { OFFSET_ABSENT },
+        pid: if pid.size == 4 {
+            pid.offset
+        } else {
+            OFFSET_ABSENT
+        },
         comm_data_loc: comm,
         total_vm: sized("total_vm", 8),
         anon_rss: sized("anon_rss", 8),
@@ -195,7 +203,11 @@ fn has_events(p: &Path) -> bool {
 
 /// Reads and parses `<tracefs>/events/<category>/<name>/format`.
 pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read {
         path: path.clone(),
         source,
@@ -219,7 +231,10 @@ mod tests {
         assert_eq!(comm.c_type, "__data_loc char[]");
         assert_eq!((comm.offset, comm.size, comm.signed), (12, 4, false));
         let adj = f.field("oom_score_adj").unwrap();
-        assert_eq!((adj.c_type.as_str(), adj.offset, adj.size, adj.signed), ("short", 64, 2, true));
+        assert_eq!(
+            (adj.c_type.as_str(), adj.offset, adj.size, adj.signed),
+            ("short", 64, 2, true)
+        );
         let (off, layout) = mark_victim_offsets(&f).unwrap();
         assert_eq!(layout, MarkVictimLayout::Extended);
         assert_eq!(
@@ -246,7 +261,10 @@ mod tests {
         assert_eq!(layout, MarkVictimLayout::PidOnly);
         assert_eq!(off.pid, 8);
         assert_eq!(
-            MarkVictimOffsets { pid: OFFSET_ABSENT, ..off },
+            MarkVictimOffsets {
+                pid: OFFSET_ABSENT,
+                ..off
+            },
             MarkVictimOffsets::ABSENT
         );
     }

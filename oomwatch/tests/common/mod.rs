@@ -154,7 +154,11 @@ impl Drop for Agent {
 
 pub fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
@@ -196,7 +200,11 @@ impl TestCgroup {
 
     /// The kernel's count of OOM kills in this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         let text = fs::read_to_string(self.dir.join(file)).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("oom_kill "))
@@ -210,7 +218,9 @@ impl TestCgroup {
         let procs = CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
         let adj = oom_score_adj.to_string();
         let mut cmd = Command::new("tail");
-        cmd.arg("/dev/zero").stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("/dev/zero")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
         // functions (open, write, close) on buffers prepared before the fork.
         unsafe {
@@ -223,7 +233,11 @@ impl TestCgroup {
         let mut child = cmd.spawn().expect("spawn tail");
         let pid = child.id() as i32;
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "victim {pid} was not OOM-killed: {status:?}");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "victim {pid} was not OOM-killed: {status:?}"
+        );
         pid
     }
 }
@@ -259,7 +273,9 @@ impl Drop for TestCgroup {
 fn memory_mount() -> (PathBuf, bool) {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mount = PathBuf::from(left.split(' ').nth(4).unwrap());
         let mut r = right.split(' ');
         match (r.next(), r.nth(1)) {
@@ -302,7 +318,11 @@ impl Kmsg {
     pub fn open() -> Kmsg {
         // SAFETY: valid NUL-terminated path; the returned fd is checked and owned below.
         let fd = unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
-        assert!(fd >= 0, "open /dev/kmsg: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "open /dev/kmsg: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd was just opened and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: lseek on our own fd.
@@ -361,9 +381,13 @@ pub fn parse_killed(s: &str) -> Option<KernelKill> {
 
 /// The value of one sample line of `/metrics`, e.g. `oomwatch_oom_kills_total{...}`.
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// `oomwatch_oom_kills_total` for one (comm, cgroup) label set, whatever the label order.
