@@ -131,6 +131,6 @@ mod tests {
 
     #[test]
     fn unix_seconds_keeps_fraction() {
-        assert!((sample().unix_seconds() - 1_763_760_000.123_456_789).abs() < 1e-6);
+        assert!((sample().unix_seconds() - 1_763_760_000.123_456_7).abs() < 1e-6);
     }
 }

@@ -234,7 +234,8 @@ impl Metrics {
                 .collect();
             fams.push(family(
                 "oomwatch_oom_kills_total",
-                "OOM kills by victim comm and memory cgroup (\"unknown\" when not known). At most the configured number of label sets is kept; the least recently updated is evicted first.",
+                "OOM kills by victim comm and memory cgroup (\"unknown\" when not known); \
+                 label sets are capped, the least recently updated is evicted first.",
                 MetricType::COUNTER,
                 series,
             ));
@@ -258,7 +259,7 @@ impl Metrics {
             ));
             fams.push(family(
                 "oomwatch_last_oom_kill_timestamp_seconds",
-                "Time of the most recent OOM kill, in seconds since the Unix epoch (0 before the first).",
+                "Time of the most recent OOM kill, Unix seconds (0 before the first).",
                 MetricType::GAUGE,
                 vec![gauge(&[], k.last_kill)],
             ));
@@ -433,24 +434,21 @@ mod tests {
     #[test]
     fn lru_evicts_least_recently_updated_and_counts_evictions() {
         let m = Metrics::new(2, BUILD);
+        let kills = |t: &str, comm: &str| {
+            sample(
+                t,
+                &format!(r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}"}}"#),
+            )
+        };
         m.observe(&event(Some("a"), Some("/x"), 1));
         m.observe(&event(Some("b"), Some("/x"), 2));
         // Touch `a`: now `b` is the least recently updated.
         m.observe(&event(Some("a"), Some("/x"), 3));
         m.observe(&event(Some("c"), Some("/x"), 4));
         let t = m.render();
-        assert_eq!(
-            sample(&t, r#"oomwatch_oom_kills_total{cgroup="/x",comm="a"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(&t, r#"oomwatch_oom_kills_total{cgroup="/x",comm="b"}"#),
-            None
-        );
-        assert_eq!(
-            sample(&t, r#"oomwatch_oom_kills_total{cgroup="/x",comm="c"}"#),
-            Some(1.0)
-        );
+        assert_eq!(kills(&t, "a"), Some(2.0));
+        assert_eq!(kills(&t, "b"), None);
+        assert_eq!(kills(&t, "c"), Some(1.0));
         assert_eq!(
             sample(&t, "oomwatch_metric_label_sets_evicted_total"),
             Some(1.0)
@@ -461,14 +459,9 @@ mod tests {
         // `b` comes back as a new series starting from 1, evicting `a` (older than `c`).
         m.observe(&event(Some("b"), Some("/x"), 5));
         let t = m.render();
-        assert_eq!(
-            sample(&t, r#"oomwatch_oom_kills_total{cgroup="/x",comm="b"}"#),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&t, r#"oomwatch_oom_kills_total{cgroup="/x",comm="a"}"#),
-            None
-        );
+        assert_eq!(kills(&t, "b"), Some(1.0));
+        assert_eq!(kills(&t, "a"), None);
+        assert_eq!(kills(&t, "c"), Some(1.0));
         assert_eq!(
             sample(&t, "oomwatch_metric_label_sets_evicted_total"),
             Some(2.0)
@@ -556,28 +549,12 @@ mod tests {
         }
         assert_eq!(t.matches("# HELP ").count(), names.len());
         assert_eq!(t.matches("# TYPE ").count(), names.len());
-        assert_eq!(
-            sample(
-                &t,
-                r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(
-                &t,
-                r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#
-            ),
-            Some(1.0)
-        );
+        let build = r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#;
+        assert_eq!(sample(&t, build), Some(1.0));
+        let probe = r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#;
+        assert_eq!(sample(&t, probe), Some(1.0));
         m.set_probe_attached("tracepoint/oom/mark_victim", false);
-        assert_eq!(
-            sample(
-                &m.render(),
-                r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#
-            ),
-            Some(0.0)
-        );
+        assert_eq!(sample(&m.render(), probe), Some(0.0));
     }
 
     #[test]
