@@ -249,10 +249,19 @@ const PATHS: &[(&str, &str)] = &[
     ("oom_control", "constraint"),
 ];
 
+/// Paths the agent does not use, exercising anonymous unions and nested embedded structs.
+const EXTRA_PATHS: &[(&str, &str)] = &[
+    ("kernfs_node", "attr"),
+    ("page", "mapping"),
+    ("page", "_mapcount"),
+    ("task_struct", "se.vruntime"),
+    ("task_struct", "thread_info.flags"),
+];
+
 #[test]
 fn real_kernel_member_offsets_and_sizes_match_bpftool() {
     let Some((btf, dump)) = real() else { return };
-    for &(s, m) in PATHS {
+    for &(s, m) in PATHS.iter().chain(EXTRA_PATHS) {
         let (off, ty) = dump.path(s, m);
         let got = btf
             .member_offset(s, m)

@@ -105,3 +105,27 @@ fn sigterm_and_sigint_exit_zero() {
             .any(|l| l.contains("probes detached")));
     }
 }
+
+#[test]
+fn missing_btf_falls_back_to_the_tracepoint_with_a_warning() {
+    if !real_kernel_or_skip("missing_btf_falls_back_to_the_tracepoint_with_a_warning") {
+        return;
+    }
+    let agent = Agent::start(&["--btf", "/nonexistent/vmlinux"]);
+    let log = agent.log_text();
+    let warn = log
+        .lines()
+        .find(|l| l.contains("probe unavailable") && l.contains("tp_btf:mark_victim"))
+        .unwrap_or_else(|| panic!("no fallback warning:\n{log}"));
+    assert!(warn.contains("/nonexistent/vmlinux"), "{warn}");
+    assert!(
+        log.contains("\"probe\":\"tracepoint:oom/mark_victim\""),
+        "{log}"
+    );
+    let metrics = agent.get("/metrics");
+    assert!(
+        metrics.contains("oomwatch_probe_attached{probe=\"tp_btf:mark_victim\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(agent.stop(libc::SIGTERM), Some(0));
+}

@@ -135,6 +135,7 @@ fn twenty_kills_make_exactly_twenty_events() {
     );
     let metrics = agent.get("/metrics");
     assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(20.0));
+    report_latency(&agent, &pids);
     assert_eq!(
         agent.stop(libc::SIGINT),
         Some(0),
@@ -220,4 +221,27 @@ fn failed_kernel_reads_are_counted_and_logged_at_debug() {
         log.contains("kernel read of signal_struct.oom_score_adj failed"),
         "aya-log message from the eBPF side missing:\n{log}"
     );
+}
+
+/// Prints kernel→JSON latency (from `bpf_ktime_get_ns` in the record to the line being written)
+/// as the agent logged it at debug level. A measurement for the reader, not an assertion.
+fn report_latency(agent: &Agent, pids: &[i32]) {
+    let mut us: Vec<u64> = agent
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "event written")
+        .filter(|v| pids.iter().any(|&p| v["fields"]["pid"] == p))
+        .filter_map(|v| v["fields"]["latency_us"].as_u64())
+        .collect();
+    us.sort_unstable();
+    if let (Some(min), Some(max)) = (us.first(), us.last()) {
+        eprintln!(
+            "kernel->JSON latency over {} kills: min {min} us, p50 {} us, max {max} us",
+            us.len(),
+            us[us.len() / 2]
+        );
+    }
 }

@@ -94,6 +94,9 @@ pub enum BtfError {
     /// The member path is empty or has an empty component.
     #[error("member path `{0}` is empty or has an empty component")]
     BadPath(String),
+    /// The member's offset does not fit in 32 bits.
+    #[error("offset of `{0}` does not fit in 32 bits")]
+    OffsetOverflow(String),
     /// The type has no size (void, function, forward declaration) or it overflows.
     #[error("type `{0}` has no size")]
     NoSize(String),
@@ -116,25 +119,39 @@ pub enum BtfError {
 
 type Result<T, E = BtfError> = std::result::Result<T, E>;
 
-/// One type record: `name_off`, `name_len`, `info`, `size`/`type`, start of trailing data.
+/// One type record: the common `btf_type` header plus where its trailing data starts.
 #[derive(Debug, Clone, Copy, Default)]
-struct Type(u32, u32, u32, u32, u32);
+struct Type {
+    name_off: u32,
+    name_len: u32,
+    /// vlen (bits 0-15), kind (bits 24-28), kind_flag (bit 31).
+    info: u32,
+    /// `size` for INT, ENUM, STRUCT, UNION, FLOAT, ENUM64, DATASEC; `type` for the others.
+    size_type: u32,
+    /// Byte offset of the trailing data in the type section.
+    extra: u32,
+}
 
 impl Type {
     fn kind(&self) -> u8 {
-        ((self.2 >> 24) & 0x1f) as u8
+        ((self.info >> 24) & 0x1f) as u8
     }
     fn vlen(&self) -> usize {
-        (self.2 & 0xffff) as usize
+        (self.info & 0xffff) as usize
     }
     fn kflag(&self) -> bool {
-        self.2 >> 31 != 0
+        self.info >> 31 != 0
     }
 }
 
-/// A struct/union member: name offset, type id, bit offset, bitfield size.
+/// A struct/union member; `bitfield_size` is 0 for ordinary members.
 #[derive(Debug, Clone, Copy)]
-struct Member(u32, u32, u32, u32);
+struct Member {
+    name_off: u32,
+    ty: u32,
+    bit_offset: u32,
+    bitfield_size: u32,
+}
 
 type FoundMember = Result<Option<Member>>;
 
@@ -199,7 +216,7 @@ impl Btf {
         };
         btf.parse_types()?;
         let mut by_name: Vec<u32> = (1..btf.types.len() as u32).collect();
-        by_name.retain(|&id| btf.types[id as usize].1 != 0);
+        by_name.retain(|&id| btf.types[id as usize].name_len != 0);
         by_name.sort_by(|&a, &b| btf.name_of(a).cmp(btf.name_of(b)));
         btf.by_name = by_name;
         Ok(btf)
@@ -226,8 +243,19 @@ impl Btf {
         while pos < sec.len() {
             let id = self.types.len() as u32;
             let body_start = pos + 12;
+            if body_start > sec.len() {
+                return Err(BtfError::TruncatedType(id));
+            }
             let (name_off, info) = (word(sec, pos), word(sec, pos + 4));
-            let mut t = Type(name_off, 0, info, word(sec, pos + 8), body_start as u32);
+            let size_type = word(sec, pos + 8);
+            let extra = body_start as u32;
+            let mut t = Type {
+                name_off,
+                name_len: 0,
+                info,
+                size_type,
+                extra,
+            };
             // Bytes of trailing data, and the size of its name-carrying records (0: none).
             let (len, named) = match t.kind() {
                 INT | VAR | DECL_TAG => (4, 0),
@@ -238,14 +266,15 @@ impl Btf {
                 STRUCT | UNION | ENUM64 => (12 * t.vlen(), 12),
                 ENUM | FUNC_PROTO => (8 * t.vlen(), 8),
                 DATASEC => (12 * t.vlen(), 0),
-                kind if body_start <= sec.len() => return Err(BtfError::UnknownKind(id, kind)),
-                _ => (0, 0),
+                kind => return Err(BtfError::UnknownKind(id, kind)),
             };
             let body = sec.get(body_start..body_start + len);
             let body = body.ok_or(BtfError::TruncatedType(id))?;
-            t.1 = self.check_str(id, name_off)?;
-            for rec in body.chunks_exact(named.max(1)).filter(|_| named != 0) {
-                self.check_str(id, word(rec, 0))?;
+            t.name_len = self.check_str(id, name_off)?;
+            if named != 0 {
+                for rec in body.chunks_exact(named) {
+                    self.check_str(id, word(rec, 0))?;
+                }
             }
             self.types.push(t);
             pos = body_start + len;
@@ -268,7 +297,7 @@ impl Btf {
 
     fn name_of(&self, id: u32) -> &[u8] {
         let t = self.types.get(id as usize).copied().unwrap_or_default();
-        let range = t.0 as usize..t.0 as usize + t.1 as usize;
+        let range = t.name_off as usize..(t.name_off as usize + t.name_len as usize);
         self.strings.get(range).unwrap_or_default()
     }
 
@@ -292,16 +321,27 @@ impl Btf {
 
     /// The trailing records of `t`, each `size` bytes (bounds were checked at parse time).
     fn records(&self, t: &Type, size: usize) -> std::slice::ChunksExact<'_, u8> {
-        let start = t.4 as usize;
+        let start = t.extra as usize;
         let body = self.type_sec.get(start..start + t.vlen() * size);
         body.unwrap_or_default().chunks_exact(size)
     }
 
     fn members(&self, t: &Type) -> impl Iterator<Item = Member> + '_ {
         let kflag = t.kflag();
-        self.records(t, 12).map(move |r| match (word(r, 8), kflag) {
-            (off, true) => Member(word(r, 0), word(r, 4), off & 0xff_ffff, off >> 24),
-            (off, false) => Member(word(r, 0), word(r, 4), off, 0),
+        self.records(t, 12).map(move |r| {
+            let off = word(r, 8);
+            // With kind_flag, `offset` packs bitfield_size (bits 24-31) and bit offset (0-23).
+            let (bit_offset, bitfield_size) = if kflag {
+                (off & 0xff_ffff, off >> 24)
+            } else {
+                (off, 0)
+            };
+            Member {
+                name_off: word(r, 0),
+                ty: word(r, 4),
+                bit_offset,
+                bitfield_size,
+            }
         })
     }
 
@@ -318,7 +358,7 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> Result<u32> {
         for _ in 0..MAX_DEPTH {
             match self.kind_of(id)? {
-                TYPEDEF | CONST | VOLATILE | RESTRICT | TYPE_TAG => id = self.ty(id)?.3,
+                TYPEDEF | CONST | VOLATILE | RESTRICT | TYPE_TAG => id = self.ty(id)?.size_type,
                 _ => return Ok(id),
             }
         }
@@ -343,14 +383,14 @@ impl Btf {
         let t = self.ty(id)?;
         for m in self.members(&t) {
             *budget = budget.checked_sub(1).ok_or(BtfError::TooDeep(id))?;
-            let mname = self.str_at(m.0);
+            let mname = self.str_at(m.name_off);
             if mname == name {
                 return Ok(Some(m));
             }
-            let inner = self.resolve(m.1)?;
+            let inner = self.resolve(m.ty)?;
             if mname.is_empty() && self.is_composite(inner)? {
                 if let Some(mut found) = self.find_member(inner, name, budget, depth + 1)? {
-                    found.2 = found.2.wrapping_add(m.2);
+                    found.bit_offset = found.bit_offset.wrapping_add(m.bit_offset);
                     return Ok(Some(found));
                 }
             }
@@ -378,11 +418,11 @@ impl Btf {
             let m = self
                 .find_member(cur, part.as_bytes(), &mut budget, 0)?
                 .ok_or_else(missing)?;
-            bits += u64::from(m.2);
-            if m.3 != 0 || bits % 8 != 0 || self.is_int_bitfield(m.1)? {
+            bits += u64::from(m.bit_offset);
+            if m.bitfield_size != 0 || bits % 8 != 0 || self.is_int_bitfield(m.ty)? {
                 return Err(BtfError::Bitfield(cur_name, part.to_string(), bits));
             }
-            ty = m.1;
+            ty = m.ty;
         }
         Ok((bits, ty))
     }
@@ -394,8 +434,8 @@ impl Btf {
             return Ok(false);
         }
         let t = self.ty(id)?;
-        let enc = word(&self.type_sec, t.4 as usize);
-        Ok(enc & 0xff_0000 != 0 || u64::from(enc & 0xff) != u64::from(t.3) * 8)
+        let enc = word(&self.type_sec, t.extra as usize);
+        Ok(enc & 0xff_0000 != 0 || u64::from(enc & 0xff) != u64::from(t.size_type) * 8)
     }
 
     /// Byte offset of a member, following a dotted path through embedded (non-pointer)
@@ -404,12 +444,13 @@ impl Btf {
     /// members (offset not byte aligned).
     pub fn member_offset(&self, struct_name: &str, member_path: &str) -> Result<u32, BtfError> {
         let (bits, _) = self.walk(struct_name, member_path)?;
-        u32::try_from(bits / 8).map_err(|_| BtfError::BadPath(member_path.to_string()))
+        let too_far = |_| BtfError::OffsetOverflow(format!("{struct_name}.{member_path}"));
+        u32::try_from(bits / 8).map_err(too_far)
     }
 
     /// Size in bytes of a named struct/union.
     pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
-        Ok(self.ty(self.find_struct(name)?)?.3)
+        Ok(self.ty(self.find_struct(name)?)?.size_type)
     }
 
     /// Size in bytes of the (resolved: typedefs/const/volatile stripped) type of a member path.
@@ -421,10 +462,10 @@ impl Btf {
     fn size_of(&self, ty: u32, depth: usize) -> Result<u32> {
         let id = self.resolve(ty)?;
         match self.kind_of(id)? {
-            INT | ENUM | ENUM64 | STRUCT | UNION | FLOAT => Ok(self.ty(id)?.3),
+            INT | ENUM | ENUM64 | STRUCT | UNION | FLOAT => Ok(self.ty(id)?.size_type),
             PTR => Ok(self.pointer_size()),
             ARRAY if depth < MAX_DEPTH => {
-                let at = self.ty(id)?.4 as usize;
+                let at = self.ty(id)?.extra as usize;
                 let elem = self.size_of(word(&self.type_sec, at), depth + 1)?;
                 let size = elem.checked_mul(word(&self.type_sec, at + 8));
                 size.ok_or_else(|| BtfError::NoSize(self.name_lossy(id)))
@@ -437,7 +478,8 @@ impl Btf {
     /// BTF does not record pointer width; use the size of `long`, as libbpf does, else 8.
     fn pointer_size(&self) -> u32 {
         let long = self.named("long int", |k| k == INT).next();
-        long.and_then(|id| self.ty(id).ok()).map_or(8, |t| t.3)
+        long.and_then(|id| self.ty(id).ok())
+            .map_or(8, |t| t.size_type)
     }
 
     /// Value of an enumerator, searching all ENUM/ENUM64 types (or the named one if
@@ -492,11 +534,11 @@ impl Btf {
         let deref = |id: u32| -> Result<Option<u32>> {
             let id = self.resolve(id)?;
             match self.kind_of(id)? {
-                PTR => Ok(Some(self.resolve(self.ty(id)?.3)?)),
+                PTR => Ok(Some(self.resolve(self.ty(id)?.size_type)?)),
                 _ => Ok(None),
             }
         };
-        let proto = deref(self.ty(td)?.3)?.ok_or_else(bad)?;
+        let proto = deref(self.ty(td)?.size_type)?.ok_or_else(bad)?;
         if self.kind_of(proto)? != FUNC_PROTO {
             return Err(bad());
         }
@@ -509,7 +551,8 @@ impl Btf {
 
     /// A C-like spelling of type `id` (`struct task_struct *`, `const char *`, `uid_t`).
     fn type_name(&self, id: u32) -> Result<String> {
-        self.name_rec(id, 0, &mut BUDGET.clone())
+        let mut budget = BUDGET;
+        self.name_rec(id, 0, &mut budget)
     }
 
     fn name_rec(&self, id: u32, depth: usize, budget: &mut usize) -> Result<String> {
@@ -519,15 +562,14 @@ impl Btf {
             return Ok("void".to_string());
         }
         let t = self.ty(id)?;
-        let (name, target) = (self.name_lossy(id), t.3);
+        let (name, target) = (self.name_lossy(id), t.size_type);
         let qualifier = |q: &str, b: &mut usize| -> Result<String> {
             let s = self.name_rec(target, depth + 1, b)?;
-            let ptr = s.ends_with('*');
-            Ok(if ptr {
-                format!("{s}{q}")
-            } else {
-                format!("{q} {s}")
-            })
+            // `const char *` but `char *const`.
+            match s.ends_with('*') {
+                true => Ok(format!("{s}{q}")),
+                false => Ok(format!("{q} {s}")),
+            }
         };
         Ok(match t.kind() {
             STRUCT => format!("struct {name}"),
@@ -548,7 +590,7 @@ impl Btf {
             RESTRICT => qualifier("restrict", budget)?,
             TYPE_TAG => self.name_rec(target, depth + 1, budget)?,
             ARRAY => {
-                let at = t.4 as usize;
+                let at = t.extra as usize;
                 let elem = self.name_rec(word(&self.type_sec, at), depth + 1, budget)?;
                 format!("{elem}[{}]", word(&self.type_sec, at + 8))
             }
@@ -560,7 +602,7 @@ impl Btf {
     /// `ret declarator(args)` for FUNC_PROTO `id`; a trailing unnamed void param is `...`.
     fn proto_name(&self, id: u32, decl: &str, depth: usize, b: &mut usize) -> Result<String> {
         let t = self.ty(id)?;
-        let mut s = format!("{} {decl}(", self.name_rec(t.3, depth + 1, b)?);
+        let mut s = format!("{} {decl}(", self.name_rec(t.size_type, depth + 1, b)?);
         for (i, r) in self.records(&t, 8).enumerate() {
             let arg = match (word(r, 0), word(r, 4)) {
                 (0, 0) => "...".to_string(),
@@ -573,257 +615,5 @@ impl Btf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Builds little-endian BTF blobs by hand: `ty` emits a type header, `w` trailing words,
-    /// `rec` a named record (member, enumerator, parameter).
-    struct Builder(Vec<u8>, Vec<u8>, u32);
-
-    impl Builder {
-        fn s(&mut self, name: &str) -> u32 {
-            let off = if name.is_empty() {
-                0
-            } else {
-                self.1.len() as u32
-            };
-            self.1
-                .extend(name.bytes().chain((!name.is_empty()).then_some(0)));
-            off
-        }
-        fn w(&mut self, v: u32) {
-            self.0.extend_from_slice(&v.to_le_bytes());
-        }
-        fn ty(&mut self, name: &str, kind: u8, kflag: bool, vlen: u32, size_type: u32) -> u32 {
-            let n = self.s(name);
-            for v in [
-                n,
-                (u32::from(kflag) << 31) | (u32::from(kind) << 24) | vlen,
-                size_type,
-            ] {
-                self.w(v);
-            }
-            self.2 += 1;
-            self.2
-        }
-        fn rec(&mut self, name: &str, rest: &[u32]) {
-            let n = self.s(name);
-            for &v in [n].iter().chain(rest) {
-                self.w(v);
-            }
-        }
-        fn build(&self) -> Vec<u8> {
-            let (tl, sl) = (self.0.len() as u32, self.1.len() as u32);
-            let hdr = [0x0001_eb9f, 24, 0, tl, tl, sl].map(u32::to_le_bytes);
-            [hdr.concat(), self.0.clone(), self.1.clone()].concat()
-        }
-    }
-
-    /// struct inner { int a; int b; };
-    /// struct outer { unsigned head; union { int x; struct inner in; };
-    ///                unsigned flags:3; struct inner emb; const u32 tail; };   (kind_flag)
-    /// typedef void (*btf_trace_demo)(void *, struct outer *, const u32);
-    /// plus enums, a FUNC, an old-style INT bitfield and a typedef cycle.
-    fn sample() -> Vec<u8> {
-        let mut b = Builder(Vec::new(), vec![0], 0);
-        let int = b.ty("int", INT, false, 0, 4);
-        b.w((1 << 24) | 32);
-        let uint = b.ty("unsigned int", INT, false, 0, 4);
-        b.w(32);
-        let inner = b.ty("inner", STRUCT, false, 2, 8);
-        b.rec("a", &[int, 0]);
-        b.rec("b", &[int, 32]);
-        let anon = b.ty("", UNION, false, 2, 8);
-        b.rec("x", &[int, 0]);
-        b.rec("in", &[inner, 0]);
-        let outer = b.ty("outer", STRUCT, true, 5, 32);
-        let (u32_id, const_u32) = (outer + 1, outer + 2);
-        b.rec("head", &[uint, 0]);
-        b.rec("", &[anon, 64]);
-        b.rec("flags", &[uint, (3 << 24) | 128]);
-        b.rec("emb", &[inner, 160]);
-        b.rec("tail", &[const_u32, 224]);
-        assert_eq!(b.ty("u32", TYPEDEF, false, 0, uint), u32_id);
-        assert_eq!(b.ty("", CONST, false, 0, u32_id), const_u32);
-        let p_outer = b.ty("", PTR, false, 0, outer);
-        let p_void = b.ty("", PTR, false, 0, 0);
-        let proto = b.ty("", FUNC_PROTO, false, 3, 0);
-        for p in [p_void, p_outer, const_u32] {
-            b.rec("", &[p]);
-        }
-        let p_proto = b.ty("", PTR, false, 0, proto);
-        b.ty("btf_trace_demo", TYPEDEF, false, 0, p_proto);
-        b.ty("colors", ENUM, true, 2, 4);
-        b.rec("RED", &[0]);
-        b.rec("BLUE", &[u32::MAX]);
-        b.ty("big", ENUM64, false, 1, 8);
-        b.rec("HUGE", &[2, 1]);
-        b.ty("do_demo", FUNC, false, 1, proto);
-        b.ty("other", ENUM, false, 1, 4);
-        b.rec("RED", &[5]);
-        let u3 = b.ty("u3", INT, false, 0, 4);
-        b.w(3);
-        b.ty("legacy", STRUCT, false, 1, 4);
-        b.rec("lo", &[u3, 0]);
-        let loop_a = b.ty("loop_a", TYPEDEF, false, 0, b.2 + 2);
-        b.ty("loop_b", TYPEDEF, false, 0, loop_a);
-        let cyclic = b.ty("cyclic", STRUCT, false, 2, 4);
-        b.rec("l", &[loop_a, 0]);
-        b.rec("", &[cyclic, 0]);
-        b.build()
-    }
-
-    #[test]
-    fn lookups_on_hand_built_blob() {
-        let btf = Btf::from_bytes(&sample()).expect("sample parses");
-        let off = |p| btf.member_offset("outer", p).map_err(|e| e.to_string());
-        assert_eq!(off("head"), Ok(0));
-        assert_eq!(off("x"), Ok(8));
-        assert_eq!(off("in.b"), Ok(12));
-        assert_eq!(off("emb.b"), Ok(24));
-        assert_eq!(off("tail"), Ok(28));
-        assert!(off("flags")
-            .unwrap_err()
-            .contains("`flags` of struct `outer` is a bitfield"));
-        assert!(matches!(
-            btf.member_offset("legacy", "lo"),
-            Err(BtfError::Bitfield(..))
-        ));
-        assert_eq!(
-            off("foo").unwrap_err(),
-            "struct `outer` has no member `foo`"
-        );
-        assert_eq!(
-            off("emb.zz").unwrap_err(),
-            "struct `inner` has no member `zz`"
-        );
-        assert!(off("head.a")
-            .unwrap_err()
-            .contains("is `unsigned int`, not an embedded"));
-        assert!(matches!(
-            btf.member_offset("outer", "a..b"),
-            Err(BtfError::BadPath(_))
-        ));
-        let e = btf
-            .member_offset("task_struct", "pid")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "BTF has no struct `task_struct`");
-        assert_eq!(btf.struct_size("outer").unwrap(), 32);
-        assert_eq!(btf.member_size("outer", "tail").unwrap(), 4);
-        assert_eq!(btf.member_size("outer", "in").unwrap(), 8);
-        assert!(matches!(
-            btf.member_size("cyclic", "l"),
-            Err(BtfError::TooDeep(_))
-        ));
-        assert!(matches!(
-            btf.member_offset("cyclic", "zz"),
-            Err(BtfError::TooDeep(_))
-        ));
-        assert_eq!(btf.enum_value(Some("colors"), "BLUE").unwrap(), -1);
-        assert_eq!(btf.enum_value(None, "HUGE").unwrap(), 0x1_0000_0002);
-        assert_eq!(btf.enum_value(Some("other"), "RED").unwrap(), 5);
-        let e = btf.enum_value(None, "RED");
-        assert!(matches!(e, Err(BtfError::AmbiguousEnumerator(_, 0, 5))));
-        assert!(matches!(
-            btf.enum_value(Some("zz"), "RED"),
-            Err(BtfError::NoEnum(_))
-        ));
-        assert!(matches!(
-            btf.enum_value(None, "GREEN"),
-            Err(BtfError::NoEnumerator(..))
-        ));
-        assert!(btf.has_func("do_demo") && !btf.has_func("btf_trace_demo"));
-        assert_eq!(
-            btf.tracepoint_params("demo").unwrap(),
-            ["struct outer *", "const u32"]
-        );
-        let e = btf.tracepoint_params("nope");
-        assert!(matches!(e, Err(BtfError::NoTracepoint(_))));
-    }
-
-    #[test]
-    fn malformed_input_is_rejected() {
-        let good = sample();
-        let bad = |at: usize, bytes: &[u8]| {
-            let mut d = good.clone();
-            d[at..at + bytes.len()].copy_from_slice(bytes);
-            Btf::from_bytes(&d).expect_err("must fail")
-        };
-        let word = |v: u32| v.to_le_bytes();
-        let err = |d: &[u8]| Btf::from_bytes(d).expect_err("must fail");
-        assert!(matches!(err(&good[..10]), BtfError::TruncatedHeader(10)));
-        assert!(matches!(err(&[]), BtfError::TruncatedHeader(0)));
-        assert!(matches!(bad(0, &[0]), BtfError::BadMagic(_)));
-        assert!(matches!(bad(0, &[0xeb, 0x9f]), BtfError::BigEndian));
-        assert!(matches!(bad(2, &[2]), BtfError::BadVersion(2)));
-        assert!(matches!(
-            bad(4, &word(1000)),
-            BtfError::BadHeaderLen(1000, _)
-        ));
-        let e = bad(12, &word(1 << 20)); // type_len past the end
-        assert!(matches!(e, BtfError::SectionOutOfBounds("type", ..)));
-        let e = bad(16, &word(u32::MAX)); // str_off past the end (and overflowing u32)
-        assert!(matches!(e, BtfError::SectionOutOfBounds("string", ..)));
-        let e = bad(24, &word(1 << 20)); // name_off of type 1
-        assert!(matches!(e, BtfError::BadStringOffset(1, 0x10_0000, _)));
-        assert!(matches!(
-            bad(28, &word(25 << 24)),
-            BtfError::UnknownKind(1, 25)
-        ));
-        assert!(matches!(bad(12, &word(30)), BtfError::TruncatedType(2)));
-        assert!(matches!(
-            bad(good.len() - 1, b"x"),
-            BtfError::BadStringSection
-        ));
-    }
-
-    /// Runs every query, only to check that nothing panics or hangs.
-    fn exercise(btf: &Btf) {
-        for s in ["outer", "inner", "legacy", "cyclic", "colors", ""] {
-            for m in ["head", "x", "in.b", "emb.a", "tail", "flags", "l", "lo"] {
-                let _ = (btf.member_offset(s, m), btf.member_size(s, m));
-            }
-            let _ = (
-                btf.struct_size(s),
-                btf.enum_value(Some(s), "RED"),
-                btf.has_func(s),
-            );
-        }
-        let _ = (btf.enum_value(None, "HUGE"), btf.tracepoint_params("demo"));
-    }
-
-    #[test]
-    fn random_and_mutated_input_never_panics() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut rng = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as usize
-        };
-        for _ in 0..20_000 {
-            let mut d: Vec<u8> = (0..rng() % 256).map(|_| rng() as u8).collect();
-            if rng() % 2 == 0 && d.len() >= 24 {
-                d[..8].copy_from_slice(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0]);
-            }
-            let _ = Btf::from_bytes(&d).map(|b| exercise(&b));
-        }
-        let (good, mut parsed) = (sample(), 0);
-        for _ in 0..20_000 {
-            let mut d = good.clone();
-            for _ in 0..1 + rng() % 4 {
-                let bit = rng() % (d.len() * 8);
-                d[bit / 8] ^= 1 << (bit % 8);
-            }
-            if rng() % 4 == 0 {
-                d.truncate(rng() % d.len());
-            }
-            if let Ok(b) = Btf::from_bytes(&d) {
-                parsed += 1;
-                exercise(&b);
-            }
-        }
-        assert!(parsed > 1000, "only {parsed} mutated blobs parsed");
-    }
-}
+#[path = "btf_tests.rs"]
+mod tests;
