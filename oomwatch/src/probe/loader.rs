@@ -201,7 +201,21 @@ pub fn task_offsets(btf_path: &Path) -> Result<TaskOffsets, String> {
         .enum_value(Some("cgroup_subsys_id"), "memory_cgrp_id")
         .map_err(|e| e.to_string())?;
     let subsys = m("css_set", "subsys")?;
-    let ptr = 8u32; // BPF targets are 64-bit: a kernel pointer is 8 bytes.
+    // css_set.subsys is `struct cgroup_subsys_state *[CGROUP_SUBSYS_COUNT]`: the element size
+    // comes from BTF too.
+    let count = btf
+        .enum_value(Some("cgroup_subsys_id"), "CGROUP_SUBSYS_COUNT")
+        .map_err(|e| e.to_string())?;
+    let array = btf
+        .member_size("css_set", "subsys")
+        .map_err(|e| e.to_string())?;
+    let (Ok(index), Ok(count)) = (u32::try_from(memory_id), u32::try_from(count)) else {
+        return Err("cgroup_subsys_id values out of range".into());
+    };
+    if count == 0 || index >= count {
+        return Err(format!("memory_cgrp_id {index} not below CGROUP_SUBSYS_COUNT {count}"));
+    }
+    let ptr = array / count;
     Ok(TaskOffsets {
         task_pid: m("task_struct", "pid")?,
         task_tgid: m("task_struct", "tgid")?,
@@ -209,7 +223,7 @@ pub fn task_offsets(btf_path: &Path) -> Result<TaskOffsets, String> {
         task_signal: m("task_struct", "signal")?,
         signal_oom_score_adj: m("signal_struct", "oom_score_adj")?,
         task_cgroups: m("task_struct", "cgroups")?,
-        css_set_memory_subsys: subsys + u32::try_from(memory_id).unwrap_or(0) * ptr,
+        css_set_memory_subsys: subsys + index * ptr,
         css_cgroup: m("cgroup_subsys_state", "cgroup")?,
         cgroup_kn: m("cgroup", "kn")?,
         kernfs_node_id: m("kernfs_node", "id")?,
@@ -259,3 +273,39 @@ fn attach_tp(ebpf: &mut Ebpf, _layout: MarkVictimLayout, detail: String) -> Prob
 pub const RINGBUF_DROPS: u32 = counter::RINGBUF_DROPS;
 /// Index of the failed-kernel-read counter.
 pub const READ_ERRORS: u32 = counter::READ_ERRORS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomwatch_common::OFFSET_ABSENT;
+
+    #[test]
+    fn task_offsets_resolve_on_this_kernel() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            eprintln!("SKIPPED: no kernel BTF at {}", path.display());
+            return;
+        }
+        let off = task_offsets(path).unwrap();
+        let all = [
+            off.task_pid,
+            off.task_tgid,
+            off.task_comm,
+            off.task_signal,
+            off.signal_oom_score_adj,
+            off.task_cgroups,
+            off.css_set_memory_subsys,
+            off.css_cgroup,
+            off.cgroup_kn,
+            off.kernfs_node_id,
+        ];
+        assert!(all.iter().all(|&o| o != OFFSET_ABSENT), "{off:?}");
+        assert_eq!(off.task_tgid, off.task_pid + 4, "pid_t pid; pid_t tgid; are adjacent");
+    }
+
+    #[test]
+    fn missing_btf_is_a_reason_naming_the_path() {
+        let why = task_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(why.contains("/nonexistent/vmlinux"), "{why}");
+    }
+}
