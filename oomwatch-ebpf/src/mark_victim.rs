@@ -131,7 +131,12 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     }
     let signal = read::at::<*const u8, _>(&ctx, task, off.task_signal, "task_struct.signal");
     if let Some(adj) = signal.and_then(|s| {
-        read::at::<i16, _>(&ctx, s, off.signal_oom_score_adj, "signal_struct.oom_score_adj")
+        read::at::<i16, _>(
+            &ctx,
+            s,
+            off.signal_oom_score_adj,
+            "signal_struct.oom_score_adj",
+        )
     }) {
         rec.oom_score_adj = adj;
         rec.present |= field::OOM_SCORE_ADJ;

@@ -124,7 +124,7 @@ pub fn select_toolchain(step: &str) -> Result<Toolchain> {
     .filter(|o| o.status.success())
     .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     .unwrap_or_else(|| "unknown version".into());
-    println!("[{step}] eBPF toolchain: {toolchain} ({version}; {why})");
+    eprintln!("[{step}] eBPF toolchain: {toolchain} ({version}; {why})");
     Ok(toolchain)
 }
 
@@ -184,7 +184,7 @@ pub fn build_ebpf() -> Result<()> {
             object.display()
         );
     }
-    println!("[{STEP}] eBPF object: {}", object.display());
+    eprintln!("[{STEP}] eBPF object: {}", object.display());
     Ok(())
 }
 

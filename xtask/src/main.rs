@@ -99,7 +99,7 @@ fn build(debug: bool) -> Result<PathBuf> {
             binary.display()
         );
     }
-    println!("[build] agent binary: {}", binary.display());
+    eprintln!("[build] agent binary: {}", binary.display());
     Ok(binary)
 }
 
@@ -115,7 +115,7 @@ fn run_agent(debug: bool, args: &[OsString]) -> Result<()> {
     }
     let mut cmd = Command::new(&binary);
     cmd.arg("run").args(args);
-    println!("[run] $ {}", util::describe(&cmd));
+    eprintln!("[run] $ {}", util::describe(&cmd));
     let err = cmd.exec();
     Err(err).with_context(|| format!("[run] failed to exec {}", binary.display()))
 }

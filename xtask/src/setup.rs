@@ -33,23 +33,23 @@ pub fn setup(with_test_deps: bool) -> Result<()> {
     let mut missing = Vec::new();
     for pkg in &packages {
         if dpkg_installed(pkg)? {
-            println!("[{STEP}] {pkg}: installed");
+            eprintln!("[{STEP}] {pkg}: installed");
         } else {
-            println!("[{STEP}] {pkg}: missing");
+            eprintln!("[{STEP}] {pkg}: missing");
             missing.push(*pkg);
         }
     }
     let linker = find_bpf_linker();
     match &linker {
-        Some(path) => println!(
+        Some(path) => eprintln!(
             "[{STEP}] bpf-linker {BPF_LINKER_VERSION}: installed ({})",
             path.display()
         ),
-        None => println!("[{STEP}] bpf-linker {BPF_LINKER_VERSION}: missing"),
+        None => eprintln!("[{STEP}] bpf-linker {BPF_LINKER_VERSION}: missing"),
     }
 
     if missing.is_empty() && linker.is_some() {
-        println!(
+        eprintln!(
             "[{STEP}] nothing to install ({} ms)",
             started.elapsed().as_millis()
         );
@@ -65,21 +65,21 @@ pub fn setup(with_test_deps: bool) -> Result<()> {
                 if with_test_deps { " --test" } else { "" }
             );
         }
-        println!("[{STEP}] installing {list}...");
+        eprintln!("[{STEP}] installing {list}...");
         install_packages(&missing)?;
         for pkg in &missing {
             if !dpkg_installed(pkg)? {
                 bail!("[{STEP}] {pkg} is still not installed after apt-get install");
             }
-            println!("[{STEP}] {pkg}: installed");
+            eprintln!("[{STEP}] {pkg}: installed");
         }
     }
 
     if linker.is_none() {
-        println!("[{STEP}] installing bpf-linker {BPF_LINKER_VERSION} (takes 2-3 minutes)...");
+        eprintln!("[{STEP}] installing bpf-linker {BPF_LINKER_VERSION} (takes 2-3 minutes)...");
         install_bpf_linker()?;
         match find_bpf_linker() {
-            Some(path) => println!(
+            Some(path) => eprintln!(
                 "[{STEP}] bpf-linker {BPF_LINKER_VERSION}: installed ({})",
                 path.display()
             ),
@@ -93,7 +93,7 @@ pub fn setup(with_test_deps: bool) -> Result<()> {
         }
     }
 
-    println!("[{STEP}] done ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!("[{STEP}] done ({:.1}s)", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -23,9 +23,9 @@ pub fn test(extra_args: &[OsString]) -> Result<()> {
         passed.join(", ")
     };
     match &result {
-        Ok(()) => println!("[{STEP}] SUMMARY: all steps passed ({done}) in {elapsed:.1}s"),
+        Ok(()) => eprintln!("[{STEP}] SUMMARY: all steps passed ({done}) in {elapsed:.1}s"),
         Err(e) => {
-            println!("[{STEP}] SUMMARY: FAILED after {elapsed:.1}s; passed: {done}; failure: {e}")
+            eprintln!("[{STEP}] SUMMARY: FAILED after {elapsed:.1}s; passed: {done}; failure: {e}")
         }
     }
     result
@@ -83,7 +83,7 @@ fn run_steps(extra_args: &[OsString], passed: &mut Vec<&'static str>) -> Result<
         // In CI the real-kernel integration tests must run: they fail instead of skipping.
         tests.env("OOMWATCH_REQUIRE_REAL_KERNEL", "1");
     } else if !util::is_root() {
-        println!("[{STEP}] note: not root, real-kernel integration tests will be skipped");
+        eprintln!("[{STEP}] note: not root, real-kernel integration tests will be skipped");
     }
     run("cargo-test", &mut tests).context("[test] step cargo test")?;
     passed.push("cargo-test");

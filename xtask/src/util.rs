@@ -144,7 +144,7 @@ fn quote(s: &OsStr) -> String {
 /// Print and run a command, inheriting stdio; a non-zero exit is an error naming the step.
 pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);
-    println!("[{step}] $ {line}");
+    eprintln!("[{step}] $ {line}");
     let status = cmd
         .status()
         .with_context(|| format!("[{step}] failed to start: {line}"))?;
