@@ -1,7 +1,12 @@
 //! `cargo xtask test [-- ARGS]`: set-up (with test tools), eBPF build and clippy, fmt, clippy,
 //! tests.
 
-use std::{ffi::OsString, process::Command, time::Instant};
+use std::{
+    ffi::OsString,
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 
@@ -15,7 +20,8 @@ const STEP: &str = "test";
 pub fn test(extra_args: &[OsString]) -> Result<()> {
     let started = Instant::now();
     let mut passed: Vec<&str> = Vec::new();
-    let result = run_steps(extra_args, &mut passed);
+    let mut counts = Counts::default();
+    let result = run_steps(extra_args, &mut passed, &mut counts);
     let elapsed = started.elapsed().as_secs_f64();
     let done = if passed.is_empty() {
         "none".to_string()
@@ -28,10 +34,76 @@ pub fn test(extra_args: &[OsString]) -> Result<()> {
             eprintln!("[{STEP}] SUMMARY: FAILED after {elapsed:.1}s; passed: {done}; failure: {e}")
         }
     }
+    if counts.suites > 0 {
+        // The plain closing line CI reads: totals over every test binary of the workspace.
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            counts.passed, counts.failed, counts.ignored
+        );
+    }
     result
 }
 
-fn run_steps(extra_args: &[OsString], passed: &mut Vec<&'static str>) -> Result<()> {
+/// Totals of libtest's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counts {
+    suites: u64,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    /// Adds one `test result: ok. 45 passed; 0 failed; 0 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        self.suites += 1;
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, passing its output through while adding up its result lines.
+fn run_counting(cmd: &mut Command, counts: &mut Counts) -> Result<()> {
+    eprintln!("[cargo-test] $ {}", util::describe(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("[cargo-test] cannot start cargo test")?;
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            counts.add_line(&line);
+            let _ = writeln!(stdout, "{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .context("[cargo-test] waiting for cargo test")?;
+    if !status.success() {
+        anyhow::bail!("[cargo-test] command failed ({status})");
+    }
+    Ok(())
+}
+
+fn run_steps(
+    extra_args: &[OsString],
+    passed: &mut Vec<&'static str>,
+    counts: &mut Counts,
+) -> Result<()> {
     let root = util::repo_root();
     let cargo = util::host_cargo();
 
@@ -85,7 +157,31 @@ fn run_steps(extra_args: &[OsString], passed: &mut Vec<&'static str>) -> Result<
     } else if !util::is_root() {
         eprintln!("[{STEP}] note: not root, real-kernel integration tests will be skipped");
     }
-    run("cargo-test", &mut tests).context("[test] step cargo test")?;
+    run_counting(&mut tests, counts).context("[test] step cargo test")?;
     passed.push("cargo-test");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 45 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.23s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("running 4 tests");
+        assert_eq!(
+            c,
+            Counts {
+                suites: 2,
+                passed: 48,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }

@@ -213,7 +213,9 @@ pub fn task_offsets(btf_path: &Path) -> Result<TaskOffsets, String> {
         return Err("cgroup_subsys_id values out of range".into());
     };
     if count == 0 || index >= count {
-        return Err(format!("memory_cgrp_id {index} not below CGROUP_SUBSYS_COUNT {count}"));
+        return Err(format!(
+            "memory_cgrp_id {index} not below CGROUP_SUBSYS_COUNT {count}"
+        ));
     }
     let ptr = array / count;
     Ok(TaskOffsets {
@@ -300,7 +302,11 @@ mod tests {
             off.kernfs_node_id,
         ];
         assert!(all.iter().all(|&o| o != OFFSET_ABSENT), "{off:?}");
-        assert_eq!(off.task_tgid, off.task_pid + 4, "pid_t pid; pid_t tgid; are adjacent");
+        assert_eq!(
+            off.task_tgid,
+            off.task_pid + 4,
+            "pid_t pid; pid_t tgid; are adjacent"
+        );
     }
 
     #[test]
