@@ -158,6 +158,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     Ok(g) => g,
                     Err(e) => break Err(RunError::RingBuf(e)),
                 };
+                // Clear readiness before draining: a record submitted after the drain then
+                // wakes us again instead of waiting for the next kill.
+                guard.clear_ready();
                 let rb = guard.get_inner_mut();
                 let mut batch = Vec::new();
                 while let Some(item) = rb.next() {
@@ -165,7 +168,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                         batch.push(rec);
                     }
                 }
-                guard.clear_ready();
                 let now = Instant::now();
                 let evs: Vec<OomEvent> =
                     batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
@@ -181,8 +183,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
             guard = readable_opt(&mut log_fd) => {
                 if let Some(Ok(mut g)) = guard {
-                    g.get_inner_mut().flush();
                     g.clear_ready();
+                    g.get_inner_mut().flush();
                 }
             }
         }

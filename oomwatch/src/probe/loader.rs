@@ -116,6 +116,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     if opts.inject_read_fault {
         task.task_signal = task.task_comm;
     }
+    // EbpfLoader::new() parses the kernel BTF for relocations and drops it when this statement
+    // ends; the tp_btf load parses it again later. Two parses, but never two copies alive at
+    // once: the parsed vmlinux BTF is the agent's largest start-up allocation.
     let mut ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
         .override_global("TASK_OFFSETS", &task, true)
