@@ -169,6 +169,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     }
                 }
                 let now = Instant::now();
+                if let Some(first) = batch.first() {
+                    let age_us = monotonic_ns().saturating_sub(first.ktime_ns) / 1000;
+                    tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
+                }
                 let evs: Vec<OomEvent> =
                     batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
                 if let Err(e) = emit(&mut out, &metrics, evs) {
