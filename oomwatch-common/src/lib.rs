@@ -20,6 +20,8 @@ pub enum RecordKind {
     MarkVictimTracepoint = 1,
     /// `tp_btf/mark_victim`: fields read from the victim's `task_struct`.
     MarkVictimBtf = 2,
+    /// `oom_kill_process()` entry (fentry or kprobe): the OOM invocation's `oom_control`.
+    OomKill = 3,
 }
 
 impl RecordKind {
@@ -27,6 +29,7 @@ impl RecordKind {
         match v {
             1 => Some(Self::MarkVictimTracepoint),
             2 => Some(Self::MarkVictimBtf),
+            3 => Some(Self::OomKill),
             _ => None,
         }
     }
@@ -188,6 +191,121 @@ impl TaskOffsets {
     };
 }
 
+/// Length of the `message` argument kept from `oom_kill_process()`.
+pub const MESSAGE_LEN: usize = 64;
+
+/// Bits of [`OomKillRecord::present`].
+pub mod oom_field {
+    pub const GFP_MASK: u32 = 1 << 0;
+    pub const ORDER: u32 = 1 << 1;
+    pub const TOTALPAGES: u32 = 1 << 2;
+    pub const CHOSEN_POINTS: u32 = 1 << 3;
+    pub const CONSTRAINT: u32 = 1 << 4;
+    pub const CHOSEN: u32 = 1 << 5;
+    pub const CHOSEN_COMM: u32 = 1 << 6;
+    /// `oc->memcg` was non-null (a memcg OOM) and its cgroup id was read.
+    pub const MEMCG_ID: u32 = 1 << 7;
+    pub const TRIGGER_MEMCG_ID: u32 = 1 << 8;
+    pub const MESSAGE: u32 = 1 << 9;
+    /// `oc->memcg` was null: a global (or cpuset/mempolicy) OOM.
+    pub const MEMCG_NULL: u32 = 1 << 10;
+    pub const READ_ERROR: u32 = 1 << 31;
+}
+
+/// One per OOM invocation that kills: what `oom_kill_process(oc, message)` saw on entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomKillRecord {
+    /// [`RecordKind::OomKill`] as `u32`.
+    pub kind: u32,
+    /// Bits from [`oom_field`].
+    pub present: u32,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub ktime_ns: u64,
+    /// `oc->gfp_mask`.
+    pub gfp_mask: u32,
+    /// `oc->order` (-1 for a sysrq-forced or memcg-charge OOM without an allocation order).
+    pub order: i32,
+    /// `oc->totalpages`: the size of the OOM domain in pages.
+    pub totalpages: u64,
+    /// `oc->chosen_points`: the chosen task's badness.
+    pub chosen_points: i64,
+    /// `oc->constraint`: `enum oom_constraint` value.
+    pub constraint: u32,
+    /// `oc->chosen->pid` and `->tgid`.
+    pub chosen_pid: i32,
+    pub chosen_tgid: i32,
+    /// The running task (the allocation that invoked the killer).
+    pub trigger_pid: i32,
+    pub trigger_tgid: i32,
+    pub _pad0: u32,
+    /// Kernfs id of `oc->memcg`'s cgroup (the memcg that hit its limit).
+    pub memcg_id: u64,
+    /// Kernfs id of the triggering task's memory cgroup.
+    pub trigger_memcg_id: u64,
+    pub chosen_comm: [u8; COMM_LEN],
+    pub trigger_comm: [u8; COMM_LEN],
+    /// The `message` argument ("Out of memory", "Memory cgroup out of memory", ...).
+    pub message: [u8; MESSAGE_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 176);
+
+impl OomKillRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            present: 0,
+            ktime_ns: 0,
+            gfp_mask: 0,
+            order: 0,
+            totalpages: 0,
+            chosen_points: 0,
+            constraint: 0,
+            chosen_pid: 0,
+            chosen_tgid: 0,
+            trigger_pid: 0,
+            trigger_tgid: 0,
+            _pad0: 0,
+            memcg_id: 0,
+            trigger_memcg_id: 0,
+            chosen_comm: [0; COMM_LEN],
+            trigger_comm: [0; COMM_LEN],
+            message: [0; MESSAGE_LEN],
+        }
+    }
+}
+
+/// `struct oom_control` and `struct mem_cgroup` member offsets (bytes) from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomControlOffsets {
+    pub memcg: u32,
+    pub gfp_mask: u32,
+    pub order: u32,
+    pub totalpages: u32,
+    pub chosen: u32,
+    pub chosen_points: u32,
+    pub constraint: u32,
+    /// `mem_cgroup.css`: the embedded `cgroup_subsys_state`.
+    pub memcg_css: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<OomControlOffsets>() == 32);
+
+impl OomControlOffsets {
+    pub const ABSENT: Self = Self {
+        memcg: OFFSET_ABSENT,
+        gfp_mask: OFFSET_ABSENT,
+        order: OFFSET_ABSENT,
+        totalpages: OFFSET_ABSENT,
+        chosen: OFFSET_ABSENT,
+        chosen_points: OFFSET_ABSENT,
+        constraint: OFFSET_ABSENT,
+        memcg_css: OFFSET_ABSENT,
+    };
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Ring-buffer reservations that failed (a record was lost).
@@ -199,11 +317,15 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are #[repr(C)], made only of integers and byte arrays, with every padding
+    // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with every padding
     // byte spelled out as a field, so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::VictimRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MarkVictimOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomKillRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomControlOffsets {}
 }

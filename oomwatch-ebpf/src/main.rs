@@ -3,8 +3,12 @@
 #![no_std]
 #![no_main]
 
+mod cgroup;
+mod globals;
+mod header;
 mod maps;
 mod mark_victim;
+mod oom_kill;
 mod read;
 
 #[cfg(not(test))]

@@ -8,37 +8,23 @@
 //!   `signal->oom_score_adj`, through BTF-resolved offsets. Loaded only where the tracepoint's
 //!   first argument is a `struct task_struct *`.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
-    },
+    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::debug;
-use oomwatch_common::{
-    counter, field, MarkVictimOffsets, RecordKind, TaskOffsets, VictimRecord, OFFSET_ABSENT,
-};
+use oomwatch_common::{counter, field, RecordKind, VictimRecord, OFFSET_ABSENT};
 
 use crate::{
+    cgroup, globals, header,
     maps::{count, EVENTS},
     read,
 };
 
-/// Field offsets of the `oom/mark_victim` trace record; overridden by the agent at load time.
-#[unsafe(no_mangle)]
-static MARK_VICTIM_OFFSETS: MarkVictimOffsets = MarkVictimOffsets::ABSENT;
-
-/// `task_struct` & co. member offsets; overridden by the agent at load time.
-#[unsafe(no_mangle)]
-static TASK_OFFSETS: TaskOffsets = TaskOffsets::ABSENT;
-
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
-    // SAFETY: read_volatile keeps the compiler from folding the default value: the loader
-    // rewrites this read-only global before the program is loaded.
-    let off = unsafe { core::ptr::read_volatile(&MARK_VICTIM_OFFSETS) };
+    let off = globals::get(&globals::MARK_VICTIM_OFFSETS);
     let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
         count(counter::RINGBUF_DROPS);
         return 0;
@@ -99,8 +85,7 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
-    // SAFETY: as in `mark_victim_tp`.
-    let off = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
+    let off = globals::get(&globals::TASK_OFFSETS);
     let task: *const u8 = ctx.arg(0);
     let Some(mut entry) = EVENTS.reserve::<VictimRecord>(0) else {
         count(counter::RINGBUF_DROPS);
@@ -141,14 +126,7 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
         rec.oom_score_adj = adj;
         rec.present |= field::OOM_SCORE_ADJ;
     }
-    // task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id
-    let id = read::at::<*const u8, _>(&ctx, task, off.task_cgroups, "task_struct.cgroups")
-        .and_then(|cset| {
-            read::at::<*const u8, _>(&ctx, cset, off.css_set_memory_subsys, "css_set.subsys")
-        })
-        .and_then(|css| read::at::<*const u8, _>(&ctx, css, off.css_cgroup, "css.cgroup"))
-        .and_then(|cg| read::at::<*const u8, _>(&ctx, cg, off.cgroup_kn, "cgroup.kn"))
-        .and_then(|kn| read::at::<u64, _>(&ctx, kn, off.kernfs_node_id, "kernfs_node.id"));
+    let id = cgroup::task_memcg_id(&ctx, task, &off);
     if let Some(id) = id {
         rec.memcg_id = id;
         rec.present |= field::MEMCG_ID;
@@ -161,12 +139,10 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn fill_header(rec: &mut VictimRecord, kind: RecordKind) {
     rec.kind = kind as u32;
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    rec.trigger_pid = pid_tgid as u32 as i32;
-    rec.trigger_tgid = (pid_tgid >> 32) as u32 as i32;
-    if let Ok(comm) = bpf_get_current_comm() {
-        rec.trigger_comm = comm;
-    }
+    header::fill(
+        &mut rec.ktime_ns,
+        &mut rec.trigger_pid,
+        &mut rec.trigger_tgid,
+        &mut rec.trigger_comm,
+    );
 }

@@ -12,6 +12,8 @@ use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
 
 use crate::cgroup::IdResolver;
 use crate::event::{OomEvent, Source, Task};
+use crate::invocation::Invocations;
+use crate::probe::ringbuf::Record;
 use crate::procfs;
 
 /// Default bound on waiting for a victim's second record.
@@ -33,6 +35,9 @@ pub struct Correlator {
     proc_root: PathBuf,
     resolver: Option<IdResolver>,
     pending: Vec<Pending>,
+    invocations: Invocations,
+    /// Which `oom_kill_process` program is attached, if any.
+    oom_source: Option<Source>,
 }
 
 impl Correlator {
@@ -53,7 +58,17 @@ impl Correlator {
             proc_root: PathBuf::from("/proc"),
             resolver,
             pending: Vec::new(),
+            invocations: Invocations::default(),
+            oom_source: None,
         }
+    }
+
+    /// Enables invocation context from an attached `oom_kill_process` program; `constraints`
+    /// names `enum oom_constraint` values as this kernel's BTF does.
+    pub fn with_oom_kill(mut self, source: Source, constraints: Vec<(i64, String)>) -> Self {
+        self.oom_source = Some(source);
+        self.invocations = Invocations::new(constraints);
+        self
     }
 
     pub fn window(&self) -> Duration {
@@ -61,7 +76,19 @@ impl Correlator {
     }
 
     /// Adds a record; returns the events it completed.
-    pub fn push(&mut self, rec: VictimRecord, now: Instant) -> Vec<OomEvent> {
+    pub fn push(&mut self, rec: Record, now: Instant) -> Vec<OomEvent> {
+        match rec {
+            Record::Victim(v) => self.push_victim(v, now),
+            Record::OomKill(k) => {
+                let source = self.oom_source.unwrap_or(Source::OomKillFentry);
+                self.invocations.push(k, source);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Adds a `mark_victim` record; returns the events it completed.
+    pub fn push_victim(&mut self, rec: VictimRecord, now: Instant) -> Vec<OomEvent> {
         let mut out = Vec::new();
         let Some(kind) = RecordKind::from_u32(rec.kind) else {
             return out;
@@ -116,7 +143,22 @@ impl Correlator {
     fn build(&mut self, p: Pending) -> OomEvent {
         let mut ev = merge(&p, &self.host);
         self.fill_missing(&mut ev);
+        self.add_invocation(&mut ev);
         ev
+    }
+
+    /// The OOM invocation that chose this victim: its id and context.
+    fn add_invocation(&mut self, ev: &mut OomEvent) {
+        let Some(inv) = self.invocations.match_victim(ev.pid, ev.ktime_ns).cloned() else {
+            return;
+        };
+        let resolver = &mut self.resolver;
+        let ctx = self
+            .invocations
+            .context(&inv, |id| resolver.as_mut().and_then(|r| r.resolve(id)));
+        ev.oom_id = Some(inv.id);
+        ev.oom = Some(ctx);
+        ev.sources.insert("oom", inv.source);
     }
 
     /// Fills fields the kernel records lacked: the cgroup id → path, then `/proc/<pid>`.
@@ -192,7 +234,8 @@ impl Correlator {
 fn slot(p: &mut Pending, kind: RecordKind) -> &mut Option<VictimRecord> {
     match kind {
         RecordKind::MarkVictimTracepoint => &mut p.tp,
-        RecordKind::MarkVictimBtf => &mut p.btf,
+        // Never stored as pending: `push` routes these to the invocation tracker.
+        RecordKind::MarkVictimBtf | RecordKind::OomKill => &mut p.btf,
     }
 }
 
@@ -260,6 +303,8 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         cgroup: None,
         cgroup_id,
         trigger,
+        oom_id: None,
+        oom: None,
         sources,
     }
 }

@@ -59,8 +59,8 @@ fn correlator(tp: bool, btf: bool) -> Correlator {
 fn pair_merges_into_one_event_with_sources() {
     let mut c = correlator(true, true);
     let now = Instant::now();
-    assert!(c.push(tp(GONE), now).is_empty());
-    let evs = c.push(btf(GONE), now);
+    assert!(c.push_victim(tp(GONE), now).is_empty());
+    let evs = c.push_victim(btf(GONE), now);
     assert_eq!(evs.len(), 1);
     let e = &evs[0];
     assert_eq!(e.pid, GONE);
@@ -89,7 +89,7 @@ fn pair_merges_into_one_event_with_sources() {
 fn lone_record_waits_then_is_emitted_with_the_rest_absent() {
     let mut c = correlator(true, true);
     let now = Instant::now();
-    assert!(c.push(btf(GONE), now).is_empty());
+    assert!(c.push_victim(btf(GONE), now).is_empty());
     let deadline = c.next_deadline().unwrap();
     assert_eq!(deadline, now + DEFAULT_WINDOW);
     assert!(c.flush_expired(now).is_empty());
@@ -103,7 +103,7 @@ fn lone_record_waits_then_is_emitted_with_the_rest_absent() {
 #[test]
 fn only_tracepoint_attached_completes_at_once() {
     let mut c = correlator(true, false);
-    let evs = c.push(tp(GONE), Instant::now());
+    let evs = c.push_victim(tp(GONE), Instant::now());
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].tgid, None);
 }
@@ -112,8 +112,8 @@ fn only_tracepoint_attached_completes_at_once() {
 fn two_kills_of_one_pid_are_never_merged() {
     let mut c = correlator(true, true);
     let now = Instant::now();
-    assert!(c.push(tp(GONE), now).is_empty());
-    let evs = c.push(tp(GONE), now);
+    assert!(c.push_victim(tp(GONE), now).is_empty());
+    let evs = c.push_victim(tp(GONE), now);
     assert_eq!(
         evs.len(),
         1,
@@ -126,10 +126,10 @@ fn two_kills_of_one_pid_are_never_merged() {
 fn interleaved_victims_pair_by_pid() {
     let mut c = correlator(true, true);
     let now = Instant::now();
-    assert!(c.push(tp(GONE), now).is_empty());
-    assert!(c.push(tp(GONE + 1), now).is_empty());
-    let a = c.push(btf(GONE + 1), now);
-    let b = c.push(btf(GONE), now);
+    assert!(c.push_victim(tp(GONE), now).is_empty());
+    assert!(c.push_victim(tp(GONE + 1), now).is_empty());
+    let a = c.push_victim(btf(GONE + 1), now);
+    let b = c.push_victim(btf(GONE), now);
     assert_eq!((a.len(), b.len()), (1, 1));
     assert_eq!(a[0].pid, GONE + 1);
     assert_eq!(a[0].tgid, Some(GONE));
@@ -140,7 +140,7 @@ fn interleaved_victims_pair_by_pid() {
 fn pid_only_kernel_fills_from_proc_when_the_process_is_there() {
     let me = std::process::id() as i32;
     let mut c = correlator(true, false);
-    let evs = c.push(rec(RecordKind::MarkVictimTracepoint, me, 0), Instant::now());
+    let evs = c.push_victim(rec(RecordKind::MarkVictimTracepoint, me, 0), Instant::now());
     let e = &evs[0];
     assert_eq!(e.tgid, Some(me));
     assert!(e.anon_rss.is_some());
@@ -155,7 +155,7 @@ fn unknown_kinds_are_ignored() {
     let mut c = correlator(true, true);
     let mut r = tp(GONE);
     r.kind = 99;
-    assert!(c.push(r, Instant::now()).is_empty());
+    assert!(c.push_victim(r, Instant::now()).is_empty());
     assert!(c.next_deadline().is_none());
 }
 

@@ -22,6 +22,12 @@ pub enum Source {
     /// `/proc/<pid>/cgroup` read after the event arrived.
     #[serde(rename = "procfs:cgroup")]
     ProcCgroup,
+    /// `fentry/oom_kill_process`: the OOM invocation's `struct oom_control`.
+    #[serde(rename = "fentry:oom_kill_process")]
+    OomKillFentry,
+    /// `kprobe/oom_kill_process`: the same, where fentry is not allowed.
+    #[serde(rename = "kprobe:oom_kill_process")]
+    OomKillKprobe,
     /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
     #[serde(rename = "cgroupfs")]
     Cgroupfs,
@@ -33,6 +39,33 @@ pub struct Task {
     pub pid: i32,
     pub tgid: i32,
     pub comm: String,
+}
+
+/// Why the kernel killed: the OOM invocation that chose this victim. Victims of one invocation
+/// (a `memory.oom.group` kill) share it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OomContext {
+    /// `CONSTRAINT_NONE` (global), `CONSTRAINT_CPUSET`, `CONSTRAINT_MEMORY_POLICY` or
+    /// `CONSTRAINT_MEMCG`, as the kernel names them.
+    pub constraint: Option<String>,
+    /// The failed allocation's GFP mask, e.g. `0xcc0`.
+    pub gfp_mask: Option<String>,
+    /// The failed allocation's order (pages = 2^order; -1 when the OOM was not for an allocation).
+    pub order: Option<i32>,
+    /// Size of the OOM domain in pages (the memcg limit, or all of RAM + swap).
+    pub totalpages: Option<u64>,
+    /// The chosen task's badness points.
+    pub points: Option<i64>,
+    /// The task the killer chose (for group kills, the other victims are killed with it).
+    pub chosen: Option<Task>,
+    /// The memory cgroup that hit its limit (`oc->memcg`); `null` for a global OOM.
+    pub memcg: Option<String>,
+    pub memcg_id: Option<u64>,
+    /// The kernel's `message` argument: `Out of memory` or `Memory cgroup out of memory`.
+    pub message: Option<String>,
+    /// The memory cgroup of the task whose allocation invoked the killer.
+    pub trigger_cgroup: Option<String>,
+    pub trigger_cgroup_id: Option<u64>,
 }
 
 /// One OOM victim.
@@ -61,8 +94,12 @@ pub struct OomEvent {
     pub cgroup_id: Option<u64>,
     /// The task running when the victim was marked (the allocation that invoked the killer).
     pub trigger: Option<Task>,
+    /// Agent-local number of the OOM invocation; shared by all victims of one invocation.
+    pub oom_id: Option<u64>,
+    /// The invocation's context (why this victim); `null` when no `oom_kill_process` probe ran.
+    pub oom: Option<OomContext>,
     /// Field group → where it came from. Groups: `pid`, `tgid`, `comm`, `uid`, `memory`,
-    /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`.
+    /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`.
     pub sources: BTreeMap<&'static str, Source>,
 }
 
@@ -111,6 +148,8 @@ mod tests {
             cgroup: Some("/t".into()),
             cgroup_id: Some(77),
             trigger: None,
+            oom_id: None,
+            oom: None,
             sources,
         }
     }

@@ -35,6 +35,8 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         cgroup: Some(cgroup.into()),
         cgroup_id: Some(1234),
         trigger: None,
+        oom_id: None,
+        oom: None,
         sources,
     }
 }

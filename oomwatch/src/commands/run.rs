@@ -11,7 +11,7 @@ use super::{LogFormat, RunArgs};
 use crate::caps;
 use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
-use crate::event::OomEvent;
+use crate::event::{OomEvent, Source};
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
 use crate::server;
@@ -98,7 +98,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         events,
         counters,
         logger,
-        ..
+        status,
+        constraints,
     } = probes;
     let counters = Arc::new(Mutex::new(counters));
     metrics.set_ebpf_counters_reader(Box::new(move || {
@@ -126,6 +127,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         host,
         hierarchy.map(IdResolver::new),
     );
+    let oom_source = if probes_attached(&status, loader::PROBE_OOM_KILL_FENTRY) {
+        Some(Source::OomKillFentry)
+    } else if probes_attached(&status, loader::PROBE_OOM_KILL_KPROBE) {
+        Some(Source::OomKillKprobe)
+    } else {
+        None
+    };
+    if let Some(src) = oom_source {
+        correlator = correlator.with_oom_kill(src, constraints);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_metrics = Arc::clone(&metrics);
@@ -170,7 +181,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
                 let now = Instant::now();
                 if let Some(first) = batch.first() {
-                    let age_us = monotonic_ns().saturating_sub(first.ktime_ns) / 1000;
+                    let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
                     tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
                 }
                 let evs: Vec<OomEvent> =
@@ -203,6 +214,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     flushed?;
     tracing::info!(signal, "probes detached; exiting");
     Ok(())
+}
+
+fn probes_attached(status: &[loader::ProbeStatus], probe: &str) -> bool {
+    status.iter().any(|s| s.probe == probe && s.attached)
 }
 
 fn emit(

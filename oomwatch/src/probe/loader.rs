@@ -1,14 +1,14 @@
 //! The probe table: every hook oomwatch can use, best first, each tried in turn; what attached
 //! and why the others did not is kept for the log and `oomwatch_probe_attached`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use oomwatch_common::{counter, MarkVictimOffsets, TaskOffsets};
+use oomwatch_common::{counter, MarkVictimOffsets, OomControlOffsets, TaskOffsets};
 
+use super::attach;
 use super::btf::Btf;
-use super::tracefs::{self, MarkVictimLayout};
+use super::offsets;
 
 /// The eBPF object, built by `cargo xtask build` and embedded by `build.rs` (empty when it was
 /// not built, e.g. under a plain `cargo check`).
@@ -18,6 +18,8 @@ static EBPF_OBJECT: &[u8] =
 /// Probe names as logged and exported (`oomwatch_probe_attached{probe=...}`).
 pub const PROBE_MARK_VICTIM_BTF: &str = "tp_btf:mark_victim";
 pub const PROBE_MARK_VICTIM_TP: &str = "tracepoint:oom/mark_victim";
+pub const PROBE_OOM_KILL_FENTRY: &str = "fentry:oom_kill_process";
+pub const PROBE_OOM_KILL_KPROBE: &str = "kprobe:oom_kill_process";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -67,6 +69,8 @@ pub struct Probes {
     pub counters: PerCpuArray<MapData, u64>,
     pub status: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// `enum oom_constraint` value → name, from this kernel's BTF (empty without BTF).
+    pub constraints: Vec<(i64, String)>,
 }
 
 impl Probes {
@@ -90,53 +94,87 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     }
     let mut status = Vec::new();
 
-    // Row: tracepoint oom/mark_victim — offsets from its tracefs format file.
-    let tp_offsets = match tracepoint_offsets(opts.force_pid_only) {
-        Ok((off, layout, detail)) => Some((off, layout, detail)),
-        Err(why) => {
-            status.push(ProbeStatus {
-                probe: PROBE_MARK_VICTIM_TP,
-                attached: false,
-                detail: why,
-            });
-            None
-        }
-    };
-    // Row: tp_btf mark_victim — task_struct offsets from BTF, if the tracepoint passes a task.
-    let task_offsets = if opts.force_pid_only {
-        Err("disabled by --force-pid-only".to_string())
-    } else {
-        task_offsets(&opts.btf_path)
-    };
-
-    let mv = tp_offsets
+    // Offsets first, from BTF (ours, dropped before the kernel objects are created) and tracefs.
+    let btf = Btf::from_file(&opts.btf_path).map_err(|e| e.to_string());
+    let task = btf.as_ref().map_err(Clone::clone).and_then(offsets::task);
+    let passes_task = btf
         .as_ref()
-        .map_or(MarkVictimOffsets::ABSENT, |t| t.0);
-    let mut task = task_offsets.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
+        .map_err(Clone::clone)
+        .and_then(offsets::mark_victim_passes_task);
+    let oom_control = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(offsets::oom_control);
+    let constraints = btf
+        .as_ref()
+        .map(offsets::constraint_names)
+        .unwrap_or_default();
+    drop(btf);
+    let tp = offsets::mark_victim(opts.force_pid_only);
+
+    let mv = tp.as_ref().map_or(MarkVictimOffsets::ABSENT, |t| t.0);
+    let mut task_off = task.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
     if opts.inject_read_fault {
-        task.task_signal = task.task_comm;
+        task_off.task_signal = task_off.task_comm;
     }
+    let oc = oom_control
+        .as_ref()
+        .map_or(OomControlOffsets::ABSENT, |o| *o);
     // EbpfLoader::new() parses the kernel BTF for relocations and drops it when this statement
-    // ends; the tp_btf load parses it again later. Two parses, but never two copies alive at
-    // once: the parsed vmlinux BTF is the agent's largest start-up allocation.
+    // ends; the BTF-typed programs below parse it once more. Never two copies alive at once:
+    // the parsed vmlinux BTF is the agent's largest start-up allocation.
     let mut ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
-        .override_global("TASK_OFFSETS", &task, true)
+        .override_global("TASK_OFFSETS", &task_off, true)
+        .override_global("OOM_CONTROL_OFFSETS", &oc, true)
         .load(EBPF_OBJECT)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
 
-    match task_offsets {
-        Ok(_) => status.push(attach_btf(&mut ebpf)),
-        Err(why) => status.push(ProbeStatus {
-            probe: PROBE_MARK_VICTIM_BTF,
-            attached: false,
-            detail: why,
-        }),
+    // Row: tp_btf mark_victim — the victim's task_struct.
+    let btf_row = if opts.force_pid_only {
+        Err("disabled by --force-pid-only".to_string())
+    } else {
+        passes_task
+            .and(task.clone())
+            .and(kernel_btf.as_ref().map_err(Clone::clone))
+            .and_then(|kbtf| {
+                attach::btf_tracepoint(&mut ebpf, "mark_victim_btf", "mark_victim", kbtf)
+            })
+    };
+    status.push(row(
+        PROBE_MARK_VICTIM_BTF,
+        btf_row,
+        "tgid, memory cgroup, oom_score_adj",
+    ));
+    // Row: tracepoint oom/mark_victim — the kernel's trace record.
+    match tp {
+        Ok((_, _, detail)) => {
+            let r = attach::tracepoint(&mut ebpf, "mark_victim_tp", "oom", "mark_victim");
+            status.push(row(PROBE_MARK_VICTIM_TP, r, &detail));
+        }
+        Err(why) => status.push(row(PROBE_MARK_VICTIM_TP, Err(why), "")),
     }
-    if let Some((_, layout, detail)) = tp_offsets {
-        status.push(attach_tp(&mut ebpf, layout, detail));
+    // Rows: oom_kill_process — fentry, else kprobe.
+    let oom_ready = oom_control.and(task).map(drop);
+    let fentry = oom_ready
+        .clone()
+        .and(kernel_btf.as_ref().map_err(Clone::clone))
+        .and_then(|kbtf| attach::fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", kbtf));
+    let fentry_ok = fentry.is_ok();
+    status.push(row(PROBE_OOM_KILL_FENTRY, fentry, OOM_KILL_READS));
+    if !fentry_ok {
+        let kprobe = oom_ready
+            .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
+        status.push(row(PROBE_OOM_KILL_KPROBE, kprobe, OOM_KILL_READS));
     }
-    if !status.iter().any(|s| s.attached) {
+    drop(kernel_btf);
+
+    let victims = [PROBE_MARK_VICTIM_TP, PROBE_MARK_VICTIM_BTF];
+    if !status
+        .iter()
+        .any(|s| s.attached && victims.contains(&s.probe))
+    {
         let why = status
             .iter()
             .map(|s| format!("{}: {}", s.probe, s.detail))
@@ -152,7 +190,19 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         counters,
         status,
         logger,
+        constraints,
     })
+}
+
+const OOM_KILL_READS: &str =
+    "constraint, gfp_mask, order, totalpages, badness, chosen task, OOM memcg, trigger";
+
+fn row(probe: &'static str, result: Result<(), String>, reads: &str) -> ProbeStatus {
+    ProbeStatus {
+        probe,
+        attached: result.is_ok(),
+        detail: result.map_or_else(|e| e, |()| reads.to_string()),
+    }
 }
 
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -163,158 +213,7 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
-fn tracepoint_offsets(
-    force_pid_only: bool,
-) -> Result<(MarkVictimOffsets, MarkVictimLayout, String), String> {
-    let (root, mounted) = tracefs::ensure_mounted().map_err(|e| e.to_string())?;
-    if mounted {
-        tracing::info!(path = %root.display(), "mounted tracefs");
-    }
-    let format = tracefs::read_format(root, "oom", "mark_victim").map_err(|e| e.to_string())?;
-    let (mut off, mut layout) = tracefs::mark_victim_offsets(&format).map_err(|e| e.to_string())?;
-    if force_pid_only {
-        off = MarkVictimOffsets {
-            pid: off.pid,
-            ..MarkVictimOffsets::ABSENT
-        };
-        layout = MarkVictimLayout::PidOnly;
-    }
-    let detail = match layout {
-        MarkVictimLayout::Extended => "extended format: pid, comm, memory, uid, oom_score_adj",
-        MarkVictimLayout::PidOnly => "pid-only format: other fields from /proc",
-        MarkVictimLayout::Partial => "partial format: missing fields from /proc",
-    };
-    Ok((off, layout, detail.to_string()))
-}
-
-/// Offsets for the tp_btf program, or why it cannot run on this kernel.
-pub fn task_offsets(btf_path: &Path) -> Result<TaskOffsets, String> {
-    let btf = Btf::from_file(btf_path).map_err(|e| e.to_string())?;
-    let params = btf
-        .tracepoint_params("mark_victim")
-        .map_err(|e| e.to_string())?;
-    if params.first().map(String::as_str) != Some("struct task_struct *") {
-        return Err(format!(
-            "this kernel's mark_victim passes ({}), not a task_struct",
-            params.join(", ")
-        ));
-    }
-    let m = |s: &str, f: &str| btf.member_offset(s, f).map_err(|e| e.to_string());
-    let memory_id = btf
-        .enum_value(Some("cgroup_subsys_id"), "memory_cgrp_id")
-        .map_err(|e| e.to_string())?;
-    let subsys = m("css_set", "subsys")?;
-    // css_set.subsys is `struct cgroup_subsys_state *[CGROUP_SUBSYS_COUNT]`: the element size
-    // comes from BTF too.
-    let count = btf
-        .enum_value(Some("cgroup_subsys_id"), "CGROUP_SUBSYS_COUNT")
-        .map_err(|e| e.to_string())?;
-    let array = btf
-        .member_size("css_set", "subsys")
-        .map_err(|e| e.to_string())?;
-    let (Ok(index), Ok(count)) = (u32::try_from(memory_id), u32::try_from(count)) else {
-        return Err("cgroup_subsys_id values out of range".into());
-    };
-    if count == 0 || index >= count {
-        return Err(format!(
-            "memory_cgrp_id {index} not below CGROUP_SUBSYS_COUNT {count}"
-        ));
-    }
-    let ptr = array / count;
-    Ok(TaskOffsets {
-        task_pid: m("task_struct", "pid")?,
-        task_tgid: m("task_struct", "tgid")?,
-        task_comm: m("task_struct", "comm")?,
-        task_signal: m("task_struct", "signal")?,
-        signal_oom_score_adj: m("signal_struct", "oom_score_adj")?,
-        task_cgroups: m("task_struct", "cgroups")?,
-        css_set_memory_subsys: subsys + index * ptr,
-        css_cgroup: m("cgroup_subsys_state", "cgroup")?,
-        cgroup_kn: m("cgroup", "kn")?,
-        kernfs_node_id: m("kernfs_node", "id")?,
-    })
-}
-
-fn attach_btf(ebpf: &mut Ebpf) -> ProbeStatus {
-    let result = (|| -> Result<(), String> {
-        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut("mark_victim_btf")
-            .ok_or("program missing from object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        prog.load("mark_victim", &btf)
-            .map_err(|e| format!("load: {e}"))?;
-        prog.attach().map_err(|e| format!("attach: {e}"))?;
-        Ok(())
-    })();
-    ProbeStatus {
-        probe: PROBE_MARK_VICTIM_BTF,
-        attached: result.is_ok(),
-        detail: result.map_or_else(|e| e, |()| "tgid, memory cgroup, oom_score_adj".into()),
-    }
-}
-
-fn attach_tp(ebpf: &mut Ebpf, _layout: MarkVictimLayout, detail: String) -> ProbeStatus {
-    let result = (|| -> Result<(), String> {
-        let prog: &mut TracePoint = ebpf
-            .program_mut("mark_victim_tp")
-            .ok_or("program missing from object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e}"))?;
-        prog.attach("oom", "mark_victim")
-            .map_err(|e| format!("attach: {e}"))?;
-        Ok(())
-    })();
-    ProbeStatus {
-        probe: PROBE_MARK_VICTIM_TP,
-        attached: result.is_ok(),
-        detail: result.map_or_else(|e| e, |()| detail),
-    }
-}
-
 /// Index of the ring-buffer drop counter, re-exported for the agent.
 pub const RINGBUF_DROPS: u32 = counter::RINGBUF_DROPS;
 /// Index of the failed-kernel-read counter.
 pub const READ_ERRORS: u32 = counter::READ_ERRORS;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oomwatch_common::OFFSET_ABSENT;
-
-    #[test]
-    fn task_offsets_resolve_on_this_kernel() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            eprintln!("SKIPPED: no kernel BTF at {}", path.display());
-            return;
-        }
-        let off = task_offsets(path).unwrap();
-        let all = [
-            off.task_pid,
-            off.task_tgid,
-            off.task_comm,
-            off.task_signal,
-            off.signal_oom_score_adj,
-            off.task_cgroups,
-            off.css_set_memory_subsys,
-            off.css_cgroup,
-            off.cgroup_kn,
-            off.kernfs_node_id,
-        ];
-        assert!(all.iter().all(|&o| o != OFFSET_ABSENT), "{off:?}");
-        assert_eq!(
-            off.task_tgid,
-            off.task_pid + 4,
-            "pid_t pid; pid_t tgid; are adjacent"
-        );
-    }
-
-    #[test]
-    fn missing_btf_is_a_reason_naming_the_path() {
-        let why = task_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert!(why.contains("/nonexistent/vmlinux"), "{why}");
-    }
-}

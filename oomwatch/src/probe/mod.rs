@@ -1,5 +1,7 @@
 //! Kernel hooks: the probe table, BTF reader, tracefs format parser, ring-buffer reader.
+pub mod attach;
 pub mod btf;
 pub mod loader;
+pub mod offsets;
 pub mod ringbuf;
 pub mod tracefs;

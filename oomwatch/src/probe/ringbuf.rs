@@ -1,16 +1,45 @@
 //! Decoding ring-buffer items into records.
-use oomwatch_common::{RecordKind, VictimRecord};
+use oomwatch_common::{OomKillRecord, RecordKind, VictimRecord};
 
-/// Decodes one ring-buffer item. Items of the wrong size or an unknown kind (an object built
-/// from other sources than this agent) are rejected, never misread.
-pub fn decode(bytes: &[u8]) -> Option<VictimRecord> {
-    if bytes.len() != std::mem::size_of::<VictimRecord>() {
+/// One item of the `EVENTS` ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Record {
+    /// From a `mark_victim` program: one victim.
+    Victim(VictimRecord),
+    /// From an `oom_kill_process` program: one OOM invocation's context.
+    OomKill(OomKillRecord),
+}
+
+impl Record {
+    /// `bpf_ktime_get_ns()` when the program ran.
+    pub fn ktime_ns(&self) -> u64 {
+        match self {
+            Record::Victim(r) => r.ktime_ns,
+            Record::OomKill(r) => r.ktime_ns,
+        }
+    }
+}
+
+/// Decodes one ring-buffer item by its kind (the first `u32` of every record). Items of an
+/// unknown kind or the wrong size for their kind are rejected, never misread.
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match RecordKind::from_u32(kind)? {
+        RecordKind::MarkVictimTracepoint | RecordKind::MarkVictimBtf => {
+            read::<VictimRecord>(bytes).map(Record::Victim)
+        }
+        RecordKind::OomKill => read::<OomKillRecord>(bytes).map(Record::OomKill),
+    }
+}
+
+/// Copies a plain record out of ring-buffer bytes of exactly its size.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != std::mem::size_of::<T>() {
         return None;
     }
-    // SAFETY: VictimRecord is #[repr(C)] plain data (aya::Pod): any bytes of its size are a
-    // valid value, and read_unaligned copes with any alignment of the ring buffer's memory.
-    let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<VictimRecord>()) };
-    RecordKind::from_u32(rec.kind).map(|_| rec)
+    // SAFETY: T is aya::Pod (#[repr(C)] plain data): any bytes of its size are a valid value,
+    // and read_unaligned copes with any alignment of the ring buffer's memory.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 #[cfg(test)]
@@ -18,14 +47,17 @@ mod tests {
     use super::*;
     use oomwatch_common::field;
 
-    fn bytes_of(r: &VictimRecord) -> Vec<u8> {
+    fn bytes_of<T>(r: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value with no uninitialised padding
         // (every padding byte is a named field).
-        unsafe { std::slice::from_raw_parts((r as *const VictimRecord).cast::<u8>(), 120).to_vec() }
+        unsafe {
+            std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
+                .to_vec()
+        }
     }
 
     #[test]
-    fn round_trips_at_the_shared_layout() {
+    fn victim_round_trips_at_the_shared_layout() {
         let mut r = VictimRecord::zeroed();
         r.kind = RecordKind::MarkVictimBtf as u32;
         r.present = field::PID | field::TGID;
@@ -39,12 +71,27 @@ mod tests {
         assert_eq!(&b[16..20], &77i32.to_ne_bytes());
         assert_eq!(&b[28..30], &(-17i16).to_ne_bytes());
         assert_eq!(&b[72..80], &u64::MAX.to_ne_bytes());
-        let d = decode(&b).unwrap();
+        let Some(Record::Victim(d)) = decode(&b) else {
+            panic!("not a victim record")
+        };
         assert_eq!(
             (d.pid, d.tgid, d.oom_score_adj, d.memcg_id),
             (77, 76, -17, u64::MAX)
         );
         assert_eq!(&d.comm[..4], b"abc\0");
+    }
+
+    #[test]
+    fn oom_kill_record_decodes_by_kind() {
+        let mut r = OomKillRecord::zeroed();
+        r.kind = RecordKind::OomKill as u32;
+        r.gfp_mask = 0xcc0;
+        r.chosen_points = 17910;
+        r.message[..13].copy_from_slice(b"Out of memory");
+        let Some(Record::OomKill(d)) = decode(&bytes_of(&r)) else {
+            panic!("not an oom_kill record")
+        };
+        assert_eq!((d.gfp_mask, d.chosen_points), (0xcc0, 17910));
     }
 
     #[test]
@@ -55,8 +102,13 @@ mod tests {
         assert!(decode(&b).is_some());
         assert!(decode(&b[..119]).is_none());
         assert!(decode(&[b.as_slice(), &[0u8; 8]].concat()).is_none());
+        // A victim-sized item claiming to be an oom_kill record is not misread.
+        let mut k = b.clone();
+        k[..4].copy_from_slice(&(RecordKind::OomKill as u32).to_ne_bytes());
+        assert!(decode(&k).is_none());
         r.kind = 0;
         assert!(decode(&bytes_of(&r)).is_none());
         assert!(decode(&[]).is_none());
+        assert!(decode(&[1, 0]).is_none());
     }
 }

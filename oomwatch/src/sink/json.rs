@@ -51,6 +51,8 @@ mod tests {
             cgroup: None,
             cgroup_id: None,
             trigger: None,
+            oom_id: None,
+            oom: None,
             sources: BTreeMap::new(),
         };
         let mut w = JsonLines::new(Vec::new());

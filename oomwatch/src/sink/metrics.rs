@@ -390,6 +390,8 @@ mod tests {
             cgroup: cgroup.map(str::to_owned),
             cgroup_id: None,
             trigger: None,
+            oom_id: None,
+            oom: None,
             sources: Default::default(),
         }
     }
