@@ -7,6 +7,8 @@ pub mod cgroup;
 pub mod commands;
 pub mod correlate;
 pub mod event;
+pub mod invocation;
+pub mod kmsg;
 pub mod probe;
 pub mod procfs;
 pub mod server;

@@ -1,0 +1,290 @@
+//! Table-driven tests: raw `/dev/kmsg` fixtures (`tests/fixtures/kmsg/`, kernel version in the
+//! file name) through the record parser and the OOM parser, compared item by item.
+use std::path::PathBuf;
+
+use super::oom::{OomItem, OomReportParser};
+use super::record::{parse_record, KmsgRecord};
+
+/// Reads a fixture: `#` lines are comments, a line starting with a space continues the previous
+/// record (dictionary), every other line is one record.
+pub(super) fn load(name: &str) -> Vec<KmsgRecord> {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/kmsg", name]
+        .iter()
+        .collect();
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        match raw.last_mut() {
+            Some(prev) if line.starts_with(b" ") => {
+                prev.extend_from_slice(line);
+                prev.push(b'\n');
+            }
+            _ => {
+                let mut rec = line.to_vec();
+                rec.push(b'\n');
+                raw.push(rec);
+            }
+        }
+    }
+    raw.iter()
+        .map(|r| {
+            parse_record(r)
+                .unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(r)))
+        })
+        .collect()
+}
+
+pub(super) fn run(name: &str) -> Vec<OomItem> {
+    let mut parser = OomReportParser::new();
+    let mut items = Vec::new();
+    for rec in load(name) {
+        items.extend(parser.push_record(&rec));
+    }
+    items.extend(parser.flush());
+    items
+}
+
+/// One line per item, with the fields that matter.
+pub(super) fn summarize(item: &OomItem) -> String {
+    match item {
+        OomItem::Invoked(i) => format!(
+            "invoked comm={:?} gfp={:#x} flags={:?} nodemask={:?} order={} adj={}",
+            i.comm, i.gfp_mask, i.gfp_flags, i.nodemask, i.order, i.oom_score_adj
+        ),
+        OomItem::CpusetContext {
+            comm,
+            cpuset,
+            mems_allowed,
+        } => format!("cpuset comm={comm:?} cpuset={cpuset:?} mems={mems_allowed:?}"),
+        OomItem::MemcgContext {
+            task_memcg,
+            oom_memcg,
+        } => format!("memcg task={task_memcg:?} oom={oom_memcg:?}"),
+        OomItem::TaskDump(d) => {
+            let rows: Vec<String> = d
+                .rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}/{}/{} {:?} vm={} rss={} anon={:?} file={:?} shmem={:?} pgt={:?} ptes={:?}/{:?} swap={:?} adj={:?}",
+                        r.pid, r.uid, r.tgid, r.name, r.total_vm_pages, r.rss_pages,
+                        r.rss_anon_pages, r.rss_file_pages, r.rss_shmem_pages, r.pgtables_bytes,
+                        r.nr_ptes, r.nr_pmds, r.swapents, r.oom_score_adj
+                    )
+                })
+                .collect();
+            format!(
+                "dump dropped={} malformed={} [{}]",
+                d.dropped_rows,
+                d.malformed_rows,
+                rows.join("; ")
+            )
+        }
+        OomItem::Constraint(c) => format!(
+            "constraint {:?} nodemask={:?} cpuset={:?} mems={:?} oom_memcg={:?} task_memcg={:?} task={:?} pid={} uid={}",
+            c.constraint, c.nodemask, c.cpuset, c.mems_allowed, c.oom_memcg, c.task_memcg,
+            c.comm, c.pid, c.uid
+        ),
+        OomItem::Selected {
+            memcg,
+            pid,
+            comm,
+            score,
+        } => format!("selected memcg={memcg} pid={pid} comm={comm:?} score={score}"),
+        OomItem::Killed(k) => format!(
+            "killed memcg={} reason={:?} pid={} comm={:?} vm={} anon={} file={} shmem={:?} uid={:?} pgt={:?} adj={:?}",
+            k.memcg, k.reason, k.pid, k.comm, k.total_vm_kb, k.anon_rss_kb, k.file_rss_kb,
+            k.shmem_rss_kb, k.uid, k.pgtables_kb, k.oom_score_adj
+        ),
+        OomItem::GroupKill { memcg } => format!("group memcg={memcg:?}"),
+        OomItem::VictimExiting { memcg, pid, comm } => {
+            format!("exiting memcg={memcg} pid={pid} comm={comm:?}")
+        }
+        OomItem::Reaped(r) => format!(
+            "reaped pid={} comm={:?} anon={} file={} shmem={}",
+            r.pid, r.comm, r.anon_rss_kb, r.file_rss_kb, r.shmem_rss_kb
+        ),
+        OomItem::Suppressed { callbacks } => format!("suppressed {callbacks}"),
+    }
+}
+
+const CASES: &[(&str, &[&str])] = &[
+    (
+        "oom-memcg-v6.18-owtest.kmsg",
+        &[
+            r#"invoked comm="tail" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/owtest") task_memcg=Some("/owtest") task="tail" pid=16296 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=16296 comm="tail" vm=68148 anon=65280 file=1544 shmem=Some(0) uid=Some(0) pgt=Some(168) adj=Some(300)"#,
+        ],
+    ),
+    (
+        "oom-memcg-v6.18-host-tail.kmsg",
+        &[
+            "suppressed 14",
+            r#"invoked comm="tail" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            r#"dump dropped=0 malformed=0 [12531/0/12531 "tail" vm=17037 rss=16716 anon=Some(16320) file=Some(396) shmem=Some(0) pgt=Some(176128) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix") task_memcg=Some("/kmsgfix") task="tail" pid=12531 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12531 comm="tail" vm=68148 anon=65280 file=1584 shmem=Some(0) uid=Some(0) pgt=Some(172) adj=Some(0)"#,
+        ],
+    ),
+    (
+        "oom-memcg-v6.18-host-web-content.kmsg",
+        &[
+            r#"invoked comm="Web (Content)\n" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            r#"dump dropped=0 malformed=0 [12573/0/12573 "Web (Content)\n" vm=31374 rss=16729 anon=Some(16348) file=Some(381) shmem=Some(0) pgt=Some(208896) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix2") task_memcg=Some("/kmsgfix2") task="Web (Content)\n" pid=12573 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12573 comm="Web (Content)\n" vm=125496 anon=65392 file=1524 shmem=Some(0) uid=Some(0) pgt=Some(204) adj=Some(0)"#,
+        ],
+    ),
+    (
+        "oom-memcg-v6.18-host-sd-pam.kmsg",
+        &[
+            r#"invoked comm="(sd-pam)" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            r#"dump dropped=0 malformed=0 [12632/0/12632 "(sd-pam)" vm=31374 rss=16709 anon=Some(16324) file=Some(385) shmem=Some(0) pgt=Some(204800) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix3") task_memcg=Some("/kmsgfix3") task="(sd-pam)" pid=12632 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12632 comm="(sd-pam)" vm=125496 anon=65296 file=1540 shmem=Some(0) uid=Some(0) pgt=Some(200) adj=Some(0)"#,
+        ],
+    ),
+    (
+        "oom-global-v6.12.kmsg",
+        &[
+            r#"invoked comm="Web Content" gfp=0x140cca flags=Some("GFP_HIGHUSER_MOVABLE|__GFP_COMP") nodemask=None order=0 adj=0"#,
+            r#"dump dropped=0 malformed=0 [612/0/612 "systemd-journal" vm=72351 rss=1843 anon=Some(512) file=Some(1331) shmem=Some(0) pgt=Some(184320) ptes=None/None swap=Some(0) adj=Some(-250); 1024/113/1024 "postgres" vm=275812 rss=14210 anon=Some(12804) file=Some(1406) shmem=Some(0) pgt=Some(548864) ptes=None/None swap=Some(0) adj=Some(0); 4312/1000/4312 "Web Content" vm=1012345 rss=940512 anon=Some(939800) file=Some(712) shmem=Some(0) pgt=Some(7630848) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint None nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=None task_memcg=Some("/user.slice/user-1000.slice/session-3.scope") task="Web Content" pid=4312 uid=1000"#,
+            r#"killed memcg=false reason=Some("Out of memory") pid=4312 comm="Web Content" vm=4049380 anon=3759200 file=2848 shmem=Some(0) uid=Some(1000) pgt=Some(7452) adj=Some(0)"#,
+            r#"reaped pid=4312 comm="Web Content" anon=0 file=0 shmem=0"#,
+        ],
+    ),
+    (
+        "oom-memcg-group-v6.6.kmsg",
+        &[
+            r#"invoked comm="python3" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=200"#,
+            r#"dump dropped=0 malformed=0 [483880/1000/483880 "python3" vm=73357 rss=14530 anon=None file=None shmem=None pgt=Some(180224) ptes=None/None swap=Some(0) adj=Some(200); 483881/1000/483881 "sh" vm=4200 rss=310 anon=None file=None shmem=None pgt=Some(49152) ptes=None/None swap=Some(0) adj=Some(200); 483882/1000/483882 "(sd-pam)" vm=4200 rss=290 anon=None file=None shmem=None pgt=Some(49152) ptes=None/None swap=Some(0) adj=Some(200)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("app.slice") mems=Some("0-1") oom_memcg=Some("/app.slice/job, with, commas") task_memcg=Some("/app.slice/job, with, commas") task="python3" pid=483880 uid=1000"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=483880 comm="python3" vm=293428 anon=50824 file=7296 shmem=Some(0) uid=Some(1000) pgt=Some(176) adj=Some(200)"#,
+            r#"group memcg="/app.slice/job, with, commas""#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=483881 comm="sh" vm=16800 anon=240 file=1000 shmem=Some(0) uid=Some(1000) pgt=Some(48) adj=Some(200)"#,
+            r#"exiting memcg=true pid=483882 comm="(sd-pam)""#,
+        ],
+    ),
+    (
+        "oom-memcg-v6.1.kmsg",
+        &[
+            r#"invoked comm="kworker/u8:2" gfp=0x400dc0 flags=Some("GFP_KERNEL_ACCOUNT|__GFP_ZERO") nodemask=None order=1 adj=0"#,
+            r#"dump dropped=0 malformed=0 [2269/0/2269 "python" vm=7946600 rss=3486495 anon=None file=None shmem=None pgt=Some(28217344) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/process_api/claude-code-bash") task_memcg=Some("/process_api/claude-code-bash") task="python" pid=2269 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=2269 comm="python" vm=31786400 anon=13945980 file=11996 shmem=Some(0) uid=Some(0) pgt=Some(27556) adj=Some(0)"#,
+        ],
+    ),
+    (
+        "oom-mempolicy-v5.10.kmsg",
+        &[
+            r#"invoked comm="a,b (c)" gfp=0x100cca flags=Some("GFP_HIGHUSER_MOVABLE") nodemask=None order=-1 adj=-17"#,
+            r#"dump dropped=0 malformed=0 [777/4294967295/777 "a,b (c)" vm=1000 rss=900 anon=None file=None shmem=None pgt=Some(40960) ptes=None/None swap=Some(12) adj=Some(-999)]"#,
+            r#"constraint MemoryPolicy nodemask="0-1,3" cpuset=Some("batch") mems=Some("0-3") oom_memcg=None task_memcg=Some("/batch") task="a,b (c)" pid=777 uid=4294967295"#,
+            r#"killed memcg=false reason=Some("Out of memory") pid=777 comm="a,b (c)" vm=4000 anon=3500 file=100 shmem=Some(0) uid=Some(4294967295) pgt=Some(40) adj=Some(-999)"#,
+        ],
+    ),
+    (
+        "oom-memcg-v5.4.kmsg",
+        &[
+            r#"invoked comm="node" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=969"#,
+            r#"memcg task=Some("/kubepods/pod1/c1") oom="/kubepods/pod1""#,
+            r#"dump dropped=0 malformed=0 [22609/0/22609 "node" vm=2480905 rss=1034954 anon=None file=None shmem=None pgt=Some(8835072) ptes=None/None swap=Some(0) adj=Some(969)]"#,
+            r#"constraint Memcg nodemask="(null)" cpuset=Some("c1") mems=Some("0") oom_memcg=Some("/kubepods/pod1") task_memcg=Some("/kubepods/pod1/c1") task="node" pid=22609 uid=0"#,
+            r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=22609 comm="node" vm=9923620 anon=4116684 file=23132 shmem=Some(0) uid=Some(0) pgt=None adj=None"#,
+            r#"reaped pid=22609 comm="node" anon=0 file=0 shmem=0"#,
+        ],
+    ),
+    (
+        "oom-global-v5.0.kmsg",
+        &[
+            r#"invoked comm="sed" gfp=0x6200ca flags=Some("GFP_HIGHUSER_MOVABLE") nodemask=None order=0 adj=0"#,
+            r#"dump dropped=0 malformed=0 [29480/12345/29480 "bash" vm=5000 rss=1200 anon=None file=None shmem=None pgt=Some(61440) ptes=None/None swap=Some(0) adj=Some(0); 29481/12345/29481 "sed" vm=1100000 rss=1000000 anon=None file=None shmem=None pgt=Some(8200192) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"constraint None nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=None task_memcg=Some("/") task="bash" pid=29480 uid=12345"#,
+            r#"selected memcg=false pid=29480 comm="bash" score=940"#,
+            r#"killed memcg=false reason=None pid=29481 comm="sed" vm=4400000 anon=3999000 file=1000 shmem=Some(0) uid=None pgt=None adj=None"#,
+        ],
+    ),
+    (
+        "oom-memcg-v4.19.kmsg",
+        &[
+            r#"invoked comm="java" gfp=0x6000c0 flags=Some("GFP_KERNEL") nodemask=Some("(null)") order=0 adj=0"#,
+            r#"cpuset comm="java" cpuset="/" mems="0""#,
+            r#"memcg task=Some("/docker/abc") oom="/docker/abc""#,
+            r#"dump dropped=0 malformed=0 [3001/0/3001 "java" vm=1200000 rss=130000 anon=None file=None shmem=None pgt=Some(1400832) ptes=None/None swap=Some(0) adj=Some(0); 3050/0/3050 "sh" vm=1100 rss=200 anon=None file=None shmem=None pgt=Some(45056) ptes=None/None swap=Some(0) adj=Some(0)]"#,
+            r#"selected memcg=true pid=3001 comm="java" score=993"#,
+            r#"killed memcg=true reason=None pid=3001 comm="java" vm=4800000 anon=515000 file=5000 shmem=Some(0) uid=None pgt=None adj=None"#,
+            r#"group memcg="/docker/abc""#,
+            r#"killed memcg=true reason=None pid=3050 comm="sh" vm=4400 anon=400 file=400 shmem=Some(0) uid=None pgt=None adj=None"#,
+            r#"reaped pid=3001 comm="java" anon=0 file=0 shmem=0"#,
+        ],
+    ),
+    (
+        "oom-global-v4.14.kmsg",
+        &[
+            r#"invoked comm="kworker/u8:2" gfp=0x15080c0 flags=Some("GFP_KERNEL_ACCOUNT|__GFP_ZERO") nodemask=Some("(null)") order=1 adj=0"#,
+            r#"cpuset comm="kworker/u8:2" cpuset="/" mems="0""#,
+            r#"dump dropped=0 malformed=0 [320/0/320 "systemd-udevd" vm=12000 rss=3000 anon=None file=None shmem=None pgt=None ptes=Some(25)/Some(3) swap=Some(0) adj=Some(-1000); 1905/0/1905 "systemd-journal" vm=3236 rss=1714 anon=None file=None shmem=None pgt=None ptes=Some(10)/Some(4) swap=Some(0) adj=Some(0); 4582/1000/4582 "oom02" vm=800000 rss=700000 anon=None file=None shmem=None pgt=None ptes=Some(1400)/Some(5) swap=Some(0) adj=Some(0); 4583/1000/4583 "oom02" vm=790000 rss=690000 anon=None file=None shmem=None pgt=None ptes=Some(1390)/Some(5) swap=Some(0) adj=Some(0)]"#,
+            r#"selected memcg=false pid=4582 comm="oom02" score=900"#,
+            r#"killed memcg=false reason=None pid=4583 comm="oom02" vm=3160000 anon=2759000 file=1000 shmem=Some(0) uid=None pgt=None adj=None"#,
+            r#"reaped pid=4583 comm="oom02" anon=0 file=0 shmem=0"#,
+        ],
+    ),
+    (
+        "oom-global-v2.6.32-rhel6.kmsg",
+        &[
+            r#"invoked comm="httpd" gfp=0x201da flags=None nodemask=None order=0 adj=0"#,
+            r#"cpuset comm="httpd" cpuset="/" mems="0""#,
+            r#"dump dropped=0 malformed=0 [549/0/549 "udevd" vm=2662 rss=118 anon=None file=None shmem=None pgt=None ptes=None/None swap=None adj=Some(-1000); 9682/27/9682 "mysqld" vm=11847 rss=956 anon=None file=None shmem=None pgt=None ptes=None/None swap=None adj=Some(0)]"#,
+            r#"selected memcg=false pid=9682 comm="mysqld" score=9"#,
+            r#"killed memcg=false reason=None pid=9682 comm="mysqld" vm=47388 anon=3744 file=80 shmem=None uid=Some(27) pgt=None adj=None"#,
+        ],
+    ),
+];
+
+#[test]
+fn every_fixture_parses_to_its_expected_items() {
+    let mut failures = Vec::new();
+    for (name, expected) in CASES {
+        let got: Vec<String> = run(name).iter().map(summarize).collect();
+        if got != *expected {
+            failures.push(format!(
+                "{name}:\n  expected:\n    {}\n  got:\n    {}",
+                expected.join("\n    "),
+                got.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_fixture_file_is_in_the_table() {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/kmsg"]
+        .iter()
+        .collect();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".kmsg") {
+            assert!(
+                CASES.iter().any(|(n, _)| *n == name),
+                "{name} has no expectations"
+            );
+        }
+    }
+}
+
+#[test]
+fn real_records_keep_sequence_and_level() {
+    let recs = load("oom-memcg-v6.18-host-tail.kmsg");
+    assert!(recs.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let killed = recs
+        .iter()
+        .find(|r| r.message.contains("Killed process"))
+        .unwrap();
+    assert_eq!((killed.facility, killed.level, killed.seq), (0, 3, 6306));
+}

@@ -1,0 +1,370 @@
+//! A stateful parser for the kernel's OOM report, fed one kernel-log message at a time.
+//!
+//! A report (5.0+, `dump_header()` then `__oom_kill_process()`) reads, with unrelated lines
+//! (stack trace, memory statistics) in between:
+//!
+//! ```text
+//! tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0    → Invoked
+//! Tasks state (memory values in pages):
+//! [  pid  ]   uid  tgid total_vm      rss ... oom_score_adj name                    ┐
+//! [  16296]     0 16296    17037    16735 ...           300 tail                    ┘ TaskDump
+//! oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,...,pid=16296,uid=0 → Constraint
+//! Memory cgroup out of memory: Killed process 16296 (tail) total-vm:68148kB, ...    → Killed
+//! oom_reaper: reaped process 16296 (tail), now anon-rss:0kB, file-rss:0kB, ...      → Reaped
+//! ```
+//!
+//! The header (everything before `Killed`) is rate limited by the kernel (10 per 5 s): a
+//! `Killed` line may come alone, after `oom_kill_process: N callbacks suppressed`.
+use super::dump::{self, DumpState};
+use super::lines;
+use super::record::KmsgRecord;
+
+/// The longest message the parser looks at (longer ones are ignored); also the bound on a line
+/// being reassembled from fragments.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// `"<comm> invoked oom-killer: …"`: the allocation that invoked the killer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invoked {
+    /// The allocating task's command name.
+    pub comm: String,
+    pub gfp_mask: u32,
+    /// The decoded flags, e.g. `GFP_KERNEL` (4.5+).
+    pub gfp_flags: Option<String>,
+    /// The allocation's node mask, printed in this line by 4.9–4.19 (`(null)` when none).
+    pub nodemask: Option<String>,
+    /// Allocation order; -1 for a sysrq-triggered kill.
+    pub order: i32,
+    /// The allocating task's `oom_score_adj`.
+    pub oom_score_adj: i16,
+}
+
+/// The constraint under which the killer ran, as the kernel names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConstraintKind {
+    /// `CONSTRAINT_NONE`: the whole machine was out of memory.
+    None,
+    /// `CONSTRAINT_CPUSET`.
+    Cpuset,
+    /// `CONSTRAINT_MEMORY_POLICY`.
+    MemoryPolicy,
+    /// `CONSTRAINT_MEMCG`: a memory cgroup hit its limit.
+    Memcg,
+    /// A name this parser does not know.
+    Other(String),
+}
+
+impl ConstraintKind {
+    /// From the kernel's `oom_constraint_text[]` name.
+    pub fn from_kernel(name: &str) -> Self {
+        match name {
+            "CONSTRAINT_NONE" => Self::None,
+            "CONSTRAINT_CPUSET" => Self::Cpuset,
+            "CONSTRAINT_MEMORY_POLICY" => Self::MemoryPolicy,
+            "CONSTRAINT_MEMCG" => Self::Memcg,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// `"oom-kill:constraint=…"` (5.0+): the one-line summary naming the victim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    pub constraint: ConstraintKind,
+    /// Node list, or `(null)`.
+    pub nodemask: String,
+    /// The allocating task's cpuset name and allowed nodes (absent without `CONFIG_CPUSETS`).
+    pub cpuset: Option<String>,
+    pub mems_allowed: Option<String>,
+    /// The memory cgroup that hit its limit; `None` for a global OOM (`global_oom`).
+    pub oom_memcg: Option<String>,
+    /// The victim's memory cgroup (absent without `CONFIG_MEMCG`).
+    pub task_memcg: Option<String>,
+    /// The victim.
+    pub comm: String,
+    pub pid: i32,
+    pub uid: u32,
+}
+
+/// One row of the task table; memory values are in pages except `pgtables_bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpRow {
+    pub pid: i32,
+    pub uid: u32,
+    pub tgid: i32,
+    pub total_vm_pages: u64,
+    pub rss_pages: u64,
+    /// 6.8+.
+    pub rss_anon_pages: Option<u64>,
+    pub rss_file_pages: Option<u64>,
+    pub rss_shmem_pages: Option<u64>,
+    /// 4.15+.
+    pub pgtables_bytes: Option<u64>,
+    /// Before 4.15: page-table pages.
+    pub nr_ptes: Option<u64>,
+    pub nr_pmds: Option<u64>,
+    pub swapents: Option<u64>,
+    pub oom_score_adj: Option<i16>,
+    pub name: String,
+}
+
+/// The task table, emitted when the first non-row line after it arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskDump {
+    pub rows: Vec<DumpRow>,
+    /// Rows beyond [`dump::MAX_DUMP_ROWS`], counted and dropped.
+    pub dropped_rows: u64,
+    /// Row-shaped lines that did not parse.
+    pub malformed_rows: u64,
+}
+
+/// `"…: Killed process N (comm) total-vm:…"`: the victim and its memory at the kill, in kB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Killed {
+    /// A memory cgroup OOM (`Memory cgroup out of memory: …`) rather than a global one.
+    pub memcg: bool,
+    /// The text before `": Killed process"` (`Out of memory`, `Memory cgroup out of memory`,
+    /// `Out of memory (oom_kill_allocating_task)`); absent before 5.1.
+    pub reason: Option<String>,
+    pub pid: i32,
+    pub comm: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    /// 4.6+.
+    pub shmem_rss_kb: Option<u64>,
+    /// 5.3+ (and some distribution kernels).
+    pub uid: Option<u32>,
+    /// 5.9+.
+    pub pgtables_kb: Option<u64>,
+    pub oom_score_adj: Option<i16>,
+}
+
+/// `"oom_reaper: reaped process N (comm), now …"`: what was left after the reaper ran, in kB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    pub pid: i32,
+    pub comm: String,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+}
+
+/// One recognised piece of an OOM report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OomItem {
+    Invoked(Invoked),
+    /// Before 5.0: `"<comm> cpuset=<name> mems_allowed=<nodes>"` (also printed by allocation
+    /// failure warnings).
+    CpusetContext {
+        comm: String,
+        cpuset: String,
+        mems_allowed: String,
+    },
+    /// Before 5.0: `"Task in <task_memcg> killed as a result of limit of <oom_memcg>"`.
+    MemcgContext {
+        task_memcg: Option<String>,
+        oom_memcg: String,
+    },
+    TaskDump(TaskDump),
+    Constraint(Constraint),
+    /// Before 5.1: `"…: Kill process N (comm) score S or sacrifice child"`; a `Killed` line for
+    /// this task or one of its children follows.
+    Selected {
+        memcg: bool,
+        pid: i32,
+        comm: String,
+        score: u64,
+    },
+    Killed(Killed),
+    /// 4.19+: `"Tasks in <memcg> are going to be killed due to memory.oom.group set"`; one
+    /// `Killed` line per further member follows.
+    GroupKill {
+        memcg: String,
+    },
+    /// 5.1+: the selected victim exited before it could be killed.
+    VictimExiting {
+        memcg: bool,
+        pid: i32,
+        comm: String,
+    },
+    Reaped(Reaped),
+    /// `"oom_kill_process: N callbacks suppressed"`: N report headers were rate limited away.
+    Suppressed {
+        callbacks: u64,
+    },
+}
+
+/// Counters kept by the parser.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParserStats {
+    /// Messages longer than [`MAX_LINE_BYTES`], ignored.
+    pub oversized: u64,
+    /// Incomplete report lines whose continuation never came.
+    pub orphan_fragments: u64,
+    /// Records not from the kernel (facility other than 0, i.e. written to `/dev/kmsg` by a
+    /// process), ignored so that user space cannot forge an OOM report.
+    pub not_kernel: u64,
+}
+
+/// How many unrelated records may come between the pieces of a fragmented line.
+pub const MAX_FRAGMENT_GAP: usize = 32;
+
+/// Lines the kernel builds from several `pr_cont()` pieces; if one arrives incomplete, later
+/// fragment records are appended to it.
+const FRAGMENTED_PREFIXES: &[&str] = &["oom-kill:constraint=", "Task in ", "Tasks in "];
+
+/// The parser. Feed every kernel-log message in order with [`push_record`](Self::push_record)
+/// or [`push_line`](Self::push_line); each returns the items completed by that message
+/// (usually none, at most two).
+#[derive(Debug, Default)]
+pub struct OomReportParser {
+    dump: Option<DumpState>,
+    /// Before 5.1 `Killed` lines have no prefix: whether the report in progress is a memcg OOM
+    /// (from its `Selected`, `MemcgContext` or `GroupKill` line).
+    memcg_report: bool,
+    partial: Option<String>,
+    /// Records seen since `partial` was stored.
+    partial_age: usize,
+    stats: ParserStats,
+}
+
+impl OomReportParser {
+    /// A parser with no report in progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ParserStats {
+        self.stats
+    }
+
+    /// Feeds one `/dev/kmsg` record. Records written by processes (facility other than
+    /// `LOG_KERN`, which user space cannot use) are ignored. A fragment record (`cont`) is
+    /// appended to the last incomplete report line if there is one (other CPUs' records may come
+    /// in between, up to [`MAX_FRAGMENT_GAP`] of them); otherwise it is taken as a line of its own.
+    pub fn push_record(&mut self, record: &KmsgRecord) -> Vec<OomItem> {
+        if record.facility != 0 {
+            self.stats.not_kernel += 1;
+            return Vec::new();
+        }
+        if record.cont {
+            if let Some(mut partial) = self.partial.take() {
+                if partial.len() + record.message.len() > MAX_LINE_BYTES {
+                    self.stats.oversized += 1;
+                    return Vec::new();
+                }
+                partial.push_str(&record.message);
+                return self.push_line(&partial);
+            }
+        } else if self.partial.is_some() {
+            self.partial_age += 1;
+            if self.partial_age > MAX_FRAGMENT_GAP {
+                self.partial = None;
+                self.stats.orphan_fragments += 1;
+            }
+        }
+        self.push_line(&record.message)
+    }
+
+    /// Feeds one complete kernel message (no record metadata: the caller vouches that it came
+    /// from the kernel).
+    pub fn push_line(&mut self, line: &str) -> Vec<OomItem> {
+        let mut out = Vec::new();
+        if line.len() > MAX_LINE_BYTES {
+            self.stats.oversized += 1;
+            self.end_dump(&mut out);
+            return out;
+        }
+        if let Some(state) = self.dump.as_mut() {
+            if dump::looks_like_row(line) {
+                state.push_row(line);
+                return out;
+            }
+        }
+        self.end_dump(&mut out);
+        if let Some(item) = self.parse(line) {
+            out.push(item);
+        }
+        out
+    }
+
+    /// Ends a task table still open (call when the log has gone quiet for a while, or at the
+    /// end of input); the kernel always prints a non-row line right after the table.
+    pub fn flush(&mut self) -> Option<OomItem> {
+        let mut out = Vec::new();
+        self.end_dump(&mut out);
+        out.pop()
+    }
+
+    fn end_dump(&mut self, out: &mut Vec<OomItem>) {
+        if let Some(state) = self.dump.take() {
+            out.push(OomItem::TaskDump(state.finish()));
+        }
+    }
+
+    fn parse(&mut self, line: &str) -> Option<OomItem> {
+        if line.starts_with('[') {
+            self.dump = dump::parse_header(line);
+            return None;
+        }
+        if let Some(i) = lines::parse_invoked(line) {
+            self.memcg_report = false;
+            return Some(OomItem::Invoked(i));
+        }
+        if let Some(c) = lines::parse_constraint(line) {
+            return Some(OomItem::Constraint(c));
+        }
+        if let Some(k) = lines::parse_killed(line, self.memcg_report) {
+            return Some(OomItem::Killed(k));
+        }
+        if let Some((memcg, pid, comm, score)) = lines::parse_selected(line) {
+            self.memcg_report = memcg;
+            return Some(OomItem::Selected {
+                memcg,
+                pid,
+                comm,
+                score,
+            });
+        }
+        if let Some(r) = lines::parse_reaped(line) {
+            return Some(OomItem::Reaped(r));
+        }
+        if let Some(memcg) = lines::parse_group_kill(line) {
+            self.memcg_report = true;
+            return Some(OomItem::GroupKill { memcg });
+        }
+        if let Some((memcg, pid, comm)) = lines::parse_victim_exiting(line) {
+            return Some(OomItem::VictimExiting { memcg, pid, comm });
+        }
+        if let Some((task_memcg, oom_memcg)) = lines::parse_memcg_context(line) {
+            self.memcg_report = true;
+            return Some(OomItem::MemcgContext {
+                task_memcg,
+                oom_memcg,
+            });
+        }
+        if let Some(callbacks) = lines::parse_suppressed(line) {
+            return Some(OomItem::Suppressed { callbacks });
+        }
+        if let Some((comm, cpuset, mems_allowed)) = lines::parse_cpuset_context(line) {
+            return Some(OomItem::CpusetContext {
+                comm,
+                cpuset,
+                mems_allowed,
+            });
+        }
+        if FRAGMENTED_PREFIXES.iter().any(|p| line.starts_with(p))
+            || line.contains(" invoked oom-killer: ")
+            || line.contains(" cpuset=")
+        {
+            // Possibly the first piece of a line split into fragment records.
+            if self.partial.replace(line.to_string()).is_some() {
+                self.stats.orphan_fragments += 1;
+            }
+            self.partial_age = 0;
+        }
+        None
+    }
+}

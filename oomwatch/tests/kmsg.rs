@@ -1,0 +1,424 @@
+//! The kernel-log source against the real kernel: lines written to `/dev/kmsg` read back in
+//! order, the async reader woken by new records, resumption by sequence number, and a real OOM
+//! kill in a memory cgroup this test creates, parsed from the kernel's own report.
+//!
+//! Needs root. Without it each test prints why it skipped, unless
+//! `OOMWATCH_REQUIRE_REAL_KERNEL=1`, where it fails instead.
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oomwatch::kmsg::{
+    AsyncKmsgReader, DumpRow, KmsgEvent, KmsgReader, KmsgRecord, OomItem, OomReportParser,
+};
+
+/// True when the test may use the real kernel (root); otherwise skips with `why`, or panics
+/// under `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
+fn real_kernel_or_skip(test: &str, why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    skip(test, why);
+    false
+}
+
+fn skip(test: &str, why: &str) {
+    let msg = format!("{test}: {why}");
+    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
+        panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
+    }
+    eprintln!("SKIPPED: {msg}");
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("oomwatch-kmsgtest-{}-{nanos}-{tag}", std::process::id())
+}
+
+/// Logs `line` through `/dev/kmsg` (one write = one record; `<6>` = info).
+fn log_line(line: &str) {
+    let mut f = OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
+    f.write_all(format!("<6>{line}\n").as_bytes()).unwrap();
+}
+
+/// Reads (synchronously) until a record whose message is `want` arrives.
+fn read_until(reader: &mut KmsgReader<fs::File>, want: &str) -> KmsgRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match reader.next_event().unwrap() {
+            Some(KmsgEvent::Record(rec)) if rec.message == want => return rec,
+            Some(_) => {}
+            None => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{want:?} never appeared in /dev/kmsg"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+#[test]
+fn real_kmsg_write_then_read_back_in_order() {
+    if !real_kernel_or_skip(
+        "real_kmsg_write_then_read_back_in_order",
+        "needs root to write /dev/kmsg",
+    ) {
+        return;
+    }
+    let mut reader = KmsgReader::open().unwrap();
+    reader.seek_to_end().unwrap();
+    let (a, b) = (unique("a"), unique("b \\ with escape"));
+    log_line(&a);
+    log_line(&b);
+    let ra = read_until(&mut reader, &a);
+    let rb = read_until(&mut reader, &b);
+    assert!(
+        rb.seq > ra.seq,
+        "seq must increase: {} then {}",
+        ra.seq,
+        rb.seq
+    );
+    assert!(rb.ts_usec >= ra.ts_usec);
+    // Written lines get facility LOG_USER (1); <6> is level info.
+    assert_eq!((ra.facility, ra.level), (1, 6));
+    assert_eq!(reader.last_seq(), Some(rb.seq));
+}
+
+#[test]
+fn real_resume_after_skips_records_already_processed() {
+    if !real_kernel_or_skip(
+        "real_resume_after_skips_records_already_processed",
+        "needs root to write /dev/kmsg",
+    ) {
+        return;
+    }
+    let mut first = KmsgReader::open().unwrap();
+    first.seek_to_end().unwrap();
+    let lines = [unique("r1"), unique("r2"), unique("r3")];
+    for l in &lines {
+        log_line(l);
+    }
+    read_until(&mut first, &lines[0]);
+    let processed = read_until(&mut first, &lines[1]).seq;
+
+    // A new open starts at the oldest record; resuming skips everything up to `processed`.
+    let mut second = KmsgReader::open().unwrap();
+    second.resume_after(processed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match second.next_event().unwrap() {
+            Some(KmsgEvent::Record(rec)) => {
+                assert!(
+                    rec.seq > processed,
+                    "record {} was already processed",
+                    rec.seq
+                );
+                assert_ne!(rec.message, lines[0]);
+                assert_ne!(rec.message, lines[1]);
+                if rec.message == lines[2] {
+                    break;
+                }
+            }
+            Some(KmsgEvent::Gap(g)) => panic!("unexpected gap {g:?}"),
+            None => {
+                assert!(Instant::now() < deadline, "third line never read");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    assert!(second.stats().skipped > 0);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn real_async_reader_wakes_when_a_record_arrives() {
+    if !real_kernel_or_skip(
+        "real_async_reader_wakes_when_a_record_arrives",
+        "needs root to write /dev/kmsg",
+    ) {
+        return;
+    }
+    let line = unique("async");
+    runtime().block_on(async {
+        let mut kmsg = AsyncKmsgReader::open_at_end().unwrap();
+        let writer = {
+            let line = line.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                log_line(&line);
+            })
+        };
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let KmsgEvent::Record(rec) = kmsg.next_event().await.unwrap() {
+                    if rec.message == line {
+                        return rec;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the async reader was not woken by the new record");
+        assert_eq!(kmsg.last_seq(), Some(found.seq));
+        writer.join().unwrap();
+    });
+}
+
+/// A memory cgroup created for one test and removed afterwards.
+struct TestCgroup {
+    dir: PathBuf,
+    /// The path the kernel prints (relative to the hierarchy root).
+    kernel_path: String,
+    v2: bool,
+}
+
+impl TestCgroup {
+    /// Under the v1 memory hierarchy, or under a cgroup2 mount that delegates `memory`.
+    fn create(name: &str) -> Result<TestCgroup, String> {
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let (root, v2) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.to_path_buf(), false)
+        } else {
+            let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+            let root = mounts
+                .lines()
+                .filter(|l| l.contains(" - cgroup2 "))
+                .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+                .find(|p| {
+                    fs::read_to_string(p.join("cgroup.subtree_control"))
+                        .is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"))
+                })
+                .ok_or("no v1 memory hierarchy and no cgroup2 mount delegating memory")?;
+            (root, true)
+        };
+        let dir = root.join(name);
+        fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let cg = TestCgroup {
+            dir,
+            kernel_path: format!("/{name}"),
+            v2,
+        };
+        let limit = (64u64 << 20).to_string();
+        if v2 {
+            fs::write(cg.dir.join("memory.max"), &limit).map_err(|e| e.to_string())?;
+            let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
+        } else {
+            fs::write(cg.dir.join("memory.limit_in_bytes"), &limit).map_err(|e| e.to_string())?;
+        }
+        Ok(cg)
+    }
+
+    /// The cgroup's `oom_kill` counter (v1 `memory.oom_control`, v2 `memory.events`).
+    fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = fs::read_to_string(self.dir.join(file)).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no oom_kill in {file}: {text}"))
+    }
+
+    /// `tail /dev/zero` inside the cgroup with `oom_score_adj` 300; its pid stays the victim's.
+    fn spawn_hog(&self) -> Child {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && echo 300 > /proc/$$/oom_score_adj && exec tail /dev/zero",
+            self.dir.display()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if let Ok(procs) = fs::read_to_string(self.dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill takes plain integers; the pids are in our own test cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("could not remove {}", self.dir.display());
+    }
+}
+
+/// Everything the parser said, in order, until the `Killed` line for `victim` (or timeout).
+async fn collect_until_killed(kmsg: &mut AsyncKmsgReader, victim: i32) -> Vec<OomItem> {
+    let mut parser = OomReportParser::new();
+    let mut items = Vec::new();
+    let collect = async {
+        loop {
+            match kmsg.next_event().await.unwrap() {
+                KmsgEvent::Record(rec) => {
+                    for item in parser.push_record(&rec) {
+                        let done = matches!(&item, OomItem::Killed(k) if k.pid == victim);
+                        items.push(item);
+                        if done {
+                            return;
+                        }
+                    }
+                }
+                KmsgEvent::Gap(g) => eprintln!("kernel log gap: {} records lost", g.lost()),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), collect)
+        .await
+        .is_err()
+    {
+        panic!("no Killed line for pid {victim} within 60 s; saw {items:?}");
+    }
+    items
+}
+
+fn page_kb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap() / 1024
+}
+
+#[test]
+fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
+    let test = "real_memcg_oom_kill_report_is_parsed_in_kernel_order";
+    if !real_kernel_or_skip(
+        test,
+        "needs root to create a memory cgroup and read /dev/kmsg",
+    ) {
+        return;
+    }
+    let cg = match TestCgroup::create(&format!("oomwatch-kmsgtest-{}", std::process::id())) {
+        Ok(cg) => cg,
+        Err(why) => return skip(test, &why),
+    };
+    let dump_tasks =
+        fs::read_to_string("/proc/sys/vm/oom_dump_tasks").is_ok_and(|s| s.trim() == "1");
+    let rt = runtime();
+    // The report header is rate limited (10 per 5 s, shared with every other OOM on the host):
+    // if ours was suppressed, wait for the limit to reset and kill again.
+    for attempt in 1..=4 {
+        let before = cg.oom_kills();
+        let (victim, items) = rt.block_on(async {
+            let mut kmsg = AsyncKmsgReader::open_at_end().unwrap();
+            let mut child = cg.spawn_hog();
+            let victim = i32::try_from(child.id()).unwrap();
+            let items = collect_until_killed(&mut kmsg, victim).await;
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "the hog must have been killed");
+            (victim, items)
+        });
+        assert_eq!(
+            cg.oom_kills(),
+            before + 1,
+            "memory.oom_control must count exactly one kill"
+        );
+
+        let pos = |f: &dyn Fn(&OomItem) -> bool| items.iter().rposition(f);
+        let Some(c_at) = pos(&|i| matches!(i, OomItem::Constraint(c) if c.pid == victim)) else {
+            eprintln!("attempt {attempt}: report header rate limited ({items:?}); retrying");
+            std::thread::sleep(Duration::from_millis(5500));
+            continue;
+        };
+        let OomItem::Constraint(c) = &items[c_at] else {
+            unreachable!()
+        };
+        assert_eq!(
+            c.oom_memcg.as_deref(),
+            Some(cg.kernel_path.as_str()),
+            "{c:?}"
+        );
+        assert_eq!(c.task_memcg.as_deref(), Some(cg.kernel_path.as_str()));
+        assert_eq!(c.comm, "tail");
+
+        let i_at = items[..c_at]
+            .iter()
+            .rposition(|i| matches!(i, OomItem::Invoked(_)))
+            .expect("Invoked before Constraint");
+        let OomItem::Invoked(inv) = &items[i_at] else {
+            unreachable!()
+        };
+        assert_eq!(
+            inv.comm, "tail",
+            "the hog's own allocation invoked the killer"
+        );
+        assert_eq!(inv.oom_score_adj, 300);
+
+        let k_at = items.len() - 1;
+        let OomItem::Killed(k) = &items[k_at] else {
+            unreachable!()
+        };
+        assert!(k.memcg, "{k:?}");
+        assert_eq!(k.comm, "tail");
+        assert!(c_at < k_at);
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        assert!(k.uid.is_none_or(|u| u == uid), "{k:?}");
+        assert!(k.oom_score_adj.is_none_or(|a| a == 300), "{k:?}");
+        let limit_kb = 64 * 1024;
+        let charged = k.anon_rss_kb + k.shmem_rss_kb.unwrap_or(0);
+        assert!(charged <= limit_kb && charged >= limit_kb / 2, "{k:?}");
+        assert!(k.total_vm_kb >= k.anon_rss_kb + k.file_rss_kb, "{k:?}");
+
+        if dump_tasks {
+            // Kernel order: Invoked, TaskDump, Constraint (dump_oom_summary runs after
+            // dump_tasks), Killed.
+            let d_at = items[i_at..c_at]
+                .iter()
+                .rposition(|i| matches!(i, OomItem::TaskDump(_)))
+                .map(|p| p + i_at)
+                .expect("TaskDump between Invoked and Constraint");
+            let OomItem::TaskDump(d) = &items[d_at] else {
+                unreachable!()
+            };
+            let row: &DumpRow = d
+                .rows
+                .iter()
+                .find(|r| r.pid == victim)
+                .unwrap_or_else(|| panic!("victim {victim} not in {d:?}"));
+            assert_eq!(
+                (row.name.as_str(), row.tgid, row.uid),
+                ("tail", victim, uid)
+            );
+            assert_eq!(row.oom_score_adj, Some(300));
+            let pk = page_kb();
+            assert_eq!(row.total_vm_pages * pk, k.total_vm_kb, "{row:?} vs {k:?}");
+            let rss_kb = row.rss_pages * pk;
+            let killed_rss = k.anon_rss_kb + k.file_rss_kb + k.shmem_rss_kb.unwrap_or(0);
+            assert!(rss_kb.abs_diff(killed_rss) <= 4096, "{row:?} vs {k:?}");
+            if let (Some(bytes), Some(kb)) = (row.pgtables_bytes, k.pgtables_kb) {
+                assert_eq!(bytes / 1024, kb);
+            }
+        } else {
+            eprintln!("vm.oom_dump_tasks is 0: task table not checked");
+        }
+        return;
+    }
+    panic!("the OOM report header was rate limited on every attempt");
+}
