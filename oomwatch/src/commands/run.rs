@@ -157,7 +157,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None => None,
     };
     let mut out = JsonLines::new(io::stdout());
-    tracing::info!("all probes attached; waiting for OOM kills");
+    tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
         let deadline = correlator.next_deadline();
