@@ -400,3 +400,58 @@ pub fn kills_for(metrics: &str, comm: &str, cgroup: &str) -> Option<f64> {
         has.then(|| value.trim().parse().ok()).flatten()
     })
 }
+
+/// The kernel's own account of one OOM invocation, from `/dev/kmsg`: the "invoked oom-killer"
+/// line and the "oom-kill:" summary line before a given "Killed process" line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KernelInvocation {
+    pub gfp_mask: String,
+    pub order: i32,
+    pub constraint: String,
+    pub oom_memcg: Option<String>,
+    pub task_memcg: String,
+}
+
+impl Kmsg {
+    /// Reads until the "Killed process <pid>" line, returning the invocation lines before it.
+    pub fn invocation_of(&mut self, pid: i32, timeout: Duration) -> (KernelInvocation, KernelKill) {
+        let mut inv = KernelInvocation::default();
+        let needle = format!("Killed process {pid} (");
+        let end = Instant::now() + timeout;
+        let mut buf = vec![0u8; 8192];
+        while Instant::now() < end {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+            let msg = rec.split_once(';').map_or(rec.as_str(), |(_, m)| m);
+            let msg = msg.lines().next().unwrap_or("");
+            if let Some(rest) = msg
+                .split_once(" invoked oom-killer: gfp_mask=")
+                .map(|x| x.1)
+            {
+                inv.gfp_mask = rest.split(['(', ',']).next().unwrap_or("").to_string();
+                inv.order = rest
+                    .split_once("order=")
+                    .and_then(|(_, o)| o.split(',').next()?.trim().parse().ok())
+                    .unwrap_or(i32::MIN);
+            } else if let Some(rest) = msg.strip_prefix("oom-kill:") {
+                for kv in rest.split(',') {
+                    match kv.split_once('=') {
+                        Some(("constraint", v)) => inv.constraint = v.to_string(),
+                        Some(("oom_memcg", v)) => inv.oom_memcg = Some(v.to_string()),
+                        Some(("task_memcg", v)) => inv.task_memcg = v.to_string(),
+                        _ => {}
+                    }
+                }
+            } else if let Some(i) = msg.find(&needle) {
+                let kill = parse_killed(&msg[i..]).unwrap_or_else(|| panic!("unparsed: {msg}"));
+                return (inv, kill);
+            }
+        }
+        panic!("no 'Killed process {pid}' line in /dev/kmsg within {timeout:?}");
+    }
+}

@@ -1,0 +1,65 @@
+//! `oom_kill_process`: the invocation's context on each event, compared with the kernel's own
+//! "invoked oom-killer" and "oom-kill:" lines; or, where neither fentry nor kprobe may attach
+//! (this project's CI host), the fallback is reported and the events still flow.
+mod common;
+
+use std::time::Duration;
+
+use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn oom_context_matches_the_kernel_or_its_absence_is_explained() {
+    if !real_kernel_or_skip("oom_context_matches_the_kernel_or_its_absence_is_explained") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let log = agent.log_text();
+    let attached = |probe: &str| {
+        log.lines().any(|l| {
+            l.contains("\"probe attached\"") && l.contains(&format!("\"probe\":\"{probe}\""))
+        })
+    };
+    let via = ["fentry:oom_kill_process", "kprobe:oom_kill_process"]
+        .into_iter()
+        .find(|p| attached(p));
+
+    let cg = TestCgroup::new(64 << 20);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(0);
+    let (kernel, _) = kmsg.invocation_of(pid, WAIT);
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
+    match via {
+        Some(probe) => {
+            let oom = &ev["oom"];
+            assert_eq!(ev["sources"]["oom"], probe);
+            assert_eq!(oom["constraint"], kernel.constraint.as_str(), "{ev}");
+            assert_eq!(oom["gfp_mask"], kernel.gfp_mask.as_str(), "{ev}");
+            assert_eq!(oom["order"], kernel.order, "{ev}");
+            assert_eq!(oom["memcg"], kernel.oom_memcg.as_deref().unwrap(), "{ev}");
+            assert_eq!(oom["trigger_cgroup"], kernel.task_memcg.as_str(), "{ev}");
+            assert_eq!(oom["chosen"]["pid"], pid, "{ev}");
+            assert_eq!(oom["message"], "Memory cgroup out of memory", "{ev}");
+            assert!(oom["points"].as_i64().unwrap() > 0, "{ev}");
+            assert!(ev["oom_id"].as_u64().unwrap() >= 1);
+        }
+        None => {
+            // Both rows say why they could not attach, and nothing was invented.
+            for probe in ["fentry:oom_kill_process", "kprobe:oom_kill_process"] {
+                assert!(
+                    log.lines().any(|l| l.contains("\"probe unavailable\"")
+                        && l.contains(&format!("\"probe\":\"{probe}\""))
+                        && l.contains("\"reason\":")),
+                    "{probe} neither attached nor explained:\n{log}"
+                );
+            }
+            assert!(ev["oom"].is_null() && ev["oom_id"].is_null(), "{ev}");
+            assert!(ev["sources"]["oom"].is_null(), "{ev}");
+            assert_eq!(
+                kernel.constraint, "CONSTRAINT_MEMCG",
+                "the kernel's view, for the record"
+            );
+        }
+    }
+}
