@@ -357,6 +357,8 @@ fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
         assert_eq!(c.task_memcg.as_deref(), Some(cg.kernel_path.as_str()));
         assert_eq!(c.comm, "tail");
 
+        // Reports never interleave (the kernel holds oom_lock from the header to the kill), so
+        // the last Invoked before our Constraint opened our report.
         let i_at = items[..c_at]
             .iter()
             .rposition(|i| matches!(i, OomItem::Invoked(_)))
