@@ -13,11 +13,15 @@ use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
 use crate::cgroup::IdResolver;
 use crate::event::{OomEvent, Source, Task};
 use crate::invocation::Invocations;
+use crate::kmsg::KmsgRecord;
+use crate::kmsg_context::KmsgContexts;
 use crate::probe::ringbuf::Record;
 use crate::procfs;
 
 /// Default bound on waiting for a victim's second record.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
+/// Bound on holding a victim for its kernel-log context (when the kernel log is the source).
+pub const KMSG_WAIT: Duration = Duration::from_millis(250);
 
 struct Pending {
     pid: i32,
@@ -38,6 +42,10 @@ pub struct Correlator {
     invocations: Invocations,
     /// Which `oom_kill_process` program is attached, if any.
     oom_source: Option<Source>,
+    /// The kernel log as the source of invocation context, when no probe is.
+    kmsg: Option<KmsgContexts>,
+    /// Victims waiting (until the deadline) for their kernel-log context.
+    held: Vec<(OomEvent, Instant)>,
 }
 
 impl Correlator {
@@ -60,6 +68,51 @@ impl Correlator {
             pending: Vec::new(),
             invocations: Invocations::default(),
             oom_source: None,
+            kmsg: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes invocation context from the kernel's OOM report (`/dev/kmsg`) instead of a probe.
+    pub fn with_kmsg(mut self) -> Self {
+        self.kmsg = Some(KmsgContexts::new());
+        self
+    }
+
+    /// Adds a kernel-log record; returns the held victims it completed.
+    pub fn push_kmsg(&mut self, rec: &KmsgRecord, now: Instant) -> Vec<OomEvent> {
+        let Some(k) = self.kmsg.as_mut() else {
+            return Vec::new();
+        };
+        let ready = k.push_record(rec, now);
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let (done, held): (Vec<_>, Vec<_>) = self
+            .held
+            .drain(..)
+            .partition(|(ev, _)| ready.contains(&ev.pid));
+        self.held = held;
+        let mut out = Vec::new();
+        for (ev, _) in done {
+            self.finish(ev, now, &mut out);
+        }
+        out
+    }
+
+    /// Attaches kernel-log context if there is one, or holds the event for it (bounded).
+    fn finish(&mut self, mut ev: OomEvent, now: Instant, out: &mut Vec<OomEvent>) {
+        let Some(k) = self.kmsg.as_mut().filter(|_| ev.oom.is_none()) else {
+            out.push(ev);
+            return;
+        };
+        if let Some((id, ctx)) = k.take(ev.pid) {
+            ev.oom_id = Some(id);
+            ev.oom = Some(ctx);
+            ev.sources.insert("oom", Source::Kmsg);
+            out.push(ev);
+        } else {
+            self.held.push((ev, now + KMSG_WAIT));
         }
     }
 
@@ -98,7 +151,8 @@ impl Correlator {
             // second mark): emit the older one first, never merge two kills.
             Some(i) if slot(&mut self.pending[i], kind).is_some() => {
                 let old = self.pending.remove(i);
-                out.push(self.build(old));
+                let ev = self.build(old);
+                self.finish(ev, now, &mut out);
                 None
             }
             other => other,
@@ -116,28 +170,40 @@ impl Correlator {
         let p = &self.pending[idx];
         if (p.tp.is_some() || !self.expect_tp) && (p.btf.is_some() || !self.expect_btf) {
             let done = self.pending.remove(idx);
-            out.push(self.build(done));
+            let ev = self.build(done);
+            self.finish(ev, now, &mut out);
         }
         out
     }
 
     /// The earliest time [`flush_expired`](Self::flush_expired) has work, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        let pending = self.pending.iter().map(|p| p.deadline);
+        pending.chain(self.held.iter().map(|(_, d)| *d)).min()
     }
 
-    /// Emits, with what is known, every victim whose partner record did not come in time.
+    /// Emits, with what is known, every victim whose partner record or kernel-log context did
+    /// not come in time.
     pub fn flush_expired(&mut self, now: Instant) -> Vec<OomEvent> {
         let (expired, kept): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|p| p.deadline <= now);
         self.pending = kept;
-        expired.into_iter().map(|p| self.build(p)).collect()
+        let (late, held): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, d)| *d <= now);
+        self.held = held;
+        let mut out: Vec<OomEvent> = late.into_iter().map(|(ev, _)| ev).collect();
+        for p in expired {
+            let ev = self.build(p);
+            self.finish(ev, now, &mut out);
+        }
+        out
     }
 
-    /// Emits everything pending (at shutdown).
+    /// Emits everything pending or held (at shutdown).
     pub fn flush_all(&mut self) -> Vec<OomEvent> {
         let all: Vec<_> = self.pending.drain(..).collect();
-        all.into_iter().map(|p| self.build(p)).collect()
+        let mut out: Vec<OomEvent> = self.held.drain(..).map(|(ev, _)| ev).collect();
+        out.extend(all.into_iter().map(|p| self.build(p)));
+        out
     }
 
     fn build(&mut self, p: Pending) -> OomEvent {

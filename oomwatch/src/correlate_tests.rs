@@ -166,3 +166,52 @@ fn comm_stops_at_nul() {
     assert_eq!(comm_str(&c), "abc");
     assert_eq!(comm_str(&[b'x'; COMM_LEN]), "x".repeat(16));
 }
+
+fn kmsg(line: &str) -> crate::kmsg::KmsgRecord {
+    crate::kmsg::parse_record(line.as_bytes()).unwrap()
+}
+
+fn killed_line(pid: i32) -> String {
+    format!("3,9,100,-;Memory cgroup out of memory: Killed process {pid} (hog) total-vm:100kB, anon-rss:64kB, file-rss:2kB, shmem-rss:1kB, UID:1000 pgtables:8kB oom_score_adj:500")
+}
+
+#[test]
+fn kernel_log_context_is_attached_whichever_arrives_first() {
+    let now = Instant::now();
+    // Event first, then the kernel's lines.
+    let mut c = correlator(true, false).with_kmsg();
+    assert!(
+        c.push_victim(tp(GONE), now).is_empty(),
+        "held for its context"
+    );
+    assert_eq!(c.next_deadline(), Some(now + KMSG_WAIT));
+    let inv =
+        "4,7,90,-;hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=500";
+    assert!(c.push_kmsg(&kmsg(inv), now).is_empty());
+    let evs = c.push_kmsg(&kmsg(&killed_line(GONE)), now);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].sources["oom"], Source::Kmsg);
+    assert_eq!(
+        evs[0].oom.as_ref().unwrap().gfp_mask.as_deref(),
+        Some("0xcc0")
+    );
+    assert_eq!(evs[0].oom_id, Some(1));
+    // The kernel's lines first, then the event.
+    let mut c = correlator(true, false).with_kmsg();
+    assert!(c.push_kmsg(&kmsg(&killed_line(GONE)), now).is_empty());
+    let evs = c.push_victim(tp(GONE), now);
+    assert_eq!(evs.len(), 1);
+    assert!(evs[0].oom.is_some());
+}
+
+#[test]
+fn without_kernel_log_context_the_event_goes_out_after_the_bound() {
+    let now = Instant::now();
+    let mut c = correlator(true, false).with_kmsg();
+    assert!(c.push_victim(tp(GONE), now).is_empty());
+    assert!(c.flush_expired(now + KMSG_WAIT / 2).is_empty());
+    let evs = c.flush_expired(now + KMSG_WAIT);
+    assert_eq!(evs.len(), 1);
+    assert!(evs[0].oom.is_none() && evs[0].oom_id.is_none());
+    assert!(c.next_deadline().is_none());
+}

@@ -28,6 +28,9 @@ pub enum Source {
     /// `kprobe/oom_kill_process`: the same, where fentry is not allowed.
     #[serde(rename = "kprobe:oom_kill_process")]
     OomKillKprobe,
+    /// The kernel's OOM report read from `/dev/kmsg`.
+    #[serde(rename = "kmsg:oom_report")]
+    Kmsg,
     /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
     #[serde(rename = "cgroupfs")]
     Cgroupfs,
@@ -43,7 +46,7 @@ pub struct Task {
 
 /// Why the kernel killed: the OOM invocation that chose this victim. Victims of one invocation
 /// (a `memory.oom.group` kill) share it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OomContext {
     /// `CONSTRAINT_NONE` (global), `CONSTRAINT_CPUSET`, `CONSTRAINT_MEMORY_POLICY` or
     /// `CONSTRAINT_MEMCG`, as the kernel names them.

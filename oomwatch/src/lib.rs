@@ -9,6 +9,7 @@ pub mod correlate;
 pub mod event;
 pub mod invocation;
 pub mod kmsg;
+pub mod kmsg_context;
 pub mod probe;
 pub mod procfs;
 pub mod server;

@@ -12,6 +12,7 @@ use crate::caps;
 use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
 use crate::event::{OomEvent, Source};
+use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
 use crate::server;
@@ -134,8 +135,26 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     } else {
         None
     };
+    // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
+    let mut kmsg = None;
     if let Some(src) = oom_source {
         correlator = correlator.with_oom_kill(src, constraints);
+    } else {
+        match AsyncKmsgReader::open_at_end() {
+            Ok(reader) => {
+                tracing::info!(
+                    probe = PROBE_KMSG,
+                    "probe attached: OOM context (constraint, gfp_mask, order, memcg) from the kernel log"
+                );
+                metrics.set_probe_attached(PROBE_KMSG, true);
+                correlator = correlator.with_kmsg();
+                kmsg = Some(reader);
+            }
+            Err(e) => {
+                tracing::warn!(probe = PROBE_KMSG, reason = %e, "probe unavailable: events carry no OOM context");
+                metrics.set_probe_attached(PROBE_KMSG, false);
+            }
+        }
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,6 +215,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     break Err(e);
                 }
             }
+            ev = next_kmsg(&mut kmsg) => {
+                match ev {
+                    Ok(KmsgEvent::Record(rec)) => {
+                        let evs = correlator.push_kmsg(&rec, Instant::now());
+                        if let Err(e) = emit(&mut out, &metrics, evs) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(KmsgEvent::Gap(gap)) => tracing::warn!(
+                        lost = gap.lost(),
+                        "kernel log overwrote records before they were read; OOM context may be missing"
+                    ),
+                    Err(e) => {
+                        tracing::warn!("kernel log unreadable, no more OOM context from it: {e}");
+                        kmsg = None;
+                    }
+                }
+            }
             guard = readable_opt(&mut log_fd) => {
                 if let Some(Ok(mut g)) = guard {
                     g.clear_ready();
@@ -232,6 +269,16 @@ fn emit(
         tracing::debug!(pid = ev.pid, latency_us, "event written");
     }
     Ok(())
+}
+
+/// Probe-table name of the kernel-log source.
+const PROBE_KMSG: &str = "kmsg:oom_report";
+
+async fn next_kmsg(reader: &mut Option<AsyncKmsgReader>) -> Result<KmsgEvent, KmsgError> {
+    match reader {
+        Some(r) => r.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Registers a map's file descriptor with the runtime (read readiness only: no polling).

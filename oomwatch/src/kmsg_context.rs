@@ -1,0 +1,193 @@
+//! The OOM invocation's context from the kernel's own report in `/dev/kmsg`, for kernels where
+//! no `oom_kill_process` probe may attach (lockdown, no kprobes, no BTF trampolines).
+//!
+//! One report is: "<comm> invoked oom-killer: gfp_mask=..., order=...", the task dump,
+//! "oom-kill:constraint=...,oom_memcg=...,task_memcg=...,task=...,pid=..." and one
+//! "Killed process <pid> ..." line per victim (several with `memory.oom.group=1`). The header is
+//! rate-limited by the kernel (10 reports per 5 s, host-wide): a victim whose header was
+//! suppressed gets what its "Killed process" line says and nothing more.
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::event::{OomContext, Task};
+use crate::kmsg::oom::{ConstraintKind, OomItem, OomReportParser, TaskDump};
+use crate::kmsg::record::KmsgRecord;
+
+/// How long a victim's context is kept for its `mark_victim` event to claim.
+const KEEP_FOR: Duration = Duration::from_secs(10);
+/// Bound on contexts kept.
+const KEPT: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Header {
+    id: u64,
+    ctx: OomContext,
+    dump: Option<TaskDump>,
+    /// A "Killed process" line has been seen for this header (group kills repeat it).
+    killed_seen: bool,
+}
+
+/// Turns kernel-log records into per-victim invocation contexts.
+#[derive(Debug)]
+pub struct KmsgContexts {
+    parser: OomReportParser,
+    header: Option<Header>,
+    by_pid: VecDeque<(i32, Instant, u64, OomContext)>,
+    next_id: u64,
+    page_size: u64,
+}
+
+impl Default for KmsgContexts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KmsgContexts {
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Self {
+            parser: OomReportParser::new(),
+            header: None,
+            by_pid: VecDeque::new(),
+            next_id: 1,
+            page_size: u64::try_from(page).unwrap_or(4096),
+        }
+    }
+
+    /// Feeds one record; returns the pids whose context became available.
+    pub fn push_record(&mut self, rec: &KmsgRecord, now: Instant) -> Vec<i32> {
+        let items = self.parser.push_record(rec);
+        let mut ready = Vec::new();
+        for item in items {
+            if let Some(pid) = self.push_item(item, now) {
+                ready.push(pid);
+            }
+        }
+        while self
+            .by_pid
+            .front()
+            .is_some_and(|(_, t, _, _)| now.duration_since(*t) > KEEP_FOR)
+        {
+            self.by_pid.pop_front();
+        }
+        ready
+    }
+
+    fn push_item(&mut self, item: OomItem, now: Instant) -> Option<i32> {
+        match item {
+            OomItem::Invoked(inv) => {
+                let id = self.new_id();
+                self.header = Some(Header {
+                    id,
+                    ctx: OomContext {
+                        gfp_mask: Some(format!("{:#x}", inv.gfp_mask)),
+                        order: Some(inv.order),
+                        ..OomContext::default()
+                    },
+                    ..Header::default()
+                });
+                None
+            }
+            OomItem::TaskDump(dump) => {
+                if let Some(h) = self.header.as_mut() {
+                    h.dump = Some(dump);
+                }
+                None
+            }
+            OomItem::Constraint(c) => {
+                if let Some(h) = self.header.as_mut() {
+                    h.ctx.constraint = Some(constraint_name(&c.constraint));
+                    h.ctx.memcg = c.oom_memcg;
+                    h.ctx.trigger_cgroup = c.task_memcg;
+                    h.ctx.chosen = Some(Task {
+                        pid: c.pid,
+                        tgid: c.pid,
+                        comm: c.comm,
+                    });
+                }
+                None
+            }
+            OomItem::Killed(k) => {
+                let page = self.page_size;
+                let (id, mut ctx) = match self.header.as_mut() {
+                    // A header already followed by a kill of another pid, with no new header in
+                    // between, is a group kill: same invocation.
+                    Some(h) => {
+                        h.killed_seen = true;
+                        let mut ctx = h.ctx.clone();
+                        ctx.points = h
+                            .dump
+                            .as_ref()
+                            .zip(ctx.chosen.as_ref())
+                            .filter(|(_, chosen)| chosen.pid == k.pid)
+                            .and_then(|(d, _)| badness_from_dump(d, k.pid, page));
+                        (h.id, ctx)
+                    }
+                    None => (self.new_id(), OomContext::default()),
+                };
+                ctx.message = k.reason.clone().or_else(|| {
+                    Some(
+                        if k.memcg {
+                            "Memory cgroup out of memory"
+                        } else {
+                            "Out of memory"
+                        }
+                        .into(),
+                    )
+                });
+                if self
+                    .by_pid
+                    .iter()
+                    .any(|(p, _, i, _)| *p == k.pid && *i == id)
+                {
+                    return None; // the kernel prints a group's chosen task twice
+                }
+                if self.by_pid.len() == KEPT {
+                    self.by_pid.pop_front();
+                }
+                self.by_pid.push_back((k.pid, now, id, ctx));
+                Some(k.pid)
+            }
+            _ => None,
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Takes the context of victim `pid`, if its "Killed process" line has been read.
+    pub fn take(&mut self, pid: i32) -> Option<(u64, OomContext)> {
+        let i = self.by_pid.iter().position(|(p, _, _, _)| *p == pid)?;
+        self.by_pid.remove(i).map(|(_, _, id, ctx)| (id, ctx))
+    }
+}
+
+/// The kernel's badness for a task whose `oom_score_adj` is 0: rss + swap entries + page-table
+/// pages (the adj term needs `totalpages`, which the report does not print).
+fn badness_from_dump(d: &TaskDump, pid: i32, page: u64) -> Option<i64> {
+    let row = d.rows.iter().find(|r| r.pid == pid)?;
+    if row.oom_score_adj != Some(0) {
+        return None;
+    }
+    let pt = row.pgtables_bytes? / page.max(1);
+    i64::try_from(row.rss_pages + row.swapents? + pt).ok()
+}
+
+fn constraint_name(c: &ConstraintKind) -> String {
+    match c {
+        ConstraintKind::None => "CONSTRAINT_NONE".into(),
+        ConstraintKind::Cpuset => "CONSTRAINT_CPUSET".into(),
+        ConstraintKind::MemoryPolicy => "CONSTRAINT_MEMORY_POLICY".into(),
+        ConstraintKind::Memcg => "CONSTRAINT_MEMCG".into(),
+        ConstraintKind::Other(s) => s.clone(),
+    }
+}
+
+#[cfg(test)]
+#[path = "kmsg_context_tests.rs"]
+mod tests;
