@@ -4,6 +4,7 @@ mod ebpf;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::Command};
 
@@ -52,6 +53,16 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Boot Debian's 6.1/6.12 cloud kernels in QEMU (TCG) with the agent in an initramfs, cause
+    /// OOM kills on cgroup v2 (single and memory.oom.group) and check the events.
+    VmTest {
+        /// Which kernel series to boot.
+        #[arg(long, default_value = "all", value_parser = ["6.1", "6.12", "all"])]
+        kernel: String,
+        /// Keep the initramfs staging tree and the kernel packages' modules under target/vm/.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() {
@@ -63,6 +74,7 @@ fn main() {
         Cmd::Build { debug } => build(debug).map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
+        Cmd::VmTest { kernel, keep } => vm::vm_test(&kernel, keep),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,319 @@
+//! `vm-test` set-up: the Debian packages it needs, and Debian's 6.1/6.12 cloud kernels
+//! (newest of each series, downloaded with `apt-get download` and cached under `target/vm/`).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::STEP;
+use crate::util::{self, run};
+
+const PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
+
+/// A kernel series and the `apt-cache search` pattern of its cloud image packages.
+pub struct Series {
+    pub label: &'static str,
+    pattern: &'static str,
+}
+
+pub const SERIES: [Series; 2] = [
+    Series {
+        label: "6.1",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+    },
+    Series {
+        label: "6.12",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$",
+    },
+];
+
+/// A downloaded kernel ready to boot.
+pub struct Kernel {
+    pub label: &'static str,
+    pub package: String,
+    pub version: String,
+    pub vmlinuz: PathBuf,
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    util::probe("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
+    })
+}
+
+fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Step 1: qemu, busybox-static and cpio; install only what is missing (as root).
+pub fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("[{STEP}] packages {}: installed", PACKAGES.join(" "));
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !util::is_root() {
+        bail!(
+            "[{STEP}] missing Debian packages: {list}; as root run: \
+             apt-get install -y --no-install-recommends {list}"
+        );
+    }
+    // Never let apt make room by removing other packages (a backported qemu-utils, for
+    // one, conflicts with Debian 12's qemu-system-x86): say so and stop instead.
+    let removals = would_remove(&missing);
+    if !removals.is_empty() {
+        bail!(
+            "[{STEP}] installing {list} would remove {}: not done; to accept that, as root run: \
+             apt-get install -y --no-install-recommends {list}",
+            removals.join(" ")
+        );
+    }
+    eprintln!("[{STEP}] installing {list}");
+    let started = Instant::now();
+    let mut args = vec!["install", "-y", "--no-install-recommends", "--no-remove"];
+    args.extend(&missing);
+    if run(STEP, &mut apt_get(&args)).is_err() {
+        eprintln!("[{STEP}] apt-get install failed; updating the package lists and retrying");
+        run(STEP, &mut apt_get(&["update"]))?;
+        run(STEP, &mut apt_get(&args))?;
+    }
+    if let Some(p) = missing.iter().find(|p| !dpkg_installed(p)) {
+        bail!("[{STEP}] {p} is still not installed after apt-get install");
+    }
+    eprintln!(
+        "[{STEP}] installed {list} ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Packages `apt-get install -s` would remove (its `Remv NAME ...` lines).
+fn would_remove(packages: &[&str]) -> Vec<String> {
+    let mut args = vec!["install", "-s", "--no-install-recommends"];
+    args.extend(packages);
+    let out = apt_get(&args)
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    removals(&String::from_utf8_lossy(&out))
+}
+
+/// The `Remv NAME [VERSION]` lines of `apt-get install -s` output.
+fn removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv ")?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Numeric components of a package name, for "newest" ordering (6.1.0-56 > 6.1.0-9).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|d| d.parse().ok())
+        .collect()
+}
+
+/// The newest package name from `apt-cache search --names-only` output.
+fn newest(search_output: &str) -> Option<String> {
+    search_output
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .max_by_key(|n| version_key(n))
+        .map(str::to_string)
+}
+
+fn apt_cache(args: &[&str]) -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(args)
+        .output()
+        .context("[vm] cannot run apt-cache")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Step 2: pick the newest package of a series, download and extract it (both cached).
+pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel> {
+    let search = ["search", "--names-only", series.pattern];
+    let mut found = newest(&apt_cache(&search)?);
+    if found.is_none() && util::is_root() {
+        eprintln!(
+            "[{STEP}] no {} kernel in the package lists: apt-get update",
+            series.label
+        );
+        run(STEP, &mut apt_get(&["update"]))?;
+        found = newest(&apt_cache(&search)?);
+    }
+    let Some(package) = found else {
+        bail!(
+            "[{STEP}] no package matches {} (run apt-get update as root)",
+            series.pattern
+        );
+    };
+    let policy = apt_cache(&["policy", &package])?;
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| v != "(none)")
+        .with_context(|| format!("[vm] {package} has no installation candidate"))?;
+    eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
+
+    let dir = vm_dir.join(&package);
+    if let Some(vmlinuz) = find_vmlinuz(&dir) {
+        eprintln!("[{STEP}] {}: cached", vmlinuz.display());
+        return Ok(Kernel {
+            label: series.label,
+            package,
+            version,
+            vmlinuz,
+        });
+    }
+    let debs = vm_dir.join("debs");
+    fs::create_dir_all(&debs)?;
+    let deb = match find_deb(&debs, &package, &version) {
+        Some(deb) => {
+            eprintln!("[{STEP}] {}: cached", deb.display());
+            deb
+        }
+        None => {
+            let t = Instant::now();
+            run(
+                STEP,
+                apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
+            )?;
+            let deb = find_deb(&debs, &package, &version).with_context(|| {
+                format!("[vm] apt-get download wrote no {package} {version} .deb")
+            })?;
+            eprintln!(
+                "[{STEP}] downloaded {} ({} MiB, {:.1}s)",
+                deb.display(),
+                fs::metadata(&deb)?.len() >> 20,
+                t.elapsed().as_secs_f64()
+            );
+            deb
+        }
+    };
+    let tmp = vm_dir.join(format!("{package}.partial"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    run(STEP, Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    if !keep {
+        // Only boot/vmlinuz-* is booted; the modules are most of the package.
+        let _ = fs::remove_dir_all(tmp.join("lib"));
+        let _ = fs::remove_dir_all(tmp.join("usr/lib/modules"));
+    }
+    fs::rename(&tmp, &dir)?;
+    let vmlinuz =
+        find_vmlinuz(&dir).with_context(|| format!("[vm] {package} has no boot/vmlinuz-*"))?;
+    eprintln!("[{STEP}] extracted {}", vmlinuz.display());
+    Ok(Kernel {
+        label: series.label,
+        package,
+        version,
+        vmlinuz,
+    })
+}
+
+/// `apt-get download` names files `PKG_VERSION_ARCH.deb`, percent-encoding `:` (and maybe
+/// `+` or `~`): compare decoded names.
+fn find_deb(dir: &Path, package: &str, version: &str) -> Option<PathBuf> {
+    let want = format!("{package}_{version}_");
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".deb") && percent_decode(n).starts_with(&want))
+        })
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir.join("boot"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_kernel_package_is_picked_numerically() {
+        let search = "linux-image-6.1.0-9-cloud-amd64 - Linux 6.1\n\
+                      linux-image-6.1.0-56-cloud-amd64 - Linux 6.1\n\
+                      linux-image-6.1.0-47-cloud-amd64 - Linux 6.1\n";
+        assert_eq!(
+            newest(search).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        let search = "linux-image-6.12.117+deb12-cloud-amd64 - x\n\
+                      linux-image-6.12.100+deb12-cloud-amd64 - x\n";
+        assert_eq!(
+            newest(search).as_deref(),
+            Some("linux-image-6.12.117+deb12-cloud-amd64")
+        );
+        assert_eq!(newest(""), None);
+    }
+
+    #[test]
+    fn simulated_removals_are_found() {
+        let sim = "Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+                   Inst cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n\
+                   Conf cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n";
+        assert_eq!(removals(sim), ["qemu-utils"]);
+        assert!(removals("Inst cpio (2.13)\n").is_empty());
+    }
+
+    #[test]
+    fn deb_names_are_percent_decoded() {
+        assert_eq!(
+            percent_decode(
+                "linux-image-6.12.117%2bdeb12-cloud-amd64_1%3a6.12.117-1%7edeb12u1_amd64.deb"
+            ),
+            "linux-image-6.12.117+deb12-cloud-amd64_1:6.12.117-1~deb12u1_amd64.deb"
+        );
+        assert_eq!(percent_decode("a%zz%"), "a%zz%");
+    }
+}
