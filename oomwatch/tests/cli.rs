@@ -129,3 +129,32 @@ fn missing_btf_falls_back_to_the_tracepoint_with_a_warning() {
     );
     assert_eq!(agent.stop(libc::SIGTERM), Some(0));
 }
+
+#[test]
+fn disable_probe_takes_known_names_only() {
+    let o = oomwatch(&["--disable-probe", "kprobe:nope"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--disable-probe"), "{}", stderr(&o));
+}
+
+#[test]
+fn with_every_victim_probe_disabled_the_agent_says_so_and_exits_1() {
+    if !real_kernel_or_skip("with_every_victim_probe_disabled_the_agent_says_so_and_exits_1") {
+        return;
+    }
+    let o = oomwatch(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--disable-probe",
+        "tp_btf:mark_victim",
+        "--disable-probe",
+        "tracepoint:oom/mark_victim",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.contains("no OOM probe could attach"), "{err}");
+    assert!(last.contains("disabled by --disable-probe"), "{err}");
+}

@@ -245,3 +245,28 @@ fn report_latency(agent: &Agent, pids: &[i32]) {
         );
     }
 }
+
+#[test]
+fn tp_btf_alone_still_reports_every_victim() {
+    if !real_kernel_or_skip("tp_btf_alone_still_reports_every_victim") {
+        return;
+    }
+    let mut agent = Agent::start(&["--disable-probe", "tracepoint:oom/mark_victim"]);
+    let cg = TestCgroup::new(LIMIT);
+    let mut kmsg = Kmsg::open();
+    let pid = cg.oom_kill(300);
+    let kernel = kmsg.killed(pid, WAIT);
+    let ev = agent.wait_event(WAIT, for_pid(pid));
+    // Identity, oom_score_adj and cgroup come from the task_struct at the kill.
+    assert_eq!(ev["sources"]["pid"], "tp_btf:mark_victim", "{ev}");
+    assert_eq!(ev["tgid"], pid);
+    assert_eq!(ev["comm"], kernel.comm.as_str());
+    assert_eq!(ev["oom_score_adj"], 300);
+    assert_eq!(ev["sources"]["oom_score_adj"], "tp_btf:mark_victim");
+    assert_eq!(ev["cgroup"], cg.path.as_str());
+    assert_eq!(ev["sources"]["cgroup"], "cgroupfs");
+    // Memory is not in the task read: from /proc while the victim was there, or absent.
+    if !ev["anon_rss"].is_null() {
+        assert_eq!(ev["sources"]["memory"], "procfs", "{ev}");
+    }
+}

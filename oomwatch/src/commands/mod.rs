@@ -59,6 +59,13 @@ pub struct RunArgs {
     /// Longest wait, in ms, for the second probe record of a victim before emitting what is known.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000), global = true)]
     pub correlation_window_ms: u64,
+    /// Do not use this probe (repeatable): tp_btf:mark_victim, tracepoint:oom/mark_victim,
+    /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report. The next row of the
+    /// probe table is used instead, as on a kernel that refuses the probe.
+    #[arg(long = "disable-probe", value_name = "PROBE", value_parser = [
+        "tp_btf:mark_victim", "tracepoint:oom/mark_victim", "fentry:oom_kill_process",
+        "kprobe:oom_kill_process", "kmsg:oom_report"], global = true)]
+    pub disable_probe: Vec<String>,
     /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
     #[arg(long, hide = true, global = true)]
     pub force_pid_only: bool,

@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         btf_path: args.btf.clone(),
         force_pid_only: args.force_pid_only,
         inject_read_fault: args.inject_read_fault,
+        disabled: args.disable_probe.clone(),
     })?;
     let metrics = Arc::new(Metrics::new(
         usize::try_from(args.max_label_sets).unwrap_or(usize::MAX),
@@ -139,6 +140,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut kmsg = None;
     if let Some(src) = oom_source {
         correlator = correlator.with_oom_kill(src, constraints);
+    } else if args.disable_probe.iter().any(|p| p == PROBE_KMSG) {
+        tracing::warn!(
+            probe = PROBE_KMSG,
+            reason = "disabled by --disable-probe",
+            "probe unavailable: events carry no OOM context"
+        );
+        metrics.set_probe_attached(PROBE_KMSG, false);
     } else {
         match AsyncKmsgReader::open_at_end() {
             Ok(reader) => {

@@ -56,6 +56,8 @@ pub struct LoadOptions {
     /// Pretend the kernel's `mark_victim` has only `pid` (as on 4.13–6.8) and no BTF task
     /// argument: exercises the `/proc` fallback on a modern kernel.
     pub force_pid_only: bool,
+    /// Probes not to use (`--disable-probe`), by their table name.
+    pub disabled: Vec<String>,
     /// Test knob: point the BTF program's `task_struct.signal` read at `comm`, so the next read
     /// through it faults; proves failed kernel reads are counted and logged.
     pub inject_read_fault: bool,
@@ -131,11 +133,19 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
 
+    let off = |probe: &str| -> Result<(), String> {
+        if opts.disabled.iter().any(|d| d == probe) {
+            Err("disabled by --disable-probe".into())
+        } else {
+            Ok(())
+        }
+    };
     // Row: tp_btf mark_victim — the victim's task_struct.
     let btf_row = if opts.force_pid_only {
         Err("disabled by --force-pid-only".to_string())
     } else {
-        passes_task
+        off(PROBE_MARK_VICTIM_BTF)
+            .and(passes_task)
             .and(task.clone())
             .and(kernel_btf.as_ref().map_err(Clone::clone))
             .and_then(|kbtf| {
@@ -150,7 +160,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     // Row: tracepoint oom/mark_victim — the kernel's trace record.
     match tp {
         Ok((_, _, detail)) => {
-            let r = attach::tracepoint(&mut ebpf, "mark_victim_tp", "oom", "mark_victim");
+            let r = off(PROBE_MARK_VICTIM_TP).and_then(|()| {
+                attach::tracepoint(&mut ebpf, "mark_victim_tp", "oom", "mark_victim")
+            });
             status.push(row(PROBE_MARK_VICTIM_TP, r, &detail));
         }
         Err(why) => status.push(row(PROBE_MARK_VICTIM_TP, Err(why), "")),
@@ -159,12 +171,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let oom_ready = oom_control.and(task).map(drop);
     let fentry = oom_ready
         .clone()
+        .and(off(PROBE_OOM_KILL_FENTRY))
         .and(kernel_btf.as_ref().map_err(Clone::clone))
         .and_then(|kbtf| attach::fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", kbtf));
     let fentry_ok = fentry.is_ok();
     status.push(row(PROBE_OOM_KILL_FENTRY, fentry, OOM_KILL_READS));
     if !fentry_ok {
         let kprobe = oom_ready
+            .and(off(PROBE_OOM_KILL_KPROBE))
             .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
         status.push(row(PROBE_OOM_KILL_KPROBE, kprobe, OOM_KILL_READS));
     }
