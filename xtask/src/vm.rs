@@ -1,8 +1,11 @@
 //! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep]`: boot Debian's 6.1 and 6.12 cloud
 //! kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause memory-cgroup OOM
-//! kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check the agent's
-//! events against the kernel's own log. Downloads are cached under `target/vm/`.
+//! kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check the events of
+//! three agents run side by side (OOM context from fentry, from the kprobe fallback, from the
+//! kernel log) against the kernel's own log. Downloads are cached under `target/vm/`.
 
+#[path = "vm_agent.rs"]
+mod vm_agent;
 #[path = "vm_check.rs"]
 mod vm_check;
 #[path = "vm_check_oom.rs"]
@@ -15,6 +18,8 @@ mod vm_json;
 mod vm_kernel;
 #[path = "vm_parse.rs"]
 mod vm_parse;
+#[path = "vm_report.rs"]
+mod vm_report;
 
 use std::{
     fs,
@@ -30,17 +35,11 @@ use anyhow::{bail, Context, Result};
 use crate::util;
 use vm_check::Check;
 use vm_kernel::{ensure_packages, fetch_kernel, Kernel, SERIES};
+use vm_report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
 const QEMU: &str = "qemu-system-x86_64";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The result of one guest run.
-struct RunResult {
-    release: String,
-    checks: Vec<Check>,
-    boot_secs: f64,
-}
 
 pub fn vm_test(which: &str, keep: bool) -> Result<()> {
     let started = Instant::now();
@@ -92,7 +91,7 @@ pub fn vm_test(which: &str, keep: bool) -> Result<()> {
     let failed: Vec<String> = results
         .iter()
         .filter_map(|r| {
-            let bad: Vec<&str> = r.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+            let bad = r.report.failed();
             (!bad.is_empty()).then(|| format!("{}: {}", r.release, bad.join(", ")))
         })
         .collect();
@@ -143,7 +142,8 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         while let Some(Ok(bytes)) = lines.next() {
             let line = String::from_utf8_lossy(&bytes);
             let _ = writeln!(log, "{}", line.trim_end_matches('\r'));
-            if let Some(msg) = line.trim_end().strip_prefix("OWVM: ") {
+            // The first one follows the firmware's terminal escapes on the same line.
+            if let Some((_, msg)) = line.trim_end().split_once("OWVM: ") {
                 eprintln!("[{STEP} {label}] guest: {msg}");
             }
             text.push_str(&line);
@@ -167,15 +167,18 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         .join()
         .map_err(|_| anyhow::anyhow!("[vm] console reader panicked"))?;
 
-    let mut checks = vec![Check {
-        name: "qemu",
-        ok: status.is_some_and(|s| s.success()),
-        detail: match status {
-            Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
-            None => format!("killed after the {}s timeout", BOOT_TIMEOUT.as_secs()),
+    let mut report = vm_check::check_console(&text);
+    report.boot.insert(
+        0,
+        Check {
+            name: "qemu",
+            ok: status.is_some_and(|s| s.success()),
+            detail: match status {
+                Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
+                None => format!("killed after the {}s timeout", BOOT_TIMEOUT.as_secs()),
+            },
         },
-    }];
-    checks.extend(vm_check::check_console(&text));
+    );
     let uptime = vm_check::guest_uptime(&text)
         .map(|u| format!(", guest uptime {u:.1}s at the end"))
         .unwrap_or_default();
@@ -183,64 +186,20 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         "[{STEP}] {release}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
         log_path.display()
     );
-    for c in &checks {
-        let mut lines = c.detail.lines();
-        let first = lines.next().unwrap_or("");
-        let verdict = if c.ok { "PASS" } else { "FAIL" };
-        eprintln!("[{STEP}]   {verdict}  {:<22} {first}", c.name);
-        for more in lines {
-            eprintln!("[{STEP}]         {:<22} {more}", "");
-        }
-    }
-    let log_lines: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect();
     let console = vm_parse::Console::parse(&text);
-    let agent_log = console
-        .sections
-        .get("agent-log")
-        .cloned()
-        .unwrap_or_default();
-    for p in vm_parse::agent_problems(&agent_log).iter().take(10) {
-        eprintln!("[{STEP}]   agent log: {p}");
-    }
-    if checks.iter().any(|c| !c.ok) && !console.done {
+    let result = RunResult {
+        label: k.label,
+        release,
+        report,
+        boot_secs,
+    };
+    print_run(&result, &console);
+    if !result.report.failed().is_empty() && !console.done {
+        let log_lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
         eprintln!("[{STEP}]   last console lines:");
         for l in &log_lines[log_lines.len().saturating_sub(30)..] {
             eprintln!("[{STEP}]   | {l}");
         }
     }
-    Ok(RunResult {
-        release,
-        checks,
-        boot_secs,
-    })
-}
-
-/// One column per kernel, one row per check.
-fn print_summary(results: &[RunResult]) {
-    let Some(first) = results.first() else { return };
-    let width = results.iter().map(|r| r.release.len()).max().unwrap_or(4) + 2;
-    let mut header = format!("[{STEP}] {:<22}", "summary");
-    for r in results {
-        header.push_str(&format!("{:<width$}", r.release));
-    }
-    eprintln!("{header}");
-    for (i, c) in first.checks.iter().enumerate() {
-        let mut row = format!("[{STEP}] {:<22}", c.name);
-        for r in results {
-            let v = r
-                .checks
-                .get(i)
-                .map_or("-", |c| if c.ok { "PASS" } else { "FAIL" });
-            row.push_str(&format!("{v:<width$}"));
-        }
-        eprintln!("{row}");
-    }
-    let mut row = format!("[{STEP}] {:<22}", "boot-to-poweroff");
-    for r in results {
-        row.push_str(&format!("{:<width$}", format!("{:.1}s", r.boot_secs)));
-    }
-    eprintln!("{row}");
+    Ok(result)
 }

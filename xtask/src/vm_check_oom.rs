@@ -1,10 +1,14 @@
-//! The `oom` context check of `vm-test`: each event's `oom_id` and `oom` object (read by the
-//! agent's `oom_kill_process` probe, fentry or kprobe) against the kernel's own report of the
-//! same invocation: "invoked oom-killer" header, task dump, "oom-kill:" summary.
+//! The `oom` context check of `vm-test`: each event's `oom_id` and `oom` object against the
+//! kernel's own report of the same invocation ("invoked oom-killer" header, task dump,
+//! "oom-kill:" summary, "Killed process" lines). The `oom_kill_process` probes (fentry or
+//! kprobe) read `struct oom_control`; the kernel-log source `kmsg:oom_report` has only what the
+//! report prints, so `totalpages` and the cgroup ids are null and `points` lacks the
+//! `oom_score_adj` term (null unless the chosen task's is 0).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
+    vm_agent::{Agent, KMSG},
     vm_check::{check, Check},
     vm_initramfs::MEMORY_MAX,
     vm_json::Json,
@@ -25,10 +29,30 @@ pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64) -> Option<i64> {
     )
 }
 
-pub fn check_oom(events: &[Json], victims: &[Victim], invocations: &[Invocation]) -> Check {
+/// What the kernel-log source can give for `points`: the badness without the adj term, and
+/// only when the chosen task's `oom_score_adj` is 0 (then it is exact); else null.
+pub fn kmsg_points(row: &BTreeMap<String, i64>) -> Option<Json> {
+    match row.get("oom_score_adj")? {
+        0 => badness(row, 0).map(|b| Json::Num(b.to_string())),
+        _ => Some(Json::Null),
+    }
+}
+
+/// `a.b` inside `v`.
+fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+pub fn check_oom(
+    agent: &Agent,
+    events: &[Json],
+    victims: &[Victim],
+    invocations: &[Invocation],
+) -> Check {
+    let kmsg = agent.oom_probe == KMSG;
     let totalpages = MEMORY_MAX / PAGE_SIZE;
     let mut problems = Vec::new();
-    let mut sources = BTreeSet::new();
+    let mut notes = Vec::new();
     // Invocation index -> oom_ids of its victims' events.
     let mut ids: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
     for e in events {
@@ -56,78 +80,87 @@ pub fn check_oom(events: &[Json], victims: &[Victim], invocations: &[Invocation]
             }
             None => problems.push(format!("pid {pid}: oom_id is not a number")),
         }
-        let source = e.get("sources").and_then(|s| s.get("oom"));
-        sources.insert(
-            source
-                .and_then(Json::as_str)
-                .unwrap_or("no source")
-                .to_string(),
-        );
-        let chosen: i64 = inv
-            .summary
-            .get("pid")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(-1);
-        let victim_cg = victims
-            .iter()
-            .find(|v| v.pid == pid)
-            .map(|v| format!("/{}", v.cgroup));
+        let source = at(e, "sources.oom");
+        if source.and_then(Json::as_str) != Some(agent.oom_probe) {
+            problems.push(format!(
+                "pid {pid} sources.oom: agent {} expected {:?}",
+                source.map_or("absent".into(), Json::render),
+                agent.oom_probe
+            ));
+        }
         let s = |v: &str| Some(Json::Str(v.to_string()));
         let n = |v: i64| Some(Json::Num(v.to_string()));
+        let null = Some(Json::Null);
         let str_of = |v: Option<&String>| v.map_or(Some(Json::Null), |v| s(v));
-        let expected: Vec<(&str, Option<Json>, Option<&Json>)> = vec![
-            (
-                "constraint",
-                str_of(inv.summary.get("constraint")),
-                oom.get("constraint"),
-            ),
-            ("gfp_mask", s(&inv.gfp_mask), oom.get("gfp_mask")),
-            (
-                "order",
-                inv.order.map(|o| Json::Num(o.to_string())),
-                oom.get("order"),
-            ),
-            ("totalpages", n(totalpages), oom.get("totalpages")),
-            (
-                "points",
-                inv.tasks
-                    .get(&chosen)
-                    .and_then(|row| badness(row, totalpages))
-                    .map(|b| Json::Num(b.to_string())),
-                oom.get("points"),
-            ),
-            (
-                "chosen.pid",
-                n(chosen),
-                oom.get("chosen").and_then(|c| c.get("pid")),
-            ),
-            (
-                "chosen.comm",
-                str_of(inv.summary.get("task")),
-                oom.get("chosen").and_then(|c| c.get("comm")),
-            ),
-            (
-                "memcg",
-                str_of(inv.summary.get("oom_memcg")),
-                oom.get("memcg"),
-            ),
-            ("memcg_id", e.get("cgroup_id").cloned(), oom.get("memcg_id")),
-            ("message", s(&inv.message), oom.get("message")),
-            (
-                "trigger_cgroup",
-                victim_cg.as_deref().and_then(s),
-                oom.get("trigger_cgroup"),
-            ),
-            (
-                "trigger.comm",
-                s(&inv.invoker),
-                e.get("trigger").and_then(|t| t.get("comm")),
-            ),
-        ];
-        for (field, want, got) in expected {
+        // (field, expected, actual); `oom.` fields unless named `event.`.
+        let mut expected: Vec<(&str, Option<Json>)> = vec![("message", s(&inv.message))];
+        if !inv.header {
+            if kmsg {
+                for f in NOT_IN_A_BARE_KILLED_LINE {
+                    expected.push((f, null.clone()));
+                }
+                notes.push(format!(
+                    "pid {pid}: the kernel suppressed the report header (rate limit); the \
+                     context has only message, as documented: accepted"
+                ));
+            } else {
+                notes.push(format!(
+                    "pid {pid}: the kernel suppressed the report header (rate limit); only \
+                     message compared"
+                ));
+            }
+        } else {
+            let chosen: i64 = inv
+                .summary
+                .get("pid")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(-1);
+            let row = inv.tasks.get(&chosen);
+            let victim_cg = victims
+                .iter()
+                .find(|v| v.pid == pid)
+                .map(|v| format!("/{}", v.cgroup));
+            expected.extend([
+                ("constraint", str_of(inv.summary.get("constraint"))),
+                ("gfp_mask", s(&inv.gfp_mask)),
+                ("order", inv.order.and_then(n)),
+                ("chosen.pid", n(chosen)),
+                ("chosen.comm", str_of(inv.summary.get("task"))),
+                ("memcg", str_of(inv.summary.get("oom_memcg"))),
+                ("trigger_cgroup", victim_cg.as_deref().and_then(s)),
+                ("event.trigger.comm", s(&inv.invoker)),
+            ]);
+            if kmsg {
+                expected.extend([
+                    ("points", row.and_then(kmsg_points)),
+                    ("totalpages", null.clone()),
+                    ("memcg_id", null.clone()),
+                    ("trigger_cgroup_id", null.clone()),
+                ]);
+            } else {
+                let cgroup_id = e.get("cgroup_id").cloned();
+                expected.extend([
+                    (
+                        "points",
+                        row.and_then(|r| badness(r, totalpages)).and_then(n),
+                    ),
+                    ("totalpages", n(totalpages)),
+                    ("memcg_id", cgroup_id.clone()),
+                    ("trigger_cgroup_id", cgroup_id),
+                ]);
+            }
+        }
+        for (field, want) in expected {
+            let got = match field.strip_prefix("event.") {
+                Some(path) => at(e, path),
+                None => at(oom, field),
+            };
             if want.is_none() || want.as_ref() != got {
                 problems.push(format!(
-                    "pid {pid} oom.{field}: agent {} kernel {}",
+                    "pid {pid} {}: agent {} kernel {}",
+                    field
+                        .strip_prefix("event.")
+                        .map_or(format!("oom.{field}"), String::from),
                     got.map_or("absent".into(), Json::render),
                     want.map_or("not in the log".into(), |w| w.render())
                 ));
@@ -162,122 +195,42 @@ pub fn check_oom(events: &[Json], victims: &[Victim], invocations: &[Invocation]
             }
         })
         .collect();
-    check(
-        "oom context",
-        problems,
-        format!(
-            "{} events from {}: constraint gfp_mask order totalpages points chosen memcg \
-             message trigger = kernel; oom_id {}",
-            events.len(),
-            sources.into_iter().collect::<Vec<_>>().join(", "),
-            per_inv.join(", ")
-        ),
-    )
+    let compared = if kmsg {
+        "constraint gfp_mask order points chosen memcg message trigger = kernel, totalpages \
+         memcg_id trigger_cgroup_id null"
+    } else {
+        "constraint gfp_mask order totalpages points chosen memcg message trigger = kernel"
+    };
+    let ok_detail = format!(
+        "{} events from {}: {compared}; oom_id {}",
+        events.len(),
+        agent.oom_probe,
+        per_inv.join(", ")
+    );
+    if problems.is_empty() {
+        let mut detail = vec![ok_detail];
+        detail.extend(notes);
+        check("oom context", vec![], detail.join("\n"))
+    } else {
+        problems.extend(notes.into_iter().map(|n| format!("note: {n}")));
+        check("oom context", problems, String::new())
+    }
 }
+
+/// Context fields a "Killed process" line without its report header cannot give.
+const NOT_IN_A_BARE_KILLED_LINE: [&str; 10] = [
+    "constraint",
+    "gfp_mask",
+    "order",
+    "totalpages",
+    "points",
+    "chosen",
+    "memcg",
+    "memcg_id",
+    "trigger_cgroup",
+    "trigger_cgroup_id",
+];
 
 #[cfg(test)]
-mod tests {
-    use super::super::{vm_check::check_console, vm_parse::oom_invocations};
-    use super::*;
-
-    const FIXTURE: &str = include_str!("../tests/fixtures/vm-console-6.1.log");
-
-    /// The fixture with `from` replaced by `to` in the event line of `pid` only.
-    fn mutate_event(pid: i64, from: &str, to: &str) -> String {
-        let tag = format!(r#""host":"oomwatch-vm","pid":{pid},"#);
-        FIXTURE
-            .lines()
-            .map(|l| {
-                if l.contains(&tag) {
-                    assert!(l.contains(from), "{from:?} not in the event of {pid}");
-                    l.replacen(from, to, 1)
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn oom_check(text: &str) -> Check {
-        let checks = check_console(text);
-        let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
-        let oom = checks
-            .into_iter()
-            .find(|c| c.name == "oom context")
-            .unwrap();
-        if !oom.ok {
-            assert_eq!(failed, ["oom context"], "only the oom context should fail");
-        }
-        oom
-    }
-
-    #[test]
-    fn invocations_are_parsed_from_the_kernel_log() {
-        let dmesg: Vec<String> = FIXTURE.lines().map(str::to_string).collect();
-        let inv = oom_invocations(&dmesg);
-        assert_eq!(inv.len(), 4);
-        let first = &inv[0];
-        assert_eq!(first.invoker, "dd");
-        assert_eq!(first.gfp_mask, "0xcc0");
-        assert_eq!(first.order, Some(0));
-        assert_eq!(first.summary["constraint"], "CONSTRAINT_MEMCG");
-        assert_eq!(first.summary["oom_memcg"], "/t");
-        assert_eq!(first.summary["pid"], "94");
-        assert_eq!(first.message, "Memory cgroup out of memory");
-        assert_eq!(first.killed, [94]);
-        // 6.1's dump: rss 16734 pages, pgtables_bytes 176128 -> 16734 + 43 = 16777.
-        assert_eq!(badness(&first.tasks[&94], 16384), Some(16777));
-        assert_eq!(inv[3].killed, [103, 98, 99, 103]);
-        assert_eq!(inv[3].tasks.len(), 3);
-    }
-
-    #[test]
-    fn badness_uses_the_dump_header_of_6_12() {
-        let dmesg = [
-            "[    5.655671] [  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem \
-             pgtables_bytes swapents oom_score_adj name",
-            "[    5.655692] [    152]     0   152    26165    16747    16352        0       395   \
-             172032        0           500 dd",
-        ];
-        let mut lines =
-            vec!["[ 5.6] dd invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0,".to_string()];
-        lines.extend(dmesg.iter().map(|l| l.to_string()));
-        let inv = oom_invocations(&lines);
-        // The agent reported 24789 for this kill on 6.12.117: 16747 + 42 + 500 * 16.
-        assert_eq!(badness(&inv[0].tasks[&152], 16384), Some(24789));
-    }
-
-    #[test]
-    fn a_wrong_points_value_is_diffed() {
-        let text = mutate_event(94, r#""points":16777"#, r#""points":16778"#);
-        assert_eq!(
-            oom_check(&text).detail,
-            "pid 94 oom.points: agent 16778 kernel 16777"
-        );
-    }
-
-    #[test]
-    fn a_null_context_is_reported() {
-        let from = r#""oom_id":2,"oom":{"#;
-        let line = FIXTURE.lines().find(|l| l.contains(from)).unwrap();
-        let start = line.find(from).unwrap();
-        let end = line[start..].find("},\"sources\"").unwrap() + start + 1;
-        let text = FIXTURE.replacen(&line[start..end], r#""oom_id":null,"oom":null"#, 1);
-        assert_eq!(oom_check(&text).detail, "pid 95: oom is null (oom_id null)");
-    }
-
-    #[test]
-    fn oom_ids_must_group_victims_by_invocation() {
-        let text = mutate_event(98, r#""oom_id":4"#, r#""oom_id":5"#);
-        assert_eq!(
-            oom_check(&text).detail,
-            "victims of one OOM invocation (killed [103, 98, 99, 103]) have oom_ids {4, 5}"
-        );
-        let text = mutate_event(95, r#""oom_id":2"#, r#""oom_id":1"#);
-        assert_eq!(
-            oom_check(&text).detail,
-            "oom_id 1 is shared by two OOM invocations"
-        );
-    }
-}
+#[path = "vm_check_oom_tests.rs"]
+mod tests;

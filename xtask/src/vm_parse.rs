@@ -5,22 +5,22 @@ use std::collections::BTreeMap;
 
 use super::vm_json::Json;
 
-/// Sections `/init` prints between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
-pub const SECTIONS: [&str; 9] = [
+/// Sections `/init` prints once per boot between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
+pub const BOOT_SECTIONS: [&str; 5] = [
     "victims",
-    "events",
     "dmesg",
     "memory.events-t",
     "memory.events-g",
-    "metrics",
-    "agent-log",
-    "agent-exit",
     "uptime",
 ];
+/// Sections `/init` prints once per agent, named with the agent's suffix (`events-kprobe`).
+pub const AGENT_SECTIONS: [&str; 4] = ["events", "metrics", "agent-log", "agent-exit"];
 pub const DONE: &str = "@@OWVM DONE@@";
-/// Probes that must report "probe attached" on the 6.1 and 6.12 kernels (plus one of
-/// `fentry:oom_kill_process` and `kprobe:oom_kill_process`).
+/// Probes that must report "probe attached" on the 6.1 and 6.12 kernels in every agent (plus
+/// the agent's own source of OOM context, `vm_agent::Agent::oom_probe`).
 pub const REQUIRED_PROBES: [&str; 2] = ["tp_btf:mark_victim", "tracepoint:oom/mark_victim"];
+/// The reason the agent logs for a row skipped with `--disable-probe`.
+pub const DISABLED: &str = "disabled by --disable-probe";
 
 /// The console split into sections (lines without `\r`).
 #[derive(Debug, Default)]
@@ -142,7 +142,9 @@ pub fn key_value(lines: &[String], key: &str) -> Option<i64> {
     })
 }
 
-/// Probe name -> (attached, reads or reason), from the agent's JSON log.
+/// Probe name -> (attached, reads or reason), from the agent's JSON log: lines whose message
+/// starts with "probe attached" or "probe unavailable" (the kernel-log source says more after
+/// a colon) and that name a `probe`.
 pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
     let mut out = BTreeMap::new();
     for line in log {
@@ -151,29 +153,39 @@ pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
             continue;
         };
         let field = |k: &str| fields.get(k).and_then(Json::as_str).unwrap_or("");
-        let attached = match field("message") {
-            "probe attached" => true,
-            "probe unavailable" => false,
-            _ => continue,
-        };
-        let detail = if attached {
-            field("reads")
+        let message = field("message");
+        let (attached, rest) = if let Some(rest) = message.strip_prefix("probe attached") {
+            (true, rest)
+        } else if let Some(rest) = message.strip_prefix("probe unavailable") {
+            (false, rest)
         } else {
-            field("reason")
+            continue;
+        };
+        if field("probe").is_empty() {
+            continue;
+        }
+        let detail = match (attached, field("reads"), field("reason")) {
+            (true, "", _) | (false, _, "") => rest.trim_start_matches(':').trim(),
+            (true, reads, _) => reads,
+            (false, _, reason) => reason,
         };
         out.insert(field("probe").to_string(), (attached, detail.to_string()));
     }
     out
 }
 
-/// Agent log lines at WARN or ERROR, or not JSON at all (a crash message), for the report.
+/// Agent log lines at WARN or ERROR, or not JSON at all (a crash message), for the report;
+/// the warnings about rows skipped with `--disable-probe` are expected and left out.
 pub fn agent_problems(log: &[String]) -> Vec<String> {
     log.iter()
         .filter(|l| match Json::parse(l) {
-            Ok(v) => matches!(
-                v.get("level").and_then(Json::as_str),
-                Some("WARN" | "ERROR")
-            ),
+            Ok(v) => {
+                let reason = v.get("fields").and_then(|f| f.get("reason"));
+                matches!(
+                    v.get("level").and_then(Json::as_str),
+                    Some("WARN" | "ERROR")
+                ) && reason.and_then(Json::as_str) != Some(DISABLED)
+            }
             Err(_) => !l.trim().is_empty(),
         })
         .cloned()
@@ -197,6 +209,12 @@ pub struct Invocation {
     pub message: String,
     /// Pids of its "Killed process" lines, in order (a group kill repeats the chosen task).
     pub killed: Vec<i64>,
+    /// The kernel printed the "invoked oom-killer" header (and task dump and "oom-kill:"
+    /// summary); false for a "Killed process" line alone, after the kernel's rate limit (10
+    /// reports per 5 s) suppressed them.
+    pub header: bool,
+    /// A "Tasks in ... are going to be killed due to memory.oom.group set" line was seen.
+    pub group: bool,
 }
 
 /// The line without its `[    3.221813] ` dmesg time stamp.
@@ -207,7 +225,9 @@ fn strip_stamp(line: &str) -> &str {
         .map_or(line, |(_, rest)| rest)
 }
 
-/// Every OOM-killer invocation of the dmesg section, in order.
+/// Every OOM-killer invocation of the dmesg section, in order. A "Killed process" line after
+/// the first one of an invocation belongs to it only in a `memory.oom.group` kill (of a task in
+/// its dump); otherwise it starts an invocation whose header the kernel suppressed.
 pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
     let mut out: Vec<Invocation> = Vec::new();
     let mut columns: Vec<String> = Vec::new();
@@ -221,8 +241,24 @@ pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
                 invoker: invoker.to_string(),
                 gfp_mask: field("gfp_mask=").unwrap_or_default(),
                 order: field("order=").and_then(|o| o.parse().ok()),
+                header: true,
                 ..Invocation::default()
             });
+            continue;
+        }
+        if let Some(k) = parse_killed(line) {
+            let same = |i: &Invocation| {
+                i.killed.is_empty()
+                    || (i.group && (i.tasks.is_empty() || i.tasks.contains_key(&k.pid)))
+            };
+            if !out.last().is_some_and(same) {
+                out.push(Invocation::default());
+            }
+            let inv = out.last_mut().expect("pushed above");
+            if inv.killed.is_empty() {
+                inv.message = line[..line.find(": Killed process").unwrap_or(0)].to_string();
+            }
+            inv.killed.push(k.pid);
             continue;
         }
         let Some(inv) = out.last_mut() else { continue };
@@ -232,6 +268,8 @@ pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+        } else if line.contains("are going to be killed due to memory.oom.group set") {
+            inv.group = true;
         } else if let Some(header) = line.strip_prefix("[  pid  ]") {
             columns = header.split_whitespace().map(str::to_string).collect();
         } else if let Some((pid, row)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
@@ -244,11 +282,6 @@ pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
                 .filter_map(|(c, v)| Some((c.clone(), v.parse::<i64>().ok()?)))
                 .collect();
             inv.tasks.insert(pid, values);
-        } else if let Some(k) = parse_killed(line) {
-            if inv.killed.is_empty() {
-                inv.message = line[..line.find(": Killed process").unwrap_or(0)].to_string();
-            }
-            inv.killed.push(k.pid);
         }
     }
     out

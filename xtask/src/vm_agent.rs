@@ -1,0 +1,333 @@
+//! The three agents `vm-test` runs side by side in each guest, one per source of OOM context
+//! (`fentry:oom_kill_process`, its `kprobe` fallback, the kernel-log fallback
+//! `kmsg:oom_report`), and the checks of one agent's output against the kernel's log.
+
+use std::collections::BTreeSet;
+
+use super::{
+    vm_check::{check, Check},
+    vm_json::Json,
+    vm_parse::*,
+};
+
+/// One agent of the guest: `oomwatch run --listen 127.0.0.1:PORT --disable-probe ...`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Agent {
+    /// Column label: the source of OOM context it must use.
+    pub name: &'static str,
+    /// Suffix of its files (`/events{suffix}.jsonl`, `/agent{suffix}.log`) and console sections.
+    pub suffix: &'static str,
+    pub port: u16,
+    /// `--disable-probe` arguments.
+    pub disabled: &'static [&'static str],
+    /// The probe that must attach and give every event's `oom` (`sources.oom`).
+    pub oom_probe: &'static str,
+}
+
+pub const FENTRY: &str = "fentry:oom_kill_process";
+pub const KPROBE: &str = "kprobe:oom_kill_process";
+pub const KMSG: &str = "kmsg:oom_report";
+
+pub const AGENTS: [Agent; 3] = [
+    Agent {
+        name: "fentry",
+        suffix: "",
+        port: 9837,
+        disabled: &[],
+        oom_probe: FENTRY,
+    },
+    Agent {
+        name: "kprobe",
+        suffix: "-kprobe",
+        port: 9838,
+        disabled: &[FENTRY],
+        oom_probe: KPROBE,
+    },
+    Agent {
+        name: "kmsg",
+        suffix: "-kmsg",
+        port: 9839,
+        disabled: &[FENTRY, KPROBE],
+        oom_probe: KMSG,
+    },
+];
+
+impl Agent {
+    /// Its console section `base` (`events`, `agent-log`, ...): `events-kprobe`.
+    pub fn section(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
+    /// `--disable-probe A --disable-probe B`, or "" for none.
+    pub fn disable_args(&self) -> String {
+        self.disabled
+            .iter()
+            .map(|p| format!("--disable-probe {p}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// `agent 2 kprobe (127.0.0.1:9838, --disable-probe fentry:oom_kill_process)`.
+    pub fn describe(&self) -> String {
+        let n = AGENTS.iter().position(|a| a == self).map_or(0, |i| i + 1);
+        let args = match self.disable_args() {
+            a if a.is_empty() => "no --disable-probe".to_string(),
+            a => a,
+        };
+        format!("agent {n} {} (127.0.0.1:{}, {args})", self.name, self.port)
+    }
+}
+
+/// What every agent's checks share: the boot's victims and kernel log.
+pub struct Kernel<'a> {
+    pub console: &'a Console,
+    pub victims: &'a [Victim],
+    pub kills: &'a [KernelKill],
+    pub invocations: &'a [Invocation],
+}
+
+/// Event field -> key of the kernel's "Killed process" line and its multiplier to bytes.
+const NUMERIC_FIELDS: [(&str, &str, i64); 7] = [
+    ("total_vm", "total-vm", 1024),
+    ("anon_rss", "anon-rss", 1024),
+    ("file_rss", "file-rss", 1024),
+    ("shmem_rss", "shmem-rss", 1024),
+    ("pgtables", "pgtables", 1024),
+    ("oom_score_adj", "oom_score_adj", 1),
+    ("uid", "UID", 1),
+];
+
+/// Every check of one agent's events, metrics, log and exit status.
+pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
+    let section = |base: &str| k.console.section(&agent.section(base));
+    let mut checks = Vec::new();
+    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
+
+    // Events: one per victim, fields equal to the kernel's numbers.
+    let mut problems = Vec::new();
+    let mut events: Vec<Json> = Vec::new();
+    for line in section("events") {
+        match Json::parse(line) {
+            Ok(v) => events.push(v),
+            Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
+        }
+    }
+    let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+    for v in k.victims {
+        let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
+        if n != 1 {
+            problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
+        }
+    }
+    for e in &events {
+        if !victim_pids.contains(&pid_of(e)) {
+            problems.push(format!(
+                "event for pid {}, which is no test victim",
+                pid_of(e)
+            ));
+        }
+    }
+    checks.push(check(
+        "one event per victim",
+        problems,
+        format!("{} events for {} victims", events.len(), k.victims.len()),
+    ));
+
+    let mut fields = Vec::new();
+    let mut cgroups = Vec::new();
+    let mut tgids = Vec::new();
+    for e in &events {
+        let pid = pid_of(e);
+        let render = |f: &str| e.get(f).map(Json::render).unwrap_or("absent".into());
+        match k.kills.iter().find(|kill| kill.pid == pid) {
+            None => fields.push(format!("pid {pid}: no kernel line to compare with")),
+            Some(kill) => {
+                if e.get("comm").and_then(Json::as_str) != Some(kill.comm.as_str()) {
+                    fields.push(format!(
+                        "pid {pid} comm: agent {} kernel {:?}",
+                        render("comm"),
+                        kill.comm
+                    ));
+                }
+                for (field, key, mult) in NUMERIC_FIELDS {
+                    let want = kill.numbers.get(key).map(|n| n * mult);
+                    if e.get(field).and_then(Json::as_i64) != want || want.is_none() {
+                        fields.push(format!(
+                            "pid {pid} {field}: agent {} kernel {}",
+                            render(field),
+                            want.map_or("absent".into(), |w| w.to_string())
+                        ));
+                    }
+                }
+            }
+        }
+        let want_cg = k
+            .victims
+            .iter()
+            .find(|v| v.pid == pid)
+            .map(|v| format!("/{}", v.cgroup));
+        let got_cg = e.get("cgroup").and_then(Json::as_str).map(str::to_string);
+        if got_cg.is_none() || got_cg != want_cg {
+            cgroups.push(format!(
+                "pid {pid} cgroup: agent {} expected {} (source {})",
+                render("cgroup"),
+                want_cg.unwrap_or("?".into()),
+                e.get("sources")
+                    .and_then(|s| s.get("cgroup"))
+                    .map(Json::render)
+                    .unwrap_or("none".into())
+            ));
+        }
+        if e.get("tgid").and_then(Json::as_i64) != Some(pid) {
+            tgids.push(format!(
+                "pid {pid} tgid: agent {} expected {pid}",
+                render("tgid")
+            ));
+        }
+    }
+    let n = events.len();
+    checks.push(check(
+        "fields = kernel",
+        fields,
+        format!("{n} events: pid comm uid memory pgtables oom_score_adj equal"),
+    ));
+    checks.push(check(
+        "cgroup v2 path",
+        cgroups,
+        format!("{n} events: /t or /g"),
+    ));
+    checks.push(check("tgid", tgids, format!("{n} events: tgid = pid")));
+    checks.push(super::vm_check_oom::check_oom(
+        agent,
+        &events,
+        k.victims,
+        k.invocations,
+    ));
+    checks.push(memory_events(k, &events));
+    checks.push(metrics(agent, section("metrics"), n));
+    checks.push(probes(agent, section("agent-log")));
+
+    let exit = section("agent-exit").first().map(|s| s.trim().to_string());
+    checks.push(check(
+        "agent exit 0",
+        if exit.as_deref() == Some("0") {
+            vec![]
+        } else {
+            vec![format!("agent exit status {exit:?} after SIGTERM")]
+        },
+        "exit 0 after SIGTERM".into(),
+    ));
+    checks
+}
+
+/// memory.events: the kernel counts oom_kill once per "Killed process" line, and a
+/// memory.oom.group kill prints and counts its chosen task twice (one victim, one event).
+fn memory_events(k: &Kernel, events: &[Json]) -> Check {
+    let mut problems = Vec::new();
+    let mut counts = Vec::new();
+    for cg in ["t", "g"] {
+        let section = k.console.section(&format!("memory.events-{cg}"));
+        let got = key_value(section, "oom_kill");
+        let in_cg = |e: &&Json| e.get("cgroup").and_then(Json::as_str) == Some(&format!("/{cg}"));
+        let n_events = events.iter().filter(in_cg).count() as i64;
+        let in_phase: Vec<&KernelKill> = k.kills.iter().filter(|kill| kill.phase == cg).collect();
+        let lines = in_phase.len() as i64;
+        let distinct = in_phase
+            .iter()
+            .map(|kill| kill.pid)
+            .collect::<BTreeSet<_>>()
+            .len() as i64;
+        let group = key_value(section, "oom_group_kill");
+        let render = |v: Option<i64>| v.map_or("absent".into(), |g| g.to_string());
+        counts.push(format!(
+            "/{cg} oom_kill {} = {lines} kernel lines ({n_events} events{}), oom_group_kill {}",
+            render(got),
+            if lines > distinct {
+                format!(" + {} chosen task counted twice", lines - distinct)
+            } else {
+                String::new()
+            },
+            render(group)
+        ));
+        if got != Some(lines) || n_events != distinct {
+            problems.push(format!(
+                "/{cg}: memory.events oom_kill {}, kernel 'Killed process' lines {lines} \
+                 ({distinct} distinct pids), agent events with cgroup /{cg}: {n_events}",
+                render(got),
+            ));
+        }
+        let want_group = i64::from(cg == "g");
+        if group.is_some_and(|g| g != want_group) {
+            problems.push(format!(
+                "/{cg}: memory.events oom_group_kill {group:?}, expected {want_group}"
+            ));
+        }
+    }
+    check("memory.events", problems, counts.join("; "))
+}
+
+/// `oomwatch_oom_kills_all_total` counts the events; `oomwatch_probe_attached` says 1 for the
+/// agent's source of OOM context and 0 for each row it disabled.
+fn metrics(agent: &Agent, lines: &[String], n: usize) -> Check {
+    let mut problems = Vec::new();
+    let total = key_value(lines, "oomwatch_oom_kills_all_total");
+    if total != Some(n as i64) {
+        problems.push(format!(
+            "oomwatch_oom_kills_all_total {total:?}, expected {n}"
+        ));
+    }
+    let want = std::iter::once((agent.oom_probe, 1)).chain(agent.disabled.iter().map(|p| (*p, 0)));
+    let mut said = Vec::new();
+    for (probe, value) in want {
+        let key = format!("oomwatch_probe_attached{{probe=\"{probe}\"}}");
+        let got = key_value(lines, &key);
+        if got != Some(value) {
+            problems.push(format!("{key} {got:?}, expected {value}"));
+        }
+        said.push(format!("{probe} {value}"));
+    }
+    check(
+        "metrics",
+        problems,
+        format!(
+            "oomwatch_oom_kills_all_total {n}, probe_attached {}",
+            said.join(", ")
+        ),
+    )
+}
+
+/// The log says `probe attached` for both mark_victim rows and the agent's source of OOM
+/// context, and `probe unavailable` (disabled by --disable-probe) for each row it disabled.
+fn probes(agent: &Agent, log: &[String]) -> Check {
+    let status = probe_status(log);
+    let mut problems = Vec::new();
+    for p in REQUIRED_PROBES.iter().chain([&agent.oom_probe]) {
+        match status.get(*p) {
+            Some((true, _)) => {}
+            Some((false, reason)) => problems.push(format!("{p}: unavailable: {reason}")),
+            None => problems.push(format!("{p}: not mentioned in the agent log")),
+        }
+    }
+    for p in agent.disabled {
+        match status.get(*p) {
+            Some((false, reason)) if reason == DISABLED => {}
+            Some((ok, d)) => problems.push(format!(
+                "{p}: {} ({d}), expected unavailable ({DISABLED})",
+                if *ok { "attached" } else { "unavailable" }
+            )),
+            None => problems.push(format!("{p}: not mentioned in the agent log")),
+        }
+    }
+    let listing: Vec<String> = status
+        .iter()
+        .map(|(p, (ok, d))| {
+            let state = if *ok { "attached" } else { "unavailable" };
+            format!("{p} {state} ({d})")
+        })
+        .collect();
+    check("probes attached", problems, listing.join("\n"))
+}
+
+#[cfg(test)]
+#[path = "vm_agent_tests.rs"]
+mod tests;
