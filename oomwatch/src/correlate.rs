@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
 
 use crate::cgroup::IdResolver;
-use crate::event::{OomEvent, Source, Task};
+use crate::event::{OomContext, OomEvent, Source, Trigger};
+use crate::gfp::GfpDecoder;
 use crate::invocation::Invocations;
 use crate::kmsg::KmsgRecord;
 use crate::kmsg_context::KmsgContexts;
@@ -46,6 +47,8 @@ pub struct Correlator {
     kmsg: Option<KmsgContexts>,
     /// Victims waiting (until the deadline) for their kernel-log context.
     held: Vec<(OomEvent, Instant)>,
+    /// Names for GFP masks the probes report.
+    gfp: Option<GfpDecoder>,
 }
 
 impl Correlator {
@@ -70,7 +73,14 @@ impl Correlator {
             oom_source: None,
             kmsg: None,
             held: Vec::new(),
+            gfp: None,
         }
+    }
+
+    /// Decodes probe-reported GFP masks with this kernel's flag layout.
+    pub fn with_gfp(mut self, gfp: Option<GfpDecoder>) -> Self {
+        self.gfp = gfp;
+        self
     }
 
     /// Takes invocation context from the kernel's OOM report (`/dev/kmsg`) instead of a probe.
@@ -102,13 +112,12 @@ impl Correlator {
 
     /// Attaches kernel-log context if there is one, or holds the event for it (bounded).
     fn finish(&mut self, mut ev: OomEvent, now: Instant, out: &mut Vec<OomEvent>) {
-        let Some(k) = self.kmsg.as_mut().filter(|_| ev.oom.is_none()) else {
+        let Some(k) = self.kmsg.as_mut().filter(|_| ev.oom_id.is_none()) else {
             out.push(ev);
             return;
         };
         if let Some((id, ctx)) = k.take(ev.pid) {
-            ev.oom_id = Some(id);
-            ev.oom = Some(ctx);
+            set_context(&mut ev, id, ctx);
             ev.sources.insert("oom", Source::Kmsg);
             out.push(ev);
         } else {
@@ -219,11 +228,13 @@ impl Correlator {
             return;
         };
         let resolver = &mut self.resolver;
-        let ctx = self
+        let mut ctx = self
             .invocations
             .context(&inv, |id| resolver.as_mut().and_then(|r| r.resolve(id)));
-        ev.oom_id = Some(inv.id);
-        ev.oom = Some(ctx);
+        if let (Some(gfp), Some(_)) = (&self.gfp, &ctx.gfp_mask) {
+            ctx.gfp_flags = Some(gfp.decode(inv.rec.gfp_mask));
+        }
+        set_context(ev, inv.id, ctx);
         ev.sources.insert("oom", inv.source);
     }
 
@@ -297,6 +308,18 @@ impl Correlator {
     }
 }
 
+/// Puts an invocation's context on a victim's event: flags a group member, hands the trigger's
+/// cgroup to `trigger`.
+fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
+    ctx.group_kill = ctx.chosen.as_ref().map(|c| c.pid != ev.pid);
+    if let Some(t) = ev.trigger.as_mut() {
+        t.cgroup = ctx.trigger_cgroup.take();
+        t.cgroup_id = ctx.trigger_cgroup_id.take();
+    }
+    ev.oom_id = Some(id);
+    ev.oom = ctx;
+}
+
 fn slot(p: &mut Pending, kind: RecordKind) -> &mut Option<VictimRecord> {
     match kind {
         RecordKind::MarkVictimTracepoint => &mut p.tp,
@@ -343,10 +366,12 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
     let (ktime_ns, trigger) = match first {
         Some(r) => {
             sources.insert("trigger", Source::from_kind(r.kind));
-            let t = Task {
+            let t = Trigger {
                 pid: r.trigger_pid,
                 tgid: r.trigger_tgid,
                 comm: comm_str(&r.trigger_comm),
+                cgroup: None,
+                cgroup_id: None,
             };
             (r.ktime_ns, Some(t))
         }
@@ -370,7 +395,7 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         cgroup_id,
         trigger,
         oom_id: None,
-        oom: None,
+        oom: OomContext::default(),
         sources,
     }
 }

@@ -36,12 +36,23 @@ pub enum Source {
     Cgroupfs,
 }
 
-/// A task other than the victim (e.g. the one whose allocation invoked the killer).
+/// A task other than the victim (the one the killer chose).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Task {
     pub pid: i32,
     pub tgid: i32,
     pub comm: String,
+}
+
+/// The task whose allocation invoked the OOM killer, and its memory cgroup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Trigger {
+    pub pid: i32,
+    pub tgid: i32,
+    pub comm: String,
+    /// Its memory cgroup path; `null` when no source names it.
+    pub cgroup: Option<String>,
+    pub cgroup_id: Option<u64>,
 }
 
 /// Why the kernel killed: the OOM invocation that chose this victim. Victims of one invocation
@@ -53,21 +64,27 @@ pub struct OomContext {
     pub constraint: Option<String>,
     /// The failed allocation's GFP mask, e.g. `0xcc0`.
     pub gfp_mask: Option<String>,
+    /// The same as flag names, as the kernel prints them (`["GFP_KERNEL"]`).
+    pub gfp_flags: Option<Vec<String>>,
     /// The failed allocation's order (pages = 2^order; -1 when the OOM was not for an allocation).
     pub order: Option<i32>,
     /// Size of the OOM domain in pages (the memcg limit, or all of RAM + swap).
     pub totalpages: Option<u64>,
     /// The chosen task's badness points.
-    pub points: Option<i64>,
+    pub badness: Option<i64>,
     /// The task the killer chose (for group kills, the other victims are killed with it).
     pub chosen: Option<Task>,
     /// The memory cgroup that hit its limit (`oc->memcg`); `null` for a global OOM.
-    pub memcg: Option<String>,
-    pub memcg_id: Option<u64>,
+    pub oom_memcg: Option<String>,
+    pub oom_memcg_id: Option<u64>,
     /// The kernel's `message` argument: `Out of memory` or `Memory cgroup out of memory`.
     pub message: Option<String>,
-    /// The memory cgroup of the task whose allocation invoked the killer.
+    /// Killed as a member of a `memory.oom.group`, not as the chosen task itself.
+    pub group_kill: Option<bool>,
+    /// The memory cgroup of the task whose allocation invoked the killer (goes to `trigger`).
+    #[serde(skip)]
     pub trigger_cgroup: Option<String>,
+    #[serde(skip)]
     pub trigger_cgroup_id: Option<u64>,
 }
 
@@ -96,11 +113,13 @@ pub struct OomEvent {
     /// Kernfs id (inode number) of that cgroup.
     pub cgroup_id: Option<u64>,
     /// The task running when the victim was marked (the allocation that invoked the killer).
-    pub trigger: Option<Task>,
+    pub trigger: Option<Trigger>,
     /// Agent-local number of the OOM invocation; shared by all victims of one invocation.
     pub oom_id: Option<u64>,
-    /// The invocation's context (why this victim); `null` when no `oom_kill_process` probe ran.
-    pub oom: Option<OomContext>,
+    /// The invocation's context (why this victim), flattened into the event; all `null` when no
+    /// source of it is available.
+    #[serde(flatten)]
+    pub oom: OomContext,
     /// Field group → where it came from. Groups: `pid`, `tgid`, `comm`, `uid`, `memory`,
     /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`.
     pub sources: BTreeMap<&'static str, Source>,
@@ -152,7 +171,7 @@ mod tests {
             cgroup_id: Some(77),
             trigger: None,
             oom_id: None,
-            oom: None,
+            oom: OomContext::default(),
             sources,
         }
     }

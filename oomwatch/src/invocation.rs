@@ -93,17 +93,18 @@ impl Invocations {
             gfp_mask: has(oom_field::GFP_MASK).then(|| format!("{:#x}", r.gfp_mask)),
             order: has(oom_field::ORDER).then_some(r.order),
             totalpages: has(oom_field::TOTALPAGES).then_some(r.totalpages),
-            points: has(oom_field::CHOSEN_POINTS).then_some(r.chosen_points),
+            badness: has(oom_field::CHOSEN_POINTS).then_some(r.chosen_points),
             chosen: has(oom_field::CHOSEN).then(|| Task {
                 pid: r.chosen_pid,
                 tgid: r.chosen_tgid,
                 comm: comm_str(&r.chosen_comm),
             }),
-            memcg: memcg_id.and_then(&mut resolve),
-            memcg_id,
+            oom_memcg: memcg_id.and_then(&mut resolve),
+            oom_memcg_id: memcg_id,
             message: has(oom_field::MESSAGE).then(|| nul_str(&r.message)),
             trigger_cgroup: trigger_cgroup_id.and_then(&mut resolve),
             trigger_cgroup_id,
+            ..OomContext::default()
         }
     }
 
@@ -193,7 +194,7 @@ mod tests {
         let c = invs.context(&i, |id| (id == 42).then(|| "/t".to_string()));
         assert_eq!(c.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
         assert_eq!(c.gfp_mask.as_deref(), Some("0xcc0"));
-        assert_eq!(c.memcg.as_deref(), Some("/t"));
+        assert_eq!(c.oom_memcg.as_deref(), Some("/t"));
         assert_eq!(c.message.as_deref(), Some("Memory cgroup out of memory"));
         assert_eq!(c.order, None, "absent bits stay absent");
         assert_eq!(c.chosen.unwrap().pid, 10);

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::event::{OomContext, Task};
+use crate::gfp::names_from_log;
 use crate::kmsg::oom::{ConstraintKind, OomItem, OomReportParser, TaskDump};
 use crate::kmsg::record::KmsgRecord;
 
@@ -23,8 +24,11 @@ struct Header {
     id: u64,
     ctx: OomContext,
     dump: Option<TaskDump>,
-    /// A "Killed process" line has been seen for this header (group kills repeat it).
+    /// A "Killed process" line has been seen for this header.
     killed_seen: bool,
+    /// "Tasks in <memcg> are going to be killed due to memory.oom.group set" followed the first
+    /// kill: the next "Killed process" lines are the same invocation's group members.
+    group: bool,
 }
 
 /// Turns kernel-log records into per-victim invocation contexts.
@@ -83,6 +87,7 @@ impl KmsgContexts {
                     id,
                     ctx: OomContext {
                         gfp_mask: Some(format!("{:#x}", inv.gfp_mask)),
+                        gfp_flags: inv.gfp_flags.as_deref().map(names_from_log),
                         order: Some(inv.order),
                         ..OomContext::default()
                     },
@@ -97,10 +102,16 @@ impl KmsgContexts {
                 None
             }
             OomItem::Constraint(c) => {
+                let page = self.page_size;
                 if let Some(h) = self.header.as_mut() {
                     h.ctx.constraint = Some(constraint_name(&c.constraint));
-                    h.ctx.memcg = c.oom_memcg;
-                    h.ctx.trigger_cgroup = c.task_memcg;
+                    h.ctx.oom_memcg = c.oom_memcg;
+                    // The report names the victim's memcg (task_memcg), not the memcg of the
+                    // task that invoked the killer: the trigger's cgroup stays unknown here.
+                    h.ctx.badness = h
+                        .dump
+                        .as_ref()
+                        .and_then(|d| badness_from_dump(d, c.pid, page));
                     h.ctx.chosen = Some(Task {
                         pid: c.pid,
                         tgid: c.pid,
@@ -109,34 +120,35 @@ impl KmsgContexts {
                 }
                 None
             }
+            OomItem::GroupKill { .. } => {
+                if let Some(h) = self.header.as_mut() {
+                    h.group = true;
+                }
+                None
+            }
             OomItem::Killed(k) => {
-                let page = self.page_size;
-                let (id, mut ctx) = match self.header.as_mut() {
-                    // A header already followed by a kill of another pid, with no new header in
-                    // between, is a group kill: same invocation.
-                    Some(h) => {
-                        h.killed_seen = true;
-                        let mut ctx = h.ctx.clone();
-                        ctx.points = h
-                            .dump
-                            .as_ref()
-                            .zip(ctx.chosen.as_ref())
-                            .filter(|(_, chosen)| chosen.pid == k.pid)
-                            .and_then(|(d, _)| badness_from_dump(d, k.pid, page));
-                        (h.id, ctx)
+                let message = k.reason.clone().unwrap_or_else(|| {
+                    if k.memcg {
+                        "Memory cgroup out of memory"
+                    } else {
+                        "Out of memory"
                     }
-                    None => (self.new_id(), OomContext::default()),
-                };
-                ctx.message = k.reason.clone().or_else(|| {
-                    Some(
-                        if k.memcg {
-                            "Memory cgroup out of memory"
-                        } else {
-                            "Out of memory"
-                        }
-                        .into(),
-                    )
+                    .into()
                 });
+                let (id, mut ctx) = match self.header.as_mut() {
+                    // The first kill after a header, or a member of its group kill.
+                    Some(h) if !h.killed_seen || h.group => {
+                        h.killed_seen = true;
+                        (h.id, h.ctx.clone())
+                    }
+                    // Another kill without a header of its own: the kernel rate-limited that
+                    // report's header, so all that is known is this line.
+                    _ => {
+                        self.header = None;
+                        (self.new_id(), OomContext::default())
+                    }
+                };
+                ctx.message = Some(message);
                 if self
                     .by_pid
                     .iter()

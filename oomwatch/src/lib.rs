@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod commands;
 pub mod correlate;
 pub mod event;
+pub mod gfp;
 pub mod invocation;
 pub mod kmsg;
 pub mod kmsg_context;

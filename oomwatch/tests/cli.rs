@@ -132,7 +132,9 @@ fn missing_btf_falls_back_to_the_tracepoint_with_a_warning() {
 
 #[test]
 fn disable_probe_takes_known_names_only() {
-    let o = oomwatch(&["--disable-probe", "kprobe:nope"]).output().unwrap();
+    let o = oomwatch(&["--disable-probe", "kprobe:nope"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--disable-probe"), "{}", stderr(&o));
 }

@@ -36,7 +36,7 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         cgroup_id: Some(1234),
         trigger: None,
         oom_id: None,
-        oom: None,
+        oom: oomwatch::event::OomContext::default(),
         sources,
     }
 }

@@ -65,13 +65,10 @@ pub fn check_oom(
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        let oom = e.get("oom").unwrap_or(&Json::Null);
-        if *oom == Json::Null {
-            problems.push(format!(
-                "pid {pid}: oom is {} (oom_id {})",
-                oom.render(),
-                e.get("oom_id").map_or("absent".into(), Json::render)
-            ));
+        // The invocation's fields are flattened into the event.
+        let oom = e;
+        if matches!(e.get("oom_id"), None | Some(Json::Null)) {
+            problems.push(format!("pid {pid}: oom_id is null: no invocation context"));
             continue;
         }
         match e.get("oom_id").and_then(Json::as_i64) {
@@ -126,27 +123,30 @@ pub fn check_oom(
                 ("order", inv.order.and_then(n)),
                 ("chosen.pid", n(chosen)),
                 ("chosen.comm", str_of(inv.summary.get("task"))),
-                ("memcg", str_of(inv.summary.get("oom_memcg"))),
-                ("trigger_cgroup", victim_cg.as_deref().and_then(s)),
+                ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
+                ("group_kill", Some(Json::Bool(pid != chosen))),
                 ("event.trigger.comm", s(&inv.invoker)),
             ]);
             if kmsg {
                 expected.extend([
-                    ("points", row.and_then(kmsg_points)),
+                    ("badness", row.and_then(kmsg_points)),
                     ("totalpages", null.clone()),
-                    ("memcg_id", null.clone()),
-                    ("trigger_cgroup_id", null.clone()),
+                    ("oom_memcg_id", null.clone()),
+                    // The report names the victim's memcg, not the trigger's.
+                    ("trigger.cgroup", null.clone()),
+                    ("trigger.cgroup_id", null.clone()),
                 ]);
             } else {
                 let cgroup_id = e.get("cgroup_id").cloned();
                 expected.extend([
                     (
-                        "points",
+                        "badness",
                         row.and_then(|r| badness(r, totalpages)).and_then(n),
                     ),
                     ("totalpages", n(totalpages)),
-                    ("memcg_id", cgroup_id.clone()),
-                    ("trigger_cgroup_id", cgroup_id),
+                    ("oom_memcg_id", cgroup_id.clone()),
+                    ("trigger.cgroup", victim_cg.as_deref().and_then(s)),
+                    ("trigger.cgroup_id", cgroup_id),
                 ]);
             }
         }
@@ -223,12 +223,12 @@ const NOT_IN_A_BARE_KILLED_LINE: [&str; 10] = [
     "gfp_mask",
     "order",
     "totalpages",
-    "points",
+    "badness",
     "chosen",
-    "memcg",
-    "memcg_id",
-    "trigger_cgroup",
-    "trigger_cgroup_id",
+    "oom_memcg",
+    "oom_memcg_id",
+    "trigger.cgroup",
+    "trigger.cgroup_id",
 ];
 
 #[cfg(test)]

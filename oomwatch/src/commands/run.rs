@@ -102,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         logger,
         status,
         constraints,
+        gfp,
     } = probes;
     let counters = Arc::new(Mutex::new(counters));
     metrics.set_ebpf_counters_reader(Box::new(move || {
@@ -128,7 +129,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Duration::from_millis(args.correlation_window_ms),
         host,
         hierarchy.map(IdResolver::new),
-    );
+    )
+    .with_gfp(gfp);
     let oom_source = if probes_attached(&status, loader::PROBE_OOM_KILL_FENTRY) {
         Some(Source::OomKillFentry)
     } else if probes_attached(&status, loader::PROBE_OOM_KILL_KPROBE) {

@@ -9,6 +9,7 @@ use oomwatch_common::{counter, MarkVictimOffsets, OomControlOffsets, TaskOffsets
 use super::attach;
 use super::btf::Btf;
 use super::offsets;
+use crate::gfp::GfpDecoder;
 
 /// The eBPF object, built by `cargo xtask build` and embedded by `build.rs` (empty when it was
 /// not built, e.g. under a plain `cargo check`).
@@ -73,6 +74,8 @@ pub struct Probes {
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// `enum oom_constraint` value → name, from this kernel's BTF (empty without BTF).
     pub constraints: Vec<(i64, String)>,
+    /// GFP flag names for this kernel's bit layout, when its BTF has them (6.10+).
+    pub gfp: Option<GfpDecoder>,
 }
 
 impl Probes {
@@ -111,6 +114,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .as_ref()
         .map(offsets::constraint_names)
         .unwrap_or_default();
+    let gfp = btf.as_ref().ok().and_then(GfpDecoder::from_btf);
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);
 
@@ -205,6 +209,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         status,
         logger,
         constraints,
+        gfp,
     })
 }
 

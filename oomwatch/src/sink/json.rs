@@ -52,7 +52,7 @@ mod tests {
             cgroup_id: None,
             trigger: None,
             oom_id: None,
-            oom: None,
+            oom: crate::event::OomContext::default(),
             sources: BTreeMap::new(),
         };
         let mut w = JsonLines::new(Vec::new());

@@ -391,7 +391,7 @@ mod tests {
             cgroup_id: None,
             trigger: None,
             oom_id: None,
-            oom: None,
+            oom: crate::event::OomContext::default(),
             sources: Default::default(),
         }
     }
