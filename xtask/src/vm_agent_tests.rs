@@ -2,13 +2,13 @@
 
 use super::super::vm_check::{
     check_console,
-    tests::{fixed, get, mutate_in, FIXTURE},
+    tests::{get, mutate_in, FIXTURE},
 };
 use super::*;
 
 /// The `probe` line of `probe` in the log section of `agent`, replaced.
 fn replace_probe_line(agent_log: &str, probe: &str, new_fields: &str) -> String {
-    let text = fixed();
+    let text = FIXTURE.to_string();
     let c = Console::parse(&text);
     let line = c.sections[agent_log]
         .iter()
@@ -55,7 +55,7 @@ fn probe_problems_are_reported_with_what_the_log_said() {
 #[test]
 fn probe_attached_metrics_must_match_the_agent() {
     let from = "oomwatch_probe_attached{probe=\"kmsg:oom_report\"} 1\n";
-    let r = check_console(&mutate_in(&fixed(), from, &from.replace(" 1", " 0")));
+    let r = check_console(&mutate_in(FIXTURE, from, &from.replace(" 1", " 0")));
     assert_eq!(r.failed(), ["kmsg: metrics"]);
     assert_eq!(
         get(&r, "kmsg", "metrics").detail,

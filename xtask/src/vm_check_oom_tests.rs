@@ -1,7 +1,7 @@
 use super::super::{
     vm_check::{
         check_console,
-        tests::{fixed, get, mutate_event, mutate_in, FIXTURE},
+        tests::{get, mutate_event, mutate_in, FIXTURE},
     },
     vm_parse::oom_invocations,
 };
@@ -44,7 +44,7 @@ fn invocations_are_parsed_from_the_kernel_log() {
         Some(Json::Num("16776".into()))
     );
     assert!(inv[3].group);
-    assert_eq!(inv[3].killed, [159, 155, 154, 159]);
+    assert_eq!(inv[3].killed, [159, 154, 155, 159]);
     assert_eq!(inv[3].tasks.len(), 3);
 }
 
@@ -75,7 +75,7 @@ fn without_the_header_of_151() -> String {
             .position(|l| l.contains(&format!("Killed process {pid} ")))
             .unwrap()
     };
-    let mut text = fixed();
+    let mut text = FIXTURE.to_string();
     for line in &lines[at("150") + 1..at("151")] {
         text = mutate_in(&text, &format!("{line}\n"), "");
     }
@@ -105,100 +105,219 @@ fn a_killed_line_without_its_header_is_an_invocation_of_its_own() {
     ));
 }
 
+/// The invocation context of `pid`'s event in `section`: from `"oom_id":` up to the comma
+/// before `"sources"` (`..."group_kill":false`).
+fn context_of<'a>(text: &'a str, section: &str, pid: i64) -> &'a str {
+    let tag = format!(r#""host":"oomwatch-vm","pid":{pid},"#);
+    let mut current = "";
+    let line = text
+        .lines()
+        .find(|l| {
+            if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
+                current = name.trim_end_matches('@');
+            }
+            current == section && l.contains(&tag)
+        })
+        .unwrap_or_else(|| panic!("no {section} event for pid {pid}"));
+    &line[line.find(r#""oom_id":"#).unwrap()..line.find(r#","sources""#).unwrap()]
+}
+
+/// What an event without any invocation context (oom_id `id`) carries.
+fn only_message(id: &str, message: &str) -> String {
+    format!(
+        r#""oom_id":{id},"constraint":null,"gfp_mask":null,"gfp_flags":null,"order":null,"totalpages":null,"badness":null,"chosen":null,"oom_memcg":null,"oom_memcg_id":null,"message":{message},"group_kill":null"#
+    )
+}
+
 #[test]
 fn without_its_header_the_kmsg_context_has_only_message_and_that_is_accepted() {
     let text = without_the_header_of_151();
-    let c = super::super::vm_parse::Console::parse(&text);
-    let line = c.sections["events-kmsg"]
-        .iter()
-        .find(|l| l.contains(r#""pid":151,"#))
-        .unwrap();
-    let start = line.find(r#""oom":{"#).unwrap();
-    let end = line.find(r#"},"sources""#).unwrap() + 1;
-    let only_message = r#""oom":{"constraint":null,"gfp_mask":null,"order":null,"totalpages":null,"points":null,"chosen":null,"memcg":null,"memcg_id":null,"message":"Memory cgroup out of memory","trigger_cgroup":null,"trigger_cgroup_id":null}"#;
-    let documented = mutate_in(&text, &line[start..end], only_message);
+    // What the kmsg agent writes: a new invocation (oom_id 2) with only `message`.
+    let bare = only_message("2", r#""Memory cgroup out of memory""#);
+    let documented = mutate_in(&text, context_of(&text, "events-kmsg", 151), &bare);
     let kmsg = oom_check(&documented, "kmsg");
     assert!(kmsg.ok, "{}", kmsg.detail);
     assert!(kmsg.detail.ends_with(
         "\npid 151: the kernel suppressed the report header (rate limit); the context has only \
          message, as documented: accepted"
     ));
-    // What the agent's kmsg_context.rs does instead: it treats the bare line as one more
-    // victim of the previous report (a group kill) and hands out that report's id and context.
-    let previous = c.sections["events-kmsg"]
-        .iter()
-        .find(|l| l.contains(r#""pid":150,"#))
-        .unwrap();
-    let p_start = previous.find(r#""oom":{"#).unwrap();
-    let p_end = previous.find(r#"},"sources""#).unwrap() + 1;
-    let reused = previous[p_start..p_end].replace(r#""points":16776"#, r#""points":null"#);
-    let actual = mutate_in(&documented, only_message, &reused);
-    let actual = mutate_event(
-        &actual,
-        "events-kmsg",
-        151,
-        r#""oom_id":2"#,
-        r#""oom_id":1"#,
-    );
-    let kmsg = oom_check(&actual, "kmsg");
+    // Its former behaviour: the bare line taken for one more victim of the previous report
+    // (a group kill), with that report's id and context.
+    let reused = context_of(&text, "events-kmsg", 150)
+        .replace(r#""group_kill":false"#, r#""group_kill":true"#);
+    let kmsg = oom_check(&mutate_in(&documented, &bare, &reused), "kmsg");
     assert!(!kmsg.ok);
-    let detail = kmsg.detail;
     for want in [
         "pid 151 oom.constraint: agent \"CONSTRAINT_MEMCG\" kernel null",
+        "pid 151 oom.badness: agent 16776 kernel null",
         "pid 151 oom.chosen: agent {3 keys} kernel null",
         "oom_id 1 is shared by two OOM invocations",
         "note: pid 151: the kernel suppressed the report header",
     ] {
-        assert!(detail.contains(want), "{want:?} not in {detail}");
+        assert!(
+            kmsg.detail.contains(want),
+            "{want:?} not in {}",
+            kmsg.detail
+        );
     }
 }
 
 #[test]
-fn a_wrong_points_value_is_diffed() {
+fn a_wrong_badness_value_is_diffed() {
     let text = mutate_event(
-        &fixed(),
+        FIXTURE,
         "events",
         150,
-        r#""points":16776"#,
-        r#""points":16777"#,
+        r#""badness":16776"#,
+        r#""badness":16777"#,
     );
     assert_eq!(
         oom_check(&text, "fentry").detail,
-        "pid 150 oom.points: agent 16777 kernel 16776"
+        "pid 150 oom.badness: agent 16777 kernel 16776"
     );
-    // kmsg: the chosen task's oom_score_adj is 500, so the report cannot give its points.
+    // kmsg: the chosen task's oom_score_adj is 500, so the report cannot give its badness.
     let text = mutate_event(
-        &fixed(),
+        FIXTURE,
         "events-kmsg",
         152,
-        r#""points":null"#,
-        r#""points":24775"#,
+        r#""badness":null"#,
+        r#""badness":24775"#,
     );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
-        "pid 152 oom.points: agent 24775 kernel null"
+        "pid 152 oom.badness: agent 24775 kernel null"
+    );
+    // kmsg: a group-kill member gets the chosen task's badness (it used to be left null).
+    let text = mutate_event(
+        FIXTURE,
+        "events-kmsg",
+        155,
+        r#""badness":16709"#,
+        r#""badness":null"#,
+    );
+    assert_eq!(
+        oom_check(&text, "kmsg").detail,
+        "pid 155 oom.badness: agent null kernel 16709"
+    );
+}
+
+#[test]
+fn group_kill_is_true_only_for_the_members_the_chosen_task_took_along() {
+    for (section, agent) in [("events", "fentry"), ("events-kmsg", "kmsg")] {
+        let text = mutate_event(
+            FIXTURE,
+            section,
+            154,
+            r#""group_kill":true"#,
+            r#""group_kill":false"#,
+        );
+        assert_eq!(
+            oom_check(&text, agent).detail,
+            "pid 154 oom.group_kill: agent false kernel true"
+        );
+        let text = mutate_event(
+            FIXTURE,
+            section,
+            159,
+            r#""group_kill":false"#,
+            r#""group_kill":true"#,
+        );
+        assert_eq!(
+            oom_check(&text, agent).detail,
+            "pid 159 oom.group_kill: agent true kernel false"
+        );
+    }
+    let text = mutate_event(
+        FIXTURE,
+        "events-kprobe",
+        155,
+        r#""group_kill":true"#,
+        r#""group_kill":null"#,
+    );
+    assert_eq!(
+        oom_check(&text, "kprobe").detail,
+        "pid 155 oom.group_kill: agent null kernel true"
+    );
+    // Not a group kill: the only victim of its invocation.
+    let text = mutate_event(
+        FIXTURE,
+        "events",
+        151,
+        r#""group_kill":false"#,
+        r#""group_kill":true"#,
+    );
+    assert_eq!(
+        oom_check(&text, "fentry").detail,
+        "pid 151 oom.group_kill: agent true kernel false"
     );
 }
 
 #[test]
 fn the_kmsg_agent_must_leave_what_the_report_lacks_null() {
-    let text = mutate_event(
-        &fixed(),
-        "events-kmsg",
-        150,
-        r#""totalpages":null"#,
-        r#""totalpages":16384"#,
-    );
-    assert_eq!(
-        oom_check(&text, "kmsg").detail,
-        "pid 150 oom.totalpages: agent 16384 kernel null"
-    );
+    for (from, to, detail) in [
+        (
+            r#""totalpages":null"#,
+            r#""totalpages":16384"#,
+            "pid 150 oom.totalpages: agent 16384 kernel null",
+        ),
+        (
+            r#""oom_memcg_id":null"#,
+            r#""oom_memcg_id":23"#,
+            "pid 150 oom.oom_memcg_id: agent 23 kernel null",
+        ),
+        (
+            r#""cgroup":null,"cgroup_id":null"#,
+            r#""cgroup":"/t","cgroup_id":23"#,
+            "pid 150 oom.trigger.cgroup: agent \"/t\" kernel null\n\
+             pid 150 oom.trigger.cgroup_id: agent 23 kernel null",
+        ),
+    ] {
+        let text = mutate_event(FIXTURE, "events-kmsg", 150, from, to);
+        assert_eq!(oom_check(&text, "kmsg").detail, detail);
+    }
+}
+
+#[test]
+fn the_probes_must_give_the_trigger_and_memcg_of_oom_control() {
+    let trigger = r#""cgroup":"/g","cgroup_id":56},"oom_id""#;
+    for (from, to, detail) in [
+        (
+            trigger,
+            r#""cgroup":"/t","cgroup_id":23},"oom_id""#,
+            "pid 155 oom.trigger.cgroup: agent \"/t\" kernel \"/g\"\n\
+             pid 155 oom.trigger.cgroup_id: agent 23 kernel 56",
+        ),
+        (
+            trigger,
+            r#""cgroup":null,"cgroup_id":56},"oom_id""#,
+            "pid 155 oom.trigger.cgroup: agent null kernel \"/g\"",
+        ),
+        (
+            r#""totalpages":16384"#,
+            r#""totalpages":null"#,
+            "pid 155 oom.totalpages: agent null kernel 16384",
+        ),
+        (
+            r#""oom_memcg":"/g","oom_memcg_id":56"#,
+            r#""oom_memcg":"/","oom_memcg_id":1"#,
+            "pid 155 oom.oom_memcg: agent \"/\" kernel \"/g\"\n\
+             pid 155 oom.oom_memcg_id: agent 1 kernel 56",
+        ),
+        (
+            r#""chosen":{"pid":159,"#,
+            r#""chosen":{"pid":155,"#,
+            "pid 155 oom.chosen.pid: agent 155 kernel 159",
+        ),
+    ] {
+        let text = mutate_event(FIXTURE, "events-kprobe", 155, from, to);
+        assert_eq!(oom_check(&text, "kprobe").detail, detail);
+    }
 }
 
 #[test]
 fn the_source_must_be_the_agents_own() {
     let text = mutate_event(
-        &fixed(),
+        FIXTURE,
         "events-kprobe",
         151,
         r#""oom":"kprobe:oom_kill_process""#,
@@ -212,31 +331,23 @@ fn the_source_must_be_the_agents_own() {
 
 #[test]
 fn a_null_context_is_reported() {
-    let c = super::super::vm_parse::Console::parse(FIXTURE);
-    let line = c.sections["events-kprobe"]
-        .iter()
-        .find(|l| l.contains(r#""pid":151,"#))
-        .unwrap();
-    let start = line.find(r#""oom_id":2,"oom":{"#).unwrap();
-    let end = line.find(r#"},"sources""#).unwrap() + 1;
-    let from = &line[start..end];
     let text = mutate_event(
-        &fixed(),
+        FIXTURE,
         "events-kprobe",
         151,
-        from,
-        r#""oom_id":null,"oom":null"#,
+        context_of(FIXTURE, "events-kprobe", 151),
+        &only_message("null", "null"),
     );
     assert_eq!(
         oom_check(&text, "kprobe").detail,
-        "pid 151: oom is null (oom_id null)"
+        "pid 151: oom_id is null: no invocation context"
     );
 }
 
 #[test]
 fn oom_ids_must_group_victims_by_invocation() {
     let text = mutate_event(
-        &fixed(),
+        FIXTURE,
         "events-kmsg",
         155,
         r#""oom_id":4"#,
@@ -244,9 +355,9 @@ fn oom_ids_must_group_victims_by_invocation() {
     );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
-        "victims of one OOM invocation (killed [159, 155, 154, 159]) have oom_ids {4, 5}"
+        "victims of one OOM invocation (killed [159, 154, 155, 159]) have oom_ids {4, 5}"
     );
-    let text = mutate_event(&fixed(), "events", 151, r#""oom_id":2"#, r#""oom_id":1"#);
+    let text = mutate_event(FIXTURE, "events", 151, r#""oom_id":2"#, r#""oom_id":1"#);
     assert_eq!(
         oom_check(&text, "fentry").detail,
         "oom_id 1 is shared by two OOM invocations"

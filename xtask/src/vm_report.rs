@@ -139,9 +139,14 @@ mod tests {
             "one event per victim  PASS   PASS   PASS   PASS   PASS   PASS",
         ];
         assert_eq!(lines[..want.len()], want);
-        assert!(
-            lines.contains(&"oom context           PASS   PASS   PASS   PASS   FAIL   FAIL".into())
-        );
+        // The real sample passes every check of every agent.
+        for line in &lines[3..lines.len() - 1] {
+            assert!(
+                line.ends_with("PASS   PASS   PASS   PASS   PASS   PASS"),
+                "{line}"
+            );
+        }
+        assert!(lines.iter().any(|l| l.starts_with("oom context ")));
         assert_eq!(lines.len(), 3 + 2 + 9 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
