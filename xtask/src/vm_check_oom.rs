@@ -2,7 +2,7 @@
 //! kernel's own report of the same invocation ("invoked oom-killer" header, task dump,
 //! "oom-kill:" summary, "Killed process" lines). The `oom_kill_process` probes (fentry or
 //! kprobe) read `struct oom_control`; the kernel-log source `kmsg:oom_report` has only what the
-//! report prints, so `totalpages` and the cgroup ids are null and `points` lacks the
+//! report prints, so `totalpages` and the cgroup ids are null and `badness` lacks the
 //! `oom_score_adj` term (null unless the chosen task's is 0).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -196,10 +196,10 @@ pub fn check_oom(
         })
         .collect();
     let compared = if kmsg {
-        "constraint gfp_mask order points chosen memcg message trigger = kernel, totalpages \
-         memcg_id trigger_cgroup_id null"
+        "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = kernel, \
+         totalpages oom_memcg_id trigger.cgroup null"
     } else {
-        "constraint gfp_mask order totalpages points chosen memcg message trigger = kernel"
+        "constraint gfp_mask order totalpages badness chosen oom_memcg group_kill message trigger = kernel"
     };
     let ok_detail = format!(
         "{} events from {}: {compared}; oom_id {}",
