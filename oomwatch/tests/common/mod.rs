@@ -332,23 +332,7 @@ impl Kmsg {
 
     /// Reads records until the "Killed process <pid>" line shows up.
     pub fn killed(&mut self, pid: i32, timeout: Duration) -> KernelKill {
-        let needle = format!("Killed process {pid} (");
-        let end = Instant::now() + timeout;
-        let mut buf = vec![0u8; 8192];
-        while Instant::now() < end {
-            // SAFETY: buf is a valid writable buffer of its length.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
-            let msg = rec.split_once(';').map_or(rec.as_str(), |(_, m)| m);
-            if let Some(i) = msg.find(&needle) {
-                return parse_killed(&msg[i..]).unwrap_or_else(|| panic!("unparsed: {msg}"));
-            }
-        }
-        panic!("no 'Killed process {pid}' line in /dev/kmsg within {timeout:?}");
+        self.invocation_of(pid, timeout).1
     }
 }
 
