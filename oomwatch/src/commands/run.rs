@@ -123,6 +123,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     let host = args.host.clone().unwrap_or_else(hostname);
+    match &gfp {
+        Some(_) => tracing::info!("GFP flag names: this kernel's bit layout from BTF"),
+        None => tracing::info!(
+            "GFP flag names: not in this kernel's BTF (before 6.10); only the kernel log's own decoding"
+        ),
+    }
     let mut correlator = Correlator::new(
         expect_tp,
         expect_btf,
