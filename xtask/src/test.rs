@@ -159,6 +159,16 @@ fn run_steps(
     }
     run_counting(&mut tests, counts).context("[test] step cargo test")?;
     passed.push("cargo-test");
+
+    // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
+    // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    if util::is_root() || ci {
+        crate::vm::vm_test("all", false).context("[test] step vm-test")?;
+        passed.push("vm-test");
+    } else {
+        eprintln!("[{STEP}] note: not root, vm-test skipped (run `cargo xtask vm-test` as root)");
+    }
     Ok(())
 }
 

@@ -15,6 +15,10 @@ use crate::util::{self, run};
 
 const PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
 
+/// Packages apt may remove to install [`PACKAGES`]; each is reinstalled from Debian 12 at once.
+/// (The machine image carries a backported qemu-utils that Debian 12's qemu conflicts with.)
+const REPLACEABLE: [&str; 1] = ["qemu-utils"];
+
 /// A kernel series and the `apt-cache search` pattern of its cloud image packages.
 pub struct Series {
     pub label: &'static str,
@@ -70,10 +74,16 @@ pub fn ensure_packages() -> Result<()> {
              apt-get install -y --no-install-recommends {list}"
         );
     }
-    // Never let apt make room by removing other packages (a backported qemu-utils, for
-    // one, conflicts with Debian 12's qemu-system-x86): say so and stop instead.
+    // Never let apt make room by removing other packages, with one known exception: this kind
+    // of machine ships a backported qemu-utils that Debian 12's qemu-system-x86 conflicts with.
+    // That one is replaced by Debian 12's own qemu-utils (so qemu-img stays); anything else
+    // apt would remove stops the set-up with the command to accept it.
     let removals = would_remove(&missing);
-    if !removals.is_empty() {
+    let replaced: Vec<&String> = removals
+        .iter()
+        .filter(|r| REPLACEABLE.contains(&r.as_str()))
+        .collect();
+    if removals.len() != replaced.len() {
         bail!(
             "[{STEP}] installing {list} would remove {}: not done; to accept that, as root run: \
              apt-get install -y --no-install-recommends {list}",
@@ -82,12 +92,28 @@ pub fn ensure_packages() -> Result<()> {
     }
     eprintln!("[{STEP}] installing {list}");
     let started = Instant::now();
-    let mut args = vec!["install", "-y", "--no-install-recommends", "--no-remove"];
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    if replaced.is_empty() {
+        args.push("--no-remove");
+    }
     args.extend(&missing);
     if run(STEP, &mut apt_get(&args)).is_err() {
         eprintln!("[{STEP}] apt-get install failed; updating the package lists and retrying");
         run(STEP, &mut apt_get(&["update"]))?;
         run(STEP, &mut apt_get(&args))?;
+    }
+    for r in &replaced {
+        eprintln!("[{STEP}] {r} (a backport that Debian 12's qemu conflicts with) was removed; installing Debian 12's {r}");
+        run(
+            STEP,
+            &mut apt_get(&[
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "--no-remove",
+                r.as_str(),
+            ]),
+        )?;
     }
     if let Some(p) = missing.iter().find(|p| !dpkg_installed(p)) {
         bail!("[{STEP}] {p} is still not installed after apt-get install");
