@@ -48,6 +48,11 @@ pub mod field {
     pub const OOM_SCORE_ADJ: u32 = 1 << 8;
     pub const TGID: u32 = 1 << 9;
     pub const MEMCG_ID: u32 = 1 << 10;
+    /// The victim's pending signals were read (then [`SIGKILL_PENDING`] is meaningful).
+    pub const SIGNALS: u32 = 1 << 11;
+    /// SIGKILL was pending for the victim when it was marked: the killer had just sent it. A
+    /// victim marked without it was already exiting and was let go without a kill.
+    pub const SIGKILL_PENDING: u32 = 1 << 12;
     /// At least one kernel read failed (the failure was also logged through aya-log).
     pub const READ_ERROR: u32 = 1 << 31;
 }
@@ -172,9 +177,12 @@ pub struct TaskOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`
     pub kernfs_node_id: u32,
+    /// `task_struct.pending.signal.sig`: the first word of the task's pending-signal set.
+    pub task_pending_signal: u32,
+    pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 48);
 
 impl TaskOffsets {
     pub const ABSENT: Self = Self {
@@ -188,8 +196,14 @@ impl TaskOffsets {
         css_cgroup: OFFSET_ABSENT,
         cgroup_kn: OFFSET_ABSENT,
         kernfs_node_id: OFFSET_ABSENT,
+        task_pending_signal: OFFSET_ABSENT,
+        _pad0: 0,
     };
 }
+
+/// SIGKILL's bit in a `sigset_t` word (signal numbers are 1-based; SIGKILL is 9 on every
+/// architecture Linux supports).
+pub const SIGKILL_BIT: u64 = 1 << (9 - 1);
 
 /// Length of the `message` argument kept from `oom_kill_process()`.
 pub const MESSAGE_LEN: usize = 64;

@@ -14,7 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use aya_log_ebpf::debug;
-use oomwatch_common::{counter, field, RecordKind, VictimRecord, OFFSET_ABSENT};
+use oomwatch_common::{counter, field, RecordKind, VictimRecord, OFFSET_ABSENT, SIGKILL_BIT};
 
 use crate::{
     cgroup, globals, header,
@@ -125,6 +125,14 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     }) {
         rec.oom_score_adj = adj;
         rec.present |= field::OOM_SCORE_ADJ;
+    }
+    if let Some(pending) =
+        read::at::<u64, _>(&ctx, task, off.task_pending_signal, "task_struct.pending")
+    {
+        rec.present |= field::SIGNALS;
+        if pending & SIGKILL_BIT != 0 {
+            rec.present |= field::SIGKILL_PENDING;
+        }
     }
     let id = cgroup::task_memcg_id(&ctx, task, &off);
     if let Some(id) = id {

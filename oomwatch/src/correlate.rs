@@ -219,6 +219,13 @@ impl Correlator {
         let mut ev = merge(&p, &self.host);
         self.fill_missing(&mut ev);
         self.add_invocation(&mut ev);
+        let sysctl = |name: &str| {
+            std::fs::read_to_string(self.proc_root.join("sys/vm").join(name))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        ev.panic_on_oom = sysctl("panic_on_oom");
+        ev.oom_kill_allocating_task = sysctl("oom_kill_allocating_task");
         ev
     }
 
@@ -316,6 +323,10 @@ fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
         t.cgroup = ctx.trigger_cgroup.take();
         t.cgroup_id = ctx.trigger_cgroup_id.take();
     }
+    ev.allocating_task_kill = ctx
+        .message
+        .as_deref()
+        .map(|m| m.contains("oom_kill_allocating_task"));
     ev.oom_id = Some(id);
     ev.oom = ctx;
 }
@@ -357,6 +368,8 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
     let pgtables = take("pgtables", field::PGTABLES).map(|r| r.pgtables_kb * 1024);
     let oom_score_adj = take("oom_score_adj", field::OOM_SCORE_ADJ).map(|r| r.oom_score_adj);
     let cgroup_id = take("cgroup", field::MEMCG_ID).map(|r| r.memcg_id);
+    let already_exiting =
+        take("already_exiting", field::SIGNALS).map(|r| r.present & field::SIGKILL_PENDING == 0);
     // Any record carries the kernel timestamp and the triggering task; take the earliest.
     let first = [p.tp, p.btf]
         .into_iter()
@@ -394,6 +407,10 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         cgroup: None,
         cgroup_id,
         trigger,
+        already_exiting,
+        panic_on_oom: None,
+        oom_kill_allocating_task: None,
+        allocating_task_kill: None,
         oom_id: None,
         oom: OomContext::default(),
         sources,

@@ -212,3 +212,24 @@ fn without_kernel_log_context_the_event_goes_out_after_the_bound() {
     assert!(evs[0].oom == OomContext::default() && evs[0].oom_id.is_none());
     assert!(c.next_deadline().is_none());
 }
+
+#[test]
+fn a_victim_marked_without_sigkill_is_flagged_already_exiting() {
+    let mut c = correlator(false, true);
+    let mut r = btf(GONE);
+    r.present |= field::SIGNALS;
+    let ev = c.push_victim(r, Instant::now()).remove(0);
+    assert_eq!(ev.already_exiting, Some(true));
+    assert_eq!(ev.sources["already_exiting"], Source::MarkVictimBtf);
+    let mut r = btf(GONE);
+    r.present |= field::SIGNALS | field::SIGKILL_PENDING;
+    assert_eq!(
+        c.push_victim(r, Instant::now())[0].already_exiting,
+        Some(false)
+    );
+    assert_eq!(
+        c.push_victim(btf(GONE), Instant::now())[0].already_exiting,
+        None,
+        "not read"
+    );
+}

@@ -114,6 +114,17 @@ pub struct OomEvent {
     pub cgroup_id: Option<u64>,
     /// The task running when the victim was marked (the allocation that invoked the killer).
     pub trigger: Option<Trigger>,
+    /// The victim was already exiting and the kernel marked it without sending SIGKILL (it is
+    /// let go first instead of killing another task); `null` when the task's signals were not
+    /// readable (no tp_btf probe).
+    pub already_exiting: Option<bool>,
+    /// `vm.panic_on_oom` when the event was built (0, 1 or 2).
+    pub panic_on_oom: Option<u8>,
+    /// `vm.oom_kill_allocating_task` when the event was built (0 or 1).
+    pub oom_kill_allocating_task: Option<u8>,
+    /// The kernel killed the allocating task itself (`vm.oom_kill_allocating_task=1`) instead of
+    /// choosing by badness: its message says `(oom_kill_allocating_task)`.
+    pub allocating_task_kill: Option<bool>,
     /// Agent-local number of the OOM invocation; shared by all victims of one invocation.
     pub oom_id: Option<u64>,
     /// The invocation's context (why this victim), flattened into the event; all `null` when no
@@ -170,6 +181,10 @@ mod tests {
             cgroup: Some("/t".into()),
             cgroup_id: Some(77),
             trigger: None,
+            already_exiting: None,
+            panic_on_oom: None,
+            oom_kill_allocating_task: None,
+            allocating_task_kill: None,
             oom_id: None,
             oom: OomContext::default(),
             sources,

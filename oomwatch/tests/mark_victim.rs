@@ -87,6 +87,20 @@ fn kill_matches_kernel_log_and_is_counted() {
         ev["trigger"]["pid"], pid,
         "tail's own allocation invoked the killer"
     );
+    assert_eq!(
+        ev["already_exiting"], false,
+        "SIGKILL was pending at the mark: {ev}"
+    );
+    assert_eq!(ev["sources"]["already_exiting"], "tp_btf:mark_victim");
+    let sysctl = |n: &str| -> i64 {
+        let text = std::fs::read_to_string(format!("/proc/sys/vm/{n}")).unwrap();
+        text.trim().parse().unwrap()
+    };
+    assert_eq!(ev["panic_on_oom"], sysctl("panic_on_oom"));
+    assert_eq!(
+        ev["oom_kill_allocating_task"],
+        sysctl("oom_kill_allocating_task")
+    );
     assert_eq!(cg.oom_kills(), 1);
 
     let metrics = agent.get("/metrics");

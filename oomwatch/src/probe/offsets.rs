@@ -43,6 +43,8 @@ pub fn task(btf: &Btf) -> Result<TaskOffsets, String> {
         css_cgroup: m("cgroup_subsys_state", "cgroup")?,
         cgroup_kn: m("cgroup", "kn")?,
         kernfs_node_id: m("kernfs_node", "id")?,
+        task_pending_signal: m("task_struct", "pending.signal.sig")?,
+        _pad0: 0,
     })
 }
 
@@ -150,6 +152,7 @@ mod tests {
             off.css_cgroup,
             off.cgroup_kn,
             off.kernfs_node_id,
+            off.task_pending_signal,
         ];
         assert!(all.iter().all(|&o| o != OFFSET_ABSENT), "{off:?}");
         assert!(mark_victim_passes_task(&btf).is_ok());
