@@ -39,8 +39,12 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         panic_on_oom: None,
         oom_kill_allocating_task: None,
         allocating_task_kill: None,
-        oom_id: None,
-        oom: oomwatch::event::OomContext::default(),
+        oom_id: Some(u64::try_from(pid).unwrap()),
+        oom: oomwatch::event::OomContext {
+            constraint: Some("CONSTRAINT_MEMCG".into()),
+            badness: Some(i64::from(pid) * 100),
+            ..Default::default()
+        },
         sources,
     }
 }
@@ -62,8 +66,8 @@ fn scenario() -> String {
         "/system.slice/app.service",
         t0 + Duration::from_millis(2_500),
     ));
-    m.set_probe_attached("tracepoint/oom/mark_victim", true);
-    m.set_probe_attached("tp_btf/mark_victim", false);
+    m.set_probe_attached("tracepoint:oom/mark_victim", true);
+    m.set_probe_attached("tp_btf:mark_victim", false);
     m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
         ringbuf_drops: 3,
         read_errors: 1,

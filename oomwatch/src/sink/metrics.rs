@@ -51,13 +51,15 @@ pub struct EbpfCounters {
 /// Reads the eBPF counters; called once per scrape.
 type CountersReader = Box<dyn Fn() -> EbpfCounters + Send + Sync>;
 
-/// A `(comm, cgroup)` label set of `oomwatch_oom_kills_total`.
-type SeriesKey = (String, String);
+/// A `(comm, cgroup, constraint)` label set of `oomwatch_oom_kills_total`.
+type SeriesKey = (String, String, String);
 
-/// One labelled series: its count and when it was last updated (an LRU tick).
+/// One labelled series: its count, the last victim's badness, and when it was last updated
+/// (an LRU tick).
 #[derive(Debug)]
 struct Series {
     kills: u64,
+    badness: Option<i64>,
     tick: u64,
 }
 
@@ -75,15 +77,34 @@ struct KillState {
     emitted: u64,
     /// Unix seconds of the most recent kill; 0 before the first.
     last_kill: f64,
+    /// OOM invocations by constraint (a handful of values: not capped).
+    invocations: BTreeMap<String, u64>,
+    /// The newest `oom_id` counted, so a group kill's victims count one invocation.
+    last_oom_id: Option<u64>,
 }
 
 impl KillState {
-    fn observe(&mut self, key: SeriesKey, unix_seconds: f64) {
+    fn observe(
+        &mut self,
+        key: SeriesKey,
+        unix_seconds: f64,
+        badness: Option<i64>,
+        oom_id: Option<u64>,
+    ) {
+        let new_invocation = match (oom_id, self.last_oom_id) {
+            (Some(id), Some(last)) => id > last,
+            _ => true,
+        };
+        if new_invocation {
+            *self.invocations.entry(key.2.clone()).or_default() += 1;
+            self.last_oom_id = oom_id.or(self.last_oom_id);
+        }
         let tick = self.next_tick;
         self.next_tick += 1;
         if let Some(s) = self.series.get_mut(&key) {
             self.lru.remove(&s.tick);
             s.kills += 1;
+            s.badness = badness.or(s.badness);
             s.tick = tick;
         } else {
             while self.series.len() >= self.cap {
@@ -93,7 +114,14 @@ impl KillState {
                 self.series.remove(&oldest);
                 self.evicted += 1;
             }
-            self.series.insert(key.clone(), Series { kills: 1, tick });
+            self.series.insert(
+                key.clone(),
+                Series {
+                    kills: 1,
+                    badness,
+                    tick,
+                },
+            );
         }
         self.lru.insert(tick, key);
         self.kills_all += 1;
@@ -180,6 +208,8 @@ impl Metrics {
                 kills_all: 0,
                 emitted: 0,
                 last_kill: 0.0,
+                invocations: BTreeMap::new(),
+                last_oom_id: None,
             }),
             probes: Mutex::new(BTreeMap::new()),
             ebpf: Mutex::new(EbpfState::default()),
@@ -188,8 +218,12 @@ impl Metrics {
 
     /// Records one victim (call once per record written).
     pub fn observe(&self, ev: &OomEvent) {
-        let key = (label_or_unknown(&ev.comm), label_or_unknown(&ev.cgroup));
-        lock(&self.kills).observe(key, ev.unix_seconds());
+        let key = (
+            label_or_unknown(&ev.comm),
+            label_or_unknown(&ev.cgroup),
+            label_or_unknown(&ev.oom.constraint),
+        );
+        lock(&self.kills).observe(key, ev.unix_seconds(), ev.oom.badness, ev.oom_id);
     }
 
     /// Sets `oomwatch_probe_attached{probe}` to 1 or 0.
@@ -224,20 +258,65 @@ impl Metrics {
 
         {
             let k = lock(&self.kills);
-            let mut rows: Vec<(&SeriesKey, u64)> =
-                k.series.iter().map(|(key, s)| (key, s.kills)).collect();
+            let mut rows: Vec<(&SeriesKey, &Series)> = k.series.iter().collect();
             // Same order as a registry gathers: by label values in label-name order.
-            rows.sort_unstable_by(|a, b| (&a.0 .1, &a.0 .0).cmp(&(&b.0 .1, &b.0 .0)));
+            rows.sort_unstable_by(|a, b| {
+                (&a.0 .1, &a.0 .0, &a.0 .2).cmp(&(&b.0 .1, &b.0 .0, &b.0 .2))
+            });
+            let labels_of = |(comm, cgroup, constraint): &SeriesKey| {
+                [
+                    ("cgroup", cgroup.clone()),
+                    ("comm", comm.clone()),
+                    ("constraint", constraint.clone()),
+                ]
+            };
             let series = rows
-                .into_iter()
-                .map(|((comm, cgroup), n)| counter(&[("cgroup", cgroup), ("comm", comm)], n as f64))
+                .iter()
+                .map(|(key, s)| {
+                    let l = labels_of(key);
+                    counter(
+                        &[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (l[2].0, &l[2].1)],
+                        s.kills as f64,
+                    )
+                })
                 .collect();
             fams.push(family(
                 "oomwatch_oom_kills_total",
-                "OOM kills by victim comm and memory cgroup (\"unknown\" when not known); \
-                 label sets are capped, the least recently updated is evicted first.",
+                "OOM kills by victim comm, memory cgroup and OOM constraint (\"unknown\" when \
+                 not known); label sets are capped, the least recently updated is evicted first.",
                 MetricType::COUNTER,
                 series,
+            ));
+            let badness = rows
+                .iter()
+                .filter_map(|(key, s)| {
+                    let l = labels_of(key);
+                    s.badness.map(|b| {
+                        gauge(
+                            &[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (l[2].0, &l[2].1)],
+                            b as f64,
+                        )
+                    })
+                })
+                .collect();
+            fams.push(family(
+                "oomwatch_oom_victim_badness",
+                "Badness points of the task the killer chose, at the last kill of this label set \
+                 (same label sets as oomwatch_oom_kills_total).",
+                MetricType::GAUGE,
+                badness,
+            ));
+            let invocations = k
+                .invocations
+                .iter()
+                .map(|(c, n)| counter(&[("constraint", c)], *n as f64))
+                .collect();
+            fams.push(family(
+                "oomwatch_oom_invocations_total",
+                "OOM killer invocations that killed, by constraint; a memory.oom.group kill is \
+                 one invocation with several victims.",
+                MetricType::COUNTER,
+                invocations,
             ));
             fams.push(family(
                 "oomwatch_oom_kills_all_total",
@@ -361,240 +440,5 @@ fn gauge(l: &[(&str, &str)], value: f64) -> Metric {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant, SystemTime};
-
-    const BUILD: BuildInfo = BuildInfo {
-        version: "0.1.0",
-        git_commit: "abc1234",
-    };
-
-    fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
-        OomEvent {
-            time: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
-            ktime_ns: 0,
-            host: "h".into(),
-            pid: 1,
-            tgid: None,
-            comm: comm.map(str::to_owned),
-            uid: None,
-            total_vm: None,
-            anon_rss: None,
-            file_rss: None,
-            shmem_rss: None,
-            pgtables: None,
-            oom_score_adj: None,
-            cgroup: cgroup.map(str::to_owned),
-            cgroup_id: None,
-            trigger: None,
-            already_exiting: None,
-            panic_on_oom: None,
-            oom_kill_allocating_task: None,
-            allocating_task_kill: None,
-            oom_id: None,
-            oom: crate::event::OomContext::default(),
-            sources: Default::default(),
-        }
-    }
-
-    /// The value of the sample line starting with `series` (name plus labels), if present.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
-    }
-
-    #[test]
-    fn metrics_is_send_and_sync() {
-        fn check<T: Send + Sync>() {}
-        check::<Metrics>();
-    }
-
-    #[test]
-    fn observe_increments_the_right_series() {
-        let m = Metrics::new(10, BUILD);
-        m.observe(&event(Some("python3"), Some("/a"), 100));
-        m.observe(&event(Some("python3"), Some("/a"), 200));
-        m.observe(&event(Some("java"), Some("/a"), 150));
-        m.observe(&event(None, None, 50));
-        m.observe(&event(Some(""), Some("/b"), 60));
-        let t = m.render();
-        let kills = |l: &str| sample(&t, &format!("oomwatch_oom_kills_total{{{l}}}"));
-        assert_eq!(kills(r#"cgroup="/a",comm="python3""#), Some(2.0));
-        assert_eq!(kills(r#"cgroup="/a",comm="java""#), Some(1.0));
-        assert_eq!(kills(r#"cgroup="unknown",comm="unknown""#), Some(1.0));
-        assert_eq!(kills(r#"cgroup="/b",comm="unknown""#), Some(1.0));
-        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
-        assert_eq!(sample(&t, "oomwatch_events_emitted_total"), Some(5.0));
-        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(4.0));
-        // The latest event time, not the last observed.
-        assert_eq!(
-            sample(&t, "oomwatch_last_oom_kill_timestamp_seconds"),
-            Some(200.0)
-        );
-    }
-
-    #[test]
-    fn lru_evicts_least_recently_updated_and_counts_evictions() {
-        let m = Metrics::new(2, BUILD);
-        let kills = |t: &str, comm: &str| {
-            sample(
-                t,
-                &format!(r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}"}}"#),
-            )
-        };
-        m.observe(&event(Some("a"), Some("/x"), 1));
-        m.observe(&event(Some("b"), Some("/x"), 2));
-        // Touch `a`: now `b` is the least recently updated.
-        m.observe(&event(Some("a"), Some("/x"), 3));
-        m.observe(&event(Some("c"), Some("/x"), 4));
-        let t = m.render();
-        assert_eq!(kills(&t, "a"), Some(2.0));
-        assert_eq!(kills(&t, "b"), None);
-        assert_eq!(kills(&t, "c"), Some(1.0));
-        assert_eq!(
-            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
-            Some(1.0)
-        );
-        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(2.0));
-        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(4.0));
-
-        // `b` comes back as a new series starting from 1, evicting `a` (older than `c`).
-        m.observe(&event(Some("b"), Some("/x"), 5));
-        let t = m.render();
-        assert_eq!(kills(&t, "b"), Some(1.0));
-        assert_eq!(kills(&t, "a"), None);
-        assert_eq!(kills(&t, "c"), Some(1.0));
-        assert_eq!(
-            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
-            Some(2.0)
-        );
-        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
-    }
-
-    #[test]
-    fn zero_cap_keeps_one_label_set() {
-        let m = Metrics::new(0, BUILD);
-        m.observe(&event(Some("a"), None, 1));
-        m.observe(&event(Some("b"), None, 1));
-        let t = m.render();
-        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(1.0));
-        assert_eq!(
-            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
-            Some(1.0)
-        );
-    }
-
-    #[test]
-    fn reader_counters_keep_counter_type_and_only_move_forward() {
-        let m = Metrics::new(10, BUILD);
-        let t = m.render();
-        // Exposed (as 0) before any reader is set, so `increase()` sees the first drop.
-        assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(0.0));
-
-        let drops = Arc::new(AtomicU64::new(5));
-        let errors = Arc::new(AtomicU64::new(2));
-        let (d, e) = (drops.clone(), errors.clone());
-        m.set_ebpf_counters_reader(Box::new(move || EbpfCounters {
-            ringbuf_drops: d.load(Ordering::SeqCst),
-            read_errors: e.load(Ordering::SeqCst),
-        }));
-        let t = m.render();
-        assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
-        assert!(t.contains("# TYPE oomwatch_ebpf_read_errors_total counter\n"));
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
-        assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
-
-        // Read at every scrape; unchanged kernel values add nothing.
-        let t = m.render();
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
-
-        drops.store(9, Ordering::SeqCst);
-        let t = m.render();
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(9.0));
-
-        // The kernel map was recreated: counting restarts at 0 there, never goes back here.
-        drops.store(3, Ordering::SeqCst);
-        errors.store(0, Ordering::SeqCst);
-        let t = m.render();
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(12.0));
-        assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
-        drops.store(4, Ordering::SeqCst);
-        let t = m.render();
-        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(13.0));
-    }
-
-    #[test]
-    fn every_family_has_help_and_type() {
-        let m = Metrics::new(10, BUILD);
-        m.observe(&event(Some("a"), Some("/x"), 1));
-        m.set_probe_attached("tracepoint/oom/mark_victim", true);
-        let t = m.render();
-        let names = [
-            ("oomwatch_oom_kills_total", "counter"),
-            ("oomwatch_oom_kills_all_total", "counter"),
-            ("oomwatch_metric_label_sets_evicted_total", "counter"),
-            ("oomwatch_metric_label_sets", "gauge"),
-            ("oomwatch_last_oom_kill_timestamp_seconds", "gauge"),
-            ("oomwatch_events_emitted_total", "counter"),
-            ("oomwatch_events_dropped_total", "counter"),
-            ("oomwatch_ebpf_read_errors_total", "counter"),
-            ("oomwatch_probe_attached", "gauge"),
-            ("oomwatch_build_info", "gauge"),
-        ];
-        for (name, kind) in names {
-            assert!(t.contains(&format!("# HELP {name} ")), "no HELP for {name}");
-            assert!(
-                t.contains(&format!("# TYPE {name} {kind}\n")),
-                "no TYPE {kind} for {name}"
-            );
-        }
-        assert_eq!(t.matches("# HELP ").count(), names.len());
-        assert_eq!(t.matches("# TYPE ").count(), names.len());
-        let build = r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#;
-        assert_eq!(sample(&t, build), Some(1.0));
-        let probe = r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#;
-        assert_eq!(sample(&t, probe), Some(1.0));
-        m.set_probe_attached("tracepoint/oom/mark_victim", false);
-        assert_eq!(sample(&m.render(), probe), Some(0.0));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        let m = Metrics::new(10, BUILD);
-        m.observe(&event(Some("a\"b\\c"), Some("/x\ny"), 1));
-        let t = m.render();
-        assert!(t.contains(r#"oomwatch_oom_kills_total{cgroup="/x\ny",comm="a\"b\\c"} 1"#));
-    }
-
-    #[test]
-    fn render_10k_label_sets_timing() {
-        let n = 10_000;
-        let m = Metrics::new(n, BUILD);
-        for i in 0..n {
-            let comm = format!("worker-{}", i % 100);
-            let cgroup = format!("/kubepods.slice/pod-{i:05}/container");
-            m.observe(&event(Some(&comm), Some(&cgroup), i as u64));
-        }
-        // One more than the cap: eviction at full size is O(log n) too.
-        m.observe(&event(Some("extra"), Some("/extra"), 1));
-        let start = Instant::now();
-        let t = m.render();
-        let took = start.elapsed();
-        println!(
-            "render of {n} label sets: {took:?} ({} bytes, {} lines)",
-            t.len(),
-            t.lines().count()
-        );
-        assert_eq!(
-            t.lines()
-                .filter(|l| l.starts_with("oomwatch_oom_kills_total{"))
-                .count(),
-            n
-        );
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -374,15 +374,20 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// `oomwatch_oom_kills_total` for one (comm, cgroup) label set, whatever the label order.
+/// `oomwatch_oom_kills_total` for one (comm, cgroup) pair, summed over its other labels
+/// (`constraint`), whatever the label order; `None` when no series matches.
 pub fn kills_for(metrics: &str, comm: &str, cgroup: &str) -> Option<f64> {
     let (c, g) = (format!("comm=\"{comm}\""), format!("cgroup=\"{cgroup}\""));
-    metrics.lines().find_map(|l| {
-        let rest = l.strip_prefix("oomwatch_oom_kills_total{")?;
-        let (labels, value) = rest.split_once("} ")?;
-        let has = labels.split(',').any(|x| x == c) && labels.split(',').any(|x| x == g);
-        has.then(|| value.trim().parse().ok()).flatten()
-    })
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("oomwatch_oom_kills_total{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            let has = labels.split(',').any(|x| x == c) && labels.split(',').any(|x| x == g);
+            has.then(|| value.trim().parse().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// The kernel's own account of one OOM invocation, from `/dev/kmsg`: the "invoked oom-killer"

@@ -1,0 +1,288 @@
+//! Unit tests of the metrics sink.
+use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const BUILD: BuildInfo = BuildInfo {
+    version: "0.1.0",
+    git_commit: "abc1234",
+};
+
+fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
+    OomEvent {
+        time: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        ktime_ns: 0,
+        host: "h".into(),
+        pid: 1,
+        tgid: None,
+        comm: comm.map(str::to_owned),
+        uid: None,
+        total_vm: None,
+        anon_rss: None,
+        file_rss: None,
+        shmem_rss: None,
+        pgtables: None,
+        oom_score_adj: None,
+        cgroup: cgroup.map(str::to_owned),
+        cgroup_id: None,
+        trigger: None,
+        already_exiting: None,
+        panic_on_oom: None,
+        oom_kill_allocating_task: None,
+        allocating_task_kill: None,
+        oom_id: None,
+        oom: crate::event::OomContext::default(),
+        sources: Default::default(),
+    }
+}
+
+/// The value of the sample line starting with `series` (name plus labels), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn metrics_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Metrics>();
+}
+
+#[test]
+fn observe_increments_the_right_series() {
+    let m = Metrics::new(10, BUILD);
+    m.observe(&event(Some("python3"), Some("/a"), 100));
+    m.observe(&event(Some("python3"), Some("/a"), 200));
+    m.observe(&event(Some("java"), Some("/a"), 150));
+    m.observe(&event(None, None, 50));
+    m.observe(&event(Some(""), Some("/b"), 60));
+    let t = m.render();
+    let kills = |l: &str| {
+        sample(
+            &t,
+            &format!("oomwatch_oom_kills_total{{{l},constraint=\"unknown\"}}"),
+        )
+    };
+    assert_eq!(kills(r#"cgroup="/a",comm="python3""#), Some(2.0));
+    assert_eq!(kills(r#"cgroup="/a",comm="java""#), Some(1.0));
+    assert_eq!(kills(r#"cgroup="unknown",comm="unknown""#), Some(1.0));
+    assert_eq!(kills(r#"cgroup="/b",comm="unknown""#), Some(1.0));
+    assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
+    assert_eq!(sample(&t, "oomwatch_events_emitted_total"), Some(5.0));
+    assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(4.0));
+    // The latest event time, not the last observed.
+    assert_eq!(
+        sample(&t, "oomwatch_last_oom_kill_timestamp_seconds"),
+        Some(200.0)
+    );
+}
+
+#[test]
+fn lru_evicts_least_recently_updated_and_counts_evictions() {
+    let m = Metrics::new(2, BUILD);
+    let kills = |t: &str, comm: &str| {
+        sample(
+            t,
+            &format!(
+                r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}",constraint="unknown"}}"#
+            ),
+        )
+    };
+    m.observe(&event(Some("a"), Some("/x"), 1));
+    m.observe(&event(Some("b"), Some("/x"), 2));
+    // Touch `a`: now `b` is the least recently updated.
+    m.observe(&event(Some("a"), Some("/x"), 3));
+    m.observe(&event(Some("c"), Some("/x"), 4));
+    let t = m.render();
+    assert_eq!(kills(&t, "a"), Some(2.0));
+    assert_eq!(kills(&t, "b"), None);
+    assert_eq!(kills(&t, "c"), Some(1.0));
+    assert_eq!(
+        sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(2.0));
+    assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(4.0));
+
+    // `b` comes back as a new series starting from 1, evicting `a` (older than `c`).
+    m.observe(&event(Some("b"), Some("/x"), 5));
+    let t = m.render();
+    assert_eq!(kills(&t, "b"), Some(1.0));
+    assert_eq!(kills(&t, "a"), None);
+    assert_eq!(kills(&t, "c"), Some(1.0));
+    assert_eq!(
+        sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+        Some(2.0)
+    );
+    assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
+}
+
+#[test]
+fn zero_cap_keeps_one_label_set() {
+    let m = Metrics::new(0, BUILD);
+    m.observe(&event(Some("a"), None, 1));
+    m.observe(&event(Some("b"), None, 1));
+    let t = m.render();
+    assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(1.0));
+    assert_eq!(
+        sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn reader_counters_keep_counter_type_and_only_move_forward() {
+    let m = Metrics::new(10, BUILD);
+    let t = m.render();
+    // Exposed (as 0) before any reader is set, so `increase()` sees the first drop.
+    assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(0.0));
+
+    let drops = Arc::new(AtomicU64::new(5));
+    let errors = Arc::new(AtomicU64::new(2));
+    let (d, e) = (drops.clone(), errors.clone());
+    m.set_ebpf_counters_reader(Box::new(move || EbpfCounters {
+        ringbuf_drops: d.load(Ordering::SeqCst),
+        read_errors: e.load(Ordering::SeqCst),
+    }));
+    let t = m.render();
+    assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
+    assert!(t.contains("# TYPE oomwatch_ebpf_read_errors_total counter\n"));
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
+    assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
+
+    // Read at every scrape; unchanged kernel values add nothing.
+    let t = m.render();
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
+
+    drops.store(9, Ordering::SeqCst);
+    let t = m.render();
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(9.0));
+
+    // The kernel map was recreated: counting restarts at 0 there, never goes back here.
+    drops.store(3, Ordering::SeqCst);
+    errors.store(0, Ordering::SeqCst);
+    let t = m.render();
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(12.0));
+    assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
+    drops.store(4, Ordering::SeqCst);
+    let t = m.render();
+    assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(13.0));
+}
+
+#[test]
+fn every_family_has_help_and_type() {
+    let m = Metrics::new(10, BUILD);
+    m.observe(&event(Some("a"), Some("/x"), 1));
+    m.set_probe_attached("tracepoint/oom/mark_victim", true);
+    let t = m.render();
+    let names = [
+        ("oomwatch_oom_kills_total", "counter"),
+        ("oomwatch_oom_kills_all_total", "counter"),
+        ("oomwatch_metric_label_sets_evicted_total", "counter"),
+        ("oomwatch_metric_label_sets", "gauge"),
+        ("oomwatch_last_oom_kill_timestamp_seconds", "gauge"),
+        ("oomwatch_events_emitted_total", "counter"),
+        ("oomwatch_oom_invocations_total", "counter"),
+        ("oomwatch_events_dropped_total", "counter"),
+        ("oomwatch_ebpf_read_errors_total", "counter"),
+        ("oomwatch_probe_attached", "gauge"),
+        ("oomwatch_build_info", "gauge"),
+    ];
+    for (name, kind) in names {
+        assert!(t.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+        assert!(
+            t.contains(&format!("# TYPE {name} {kind}\n")),
+            "no TYPE {kind} for {name}"
+        );
+    }
+    assert_eq!(t.matches("# HELP ").count(), names.len());
+    assert_eq!(t.matches("# TYPE ").count(), names.len());
+    let build = r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#;
+    assert_eq!(sample(&t, build), Some(1.0));
+    let probe = r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#;
+    assert_eq!(sample(&t, probe), Some(1.0));
+    m.set_probe_attached("tracepoint/oom/mark_victim", false);
+    assert_eq!(sample(&m.render(), probe), Some(0.0));
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let m = Metrics::new(10, BUILD);
+    m.observe(&event(Some("a\"b\\c"), Some("/x\ny"), 1));
+    let t = m.render();
+    assert!(t.contains(
+        r#"oomwatch_oom_kills_total{cgroup="/x\ny",comm="a\"b\\c",constraint="unknown"} 1"#
+    ));
+}
+
+#[test]
+fn render_10k_label_sets_timing() {
+    let n = 10_000;
+    let m = Metrics::new(n, BUILD);
+    for i in 0..n {
+        let comm = format!("worker-{}", i % 100);
+        let cgroup = format!("/kubepods.slice/pod-{i:05}/container");
+        m.observe(&event(Some(&comm), Some(&cgroup), i as u64));
+    }
+    // One more than the cap: eviction at full size is O(log n) too.
+    m.observe(&event(Some("extra"), Some("/extra"), 1));
+    let start = Instant::now();
+    let t = m.render();
+    let took = start.elapsed();
+    println!(
+        "render of {n} label sets: {took:?} ({} bytes, {} lines)",
+        t.len(),
+        t.lines().count()
+    );
+    assert_eq!(
+        t.lines()
+            .filter(|l| l.starts_with("oomwatch_oom_kills_total{"))
+            .count(),
+        n
+    );
+}
+
+#[test]
+fn constraint_label_badness_and_invocations() {
+    let m = Metrics::new(10, BUILD);
+    let mut chosen = event(Some("dd"), Some("/g"), 1);
+    chosen.oom_id = Some(4);
+    chosen.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+    chosen.oom.badness = Some(16709);
+    let mut member = event(Some("sleep"), Some("/g"), 1);
+    member.oom_id = Some(4);
+    member.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+    member.oom.badness = Some(16709);
+    let mut global = event(Some("java"), Some("/"), 2);
+    global.oom_id = Some(5);
+    global.oom.constraint = Some("CONSTRAINT_NONE".into());
+    for ev in [&chosen, &member, &global] {
+        m.observe(ev);
+    }
+    let t = m.render();
+    let memcg = r#"cgroup="/g",comm="dd",constraint="CONSTRAINT_MEMCG""#;
+    assert_eq!(
+        sample(&t, &format!("oomwatch_oom_kills_total{{{memcg}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, &format!("oomwatch_oom_victim_badness{{{memcg}}}")),
+        Some(16709.0)
+    );
+    let inv = |c: &str| {
+        sample(
+            &t,
+            &format!("oomwatch_oom_invocations_total{{constraint=\"{c}\"}}"),
+        )
+    };
+    assert_eq!(
+        inv("CONSTRAINT_MEMCG"),
+        Some(1.0),
+        "a group kill is one invocation"
+    );
+    assert_eq!(inv("CONSTRAINT_NONE"), Some(1.0));
+    assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(3.0));
+}
