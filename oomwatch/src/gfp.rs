@@ -247,6 +247,14 @@ impl GfpDecoder {
         })
     }
 
+    /// From a `(mask, name)` table in the order the kernel tries it (see `gfp_table`).
+    pub fn from_table(table: Vec<(u32, String)>) -> GfpDecoder {
+        GfpDecoder {
+            table,
+            learned: HashMap::new(),
+        }
+    }
+
     /// Whether the bit layout is known (built from BTF), not only learned masks.
     pub fn has_layout(&self) -> bool {
         !self.table.is_empty()

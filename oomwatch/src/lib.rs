@@ -8,6 +8,7 @@ pub mod commands;
 pub mod correlate;
 pub mod event;
 pub mod gfp;
+pub mod gfp_table;
 pub mod invocation;
 pub mod kmsg;
 pub mod kmsg_context;

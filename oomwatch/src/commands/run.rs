@@ -124,11 +124,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let host = args.host.clone().unwrap_or_else(hostname);
     match &gfp {
-        Some(_) => tracing::info!("GFP flag names: this kernel's bit layout from BTF"),
+        Some((_, from)) => tracing::info!("GFP flag names: {from}"),
         None => tracing::info!(
-            "GFP flag names: not in this kernel's BTF (before 6.10); only the kernel log's own decoding"
+            "GFP flag names: no table in tracefs or BTF; only the kernel log's own decoding"
         ),
     }
+    let gfp = gfp.map(|(d, _)| d);
     let mut correlator = Correlator::new(
         expect_tp,
         expect_btf,

@@ -74,9 +74,12 @@ pub struct Probes {
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// `enum oom_constraint` value → name, from this kernel's BTF (empty without BTF).
     pub constraints: Vec<(i64, String)>,
-    /// GFP flag names for this kernel's bit layout, when its BTF has them (6.10+).
-    pub gfp: Option<GfpDecoder>,
+    /// GFP flag names for this kernel, and where the table came from.
+    pub gfp: Option<(GfpDecoder, &'static str)>,
 }
+
+pub const GFP_FROM_TRACEFS: &str = "the kernel's own table (tracefs kmem/mm_page_alloc format)";
+pub const GFP_FROM_BTF: &str = "this kernel's bit layout in BTF";
 
 impl Probes {
     pub fn attached(&self, probe: &str) -> bool {
@@ -114,7 +117,21 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .as_ref()
         .map(offsets::constraint_names)
         .unwrap_or_default();
-    let gfp = btf.as_ref().ok().and_then(GfpDecoder::from_btf);
+    // GFP flag names: the kernel's own table (tracefs) on any kernel, else the bit layout in
+    // BTF (6.10+), else none (then only the kernel log's own decoding).
+    let gfp = super::tracefs::ensure_mounted()
+        .ok()
+        .and_then(|(root, _)| {
+            std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()
+        })
+        .and_then(|text| GfpDecoder::from_tracefs_format(&text))
+        .map(|d| (d, GFP_FROM_TRACEFS))
+        .or_else(|| {
+            btf.as_ref()
+                .ok()
+                .and_then(GfpDecoder::from_btf)
+                .map(|d| (d, GFP_FROM_BTF))
+        });
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);
 
