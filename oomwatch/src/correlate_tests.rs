@@ -233,3 +233,24 @@ fn a_victim_marked_without_sigkill_is_flagged_already_exiting() {
         "not read"
     );
 }
+
+#[test]
+fn allocating_task_kills_are_flagged_from_the_kernels_message() {
+    let now = Instant::now();
+    let mut c = correlator(true, false).with_kmsg();
+    let line = format!("3,9,100,-;Out of memory (oom_kill_allocating_task): Killed process {GONE} (hog) total-vm:100kB, anon-rss:64kB, file-rss:2kB, shmem-rss:1kB, UID:1000 pgtables:8kB oom_score_adj:0");
+    assert!(c.push_kmsg(&kmsg(&line), now).is_empty());
+    let ev = c.push_victim(tp(GONE), now).remove(0);
+    assert_eq!(ev.allocating_task_kill, Some(true), "{:?}", ev.oom.message);
+    let ev = {
+        let mut c = correlator(true, false).with_kmsg();
+        c.push_kmsg(&kmsg(&killed_line(GONE)), now);
+        c.push_victim(tp(GONE), now).remove(0)
+    };
+    assert_eq!(ev.allocating_task_kill, Some(false));
+    let mut plain = correlator(true, false);
+    assert_eq!(
+        plain.push_victim(tp(GONE), now)[0].allocating_task_kill,
+        None
+    );
+}
