@@ -62,6 +62,10 @@ enum Cmd {
         /// Keep the initramfs staging tree and the kernel packages' modules under target/vm/.
         #[arg(long)]
         keep: bool,
+        /// Only download and extract the kernels and dump their BTF to
+        /// target/vm/<release>/vmlinux.btf (for the offset tests): build nothing, boot nothing.
+        #[arg(long)]
+        prepare_only: bool,
     },
 }
 
@@ -74,7 +78,11 @@ fn main() {
         Cmd::Build { debug } => build(debug).map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
-        Cmd::VmTest { kernel, keep } => vm::vm_test(&kernel, keep),
+        Cmd::VmTest {
+            kernel,
+            keep,
+            prepare_only,
+        } => vm::vm_test(&kernel, keep, prepare_only),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

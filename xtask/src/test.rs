@@ -145,13 +145,26 @@ fn run_steps(
     run("clippy", &mut clippy).context("[test] step clippy")?;
     passed.push("clippy");
 
+    // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
+    // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    if util::is_root() || ci {
+        crate::vm::vm_test("all", false, true).context("[test] step vm-prepare")?;
+        passed.push("vm-prepare");
+    } else {
+        eprintln!(
+            "[{STEP}] note: not root, Debian kernel BTF not fetched (run `cargo xtask vm-test \
+             --prepare-only` as root); the tests on it will be skipped"
+        );
+    }
+
     let mut tests = Command::new(&cargo);
     tests
         .args(["test", "--workspace"])
         .args(extra_args)
         .env_remove("RUST_TEST_THREADS")
         .current_dir(&root);
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+    if ci {
         // In CI the real-kernel integration tests must run: they fail instead of skipping.
         tests.env("OOMWATCH_REQUIRE_REAL_KERNEL", "1");
     } else if !util::is_root() {
@@ -162,9 +175,8 @@ fn run_steps(
 
     // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
     // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     if util::is_root() || ci {
-        crate::vm::vm_test("all", false).context("[test] step vm-test")?;
+        crate::vm::vm_test("all", false, false).context("[test] step vm-test")?;
         passed.push("vm-test");
     } else {
         eprintln!("[{STEP}] note: not root, vm-test skipped (run `cargo xtask vm-test` as root)");

@@ -1,11 +1,15 @@
-//! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep]`: boot Debian's 6.1 and 6.12 cloud
-//! kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause memory-cgroup OOM
-//! kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check the events of
-//! three agents run side by side (OOM context from fentry, from the kprobe fallback, from the
-//! kernel log) against the kernel's own log. Downloads are cached under `target/vm/`.
+//! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep] [--prepare-only]`: boot Debian's 6.1
+//! and 6.12 cloud kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause
+//! memory-cgroup OOM kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check
+//! the events of three agents run side by side (OOM context from fentry, from the kprobe
+//! fallback, from the kernel log) against the kernel's own log. Downloads are cached under
+//! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
+//! tests); `--prepare-only` stops after those.
 
 #[path = "vm_agent.rs"]
 mod vm_agent;
+#[path = "vm_btf.rs"]
+mod vm_btf;
 #[path = "vm_check.rs"]
 mod vm_check;
 #[path = "vm_check_oom.rs"]
@@ -34,29 +38,26 @@ use anyhow::{bail, Context, Result};
 
 use crate::util;
 use vm_check::Check;
-use vm_kernel::{ensure_packages, fetch_kernel, Kernel, SERIES};
+use vm_kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
 use vm_report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
 const QEMU: &str = "qemu-system-x86_64";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
-pub fn vm_test(which: &str, keep: bool) -> Result<()> {
+/// The whole test; with `prepare_only`, only the kernels and their BTF (no build, no boot).
+pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let started = Instant::now();
     let vm_dir = crate::target_dir().join("vm");
-    fs::create_dir_all(&vm_dir)?;
-    ensure_packages()?;
-
-    let t = Instant::now();
-    let mut kernels = Vec::new();
-    for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
-        kernels.push(fetch_kernel(series, &vm_dir, keep)?);
+    let (kernels, download_secs) = prepare(which, keep, prepare_only, &vm_dir)?;
+    if prepare_only {
+        eprintln!(
+            "[{STEP}] prepared {} kernel(s) and their BTF ({:.1}s); nothing built or booted",
+            kernels.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
     }
-    if kernels.is_empty() {
-        bail!("[{STEP}] unknown --kernel {which:?}: use 6.1, 6.12 or all");
-    }
-    let download_secs = t.elapsed().as_secs_f64();
-    eprintln!("[{STEP}] kernels ready ({download_secs:.1}s)");
 
     let binary = crate::build(false).context("[vm] step build")?;
     let t = Instant::now();
@@ -102,13 +103,38 @@ pub fn vm_test(which: &str, keep: bool) -> Result<()> {
     Ok(())
 }
 
+/// Steps 1 to 3: packages, then each kernel downloaded and extracted, and its BTF dumped.
+fn prepare(
+    which: &str,
+    keep: bool,
+    prepare_only: bool,
+    vm_dir: &Path,
+) -> Result<(Vec<Kernel>, f64)> {
+    fs::create_dir_all(vm_dir)?;
+    let mut packages = BTF_PACKAGES.to_vec();
+    if !prepare_only {
+        packages.extend(BOOT_PACKAGES);
+    }
+    ensure_packages(&packages)?;
+
+    let t = Instant::now();
+    let mut kernels = Vec::new();
+    for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
+        let kernel = fetch_kernel(series, vm_dir, keep)?;
+        vm_btf::extract(&kernel, vm_dir)?;
+        kernels.push(kernel);
+    }
+    if kernels.is_empty() {
+        bail!("[{STEP}] unknown --kernel {which:?}: use 6.1, 6.12 or all");
+    }
+    let download_secs = t.elapsed().as_secs_f64();
+    eprintln!("[{STEP}] kernels ready ({download_secs:.1}s)");
+    Ok((kernels, download_secs))
+}
+
 /// Step 4 and 5: boot one kernel, capture the serial console, check it.
 fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult> {
-    let release = k
-        .package
-        .strip_prefix("linux-image-")
-        .unwrap_or(&k.package)
-        .to_string();
+    let release = k.release().to_string();
     let out_dir = vm_dir.join(&release);
     fs::create_dir_all(&out_dir)?;
     let log_path = out_dir.join("console.log");

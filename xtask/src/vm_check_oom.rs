@@ -120,6 +120,12 @@ pub fn check_oom(
             expected.extend([
                 ("constraint", str_of(inv.summary.get("constraint"))),
                 ("gfp_mask", s(&inv.gfp_mask)),
+                (
+                    "gfp_flags",
+                    Some(Json::Arr(
+                        inv.gfp_flags.iter().map(|f| Json::Str(f.clone())).collect(),
+                    )),
+                ),
                 ("order", inv.order.and_then(n)),
                 ("chosen.pid", n(chosen)),
                 ("chosen.comm", str_of(inv.summary.get("task"))),

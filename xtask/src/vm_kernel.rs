@@ -13,9 +13,14 @@ use anyhow::{bail, Context, Result};
 use super::STEP;
 use crate::util::{self, run};
 
-const PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
+/// What booting the kernels needs.
+pub const BOOT_PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
 
-/// Packages apt may remove to install [`PACKAGES`]; each is reinstalled from Debian 12 at once.
+/// The decompressors of the kernels' payloads (6.1: lz4, 6.12: zstd; gzip is essential), for
+/// extracting their BTF (see `vm_btf.rs`).
+pub const BTF_PACKAGES: [&str; 3] = ["zstd", "xz-utils", "lz4"];
+
+/// Packages apt may remove to install [`BOOT_PACKAGES`]; each is reinstalled from Debian 12 at once.
 /// (The machine image carries a backported qemu-utils that Debian 12's qemu conflicts with.)
 const REPLACEABLE: [&str; 1] = ["qemu-utils"];
 
@@ -44,6 +49,15 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
 }
 
+impl Kernel {
+    /// The kernel release (`6.1.0-56-cloud-amd64`): the name of its directory under `target/vm/`.
+    pub fn release(&self) -> &str {
+        self.package
+            .strip_prefix("linux-image-")
+            .unwrap_or(&self.package)
+    }
+}
+
 fn dpkg_installed(pkg: &str) -> bool {
     util::probe("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|o| {
         o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
@@ -56,15 +70,16 @@ fn apt_get(args: &[&str]) -> Command {
     cmd
 }
 
-/// Step 1: qemu, busybox-static and cpio; install only what is missing (as root).
-pub fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Step 1: the given packages (see [`BOOT_PACKAGES`], [`BTF_PACKAGES`]); install only what is
+/// missing (as root).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        eprintln!("[{STEP}] packages {}: installed", PACKAGES.join(" "));
+        eprintln!("[{STEP}] packages {}: installed", packages.join(" "));
         return Ok(());
     }
     let list = missing.join(" ");

@@ -200,6 +200,8 @@ pub struct Invocation {
     pub invoker: String,
     /// As printed, without the flag names: `0xcc0`.
     pub gfp_mask: String,
+    /// The kernel's own decoding of the mask, split at `|`: `["GFP_KERNEL"]`.
+    pub gfp_flags: Vec<String>,
     pub order: Option<i64>,
     /// `oom-kill:constraint=...,oom_memcg=/t,task_memcg=/t,task=dd,pid=94,uid=0` as a map.
     pub summary: BTreeMap<String, String>,
@@ -240,6 +242,11 @@ pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
             out.push(Invocation {
                 invoker: invoker.to_string(),
                 gfp_mask: field("gfp_mask=").unwrap_or_default(),
+                gfp_flags: rest
+                    .split_once("gfp_mask=")
+                    .and_then(|(_, r)| r.split_once('(')?.1.split_once(')'))
+                    .map(|(names, _)| names.split('|').map(str::to_string).collect())
+                    .unwrap_or_default(),
                 order: field("order=").and_then(|o| o.parse().ok()),
                 header: true,
                 ..Invocation::default()
