@@ -31,20 +31,20 @@ fn invocations_are_parsed_from_the_kernel_log() {
     assert_eq!(first.order, Some(0));
     assert_eq!(first.summary["constraint"], "CONSTRAINT_MEMCG");
     assert_eq!(first.summary["oom_memcg"], "/t");
-    assert_eq!(first.summary["pid"], "154");
+    assert_eq!(first.summary["pid"], "150");
     assert_eq!(first.message, "Memory cgroup out of memory");
-    assert_eq!(first.killed, [154]);
+    assert_eq!(first.killed, [150]);
     // 6.1's dump: rss 16734 pages, pgtables_bytes 172032 -> 16734 + 42 = 16776.
-    assert_eq!(badness(&first.tasks[&154], 16384), Some(16776));
-    // oom_score_adj 500 adds 500 * (16384 / 1000); the kernel log cannot give that term.
-    assert_eq!(badness(&inv[2].tasks[&156], 16384), Some(24776));
-    assert_eq!(kmsg_points(&inv[2].tasks[&156]), Some(Json::Null));
+    assert_eq!(badness(&first.tasks[&150], 16384), Some(16776));
+    // oom_score_adj 300 adds 300 * (16384 / 1000); the kernel log cannot give that term.
+    assert_eq!(badness(&inv[2].tasks[&152], 16384), Some(21575));
+    assert_eq!(kmsg_points(&inv[2].tasks[&152]), Some(Json::Null));
     assert_eq!(
-        kmsg_points(&first.tasks[&154]),
+        kmsg_points(&first.tasks[&150]),
         Some(Json::Num("16776".into()))
     );
     assert!(inv[3].group);
-    assert_eq!(inv[3].killed, [163, 159, 158, 163]);
+    assert_eq!(inv[3].killed, [159, 154, 155, 159]);
     assert_eq!(inv[3].tasks.len(), 3);
 }
 
@@ -53,7 +53,7 @@ fn badness_uses_the_dump_header_of_6_12() {
     let dmesg = [
         "[    5.655671] [  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem \
          pgtables_bytes swapents oom_score_adj name",
-        "[    5.655692] [    156]     0   156    26165    16747    16352        0       395   \
+        "[    5.655692] [    152]     0   152    26165    16747    16352        0       395   \
          172032        0           500 dd",
     ];
     let mut lines =
@@ -61,13 +61,13 @@ fn badness_uses_the_dump_header_of_6_12() {
     lines.extend(dmesg.iter().map(|l| l.to_string()));
     let inv = oom_invocations(&lines);
     // The agent reported 24789 for this kill on 6.12.117: 16747 + 42 + 500 * 16.
-    assert_eq!(badness(&inv[0].tasks[&156], 16384), Some(24789));
+    assert_eq!(badness(&inv[0].tasks[&152], 16384), Some(24789));
 }
 
 /// The fixture's dmesg without the header, task dump and summary of the invocation that
-/// killed 155 (the lines between the kills of 154 and 155), as the kernel prints it when its
+/// killed 151 (the lines between the kills of 150 and 151), as the kernel prints it when its
 /// rate limit (10 reports per 5 s) drops them.
-fn without_the_header_of_155() -> String {
+fn without_the_header_of_151() -> String {
     let lines: Vec<&str> = FIXTURE.lines().collect();
     let at = |pid: &str| {
         lines
@@ -76,7 +76,7 @@ fn without_the_header_of_155() -> String {
             .unwrap()
     };
     let mut text = FIXTURE.to_string();
-    for line in &lines[at("154") + 1..at("155")] {
+    for line in &lines[at("150") + 1..at("151")] {
         text = mutate_in(&text, &format!("{line}\n"), "");
     }
     text
@@ -84,11 +84,11 @@ fn without_the_header_of_155() -> String {
 
 #[test]
 fn a_killed_line_without_its_header_is_an_invocation_of_its_own() {
-    let text = without_the_header_of_155();
+    let text = without_the_header_of_151();
     let dmesg: Vec<String> = text.lines().map(str::to_string).collect();
     let inv = oom_invocations(&dmesg);
     assert_eq!(inv.len(), 4);
-    assert_eq!(inv[1].killed, [155]);
+    assert_eq!(inv[1].killed, [151]);
     assert!(!inv[1].header);
     assert_eq!(inv[1].message, "Memory cgroup out of memory");
     let r = check_console(&text);
@@ -101,7 +101,7 @@ fn a_killed_line_without_its_header_is_an_invocation_of_its_own() {
     let fentry = get(&r, "fentry", "oom context");
     assert!(fentry.ok);
     assert!(fentry.detail.ends_with(
-        "\npid 155: the kernel suppressed the report header (rate limit); only message compared"
+        "\npid 151: the kernel suppressed the report header (rate limit); only message compared"
     ));
 }
 
@@ -131,28 +131,28 @@ fn only_message(id: &str, message: &str) -> String {
 
 #[test]
 fn without_its_header_the_kmsg_context_has_only_message_and_that_is_accepted() {
-    let text = without_the_header_of_155();
+    let text = without_the_header_of_151();
     // What the kmsg agent writes: a new invocation (oom_id 2) with only `message`.
     let bare = only_message("2", r#""Memory cgroup out of memory""#);
-    let documented = mutate_in(&text, context_of(&text, "events-kmsg", 155), &bare);
+    let documented = mutate_in(&text, context_of(&text, "events-kmsg", 151), &bare);
     let kmsg = oom_check(&documented, "kmsg");
     assert!(kmsg.ok, "{}", kmsg.detail);
     assert!(kmsg.detail.ends_with(
-        "\npid 155: the kernel suppressed the report header (rate limit); the context has only \
+        "\npid 151: the kernel suppressed the report header (rate limit); the context has only \
          message, as documented: accepted"
     ));
     // Its former behaviour: the bare line taken for one more victim of the previous report
     // (a group kill), with that report's id and context.
-    let reused = context_of(&text, "events-kmsg", 154)
+    let reused = context_of(&text, "events-kmsg", 150)
         .replace(r#""group_kill":false"#, r#""group_kill":true"#);
     let kmsg = oom_check(&mutate_in(&documented, &bare, &reused), "kmsg");
     assert!(!kmsg.ok);
     for want in [
-        "pid 155 oom.constraint: agent \"CONSTRAINT_MEMCG\" kernel null",
-        "pid 155 oom.badness: agent 16776 kernel null",
-        "pid 155 oom.chosen: agent {3 keys} kernel null",
+        "pid 151 oom.constraint: agent \"CONSTRAINT_MEMCG\" kernel null",
+        "pid 151 oom.badness: agent 16776 kernel null",
+        "pid 151 oom.chosen: agent {3 keys} kernel null",
         "oom_id 1 is shared by two OOM invocations",
-        "note: pid 155: the kernel suppressed the report header",
+        "note: pid 151: the kernel suppressed the report header",
     ] {
         assert!(
             kmsg.detail.contains(want),
@@ -167,37 +167,37 @@ fn a_wrong_badness_value_is_diffed() {
     let text = mutate_event(
         FIXTURE,
         "events",
-        154,
+        150,
         r#""badness":16776"#,
         r#""badness":16777"#,
     );
     assert_eq!(
         oom_check(&text, "fentry").detail,
-        "pid 154 oom.badness: agent 16777 kernel 16776"
+        "pid 150 oom.badness: agent 16777 kernel 16776"
     );
-    // kmsg: the chosen task's oom_score_adj is 500, so the report cannot give its badness.
+    // kmsg: the chosen task's oom_score_adj is 300, so the report cannot give its badness.
     let text = mutate_event(
         FIXTURE,
         "events-kmsg",
-        156,
+        152,
         r#""badness":null"#,
-        r#""badness":24776"#,
+        r#""badness":21575"#,
     );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
-        "pid 156 oom.badness: agent 24776 kernel null"
+        "pid 152 oom.badness: agent 21575 kernel null"
     );
     // kmsg: a group-kill member gets the chosen task's badness (it used to be left null).
     let text = mutate_event(
         FIXTURE,
         "events-kmsg",
-        159,
-        r#""badness":16710"#,
+        155,
+        r#""badness":16709"#,
         r#""badness":null"#,
     );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
-        "pid 159 oom.badness: agent null kernel 16710"
+        "pid 155 oom.badness: agent null kernel 16709"
     );
 }
 
@@ -207,48 +207,48 @@ fn group_kill_is_true_only_for_the_members_the_chosen_task_took_along() {
         let text = mutate_event(
             FIXTURE,
             section,
-            158,
+            154,
             r#""group_kill":true"#,
             r#""group_kill":false"#,
         );
         assert_eq!(
             oom_check(&text, agent).detail,
-            "pid 158 oom.group_kill: agent false kernel true"
+            "pid 154 oom.group_kill: agent false kernel true"
         );
         let text = mutate_event(
             FIXTURE,
             section,
-            163,
+            159,
             r#""group_kill":false"#,
             r#""group_kill":true"#,
         );
         assert_eq!(
             oom_check(&text, agent).detail,
-            "pid 163 oom.group_kill: agent true kernel false"
+            "pid 159 oom.group_kill: agent true kernel false"
         );
     }
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
-        159,
+        155,
         r#""group_kill":true"#,
         r#""group_kill":null"#,
     );
     assert_eq!(
         oom_check(&text, "kprobe").detail,
-        "pid 159 oom.group_kill: agent null kernel true"
+        "pid 155 oom.group_kill: agent null kernel true"
     );
     // Not a group kill: the only victim of its invocation.
     let text = mutate_event(
         FIXTURE,
         "events",
-        155,
+        151,
         r#""group_kill":false"#,
         r#""group_kill":true"#,
     );
     assert_eq!(
         oom_check(&text, "fentry").detail,
-        "pid 155 oom.group_kill: agent true kernel false"
+        "pid 151 oom.group_kill: agent true kernel false"
     );
 }
 
@@ -258,21 +258,21 @@ fn the_kmsg_agent_must_leave_what_the_report_lacks_null() {
         (
             r#""totalpages":null"#,
             r#""totalpages":16384"#,
-            "pid 154 oom.totalpages: agent 16384 kernel null",
+            "pid 150 oom.totalpages: agent 16384 kernel null",
         ),
         (
             r#""oom_memcg_id":null"#,
             r#""oom_memcg_id":23"#,
-            "pid 154 oom.oom_memcg_id: agent 23 kernel null",
+            "pid 150 oom.oom_memcg_id: agent 23 kernel null",
         ),
         (
             r#""cgroup":null,"cgroup_id":null"#,
             r#""cgroup":"/t","cgroup_id":23"#,
-            "pid 154 oom.trigger.cgroup: agent \"/t\" kernel null\n\
-             pid 154 oom.trigger.cgroup_id: agent 23 kernel null",
+            "pid 150 oom.trigger.cgroup: agent \"/t\" kernel null\n\
+             pid 150 oom.trigger.cgroup_id: agent 23 kernel null",
         ),
     ] {
-        let text = mutate_event(FIXTURE, "events-kmsg", 154, from, to);
+        let text = mutate_event(FIXTURE, "events-kmsg", 150, from, to);
         assert_eq!(oom_check(&text, "kmsg").detail, detail);
     }
 }
@@ -284,32 +284,32 @@ fn the_probes_must_give_the_trigger_and_memcg_of_oom_control() {
         (
             trigger,
             r#""cgroup":"/t","cgroup_id":23},"oom_id""#,
-            "pid 159 oom.trigger.cgroup: agent \"/t\" kernel \"/g\"\n\
-             pid 159 oom.trigger.cgroup_id: agent 23 kernel 56",
+            "pid 155 oom.trigger.cgroup: agent \"/t\" kernel \"/g\"\n\
+             pid 155 oom.trigger.cgroup_id: agent 23 kernel 56",
         ),
         (
             trigger,
             r#""cgroup":null,"cgroup_id":56},"already_exiting""#,
-            "pid 159 oom.trigger.cgroup: agent null kernel \"/g\"",
+            "pid 155 oom.trigger.cgroup: agent null kernel \"/g\"",
         ),
         (
             r#""totalpages":16384"#,
             r#""totalpages":null"#,
-            "pid 159 oom.totalpages: agent null kernel 16384",
+            "pid 155 oom.totalpages: agent null kernel 16384",
         ),
         (
             r#""oom_memcg":"/g","oom_memcg_id":56"#,
             r#""oom_memcg":"/","oom_memcg_id":1"#,
-            "pid 159 oom.oom_memcg: agent \"/\" kernel \"/g\"\n\
-             pid 159 oom.oom_memcg_id: agent 1 kernel 56",
+            "pid 155 oom.oom_memcg: agent \"/\" kernel \"/g\"\n\
+             pid 155 oom.oom_memcg_id: agent 1 kernel 56",
         ),
         (
-            r#""chosen":{"pid":163,"#,
             r#""chosen":{"pid":159,"#,
-            "pid 159 oom.chosen.pid: agent 159 kernel 163",
+            r#""chosen":{"pid":155,"#,
+            "pid 155 oom.chosen.pid: agent 155 kernel 159",
         ),
     ] {
-        let text = mutate_event(FIXTURE, "events-kprobe", 159, from, to);
+        let text = mutate_event(FIXTURE, "events-kprobe", 155, from, to);
         assert_eq!(oom_check(&text, "kprobe").detail, detail);
     }
 }
@@ -319,13 +319,13 @@ fn the_source_must_be_the_agents_own() {
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
-        155,
+        151,
         r#""oom":"kprobe:oom_kill_process""#,
         r#""oom":"fentry:oom_kill_process""#,
     );
     assert_eq!(
         oom_check(&text, "kprobe").detail,
-        "pid 155 sources.oom: agent \"fentry:oom_kill_process\" expected \"kprobe:oom_kill_process\""
+        "pid 151 sources.oom: agent \"fentry:oom_kill_process\" expected \"kprobe:oom_kill_process\""
     );
 }
 
@@ -334,13 +334,13 @@ fn a_null_context_is_reported() {
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
-        155,
-        context_of(FIXTURE, "events-kprobe", 155),
+        151,
+        context_of(FIXTURE, "events-kprobe", 151),
         &only_message("null", "null"),
     );
     assert_eq!(
         oom_check(&text, "kprobe").detail,
-        "pid 155: oom_id is null: no invocation context"
+        "pid 151: oom_id is null: no invocation context"
     );
 }
 
@@ -349,15 +349,15 @@ fn oom_ids_must_group_victims_by_invocation() {
     let text = mutate_event(
         FIXTURE,
         "events-kmsg",
-        159,
+        155,
         r#""oom_id":4"#,
         r#""oom_id":5"#,
     );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
-        "victims of one OOM invocation (killed [163, 159, 158, 163]) have oom_ids {4, 5}"
+        "victims of one OOM invocation (killed [159, 154, 155, 159]) have oom_ids {4, 5}"
     );
-    let text = mutate_event(FIXTURE, "events", 155, r#""oom_id":2"#, r#""oom_id":1"#);
+    let text = mutate_event(FIXTURE, "events", 151, r#""oom_id":2"#, r#""oom_id":1"#);
     assert_eq!(
         oom_check(&text, "fentry").detail,
         "oom_id 1 is shared by two OOM invocations"
@@ -369,10 +369,10 @@ fn a_wrong_gfp_flags_decoding_is_diffed() {
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
-        155,
+        151,
         r#""gfp_flags":["GFP_KERNEL"]"#,
         r#""gfp_flags":["GFP_ATOMIC"]"#,
     );
     let detail = oom_check(&text, "kprobe").detail;
-    assert!(detail.contains("pid 155 oom.gfp_flags"), "{detail}");
+    assert!(detail.contains("pid 151 oom.gfp_flags"), "{detail}");
 }

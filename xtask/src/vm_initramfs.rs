@@ -17,7 +17,7 @@ use super::vm_agent::AGENTS;
 
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Number of single-task OOM victims in `/sys/fs/cgroup/t` (the last one has oom_score_adj 500).
+/// Number of single-task OOM victims in `/sys/fs/cgroup/t` (the last one has oom_score_adj 300).
 pub const T_VICTIMS: usize = 3;
 /// `memory.max` of both test cgroups (the `mkcg` of [`INIT_TEMPLATE`]).
 pub const MEMORY_MAX: i64 = 64 << 20;
@@ -88,7 +88,7 @@ phase t
 mkcg t
 victim t 0
 victim t 0
-victim t 500
+victim t 300
 
 phase g
 mkcg g
