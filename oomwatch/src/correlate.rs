@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
 
 use crate::cgroup::IdResolver;
-use crate::event::{OomContext, OomEvent, Source, Trigger};
+use crate::event::{OomContext, OomEvent, Source, Trigger, Victim};
 use crate::gfp::GfpDecoder;
 use crate::invocation::Invocations;
 use crate::kmsg::KmsgRecord;
@@ -224,6 +224,13 @@ impl Correlator {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         };
+        ev.victim = Victim {
+            pid: ev.pid,
+            tgid: ev.tgid,
+            comm: ev.comm.clone(),
+            cgroup: ev.cgroup.clone(),
+            cgroup_id: ev.cgroup_id,
+        };
         ev.panic_on_oom = sysctl("panic_on_oom");
         ev.oom_kill_allocating_task = sysctl("oom_kill_allocating_task");
         ev
@@ -407,6 +414,7 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         cgroup: None,
         cgroup_id,
         trigger,
+        victim: Victim::default(),
         already_exiting,
         panic_on_oom: None,
         oom_kill_allocating_task: None,

@@ -44,6 +44,17 @@ pub struct Task {
     pub comm: String,
 }
 
+/// The victim's identity as one object, the same shape as `trigger` (the same values as the
+/// event's top-level `pid`, `tgid`, `comm`, `cgroup`, `cgroup_id`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Victim {
+    pub pid: i32,
+    pub tgid: Option<i32>,
+    pub comm: Option<String>,
+    pub cgroup: Option<String>,
+    pub cgroup_id: Option<u64>,
+}
+
 /// The task whose allocation invoked the OOM killer, and its memory cgroup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Trigger {
@@ -114,6 +125,8 @@ pub struct OomEvent {
     pub cgroup_id: Option<u64>,
     /// The task running when the victim was marked (the allocation that invoked the killer).
     pub trigger: Option<Trigger>,
+    /// The victim as one object (see [`Victim`]).
+    pub victim: Victim,
     /// The victim was already exiting and the kernel marked it without sending SIGKILL (it is
     /// let go first instead of killing another task); `null` when the task's signals were not
     /// readable (no tp_btf probe).
@@ -181,6 +194,7 @@ mod tests {
             cgroup: Some("/t".into()),
             cgroup_id: Some(77),
             trigger: None,
+            victim: Victim::default(),
             already_exiting: None,
             panic_on_oom: None,
             oom_kill_allocating_task: None,

@@ -35,6 +35,7 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         cgroup: Some(cgroup.into()),
         cgroup_id: Some(1234),
         trigger: None,
+        victim: oomwatch::event::Victim::default(),
         already_exiting: None,
         panic_on_oom: None,
         oom_kill_allocating_task: None,

@@ -1,8 +1,15 @@
 //! Tests of the `vm-test` checks on a real console log of Debian's 6.1.0-56-cloud-amd64
-//! (6.1.192) guest with the three agents (fentry, kprobe, kmsg), as `cargo xtask vm-test`
-//! saved it in `target/vm/<release>/console.log`.
+//! guest with the three agents (fentry, kprobe, kmsg), as `cargo xtask vm-test` saved it in
+//! `target/vm/<release>/console.log`. Pids and values come from the fixture itself
+//! (`fixture::sample`), so a refreshed fixture needs no test edits.
 
+use super::super::vm_initramfs::{G_VICTIMS, T_VICTIMS};
 use super::*;
+
+#[path = "vm_fixture_tests.rs"]
+pub(crate) mod fixture;
+
+use fixture::{event_tag, sample};
 
 pub(crate) const FIXTURE: &str = include_str!("../tests/fixtures/vm-console-6.1.log");
 
@@ -12,9 +19,14 @@ pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
-/// `text` with `from` replaced by `to` in the event line of `pid` in section `section` only.
-pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
-    let tag = format!(r#""host":"oomwatch-vm","pid":{pid},"#);
+/// `text` with `from` replaced by `to` in the one line of section `section` that `pick` selects.
+pub(crate) fn mutate_line(
+    text: &str,
+    section: &str,
+    pick: impl Fn(&str) -> bool,
+    from: &str,
+    to: &str,
+) -> String {
     let mut current = String::new();
     let mut hits = 0;
     let out: Vec<String> = text
@@ -23,11 +35,8 @@ pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: 
             if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
                 current = name.trim_end_matches('@').to_string();
             }
-            if current == section && l.contains(&tag) {
-                assert!(
-                    l.contains(from),
-                    "{from:?} not in the {section} event of {pid}"
-                );
+            if current == section && pick(l) {
+                assert!(l.contains(from), "{from:?} not in {l:?} of {section}");
                 hits += 1;
                 l.replacen(from, to, 1)
             } else {
@@ -35,8 +44,14 @@ pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: 
             }
         })
         .collect();
-    assert_eq!(hits, 1, "one {section} event for pid {pid}");
+    assert_eq!(hits, 1, "one line of {section} picked");
     out.join("\n")
+}
+
+/// `text` with `from` replaced by `to` in the event line of `pid` in section `section` only.
+pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    let tag = event_tag(pid);
+    mutate_line(text, section, |l| l.contains(&tag), from, to)
 }
 
 pub(crate) fn agent_checks<'a>(r: &'a Report, agent: &str) -> &'a [Check] {
@@ -75,30 +90,54 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
             .collect::<Vec<_>>(),
         [("fentry", 9), ("kprobe", 9), ("kmsg", 9)]
     );
-    assert!(get(&r, "", "victims killed")
-        .detail
-        .ends_with("(3 and 4 'Killed process' lines); 4 OOM invocations"));
-    for (agent, source) in [
-        ("fentry", "fentry:oom_kill_process"),
-        ("kprobe", "kprobe:oom_kill_process"),
-        ("kmsg", "kmsg:oom_report"),
-    ] {
+    let s = sample();
+    let n = T_VICTIMS + G_VICTIMS;
+    // The memory.oom.group kill prints (and counts) its chosen task twice.
+    let g_lines = G_VICTIMS + 1;
+    let victims = get(&r, "", "victims killed").detail;
+    assert!(
+        victims.ends_with(&format!(
+            "({T_VICTIMS} and {g_lines} 'Killed process' lines); {} OOM invocations",
+            T_VICTIMS + 1
+        )),
+        "{victims}"
+    );
+    for a in &AGENTS {
+        let (agent, source) = (a.name, a.oom_probe);
         assert_eq!(
             get(&r, agent, "one event per victim").detail,
-            "6 events for 6 victims"
+            format!("{n} events for {n} victims")
         );
         let mem = get(&r, agent, "memory.events").detail;
         assert!(
-            mem.contains("/g oom_kill 4 = 4 kernel lines (3 events + 1 chosen task counted twice)"),
+            mem.contains(&format!(
+                "/g oom_kill {g_lines} = {g_lines} kernel lines \
+                 ({G_VICTIMS} events + 1 chosen task counted twice)"
+            )),
             "{mem}"
         );
         let oom = get(&r, agent, "oom context").detail;
         assert!(
-            oom.starts_with(&format!("6 events from {source}: ")),
+            oom.starts_with(&format!("{n} events from {source}: ")),
             "{oom}"
         );
+        // One oom_id per invocation, in the kernel's order, all different; the group kill
+        // (the last) shares its id among its victims.
+        let ids: Vec<String> = s
+            .invocations
+            .iter()
+            .map(|i| s.value(&a.section("events"), i.killed[0], "oom_id"))
+            .collect();
+        assert_eq!(
+            ids.iter().collect::<BTreeSet<_>>().len(),
+            ids.len(),
+            "{ids:?}"
+        );
         assert!(
-            oom.ends_with("oom_id 1, 2, 3, 4 (shared by 3 victims)"),
+            oom.ends_with(&format!(
+                "oom_id {} (shared by {G_VICTIMS} victims)",
+                ids.join(", ")
+            )),
             "{oom}"
         );
         let probes = get(&r, agent, "probes attached").detail;
@@ -116,46 +155,76 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
     assert!(probes.contains("kprobe:oom_kill_process unavailable (disabled by --disable-probe)"));
     assert_eq!(
         get(&r, "kmsg", "metrics").detail,
-        "oomwatch_oom_kills_all_total 6, probe_attached kmsg:oom_report 1, \
-         fentry:oom_kill_process 0, kprobe:oom_kill_process 0"
+        format!(
+            "oomwatch_oom_kills_all_total {n}, probe_attached kmsg:oom_report 1, \
+             fentry:oom_kill_process 0, kprobe:oom_kill_process 0"
+        )
     );
-    assert_eq!(guest_uptime(FIXTURE), Some(9.44));
+    // /init prints its uptime after the run: later than the kernel's last line.
+    let last_stamp: f64 = s
+        .console
+        .section("dmesg")
+        .iter()
+        .filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.trim().parse().ok())
+        .next_back()
+        .expect("time-stamped dmesg lines");
+    let uptime = guest_uptime(FIXTURE).expect("an uptime");
+    assert!(uptime > last_stamp, "{uptime} <= {last_stamp}");
 }
 
 #[test]
 fn sections_and_kernel_lines_are_parsed() {
-    let c = Console::parse(FIXTURE);
+    let s = sample();
+    let c = &s.console;
     assert!(c.done);
     for a in &AGENTS {
-        for s in AGENT_SECTIONS {
-            assert!(c.sections.contains_key(&a.section(s)), "section {s}");
+        for sec in AGENT_SECTIONS {
+            assert!(c.sections.contains_key(&a.section(sec)), "section {sec}");
         }
-        assert_eq!(c.section(&a.section("events")).len(), 6);
+        assert_eq!(c.section(&a.section("events")).len(), T_VICTIMS + G_VICTIMS);
     }
-    let kills = kernel_kills(c.section("dmesg"));
-    // 3 in /t; in /g the chosen dd (159) is printed twice, plus two sleepers.
-    let pids: Vec<(i64, &str)> = kills.iter().map(|k| (k.pid, k.phase.as_str())).collect();
+    assert_eq!(s.victims_in("t").len(), T_VICTIMS);
+    assert_eq!(s.victims_in("g").len(), G_VICTIMS);
+    let phase = |p: &str| -> Vec<i64> {
+        let kills = s.kills.iter().filter(|k| k.phase == p);
+        kills.map(|k| k.pid).collect()
+    };
+    // /t: one kill per victim, in the order /init started them.
+    assert_eq!(phase("t"), s.victims_in("t"));
+    // /g: the group kill prints its chosen task first and again last, the others between.
+    let g = phase("g");
+    assert_eq!(g.len(), G_VICTIMS + 1);
+    assert_eq!(g.first(), Some(&s.group_chosen()));
+    assert_eq!(g.last(), Some(&s.group_chosen()));
     assert_eq!(
-        pids,
-        [
-            (150, "t"),
-            (151, "t"),
-            (152, "t"),
-            (159, "g"),
-            (154, "g"),
-            (155, "g"),
-            (159, "g")
-        ]
+        g.iter().collect::<BTreeSet<_>>(),
+        s.victims_in("g").iter().collect()
     );
-    let k = &kills[0];
-    assert_eq!(k.comm, "dd");
-    assert_eq!(k.numbers["total-vm"], 104660);
-    assert_eq!(k.numbers["anon-rss"], 65352);
-    assert_eq!(k.numbers["file-rss"], 4);
-    assert_eq!(k.numbers["shmem-rss"], 1580);
-    assert_eq!(k.numbers["UID"], 0);
-    assert_eq!(k.numbers["pgtables"], 168);
-    assert_eq!(kills[2].numbers["oom_score_adj"], 300);
+    // The first line of each victim agrees with its row of the kernel's task dump (4 kB pages).
+    let mut seen = BTreeSet::new();
+    for k in s.kills.iter().filter(|k| seen.insert(k.pid)) {
+        assert_eq!(k.comm, s.comm_of(k.pid));
+        let row = s.row(k.pid);
+        let n = |key: &str| k.numbers[key];
+        assert_eq!(n("total-vm"), row["total_vm"] * 4, "{k:?}");
+        assert_eq!(
+            n("anon-rss") + n("file-rss") + n("shmem-rss"),
+            row["rss"] * 4,
+            "{k:?}"
+        );
+        assert_eq!(n("pgtables") * 1024, row["pgtables_bytes"], "{k:?}");
+        assert_eq!(n("UID"), row["uid"], "{k:?}");
+        assert_eq!(n("oom_score_adj"), row["oom_score_adj"], "{k:?}");
+    }
+    assert_eq!(seen.len(), T_VICTIMS + G_VICTIMS);
+    // /init gives the last /t victim, and only it, a nonzero oom_score_adj.
+    let last = s.victims_in("t")[T_VICTIMS - 1];
+    for pid in s.victims_in("t") {
+        let k = s.kills.iter().find(|k| k.pid == pid).unwrap();
+        assert_eq!(k.numbers["oom_score_adj"], s.adj_of(pid), "{k:?}");
+        assert_eq!(s.adj_of(pid) != 0, pid == last, "{k:?}");
+    }
+    assert_eq!(s.adjusted_victim(), last);
 }
 
 #[test]
@@ -174,71 +243,86 @@ fn comm_with_spaces_and_parentheses_is_kept_whole() {
 
 #[test]
 fn a_wrong_number_gives_a_per_field_diff_for_that_agent_only() {
-    let from = r#""total_vm":107171840,"anon_rss":66920448"#;
+    let s = sample();
+    let pid = s.victims_in("t")[0];
+    let anon = s.number("events-kprobe", pid, "anon_rss");
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
-        150,
-        from,
-        &from.replace("448", "449"),
+        pid,
+        &format!(r#""anon_rss":{anon},"#),
+        &format!(r#""anon_rss":{},"#, anon + 1),
     );
     let r = check_console(&text);
     assert_eq!(r.failed(), ["kprobe: fields = kernel"]);
     assert_eq!(
         get(&r, "kprobe", "fields = kernel").detail,
-        "pid 150 anon_rss: agent 66920449 kernel 66920448"
+        format!("pid {pid} anon_rss: agent {} kernel {anon}", anon + 1)
     );
 }
 
 #[test]
 fn null_fields_and_wrong_comm_are_reported() {
+    let s = sample();
+    let pid = s.victims_in("t")[0];
+    let comm = s.comm_of(pid);
+    let uid = s.number("events", pid, "uid");
     let text = mutate_event(
         FIXTURE,
         "events",
-        150,
-        r#""pid":150,"tgid":150,"comm":"dd","uid":0,"#,
-        r#""pid":150,"tgid":null,"comm":"d","uid":null,"#,
+        pid,
+        &format!(r#""pid":{pid},"tgid":{pid},"comm":"{comm}","uid":{uid},"#),
+        &format!(r#""pid":{pid},"tgid":null,"comm":"{comm}x","uid":null,"#),
     );
     let r = check_console(&text);
     assert_eq!(r.failed(), ["fentry: fields = kernel", "fentry: tgid"]);
     assert_eq!(
         get(&r, "fentry", "fields = kernel").detail,
-        "pid 150 comm: agent \"d\" kernel \"dd\"\npid 150 uid: agent null kernel 0"
+        format!(
+            "pid {pid} comm: agent \"{comm}x\" kernel \"{comm}\"\n\
+             pid {pid} uid: agent null kernel {uid}"
+        )
     );
     assert_eq!(
         get(&r, "fentry", "tgid").detail,
-        "pid 150 tgid: agent null expected 150"
+        format!("pid {pid} tgid: agent null expected {pid}")
     );
 }
 
 #[test]
 fn a_missing_or_wrong_cgroup_path_fails() {
-    let from = r#""cgroup":"/t","cgroup_id":23"#;
+    let s = sample();
+    let pid = s.victims_in("t")[0];
+    let cg = s.cgroup_of(pid);
+    let id = s.number("events-kmsg", pid, "cgroup_id");
+    let source = s.value("events-kmsg", pid, "sources.cgroup");
+    let from = format!(r#""cgroup":"{cg}","cgroup_id":{id}"#);
     for (to, detail) in [
-        (r#""cgroup":null,"cgroup_id":23"#, "agent null"),
         (
-            r#""cgroup":"/sys/fs/cgroup/t","cgroup_id":23"#,
-            r#"agent "/sys/fs/cgroup/t""#,
+            format!(r#""cgroup":null,"cgroup_id":{id}"#),
+            "agent null".to_string(),
+        ),
+        (
+            format!(r#""cgroup":"/sys/fs/cgroup{cg}","cgroup_id":{id}"#),
+            format!(r#"agent "/sys/fs/cgroup{cg}""#),
         ),
     ] {
-        let text = mutate_event(FIXTURE, "events-kmsg", 151, from, to);
+        let text = mutate_event(FIXTURE, "events-kmsg", pid, &from, &to);
         let r = check_console(&text);
         assert!(r.failed().contains(&"kmsg: cgroup v2 path".to_string()));
         assert_eq!(
             get(&r, "kmsg", "cgroup v2 path").detail,
-            format!(r#"pid 151 cgroup: {detail} expected /t (source "cgroupfs")"#)
+            format!("pid {pid} cgroup: {detail} expected {cg} (source {source})")
         );
     }
 }
 
 #[test]
 fn a_missing_or_duplicated_event_fails() {
-    let c = Console::parse(FIXTURE);
-    let line = c.sections["events-kprobe"]
-        .iter()
-        .find(|l| l.contains(r#""pid":154,"#))
-        .unwrap()
-        .clone();
+    let s = sample();
+    let pid = s.group_members()[0];
+    let cg = s.cgroup_of(pid);
+    let line = fixture::event_line(FIXTURE, "events-kprobe", pid);
     let missing = mutate_in(FIXTURE, &format!("{line}\n"), "");
     let r = check_console(&missing);
     assert_eq!(
@@ -251,7 +335,7 @@ fn a_missing_or_duplicated_event_fails() {
     );
     assert_eq!(
         get(&r, "kprobe", "one event per victim").detail,
-        "pid 154 (/g): 0 events"
+        format!("pid {pid} ({cg}): 0 events")
     );
     let doubled = mutate_in(FIXTURE, &format!("{line}\n"), &format!("{line}\n{line}\n"));
     let r = check_console(&doubled);
@@ -260,13 +344,21 @@ fn a_missing_or_duplicated_event_fails() {
         .contains(&"kprobe: one event per victim".to_string()));
     assert_eq!(
         get(&r, "kprobe", "one event per victim").detail,
-        "pid 154 (/g): 2 events"
+        format!("pid {pid} ({cg}): 2 events")
     );
 }
 
 #[test]
 fn memory_events_must_match_the_kernel_lines_for_every_agent() {
-    let text = mutate_in(FIXTURE, "oom_kill 3\n", "oom_kill 2\n");
+    let s = sample();
+    let t = s.kills.iter().filter(|k| k.phase == "t").count();
+    let text = mutate_line(
+        FIXTURE,
+        "memory.events-t",
+        |l| l.starts_with("oom_kill "),
+        &format!("oom_kill {t}"),
+        &format!("oom_kill {}", t - 1),
+    );
     let r = check_console(&text);
     assert_eq!(
         r.failed(),
@@ -278,8 +370,11 @@ fn memory_events_must_match_the_kernel_lines_for_every_agent() {
     );
     assert_eq!(
         get(&r, "kmsg", "memory.events").detail,
-        "/t: memory.events oom_kill 2, kernel 'Killed process' lines 3 (3 distinct pids), \
-         agent events with cgroup /t: 3"
+        format!(
+            "/t: memory.events oom_kill {}, kernel 'Killed process' lines {t} ({t} distinct \
+             pids), agent events with cgroup /t: {t}",
+            t - 1
+        )
     );
 }
 

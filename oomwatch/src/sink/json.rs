@@ -51,6 +51,7 @@ mod tests {
             cgroup: None,
             cgroup_id: None,
             trigger: None,
+            victim: crate::event::Victim::default(),
             already_exiting: None,
             panic_on_oom: None,
             oom_kill_allocating_task: None,

@@ -27,6 +27,7 @@ fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
         cgroup: cgroup.map(str::to_owned),
         cgroup_id: None,
         trigger: None,
+        victim: crate::event::Victim::default(),
         already_exiting: None,
         panic_on_oom: None,
         oom_kill_allocating_task: None,

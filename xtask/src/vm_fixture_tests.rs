@@ -1,0 +1,188 @@
+//! The console fixture read with the parsers under test, so that the tests take pids, cgroups,
+//! kill order and values from it instead of from one run: a fixture refreshed from a new
+//! `cargo xtask vm-test` run (other pids, uptime, sizes) needs no test edits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::vm::{
+    vm_json::Json,
+    vm_parse::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
+};
+
+/// The tag that starts each agent event line: `"host":"oomwatch-vm","pid":N,`.
+pub(crate) fn event_tag(pid: i64) -> String {
+    format!(r#""host":"oomwatch-vm","pid":{pid},"#)
+}
+
+/// The one event line of `pid` in `section` of `text`.
+pub(crate) fn event_line<'a>(text: &'a str, section: &str, pid: i64) -> &'a str {
+    let tag = event_tag(pid);
+    let mut current = "";
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
+                current = name.trim_end_matches('@');
+            }
+            current == section && l.contains(&tag)
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "one {section} event for pid {pid}");
+    lines[0]
+}
+
+/// The fixture's victims, kernel kills and OOM invocations, as the checks parse them.
+pub(crate) struct Sample {
+    pub text: String,
+    pub console: Console,
+    pub victims: Vec<Victim>,
+    pub kills: Vec<KernelKill>,
+    pub invocations: Vec<Invocation>,
+}
+
+/// The fixture, parsed.
+pub(crate) fn sample() -> Sample {
+    Sample::of(super::FIXTURE)
+}
+
+impl Sample {
+    pub fn of(text: &str) -> Sample {
+        let console = Console::parse(text);
+        Sample {
+            text: text.to_string(),
+            victims: victims(console.section("victims")),
+            kills: kernel_kills(console.section("dmesg")),
+            invocations: oom_invocations(console.section("dmesg")),
+            console,
+        }
+    }
+
+    /// Pids `/init` started in `cgroup` (`t` or `g`), in the order it recorded them.
+    pub fn victims_in(&self, cgroup: &str) -> Vec<i64> {
+        let pids: Vec<i64> = self
+            .victims
+            .iter()
+            .filter(|v| v.cgroup == cgroup)
+            .map(|v| v.pid)
+            .collect();
+        assert!(!pids.is_empty(), "no victim in /{cgroup}");
+        pids
+    }
+
+    /// The cgroup `/init` put `pid` in, as the checks print it: `/t`.
+    pub fn cgroup_of(&self, pid: i64) -> String {
+        let v = self.victims.iter().find(|v| v.pid == pid);
+        format!("/{}", v.expect("a victim").cgroup)
+    }
+
+    /// The comm `/init` recorded for `pid` (4th column of the victims section).
+    pub fn comm_of(&self, pid: i64) -> String {
+        self.console
+            .section("victims")
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.get(1) == Some(&pid.to_string().as_str()))
+            .and_then(|w| w.get(3).map(|c| c.to_string()))
+            .unwrap_or_else(|| panic!("no victims line for {pid}"))
+    }
+
+    /// The invocation whose "Killed process" lines name `pid`.
+    pub fn invocation_of(&self, pid: i64) -> &Invocation {
+        let mut found = self.invocations.iter().filter(|i| i.killed.contains(&pid));
+        let inv = found
+            .next()
+            .unwrap_or_else(|| panic!("no invocation killed {pid}"));
+        assert!(found.next().is_none(), "{pid} killed by two invocations");
+        inv
+    }
+
+    /// The task the invocation chose, from its "oom-kill:" summary.
+    pub fn chosen(inv: &Invocation) -> i64 {
+        inv.summary["pid"].parse().expect("a pid")
+    }
+
+    /// The `memory.oom.group` invocation of `/g`.
+    pub fn group(&self) -> &Invocation {
+        let groups: Vec<&Invocation> = self.invocations.iter().filter(|i| i.group).collect();
+        assert_eq!(groups.len(), 1, "one group kill");
+        groups[0]
+    }
+
+    pub fn group_chosen(&self) -> i64 {
+        Self::chosen(self.group())
+    }
+
+    /// The victims the group kill took along with its chosen task, in the kernel's order.
+    pub fn group_members(&self) -> Vec<i64> {
+        let chosen = self.group_chosen();
+        let members: Vec<i64> = self
+            .group()
+            .killed
+            .iter()
+            .copied()
+            .filter(|p| *p != chosen)
+            .collect();
+        assert_eq!(
+            members.iter().collect::<BTreeSet<_>>().len(),
+            members.len(),
+            "each member killed once"
+        );
+        members
+    }
+
+    /// The only victim of its invocation whose task-dump row has a nonzero `oom_score_adj`
+    /// (`/init` starts the last `/t` victim so).
+    pub fn adjusted_victim(&self) -> i64 {
+        let pids: Vec<i64> = self
+            .invocations
+            .iter()
+            .filter(|i| i.killed.len() == 1)
+            .map(|i| i.killed[0])
+            .filter(|p| self.row(*p).get("oom_score_adj") != Some(&0))
+            .collect();
+        assert_eq!(
+            pids.len(),
+            1,
+            "one single victim with a nonzero oom_score_adj"
+        );
+        pids[0]
+    }
+
+    /// The `oom_score_adj` `/init` says it gave `pid`: `OWVM: victim P in /t (oom_score_adj N)`.
+    pub fn adj_of(&self, pid: i64) -> i64 {
+        let say = format!("OWVM: victim {pid} in ");
+        let line = self.text.lines().find(|l| l.starts_with(&say));
+        line.and_then(|l| l.split_once("(oom_score_adj ")?.1.split_once(')'))
+            .and_then(|(adj, _)| adj.parse().ok())
+            .unwrap_or_else(|| panic!("no {say:?} line"))
+    }
+
+    /// The task-dump row of `pid` in the invocation that killed it.
+    pub fn row(&self, pid: i64) -> &BTreeMap<String, i64> {
+        let inv = self.invocation_of(pid);
+        inv.tasks
+            .get(&pid)
+            .unwrap_or_else(|| panic!("{pid} not in its task dump"))
+    }
+
+    /// The event of `pid` in `section`.
+    pub fn event(&self, section: &str, pid: i64) -> Json {
+        Json::parse(event_line(&self.text, section, pid)).expect("a JSON event")
+    }
+
+    /// Field `path` (`a.b`) of that event as the checks render it: `16776`, `"/t"`, `null`.
+    pub fn value(&self, section: &str, pid: i64, path: &str) -> String {
+        let e = self.event(section, pid);
+        path.split('.')
+            .try_fold(&e, |v, k| v.get(k))
+            .unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}"))
+            .render()
+    }
+
+    /// Field `path` of that event as a number.
+    pub fn number(&self, section: &str, pid: i64, path: &str) -> i64 {
+        let v = self.value(section, pid, path);
+        v.parse()
+            .unwrap_or_else(|_| panic!("{path} of {pid} in {section} is {v}, not a number"))
+    }
+}
