@@ -224,9 +224,10 @@ pub fn check_oom(
 }
 
 /// Context fields a "Killed process" line without its report header cannot give.
-const NOT_IN_A_BARE_KILLED_LINE: [&str; 10] = [
+const NOT_IN_A_BARE_KILLED_LINE: [&str; 11] = [
     "constraint",
     "gfp_mask",
+    "gfp_flags",
     "order",
     "totalpages",
     "badness",

@@ -57,7 +57,10 @@ impl Json {
             Json::Bool(b) => b.to_string(),
             Json::Num(n) => n.clone(),
             Json::Str(s) => format!("{s:?}"),
-            Json::Arr(a) => format!("[{} items]", a.len()),
+            Json::Arr(a) => {
+                let items: Vec<String> = a.iter().map(Json::render).collect();
+                format!("[{}]", items.join(","))
+            }
             Json::Obj(m) => format!("{{{} keys}}", m.len()),
         }
     }
@@ -242,7 +245,7 @@ mod tests {
                 .and_then(Json::as_i64),
             Some(1)
         );
-        assert_eq!(v.get("a").map(Json::render).as_deref(), Some("[2 items]"));
+        assert_eq!(v.get("a").map(Json::render).as_deref(), Some("[1,-2.5e3]"));
     }
 
     #[test]
