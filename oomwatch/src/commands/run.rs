@@ -94,15 +94,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let expect_tp = probes.attached(loader::PROBE_MARK_VICTIM_TP);
     let expect_btf = probes.attached(loader::PROBE_MARK_VICTIM_BTF);
+    let oom_source = if probes.attached(loader::PROBE_OOM_KILL_FENTRY) {
+        Some(Source::OomKillFentry)
+    } else if probes.attached(loader::PROBE_OOM_KILL_KPROBE) {
+        Some(Source::OomKillKprobe)
+    } else {
+        None
+    };
 
     let Probes {
         ebpf,
         events,
         counters,
         logger,
-        status,
         constraints,
         gfp,
+        ..
     } = probes;
     let counters = Arc::new(Mutex::new(counters));
     metrics.set_ebpf_counters_reader(Box::new(move || {
@@ -138,13 +145,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         hierarchy.map(IdResolver::new),
     )
     .with_gfp(gfp);
-    let oom_source = if probes_attached(&status, loader::PROBE_OOM_KILL_FENTRY) {
-        Some(Source::OomKillFentry)
-    } else if probes_attached(&status, loader::PROBE_OOM_KILL_KPROBE) {
-        Some(Source::OomKillKprobe)
-    } else {
-        None
-    };
     // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
     let mut kmsg = None;
     if let Some(src) = oom_source {
@@ -268,10 +268,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     flushed?;
     tracing::info!(signal, "probes detached; exiting");
     Ok(())
-}
-
-fn probes_attached(status: &[loader::ProbeStatus], probe: &str) -> bool {
-    status.iter().any(|s| s.probe == probe && s.attached)
 }
 
 fn emit(
