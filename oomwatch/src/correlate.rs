@@ -398,10 +398,6 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         None => (0, None),
     };
     OomEvent {
-        time: wall_clock_of(ktime_ns),
-        ktime_ns,
-        host: host.to_string(),
-        pid: p.pid,
         tgid,
         comm,
         uid,
@@ -411,17 +407,11 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         shmem_rss,
         pgtables,
         oom_score_adj,
-        cgroup: None,
         cgroup_id,
         trigger,
-        victim: Victim::default(),
         already_exiting,
-        panic_on_oom: None,
-        oom_kill_allocating_task: None,
-        allocating_task_kill: None,
-        oom_id: None,
-        oom: OomContext::default(),
         sources,
+        ..OomEvent::new(p.pid, ktime_ns, wall_clock_of(ktime_ns), host.to_string())
     }
 }
 

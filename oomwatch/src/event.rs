@@ -154,6 +154,37 @@ fn rfc3339_nanos<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error>
 }
 
 impl OomEvent {
+    /// A victim known only by pid and kernel timestamp: every other field absent, to be filled
+    /// by whoever learns it.
+    pub fn new(pid: i32, ktime_ns: u64, time: SystemTime, host: String) -> Self {
+        Self {
+            time,
+            ktime_ns,
+            host,
+            pid,
+            tgid: None,
+            comm: None,
+            uid: None,
+            total_vm: None,
+            anon_rss: None,
+            file_rss: None,
+            shmem_rss: None,
+            pgtables: None,
+            oom_score_adj: None,
+            cgroup: None,
+            cgroup_id: None,
+            trigger: None,
+            victim: Victim::default(),
+            already_exiting: None,
+            panic_on_oom: None,
+            oom_kill_allocating_task: None,
+            allocating_task_kill: None,
+            oom_id: None,
+            oom: OomContext::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+
     /// Seconds since the Unix epoch, for `oomwatch_last_oom_kill_timestamp_seconds`.
     pub fn unix_seconds(&self) -> f64 {
         self.time
@@ -177,11 +208,8 @@ mod tests {
         let mut sources = BTreeMap::new();
         sources.insert("memory", Source::MarkVictimTracepoint);
         sources.insert("tgid", Source::MarkVictimBtf);
+        let time = SystemTime::UNIX_EPOCH + Duration::new(1_763_760_000, 123_456_789);
         OomEvent {
-            time: SystemTime::UNIX_EPOCH + Duration::new(1_763_760_000, 123_456_789),
-            ktime_ns: 42,
-            host: "node-1".into(),
-            pid: 4242,
             tgid: Some(4242),
             comm: Some("python3".into()),
             uid: Some(0),
@@ -193,15 +221,8 @@ mod tests {
             oom_score_adj: Some(500),
             cgroup: Some("/t".into()),
             cgroup_id: Some(77),
-            trigger: None,
-            victim: Victim::default(),
-            already_exiting: None,
-            panic_on_oom: None,
-            oom_kill_allocating_task: None,
-            allocating_task_kill: None,
-            oom_id: None,
-            oom: OomContext::default(),
             sources,
+            ..OomEvent::new(4242, 42, time, "node-1".into())
         }
     }
 

@@ -19,10 +19,6 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
     sources.insert("comm", Source::MarkVictimTracepoint);
     sources.insert("cgroup", Source::Cgroupfs);
     OomEvent {
-        time,
-        ktime_ns: 1_000_000,
-        host: "node-1".into(),
-        pid,
         tgid: Some(pid),
         comm: Some(comm.into()),
         uid: Some(1000),
@@ -34,12 +30,6 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         oom_score_adj: Some(0),
         cgroup: Some(cgroup.into()),
         cgroup_id: Some(1234),
-        trigger: None,
-        victim: oomwatch::event::Victim::default(),
-        already_exiting: None,
-        panic_on_oom: None,
-        oom_kill_allocating_task: None,
-        allocating_task_kill: None,
         oom_id: Some(u64::try_from(pid).unwrap()),
         oom: oomwatch::event::OomContext {
             constraint: Some("CONSTRAINT_MEMCG".into()),
@@ -47,6 +37,7 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
             ..Default::default()
         },
         sources,
+        ..OomEvent::new(pid, 1_000_000, time, "node-1".into())
     }
 }
 

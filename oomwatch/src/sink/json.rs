@@ -29,7 +29,6 @@ impl<W: Write> JsonLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::time::SystemTime;
 
     #[test]
@@ -37,28 +36,8 @@ mod tests {
         let ev = OomEvent {
             time: SystemTime::UNIX_EPOCH,
             ktime_ns: 1,
-            host: "h".into(),
-            pid: 1,
-            tgid: None,
             comm: Some("a\nb".into()),
-            uid: None,
-            total_vm: None,
-            anon_rss: None,
-            file_rss: None,
-            shmem_rss: None,
-            pgtables: None,
-            oom_score_adj: None,
-            cgroup: None,
-            cgroup_id: None,
-            trigger: None,
-            victim: crate::event::Victim::default(),
-            already_exiting: None,
-            panic_on_oom: None,
-            oom_kill_allocating_task: None,
-            allocating_task_kill: None,
-            oom_id: None,
-            oom: crate::event::OomContext::default(),
-            sources: BTreeMap::new(),
+            ..OomEvent::new(1, 1, SystemTime::UNIX_EPOCH, "h".into())
         };
         let mut w = JsonLines::new(Vec::new());
         w.write(&ev).unwrap();

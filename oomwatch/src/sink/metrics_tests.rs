@@ -10,31 +10,11 @@ const BUILD: BuildInfo = BuildInfo {
 };
 
 fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     OomEvent {
-        time: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
-        ktime_ns: 0,
-        host: "h".into(),
-        pid: 1,
-        tgid: None,
         comm: comm.map(str::to_owned),
-        uid: None,
-        total_vm: None,
-        anon_rss: None,
-        file_rss: None,
-        shmem_rss: None,
-        pgtables: None,
-        oom_score_adj: None,
         cgroup: cgroup.map(str::to_owned),
-        cgroup_id: None,
-        trigger: None,
-        victim: crate::event::Victim::default(),
-        already_exiting: None,
-        panic_on_oom: None,
-        oom_kill_allocating_task: None,
-        allocating_task_kill: None,
-        oom_id: None,
-        oom: crate::event::OomContext::default(),
-        sources: Default::default(),
+        ..OomEvent::new(1, 0, time, "h".into())
     }
 }
 
