@@ -5,10 +5,12 @@
 pub mod caps;
 pub mod cgroup;
 pub mod commands;
+pub mod enrich;
 pub mod correlate;
 pub mod event;
 pub mod gfp;
 pub mod gfp_table;
+pub mod host;
 pub mod invocation;
 pub mod kmsg;
 pub mod kmsg_context;

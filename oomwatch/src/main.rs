@@ -2,12 +2,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use oomwatch::commands::{run, Cli, Command};
+use oomwatch::commands::{run, top, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Top(args)) => return top::main(args),
         None => cli.run,
     };
     if let Err(e) = run::init_logging(&args) {

@@ -1,5 +1,6 @@
 //! The command line: thin commands wiring the rooms below.
 pub mod run;
+pub mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Load the probes and write one JSON line per OOM victim to stdout (default).
     Run(RunArgs),
+    /// Rank processes by the kernel's oom_score: who the OOM killer would pick next.
+    Top(top::TopArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,41 +38,41 @@ pub enum LogFormat {
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// Address of the HTTP server (/metrics, /healthz).
-    #[arg(long, default_value = DEFAULT_LISTEN, global = true)]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Format of the agent's own log on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log level or filter (error, warn, info, debug, trace; or a tracing filter).
-    #[arg(long, default_value = "info", global = true)]
+    #[arg(long, default_value = "info")]
     pub log_level: String,
     /// The agent's own oom_score_adj, so the killer it watches spares it (-1000..=1000).
     #[arg(long, default_value_t = -999, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i16).range(-1000..=1000), global = true)]
+          value_parser = clap::value_parser!(i16).range(-1000..=1000))]
     pub oom_score_adj: i16,
     /// Cap on `oomwatch_oom_kills_total` label sets; the least recently updated is evicted.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_label_sets: u64,
     /// Host name put in every event (default: this machine's).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub host: Option<String>,
     /// Kernel BTF used to resolve struct offsets.
-    #[arg(long, default_value = "/sys/kernel/btf/vmlinux", global = true)]
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
     /// Longest wait, in ms, for the second probe record of a victim before emitting what is known.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000), global = true)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub correlation_window_ms: u64,
     /// Do not use this probe (repeatable): tp_btf:mark_victim, tracepoint:oom/mark_victim,
     /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report. The next row of the
     /// probe table is used instead, as on a kernel that refuses the probe.
     #[arg(long = "disable-probe", value_name = "PROBE", value_parser = [
         "tp_btf:mark_victim", "tracepoint:oom/mark_victim", "fentry:oom_kill_process",
-        "kprobe:oom_kill_process", "kmsg:oom_report"], global = true)]
+        "kprobe:oom_kill_process", "kmsg:oom_report"])]
     pub disable_probe: Vec<String>,
     /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
-    #[arg(long, hide = true, global = true)]
+    #[arg(long, hide = true)]
     pub force_pid_only: bool,
     /// Test knob: make one kernel read of the BTF program fault on purpose.
-    #[arg(long, hide = true, global = true)]
+    #[arg(long, hide = true)]
     pub inject_read_fault: bool,
 }
