@@ -91,3 +91,67 @@ mod tests {
         assert_eq!(effective_from_status("CapEff:\tzz\n"), None);
     }
 }
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Empties this process's effective, permitted and inheritable capability sets (the ambient
+/// set follows the permitted one), for every thread that exists now, and sets no_new_privs.
+/// Open descriptors (attached programs, maps, `/dev/kmsg`, the listening socket) keep working;
+/// nothing can be loaded or attached afterwards.
+pub fn drop_all() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut hdr = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: `hdr` and `data` are valid, correctly sized (v3 takes two CapData) and live for
+    // the call; capset only reads `data`.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Capabilities are per thread and capset(2) changes only the caller's. The agent's runtime
+    // is single-threaded, so no other thread should exist; if one does, say so rather than
+    // leave it privileged unnoticed.
+    for entry in fs::read_dir("/proc/self/task")?.flatten() {
+        let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if effective_from_status(&status).is_some_and(|e| e != 0) {
+            return Err(io::Error::other(format!(
+                "thread {} still holds capabilities",
+                entry.file_name().to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `CapEff`, `CapPrm` of `/proc/self/status` (for tests and `oomwatch check`).
+pub fn own_sets() -> Option<(u64, u64)> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    };
+    Some((field("CapEff:")?, field("CapPrm:")?))
+}

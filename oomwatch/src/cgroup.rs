@@ -34,6 +34,31 @@ impl MemoryHierarchy {
         })
     }
 
+    /// As [`find`](Self::find) for the host whose root filesystem is at `root` (`/host` in a
+    /// pod with the host's `/sys` mounted at `/host/sys`): there the mount table is the
+    /// container's, so the standard places are checked instead: `<root>/sys/fs/cgroup/memory`
+    /// (v1), then `<root>/sys/fs/cgroup` with `memory` in its `cgroup.controllers` (v2).
+    pub fn find_under(root: &Path) -> Option<Self> {
+        if root == Path::new("/") {
+            return Self::find();
+        }
+        let base = root.join("sys/fs/cgroup");
+        let v1 = base.join("memory");
+        if v1.join("memory.usage_in_bytes").exists() {
+            return Some(Self {
+                version: Version::V1,
+                mount: v1,
+            });
+        }
+        let has_memory = fs::read_to_string(base.join("cgroup.controllers"))
+            .map(|c| c.split_whitespace().any(|w| w == "memory"))
+            .unwrap_or(false);
+        has_memory.then_some(Self {
+            version: Version::V2,
+            mount: base,
+        })
+    }
+
     /// As [`find`](Self::find), with the v2 controller check injected (for tests).
     pub fn from_mountinfo(text: &str, v2_has_memory: impl Fn(&Path) -> bool) -> Option<Self> {
         let mut v2 = None;

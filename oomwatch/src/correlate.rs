@@ -77,6 +77,13 @@ impl Correlator {
         }
     }
 
+    /// Reads `/proc` (victims' status, sysctls) under this directory instead: `/host/proc` for
+    /// an agent in a pod with the host's `/proc` mounted there.
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
+    }
+
     /// Decodes probe-reported GFP masks with this kernel's flag layout.
     pub fn with_gfp(mut self, gfp: Option<GfpDecoder>) -> Self {
         self.gfp = gfp;
@@ -230,6 +237,7 @@ impl Correlator {
             comm: ev.comm.clone(),
             cgroup: ev.cgroup.clone(),
             cgroup_id: ev.cgroup_id,
+            ..Victim::default()
         };
         ev.panic_on_oom = sysctl("panic_on_oom");
         ev.oom_kill_allocating_task = sysctl("oom_kill_allocating_task");
@@ -392,6 +400,9 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
                 comm: comm_str(&r.trigger_comm),
                 cgroup: None,
                 cgroup_id: None,
+                namespace: None,
+                pod: None,
+                pod_uid: None,
             };
             (r.ktime_ns, Some(t))
         }

@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 
+use crate::enrich::domain::OomDomain;
+use crate::enrich::identity::{QosClass, Runtime};
+
 /// Where a group of fields came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Source {
@@ -53,6 +56,10 @@ pub struct Victim {
     pub comm: Option<String>,
     pub cgroup: Option<String>,
     pub cgroup_id: Option<u64>,
+    /// Its Kubernetes pod (the event's `namespace`, `pod`, `pod_uid`).
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
 }
 
 /// The task whose allocation invoked the OOM killer, and its memory cgroup.
@@ -64,6 +71,36 @@ pub struct Trigger {
     /// Its memory cgroup path; `null` when no source names it.
     pub cgroup: Option<String>,
     pub cgroup_id: Option<u64>,
+    /// Its Kubernetes pod, from its cgroup path and the runtime's bundle files (see
+    /// [`Workload`]); `null` outside Kubernetes or when unknown.
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+/// Who the victim is beyond its pid: Kubernetes identity from its cgroup path and the container
+/// runtime's bundle files on the node (no API server), or the systemd unit outside Kubernetes.
+/// Every field is `null` when it cannot be known; unknown cgroup layouts give no identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    /// `containerd`, `crio` or `docker`.
+    pub container_runtime: Option<Runtime>,
+    /// `guaranteed`, `burstable` or `besteffort`.
+    pub qos_class: Option<QosClass>,
+    /// Which limit the OOM hit: `container`, `pod`, `qos`, `kubepods` (node allocatable),
+    /// `system` (a memory cgroup outside Kubernetes), `global` (the host ran out), `cpuset` or
+    /// `mempolicy`.
+    pub oom_domain: Option<OomDomain>,
+    /// A global or node-level OOM whose trigger runs in another pod than the victim.
+    pub noisy_neighbour: Option<bool>,
+    /// Outside Kubernetes: the innermost systemd unit and slice of the victim's cgroup.
+    pub systemd_unit: Option<String>,
+    pub systemd_slice: Option<String>,
 }
 
 /// Why the kernel killed: the OOM invocation that chose this victim. Victims of one invocation
@@ -144,6 +181,9 @@ pub struct OomEvent {
     /// source of it is available.
     #[serde(flatten)]
     pub oom: OomContext,
+    /// Kubernetes or systemd identity and the OOM domain, flattened into the event.
+    #[serde(flatten)]
+    pub workload: Workload,
     /// Field group → where it came from. Groups: `pid`, `tgid`, `comm`, `uid`, `memory`,
     /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`.
     pub sources: BTreeMap<&'static str, Source>,
@@ -181,6 +221,7 @@ impl OomEvent {
             allocating_task_kill: None,
             oom_id: None,
             oom: OomContext::default(),
+            workload: Workload::default(),
             sources: BTreeMap::new(),
         }
     }

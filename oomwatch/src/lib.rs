@@ -5,8 +5,8 @@
 pub mod caps;
 pub mod cgroup;
 pub mod commands;
-pub mod enrich;
 pub mod correlate;
+pub mod enrich;
 pub mod event;
 pub mod gfp;
 pub mod gfp_table;

@@ -49,8 +49,13 @@ pub fn parse_status(text: &str, info: &mut ProcInfo) {
 }
 
 /// The memory cgroup from `/proc/<pid>/cgroup`: the v1 line listing `memory`, else the v2 `0::`
-/// line.
+/// line. A path outside the reader's cgroup namespace (`/../..`, as an agent in a container
+/// sees the host's processes) cannot be named in host terms and gives `None`.
 pub fn parse_cgroup(text: &str) -> Option<String> {
+    parse_cgroup_any(text).filter(|p| !p.split('/').any(|c| c == ".."))
+}
+
+fn parse_cgroup_any(text: &str) -> Option<String> {
     let mut v2 = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -122,6 +127,7 @@ mod tests {
         );
         assert_eq!(parse_cgroup("3:cpu,cpuacct:/x\n"), None);
         assert_eq!(parse_cgroup("4:cpu,memory:/y:z\n").as_deref(), Some("/y:z"));
+        assert_eq!(parse_cgroup("0::/../../kubepods.slice/x\n"), None);
     }
 
     #[test]

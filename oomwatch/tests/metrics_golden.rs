@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use oomwatch::event::{OomEvent, Source};
+use oomwatch::enrich::domain::OomDomain;
+use oomwatch::event::{OomEvent, Source, Workload};
 use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 
 fn golden_path() -> PathBuf {
@@ -37,6 +38,11 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
             ..Default::default()
         },
         sources,
+        workload: Workload {
+            oom_domain: Some(OomDomain::System),
+            systemd_unit: Some("app.service".into()),
+            ..Workload::default()
+        },
         ..OomEvent::new(pid, 1_000_000, time, "node-1".into())
     }
 }
@@ -51,7 +57,18 @@ fn scenario() -> String {
         },
     );
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_760_000);
-    m.observe(&event(4242, "python3", "/kubepods.slice/pod-a/worker", t0));
+    // A Kubernetes victim: keyed by namespace/pod/container, its cgroup label left empty.
+    let mut pod = event(
+        4242,
+        "python3",
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0a1b2c3d_4e5f_6a7b_8c9d_0e1f2a3b4c5d.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa99887766554433221100.scope",
+        t0,
+    );
+    pod.workload.namespace = Some("shop".into());
+    pod.workload.pod = Some("cart-7d9f8b6c5-x2x4q".into());
+    pod.workload.container = Some("worker".into());
+    pod.workload.oom_domain = Some(OomDomain::Container);
+    m.observe(&pod);
     m.observe(&event(
         4343,
         "java",

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Host name put in every event (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
+    /// The host's root filesystem: `/proc`, `/sys/fs/cgroup` and the container runtimes' state
+    /// are read below it (`/host` in a pod that mounts the host's directories there).
+    #[arg(long, default_value = "/")]
+    pub host_root: PathBuf,
     /// Kernel BTF used to resolve struct offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,

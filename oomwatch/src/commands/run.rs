@@ -11,6 +11,7 @@ use super::{LogFormat, RunArgs};
 use crate::caps;
 use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
+use crate::enrich::Enricher;
 use crate::event::{OomEvent, Source};
 use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::probe::loader::{self, LoadOptions, Probes};
@@ -33,6 +34,8 @@ pub enum RunError {
     RingBuf(io::Error),
     #[error("writing events to stdout failed: {0}")]
     Stdout(io::Error),
+    #[error("--host-root {0:?} has no proc/ directory: give the directory where the host's / is mounted (e.g. /host with /proc at /host/proc)")]
+    HostRoot(std::path::PathBuf),
     #[error("invalid --log-level {0:?}: {1}")]
     LogLevel(String, String),
 }
@@ -57,6 +60,9 @@ pub fn init_logging(args: &RunArgs) -> Result<(), RunError> {
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     caps::check_self()?;
+    if !args.host_root.join("proc").is_dir() {
+        return Err(RunError::HostRoot(args.host_root.clone()));
+    }
     match caps::set_own_oom_score_adj(args.oom_score_adj) {
         Ok(()) => tracing::info!(
             oom_score_adj = args.oom_score_adj,
@@ -120,7 +126,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }));
 
-    let hierarchy = MemoryHierarchy::find();
+    let hierarchy = MemoryHierarchy::find_under(&args.host_root);
     match &hierarchy {
         Some(h) => {
             tracing::info!(version = ?h.version, mount = %h.mount.display(), "memory cgroup hierarchy")
@@ -144,7 +150,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         host,
         hierarchy.map(IdResolver::new),
     )
-    .with_gfp(gfp);
+    .with_gfp(gfp)
+    .with_proc_root(args.host_root.join("proc"));
+    let mut enricher = Enricher::new(&args.host_root);
     // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
     let mut kmsg = None;
     if let Some(src) = oom_source {
@@ -193,6 +201,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None => None,
     };
     let mut out = JsonLines::new(io::stdout());
+    // Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
+    match caps::drop_all() {
+        Ok(()) => tracing::info!("dropped all capabilities"),
+        Err(e) => tracing::warn!("could not drop capabilities: {e}"),
+    }
     tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
@@ -222,13 +235,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
                 let evs: Vec<OomEvent> =
                     batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
-                if let Err(e) = emit(&mut out, &metrics, evs) {
+                if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
                     break Err(e);
                 }
             }
             _ = sleep_until_opt(deadline) => {
                 let evs = correlator.flush_expired(Instant::now());
-                if let Err(e) = emit(&mut out, &metrics, evs) {
+                if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
                     break Err(e);
                 }
             }
@@ -236,7 +249,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 match ev {
                     Ok(KmsgEvent::Record(rec)) => {
                         let evs = correlator.push_kmsg(&rec, Instant::now());
-                        if let Err(e) = emit(&mut out, &metrics, evs) {
+                        if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
                             break Err(e);
                         }
                     }
@@ -259,7 +272,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     let leftover = correlator.flush_all();
-    let flushed = emit(&mut out, &metrics, leftover);
+    let flushed = emit(&mut out, &metrics, &mut enricher, leftover);
     let _ = stop_tx.send(());
     let _ = server_task.await;
     drop(ring);
@@ -273,9 +286,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 fn emit(
     out: &mut JsonLines<io::Stdout>,
     metrics: &Metrics,
+    enricher: &mut Enricher,
     evs: Vec<OomEvent>,
 ) -> Result<(), RunError> {
-    for ev in evs {
+    for mut ev in evs {
+        enricher.enrich(&mut ev);
         out.write(&ev).map_err(RunError::Stdout)?;
         metrics.observe(&ev);
         let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;

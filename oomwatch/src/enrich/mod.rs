@@ -4,3 +4,140 @@
 pub mod bundle;
 pub mod domain;
 pub mod identity;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::event::{OomEvent, Workload};
+use crate::procfs;
+use bundle::{BundleConfig, BundleReader, BundleSource, Names};
+use identity::{Identity, Runtime};
+
+/// Fills an event's [`Workload`] and the Kubernetes fields of `victim` and `trigger`.
+#[derive(Debug)]
+pub struct Enricher {
+    bundles: BundleReader,
+    proc_root: PathBuf,
+}
+
+impl Enricher {
+    /// Reads runtime bundles and `/proc` under `host_root` (`/` on the host, `/host` in a pod),
+    /// and caches the names of every container present now.
+    pub fn new(host_root: &Path) -> Self {
+        let mut bundles = BundleReader::new(BundleConfig {
+            host_root: host_root.to_path_buf(),
+            ..BundleConfig::default()
+        });
+        let n = bundles.warm();
+        tracing::debug!(containers = n, "runtime bundles read");
+        Self {
+            bundles,
+            proc_root: host_root.join("proc"),
+        }
+    }
+
+    /// Containers whose names are cached now.
+    pub fn cached(&self) -> usize {
+        self.bundles.cached()
+    }
+
+    /// Cache entries dropped to stay within the bound.
+    pub fn evicted(&self) -> u64 {
+        self.bundles.evicted()
+    }
+
+    pub fn enrich(&mut self, ev: &mut OomEvent) {
+        let victim = ev.cgroup.as_deref().map(identity::parse);
+        let names = victim.as_ref().and_then(|id| self.names(id));
+        let mut w = Workload::default();
+        if let Some(id) = &victim {
+            fill(&mut w, id, names.as_deref());
+        }
+        // The trigger's cgroup: the probe gives it; else it is the victim's when the victim
+        // itself allocated (the usual memcg OOM), else /proc while the trigger is alive.
+        if let Some(t) = ev.trigger.as_mut() {
+            if t.cgroup.is_none() {
+                t.cgroup = if Some(t.tgid) == ev.tgid || t.pid == ev.pid {
+                    ev.cgroup.clone()
+                } else {
+                    procfs::read(&self.proc_root, t.pid).cgroup
+                };
+            }
+        }
+        w.oom_domain = domain::classify(
+            ev.oom.constraint.as_deref(),
+            ev.oom.oom_memcg.as_deref(),
+            ev.cgroup.as_deref(),
+        );
+        let trigger_cgroup = ev.trigger.as_ref().and_then(|t| t.cgroup.clone());
+        w.noisy_neighbour = domain::noisy_neighbour(
+            w.oom_domain,
+            ev.cgroup.as_deref(),
+            trigger_cgroup.as_deref(),
+        );
+        if let (Some(t), Some(cg)) = (ev.trigger.as_mut(), trigger_cgroup.as_deref()) {
+            let id = identity::parse(cg);
+            let tn = self.names(&id);
+            let mut tw = Workload::default();
+            fill(&mut tw, &id, tn.as_deref());
+            t.namespace = tw.namespace;
+            t.pod = tw.pod;
+            t.pod_uid = tw.pod_uid;
+        }
+        ev.victim.namespace = w.namespace.clone();
+        ev.victim.pod = w.pod.clone();
+        ev.victim.pod_uid = w.pod_uid.clone();
+        ev.workload = w;
+    }
+
+    /// Names of the identity's container from its runtime's bundle, if they agree with the
+    /// pod the cgroup path names.
+    fn names(&mut self, id: &Identity) -> Option<Arc<Names>> {
+        let c = id.container.as_ref()?;
+        let hint = c.runtime.map(|r| match r {
+            Runtime::Containerd => BundleSource::Containerd,
+            Runtime::Crio => BundleSource::Crio,
+            Runtime::Docker => BundleSource::Docker,
+        });
+        let names = self.bundles.lookup(&c.id, hint)?;
+        // Never a wrong name: a bundle that names another pod than the cgroup path is ignored.
+        match (&id.pod, &names.pod_uid) {
+            (Some(p), Some(uid)) if !uid.eq_ignore_ascii_case(&p.uid) => {
+                tracing::debug!(container = %c.id, path_uid = %p.uid, bundle_uid = %uid,
+                    "runtime bundle names another pod; names not used");
+                None
+            }
+            _ => Some(names),
+        }
+    }
+}
+
+/// The workload fields an identity (and the names of its container) give.
+fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
+    if let Some(p) = &id.pod {
+        w.pod_uid = Some(p.uid.clone());
+        w.qos_class = Some(p.qos_class);
+    }
+    if let Some(c) = &id.container {
+        w.container_id = Some(c.id.clone());
+        w.container_runtime = c.runtime.or(names.map(|n| match n.source {
+            BundleSource::Containerd => Runtime::Containerd,
+            BundleSource::Crio => Runtime::Crio,
+            BundleSource::Docker => Runtime::Docker,
+        }));
+    }
+    if let Some(n) = names {
+        // Names from a bundle count only for a container in a pod the path identified, or a
+        // plain container (Docker outside Kubernetes has no pod names anyway).
+        w.namespace = n.namespace.clone();
+        w.pod = n.pod.clone();
+        if w.pod_uid.is_none() {
+            w.pod_uid = n.pod_uid.clone();
+        }
+        if !n.sandbox {
+            w.container = n.container.clone();
+        }
+    }
+    w.systemd_unit = id.systemd_unit.clone();
+    w.systemd_slice = id.systemd_slice.clone();
+}

@@ -11,7 +11,7 @@
 //!   their value comes from outside: each scrape adds the delta since the previous read;
 //! * nothing here can fail at run time, so [`Metrics::new`] needs no `Result` and no panic.
 //!
-//! Label sets are capped at `max_label_sets`: when a new `(comm, cgroup)` pair would exceed
+//! Label sets are capped at `max_label_sets`: when a new label set would exceed
 //! the cap, the least-recently-updated pair is dropped and
 //! `oomwatch_metric_label_sets_evicted_total` goes up; `oomwatch_oom_kills_all_total` has no
 //! labels and is never evicted, so totals survive.
@@ -51,8 +51,46 @@ pub struct EbpfCounters {
 /// Reads the eBPF counters; called once per scrape.
 type CountersReader = Box<dyn Fn() -> EbpfCounters + Send + Sync>;
 
-/// A `(comm, cgroup, constraint)` label set of `oomwatch_oom_kills_total`.
-type SeriesKey = (String, String, String);
+/// Extra metric families rendered at each scrape (the host collectors).
+type FamiliesReader = Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
+
+/// Label names of `oomwatch_oom_kills_total`, sorted (the order of [`SeriesKey`]'s values).
+const KILL_LABELS: [&str; 7] = [
+    "cgroup",
+    "comm",
+    "constraint",
+    "container",
+    "namespace",
+    "oom_domain",
+    "pod",
+];
+
+/// A label set of `oomwatch_oom_kills_total`, values in [`KILL_LABELS`] order.
+type SeriesKey = [String; 7];
+
+/// The label set of a victim. Kubernetes victims whose pod is named are keyed by
+/// namespace/pod/container with an empty `cgroup` (the path holds the container id, which
+/// changes at every restart); others by their cgroup path, with empty Kubernetes labels.
+fn series_key(ev: &OomEvent) -> SeriesKey {
+    let w = &ev.workload;
+    let named = w.pod.is_some();
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    [
+        if named {
+            String::new()
+        } else {
+            label_or_unknown(&ev.cgroup)
+        },
+        label_or_unknown(&ev.comm),
+        label_or_unknown(&ev.oom.constraint),
+        opt(&w.container),
+        opt(&w.namespace),
+        w.oom_domain
+            .map(|d| d.as_str().to_owned())
+            .unwrap_or_else(|| UNKNOWN.to_owned()),
+        opt(&w.pod),
+    ]
+}
 
 /// One labelled series: its count, the last victim's badness, and when it was last updated
 /// (an LRU tick).
@@ -96,7 +134,7 @@ impl KillState {
             _ => true,
         };
         if new_invocation {
-            *self.invocations.entry(key.2.clone()).or_default() += 1;
+            *self.invocations.entry(key[2].clone()).or_default() += 1;
             self.last_oom_id = oom_id.or(self.last_oom_id);
         }
         let tick = self.next_tick;
@@ -177,6 +215,7 @@ pub struct Metrics {
     kills: Mutex<KillState>,
     probes: Mutex<BTreeMap<String, bool>>,
     ebpf: Mutex<EbpfState>,
+    collectors: Mutex<Vec<FamiliesReader>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,7 +233,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    /// Empty metrics. `max_label_sets` caps the `(comm, cgroup)` label sets of
+    /// Empty metrics. `max_label_sets` caps the label sets of
     /// `oomwatch_oom_kills_total`; 0 is treated as 1.
     pub fn new(max_label_sets: usize, build: BuildInfo) -> Metrics {
         Metrics {
@@ -213,17 +252,19 @@ impl Metrics {
             }),
             probes: Mutex::new(BTreeMap::new()),
             ebpf: Mutex::new(EbpfState::default()),
+            collectors: Mutex::new(Vec::new()),
         }
     }
 
     /// Records one victim (call once per record written).
     pub fn observe(&self, ev: &OomEvent) {
-        let key = (
-            label_or_unknown(&ev.comm),
-            label_or_unknown(&ev.cgroup),
-            label_or_unknown(&ev.oom.constraint),
-        );
-        lock(&self.kills).observe(key, ev.unix_seconds(), ev.oom.badness, ev.oom_id);
+        lock(&self.kills).observe(series_key(ev), ev.unix_seconds(), ev.oom.badness, ev.oom_id);
+    }
+
+    /// Adds families produced at each scrape by `f` (e.g. the host collectors); names must
+    /// not clash with the agent's own.
+    pub fn add_collector(&self, f: Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync>) {
+        lock(&self.collectors).push(f);
     }
 
     /// Sets `oomwatch_probe_attached{probe}` to 1 or 0.
@@ -260,44 +301,29 @@ impl Metrics {
             let k = lock(&self.kills);
             let mut rows: Vec<(&SeriesKey, &Series)> = k.series.iter().collect();
             // Same order as a registry gathers: by label values in label-name order.
-            rows.sort_unstable_by(|a, b| {
-                (&a.0 .1, &a.0 .0, &a.0 .2).cmp(&(&b.0 .1, &b.0 .0, &b.0 .2))
-            });
-            let labels_of = |(comm, cgroup, constraint): &SeriesKey| {
-                [
-                    ("cgroup", cgroup.clone()),
-                    ("comm", comm.clone()),
-                    ("constraint", constraint.clone()),
-                ]
-            };
+            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            fn labels_of(key: &SeriesKey) -> Vec<(&'static str, &str)> {
+                KILL_LABELS
+                    .iter()
+                    .zip(key.iter())
+                    .map(|(n, v)| (*n, v.as_str()))
+                    .collect()
+            }
             let series = rows
                 .iter()
-                .map(|(key, s)| {
-                    let l = labels_of(key);
-                    counter(
-                        &[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (l[2].0, &l[2].1)],
-                        s.kills as f64,
-                    )
-                })
+                .map(|(key, s)| counter(&labels_of(key), s.kills as f64))
                 .collect();
             fams.push(family(
                 "oomwatch_oom_kills_total",
-                "OOM kills by victim comm, memory cgroup and OOM constraint (\"unknown\" when \
-                 not known); label sets are capped, the least recently updated is evicted first.",
+                "OOM kills by victim (namespace, pod, container for Kubernetes victims; cgroup \
+                 otherwise), comm, OOM constraint and domain (\"unknown\" when not known); label \
+                 sets are capped, the least recently updated is evicted first.",
                 MetricType::COUNTER,
                 series,
             ));
             let badness = rows
                 .iter()
-                .filter_map(|(key, s)| {
-                    let l = labels_of(key);
-                    s.badness.map(|b| {
-                        gauge(
-                            &[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (l[2].0, &l[2].1)],
-                            b as f64,
-                        )
-                    })
-                })
+                .filter_map(|(key, s)| s.badness.map(|b| gauge(&labels_of(key), b as f64)))
                 .collect();
             fams.push(family(
                 "oomwatch_oom_victim_badness",
@@ -386,6 +412,10 @@ impl Metrics {
                 1.0,
             )],
         ));
+
+        for collect in lock(&self.collectors).iter() {
+            fams.extend(collect());
+        }
 
         fams.retain(|f| !f.get_metric().is_empty());
         fams.sort_unstable_by(|a, b| a.name().cmp(b.name()));

@@ -43,7 +43,7 @@ fn observe_increments_the_right_series() {
     let kills = |l: &str| {
         sample(
             &t,
-            &format!("oomwatch_oom_kills_total{{{l},constraint=\"unknown\"}}"),
+            &format!("oomwatch_oom_kills_total{{{l},constraint=\"unknown\",container=\"\",namespace=\"\",oom_domain=\"unknown\",pod=\"\"}}"),
         )
     };
     assert_eq!(kills(r#"cgroup="/a",comm="python3""#), Some(2.0));
@@ -67,7 +67,7 @@ fn lru_evicts_least_recently_updated_and_counts_evictions() {
         sample(
             t,
             &format!(
-                r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}",constraint="unknown"}}"#
+                r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}",constraint="unknown",container="",namespace="",oom_domain="unknown",pod=""}}"#
             ),
         )
     };
@@ -195,7 +195,7 @@ fn label_values_are_escaped() {
     m.observe(&event(Some("a\"b\\c"), Some("/x\ny"), 1));
     let t = m.render();
     assert!(t.contains(
-        r#"oomwatch_oom_kills_total{cgroup="/x\ny",comm="a\"b\\c",constraint="unknown"} 1"#
+        r#"oomwatch_oom_kills_total{cgroup="/x\ny",comm="a\"b\\c",constraint="unknown",container="",namespace="",oom_domain="unknown",pod=""} 1"#
     ));
 }
 
@@ -244,7 +244,7 @@ fn constraint_label_badness_and_invocations() {
         m.observe(ev);
     }
     let t = m.render();
-    let memcg = r#"cgroup="/g",comm="dd",constraint="CONSTRAINT_MEMCG""#;
+    let memcg = r#"cgroup="/g",comm="dd",constraint="CONSTRAINT_MEMCG",container="",namespace="",oom_domain="unknown",pod="""#;
     assert_eq!(
         sample(&t, &format!("oomwatch_oom_kills_total{{{memcg}}}")),
         Some(1.0)
@@ -266,4 +266,44 @@ fn constraint_label_badness_and_invocations() {
     );
     assert_eq!(inv("CONSTRAINT_NONE"), Some(1.0));
     assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(3.0));
+}
+
+#[test]
+fn kubernetes_victims_are_keyed_by_names_not_container_ids() {
+    use crate::enrich::domain::OomDomain;
+    let m = Metrics::new(10, BUILD);
+    // The same container restarted: a new container id (cgroup path) each time.
+    for (i, id) in ["a1", "b2"].iter().enumerate() {
+        let mut ev = event(
+            Some("java"),
+            Some(&format!("/kubepods/burstable/pod1/{id}")),
+            i as u64,
+        );
+        ev.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+        ev.workload.namespace = Some("shop".into());
+        ev.workload.pod = Some("cart-0".into());
+        ev.workload.container = Some("app".into());
+        ev.workload.container_id = Some((*id).into());
+        ev.workload.oom_domain = Some(OomDomain::Container);
+        m.observe(&ev);
+    }
+    let t = m.render();
+    let series = r#"oomwatch_oom_kills_total{cgroup="",comm="java",constraint="CONSTRAINT_MEMCG",container="app",namespace="shop",oom_domain="container",pod="cart-0"}"#;
+    assert_eq!(sample(&t, series), Some(2.0), "{t}");
+    assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(1.0));
+    assert!(!t.contains("a1") && !t.contains("b2"), "{t}");
+}
+
+#[test]
+fn collectors_add_their_families() {
+    let m = Metrics::new(10, BUILD);
+    m.add_collector(Box::new(|| {
+        vec![family(
+            "oomwatch_zz_test",
+            "A test family.",
+            MetricType::GAUGE,
+            vec![gauge(&[], 7.0)],
+        )]
+    }));
+    assert_eq!(sample(&m.render(), "oomwatch_zz_test"), Some(7.0));
 }

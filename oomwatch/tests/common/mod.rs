@@ -97,6 +97,10 @@ impl Agent {
         agent
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -196,6 +200,41 @@ impl TestCgroup {
             path: format!("/{name}"),
             v2,
         }
+    }
+
+    /// A cgroup at `path` below the memory hierarchy's root (its parent must exist), with an
+    /// optional limit; removed on drop (drop children first).
+    pub fn at(path: &str, limit_bytes: Option<u64>) -> TestCgroup {
+        let (mount, v2) = memory_mount();
+        let dir = mount.join(path.trim_start_matches('/'));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        if v2 {
+            let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
+        }
+        if let Some(limit) = limit_bytes {
+            let file = if v2 {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
+            fs::write(dir.join(file), limit.to_string()).unwrap();
+            let swap = if v2 {
+                "memory.swap.max"
+            } else {
+                "memory.swappiness"
+            };
+            let _ = fs::write(dir.join(swap), "0");
+        }
+        TestCgroup {
+            dir,
+            path: path.to_string(),
+            v2,
+        }
+    }
+
+    /// The memory hierarchy's mount point.
+    pub fn mount() -> PathBuf {
+        memory_mount().0
     }
 
     /// The kernel's count of OOM kills in this cgroup.

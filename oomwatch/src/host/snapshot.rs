@@ -1,0 +1,226 @@
+//! The host values as a typed snapshot, and the risky-settings rules over them.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Memory of one NUMA node, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NumaNode {
+    pub total_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+}
+
+/// One PSI line, as the kernel prints it (percentages, microseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PsiAverages {
+    pub avg10_percent: f64,
+    pub avg60_percent: f64,
+    pub avg300_percent: f64,
+    pub total_stall_us: u64,
+}
+
+/// Everything the host collectors read, `None` where unknown (collector failed, file absent).
+/// Sysctls keep the kernel's units (kB, percent); `/proc/meminfo` values are in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HostSnapshot {
+    pub panic_on_oom: Option<i64>,
+    pub oom_kill_allocating_task: Option<i64>,
+    pub oom_dump_tasks: Option<i64>,
+    pub overcommit_memory: Option<i64>,
+    /// Percent.
+    pub overcommit_ratio: Option<i64>,
+    pub overcommit_kbytes: Option<u64>,
+    pub min_free_kbytes: Option<u64>,
+    /// Units of 1/10000.
+    pub watermark_scale_factor: Option<i64>,
+    /// The kernel's `calculate_min_free_kbytes()` for this machine (see `host::sysctl`).
+    pub min_free_default_kbytes: Option<u64>,
+    /// What khugepaged raises `min_free_kbytes` to; `Some` only while THP is enabled.
+    pub min_free_thp_recommended_kbytes: Option<u64>,
+    pub thp_enabled: Option<bool>,
+
+    pub mem_total_bytes: Option<u64>,
+    pub mem_free_bytes: Option<u64>,
+    pub mem_available_bytes: Option<u64>,
+    pub swap_total_bytes: Option<u64>,
+    pub swap_free_bytes: Option<u64>,
+    pub commit_limit_bytes: Option<u64>,
+    pub committed_as_bytes: Option<u64>,
+    /// By node number; empty without NUMA sysfs.
+    pub numa_nodes: BTreeMap<u32, NumaNode>,
+
+    /// `Some(false)` when PSI is not built in or disabled.
+    pub psi_supported: Option<bool>,
+    pub psi_some: Option<PsiAverages>,
+    pub psi_full: Option<PsiAverages>,
+
+    /// `oom_kill` of `/proc/vmstat`.
+    pub kernel_oom_kills: Option<u64>,
+
+    /// Collectors that failed, with the reason.
+    pub collector_errors: BTreeMap<&'static str, String>,
+}
+
+/// A risky setting: a stable code and a one-line explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Bytes in a short human form (`1.5 GiB`).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl HostSnapshot {
+    /// The `min_free_kbytes` the kernel would have chosen itself: its own default, or
+    /// khugepaged's recommendation when THP is enabled and that is larger.
+    pub fn min_free_expected_kbytes(&self) -> Option<u64> {
+        let default = self.min_free_default_kbytes?;
+        Some(default.max(self.min_free_thp_recommended_kbytes.unwrap_or(0)))
+    }
+
+    /// The risky settings found, one line each, in a fixed order.
+    ///
+    /// | Code | Rule |
+    /// |------|------|
+    /// | `panic_on_oom_always` | `vm.panic_on_oom=2` |
+    /// | `panic_on_oom` | `vm.panic_on_oom=1` |
+    /// | `oom_kill_allocating_task` | `vm.oom_kill_allocating_task` ≠ 0 |
+    /// | `overcommit_near_limit` | `vm.overcommit_memory=2` and `Committed_AS` ≥ 90% of `CommitLimit` |
+    /// | `overcommit_always` | `vm.overcommit_memory=1` |
+    /// | `min_free_kbytes_high` | `min_free_kbytes` above the expected value by more than 5% of `MemTotal` |
+    /// | `min_free_kbytes_low` | `min_free_kbytes` below half the kernel's default, or below the expected value by more than 5% of `MemTotal` |
+    /// | `oom_dump_tasks_off` | `vm.oom_dump_tasks=0` |
+    ///
+    /// The expected `min_free_kbytes` is [`min_free_expected_kbytes`](Self::min_free_expected_kbytes).
+    /// "Below by more than 5% of MemTotal" cannot happen in practice (the default is
+    /// `4·√lowmem`, far less than 5% of memory on any machine over a few MB; khugepaged's value
+    /// is capped at 5% of lowmem), so the low rule also fires below half the default.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let mut warn = |code: &'static str, message: String| out.push(Warning { code, message });
+
+        match self.panic_on_oom {
+            Some(2) => warn(
+                "panic_on_oom_always",
+                "vm.panic_on_oom=2: every OOM panics the node, even one confined to a \
+                 container's memory cgroup or a cpuset; instead of one task being killed, the \
+                 whole node goes down"
+                    .into(),
+            ),
+            Some(1) => warn(
+                "panic_on_oom",
+                "vm.panic_on_oom=1: a system-wide OOM panics the node instead of killing a \
+                 task (OOMs confined to a memory cgroup, cpuset or mempolicy still kill)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if let Some(v) = self.oom_kill_allocating_task.filter(|&v| v != 0) {
+            warn(
+                "oom_kill_allocating_task",
+                format!(
+                    "vm.oom_kill_allocating_task={v}: a system-wide OOM kills whichever task \
+                     happened to allocate, not the one using the most memory, so the real \
+                     consumer keeps running and OOMs repeat"
+                ),
+            );
+        }
+        match self.overcommit_memory {
+            Some(2) => {
+                if let (Some(committed), Some(limit)) =
+                    (self.committed_as_bytes, self.commit_limit_bytes)
+                {
+                    if u128::from(committed) * 10 >= u128::from(limit) * 9 {
+                        let pct = (u128::from(committed) * 100)
+                            .checked_div(u128::from(limit))
+                            .map_or_else(|| "all".to_owned(), |p| format!("{p}%"));
+                        warn(
+                            "overcommit_near_limit",
+                            format!(
+                                "vm.overcommit_memory=2 and Committed_AS is {pct} of \
+                                 CommitLimit ({} of {}): new allocations (malloc, mmap, fork) \
+                                 are about to fail with ENOMEM",
+                                human(committed),
+                                human(limit)
+                            ),
+                        );
+                    }
+                }
+            }
+            Some(1) => warn(
+                "overcommit_always",
+                "vm.overcommit_memory=1: the kernel never refuses an allocation, so every \
+                 overcommitment ends in the OOM killer instead of a failed malloc"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if let (Some(cur), Some(default), Some(expected)) = (
+            self.min_free_kbytes,
+            self.min_free_default_kbytes,
+            self.min_free_expected_kbytes(),
+        ) {
+            let whose = if expected > default {
+                format!(
+                    "the kernel's value for this machine ({} default raised by khugepaged \
+                     because transparent huge pages are enabled)",
+                    human(expected.saturating_mul(1024))
+                )
+            } else {
+                format!(
+                    "the kernel's default for this machine ({})",
+                    human(default.saturating_mul(1024))
+                )
+            };
+            let margin = self.mem_total_bytes.map(|b| b / 1024 / 20);
+            if margin.is_some_and(|m| cur > expected.saturating_add(m)) {
+                warn(
+                    "min_free_kbytes_high",
+                    format!(
+                        "vm.min_free_kbytes={cur} is {} above {whose}, more than 5% of \
+                         MemTotal: that memory is held back from applications and the OOM \
+                         killer runs earlier",
+                        human((cur - expected).saturating_mul(1024))
+                    ),
+                );
+            } else if cur < default / 2 || margin.is_some_and(|m| cur.saturating_add(m) < expected)
+            {
+                warn(
+                    "min_free_kbytes_low",
+                    format!(
+                        "vm.min_free_kbytes={cur} is far below {whose}: atomic allocations \
+                         (network receive, interrupt handlers) can fail and reclaim starts too \
+                         late"
+                    ),
+                );
+            }
+        }
+        if self.oom_dump_tasks == Some(0) {
+            warn(
+                "oom_dump_tasks_off",
+                "vm.oom_dump_tasks=0: the kernel log of an OOM kill lacks the list of candidate \
+                 tasks and their memory use, so the victim choice cannot be reviewed"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;
