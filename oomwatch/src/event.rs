@@ -175,6 +175,9 @@ pub struct OomEvent {
     /// The kernel killed the allocating task itself (`vm.oom_kill_allocating_task=1`) instead of
     /// choosing by badness: its message says `(oom_kill_allocating_task)`.
     pub allocating_task_kill: Option<bool>,
+    /// Recorded from the kernel log after the fact: a kill that happened while the agent was
+    /// not running (see `--state-dir`), or listed by `oomwatch history`.
+    pub replayed: bool,
     /// Agent-local number of the OOM invocation; shared by all victims of one invocation.
     pub oom_id: Option<u64>,
     /// The invocation's context (why this victim), flattened into the event; all `null` when no
@@ -219,6 +222,7 @@ impl OomEvent {
             panic_on_oom: None,
             oom_kill_allocating_task: None,
             allocating_task_kill: None,
+            replayed: false,
             oom_id: None,
             oom: OomContext::default(),
             workload: Workload::default(),

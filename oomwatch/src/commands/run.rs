@@ -13,6 +13,7 @@ use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
 use crate::enrich::Enricher;
 use crate::event::{OomEvent, Source};
+use crate::host::HostCollectors;
 use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
@@ -148,11 +149,20 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         expect_btf,
         Duration::from_millis(args.correlation_window_ms),
         host,
-        hierarchy.map(IdResolver::new),
+        hierarchy.clone().map(IdResolver::new),
     )
     .with_gfp(gfp)
     .with_proc_root(args.host_root.join("proc"));
-    let mut enricher = Enricher::new(&args.host_root);
+    let enricher = Enricher::new(&args.host_root);
+    let host_collectors = Arc::new(HostCollectors::new(&args.host_root));
+    {
+        let h = Arc::clone(&host_collectors);
+        metrics.add_collector(Box::new(move || h.collect()));
+        let root = args.host_root.clone();
+        metrics.set_kernel_kills_reader(Box::new(move || {
+            crate::host::vmstat::kernel_oom_kills(&root).ok()
+        }));
+    }
     // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
     let mut kmsg = None;
     if let Some(src) = oom_source {
@@ -200,7 +210,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Some(l) => Some(register(l)?),
         None => None,
     };
-    let mut out = JsonLines::new(io::stdout());
+    let mut sink = Sink {
+        out: JsonLines::new(io::stdout()),
+        metrics: Arc::clone(&metrics),
+        enricher,
+        host: host_collectors,
+        hierarchy,
+    };
     // Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
     match caps::drop_all() {
         Ok(()) => tracing::info!("dropped all capabilities"),
@@ -235,13 +251,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
                 let evs: Vec<OomEvent> =
                     batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
-                if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
+                if let Err(e) = sink.emit(evs) {
                     break Err(e);
                 }
             }
             _ = sleep_until_opt(deadline) => {
                 let evs = correlator.flush_expired(Instant::now());
-                if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
+                if let Err(e) = sink.emit(evs) {
                     break Err(e);
                 }
             }
@@ -249,7 +265,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 match ev {
                     Ok(KmsgEvent::Record(rec)) => {
                         let evs = correlator.push_kmsg(&rec, Instant::now());
-                        if let Err(e) = emit(&mut out, &metrics, &mut enricher, evs) {
+                        if let Err(e) = sink.emit(evs) {
                             break Err(e);
                         }
                     }
@@ -272,7 +288,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     let leftover = correlator.flush_all();
-    let flushed = emit(&mut out, &metrics, &mut enricher, leftover);
+    let flushed = sink.emit(leftover);
     let _ = stop_tx.send(());
     let _ = server_task.await;
     drop(ring);
@@ -283,20 +299,30 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-fn emit(
-    out: &mut JsonLines<io::Stdout>,
-    metrics: &Metrics,
-    enricher: &mut Enricher,
-    evs: Vec<OomEvent>,
-) -> Result<(), RunError> {
-    for mut ev in evs {
-        enricher.enrich(&mut ev);
-        out.write(&ev).map_err(RunError::Stdout)?;
-        metrics.observe(&ev);
-        let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
-        tracing::debug!(pid = ev.pid, latency_us, "event written");
+/// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
+/// is watched for its `memory.events`.
+struct Sink {
+    out: JsonLines<io::Stdout>,
+    metrics: Arc<Metrics>,
+    enricher: Enricher,
+    host: Arc<HostCollectors>,
+    hierarchy: Option<MemoryHierarchy>,
+}
+
+impl Sink {
+    fn emit(&mut self, evs: Vec<OomEvent>) -> Result<(), RunError> {
+        for mut ev in evs {
+            self.enricher.enrich(&mut ev);
+            self.out.write(&ev).map_err(RunError::Stdout)?;
+            self.metrics.observe(&ev);
+            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
+            tracing::debug!(pid = ev.pid, latency_us, "event written");
+            if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
+                self.host.watch_memcg(h.dir(cg), cg.clone());
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Probe-table name of the kernel-log source.

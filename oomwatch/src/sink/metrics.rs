@@ -18,11 +18,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::TextEncoder;
 
 use crate::event::OomEvent;
+use crate::sink::missed::MissedKills;
 
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -119,6 +121,8 @@ struct KillState {
     invocations: BTreeMap<String, u64>,
     /// The newest `oom_id` counted, so a group kill's victims count one invocation.
     last_oom_id: Option<u64>,
+    /// Live records of kills the kernel counts (not replayed, not an already-exiting victim).
+    kernel_counted: u64,
 }
 
 impl KillState {
@@ -216,7 +220,11 @@ pub struct Metrics {
     probes: Mutex<BTreeMap<String, bool>>,
     ebpf: Mutex<EbpfState>,
     collectors: Mutex<Vec<FamiliesReader>>,
+    missed: Mutex<Option<(KernelKillsReader, MissedKills)>>,
 }
+
+/// Reads the kernel's count of OOM kills (`oom_kill` in `/proc/vmstat`).
+type KernelKillsReader = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -249,16 +257,31 @@ impl Metrics {
                 last_kill: 0.0,
                 invocations: BTreeMap::new(),
                 last_oom_id: None,
+                kernel_counted: 0,
             }),
             probes: Mutex::new(BTreeMap::new()),
             ebpf: Mutex::new(EbpfState::default()),
             collectors: Mutex::new(Vec::new()),
+            missed: Mutex::new(None),
         }
     }
 
     /// Records one victim (call once per record written).
     pub fn observe(&self, ev: &OomEvent) {
+        // The kernel does not count a victim it only marks because it is already exiting.
+        if !ev.replayed && ev.already_exiting != Some(true) {
+            lock(&self.kills).kernel_counted += 1;
+        }
         lock(&self.kills).observe(series_key(ev), ev.unix_seconds(), ev.oom.badness, ev.oom_id);
+    }
+
+    /// Starts counting kernel OOM kills without a record: `read` gives the kernel's count;
+    /// call it once the probes are attached.
+    pub fn set_kernel_kills_reader(&self, read: KernelKillsReader) {
+        let Some(start) = read() else {
+            return;
+        };
+        *lock(&self.missed) = Some((read, MissedKills::new(start, Instant::now())));
     }
 
     /// Adds families produced at each scrape by `f` (e.g. the host collectors); names must
@@ -413,6 +436,20 @@ impl Metrics {
             )],
         ));
 
+        let counted = lock(&self.kills).kernel_counted;
+        if let Some((read, state)) = lock(&self.missed).as_mut() {
+            let missed = match read() {
+                Some(k) => state.update(Instant::now(), k, counted),
+                None => state.missed(),
+            };
+            fams.push(family(
+                "oomwatch_oom_kills_missed_total",
+                "Kernel OOM kills since the agent started (oom_kill in /proc/vmstat) that \
+                 produced no record; should stay 0.",
+                MetricType::COUNTER,
+                vec![counter(&[], missed as f64)],
+            ));
+        }
         for collect in lock(&self.collectors).iter() {
             fams.extend(collect());
         }
