@@ -2,13 +2,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use oomwatch::commands::{run, top, Cli, Command};
+use oomwatch::commands::{check, history, run, top, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         Some(Command::Top(args)) => return top::main(args),
+        Some(Command::Check(args)) => return check::main(args),
+        Some(Command::History(args)) => return history::main(args),
         None => cli.run,
     };
     if let Err(e) = run::init_logging(&args) {
