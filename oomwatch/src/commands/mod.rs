@@ -1,4 +1,6 @@
 //! The command line: thin commands wiring the rooms below.
+pub mod check;
+pub mod history;
 pub mod run;
 pub mod top;
 
@@ -27,6 +29,10 @@ pub enum Command {
     Run(RunArgs),
     /// Rank processes by the kernel's oom_score: who the OOM killer would pick next.
     Top(top::TopArgs),
+    /// Preflight: can the agent run here, what will it capture, which settings are risky.
+    Check(check::CheckArgs),
+    /// OOM kills still in the kernel log, in the same schema as live events.
+    History(history::HistoryArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
