@@ -16,5 +16,8 @@ pub mod kmsg;
 pub mod kmsg_context;
 pub mod probe;
 pub mod procfs;
+pub mod recovery;
+pub mod replay;
 pub mod server;
 pub mod sink;
+pub mod state;

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// are read below it (`/host` in a pod that mounts the host's directories there).
     #[arg(long, default_value = "/")]
     pub host_root: PathBuf,
+    /// Where the agent keeps its kernel-log position, so kills logged while it was down are
+    /// replayed at start (once each). Created if missing; must be writable.
+    #[arg(long, default_value = "/var/lib/oomwatch")]
+    pub state_dir: PathBuf,
     /// Kernel BTF used to resolve struct offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,

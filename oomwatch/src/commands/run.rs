@@ -14,12 +14,14 @@ use crate::correlate::{monotonic_ns, Correlator};
 use crate::enrich::Enricher;
 use crate::event::{OomEvent, Source};
 use crate::host::HostCollectors;
-use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
+use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent, KmsgReader};
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
+use crate::recovery::Recovery;
 use crate::server;
 use crate::sink::json::JsonLines;
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use crate::state::StateFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -37,6 +39,10 @@ pub enum RunError {
     Stdout(io::Error),
     #[error("--host-root {0:?} has no proc/ directory: give the directory where the host's / is mounted (e.g. /host with /proc at /host/proc)")]
     HostRoot(std::path::PathBuf),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("kernel log: {0}")]
+    Kmsg(#[from] KmsgError),
     #[error("invalid --log-level {0:?}: {1}")]
     LogLevel(String, String),
 }
@@ -64,6 +70,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if !args.host_root.join("proc").is_dir() {
         return Err(RunError::HostRoot(args.host_root.clone()));
     }
+    let state_file = StateFile::open(&args.state_dir)?;
     match caps::set_own_oom_score_adj(args.oom_score_adj) {
         Ok(()) => tracing::info!(
             oom_score_adj = args.oom_score_adj,
@@ -148,7 +155,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         expect_tp,
         expect_btf,
         Duration::from_millis(args.correlation_window_ms),
-        host,
+        host.clone(),
         hierarchy.clone().map(IdResolver::new),
     )
     .with_gfp(gfp)
@@ -163,8 +170,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             crate::host::vmstat::kernel_oom_kills(&root).ok()
         }));
     }
-    // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
+    // The kernel log: the safety net for kills (replay after downtime, kills the probes did not
+    // report), and the OOM context where no oom_kill_process probe attached.
+    let boot_id = crate::state::boot_id(&args.host_root.join("proc")).unwrap_or_default();
     let mut kmsg = None;
+    let mut recovery = None;
+    let mut startup = None;
+    match KmsgReader::open() {
+        Ok(mut reader) => match Recovery::start(state_file, boot_id, host.clone(), &mut reader) {
+            Ok((r, up)) => {
+                kmsg = Some(AsyncKmsgReader::new(reader)?);
+                recovery = Some(r);
+                startup = Some(up);
+            }
+            Err(e) => {
+                tracing::warn!("kernel log unreadable: {e}; no replay of kills missed while down")
+            }
+        },
+        Err(e) => tracing::warn!(
+            "kernel log unreadable: {e}; no replay of kills missed while down (needs CAP_SYSLOG)"
+        ),
+    }
+    // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
+    let mut kmsg_context = false;
     if let Some(src) = oom_source {
         correlator = correlator.with_oom_kill(src, constraints);
     } else if args.disable_probe.iter().any(|p| p == PROBE_KMSG) {
@@ -174,22 +202,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "probe unavailable: events carry no OOM context"
         );
         metrics.set_probe_attached(PROBE_KMSG, false);
+    } else if kmsg.is_some() {
+        tracing::info!(
+            probe = PROBE_KMSG,
+            "probe attached: OOM context (constraint, gfp_mask, order, memcg) from the kernel log"
+        );
+        metrics.set_probe_attached(PROBE_KMSG, true);
+        correlator = correlator.with_kmsg();
+        kmsg_context = true;
     } else {
-        match AsyncKmsgReader::open_at_end() {
-            Ok(reader) => {
-                tracing::info!(
-                    probe = PROBE_KMSG,
-                    "probe attached: OOM context (constraint, gfp_mask, order, memcg) from the kernel log"
-                );
-                metrics.set_probe_attached(PROBE_KMSG, true);
-                correlator = correlator.with_kmsg();
-                kmsg = Some(reader);
-            }
-            Err(e) => {
-                tracing::warn!(probe = PROBE_KMSG, reason = %e, "probe unavailable: events carry no OOM context");
-                metrics.set_probe_attached(PROBE_KMSG, false);
-            }
-        }
+        tracing::warn!(
+            probe = PROBE_KMSG,
+            reason = "kernel log unreadable",
+            "probe unavailable: events carry no OOM context"
+        );
+        metrics.set_probe_attached(PROBE_KMSG, false);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -216,7 +243,43 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         enricher,
         host: host_collectors,
         hierarchy,
+        recovery,
     };
+    if let Some(up) = startup {
+        if up.lost_records > 0 {
+            tracing::warn!(
+                lost = up.lost_records,
+                "kernel-log records were overwritten while the agent was down; kills among them cannot be replayed"
+            );
+        }
+        // Kills since the probes attached are in the ring buffer: record them live, and do
+        // not replay their kernel-log lines.
+        let mut live = std::collections::HashSet::new();
+        let mut evs = Vec::new();
+        let now = Instant::now();
+        while let Some(item) = ring.get_mut().next() {
+            if let Some(rec) = ringbuf::decode(&item) {
+                if let ringbuf::Record::Victim(v) = &rec {
+                    live.insert(v.pid);
+                }
+                evs.extend(correlator.push(rec, now));
+            }
+        }
+        sink.emit(evs)?;
+        let missed: Vec<OomEvent> = up
+            .missed
+            .into_iter()
+            .filter(|e| !live.contains(&e.pid))
+            .collect();
+        if up.resumed {
+            tracing::info!(
+                kills = missed.len(),
+                "replaying kills logged while the agent was down"
+            );
+        }
+        sink.emit(missed)?;
+        sink.save_position();
+    }
     // Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
     match caps::drop_all() {
         Ok(()) => tracing::info!("dropped all capabilities"),
@@ -225,7 +288,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
-        let deadline = correlator.next_deadline();
+        let deadline = match (correlator.next_deadline(), sink.recovery_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -256,7 +322,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
             }
             _ = sleep_until_opt(deadline) => {
-                let evs = correlator.flush_expired(Instant::now());
+                let now = Instant::now();
+                let mut evs = correlator.flush_expired(now);
+                evs.extend(sink.recovery.as_mut().map(|r| r.due(now)).unwrap_or_default());
                 if let Err(e) = sink.emit(evs) {
                     break Err(e);
                 }
@@ -264,7 +332,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             ev = next_kmsg(&mut kmsg) => {
                 match ev {
                     Ok(KmsgEvent::Record(rec)) => {
-                        let evs = correlator.push_kmsg(&rec, Instant::now());
+                        let now = Instant::now();
+                        if let Some(r) = sink.recovery.as_mut() {
+                            r.on_record(&rec, now);
+                        }
+                        let evs = if kmsg_context {
+                            correlator.push_kmsg(&rec, now)
+                        } else {
+                            Vec::new()
+                        };
                         if let Err(e) = sink.emit(evs) {
                             break Err(e);
                         }
@@ -289,6 +365,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let leftover = correlator.flush_all();
     let flushed = sink.emit(leftover);
+    sink.save_position();
     let _ = stop_tx.send(());
     let _ = server_task.await;
     drop(ring);
@@ -307,6 +384,7 @@ struct Sink {
     enricher: Enricher,
     host: Arc<HostCollectors>,
     hierarchy: Option<MemoryHierarchy>,
+    recovery: Option<Recovery>,
 }
 
 impl Sink {
@@ -320,8 +398,22 @@ impl Sink {
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
                 self.host.watch_memcg(h.dir(cg), cg.clone());
             }
+            if let Some(r) = self.recovery.as_mut() {
+                r.on_recorded(ev.pid);
+            }
         }
+        self.save_position();
         Ok(())
+    }
+
+    fn save_position(&mut self) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.save();
+        }
+    }
+
+    fn recovery_deadline(&self) -> Option<Instant> {
+        self.recovery.as_ref().and_then(|r| r.next_deadline())
     }
 }
 
@@ -379,7 +471,7 @@ fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -7,7 +7,7 @@ use super::record::{parse_record, KmsgRecord};
 
 /// Reads a fixture: `#` lines are comments, a line starting with a space continues the previous
 /// record (dictionary), every other line is one record.
-pub(super) fn load(name: &str) -> Vec<KmsgRecord> {
+pub(crate) fn load(name: &str) -> Vec<KmsgRecord> {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/kmsg", name]
         .iter()
         .collect();

@@ -34,7 +34,7 @@ pub mod reader;
 pub mod record;
 
 #[cfg(test)]
-mod fixture_tests;
+pub(crate) mod fixture_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]

@@ -123,6 +123,8 @@ struct KillState {
     last_oom_id: Option<u64>,
     /// Live records of kills the kernel counts (not replayed, not an already-exiting victim).
     kernel_counted: u64,
+    /// Records rebuilt from the kernel log.
+    replayed: u64,
 }
 
 impl KillState {
@@ -258,6 +260,7 @@ impl Metrics {
                 invocations: BTreeMap::new(),
                 last_oom_id: None,
                 kernel_counted: 0,
+                replayed: 0,
             }),
             probes: Mutex::new(BTreeMap::new()),
             ebpf: Mutex::new(EbpfState::default()),
@@ -269,7 +272,9 @@ impl Metrics {
     /// Records one victim (call once per record written).
     pub fn observe(&self, ev: &OomEvent) {
         // The kernel does not count a victim it only marks because it is already exiting.
-        if !ev.replayed && ev.already_exiting != Some(true) {
+        if ev.replayed {
+            lock(&self.kills).replayed += 1;
+        } else if ev.already_exiting != Some(true) {
             lock(&self.kills).kernel_counted += 1;
         }
         lock(&self.kills).observe(series_key(ev), ev.unix_seconds(), ev.oom.badness, ev.oom_id);
@@ -390,6 +395,13 @@ impl Metrics {
                 "Time of the most recent OOM kill, Unix seconds (0 before the first).",
                 MetricType::GAUGE,
                 vec![gauge(&[], k.last_kill)],
+            ));
+            fams.push(family(
+                "oomwatch_oom_kills_replayed_total",
+                "OOM kills recorded from the kernel log after the fact: logged while the agent \
+                 was down, or never reported by the probes (marked replayed).",
+                MetricType::COUNTER,
+                vec![counter(&[], k.replayed as f64)],
             ));
             fams.push(family(
                 "oomwatch_events_emitted_total",

@@ -41,6 +41,9 @@ pub struct Agent {
     events: Receiver<Value>,
     pub seen: Vec<Value>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// A state directory of its own unless the test gave `--state-dir` (so agents of other
+    /// tests never replay each other's kills).
+    _state: Option<tempfile::TempDir>,
 }
 
 pub fn free_port() -> u16 {
@@ -51,8 +54,13 @@ pub fn free_port() -> u16 {
 impl Agent {
     pub fn start(extra: &[&str]) -> Agent {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
+        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(d) = &state {
+            cmd.arg("--state-dir").arg(d.path());
+        }
+        let mut child = cmd
             .args(["--log-level", "debug", "--log-format", "json"])
             .args(extra)
             .stdin(Stdio::null())
@@ -89,6 +97,7 @@ impl Agent {
             events,
             seen: Vec::new(),
             log,
+            _state: state,
         };
         if ready.recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = agent.child.kill();

@@ -1,0 +1,221 @@
+//! Restart without loss or duplicates: how far into the kernel log the agent has handled OOM
+//! kills, kept in a small file under `--state-dir`.
+//!
+//! The file holds the boot id, the sequence number of the last kernel-log record up to which
+//! every kill has a record, and the pids of the newest kills recorded live (a live record can
+//! be written before its "Killed process" line is read; those pids are never replayed). On
+//! start, kills in the log after that position are replayed (`"replayed": true`); after a
+//! reboot (another boot id) every kill in the log is. Without a file (first run) nothing is.
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name below the state directory.
+pub const FILE: &str = "kmsg-position.json";
+/// Live-recorded pids remembered.
+const RECENT: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "cannot create state directory {0}: {1}: create it or choose another with --state-dir"
+    )]
+    Dir(PathBuf, io::Error),
+    #[error("cannot write {0}: {1}: make it writable or choose another --state-dir")]
+    Write(PathBuf, io::Error),
+}
+
+/// What the file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub boot_id: String,
+    /// Every kill logged at or before this record has a record.
+    pub seq: u64,
+    /// Pids of the newest kills recorded live, newest last.
+    pub recent: Vec<i32>,
+}
+
+/// The state file.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// Creates the directory if needed and checks it is writable.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        fs::create_dir_all(dir).map_err(|e| StateError::Dir(dir.to_path_buf(), e))?;
+        let probe = dir.join(".write-test");
+        fs::write(&probe, b"").map_err(|e| StateError::Write(probe.clone(), e))?;
+        let _ = fs::remove_file(&probe);
+        Ok(Self {
+            path: dir.join(FILE),
+        })
+    }
+
+    /// The saved position; `None` when there is none or it is unreadable (logged).
+    pub fn load(&self) -> Option<Position> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "state file unreadable: {e}; no replay");
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "state file malformed: {e}; no replay");
+                None
+            }
+        }
+    }
+
+    /// Writes atomically (a temporary file renamed over the old one).
+    pub fn save(&self, pos: &Position) -> Result<(), StateError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let body = serde_json::to_vec(pos).unwrap_or_default();
+        fs::write(&tmp, body).map_err(|e| StateError::Write(tmp.clone(), e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| StateError::Write(self.path.clone(), e))
+    }
+}
+
+/// The kernel's boot id (changes at every boot), read under the host's `/proc`.
+pub fn boot_id(proc_root: &Path) -> Option<String> {
+    fs::read_to_string(proc_root.join("sys/kernel/random/boot_id"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Follows the live kernel log: which "Killed process" lines still wait for their record.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// (seq of the Killed line, pid) not yet recorded, oldest first.
+    pending: VecDeque<(u64, i32)>,
+    /// Pids recorded live, newest last.
+    recent: VecDeque<i32>,
+    last_seq: Option<u64>,
+}
+
+impl Tracker {
+    pub fn new(recent: &[i32], last_seq: Option<u64>) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            recent: recent.iter().copied().collect(),
+            last_seq,
+        }
+    }
+
+    /// A kernel-log record was read.
+    pub fn record(&mut self, seq: u64) {
+        self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+    }
+
+    /// Its "Killed process" line was read; `false` if the pid was already recorded.
+    pub fn killed(&mut self, seq: u64, pid: i32) -> bool {
+        self.record(seq);
+        if self.recent.contains(&pid) {
+            return false;
+        }
+        if self.pending.len() == 4096 {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((seq, pid));
+        true
+    }
+
+    /// A record for `pid` was written.
+    pub fn recorded(&mut self, pid: i32) {
+        self.pending.retain(|(_, p)| *p != pid);
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(pid);
+    }
+
+    /// Kill lines read but never recorded, oldest first, up to and including `seq`: given up
+    /// on (the caller records them from the log).
+    pub fn take_pending_through(&mut self, seq: u64) -> Vec<i32> {
+        let mut out = Vec::new();
+        while let Some(&(s, pid)) = self.pending.front() {
+            if s > seq {
+                break;
+            }
+            self.pending.pop_front();
+            out.push(pid);
+        }
+        out
+    }
+
+    pub fn is_pending(&self, pid: i32) -> bool {
+        self.pending.iter().any(|(_, p)| *p == pid)
+    }
+
+    /// The position to save: just before the oldest unrecorded kill line, else the last
+    /// record read.
+    pub fn position(&self, boot_id: &str) -> Option<Position> {
+        let seq = match self.pending.front() {
+            Some(&(s, _)) => s.checked_sub(1)?,
+            None => self.last_seq?,
+        };
+        Some(Position {
+            boot_id: boot_id.to_string(),
+            seq,
+            recent: self.recent.iter().copied().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_stops_before_the_oldest_unrecorded_kill() {
+        let mut t = Tracker::new(&[], None);
+        t.record(10);
+        assert_eq!(t.position("b").unwrap().seq, 10);
+        assert!(t.killed(12, 700));
+        t.record(15);
+        assert_eq!(t.position("b").unwrap().seq, 11);
+        t.recorded(700);
+        let p = t.position("b").unwrap();
+        assert_eq!((p.seq, p.recent.as_slice()), (15, &[700][..]));
+        // A line for a pid recorded live before its line was read is not pending.
+        t.recorded(701);
+        assert!(!t.killed(16, 701));
+        assert_eq!(t.position("b").unwrap().seq, 16);
+    }
+
+    #[test]
+    fn the_file_round_trips_and_a_bad_one_means_no_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::open(&dir.path().join("sub")).unwrap();
+        assert_eq!(f.load(), None);
+        let p = Position {
+            boot_id: "x".into(),
+            seq: 42,
+            recent: vec![1, 2],
+        };
+        f.save(&p).unwrap();
+        assert_eq!(f.load(), Some(p));
+        fs::write(dir.path().join("sub").join(FILE), "{not json").unwrap();
+        assert_eq!(f.load(), None);
+    }
+
+    #[test]
+    fn pending_kills_are_given_up_in_order() {
+        let mut t = Tracker::new(&[], None);
+        t.killed(5, 1);
+        t.killed(6, 2);
+        t.killed(9, 3);
+        assert_eq!(t.take_pending_through(6), vec![1, 2]);
+        assert!(t.is_pending(3));
+        assert_eq!(t.position("b").unwrap().seq, 8);
+    }
+}
