@@ -1,5 +1,6 @@
 //! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|run|test>`.
 
+mod deploy;
 mod ebpf;
 mod setup;
 mod test;
@@ -47,12 +48,16 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// setup --test, build-ebpf, clippy-ebpf, fmt, clippy, cargo test --workspace [-- ARGS].
+    /// setup --test, build-ebpf, clippy-ebpf, fmt, clippy, deploy, cargo test --workspace
+    /// [-- ARGS], vm-test.
     Test {
         /// Arguments passed to `cargo test --workspace`.
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Check deploy/: render and validate the Kubernetes manifests, test the alerting rules,
+    /// check the Containerfile.
+    Deploy,
     /// Boot Debian's 6.1/6.12 cloud kernels in QEMU (TCG) with the agent in an initramfs, cause
     /// OOM kills on cgroup v2 (single and memory.oom.group) and check the events.
     VmTest {
@@ -78,6 +83,7 @@ fn main() {
         Cmd::Build { debug } => build(debug).map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
+        Cmd::Deploy => deploy::check(),
         Cmd::VmTest {
             kernel,
             keep,

@@ -145,6 +145,9 @@ fn run_steps(
     run("clippy", &mut clippy).context("[test] step clippy")?;
     passed.push("clippy");
 
+    crate::deploy::check().context("[test] step deploy")?;
+    passed.push("deploy");
+
     // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
     // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());

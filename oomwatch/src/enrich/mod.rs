@@ -57,11 +57,12 @@ impl Enricher {
         // itself allocated (the usual memcg OOM), else /proc while the trigger is alive.
         if let Some(t) = ev.trigger.as_mut() {
             if t.cgroup.is_none() {
-                t.cgroup = if Some(t.tgid) == ev.tgid || t.pid == ev.pid {
-                    ev.cgroup.clone()
+                if Some(t.tgid) == ev.tgid || t.pid == ev.pid {
+                    t.cgroup.clone_from(&ev.cgroup);
+                    t.cgroup_id = t.cgroup_id.or(ev.cgroup_id);
                 } else {
-                    procfs::read(&self.proc_root, t.pid).cgroup
-                };
+                    t.cgroup = procfs::read(&self.proc_root, t.pid).cgroup;
+                }
             }
         }
         w.oom_domain = domain::classify(

@@ -53,11 +53,6 @@ impl Privileges {
             .and_then(|s| s.trim().parse().ok());
         Self::from_effective(eff, restrict)
     }
-
-    /// Whether `/dev/kmsg` may be opened: CAP_SYSLOG, or `kernel.dmesg_restrict=0`.
-    pub fn may_read_kmsg(&self) -> bool {
-        self.cap_syslog || self.dmesg_restrict == Some(0)
-    }
 }
 
 /// The fix for missing probe privileges.

@@ -170,7 +170,7 @@ pub fn render_text(sections: &[Section]) -> String {
                 let _ = writeln!(out, "{line}");
             }
             if let Some(fix) = &item.fix {
-                for line in wrap("     fix:", "          ", fix, WIDTH) {
+                for line in wrap("     fix: ", "          ", fix, WIDTH) {
                     let _ = writeln!(out, "{line}");
                 }
             }

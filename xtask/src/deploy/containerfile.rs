@@ -1,0 +1,349 @@
+//! Checks of deploy/Containerfile against the repository: stages, the build recipe of
+//! xtask/src/setup.rs, xtask subcommands, the agent's binary and its runtime libraries.
+
+use std::{collections::BTreeSet, fs, path::Path};
+
+use super::{
+    facts::{fail, ok, verdict, Check},
+    path_str,
+    sources::{agent_binary_names, rust_const_strings, xtask_subcommands},
+    work_dir, DISTROLESS_CC_LIBS,
+};
+use crate::util;
+
+/// Instructions of a Containerfile: (KEYWORD, arguments), continuation lines joined.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        // Comments and blank lines, also inside a continued instruction.
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if let Some(body) = trimmed.strip_suffix('\\') {
+            current.push_str(body);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        let (keyword, args) = current
+            .split_once(char::is_whitespace)
+            .unwrap_or((&current, ""));
+        out.push((keyword.to_ascii_uppercase(), args.trim().to_string()));
+        current.clear();
+    }
+    out
+}
+
+/// The sources the Containerfile check compares against.
+struct RepoFacts {
+    containerfile: String,
+    ignore_file: Option<String>,
+    setup_rs: String,
+    main_rs: String,
+    agent_cargo_toml: String,
+    /// `ldd` of the release binary, if it has been built.
+    ldd: Option<String>,
+}
+
+pub(super) fn containerfile_checks(root: &Path) -> Vec<Check> {
+    let read = |p: &str| fs::read_to_string(root.join(p));
+    let (containerfile, setup_rs, main_rs, agent_cargo_toml) = match (
+        read("deploy/Containerfile"),
+        read("xtask/src/setup.rs"),
+        read("xtask/src/main.rs"),
+        read("oomwatch/Cargo.toml"),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (a, b, c, d) => {
+            let errors: Vec<String> = [a, b, c, d]
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| e.to_string()))
+                .collect();
+            return vec![fail(
+                "files",
+                format!(
+                    "cannot read deploy/Containerfile, xtask/src/setup.rs, xtask/src/main.rs or \
+                     oomwatch/Cargo.toml: {}",
+                    errors.join("; ")
+                ),
+            )];
+        }
+    };
+    let binary = work_dir()
+        .parent()
+        .map_or_else(|| root.join("target"), Path::to_path_buf)
+        .join("release/oomwatch");
+    let ldd = binary
+        .is_file()
+        .then(|| util::probe("ldd", &[&path_str(&binary)]))
+        .flatten()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let repo = RepoFacts {
+        containerfile,
+        ignore_file: read("deploy/Containerfile.dockerignore").ok(),
+        setup_rs,
+        main_rs,
+        agent_cargo_toml,
+        ldd,
+    };
+    check_containerfile(&repo)
+}
+
+fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
+    let ins = instructions(&repo.containerfile);
+    let mut checks = Vec::new();
+
+    // Stages.
+    let stages: Vec<(String, Option<String>)> = ins
+        .iter()
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, a)| {
+            let words: Vec<&str> = a
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            let alias = match words.as_slice() {
+                [_, as_, alias] if as_.eq_ignore_ascii_case("as") => Some(alias.to_string()),
+                _ => None,
+            };
+            (words.first().unwrap_or(&"").to_string(), alias)
+        })
+        .collect();
+    let runtime = stages.last().map_or("", |(image, _)| image.as_str());
+    let mut problems = Vec::new();
+    if stages.len() < 2 {
+        problems.push(format!(
+            "{} FROM stage(s); fix: a builder stage and a minimal runtime stage",
+            stages.len()
+        ));
+    }
+    let distroless = runtime.contains("gcr.io/distroless/cc-debian12");
+    if !(distroless || runtime.contains("debian:bookworm-slim")) {
+        problems.push(format!(
+            "runtime stage is {runtime:?}; fix: FROM gcr.io/distroless/cc-debian12 (glibc and \
+             libgcc, like the builder's Debian 12) or debian:bookworm-slim"
+        ));
+    }
+    if !stages
+        .first()
+        .is_some_and(|(image, _)| image.contains("debian:bookworm"))
+    {
+        problems.push(
+            "the builder is not Debian 12 (debian:bookworm), whose glibc the runtime stage must \
+             match and whose rustc-web/llvm-22 packages the build uses; fix: FROM \
+             docker.io/library/debian:bookworm AS builder"
+                .to_string(),
+        );
+    }
+    checks.push(verdict(
+        "stages",
+        problems,
+        stages
+            .iter()
+            .map(|(i, a)| a.as_ref().map_or(i.clone(), |a| format!("{i} AS {a}")))
+            .collect::<Vec<_>>()
+            .join(" -> "),
+    ));
+
+    // Build recipe = xtask/src/setup.rs.
+    let runs: String = ins
+        .iter()
+        .filter(|(k, _)| k == "RUN")
+        .map(|(_, a)| a.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let words: BTreeSet<&str> = runs
+        .split(|c: char| c.is_whitespace() || c == '&' || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut problems = Vec::new();
+    match rust_const_strings(&repo.setup_rs, "BUILD_PACKAGES") {
+        Some(pkgs) if !pkgs.is_empty() => {
+            for p in pkgs {
+                if !words.contains(p.as_str()) {
+                    problems.push(format!(
+                        "the builder does not install {p} (BUILD_PACKAGES in xtask/src/setup.rs); \
+                         fix: add it to the apt-get install line"
+                    ));
+                }
+            }
+        }
+        _ => problems.push(
+            "cannot find BUILD_PACKAGES in xtask/src/setup.rs; fix: update \
+             rust_const_strings' caller in xtask/src/deploy/containerfile.rs"
+                .to_string(),
+        ),
+    }
+    let version = rust_const_strings(&repo.setup_rs, "BPF_LINKER_VERSION")
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default();
+    if version.is_empty() || !runs.contains(&format!("bpf-linker@{version}")) {
+        problems.push(format!(
+            "the builder does not install bpf-linker@{version} (BPF_LINKER_VERSION in \
+             xtask/src/setup.rs); fix: cargo install bpf-linker@{version} in the Containerfile"
+        ));
+    }
+    let llvm_prefix = rust_const_strings(&repo.setup_rs, "LLVM_PREFIX")
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default();
+    let llvm = llvm_prefix.rsplit('/').next().unwrap_or("");
+    if llvm.is_empty()
+        || !runs.contains(&format!("LLVM_PREFIX={llvm_prefix}"))
+        || !runs.contains(&format!("--features {llvm}"))
+    {
+        problems.push(format!(
+            "bpf-linker is not built like xtask/src/setup.rs does (LLVM_PREFIX={llvm_prefix}, \
+             --features {llvm}); fix: the same in the Containerfile"
+        ));
+    }
+    checks.push(verdict(
+        "builder matches xtask/src/setup.rs",
+        problems,
+        format!("bpf-linker {version}, {llvm}"),
+    ));
+
+    // xtask subcommands.
+    let subcommands = xtask_subcommands(&repo.main_rs);
+    let mut used = Vec::new();
+    let mut problems = Vec::new();
+    for w in runs.split("cargo xtask ").skip(1) {
+        let sub = w.split_whitespace().next().unwrap_or("");
+        used.push(sub.to_string());
+        if !subcommands.iter().any(|s| s == sub) {
+            problems.push(format!(
+                "`cargo xtask {sub}` is not a subcommand of xtask (it has: {}); fix: call one \
+                 that builds the release binary",
+                subcommands.join(", ")
+            ));
+        }
+    }
+    if used.is_empty() {
+        problems.push(
+            "the Containerfile never runs `cargo xtask ...`; fix: build with `cargo xtask build` \
+             (eBPF object, then the agent)"
+                .to_string(),
+        );
+    }
+    checks.push(verdict(
+        "xtask subcommands exist",
+        problems,
+        format!("cargo xtask {}", used.join(", ")),
+    ));
+
+    // The binary: built, copied, started.
+    let names = agent_binary_names(&repo.agent_cargo_toml);
+    let mut problems = Vec::new();
+    let release_path = names.first().map(|n| format!("target/release/{n}"));
+    if !release_path
+        .as_ref()
+        .is_some_and(|p| runs.contains(p.as_str()))
+    {
+        problems.push(format!(
+            "the builder does not take {} (the agent's binary, per oomwatch/Cargo.toml); fix: \
+             copy that file out of the build",
+            release_path.as_deref().unwrap_or("target/release/<binary>")
+        ));
+    }
+    let copies: Vec<Vec<&str>> = ins
+        .iter()
+        .filter(|(k, a)| k == "COPY" && a.starts_with("--from="))
+        .map(|(_, a)| a.split_whitespace().collect())
+        .collect();
+    let aliases: Vec<&str> = stages.iter().filter_map(|(_, a)| a.as_deref()).collect();
+    let mut destination = None;
+    for c in &copies {
+        let from = c[0].trim_start_matches("--from=");
+        if !aliases.contains(&from) {
+            problems.push(format!(
+                "COPY --from={from} names no stage (stages: {}); fix: use the builder's alias",
+                aliases.join(", ")
+            ));
+        }
+        destination = c.last().map(|d| d.to_string());
+    }
+    let entrypoint = ins.iter().rfind(|(k, _)| k == "ENTRYPOINT").map(|(_, a)| {
+        a.trim_start_matches('[')
+            .split('"')
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    });
+    match (&destination, &entrypoint) {
+        (Some(dst), Some(ep)) if dst == ep => {}
+        (dst, ep) => problems.push(format!(
+            "ENTRYPOINT {ep:?} is not the binary copied from the builder ({dst:?}); fix: \
+             ENTRYPOINT [\"<the COPY destination>\"]"
+        )),
+    }
+    if let Some(ep) = &entrypoint {
+        let base = ep.rsplit('/').next().unwrap_or("");
+        if !names.iter().any(|n| n == base) {
+            problems.push(format!(
+                "ENTRYPOINT {ep} is not named like the agent's binary ({}); fix: keep the name",
+                names.join(", ")
+            ));
+        }
+    }
+    match &repo.ignore_file {
+        Some(text)
+            if text
+                .lines()
+                .any(|l| l.trim().trim_end_matches('/') == "target") => {}
+        _ => problems.push(
+            "deploy/Containerfile.dockerignore is missing or does not exclude target; fix: list \
+             `target` and `oomwatch-ebpf/target` (gigabytes of build output otherwise go into \
+             the build context)"
+                .to_string(),
+        ),
+    }
+    checks.push(verdict(
+        "binary copied and started",
+        problems,
+        format!(
+            "{} -> {}",
+            release_path.unwrap_or_default(),
+            destination.unwrap_or_default()
+        ),
+    ));
+
+    // What the binary links against must exist in the runtime image.
+    checks.push(match (&repo.ldd, distroless) {
+        (None, _) => ok(
+            "runtime libraries",
+            "skipped: target/release/oomwatch not built (`cargo xtask build`)",
+        ),
+        (Some(_), false) => ok("runtime libraries", "skipped: not a distroless runtime"),
+        (Some(ldd), true) => {
+            let libs: Vec<&str> = ldd
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(|l| l.rsplit('/').next().unwrap_or(l))
+                .collect();
+            let missing: Vec<&str> = libs
+                .iter()
+                .copied()
+                .filter(|l| !DISTROLESS_CC_LIBS.contains(l))
+                .collect();
+            if missing.is_empty() {
+                ok("runtime libraries", libs.join(" "))
+            } else {
+                fail(
+                    "runtime libraries",
+                    format!(
+                        "target/release/oomwatch links {}, which {runtime} lacks; fix: link it \
+                         statically, or use debian:bookworm-slim plus the package that has it",
+                        missing.join(", ")
+                    ),
+                )
+            }
+        }
+    });
+    checks
+}
+
+#[cfg(test)]
+#[path = "containerfile_tests.rs"]
+mod tests;
