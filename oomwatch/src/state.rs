@@ -77,7 +77,11 @@ impl StateFile {
 
     /// Writes atomically (a temporary file renamed over the old one).
     pub fn save(&self, pos: &Position) -> Result<(), StateError> {
-        let tmp = self.path.with_extension("json.tmp");
+        // A temporary name of this process's own: two agents given the same directory by
+        // mistake must not rename each other's half-written file.
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}.tmp", std::process::id()));
         let body = serde_json::to_vec(pos).unwrap_or_default();
         fs::write(&tmp, body).map_err(|e| StateError::Write(tmp.clone(), e))?;
         fs::rename(&tmp, &self.path).map_err(|e| StateError::Write(self.path.clone(), e))

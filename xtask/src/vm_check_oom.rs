@@ -96,6 +96,11 @@ pub fn check_oom(
                 for f in NOT_IN_A_BARE_KILLED_LINE {
                     expected.push((f, null.clone()));
                 }
+                let victim_cg = victims
+                    .iter()
+                    .find(|v| v.pid == pid)
+                    .map(|v| format!("/{}", v.cgroup));
+                expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg.as_deref()));
                 notes.push(format!(
                     "pid {pid}: the kernel suppressed the report header (rate limit); the \
                      context has only message, as documented: accepted"
@@ -138,10 +143,8 @@ pub fn check_oom(
                     ("badness", row.and_then(kmsg_points)),
                     ("totalpages", null.clone()),
                     ("oom_memcg_id", null.clone()),
-                    // The report names the victim's memcg, not the trigger's.
-                    ("trigger.cgroup", null.clone()),
-                    ("trigger.cgroup_id", null.clone()),
                 ]);
+                expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg.as_deref()));
             } else {
                 let cgroup_id = e.get("cgroup_id").cloned();
                 expected.extend([
@@ -203,7 +206,7 @@ pub fn check_oom(
         .collect();
     let compared = if kmsg {
         "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = kernel, \
-         totalpages oom_memcg_id trigger.cgroup null"
+         trigger.cgroup = victim's when the victim triggered, totalpages oom_memcg_id null"
     } else {
         "constraint gfp_mask order totalpages badness chosen oom_memcg group_kill message trigger = kernel"
     };
@@ -224,7 +227,32 @@ pub fn check_oom(
 }
 
 /// Context fields a "Killed process" line without its report header cannot give.
-const NOT_IN_A_BARE_KILLED_LINE: [&str; 11] = [
+/// The trigger's cgroup a kmsg-only agent must give: the report names the victim's memcg, not
+/// the trigger's, so the agent knows the trigger's only when the trigger is the victim itself
+/// (its own allocation). For another task it reads /proc, which the dying task may have left
+/// already: that case is not compared.
+fn kmsg_trigger_cgroup(
+    e: &Json,
+    pid: i64,
+    victim_cg: Option<&str>,
+) -> Vec<(&'static str, Option<Json>)> {
+    let trigger_pid = at(e, "trigger.pid").and_then(|j| match j {
+        Json::Num(n) => n.parse::<i64>().ok(),
+        _ => None,
+    });
+    if trigger_pid != Some(pid) {
+        return Vec::new();
+    }
+    vec![
+        (
+            "trigger.cgroup",
+            victim_cg.map(|c| Json::Str(c.to_string())),
+        ),
+        ("trigger.cgroup_id", e.get("cgroup_id").cloned()),
+    ]
+}
+
+const NOT_IN_A_BARE_KILLED_LINE: [&str; 9] = [
     "constraint",
     "gfp_mask",
     "gfp_flags",
@@ -234,8 +262,6 @@ const NOT_IN_A_BARE_KILLED_LINE: [&str; 11] = [
     "chosen",
     "oom_memcg",
     "oom_memcg_id",
-    "trigger.cgroup",
-    "trigger.cgroup_id",
 ];
 
 #[cfg(test)]

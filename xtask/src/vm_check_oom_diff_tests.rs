@@ -85,7 +85,7 @@ fn group_kill_is_true_only_for_the_members_the_chosen_task_took_along() {
 }
 
 #[test]
-fn the_kmsg_agent_must_leave_what_the_report_lacks_null() {
+fn the_kmsg_agent_must_leave_what_the_report_lacks_null_and_fill_what_it_knows() {
     let s = sample();
     let pid = s.victims_in("t")[0];
     let cg = s.cgroup_of(pid);
@@ -103,12 +103,14 @@ fn the_kmsg_agent_must_leave_what_the_report_lacks_null() {
             format!(r#""oom_memcg_id":{id}"#),
             format!("pid {pid} oom.oom_memcg_id: agent {id} kernel null"),
         ),
+        // The victim triggered its own OOM: its cgroup is the trigger's, which the agent must
+        // not leave out.
         (
-            r#""cgroup":null,"cgroup_id":null"#.to_string(),
-            format!(r#""cgroup":"{cg}","cgroup_id":{id}"#),
+            format!(r#""cgroup":"{cg}","cgroup_id":{id},"namespace":null,"pod":null,"pod_uid":null}},"victim""#),
+            r#""cgroup":null,"cgroup_id":null,"namespace":null,"pod":null,"pod_uid":null},"victim""#.to_string(),
             format!(
-                "pid {pid} oom.trigger.cgroup: agent \"{cg}\" kernel null\n\
-                 pid {pid} oom.trigger.cgroup_id: agent {id} kernel null"
+                "pid {pid} oom.trigger.cgroup: agent null kernel \"{cg}\"\n\
+                 pid {pid} oom.trigger.cgroup_id: agent null kernel {id}"
             ),
         ),
     ] {

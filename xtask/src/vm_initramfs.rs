@@ -49,10 +49,12 @@ say "init running on $(uname -r) at uptime $(cut -d' ' -f1 /proc/uptime)s"
 echo +memory > $CG/cgroup.subtree_control || say "cannot enable the memory controller"
 
 # start_agent PORT SUFFIX [--disable-probe PROBE]...: an agent writing its events to
-# /events$SUFFIX.jsonl and its log to /agent$SUFFIX.log (aya's relocation DEBUG lines left out).
+# /events$SUFFIX.jsonl and its log to /agent$SUFFIX.log (aya's relocation DEBUG lines left out),
+# with a kernel-log position of its own (/state$SUFFIX).
 start_agent() {
     port=$1; s=$2; shift 2
-    /oomwatch run --listen 127.0.0.1:$port --log-format json --log-level debug,aya_obj=info "$@" \
+    /oomwatch run --listen 127.0.0.1:$port --log-format json --log-level debug,aya_obj=info \
+        --state-dir /state$s "$@" \
         > /events$s.jsonl 2> /agent$s.log &
     echo $! > /agent$s.pid
     echo $port > /agent$s.port

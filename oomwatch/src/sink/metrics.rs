@@ -99,8 +99,18 @@ fn series_key(ev: &OomEvent) -> SeriesKey {
 #[derive(Debug)]
 struct Series {
     kills: u64,
-    badness: Option<i64>,
+    last: Last,
     tick: u64,
+}
+
+/// What the last kill of a label set said.
+#[derive(Clone, Copy, Debug, Default)]
+struct Last {
+    /// Unix seconds.
+    time: f64,
+    badness: Option<i64>,
+    /// Bytes: anon, file, shmem.
+    rss: [Option<u64>; 3],
 }
 
 /// Everything [`Metrics::observe`] touches, under one lock so a scrape sees it consistent.
@@ -128,13 +138,8 @@ struct KillState {
 }
 
 impl KillState {
-    fn observe(
-        &mut self,
-        key: SeriesKey,
-        unix_seconds: f64,
-        badness: Option<i64>,
-        oom_id: Option<u64>,
-    ) {
+    fn observe(&mut self, key: SeriesKey, last: Last, oom_id: Option<u64>) {
+        let unix_seconds = last.time;
         let new_invocation = match (oom_id, self.last_oom_id) {
             (Some(id), Some(last)) => id > last,
             _ => true,
@@ -148,7 +153,10 @@ impl KillState {
         if let Some(s) = self.series.get_mut(&key) {
             self.lru.remove(&s.tick);
             s.kills += 1;
-            s.badness = badness.or(s.badness);
+            s.last = Last {
+                badness: last.badness.or(s.last.badness),
+                ..last
+            };
             s.tick = tick;
         } else {
             while self.series.len() >= self.cap {
@@ -162,7 +170,7 @@ impl KillState {
                 key.clone(),
                 Series {
                     kills: 1,
-                    badness,
+                    last,
                     tick,
                 },
             );
@@ -277,7 +285,12 @@ impl Metrics {
         } else if ev.already_exiting != Some(true) {
             lock(&self.kills).kernel_counted += 1;
         }
-        lock(&self.kills).observe(series_key(ev), ev.unix_seconds(), ev.oom.badness, ev.oom_id);
+        let last = Last {
+            time: ev.unix_seconds(),
+            badness: ev.oom.badness,
+            rss: [ev.anon_rss, ev.file_rss, ev.shmem_rss],
+        };
+        lock(&self.kills).observe(series_key(ev), last, ev.oom_id);
     }
 
     /// Starts counting kernel OOM kills without a record: `read` gives the kernel's count;
@@ -351,7 +364,7 @@ impl Metrics {
             ));
             let badness = rows
                 .iter()
-                .filter_map(|(key, s)| s.badness.map(|b| gauge(&labels_of(key), b as f64)))
+                .filter_map(|(key, s)| s.last.badness.map(|b| gauge(&labels_of(key), b as f64)))
                 .collect();
             fams.push(family(
                 "oomwatch_oom_victim_badness",
@@ -359,6 +372,34 @@ impl Metrics {
                  (same label sets as oomwatch_oom_kills_total).",
                 MetricType::GAUGE,
                 badness,
+            ));
+            let last_time = rows
+                .iter()
+                .map(|(key, s)| gauge(&labels_of(key), s.last.time))
+                .collect();
+            fams.push(family(
+                "oomwatch_oom_last_kill_timestamp_seconds",
+                "Time of the last kill of this label set, Unix seconds (same label sets as \
+                 oomwatch_oom_kills_total).",
+                MetricType::GAUGE,
+                last_time,
+            ));
+            let mut rss = Vec::new();
+            for (key, s) in &rows {
+                for (kind, v) in ["anon", "file", "shmem"].iter().zip(s.last.rss) {
+                    if let Some(v) = v {
+                        let mut l = labels_of(key);
+                        l.insert(4, ("kind", kind)); // keeps the names sorted
+                        rss.push(gauge(&l, v as f64));
+                    }
+                }
+            }
+            fams.push(family(
+                "oomwatch_oom_victim_rss_bytes",
+                "Resident memory of the victim at the last kill of this label set, by kind \
+                 (anon, file, shmem; same label sets as oomwatch_oom_kills_total).",
+                MetricType::GAUGE,
+                rss,
             ));
             let invocations = k
                 .invocations

@@ -167,6 +167,7 @@ fn every_family_has_help_and_type() {
         ("oomwatch_last_oom_kill_timestamp_seconds", "gauge"),
         ("oomwatch_events_emitted_total", "counter"),
         ("oomwatch_oom_kills_replayed_total", "counter"),
+        ("oomwatch_oom_last_kill_timestamp_seconds", "gauge"),
         ("oomwatch_oom_invocations_total", "counter"),
         ("oomwatch_events_dropped_total", "counter"),
         ("oomwatch_ebpf_read_errors_total", "counter"),
@@ -307,4 +308,39 @@ fn collectors_add_their_families() {
         )]
     }));
     assert_eq!(sample(&m.render(), "oomwatch_zz_test"), Some(7.0));
+}
+
+#[test]
+fn last_kill_time_and_rss_split_per_label_set() {
+    let m = Metrics::new(10, BUILD);
+    let mut ev = event(Some("java"), Some("/app"), 100);
+    ev.anon_rss = Some(3 << 20);
+    ev.file_rss = Some(1 << 20);
+    ev.shmem_rss = Some(0);
+    m.observe(&ev);
+    let mut later = event(Some("java"), Some("/app"), 160);
+    later.anon_rss = Some(5 << 20);
+    later.file_rss = Some(2 << 20);
+    later.shmem_rss = None;
+    m.observe(&later);
+    let t = m.render();
+    let l = r#"cgroup="/app",comm="java",constraint="unknown",container="""#;
+    let rest = r#"namespace="",oom_domain="unknown",pod="""#;
+    assert_eq!(
+        sample(
+            &t,
+            &format!("oomwatch_oom_last_kill_timestamp_seconds{{{l},{rest}}}")
+        ),
+        Some(160.0)
+    );
+    let rss = |kind: &str| {
+        sample(
+            &t,
+            &format!("oomwatch_oom_victim_rss_bytes{{{l},kind=\"{kind}\",{rest}}}"),
+        )
+    };
+    // The last kill's values; a kind it did not report is left out, not kept from before.
+    assert_eq!(rss("anon"), Some(f64::from(5u32 << 20)));
+    assert_eq!(rss("file"), Some(f64::from(2u32 << 20)));
+    assert_eq!(rss("shmem"), None);
 }
