@@ -343,6 +343,9 @@ fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
         .as_deref()
         .map(|m| m.contains("oom_kill_allocating_task"));
     ev.oom_id = Some(id);
+    if let Some(d) = ctx.domain_memory.take() {
+        ev.domain_memory = Some(d);
+    }
     ev.oom = ctx;
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, Serializer};
 
 use crate::enrich::domain::OomDomain;
+use crate::enrich::domain_memory::DomainMemory;
 use crate::enrich::identity::{QosClass, Runtime};
 
 /// Where a group of fields came from.
@@ -134,6 +135,9 @@ pub struct OomContext {
     pub trigger_cgroup: Option<String>,
     #[serde(skip)]
     pub trigger_cgroup_id: Option<u64>,
+    /// The domain's memory as the kernel's report gave it (goes to `domain_memory`).
+    #[serde(skip)]
+    pub domain_memory: Option<DomainMemory>,
 }
 
 /// One OOM victim.
@@ -184,6 +188,9 @@ pub struct OomEvent {
     /// source of it is available.
     #[serde(flatten)]
     pub oom: OomContext,
+    /// The OOM domain's memory right after the kill: the limiting cgroup's `memory.stat`,
+    /// limit and swap, or `/proc/meminfo` for a global OOM; `null` when the domain is unknown.
+    pub domain_memory: Option<DomainMemory>,
     /// Kubernetes or systemd identity and the OOM domain, flattened into the event.
     #[serde(flatten)]
     pub workload: Workload,
@@ -225,6 +232,7 @@ impl OomEvent {
             replayed: false,
             oom_id: None,
             oom: OomContext::default(),
+            domain_memory: None,
             workload: Workload::default(),
             sources: BTreeMap::new(),
         }

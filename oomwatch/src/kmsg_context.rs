@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::enrich::domain_memory::{self, DomainMemory};
 use crate::event::{OomContext, Task};
 use crate::gfp::names_from_log;
 use crate::kmsg::oom::{ConstraintKind, OomItem, OomReportParser, TaskDump};
@@ -29,6 +30,11 @@ struct Header {
     /// "Tasks in <memcg> are going to be killed due to memory.oom.group set" followed the first
     /// kill: the next "Killed process" lines are the same invocation's group members.
     group: bool,
+    /// The memcg's page counters (name, usage kB, limit kB) and statistics, or the global
+    /// `Mem-Info` pages, as the report printed them.
+    counters: Vec<(String, u64, Option<u64>)>,
+    stats: Option<(String, Vec<(String, u64)>)>,
+    global: Option<Vec<(String, u64)>>,
 }
 
 /// Turns kernel-log records into per-victim invocation contexts.
@@ -120,6 +126,26 @@ impl KmsgContexts {
                 }
                 None
             }
+            OomItem::Counter(c) => {
+                if let Some(h) = self.header.as_mut() {
+                    if h.counters.len() < 8 {
+                        h.counters.push((c.name, c.usage_kb, c.limit_kb));
+                    }
+                }
+                None
+            }
+            OomItem::MemcgStats { cgroup, stats } => {
+                if let Some(h) = self.header.as_mut() {
+                    h.stats = Some((cgroup, stats));
+                }
+                None
+            }
+            OomItem::GlobalMemInfo { pages } => {
+                if let Some(h) = self.header.as_mut() {
+                    h.global = Some(pages);
+                }
+                None
+            }
             OomItem::GroupKill { .. } => {
                 if let Some(h) = self.header.as_mut() {
                     h.group = true;
@@ -139,7 +165,9 @@ impl KmsgContexts {
                     // The first kill after a header, or a member of its group kill.
                     Some(h) if !h.killed_seen || h.group => {
                         h.killed_seen = true;
-                        (h.id, h.ctx.clone())
+                        let mut ctx = h.ctx.clone();
+                        ctx.domain_memory = domain_of(h, self.page_size);
+                        (h.id, ctx)
                     }
                     // Another kill without a header of its own: the kernel rate-limited that
                     // report's header, so all that is known is this line.
@@ -188,6 +216,21 @@ fn badness_from_dump(d: &TaskDump, pid: i32, page: u64) -> Option<i64> {
     }
     let pt = row.pgtables_bytes? / page.max(1);
     i64::try_from(row.rss_pages + row.swapents? + pt).ok()
+}
+
+/// The domain's memory from the report's lines, if it printed them.
+fn domain_of(h: &Header, page_size: u64) -> Option<DomainMemory> {
+    if let Some(pages) = &h.global {
+        return Some(domain_memory::from_report_meminfo(pages, page_size));
+    }
+    if h.counters.is_empty() && h.stats.is_none() {
+        return None;
+    }
+    let (cgroup, stats) = match &h.stats {
+        Some((c, s)) => (Some(c.as_str()), s.as_slice()),
+        None => (h.ctx.oom_memcg.as_deref(), &[][..]),
+    };
+    Some(domain_memory::from_report(cgroup, &h.counters, stats))
 }
 
 fn constraint_name(c: &ConstraintKind) -> String {

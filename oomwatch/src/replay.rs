@@ -98,12 +98,13 @@ impl LogKills {
                 ev.sources.insert("cgroup", Source::Kmsg);
             }
         }
-        if let Some((id, ctx)) = self.contexts.take(k.pid) {
+        if let Some((id, mut ctx)) = self.contexts.take(k.pid) {
             ev.oom_id = Some(id);
             ev.allocating_task_kill = ctx
                 .message
                 .as_deref()
                 .map(|m| m.contains("oom_kill_allocating_task"));
+            ev.domain_memory = ctx.domain_memory.take();
             ev.oom = ctx;
             // Killed without being the chosen task: a member of a memory.oom.group kill.
             ev.oom.group_kill = ev.oom.chosen.as_ref().map(|c| c.pid != k.pid);

@@ -60,3 +60,44 @@ fn every_fixture_kill_line_gives_exactly_one_event() {
         }
     }
 }
+
+#[test]
+fn the_reports_memory_lines_give_the_domain_at_the_kill() {
+    // cgroup v1: page counters in kB, then `Memory cgroup stats` (total_* are hierarchical).
+    let k = kills("oom-memcg-v6.18-host-tail.kmsg");
+    let d = k[0].event.domain_memory.as_ref().expect("domain_memory");
+    assert_eq!(d.source, "kmsg:oom_report");
+    assert_eq!(d.cgroup.as_deref(), Some("/kmsgfix"));
+    assert_eq!((d.limit, d.usage), (Some(64 << 20), Some(64 << 20)));
+    assert_eq!(d.kernel, Some(192 * 1024));
+    assert_eq!(d.swap_limit, None, "memory+swap unlimited");
+    assert_eq!(d.anon, d.stat.get("total_rss").copied());
+    assert!(d.anon.unwrap() > 60 << 20, "{d:?}");
+    assert!(d.stat.keys().all(|k| k.starts_with("total_")));
+    // A global OOM: Mem-Info pages.
+    let g = kills("oom-global-v6.12.kmsg");
+    let d = g[0].event.domain_memory.as_ref().expect("domain_memory");
+    assert_eq!(d.cgroup, None);
+    assert!(d.anon.is_some() && d.limit.is_none());
+}
+
+#[test]
+fn v2_statistics_printed_as_one_record_are_split_into_lines() {
+    let mut p = crate::kmsg::oom::OomReportParser::new();
+    assert!(p.push_line("Memory cgroup stats for /t:").is_empty());
+    assert!(p
+        .push_line("anon 66846720\nfile 4096\nkernel 196608\nshmem 0\npgfault 12\n")
+        .is_empty());
+    let items = p.push_line("Tasks state (memory values in pages):");
+    let crate::kmsg::oom::OomItem::MemcgStats { cgroup, stats } = &items[0] else {
+        panic!("{items:?}")
+    };
+    assert_eq!(cgroup, "/t");
+    assert_eq!(stats.len(), 5);
+    let d = crate::enrich::domain_memory::from_report(Some("/t"), &[], stats);
+    assert_eq!(
+        (d.anon, d.file, d.kernel),
+        (Some(66846720), Some(4096), Some(196608))
+    );
+    assert!(!d.stat.contains_key("pgfault"));
+}

@@ -21,6 +21,7 @@ use crate::recovery::Recovery;
 use crate::server;
 use crate::sink::json::JsonLines;
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use crate::sink::recent::RecentEvents;
 use crate::state::StateFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +161,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     )
     .with_gfp(gfp)
     .with_proc_root(args.host_root.join("proc"));
-    let enricher = Enricher::new(&args.host_root);
+    let enricher = Enricher::new(&args.host_root).with_hierarchy(hierarchy.clone());
     let host_collectors = Arc::new(HostCollectors::new(&args.host_root));
     {
         let h = Arc::clone(&host_collectors);
@@ -220,11 +221,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_metrics = Arc::clone(&metrics);
-    let server_task = tokio::spawn(server::serve(listener, server_metrics, async move {
+    let recent = Arc::new(RecentEvents::new(
+        usize::try_from(args.recent_events).unwrap_or(usize::MAX),
+    ));
+    let server_state = server::ServerState::new(Arc::clone(&metrics))
+        .with_recent(Arc::clone(&recent))
+        .with_host(Arc::clone(&host_collectors))
+        .with_node(&host);
+    let server_task = tokio::spawn(server::serve(listener, server_state, async move {
         let _ = stop_rx.await;
     }));
-    tracing::info!(listen = %args.listen, "serving /metrics and /healthz");
+    tracing::info!(listen = %args.listen, "serving /, /events, /metrics and /healthz");
 
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
@@ -240,6 +247,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sink = Sink {
         out: JsonLines::new(io::stdout()),
         metrics: Arc::clone(&metrics),
+        recent,
         enricher,
         host: host_collectors,
         hierarchy,
@@ -381,6 +389,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 struct Sink {
     out: JsonLines<io::Stdout>,
     metrics: Arc<Metrics>,
+    recent: Arc<RecentEvents>,
     enricher: Enricher,
     host: Arc<HostCollectors>,
     hierarchy: Option<MemoryHierarchy>,
@@ -393,6 +402,7 @@ impl Sink {
             self.enricher.enrich(&mut ev);
             self.out.write(&ev).map_err(RunError::Stdout)?;
             self.metrics.observe(&ev);
+            self.recent.push(&ev);
             let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             tracing::debug!(pid = ev.pid, latency_us, "event written");
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {

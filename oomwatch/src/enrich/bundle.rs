@@ -354,22 +354,26 @@ struct DockerContainer {
 
 fn read_names(source: BundleSource, path: &Path) -> Option<Names> {
     let bytes = read_bounded(path)?;
+    parse_names(source, &bytes).unwrap_or_else(|err| {
+        tracing::debug!(path = %path.display(), %err, "unreadable bundle file");
+        None
+    })
+}
+
+/// The names in the contents of a bundle file (an OCI runtime spec's `config.json`, or
+/// Docker's `config.v2.json`); `Ok(None)` when it names nothing, an error when it is not JSON.
+pub fn parse_names(source: BundleSource, bytes: &[u8]) -> Result<Option<Names>, serde_json::Error> {
     let parsed = match source {
         BundleSource::Containerd | BundleSource::Crio => {
-            serde_json::from_slice::<OciSpec>(&bytes).map(|spec| spec.annotations)
+            serde_json::from_slice::<OciSpec>(bytes).map(|spec| spec.annotations)
         }
-        BundleSource::Docker => serde_json::from_slice::<DockerContainer>(&bytes)
+        BundleSource::Docker => serde_json::from_slice::<DockerContainer>(bytes)
             .map(|c| c.config.get("Labels").cloned().unwrap_or(Value::Null)),
     };
-    let map = match parsed {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return None,
-        Err(err) => {
-            tracing::debug!(path = %path.display(), %err, "unreadable bundle file");
-            return None;
-        }
-    };
-    names_from(source, &map)
+    match parsed? {
+        Value::Object(map) => Ok(names_from(source, &map)),
+        _ => Ok(None),
+    }
 }
 
 /// A non-empty string value.

@@ -3,14 +3,17 @@
 //! the OOM hit ([`domain`]).
 pub mod bundle;
 pub mod domain;
+pub mod domain_memory;
 pub mod identity;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::cgroup::MemoryHierarchy;
 use crate::event::{OomEvent, Workload};
 use crate::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
+use domain_memory::DomainMemory;
 use identity::{Identity, Runtime};
 
 /// Fills an event's [`Workload`] and the Kubernetes fields of `victim` and `trigger`.
@@ -18,6 +21,7 @@ use identity::{Identity, Runtime};
 pub struct Enricher {
     bundles: BundleReader,
     proc_root: PathBuf,
+    hierarchy: Option<MemoryHierarchy>,
 }
 
 impl Enricher {
@@ -33,7 +37,14 @@ impl Enricher {
         Self {
             bundles,
             proc_root: host_root.join("proc"),
+            hierarchy: None,
         }
+    }
+
+    /// Reads the limiting memory cgroup's files (`domain_memory`) in this hierarchy.
+    pub fn with_hierarchy(mut self, hierarchy: Option<MemoryHierarchy>) -> Self {
+        self.hierarchy = hierarchy;
+        self
     }
 
     /// Containers whose names are cached now.
@@ -85,10 +96,25 @@ impl Enricher {
             t.pod = tw.pod;
             t.pod_uid = tw.pod_uid;
         }
+        // The domain as the kill left it; not for a kill recorded later from the log (the
+        // files would describe now, not then).
+        if !ev.replayed && ev.domain_memory.is_none() {
+            ev.domain_memory = self.domain_memory(ev);
+        }
         ev.victim.namespace = w.namespace.clone();
         ev.victim.pod = w.pod.clone();
         ev.victim.pod_uid = w.pod_uid.clone();
         ev.workload = w;
+    }
+
+    fn domain_memory(&self, ev: &OomEvent) -> Option<DomainMemory> {
+        match (ev.oom.constraint.as_deref(), ev.oom.oom_memcg.as_deref()) {
+            (Some("CONSTRAINT_NONE"), _) => domain_memory::meminfo(&self.proc_root),
+            (Some("CONSTRAINT_MEMCG") | None, Some(cg)) => {
+                domain_memory::memcg(self.hierarchy.as_ref()?, cg)
+            }
+            _ => None,
+        }
     }
 
     /// Names of the identity's container from its runtime's bundle, if they agree with the

@@ -195,7 +195,7 @@ impl MeminfoData {
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let per_node = |pick: fn(&NumaNode) -> Option<u64>| -> Vec<Metric> {
             rows.iter()
-                .filter_map(|(id, n)| pick(n).map(|v| gauge(&[("node", id)], f(v))))
+                .filter_map(|(id, n)| pick(n).map(|v| gauge(&[("numa_node", id)], f(v))))
                 .collect()
         };
         fams.push(family(

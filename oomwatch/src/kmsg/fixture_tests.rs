@@ -108,6 +108,14 @@ pub(super) fn summarize(item: &OomItem) -> String {
             r.pid, r.comm, r.anon_rss_kb, r.file_rss_kb, r.shmem_rss_kb
         ),
         OomItem::Suppressed { callbacks } => format!("suppressed {callbacks}"),
+        OomItem::Counter(c) => format!(
+            "counter {} usage={}kB limit={:?}kB",
+            c.name, c.usage_kb, c.limit_kb
+        ),
+        OomItem::MemcgStats { cgroup, stats } => {
+            format!("memcg_stats {cgroup:?} {} lines", stats.len())
+        }
+        OomItem::GlobalMemInfo { pages } => format!("mem_info {} values", pages.len()),
     }
 }
 
@@ -125,6 +133,10 @@ const CASES: &[(&str, &[&str])] = &[
         &[
             "suppressed 14",
             r#"invoked comm="tail" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            "counter memory usage=65536kB limit=Some(65536)kB",
+            "counter memory+swap usage=65536kB limit=NonekB",
+            "counter kmem usage=192kB limit=NonekB",
+            r#"memcg_stats "/kmsgfix" 42 lines"#,
             r#"dump dropped=0 malformed=0 [12531/0/12531 "tail" vm=17037 rss=16716 anon=Some(16320) file=Some(396) shmem=Some(0) pgt=Some(176128) ptes=None/None swap=Some(0) adj=Some(0)]"#,
             r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix") task_memcg=Some("/kmsgfix") task="tail" pid=12531 uid=0"#,
             r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12531 comm="tail" vm=68148 anon=65280 file=1584 shmem=Some(0) uid=Some(0) pgt=Some(172) adj=Some(0)"#,
@@ -134,6 +146,10 @@ const CASES: &[(&str, &[&str])] = &[
         "oom-memcg-v6.18-host-web-content.kmsg",
         &[
             r#"invoked comm="Web (Content)\n" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            "counter memory usage=65536kB limit=Some(65536)kB",
+            "counter memory+swap usage=65536kB limit=NonekB",
+            "counter kmem usage=164kB limit=NonekB",
+            r#"memcg_stats "/kmsgfix2" 42 lines"#,
             r#"dump dropped=0 malformed=0 [12573/0/12573 "Web (Content)\n" vm=31374 rss=16729 anon=Some(16348) file=Some(381) shmem=Some(0) pgt=Some(208896) ptes=None/None swap=Some(0) adj=Some(0)]"#,
             r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix2") task_memcg=Some("/kmsgfix2") task="Web (Content)\n" pid=12573 uid=0"#,
             r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12573 comm="Web (Content)\n" vm=125496 anon=65392 file=1524 shmem=Some(0) uid=Some(0) pgt=Some(204) adj=Some(0)"#,
@@ -143,6 +159,10 @@ const CASES: &[(&str, &[&str])] = &[
         "oom-memcg-v6.18-host-sd-pam.kmsg",
         &[
             r#"invoked comm="(sd-pam)" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=0"#,
+            "counter memory usage=65536kB limit=Some(65536)kB",
+            "counter memory+swap usage=65536kB limit=NonekB",
+            "counter kmem usage=156kB limit=NonekB",
+            r#"memcg_stats "/kmsgfix3" 42 lines"#,
             r#"dump dropped=0 malformed=0 [12632/0/12632 "(sd-pam)" vm=31374 rss=16709 anon=Some(16324) file=Some(385) shmem=Some(0) pgt=Some(204800) ptes=None/None swap=Some(0) adj=Some(0)]"#,
             r#"constraint Memcg nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=Some("/kmsgfix3") task_memcg=Some("/kmsgfix3") task="(sd-pam)" pid=12632 uid=0"#,
             r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=12632 comm="(sd-pam)" vm=125496 anon=65296 file=1540 shmem=Some(0) uid=Some(0) pgt=Some(200) adj=Some(0)"#,
@@ -152,6 +172,7 @@ const CASES: &[(&str, &[&str])] = &[
         "oom-global-v6.12.kmsg",
         &[
             r#"invoked comm="Web Content" gfp=0x140cca flags=Some("GFP_HIGHUSER_MOVABLE|__GFP_COMP") nodemask=None order=0 adj=0"#,
+            "mem_info 3 values",
             r#"dump dropped=0 malformed=0 [612/0/612 "systemd-journal" vm=72351 rss=1843 anon=Some(512) file=Some(1331) shmem=Some(0) pgt=Some(184320) ptes=None/None swap=Some(0) adj=Some(-250); 1024/113/1024 "postgres" vm=275812 rss=14210 anon=Some(12804) file=Some(1406) shmem=Some(0) pgt=Some(548864) ptes=None/None swap=Some(0) adj=Some(0); 4312/1000/4312 "Web Content" vm=1012345 rss=940512 anon=Some(939800) file=Some(712) shmem=Some(0) pgt=Some(7630848) ptes=None/None swap=Some(0) adj=Some(0)]"#,
             r#"constraint None nodemask="(null)" cpuset=Some("/") mems=Some("0") oom_memcg=None task_memcg=Some("/user.slice/user-1000.slice/session-3.scope") task="Web Content" pid=4312 uid=1000"#,
             r#"killed memcg=false reason=Some("Out of memory") pid=4312 comm="Web Content" vm=4049380 anon=3759200 file=2848 shmem=Some(0) uid=Some(1000) pgt=Some(7452) adj=Some(0)"#,
@@ -162,6 +183,8 @@ const CASES: &[(&str, &[&str])] = &[
         "oom-memcg-group-v6.6.kmsg",
         &[
             r#"invoked comm="python3" gfp=0xcc0 flags=Some("GFP_KERNEL") nodemask=None order=0 adj=200"#,
+            "counter memory usage=51200kB limit=Some(51200)kB",
+            r#"memcg_stats "/app.slice/job, with, commas" 0 lines"#,
             r#"dump dropped=0 malformed=0 [483880/1000/483880 "python3" vm=73357 rss=14530 anon=None file=None shmem=None pgt=Some(180224) ptes=None/None swap=Some(0) adj=Some(200); 483881/1000/483881 "sh" vm=4200 rss=310 anon=None file=None shmem=None pgt=Some(49152) ptes=None/None swap=Some(0) adj=Some(200); 483882/1000/483882 "(sd-pam)" vm=4200 rss=290 anon=None file=None shmem=None pgt=Some(49152) ptes=None/None swap=Some(0) adj=Some(200)]"#,
             r#"constraint Memcg nodemask="(null)" cpuset=Some("app.slice") mems=Some("0-1") oom_memcg=Some("/app.slice/job, with, commas") task_memcg=Some("/app.slice/job, with, commas") task="python3" pid=483880 uid=1000"#,
             r#"killed memcg=true reason=Some("Memory cgroup out of memory") pid=483880 comm="python3" vm=293428 anon=50824 file=7296 shmem=Some(0) uid=Some(1000) pgt=Some(176) adj=Some(200)"#,
@@ -215,6 +238,7 @@ const CASES: &[(&str, &[&str])] = &[
             r#"invoked comm="java" gfp=0x6000c0 flags=Some("GFP_KERNEL") nodemask=Some("(null)") order=0 adj=0"#,
             r#"cpuset comm="java" cpuset="/" mems="0""#,
             r#"memcg task=Some("/docker/abc") oom="/docker/abc""#,
+            "counter memory usage=524288kB limit=Some(524288)kB",
             r#"dump dropped=0 malformed=0 [3001/0/3001 "java" vm=1200000 rss=130000 anon=None file=None shmem=None pgt=Some(1400832) ptes=None/None swap=Some(0) adj=Some(0); 3050/0/3050 "sh" vm=1100 rss=200 anon=None file=None shmem=None pgt=Some(45056) ptes=None/None swap=Some(0) adj=Some(0)]"#,
             r#"selected memcg=true pid=3001 comm="java" score=993"#,
             r#"killed memcg=true reason=None pid=3001 comm="java" vm=4800000 anon=515000 file=5000 shmem=Some(0) uid=None pgt=None adj=None"#,

@@ -29,6 +29,7 @@ use std::io;
 pub mod async_reader;
 mod dump;
 mod lines;
+pub mod meminfo;
 pub mod oom;
 pub mod reader;
 pub mod record;

@@ -17,6 +17,7 @@
 //! `Killed` line may come alone, after `oom_kill_process: N callbacks suppressed`.
 use super::dump::{self, DumpState};
 use super::lines;
+use super::meminfo::{self, Block, Counter};
 use super::record::KmsgRecord;
 
 /// The longest message the parser looks at (longer ones are ignored); also the bound on a line
@@ -193,6 +194,18 @@ pub enum OomItem {
     Suppressed {
         callbacks: u64,
     },
+    /// A memcg OOM's page counter: `memory: usage NkB, limit NkB, failcnt N` (also `swap`,
+    /// `memory+swap`, `kmem`).
+    Counter(Counter),
+    /// `Memory cgroup stats for <cgroup>:` and its `key value` lines (bytes).
+    MemcgStats {
+        cgroup: String,
+        stats: Vec<(String, u64)>,
+    },
+    /// A global OOM's `Mem-Info:` `key:value` pairs (pages).
+    GlobalMemInfo {
+        pages: Vec<(String, u64)>,
+    },
 }
 
 /// Counters kept by the parser.
@@ -220,6 +233,8 @@ const FRAGMENTED_PREFIXES: &[&str] = &["oom-kill:constraint=", "Task in ", "Task
 #[derive(Debug, Default)]
 pub struct OomReportParser {
     dump: Option<DumpState>,
+    /// A memory statistics block being read (see [`super::meminfo`]).
+    block: Option<Block>,
     /// Before 5.1 `Killed` lines have no prefix: whether the report in progress is a memcg OOM
     /// (from its `Selected`, `MemcgContext` or `GroupKill` line).
     memcg_report: bool,
@@ -275,7 +290,22 @@ impl OomReportParser {
         if line.len() > MAX_LINE_BYTES {
             self.stats.oversized += 1;
             self.end_dump(&mut out);
+            self.end_block(&mut out);
             return out;
+        }
+        // One record may hold several lines: cgroup v2's statistics are printed at once after
+        // their header. (Elsewhere a newline is part of the text, e.g. in a task's comm.)
+        if self.block.is_some() && line.contains('\n') {
+            for part in line.split('\n').filter(|l| !l.is_empty()) {
+                out.extend(self.push_line(part));
+            }
+            return out;
+        }
+        if let Some(block) = self.block.as_mut() {
+            if block.push(line) {
+                return out;
+            }
+            self.end_block(&mut out);
         }
         if let Some(state) = self.dump.as_mut() {
             if dump::looks_like_row(line) {
@@ -294,8 +324,17 @@ impl OomReportParser {
     /// end of input); the kernel always prints a non-row line right after the table.
     pub fn flush(&mut self) -> Option<OomItem> {
         let mut out = Vec::new();
+        self.end_block(&mut out);
         self.end_dump(&mut out);
         out.pop()
+    }
+
+    fn end_block(&mut self, out: &mut Vec<OomItem>) {
+        match self.block.take() {
+            Some(Block::Memcg { cgroup, stats }) => out.push(OomItem::MemcgStats { cgroup, stats }),
+            Some(Block::Global { pages }) => out.push(OomItem::GlobalMemInfo { pages }),
+            None => {}
+        }
     }
 
     fn end_dump(&mut self, out: &mut Vec<OomItem>) {
@@ -307,6 +346,20 @@ impl OomReportParser {
     fn parse(&mut self, line: &str) -> Option<OomItem> {
         if line.starts_with('[') {
             self.dump = dump::parse_header(line);
+            return None;
+        }
+        if let Some(c) = meminfo::parse_counter(line) {
+            return Some(OomItem::Counter(c));
+        }
+        if let Some(cgroup) = meminfo::parse_stats_header(line) {
+            self.block = Some(Block::Memcg {
+                cgroup,
+                stats: Vec::new(),
+            });
+            return None;
+        }
+        if line == "Mem-Info:" {
+            self.block = Some(Block::Global { pages: Vec::new() });
             return None;
         }
         if let Some(i) = lines::parse_invoked(line) {
