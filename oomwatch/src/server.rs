@@ -1,4 +1,5 @@
-//! HTTP server: `GET /metrics` (Prometheus text format), `GET /healthz`.
+//! HTTP server: `GET /` (a read-only HTML page, see [`page`]), `GET /events` (the recent events
+//! as JSON, newest first, `?limit=N`), `GET /metrics` (Prometheus text format), `GET /healthz`.
 //!
 //! Any other path answers 404 with a short text body; another method on a known path
 //! answers 405 with an `Allow` header. The server stops accepting connections when the
@@ -8,14 +9,65 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::host::HostCollectors;
 use crate::sink::metrics::{Metrics, CONTENT_TYPE};
+use crate::sink::recent::RecentEvents;
+
+pub mod page;
+
+/// What the handlers read: the metrics, the recent events, the host collectors.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    metrics: Arc<Metrics>,
+    recent: Arc<RecentEvents>,
+    host: Option<Arc<HostCollectors>>,
+    node: Option<Arc<str>>,
+}
+
+impl ServerState {
+    /// Serves `metrics`, with no recent events (an empty ring) and no host values.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ServerState {
+            metrics,
+            recent: Arc::new(RecentEvents::default()),
+            host: None,
+            node: None,
+        }
+    }
+
+    /// The ring the run loop pushes events to (shown at `/` and `/events`).
+    pub fn with_recent(mut self, recent: Arc<RecentEvents>) -> Self {
+        self.recent = recent;
+        self
+    }
+
+    /// Host collectors whose snapshot and warnings the page shows.
+    pub fn with_host(mut self, host: Arc<HostCollectors>) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The node name shown in the page's title.
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = Some(Arc::from(node));
+        self
+    }
+}
+
+impl From<Arc<Metrics>> for ServerState {
+    fn from(metrics: Arc<Metrics>) -> Self {
+        ServerState::new(metrics)
+    }
+}
 
 /// Why the HTTP server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -67,33 +119,119 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|error| ServerError::Bind { addr, error })
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` completes.
+/// Serves `/`, `/events`, `/metrics` and `/healthz` on `listener` until `shutdown` completes.
 ///
-/// Each scrape renders `metrics` afresh (which also reads the eBPF counters), on a blocking
-/// thread so a large exposition does not stall the runtime.
+/// Each scrape renders the metrics afresh (which also reads the eBPF counters), and each page
+/// view reads the host files, on a blocking thread so neither stalls the runtime.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    state: impl Into<ServerState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().ok();
-    axum::serve(listener, router(metrics))
+    axum::serve(listener, router(state.into()))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|error| ServerError::Serve { addr, error })
 }
 
 /// The routes, separate from the socket so they can be exercised on their own.
-fn router(metrics: Arc<Metrics>) -> Router {
+fn router(state: ServerState) -> Router {
     Router::new()
+        .route("/", get(index))
+        .route("/events", get(events))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(metrics)
+        .with_state(state)
 }
 
-async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// A plain-text error answer.
+fn text_error(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, TEXT)], body).into_response()
+}
+
+/// A page or document that changes at every event: never cached.
+fn fresh(content_type: &'static str, body: String) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(State(state): State<ServerState>) -> Response {
+    let render = move || {
+        let host = state.host.as_ref().map(|h| h.snapshot());
+        let events = state.recent.snapshot();
+        let probes = state.metrics.probes();
+        page::render(&page::Page {
+            node: state.node.as_deref(),
+            version: env!("CARGO_PKG_VERSION"),
+            events: &events,
+            seen: state.recent.seen(),
+            capacity: state.recent.capacity(),
+            host: host.as_ref(),
+            probes: &probes,
+            now: SystemTime::now(),
+        })
+    };
+    match tokio::task::spawn_blocking(render).await {
+        Ok(body) => fresh("text/html; charset=utf-8", body),
+        Err(e) => text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the page failed: {e}\n"),
+        ),
+    }
+}
+
+/// `limit` of the query string: `None` when absent, an error text when not a number.
+fn limit_param(query: Option<&str>) -> Result<Option<usize>, String> {
+    let Some(q) = query else {
+        return Ok(None);
+    };
+    let mut limit = None;
+    for pair in q.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "limit" {
+            let n = value.parse::<usize>().map_err(|_| {
+                format!("invalid limit {value:?}: expected a non-negative integer, e.g. /events?limit=10\n")
+            })?;
+            limit = Some(n);
+        }
+    }
+    Ok(limit)
+}
+
+async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
+    let limit = match limit_param(uri.query()) {
+        Ok(l) => l.unwrap_or(usize::MAX),
+        Err(msg) => return text_error(StatusCode::BAD_REQUEST, msg),
+    };
+    let recent = Arc::clone(&state.recent);
+    let json = move || serde_json::to_string(&recent.latest(limit));
+    match tokio::task::spawn_blocking(json).await {
+        Ok(Ok(body)) => fresh("application/json", body),
+        Ok(Err(e)) => text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serializing events failed: {e}\n"),
+        ),
+        Err(e) => text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serializing events failed: {e}\n"),
+        ),
+    }
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    let metrics = Arc::clone(&state.metrics);
     match tokio::task::spawn_blocking(move || metrics.render()).await {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
         Err(e) => (
@@ -111,7 +249,7 @@ async fn healthz() -> &'static str {
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "not found; try /metrics or /healthz\n",
+        "not found; try /, /events, /metrics or /healthz\n",
     )
 }
 
@@ -120,4 +258,20 @@ async fn method_not_allowed() -> (StatusCode, &'static str) {
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed; use GET\n",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_param;
+
+    #[test]
+    fn limit_from_the_query_string() {
+        assert_eq!(limit_param(None), Ok(None));
+        assert_eq!(limit_param(Some("")), Ok(None));
+        assert_eq!(limit_param(Some("limit=3")), Ok(Some(3)));
+        assert_eq!(limit_param(Some("x=1&limit=0")), Ok(Some(0)));
+        assert!(limit_param(Some("limit=-1")).is_err());
+        assert!(limit_param(Some("limit")).is_err());
+        assert!(limit_param(Some("limit=99999999999999999999999")).is_err());
+    }
 }

@@ -2,10 +2,13 @@
 //! bind error for a port already in use.
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use oomwatch::server::{self, ServerError};
+use oomwatch::event::OomEvent;
+use oomwatch::host::HostCollectors;
+use oomwatch::server::{self, ServerError, ServerState};
 use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use oomwatch::sink::recent::RecentEvents;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -136,4 +139,82 @@ async fn bind_to_a_port_in_use_says_so_and_names_the_fix() {
              choose another with --listen"
         )
     );
+}
+
+/// Starts a server on an ephemeral port; returns its address and the stop handle.
+async fn start(state: ServerState) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn page_and_events_show_the_recent_events_newest_first() {
+    let recent = Arc::new(RecentEvents::new(3));
+    for pid in 1..=4 {
+        let mut ev = OomEvent::new(pid, 1, SystemTime::now(), "node-1".into());
+        ev.comm = Some(format!("<b>comm{pid}"));
+        ev.cgroup = Some("/t".into());
+        recent.push(&ev);
+    }
+    let state = ServerState::new(metrics())
+        .with_recent(Arc::clone(&recent))
+        .with_host(Arc::new(HostCollectors::new("/")))
+        .with_node("node-1");
+    let (addr, _stop) = start(state).await;
+
+    let r = request(addr, "GET", "/events").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let pids: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids, [4, 3, 2], "newest first, the ring keeps 3");
+    assert_eq!(v[0]["comm"], "<b>comm4");
+    assert_eq!(v[0]["host"], "node-1");
+
+    let r = request(addr, "GET", "/events?limit=1").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    assert_eq!(v[0]["pid"], 4);
+
+    let r = request(addr, "GET", "/events?limit=x").await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.starts_with("invalid limit"), "{}", r.body);
+
+    let r = request(addr, "GET", "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.starts_with("<!DOCTYPE html>"));
+    assert!(r.body.contains("&lt;b&gt;comm4") && !r.body.contains("<b>comm"));
+    assert!(r.body.contains(">4<") && !r.body.contains(">1<"));
+    assert!(r.body.contains("Host settings") && r.body.contains("vm.overcommit_memory"));
+    assert!(r.body.contains("tracepoint/oom/mark_victim"), "probe list");
+
+    let r = request(addr, "HEAD", "/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = request(addr, "DELETE", "/events").await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn page_without_events_or_host_says_so() {
+    let (addr, _stop) = start(ServerState::new(metrics())).await;
+    let r = request(addr, "GET", "/").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .body
+        .contains("No OOM kills seen since the agent started."));
+    assert!(r.body.contains("not collected by this server"));
+    let r = request(addr, "GET", "/events").await;
+    assert_eq!(r.body, "[]");
 }

@@ -16,7 +16,12 @@ const STEP: &str = "setup";
 /// Packages the eBPF build needs.
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev"];
 /// Extra packages for `cargo xtask test`.
-const TEST_PACKAGES: &[&str] = &["prometheus", "bpftool", "rust-web-clippy"];
+const TEST_PACKAGES: &[&str] = &[
+    "prometheus",
+    "bpftool",
+    "rust-web-clippy",
+    "chromium-headless-shell",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

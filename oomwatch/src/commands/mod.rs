@@ -43,7 +43,7 @@ pub enum LogFormat {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address of the HTTP server (/metrics, /healthz).
+    /// Address of the HTTP server (/, /events, /metrics, /healthz).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Format of the agent's own log on stderr.
@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Cap on `oomwatch_oom_kills_total` label sets; the least recently updated is evicted.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_label_sets: u64,
+    /// How many recent events the HTTP server keeps for `/` and `/events` (1..=10000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub recent_events: u64,
     /// Host name put in every event (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,

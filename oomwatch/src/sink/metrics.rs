@@ -313,6 +313,14 @@ impl Metrics {
         lock(&self.probes).insert(probe.to_owned(), attached);
     }
 
+    /// Each probe and whether it is attached, sorted by name (as `oomwatch_probe_attached`).
+    pub fn probes(&self) -> Vec<(String, bool)> {
+        lock(&self.probes)
+            .iter()
+            .map(|(p, &up)| (p.clone(), up))
+            .collect()
+    }
+
     /// Called at every scrape (no polling) to read the eBPF per-CPU counters.
     ///
     /// The values must be the kernel's cumulative counts; the exposed counters grow by the

@@ -1,4 +1,5 @@
-//! Where records go: JSON lines on stdout, Prometheus metrics.
+//! Where records go: JSON lines on stdout, Prometheus metrics, the recent-events ring.
 pub mod json;
 pub mod metrics;
 pub mod missed;
+pub mod recent;
