@@ -6,6 +6,9 @@
 //! and `/sys/kernel/btf/vmlinux`) and handed to the programs as globals.
 #![no_std]
 
+mod lifecycle;
+pub use lifecycle::*;
+
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -22,6 +25,22 @@ pub enum RecordKind {
     MarkVictimBtf = 2,
     /// `oom_kill_process()` entry (fentry or kprobe): the OOM invocation's `oom_control`.
     OomKill = 3,
+    /// `sched:sched_process_exit` of a task in the `VICTIMS` map: a killed task exited
+    /// ([`LifecycleRecord`]).
+    VictimExit = 16,
+    /// `oom:wake_reaper`: the OOM reaper was woken for a victim ([`LifecycleRecord`]).
+    WakeReaper = 17,
+    /// `oom:start_task_reaping` ([`LifecycleRecord`]).
+    StartReaping = 18,
+    /// `oom:finish_task_reaping`: the victim's memory was reaped ([`LifecycleRecord`]).
+    FinishReaping = 19,
+    /// `oom:skip_task_reaping`: the reaper gave up on the victim ([`LifecycleRecord`]).
+    SkipReaping = 20,
+    /// `tracepoint/signal/signal_generate`: a SIGKILL from a listed userspace killer
+    /// ([`SignalRecord`]).
+    SignalTracepoint = 21,
+    /// `tp_btf/signal_generate`: the same, with the target's `task_struct` ([`SignalRecord`]).
+    SignalBtf = 22,
 }
 
 impl RecordKind {
@@ -30,6 +49,13 @@ impl RecordKind {
             1 => Some(Self::MarkVictimTracepoint),
             2 => Some(Self::MarkVictimBtf),
             3 => Some(Self::OomKill),
+            16 => Some(Self::VictimExit),
+            17 => Some(Self::WakeReaper),
+            18 => Some(Self::StartReaping),
+            19 => Some(Self::FinishReaping),
+            20 => Some(Self::SkipReaping),
+            21 => Some(Self::SignalTracepoint),
+            22 => Some(Self::SignalBtf),
             _ => None,
         }
     }
@@ -326,7 +352,11 @@ pub mod counter {
     pub const RINGBUF_DROPS: u32 = 0;
     /// Kernel memory reads that failed.
     pub const READ_ERRORS: u32 = 1;
-    pub const LEN: u32 = 2;
+    /// `oom:reclaim_retry_zone` events: the page allocator retrying reclaim on a zone (near-OOM).
+    pub const RECLAIM_RETRY_ZONE: u32 = 2;
+    /// `oom:compact_retry` events: the page allocator retrying compaction (near-OOM).
+    pub const COMPACT_RETRY: u32 = 3;
+    pub const LEN: u32 = 4;
 }
 
 #[cfg(feature = "user")]

@@ -6,10 +6,12 @@
 mod cgroup;
 mod globals;
 mod header;
+mod lifecycle;
 mod maps;
 mod mark_victim;
 mod oom_kill;
 mod read;
+mod signal;
 
 #[cfg(not(test))]
 #[panic_handler]

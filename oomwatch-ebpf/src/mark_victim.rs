@@ -79,6 +79,7 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
         rec.oom_score_adj = adj;
         rec.present |= field::OOM_SCORE_ADJ;
     }
+    track(rec);
     entry.submit(0);
     0
 }
@@ -139,8 +140,20 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
         rec.memcg_id = id;
         rec.present |= field::MEMCG_ID;
     }
+    track(rec);
     entry.submit(0);
     0
+}
+
+/// Times the victim's exit (`lifecycle::victim_exit`): by tgid, else by pid (the victim task is
+/// normally its process's leader, whose pid is the tgid).
+#[inline(always)]
+fn track(rec: &VictimRecord) {
+    if rec.present & field::TGID != 0 {
+        crate::lifecycle::track_victim(rec.tgid, rec.ktime_ns, false);
+    } else if rec.present & field::PID != 0 {
+        crate::lifecycle::track_victim(rec.pid, rec.ktime_ns, false);
+    }
 }
 
 /// Kind, kernel timestamp and the running (triggering) task.

@@ -90,6 +90,13 @@ impl Correlator {
         self
     }
 
+    /// Keeps at most `top` scored candidates per victim from the kernel's task dump (after
+    /// [`with_kmsg`](Self::with_kmsg); 0: none).
+    pub fn with_candidates(mut self, top: usize) -> Self {
+        self.kmsg = self.kmsg.take().map(|k| k.with_candidates(top));
+        self
+    }
+
     /// Takes invocation context from the kernel's OOM report (`/dev/kmsg`) instead of a probe.
     pub fn with_kmsg(mut self) -> Self {
         self.kmsg = Some(KmsgContexts::new());
@@ -153,6 +160,8 @@ impl Correlator {
                 self.invocations.push(k, source);
                 Vec::new()
             }
+            // Exits, reaper steps and userspace kills: `crate::lifecycle` takes those.
+            Record::Lifecycle(_) | Record::Signal(_) => Vec::new(),
         }
     }
 
@@ -353,7 +362,7 @@ fn slot(p: &mut Pending, kind: RecordKind) -> &mut Option<VictimRecord> {
     match kind {
         RecordKind::MarkVictimTracepoint => &mut p.tp,
         // Never stored as pending: `push` routes these to the invocation tracker.
-        RecordKind::MarkVictimBtf | RecordKind::OomKill => &mut p.btf,
+        _ => &mut p.btf,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 
+use crate::candidates::Candidate;
 use crate::enrich::domain::OomDomain;
 use crate::enrich::domain_memory::DomainMemory;
 use crate::enrich::identity::{QosClass, Runtime};
@@ -38,6 +39,12 @@ pub enum Source {
     /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
     #[serde(rename = "cgroupfs")]
     Cgroupfs,
+    /// `tracepoint/signal/signal_generate`: a SIGKILL from a userspace OOM killer.
+    #[serde(rename = "tracepoint:signal/signal_generate")]
+    SignalTracepoint,
+    /// `tp_btf/signal_generate`: the same, with the target's `task_struct`.
+    #[serde(rename = "tp_btf:signal_generate")]
+    SignalBtf,
 }
 
 /// A task other than the victim (the one the killer chose).
@@ -135,6 +142,15 @@ pub struct OomContext {
     pub trigger_cgroup: Option<String>,
     #[serde(skip)]
     pub trigger_cgroup_id: Option<u64>,
+    /// The tasks the killer scored, the chosen one first, then by points (at most
+    /// `--candidates`); `null` without a source (the kernel's task dump).
+    pub candidates: Option<Vec<Candidate>>,
+    /// One sentence: why this victim.
+    pub explanation: Option<String>,
+    /// The domain's size in pages as estimated from the report (for `explanation`; the exact
+    /// `totalpages` comes from a probe).
+    #[serde(skip)]
+    pub estimated_totalpages: Option<u64>,
     /// The domain's memory as the kernel's report gave it (goes to `domain_memory`).
     #[serde(skip)]
     pub domain_memory: Option<DomainMemory>,
@@ -182,6 +198,12 @@ pub struct OomEvent {
     /// Recorded from the kernel log after the fact: a kill that happened while the agent was
     /// not running (see `--state-dir`), or listed by `oomwatch history`.
     pub replayed: bool,
+    /// Who killed: `"kernel"` for the kernel's OOM killer, else the comm of the userspace OOM
+    /// killer whose SIGKILL this is (`earlyoom`, `systemd-oomd`, ...; see `crate::lifecycle`).
+    pub killer: Option<String>,
+    /// A userspace killer's pid (tgid) and memory cgroup; `null` for kernel kills.
+    pub killer_pid: Option<i32>,
+    pub killer_cgroup: Option<String>,
     /// Agent-local number of the OOM invocation; shared by all victims of one invocation.
     pub oom_id: Option<u64>,
     /// The invocation's context (why this victim), flattened into the event; all `null` when no
@@ -198,6 +220,9 @@ pub struct OomEvent {
     /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`.
     pub sources: BTreeMap<&'static str, Source>,
 }
+
+/// The `killer` of the kernel's own OOM kills.
+pub const KILLER_KERNEL: &str = "kernel";
 
 fn rfc3339_nanos<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_nanos(*t))
@@ -230,6 +255,9 @@ impl OomEvent {
             oom_kill_allocating_task: None,
             allocating_task_kill: None,
             replayed: false,
+            killer: Some(KILLER_KERNEL.to_string()),
+            killer_pid: None,
+            killer_cgroup: None,
             oom_id: None,
             oom: OomContext::default(),
             domain_memory: None,

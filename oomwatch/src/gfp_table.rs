@@ -85,6 +85,9 @@ fn binary(t: &[&str], i: &mut usize, level: usize, depth: usize) -> Option<u64> 
 }
 
 fn unary(t: &[&str], i: &mut usize, depth: usize) -> Option<u64> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
     let tok = *t.get(*i)?;
     *i += 1;
     match tok {

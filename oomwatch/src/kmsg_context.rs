@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::candidates;
 use crate::enrich::domain_memory::{self, DomainMemory};
 use crate::event::{OomContext, Task};
 use crate::gfp::names_from_log;
@@ -45,6 +46,10 @@ pub struct KmsgContexts {
     by_pid: VecDeque<(i32, Instant, u64, OomContext)>,
     next_id: u64,
     page_size: u64,
+    /// The host's `MemTotal` and `SwapTotal` (bytes), for the domain size of the points.
+    host_totals: (Option<u64>, Option<u64>),
+    /// How many candidates each context keeps.
+    top: usize,
 }
 
 impl Default for KmsgContexts {
@@ -63,7 +68,17 @@ impl KmsgContexts {
             by_pid: VecDeque::new(),
             next_id: 1,
             page_size: u64::try_from(page).unwrap_or(4096),
+            host_totals: std::fs::read_to_string("/proc/meminfo")
+                .map(|t| candidates::host_totals(&t))
+                .unwrap_or_default(),
+            top: candidates::DEFAULT_TOP,
         }
+    }
+
+    /// Keeps at most `top` candidates per victim (0: none).
+    pub fn with_candidates(mut self, top: usize) -> Self {
+        self.top = top;
+        self
     }
 
     /// Feeds one record; returns the pids whose context became available.
@@ -114,10 +129,19 @@ impl KmsgContexts {
                     h.ctx.oom_memcg = c.oom_memcg;
                     // The report names the victim's memcg (task_memcg), not the memcg of the
                     // task that invoked the killer: the trigger's cgroup stays unknown here.
-                    h.ctx.badness = h
-                        .dump
-                        .as_ref()
-                        .and_then(|d| badness_from_dump(d, c.pid, page));
+                    let global = matches!(c.constraint, ConstraintKind::None);
+                    let total = domain_pages(h, global, self.host_totals, page);
+                    h.ctx.estimated_totalpages = total;
+                    h.ctx.badness = h.dump.as_ref().and_then(|d| {
+                        let row = d.rows.iter().find(|r| r.pid == c.pid)?;
+                        candidates::points(row, total, page)
+                    });
+                    if self.top > 0 {
+                        h.ctx.candidates = h
+                            .dump
+                            .as_ref()
+                            .map(|d| candidates::from_dump(d, Some(c.pid), total, page, self.top));
+                    }
                     h.ctx.chosen = Some(Task {
                         pid: c.pid,
                         tgid: c.pid,
@@ -207,15 +231,22 @@ impl KmsgContexts {
     }
 }
 
-/// The kernel's badness for a task whose `oom_score_adj` is 0: rss + swap entries + page-table
-/// pages (the adj term needs `totalpages`, which the report does not print).
-fn badness_from_dump(d: &TaskDump, pid: i32, page: u64) -> Option<i64> {
-    let row = d.rows.iter().find(|r| r.pid == pid)?;
-    if row.oom_score_adj != Some(0) {
-        return None;
-    }
-    let pt = row.pgtables_bytes? / page.max(1);
-    i64::try_from(row.rss_pages + row.swapents? + pt).ok()
+/// The domain's size in pages: the memcg limit (and swap) from the report's counters, or the
+/// host's RAM and swap for a global OOM.
+fn domain_pages(
+    h: &Header,
+    global: bool,
+    (mem_total, swap_total): (Option<u64>, Option<u64>),
+    page: u64,
+) -> Option<u64> {
+    let find = |n: &str| h.counters.iter().find(|(name, _, _)| name == n);
+    let limit = find("memory").and_then(|(_, _, l)| *l);
+    let swap = match (find("swap"), find("memory+swap")) {
+        (Some((_, _, l)), _) => Some(*l),
+        (None, Some((_, _, l))) => Some(l.zip(limit).map(|(m, l)| m.saturating_sub(l))),
+        (None, None) => None,
+    };
+    candidates::totalpages(limit, swap, global, mem_total, swap_total, page)
 }
 
 /// The domain's memory from the report's lines, if it printed them.

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: kernel → [`probe`] (eBPF programs, ring buffer) → [`correlate`] (one
 //! record per victim) → [`event`] → sinks ([`sink::json`], [`sink::metrics`]) → [`server`].
+pub mod candidates;
 pub mod caps;
 pub mod cgroup;
 pub mod commands;
@@ -14,6 +15,7 @@ pub mod host;
 pub mod invocation;
 pub mod kmsg;
 pub mod kmsg_context;
+pub mod lifecycle;
 pub mod probe;
 pub mod procfs;
 pub mod recovery;

@@ -111,10 +111,12 @@ impl Recovery {
         }
     }
 
-    /// A record for `pid` was written.
+    /// A record for `pid` was written: the position is saved at once, not after the batch, so
+    /// a `kill -9` right after the line was written can repeat at most this one record.
     pub fn on_recorded(&mut self, pid: i32) {
         self.tracker.recorded(pid);
         self.held.retain(|(_, k)| k.event.pid != pid);
+        self.save();
     }
 
     /// When the oldest held kill line is given up on.

@@ -74,11 +74,11 @@ impl LogKills {
         ev.replayed = true;
         ev.comm = Some(k.comm.clone());
         ev.uid = k.uid;
-        ev.total_vm = Some(k.total_vm_kb * 1024);
-        ev.anon_rss = Some(k.anon_rss_kb * 1024);
-        ev.file_rss = Some(k.file_rss_kb * 1024);
-        ev.shmem_rss = k.shmem_rss_kb.map(|v| v * 1024);
-        ev.pgtables = k.pgtables_kb.map(|v| v * 1024);
+        ev.total_vm = Some(k.total_vm_kb.saturating_mul(1024));
+        ev.anon_rss = Some(k.anon_rss_kb.saturating_mul(1024));
+        ev.file_rss = Some(k.file_rss_kb.saturating_mul(1024));
+        ev.shmem_rss = k.shmem_rss_kb.map(|v| v.saturating_mul(1024));
+        ev.pgtables = k.pgtables_kb.map(|v| v.saturating_mul(1024));
         ev.oom_score_adj = k.oom_score_adj;
         for group in ["pid", "comm", "memory"] {
             ev.sources.insert(group, Source::Kmsg);

@@ -108,9 +108,11 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(recent: &[i32], last_seq: Option<u64>) -> Self {
+        // Only the newest RECENT: a longer list (an edited file) would never shrink.
+        let newest = &recent[recent.len().saturating_sub(RECENT)..];
         Self {
             pending: VecDeque::new(),
-            recent: recent.iter().copied().collect(),
+            recent: newest.iter().copied().collect(),
             last_seq,
         }
     }

@@ -246,6 +246,7 @@ fn a_failing_collector_reports_zero_and_leaves_its_metrics_out() {
         .collect();
     let want: Vec<(String, f64)> = [
         ("memcg_events", 0.0),
+        ("memcg_headroom", 1.0),
         ("meminfo", 0.0),
         ("psi", 1.0),
         ("sysctl", 0.0),

@@ -1,7 +1,10 @@
 //! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|run|test>`.
 
+mod bench;
+mod dashboards;
 mod deploy;
 mod ebpf;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -55,9 +58,24 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Benchmark the release agent: OOM storm, idle, /metrics under load, next to Debian's
+    /// prometheus-node-exporter; writes target/bench/bench-<time>.json and docs/benchmarks.md.
+    Bench {
+        /// Short correctness-only version (a few kills, no timing targets), as `test` runs it.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Property tests of every parser of outside input (oomwatch/tests/fuzz.rs), optimised,
+    /// each target for up to SECS seconds with a random seed.
+    Fuzz {
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Check deploy/: render and validate the Kubernetes manifests, test the alerting rules,
     /// check the Containerfile.
     Deploy,
+    /// Type-check the Grafana dashboards against @grafana/schema and lint their queries.
+    Dashboards,
     /// Boot Debian's 6.1/6.12 cloud kernels in QEMU (TCG) with the agent in an initramfs, cause
     /// OOM kills on cgroup v2 (single and memory.oom.group) and check the events.
     VmTest {
@@ -83,7 +101,10 @@ fn main() {
         Cmd::Build { debug } => build(debug).map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
+        Cmd::Bench { smoke } => bench::bench(smoke),
+        Cmd::Fuzz { secs } => fuzz::fuzz(secs),
         Cmd::Deploy => deploy::check(),
+        Cmd::Dashboards => dashboards::check(),
         Cmd::VmTest {
             kernel,
             keep,

@@ -148,6 +148,9 @@ fn run_steps(
     crate::deploy::check().context("[test] step deploy")?;
     passed.push("deploy");
 
+    crate::dashboards::check().context("[test] step dashboards")?;
+    passed.push("dashboards");
+
     // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
     // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
@@ -175,6 +178,9 @@ fn run_steps(
     }
     run_counting(&mut tests, counts).context("[test] step cargo test")?;
     passed.push("cargo-test");
+
+    crate::fuzz::fuzz(5).context("[test] step fuzz")?;
+    passed.push("fuzz");
 
     // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
     // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.

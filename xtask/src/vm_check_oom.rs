@@ -29,15 +29,6 @@ pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64) -> Option<i64> {
     )
 }
 
-/// What the kernel-log source can give for `points`: the badness without the adj term, and
-/// only when the chosen task's `oom_score_adj` is 0 (then it is exact); else null.
-pub fn kmsg_points(row: &BTreeMap<String, i64>) -> Option<Json> {
-    match row.get("oom_score_adj")? {
-        0 => badness(row, 0).map(|b| Json::Num(b.to_string())),
-        _ => Some(Json::Null),
-    }
-}
-
 /// `a.b` inside `v`.
 fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(v, |v, k| v.get(k))
@@ -140,7 +131,13 @@ pub fn check_oom(
             ]);
             if kmsg {
                 expected.extend([
-                    ("badness", row.and_then(kmsg_points)),
+                    // The kernel log has no totalpages; the agent takes the memcg limit from
+                    // the report's `memory: usage …, limit …` line (no swap here): the same
+                    // points as the kernel's.
+                    (
+                        "badness",
+                        row.and_then(|r| badness(r, totalpages)).and_then(n),
+                    ),
                     ("totalpages", null.clone()),
                     ("oom_memcg_id", null.clone()),
                 ]);

@@ -65,10 +65,17 @@ pub struct RunArgs {
     /// Host name put in every event (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
+    /// How many of the tasks the OOM killer scored go in each event's `candidates` (0: none).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub candidates: u64,
     /// The host's root filesystem: `/proc`, `/sys/fs/cgroup` and the container runtimes' state
     /// are read below it (`/host` in a pod that mounts the host's directories there).
     #[arg(long, default_value = "/")]
     pub host_root: PathBuf,
+    /// How many memory cgroups with a limit of their own to expose headroom, pressure and next
+    /// victim for: those closest to their limit (0..=1000; 0 turns the walk off).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub headroom_cgroups: u64,
     /// Where the agent keeps its kernel-log position, so kills logged while it was down are
     /// replayed at start (once each). Created if missing; must be writable.
     #[arg(long, default_value = "/var/lib/oomwatch")]
@@ -80,16 +87,31 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub correlation_window_ms: u64,
     /// Do not use this probe (repeatable): tp_btf:mark_victim, tracepoint:oom/mark_victim,
-    /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report. The next row of the
-    /// probe table is used instead, as on a kernel that refuses the probe.
+    /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report, and the kill-lifecycle
+    /// rows tracepoint:sched/sched_process_exit, tracepoint:oom/reaper, tp_btf:signal_generate,
+    /// tracepoint:signal/signal_generate, tracepoint:oom/reclaim_retry_zone,
+    /// tracepoint:oom/compact_retry. The next row of the probe table is used instead, as on a
+    /// kernel that refuses the probe.
     #[arg(long = "disable-probe", value_name = "PROBE", value_parser = [
         "tp_btf:mark_victim", "tracepoint:oom/mark_victim", "fentry:oom_kill_process",
-        "kprobe:oom_kill_process", "kmsg:oom_report"])]
+        "kprobe:oom_kill_process", "kmsg:oom_report", "tracepoint:sched/sched_process_exit",
+        "tracepoint:oom/reaper", "tp_btf:signal_generate", "tracepoint:signal/signal_generate",
+        "tracepoint:oom/reclaim_retry_zone", "tracepoint:oom/compact_retry"])]
     pub disable_probe: Vec<String>,
+    /// Also report SIGKILLs sent by processes with this comm as userspace OOM kills
+    /// (repeatable; besides earlyoom, systemd-oomd, oomd, nohang and lmkd).
+    #[arg(long = "userspace-killer", value_name = "COMM")]
+    pub userspace_killer: Vec<String>,
+    /// A killed task not exited this many ms after the kill is reported as stuck.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub stuck_after_ms: u64,
     /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
     #[arg(long, hide = true)]
     pub force_pid_only: bool,
     /// Test knob: make one kernel read of the BTF program fault on purpose.
     #[arg(long, hide = true)]
     pub inject_read_fault: bool,
+    /// Benchmark knob: pre-populates N fake label sets of oomwatch_oom_kills_total.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub synthetic_label_sets: usize,
 }

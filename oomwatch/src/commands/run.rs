@@ -12,9 +12,11 @@ use crate::caps;
 use crate::cgroup::{IdResolver, MemoryHierarchy};
 use crate::correlate::{monotonic_ns, Correlator};
 use crate::enrich::Enricher;
-use crate::event::{OomEvent, Source};
+use crate::event::{OomEvent, Source, KILLER_KERNEL};
 use crate::host::HostCollectors;
 use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent, KmsgReader};
+use crate::lifecycle::{self, Lifecycle};
+use crate::probe::lifecycle as lifecycle_probe;
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
 use crate::recovery::Recovery;
@@ -91,6 +93,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         force_pid_only: args.force_pid_only,
         inject_read_fault: args.inject_read_fault,
         disabled: args.disable_probe.clone(),
+        userspace_killers: args.userspace_killer.clone(),
     })?;
     let metrics = Arc::new(Metrics::new(
         usize::try_from(args.max_label_sets).unwrap_or(usize::MAX),
@@ -99,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             git_commit: env!("OOMWATCH_GIT_COMMIT"),
         },
     ));
+    metrics.add_synthetic_label_sets(args.synthetic_label_sets);
     for s in &probes.status {
         metrics.set_probe_attached(s.probe, s.attached);
         if s.attached {
@@ -107,6 +111,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             tracing::warn!(probe = s.probe, reason = %s.detail, "probe unavailable");
         }
     }
+    let exits_seen = probes.attached(lifecycle_probe::PROBE_EXIT);
+    let near_oom = (
+        probes.attached(lifecycle_probe::PROBE_RECLAIM_RETRY),
+        probes.attached(lifecycle_probe::PROBE_COMPACT_RETRY),
+    );
     let expect_tp = probes.attached(loader::PROBE_MARK_VICTIM_TP);
     let expect_btf = probes.attached(loader::PROBE_MARK_VICTIM_BTF);
     let oom_source = if probes.attached(loader::PROBE_OOM_KILL_FENTRY) {
@@ -127,6 +136,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         ..
     } = probes;
     let counters = Arc::new(Mutex::new(counters));
+    metrics.add_collector(lifecycle::near_oom_collector(
+        Arc::clone(&counters),
+        near_oom,
+    ));
     metrics.set_ebpf_counters_reader(Box::new(move || {
         let c = counters.lock().unwrap_or_else(|p| p.into_inner());
         EbpfCounters {
@@ -162,7 +175,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     .with_gfp(gfp)
     .with_proc_root(args.host_root.join("proc"));
     let enricher = Enricher::new(&args.host_root).with_hierarchy(hierarchy.clone());
-    let host_collectors = Arc::new(HostCollectors::new(&args.host_root));
+    let host_collectors = Arc::new(
+        HostCollectors::new(&args.host_root)
+            .with_headroom(usize::try_from(args.headroom_cgroups).unwrap_or(usize::MAX)),
+    );
     {
         let h = Arc::clone(&host_collectors);
         metrics.add_collector(Box::new(move || h.collect()));
@@ -209,7 +225,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "probe attached: OOM context (constraint, gfp_mask, order, memcg) from the kernel log"
         );
         metrics.set_probe_attached(PROBE_KMSG, true);
-        correlator = correlator.with_kmsg();
+        correlator = correlator
+            .with_kmsg()
+            .with_candidates(usize::try_from(args.candidates).unwrap_or(5));
         kmsg_context = true;
     } else {
         tracing::warn!(
@@ -250,9 +268,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         recent,
         enricher,
         host: host_collectors,
+        lifecycle: Lifecycle::new(
+            host.clone(),
+            Duration::from_millis(args.stuck_after_ms),
+            exits_seen,
+        )
+        .with_proc_root(args.host_root.join("proc"))
+        .with_resolver(hierarchy.clone().map(IdResolver::new)),
         hierarchy,
         recovery,
     };
+    metrics.add_collector(lifecycle::collector(sink.lifecycle.stats()));
     if let Some(up) = startup {
         if up.lost_records > 0 {
             tracing::warn!(
@@ -296,10 +322,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
-        let deadline = match (correlator.next_deadline(), sink.recovery_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [
+            correlator.next_deadline(),
+            sink.recovery_deadline(),
+            sink.lifecycle.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -323,9 +353,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
                     tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
                 }
+                // Victim records make events; exits, reaper steps and userspace kills go to the
+                // lifecycle tracker, after the events they may follow.
+                let (victims, others): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(ringbuf::Record::is_victim_record);
                 let evs: Vec<OomEvent> =
-                    batch.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
+                    victims.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
                 if let Err(e) = sink.emit(evs) {
+                    break Err(e);
+                }
+                let outs = others.iter().flat_map(|r| sink.lifecycle.push(r, now)).collect();
+                if let Err(e) = sink.emit_lifecycle(outs) {
                     break Err(e);
                 }
             }
@@ -334,6 +372,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 let mut evs = correlator.flush_expired(now);
                 evs.extend(sink.recovery.as_mut().map(|r| r.due(now)).unwrap_or_default());
                 if let Err(e) = sink.emit(evs) {
+                    break Err(e);
+                }
+                let outs = sink.lifecycle.due(now);
+                if let Err(e) = sink.emit_lifecycle(outs) {
                     break Err(e);
                 }
             }
@@ -394,6 +436,7 @@ struct Sink {
     host: Arc<HostCollectors>,
     hierarchy: Option<MemoryHierarchy>,
     recovery: Option<Recovery>,
+    lifecycle: Lifecycle,
 }
 
 impl Sink {
@@ -401,18 +444,36 @@ impl Sink {
         for mut ev in evs {
             self.enricher.enrich(&mut ev);
             self.out.write(&ev).map_err(RunError::Stdout)?;
-            self.metrics.observe(&ev);
+            // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
+            let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
+            if kernel {
+                self.metrics.observe(&ev);
+            }
             self.recent.push(&ev);
             let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             tracing::debug!(pid = ev.pid, latency_us, "event written");
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
                 self.host.watch_memcg(h.dir(cg), cg.clone());
             }
-            if let Some(r) = self.recovery.as_mut() {
+            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
                 r.on_recorded(ev.pid);
+            }
+            for line in self.lifecycle.on_event(&ev, Instant::now()) {
+                self.out.write_line(&line).map_err(RunError::Stdout)?;
             }
         }
         self.save_position();
+        Ok(())
+    }
+
+    /// Writes the lifecycle tracker's follow-up records and userspace kills.
+    fn emit_lifecycle(&mut self, outs: Vec<lifecycle::Output>) -> Result<(), RunError> {
+        for out in outs {
+            match out {
+                lifecycle::Output::Line(l) => self.out.write_line(&l).map_err(RunError::Stdout)?,
+                lifecycle::Output::Kill(ev) => self.emit(vec![*ev])?,
+            }
+        }
         Ok(())
     }
 

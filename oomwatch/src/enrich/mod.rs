@@ -96,6 +96,8 @@ impl Enricher {
             t.pod = tw.pod;
             t.pod_uid = tw.pod_uid;
         }
+        self.candidates(ev);
+        ev.oom.explanation = explain(ev);
         // The domain as the kill left it; not for a kill recorded later from the log (the
         // files would describe now, not then).
         if !ev.replayed && ev.domain_memory.is_none() {
@@ -105,6 +107,29 @@ impl Enricher {
         ev.victim.pod = w.pod.clone();
         ev.victim.pod_uid = w.pod_uid.clone();
         ev.workload = w;
+    }
+
+    /// The candidates' cgroups (from `/proc` while they live; not for a replayed kill) and pods.
+    fn candidates(&mut self, ev: &mut OomEvent) {
+        let Some(mut list) = ev.oom.candidates.take() else {
+            return;
+        };
+        for c in &mut list {
+            if c.pid == ev.pid {
+                c.cgroup.clone_from(&ev.cgroup);
+            } else if !ev.replayed {
+                c.cgroup = procfs::read(&self.proc_root, c.pid).cgroup;
+            }
+            if let Some(cg) = c.cgroup.as_deref() {
+                let id = identity::parse(cg);
+                let names = self.names(&id);
+                let mut w = Workload::default();
+                fill(&mut w, &id, names.as_deref());
+                c.namespace = w.namespace;
+                c.pod = w.pod;
+            }
+        }
+        ev.oom.candidates = Some(list);
     }
 
     fn domain_memory(&self, ev: &OomEvent) -> Option<DomainMemory> {
@@ -137,6 +162,38 @@ impl Enricher {
             _ => Some(names),
         }
     }
+}
+
+/// Why this victim, in one sentence (see [`crate::candidates::explanation`]).
+fn explain(ev: &OomEvent) -> Option<String> {
+    let comm = ev.comm.as_deref()?;
+    let domain = match (ev.oom.constraint.as_deref(), ev.oom.oom_memcg.as_deref()) {
+        (_, Some(cg)) => Some(format!("memcg {cg}")),
+        (Some("CONSTRAINT_NONE"), None) => Some("host (global OOM)".to_string()),
+        (Some("CONSTRAINT_CPUSET"), None) => Some("cpuset".to_string()),
+        (Some("CONSTRAINT_MEMORY_POLICY"), None) => Some("memory policy's nodes".to_string()),
+        _ => None,
+    };
+    if ev.oom.badness.is_none() && domain.is_none() {
+        return None;
+    }
+    let group = ev.oom.group_kill == Some(true);
+    let mut s = crate::candidates::explanation(
+        comm,
+        ev.pid,
+        ev.oom.badness.filter(|_| !group),
+        ev.oom.totalpages.or(ev.oom.estimated_totalpages),
+        domain.as_deref(),
+        ev.oom_score_adj,
+        ev.oom.candidates.as_deref(),
+    );
+    if let (true, Some(c)) = (group, ev.oom.chosen.as_ref()) {
+        s = format!(
+            "{comm} (pid {}) was killed with its memory.oom.group: {} (pid {}) was chosen",
+            ev.pid, c.comm, c.pid
+        );
+    }
+    Some(s)
 }
 
 /// The workload fields an identity (and the names of its container) give.

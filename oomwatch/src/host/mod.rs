@@ -8,6 +8,7 @@
 //! | `psi`          | `proc/pressure/memory`                                   | [`psi`]           |
 //! | `vmstat`       | `proc/vmstat`                                            | [`vmstat`]        |
 //! | `memcg_events` | `memory.events` (v2) / `memory.oom_control` (v1) of watched cgroups | [`memcg_events`] |
+//! | `memcg_headroom` | limit, usage, `memory.stat`, events, pressure of the K cgroups closest to their limit; `/proc/<pid>` of their processes | [`memcg_headroom`] |
 //!
 //! Every collector has pure parse functions over `&str` (no panic on any input, unknown lines
 //! ignored) and a read wrapper. [`HostCollectors::collect`] runs them all at scrape time: a
@@ -19,6 +20,8 @@
 //! corresponding values are left out (PSI disabled, no NUMA sysfs, a sysctl newer than the
 //! kernel, no `oom_kill` line before 4.13). `memcg_events` is the one partial collector: a
 //! cgroup it cannot read is left out and the collector reports 0, the others are still exposed.
+//! `memcg_headroom` leaves out a cgroup removed or unreadable during its walk and still reports
+//! 1; it fails only when the hierarchy's root cannot be listed (no hierarchy: nothing listed).
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use std::time::Instant;
 use prometheus::proto::{MetricFamily, MetricType};
 
 pub mod memcg_events;
+pub mod memcg_headroom;
 pub mod meminfo;
 mod prom;
 pub mod psi;
@@ -45,7 +49,14 @@ pub use snapshot::{HostSnapshot, NumaNode, PsiAverages, Warning};
 pub use vmstat::kernel_oom_kills;
 
 /// The collectors' names, as in the `collector` label, sorted.
-pub const COLLECTORS: [&str; 5] = ["memcg_events", "meminfo", "psi", "sysctl", "vmstat"];
+pub const COLLECTORS: [&str; 6] = [
+    "memcg_events",
+    "memcg_headroom",
+    "meminfo",
+    "psi",
+    "sysctl",
+    "vmstat",
+];
 
 /// Files larger than this are refused: every file read here is a few kB to a few MB
 /// (`/proc/zoneinfo` on a large machine); a bigger one means the root points somewhere wrong.
@@ -163,6 +174,7 @@ pub struct HostCollectors {
     root: PathBuf,
     page_size: u64,
     memcg: Mutex<MemcgEvents>,
+    headroom: Mutex<memcg_headroom::MemcgHeadroom>,
 }
 
 impl HostCollectors {
@@ -174,6 +186,10 @@ impl HostCollectors {
             memcg: Mutex::new(MemcgEvents::new(
                 root.clone(),
                 memcg_events::DEFAULT_CAPACITY,
+            )),
+            headroom: Mutex::new(memcg_headroom::MemcgHeadroom::new(
+                root.clone(),
+                memcg_headroom::DEFAULT_CGROUPS,
             )),
             root,
             page_size: system_page_size(),
@@ -190,6 +206,12 @@ impl HostCollectors {
     /// Replaces the memcg watch set by an empty one holding at most `capacity` cgroups.
     pub fn with_memcg_capacity(self, capacity: usize) -> Self {
         *lock(&self.memcg) = MemcgEvents::new(self.root.clone(), capacity);
+        self
+    }
+
+    /// Exposes the `k` memory cgroups closest to their limit (0: none); see [`memcg_headroom`].
+    pub fn with_headroom(self, k: usize) -> Self {
+        *lock(&self.headroom) = memcg_headroom::MemcgHeadroom::new(self.root.clone(), k);
         self
     }
 
@@ -280,6 +302,11 @@ impl HostCollectors {
             s.kernel_oom_kills = d;
             Ok(vmstat::families(d))
         });
+        if with_memcg {
+            out.run("memcg_headroom", |_| {
+                lock(&self.headroom).collect(self.page_size)
+            });
+        }
 
         if with_memcg {
             let start = Instant::now();

@@ -546,7 +546,8 @@ impl Btf {
         if deref(params.next().ok_or_else(bad)?)? != Some(0) {
             return Err(bad());
         }
-        params.map(|p| self.type_name(p)).collect()
+        let mut budget = BUDGET;
+        params.map(|p| self.name_rec(p, 0, &mut budget)).collect()
     }
 
     /// A C-like spelling of type `id` (`struct task_struct *`, `const char *`, `uid_t`).
@@ -571,7 +572,7 @@ impl Btf {
                 false => Ok(format!("{q} {s}")),
             }
         };
-        Ok(match t.kind() {
+        let s = match t.kind() {
             STRUCT => format!("struct {name}"),
             UNION => format!("union {name}"),
             ENUM | ENUM64 => format!("enum {name}"),
@@ -596,7 +597,10 @@ impl Btf {
             }
             FUNC_PROTO => self.proto_name(id, "", depth, budget)?,
             _ => name,
-        })
+        };
+        // Output is charged too: shared types could otherwise spell far more than the BTF holds.
+        *budget = budget.checked_sub(s.len()).ok_or(BtfError::TooDeep(id))?;
+        Ok(s)
     }
 
     /// `ret declarator(args)` for FUNC_PROTO `id`; a trailing unnamed void param is `...`.

@@ -62,6 +62,8 @@ pub struct LoadOptions {
     /// Test knob: point the BTF program's `task_struct.signal` read at `comm`, so the next read
     /// through it faults; proves failed kernel reads are counted and logged.
     pub inject_read_fault: bool,
+    /// `--userspace-killer`: comms whose SIGKILLs are reported, besides the defaults.
+    pub userspace_killers: Vec<String>,
 }
 
 /// Loaded, attached programs and the maps the agent reads.
@@ -132,6 +134,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 .and_then(GfpDecoder::from_btf)
                 .map(|d| (d, GFP_FROM_BTF))
         });
+    let lifecycle = super::lifecycle::prepare(
+        btf.as_ref().map_err(Clone::clone),
+        task.as_ref().map(drop).map_err(Clone::clone),
+        &opts.userspace_killers,
+    );
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);
 
@@ -150,6 +157,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
         .override_global("TASK_OFFSETS", &task_off, true)
         .override_global("OOM_CONTROL_OFFSETS", &oc, true)
+        .override_global("LIFECYCLE_OFFSETS", &lifecycle.lifecycle, true)
+        .override_global("SIGNAL_OFFSETS", &lifecycle.signal, true)
+        .override_global("KILLER_COMMS", &lifecycle.killers, true)
         .load(EBPF_OBJECT)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
@@ -203,6 +213,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
         status.push(row(PROBE_OOM_KILL_KPROBE, kprobe, OOM_KILL_READS));
     }
+    status.extend(super::lifecycle::attach(
+        &mut ebpf,
+        &lifecycle,
+        &opts.disabled,
+        kernel_btf.as_ref().map_err(Clone::clone),
+    ));
     drop(kernel_btf);
 
     let victims = [PROBE_MARK_VICTIM_TP, PROBE_MARK_VICTIM_BTF];

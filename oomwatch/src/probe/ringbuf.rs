@@ -1,5 +1,5 @@
 //! Decoding ring-buffer items into records.
-use oomwatch_common::{OomKillRecord, RecordKind, VictimRecord};
+use oomwatch_common::{LifecycleRecord, OomKillRecord, RecordKind, SignalRecord, VictimRecord};
 
 /// One item of the `EVENTS` ring buffer.
 #[derive(Clone, Copy, Debug)]
@@ -8,6 +8,10 @@ pub enum Record {
     Victim(VictimRecord),
     /// From an `oom_kill_process` program: one OOM invocation's context.
     OomKill(OomKillRecord),
+    /// A killed task's exit or an OOM reaper step (`crate::lifecycle`).
+    Lifecycle(LifecycleRecord),
+    /// A SIGKILL from a listed userspace OOM killer (`crate::lifecycle`).
+    Signal(SignalRecord),
 }
 
 impl Record {
@@ -16,7 +20,14 @@ impl Record {
         match self {
             Record::Victim(r) => r.ktime_ns,
             Record::OomKill(r) => r.ktime_ns,
+            Record::Lifecycle(r) => r.ktime_ns,
+            Record::Signal(r) => r.ktime_ns,
         }
+    }
+
+    /// Whether the OOM correlator takes this record; the others go to `crate::lifecycle`.
+    pub fn is_victim_record(&self) -> bool {
+        matches!(self, Record::Victim(_) | Record::OomKill(_))
     }
 }
 
@@ -29,6 +40,14 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             read::<VictimRecord>(bytes).map(Record::Victim)
         }
         RecordKind::OomKill => read::<OomKillRecord>(bytes).map(Record::OomKill),
+        RecordKind::VictimExit
+        | RecordKind::WakeReaper
+        | RecordKind::StartReaping
+        | RecordKind::FinishReaping
+        | RecordKind::SkipReaping => read::<LifecycleRecord>(bytes).map(Record::Lifecycle),
+        RecordKind::SignalTracepoint | RecordKind::SignalBtf => {
+            read::<SignalRecord>(bytes).map(Record::Signal)
+        }
     }
 }
 
@@ -95,6 +114,41 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_and_signal_records_decode_at_the_shared_layout() {
+        let mut l = LifecycleRecord::zeroed();
+        l.kind = RecordKind::VictimExit as u32;
+        l.ktime_ns = 5_000;
+        l.kill_ktime_ns = 1_000;
+        l.pid = 321;
+        let b = bytes_of(&l);
+        // Offsets the eBPF side writes: kill_ktime_ns @16, pid @24.
+        assert_eq!(&b[16..24], &1_000u64.to_ne_bytes());
+        assert_eq!(&b[24..28], &321i32.to_ne_bytes());
+        let Some(Record::Lifecycle(d)) = decode(&b) else {
+            panic!("not a lifecycle record")
+        };
+        assert_eq!((d.pid, d.kill_ktime_ns, d.ktime_ns), (321, 1_000, 5_000));
+        assert!(!Record::Lifecycle(d).is_victim_record());
+
+        let mut s = SignalRecord::zeroed();
+        s.kind = RecordKind::SignalTracepoint as u32;
+        s.sig = 9;
+        s.target_pid = 77;
+        s.sender_memcg_id = 42;
+        s.sender_comm[..8].copy_from_slice(b"earlyoom");
+        let b = bytes_of(&s);
+        // sig @16, target_pid @40, sender_memcg_id @48, sender_comm @64.
+        assert_eq!(&b[16..20], &9i32.to_ne_bytes());
+        assert_eq!(&b[40..44], &77i32.to_ne_bytes());
+        assert_eq!(&b[48..56], &42u64.to_ne_bytes());
+        assert_eq!(&b[64..72], b"earlyoom");
+        let Some(Record::Signal(d)) = decode(&b) else {
+            panic!("not a signal record")
+        };
+        assert_eq!((d.sig, d.target_pid, d.sender_memcg_id), (9, 77, 42));
+    }
+
+    #[test]
     fn wrong_sizes_and_kinds_are_rejected() {
         let mut r = VictimRecord::zeroed();
         r.kind = RecordKind::MarkVictimTracepoint as u32;
@@ -108,6 +162,10 @@ mod tests {
         assert!(decode(&k).is_none());
         r.kind = 0;
         assert!(decode(&bytes_of(&r)).is_none());
+        // A lifecycle-sized item claiming to be a signal record is not misread either.
+        let mut l = LifecycleRecord::zeroed();
+        l.kind = RecordKind::SignalBtf as u32;
+        assert!(decode(&bytes_of(&l)).is_none());
         assert!(decode(&[]).is_none());
         assert!(decode(&[1, 0]).is_none());
     }

@@ -21,6 +21,13 @@ impl<W: Write> JsonLines<W> {
         self.out.flush()
     }
 
+    /// Writes and flushes one line of other JSON (the kill-lifecycle records).
+    pub fn write_line(&mut self, json: &str) -> io::Result<()> {
+        self.out.write_all(json.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+
     pub fn into_inner(self) -> W {
         self.out
     }

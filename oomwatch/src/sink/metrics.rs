@@ -293,6 +293,32 @@ impl Metrics {
         lock(&self.kills).observe(series_key(ev), last, ev.oom_id);
     }
 
+    /// Benchmark knob (`--synthetic-label-sets`): adds `n` fake Kubernetes-style label sets
+    /// of `oomwatch_oom_kills_total` (with the gauges a real kill leaves), within the cap. They
+    /// count in no total (`oomwatch_oom_kills_all_total`, emitted, invocations).
+    pub fn add_synthetic_label_sets(&self, n: usize) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let time = now.map_or(0.0, |d| d.as_secs_f64());
+        let rss = [Some(64 << 20), Some(1 << 20), Some(0)];
+        let mut k = lock(&self.kills);
+        for i in 0..n.min(k.cap.saturating_sub(k.series.len())) {
+            let key: SeriesKey = [
+                String::new(),
+                "bench-worker".into(),
+                "CONSTRAINT_MEMCG".into(),
+                "worker".into(),
+                format!("bench-namespace-{:03}", i / 100),
+                "container".into(),
+                format!("bench-app-{i:05}-7d9f8b6c5-x2x4q"),
+            ];
+            let badness = Some(1000 + i as i64);
+            let (kills, last, tick) = (1, Last { time, badness, rss }, k.next_tick);
+            k.next_tick += 1;
+            k.series.insert(key.clone(), Series { kills, last, tick });
+            k.lru.insert(tick, key);
+        }
+    }
+
     /// Starts counting kernel OOM kills without a record: `read` gives the kernel's count;
     /// call it once the probes are attached.
     pub fn set_kernel_kills_reader(&self, read: KernelKillsReader) {

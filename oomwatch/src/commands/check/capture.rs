@@ -89,6 +89,7 @@ pub fn load(btf: PathBuf, disabled: &[String], kmsg_error: Option<&str>) -> Capt
         force_pid_only: false,
         disabled: disabled.to_vec(),
         inject_read_fault: false,
+        userspace_killers: Vec::new(),
     });
     match result {
         Ok(probes) => {

@@ -1,0 +1,258 @@
+//! How each kill ended, on the real kernel: the follow-up `oom_kill_lifecycle` record of an OOM
+//! victim (kill→exit, checked against the kernel's own trace of the same events in a tracefs
+//! instance), the histogram, and userspace killers' SIGKILLs (`killer` set) — a SIGKILL from an
+//! unlisted comm gives nothing.
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{metric_value, real_kernel_or_skip, Agent, TestCgroup};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A tracefs instance of our own (never the global buffer other tools read), removed on drop.
+struct TraceInstance {
+    dir: PathBuf,
+}
+
+impl TraceInstance {
+    fn new(events: &[(&str, Option<&str>)]) -> Option<TraceInstance> {
+        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("instances").is_dir())?;
+        let dir = root
+            .join("instances")
+            .join(format!("oomwatch-test-{}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        let t = TraceInstance { dir };
+        // CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+        fs::write(t.dir.join("trace_clock"), "mono").ok()?;
+        for (event, filter) in events {
+            let e = t.dir.join("events").join(event);
+            if let Some(f) = filter {
+                fs::write(e.join("filter"), f).ok()?;
+            }
+            fs::write(e.join("enable"), "1").ok()?;
+        }
+        Some(t)
+    }
+
+    /// (timestamp ns, event name, the rest of the line) for each traced event.
+    fn events(&self) -> Vec<(u64, String, String)> {
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                // "  tail-123  [001] d..1.  8042.123456: mark_victim: pid=123 ..."
+                let (head, rest) = l.split_once(": ")?;
+                let ts = head.split_whitespace().last()?;
+                let (s, us) = ts.split_once('.')?;
+                let ns = s.parse::<u64>().ok()? * 1_000_000_000 + us.parse::<u64>().ok()? * 1000;
+                let (name, args) = rest.split_once(": ").unwrap_or((rest, ""));
+                Some((ns, name.to_string(), args.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("events/enable"), "0");
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+fn pid_arg(args: &str) -> Option<i64> {
+    args.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+}
+
+fn is_lifecycle(v: &Value, pid: i32) -> bool {
+    v["type"] == "oom_kill_lifecycle" && v["pid"] == pid
+}
+
+#[test]
+fn an_oom_victims_exit_is_timed_and_matches_the_kernels_trace() {
+    if !real_kernel_or_skip("an_oom_victims_exit_is_timed_and_matches_the_kernels_trace") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    for probe in [
+        "tracepoint:sched/sched_process_exit",
+        "tracepoint:oom/reaper",
+    ] {
+        assert!(
+            agent.log_text().lines().any(|l| l.contains(probe)),
+            "no row for {probe}"
+        );
+    }
+    let series = "oomwatch_oom_kill_to_exit_seconds_count{killer=\"kernel\"}";
+    let before = metric_value(&agent.get("/metrics"), series).unwrap_or(0.0);
+    let trace = TraceInstance::new(&[
+        ("oom/mark_victim", None),
+        ("sched/sched_process_exit", Some("comm == \"tail\"")),
+        ("oom/wake_reaper", None),
+        ("oom/start_task_reaping", None),
+        ("oom/finish_task_reaping", None),
+        ("oom/skip_task_reaping", None),
+    ]);
+    let cg = TestCgroup::new(64 << 20);
+    let pid = cg.oom_kill(0);
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid && v["type"].is_null());
+    assert_eq!(ev["killer"], "kernel", "{ev}");
+    let lc = agent.wait_event(WAIT, |v| is_lifecycle(v, pid));
+    eprintln!("lifecycle record: {lc}");
+    assert_eq!(lc["oom_id"], ev["oom_id"], "{lc}\n{ev}");
+    assert_eq!(lc["kill_ktime_ns"], ev["ktime_ns"], "{lc}");
+    assert_eq!(lc["comm"], "tail");
+    assert_eq!(lc["killer"], "kernel");
+    let to_exit = lc["kill_to_exit_ns"].as_u64().expect("kill_to_exit_ns");
+    assert!(to_exit > 0, "{lc}");
+    assert!(to_exit < 5_000_000_000, "a tail victim exits at once: {lc}");
+    assert_eq!(lc["stuck"], false);
+    // The reaper runs only for a victim still there 2 s after the kill: a tail exits first.
+    assert_eq!(lc["reaper"], "none", "{lc}");
+    let after = metric_value(&agent.get("/metrics"), series).unwrap_or(0.0);
+    assert!(after >= before + 1.0, "{series}: {before} -> {after}");
+
+    // The kernel's own trace of the same kill, on the same clock.
+    let Some(trace) = trace else {
+        eprintln!("tracefs instances unavailable: no cross-check against the kernel's trace");
+        return;
+    };
+    let events = trace.events();
+    let at = |name: &str| {
+        events
+            .iter()
+            .find(|(_, n, a)| n == name && pid_arg(a) == Some(i64::from(pid)))
+            .map(|(ts, _, _)| *ts)
+    };
+    let marked = at("mark_victim").expect("kernel traced no mark_victim");
+    let exited = at("sched_process_exit").expect("kernel traced no sched_process_exit");
+    let kill_ns = ev["ktime_ns"].as_u64().unwrap();
+    let exit_ns = lc["exit_ktime_ns"].as_u64().unwrap();
+    let close = |a: u64, b: u64| a.abs_diff(b) < 2_000_000;
+    assert!(
+        close(marked, kill_ns),
+        "mark_victim traced at {marked}, event {kill_ns}"
+    );
+    assert!(
+        close(exited, exit_ns),
+        "exit traced at {exited}, record {exit_ns}"
+    );
+    let reaper: Vec<_> = events
+        .iter()
+        .filter(|(_, n, a)| n.contains("reap") && pid_arg(a) == Some(i64::from(pid)))
+        .collect();
+    eprintln!(
+        "kernel trace: mark_victim {marked}, exit {exited} (+{} ns), reaper events {reaper:?}",
+        exited - marked
+    );
+    assert!(
+        reaper.is_empty(),
+        "the kernel traced reaper events the agent did not report"
+    );
+}
+
+/// Sends SIGKILL to `target` from a thread named `comm` (the sender's comm is the thread's).
+fn kill_from_thread_named(comm: &str, target: i32) {
+    let name = std::ffi::CString::new(comm).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; kill has no
+        // memory arguments.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NAME, name.as_ptr()), 0);
+            assert_eq!(libc::kill(target, libc::SIGKILL), 0);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn sleeper() -> std::process::Child {
+    Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sleep")
+}
+
+#[test]
+fn userspace_killers_sigkills_are_events_and_others_are_not() {
+    if !real_kernel_or_skip("userspace_killers_sigkills_are_events_and_others_are_not") {
+        return;
+    }
+    let mut agent = Agent::start(&["--userspace-killer", "my-oom-killer"]);
+    let log = agent.log_text();
+    let row = [
+        "tp_btf:signal_generate",
+        "tracepoint:signal/signal_generate",
+    ]
+    .into_iter()
+    .find(|p| {
+        log.lines()
+            .any(|l| l.contains("probe attached") && l.contains(&format!("\"probe\":\"{p}\"")))
+    })
+    .expect("no signal_generate probe attached");
+
+    let mut listed = sleeper();
+    let listed_pid = listed.id() as i32;
+    let mut custom = sleeper();
+    let custom_pid = custom.id() as i32;
+    let mut unlisted = sleeper();
+    let unlisted_pid = unlisted.id() as i32;
+    kill_from_thread_named("earlyoom", listed_pid);
+    kill_from_thread_named("my-oom-killer", custom_pid);
+    kill_from_thread_named("not-a-killer", unlisted_pid);
+    for c in [&mut listed, &mut custom, &mut unlisted] {
+        c.wait().unwrap();
+    }
+
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == listed_pid && v["type"].is_null());
+    eprintln!("userspace kill event: {ev}");
+    assert_eq!(ev["killer"], "earlyoom", "{ev}");
+    assert_eq!(ev["killer_pid"], std::process::id(), "{ev}");
+    assert_eq!(ev["comm"], "sleep", "{ev}");
+    assert_eq!(ev["trigger"]["comm"], "earlyoom", "{ev}");
+    assert_eq!(ev["sources"]["killer"], row, "{ev}");
+    assert!(ev["oom_id"].is_null() && ev["replayed"] == false, "{ev}");
+    if row == "tp_btf:signal_generate" {
+        assert_eq!(ev["tgid"], listed_pid, "{ev}");
+        assert!(ev["cgroup"].is_string(), "{ev}");
+        assert!(ev["killer_cgroup"].is_string(), "{ev}");
+    }
+    let ev2 = agent.wait_event(WAIT, |v| v["pid"] == custom_pid && v["type"].is_null());
+    assert_eq!(ev2["killer"], "my-oom-killer", "{ev2}");
+    // Followed to its exit like a kernel kill.
+    let lc = agent.wait_event(WAIT, |v| is_lifecycle(v, listed_pid));
+    assert_eq!(lc["killer"], "earlyoom", "{lc}");
+    assert!(lc["kill_to_exit_ns"].as_u64().unwrap() > 0, "{lc}");
+
+    agent.drain(Duration::from_millis(500));
+    assert!(
+        !agent.seen.iter().any(|v| v["pid"] == unlisted_pid),
+        "a SIGKILL from an unlisted comm was reported: {:?}",
+        agent.seen
+    );
+    let m = agent.get("/metrics");
+    assert_eq!(
+        metric_value(
+            &m,
+            "oomwatch_userspace_oom_kills_total{killer=\"earlyoom\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // Not counted as kernel OOM kills.
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains("comm=\"sleep\"")),
+        "{m}"
+    );
+}

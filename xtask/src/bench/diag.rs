@@ -1,0 +1,82 @@
+//! The kernel's consoles: the OOM killer writes "Killed process ..." at `KERN_ERR`, which is
+//! printed synchronously on every console whose log level lets it through, by the task that
+//! kills, before `/dev/kmsg` readers are woken. On a slow (serial) console this delays both the
+//! ring-buffer wake-up of the agent and the kernel-log line the agent waits for.
+
+use std::{fs::OpenOptions, io::Write, time::Instant};
+
+use super::json::J;
+
+#[derive(Clone, Debug, Default)]
+pub struct Console {
+    /// `/proc/consoles` names (`ttyS0`, `tty0`, ...).
+    pub consoles: Vec<String>,
+    /// First field of `/proc/sys/kernel/printk`: lines below this level reach the consoles.
+    pub loglevel: Option<u32>,
+    /// Median time to log one 190-byte line at `KERN_ERR` through `/dev/kmsg` (ms).
+    pub err_line_ms: Option<f64>,
+    /// The same at `KERN_INFO` (never printed on the console at the usual levels).
+    pub info_line_ms: Option<f64>,
+}
+
+impl Console {
+    /// Reads the console set-up; with `time_writes`, also logs 3 + 3 marked lines to time them.
+    pub fn probe(time_writes: bool) -> Console {
+        let consoles = std::fs::read_to_string("/proc/consoles")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        let loglevel = std::fs::read_to_string("/proc/sys/kernel/printk")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()));
+        let mut c = Console {
+            consoles,
+            loglevel,
+            ..Console::default()
+        };
+        if time_writes {
+            c.err_line_ms = time_line(3);
+            c.info_line_ms = time_line(6);
+        }
+        c
+    }
+
+    /// Whether the OOM killer's `KERN_ERR` lines reach a console.
+    pub fn err_on_console(&self) -> bool {
+        !self.consoles.is_empty() && self.loglevel.is_some_and(|l| l > 3)
+    }
+
+    pub fn json(&self) -> J {
+        J::obj(vec![
+            (
+                "consoles",
+                J::Arr(self.consoles.iter().map(|c| J::str(c.as_str())).collect()),
+            ),
+            ("console_loglevel", J::opt(self.loglevel.map(f64::from))),
+            ("kern_err_on_console", J::Bool(self.err_on_console())),
+            ("kern_err_190_byte_line_ms", J::opt(self.err_line_ms)),
+            ("kern_info_190_byte_line_ms", J::opt(self.info_line_ms)),
+        ])
+    }
+}
+
+/// Median of 3 writes of a "Killed process"-sized line at `level` to `/dev/kmsg`, in ms.
+fn time_line(level: u8) -> Option<f64> {
+    let mut f = OpenOptions::new().write(true).open("/dev/kmsg").ok()?;
+    let mut line = format!(
+        "<{level}>oomwatch bench: timing one kernel log line as long as an OOM kill's \
+         'Killed process' line (level {level}); not an error"
+    );
+    while line.len() < 190 {
+        line.push('.');
+    }
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        f.write_all(line.as_bytes()).ok()?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Some(times[1])
+}

@@ -1,0 +1,387 @@
+//! The markdown of `docs/benchmarks.md`: the machine, a table of every number with its
+//! target, the side-by-side with node_exporter, where the latency goes, and the method.
+
+use std::fmt::Write as _;
+
+use super::{
+    http::ScrapeStats,
+    report::{mark, mib, ms, opt_num, pcts, Check, Report},
+};
+
+/// `docs/benchmarks.md`.
+pub fn markdown(r: &Report, json_path: &str) -> String {
+    let mut o = String::new();
+    let m = &r.machine;
+    let checks = r.checks();
+    let check = |name: &str| checks.iter().find(|c| c.name == name);
+    let row = |o: &mut String, n: &str, what: &str, value: String, c: Option<&Check>| {
+        let (t, ok) = c.map_or(("—", ""), |c| (c.target, mark(c.ok)));
+        let _ = writeln!(o, "| {n} | {what} | {value} | {t} | {ok} |");
+    };
+    let _ = writeln!(o, "# Benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Written by `cargo xtask bench` (raw numbers: `{json_path}`). One run on the machine \
+         below; targets are reported, never enforced on timings (only the correctness rows — \
+         records equal kernel kills, nothing dropped — make the bench fail). \
+         `cargo xtask bench --smoke` runs a short version in `cargo xtask test`.\n"
+    );
+    let _ = writeln!(o, "## Machine and run\n\n| | |\n|---|---|");
+    let _ = writeln!(o, "| date (UTC) | {} |", r.date);
+    let _ = writeln!(
+        o,
+        "| git commit | `{}` |",
+        r.commit.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(o, "| CPU | {}, {} cores |", m.cpu_model, m.cores);
+    let _ = writeln!(o, "| RAM | {} MiB |", m.ram_mib);
+    let hz = m.hz.map_or(String::new(), |h| format!(" (CONFIG_HZ={h})"));
+    let _ = writeln!(o, "| kernel | {}{hz} |", m.kernel);
+    let agent = r
+        .agent
+        .rsplit_once("/target/")
+        .map_or(r.agent.as_str(), |(_, p)| p);
+    let _ = writeln!(o, "| agent | `{agent}` |");
+    let _ = writeln!(
+        o,
+        "| how busy the machine was | load average {} before, {} after; all CPUs {:.0}% busy \
+         over the run, {:.0}% during the idle window (other work on this shared machine \
+         included) |\n",
+        r.load_before, r.load_after, r.busy_pct, r.idle_busy_pct
+    );
+
+    let _ = writeln!(o, "## Results\n");
+    let _ = writeln!(o, "| # | measurement | value | target | met |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    let s = &r.storm;
+    let (ncg, per) = r.storm_plan;
+    row(
+        &mut o,
+        "1",
+        &format!(
+            "OOM storm ({ncg} cgroups × {per} kills, {} MiB limit): kills counted by the kernel",
+            s.limit_mib
+        ),
+        format!("{} in {:.1} s", s.kernel_kills, s.secs),
+        None,
+    );
+    let storm_ok = check("storm: records = kernel kills, none dropped");
+    row(
+        &mut o,
+        "1",
+        "records emitted",
+        s.records.to_string(),
+        storm_ok,
+    );
+    row(
+        &mut o,
+        "1",
+        "records dropped (ring buffer) / replayed / missed",
+        format!(
+            "{} / {} / {}",
+            opt_num(s.dropped),
+            s.replayed,
+            opt_num(s.missed)
+        ),
+        storm_ok,
+    );
+    row(
+        &mut o,
+        "1",
+        "kill → record latency p50 / p95 / p99 / max",
+        pcts(&s.latency_ms),
+        check("storm: kill → record p99"),
+    );
+    row(
+        &mut o,
+        "1",
+        "agent CPU time per record",
+        s.cpu_us_per_record
+            .map_or("n/a".into(), |v| format!("{v:.0} µs")),
+        None,
+    );
+    row(
+        &mut o,
+        "1",
+        "agent peak RSS during the storm",
+        format!("{:.2} MiB", mib(s.peak_rss_kib)),
+        None,
+    );
+    let i = &r.idle;
+    row(
+        &mut o,
+        "2",
+        &format!("idle RSS ({:.0} s)", i.secs),
+        format!(
+            "{:.2} MiB (peak {:.2} MiB)",
+            mib(i.rss_kib),
+            mib(i.peak_rss_kib)
+        ),
+        check("idle RSS"),
+    );
+    row(
+        &mut o,
+        "2",
+        "idle CPU",
+        format!("{:.4} % of a core ({:.1} ms)", i.cpu_pct, i.cpu_ms),
+        check("idle CPU"),
+    );
+    row(
+        &mut o,
+        "2",
+        "idle wake-ups (context switches, all threads)",
+        format!(
+            "{:.2}/s ({} in {:.0} s, {} threads)",
+            i.wakeups_per_s, i.wakeups, i.secs, i.threads
+        ),
+        None,
+    );
+    row(
+        &mut o,
+        "2",
+        "start-up to \"probes ready\" (all probes attached)",
+        format!("{:.0} ms", r.startup.ms),
+        None,
+    );
+    row(
+        &mut o,
+        "2",
+        "ready → start-up work done (no CPU for 1 s)",
+        format!("{:.0} ms", r.startup.settled_after_ms),
+        None,
+    );
+    row(
+        &mut o,
+        "2",
+        "peak RSS during start-up",
+        format!("{:.2} MiB", mib(r.startup.peak_rss_kib)),
+        None,
+    );
+    let sc = &r.scrape_synthetic;
+    row(
+        &mut o,
+        "3",
+        &format!(
+            "scrape with {} label sets ({} samples), p50 / p99",
+            r.synthetic_sets, sc.samples
+        ),
+        sc.latency_ms.map_or("n/a".into(), |p| {
+            format!("{:.2} / {:.2} ms (n={})", p.p50, p.p99, p.n)
+        }),
+        check("scrape p99"),
+    );
+    row(
+        &mut o,
+        "3",
+        "response size",
+        format!("{} bytes", sc.bytes),
+        None,
+    );
+    match &r.wrk {
+        Some((w, st)) => {
+            row(
+                &mut o,
+                "3",
+                &format!(
+                    "wrk {} s, {} connections, during a storm: req/s, p50 / p99",
+                    w.secs, w.connections
+                ),
+                format!(
+                    "{:.1} req/s, {} / {} ({} errors)",
+                    w.rps,
+                    ms(w.p50_ms),
+                    ms(w.p99_ms),
+                    w.errors
+                ),
+                None,
+            );
+            row(
+                &mut o,
+                "3",
+                "records = kernel kills during wrk (dropped)",
+                format!(
+                    "{} = {} ({})",
+                    st.records,
+                    st.kernel_kills,
+                    opt_num(st.dropped)
+                ),
+                check("wrk + storm: records = kernel kills, none dropped"),
+            );
+            row(
+                &mut o,
+                "3",
+                "kill → record during wrk p50 / p95 / p99 / max",
+                pcts(&st.latency_ms),
+                None,
+            );
+        }
+        None => row(&mut o, "3", "wrk", "not run (wrk missing)".into(), None),
+    }
+    o.push('\n');
+    side_by_side(&mut o, r);
+    breakdown(&mut o, r);
+    notes(&mut o, r);
+    o
+}
+
+fn side_by_side(o: &mut String, r: &Report) {
+    let Some(n) = &r.node_exporter else {
+        let _ = writeln!(
+            o,
+            "## oomwatch and prometheus-node-exporter\n\nnode_exporter was not run.\n"
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "## oomwatch and prometheus-node-exporter, same host, same run\n\n\
+         | | oomwatch | node_exporter ({}) |\n|---|---|---|",
+        n.version
+    );
+    let (a, b) = (&r.idle, &n.idle);
+    let _ = writeln!(
+        o,
+        "| idle RSS ({:.0} s, same window) | {:.2} MiB | {:.2} MiB |",
+        a.secs,
+        mib(a.rss_kib),
+        mib(b.rss_kib)
+    );
+    let _ = writeln!(o, "| idle CPU | {:.4} % | {:.4} % |", a.cpu_pct, b.cpu_pct);
+    let _ = writeln!(
+        o,
+        "| idle wake-ups | {:.2}/s | {:.2}/s |",
+        a.wakeups_per_s, b.wakeups_per_s
+    );
+    let _ = writeln!(o, "| threads | {} | {} |", a.threads, b.threads);
+    let lat = |s: &ScrapeStats| {
+        s.latency_ms
+            .map_or("n/a".into(), |p| format!("{:.2} / {:.2} ms", p.p50, p.p99))
+    };
+    let _ = writeln!(
+        o,
+        "| scrape latency p50 / p99 ({} scrapes each) | {} | {} |",
+        n.scrape.scrapes,
+        lat(&r.scrape),
+        lat(&n.scrape)
+    );
+    let _ = writeln!(
+        o,
+        "| scrape size | {} bytes, {} samples | {} bytes, {} samples |",
+        r.scrape.bytes, r.scrape.samples, n.scrape.bytes, n.scrape.samples
+    );
+    let d = &n.delay;
+    let _ = writeln!(
+        o,
+        "| kill → visible, p50 / p95 / p99 / max ({} single kills) | record written: {} | \
+         `node_vmstat_oom_kill` moved, polled every 10 ms: {} |\n",
+        d.kills,
+        pcts(&d.oomwatch_ms),
+        pcts(&d.delay_ms)
+    );
+    let _ = writeln!(
+        o,
+        "node_exporter reads `/proc/vmstat` only when scraped, so the second number is how \
+         soon a client that scrapes back to back sees the kill (one full scrape took {} at \
+         the median); a Prometheus server sees it at its next scrape, on average half the \
+         scrape interval later (7.5 s at 15 s). It says that a kill happened, not who died.\n",
+        ms(d.poll_ms.map(|p| p.p50))
+    );
+}
+
+fn breakdown(o: &mut String, r: &Report) {
+    let s = &r.storm;
+    let _ = writeln!(o, "## Where the kill → record time goes\n");
+    let _ = writeln!(
+        o,
+        "| stage (storm above) | p50 / p95 / p99 / max |\n|---|---|"
+    );
+    let _ = writeln!(
+        o,
+        "| kill → agent drained the ring buffer (kernel → user space; per batch) | {} |",
+        pcts(&s.drain_ms)
+    );
+    let _ = writeln!(
+        o,
+        "| kill → record written (the agent's `latency_us`) | {} |",
+        pcts(&s.latency_ms)
+    );
+    let _ = writeln!(
+        o,
+        "| kill → line read from the agent's stdout by the bench (cross-check) | {} |",
+        pcts(&s.read_ms)
+    );
+    if s.kill_to_exit_ms.is_some() {
+        let _ = writeln!(
+            o,
+            "| victim killed → exited (the agent's lifecycle lines) | {} |",
+            pcts(&s.kill_to_exit_ms)
+        );
+    }
+    if let Some(nk) = &r.nokmsg {
+        let _ = writeln!(
+            o,
+            "| same storm, `--disable-probe kmsg:oom_report` ({} kills): kill → record | {} |",
+            nk.kernel_kills,
+            pcts(&nk.latency_ms)
+        );
+    }
+    let c = &r.console;
+    if let (Some(err), Some(info)) = (c.err_line_ms, c.info_line_ms) {
+        let _ = writeln!(
+            o,
+            "| one 190-byte kernel log line at KERN_ERR (as \"Killed process\"), consoles {}, \
+             console_loglevel {} | {err:.2} ms (KERN_INFO: {info:.2} ms) |",
+            c.consoles.join(", "),
+            c.loglevel.map_or("?".into(), |l| l.to_string())
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nDuring the storm the agent's threads waited {} per wake-up for a CPU (run queue, \
+         `schedstat`); all CPUs were {:.0}% busy.\n",
+        s.runq_wait_us_per_wakeup
+            .map_or("n/a".into(), |v| format!("{v:.0} µs")),
+        s.machine_busy_pct
+    );
+}
+
+fn notes(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "## Method\n");
+    let lines = [
+        "Kills: each storm cgroup is a memory cgroup of its own (cgroup v1 `memory.limit_in_bytes`, \
+         or v2 `memory.max`, no swap); a shell moves itself into it and execs `tail /dev/zero`, \
+         which the OOM killer SIGKILLs; one thread per cgroup repeats this. Kernel kills are the \
+         `oom_kill` counts of those cgroups (`memory.oom_control`/`memory.events`); records are \
+         the agent's live stdout lines whose `cgroup` is one of them.",
+        "Latency: the agent's own `event written` debug line, `latency_us` = CLOCK_MONOTONIC right \
+         after the JSON line is written − the kernel's `bpf_ktime_get_ns()` at `mark_victim`. The \
+         bench cross-checks it with the time it read each line from the pipe. Drain age: the \
+         run loop's `ring buffer drained` trace line (`--log-level debug,oomwatch::commands::run=trace`).",
+        "CPU: time on CPU summed over the agent's threads (`/proc/<pid>/task/*/schedstat`; \
+         `utime+stime` ticks in the JSON too). Wake-ups: `voluntary_ctxt_switches + \
+         nonvoluntary_ctxt_switches` summed over `/proc/<pid>/task/*`. RSS: `VmRSS`; peaks: \
+         `VmHWM`, reset (`clear_refs` 5) at the start of each window; start-up peak = `VmHWM` \
+         when \"probes ready\" is logged.",
+        "Idle: the agent (and node_exporter, same window) with nothing scraping and no kills.",
+        "Scrapes: one keep-alive HTTP/1.1 connection from the bench, one warm-up, then timed GETs \
+         of `/metrics` (request written → body read). The label sets come from the hidden agent \
+         flag `--synthetic-label-sets N` (with `--max-label-sets 2N`): N fake series of \
+         `oomwatch_oom_kills_total`, each with the badness, last-kill time and RSS gauges a real \
+         kill adds, so the answer has the size 10,000 real label sets would have. They do not \
+         count in `oomwatch_oom_kills_all_total`.",
+        "wrk: `wrk -t1 -c4 --latency` on `/metrics` of that agent while a storm (same cgroup \
+         count) runs until wrk ends.",
+        "node_exporter: Debian's `prometheus-node-exporter` with its default collectors on \
+         127.0.0.1. Its kill delay: single kills 400 ms apart while a thread scrapes it every \
+         10 ms (or back to back when a scrape takes longer); delay = first answer with a new \
+         `node_vmstat_oom_kill` − the kill's kernel timestamp (from oomwatch's record).",
+        "The machine is shared (2 cores, other builds may run): timings are noisy; the load line \
+         above says how busy it was.",
+    ];
+    for l in lines {
+        let _ = writeln!(o, "- {l}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "- {n}");
+    }
+}

@@ -1,0 +1,293 @@
+//! The bench's results: the JSON file under `target/bench/` and the markdown of
+//! `docs/benchmarks.md` (a table with targets, the side-by-side with node_exporter, notes).
+
+use super::{
+    diag::Console,
+    http::ScrapeStats,
+    json::J,
+    phases::{Idle, Startup, Storm},
+    stats::Pct,
+    sys::Machine,
+    tools::{VmstatDelay, WrkResult},
+};
+
+/// node_exporter's side of the comparison.
+#[derive(Clone, Debug, Default)]
+pub struct NodeExporterReport {
+    pub version: String,
+    pub idle: Idle,
+    pub scrape: ScrapeStats,
+    pub delay: VmstatDelay,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub smoke: bool,
+    pub date: String,
+    pub commit: Option<String>,
+    pub machine: Machine,
+    /// The agent binary benchmarked.
+    pub agent: String,
+    pub load_before: String,
+    pub load_after: String,
+    /// All CPUs, whole run, %.
+    pub busy_pct: f64,
+    /// All CPUs during the idle window, %.
+    pub idle_busy_pct: f64,
+    pub console: Console,
+    pub startup: Startup,
+    pub idle: Idle,
+    pub storm: Storm,
+    pub storm_plan: (usize, u64),
+    pub scrape: ScrapeStats,
+    /// The same storm with the kernel-log context off (`--disable-probe kmsg:oom_report`).
+    pub nokmsg: Option<Storm>,
+    pub synthetic_sets: u64,
+    pub scrape_synthetic: ScrapeStats,
+    pub wrk: Option<(WrkResult, Storm)>,
+    pub node_exporter: Option<NodeExporterReport>,
+    pub notes: Vec<String>,
+}
+
+/// One number with a target.
+pub struct Check {
+    pub name: &'static str,
+    pub value: String,
+    pub target: &'static str,
+    pub ok: bool,
+    /// A correctness check (records, drops): fails the bench; timings never do.
+    pub correctness: bool,
+}
+
+pub(super) fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub(super) fn ms(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.2} ms"))
+}
+
+pub(super) fn pcts(p: &Option<Pct>) -> String {
+    match p {
+        Some(p) => format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} ms (n={})",
+            p.p50, p.p95, p.p99, p.max, p.n
+        ),
+        None => "n/a".into(),
+    }
+}
+
+pub(super) fn mark(ok: bool) -> &'static str {
+    if ok {
+        "✓"
+    } else {
+        "✗"
+    }
+}
+
+impl Report {
+    pub fn checks(&self) -> Vec<Check> {
+        let s = &self.storm;
+        let mut c = vec![
+            Check {
+                name: "storm: records = kernel kills, none dropped",
+                value: format!(
+                    "{} records / {} kills, {} dropped, {} replayed",
+                    s.records,
+                    s.kernel_kills,
+                    s.dropped.map_or("?".into(), |d| d.to_string()),
+                    s.replayed
+                ),
+                target: "equal, 0 dropped",
+                ok: s.lossless(),
+                correctness: true,
+            },
+            Check {
+                name: "storm: kill → record p99",
+                value: ms(s.latency_ms.map(|p| p.p99)),
+                target: "≤ 5 ms",
+                ok: s.latency_ms.is_some_and(|p| p.p99 <= 5.0),
+                correctness: false,
+            },
+            Check {
+                name: "idle RSS",
+                value: format!("{:.2} MiB", mib(self.idle.rss_kib)),
+                target: "≤ 10 MiB",
+                ok: self.idle.rss_kib <= 10 * 1024,
+                correctness: false,
+            },
+            Check {
+                name: "idle CPU",
+                value: format!("{:.4} % of a core", self.idle.cpu_pct),
+                target: "≤ 0.1 %",
+                ok: self.idle.cpu_pct <= 0.1,
+                correctness: false,
+            },
+            Check {
+                name: "scrape p99",
+                value: ms(self.scrape_synthetic.latency_ms.map(|p| p.p99)),
+                target: "≤ 25 ms",
+                ok: self
+                    .scrape_synthetic
+                    .latency_ms
+                    .is_some_and(|p| p.p99 <= 25.0),
+                correctness: false,
+            },
+            Check {
+                name: "label sets present for the scrape",
+                value: format!("{:?}", self.scrape_synthetic.label_sets),
+                target: "≥ synthetic sets",
+                ok: self
+                    .scrape_synthetic
+                    .label_sets
+                    .is_some_and(|n| n >= self.synthetic_sets as f64),
+                correctness: true,
+            },
+        ];
+        if let Some((_, w)) = &self.wrk {
+            c.push(Check {
+                name: "wrk + storm: records = kernel kills, none dropped",
+                value: format!(
+                    "{} records / {} kills, {} dropped",
+                    w.records,
+                    w.kernel_kills,
+                    w.dropped.map_or("?".into(), |d| d.to_string())
+                ),
+                target: "equal, 0 dropped",
+                ok: w.lossless(),
+                correctness: true,
+            });
+        }
+        c
+    }
+
+    pub fn json(&self) -> J {
+        let m = &self.machine;
+        let mut top = vec![
+            ("mode", J::str(if self.smoke { "smoke" } else { "full" })),
+            ("date", J::str(&self.date)),
+            ("git_commit", self.commit.clone().map_or(J::Null, J::Str)),
+            ("agent_binary", J::str(&self.agent)),
+            (
+                "machine",
+                J::obj(vec![
+                    ("cpu_model", J::str(&m.cpu_model)),
+                    ("cores", J::Num(m.cores as f64)),
+                    ("ram_mib", J::Num(m.ram_mib as f64)),
+                    ("kernel", J::str(&m.kernel)),
+                    ("config_hz", J::opt(m.hz.map(|h| h as f64))),
+                    ("loadavg_before", J::str(&self.load_before)),
+                    ("loadavg_after", J::str(&self.load_after)),
+                    ("all_cpus_busy_pct_whole_run", J::Num(self.busy_pct)),
+                    ("all_cpus_busy_pct_idle_window", J::Num(self.idle_busy_pct)),
+                ]),
+            ),
+            ("console", self.console.json()),
+            (
+                "startup",
+                J::obj(vec![
+                    ("to_probes_ready_ms", J::Num(self.startup.ms)),
+                    ("peak_rss_kib", J::Num(self.startup.peak_rss_kib as f64)),
+                    ("rss_when_ready_kib", J::Num(self.startup.rss_kib as f64)),
+                    (
+                        "quiet_after_ready_ms",
+                        J::Num(self.startup.settled_after_ms),
+                    ),
+                ]),
+            ),
+            ("idle", idle_json(&self.idle)),
+            ("storm", storm_json(&self.storm)),
+            ("scrape_default_state", self.scrape.json()),
+            (
+                "storm_without_kmsg_context",
+                self.nokmsg.as_ref().map_or(J::Null, storm_json),
+            ),
+            ("synthetic_label_sets", J::Num(self.synthetic_sets as f64)),
+            ("scrape_synthetic", self.scrape_synthetic.json()),
+        ];
+        top.push((
+            "wrk_with_storm",
+            match &self.wrk {
+                Some((w, s)) => J::obj(vec![("wrk", w.json()), ("storm", storm_json(s))]),
+                None => J::Null,
+            },
+        ));
+        top.push((
+            "node_exporter",
+            match &self.node_exporter {
+                Some(n) => J::obj(vec![
+                    ("version", J::str(&n.version)),
+                    ("idle", idle_json(&n.idle)),
+                    ("scrape", n.scrape.json()),
+                    ("kill_visibility", n.delay.json()),
+                ]),
+                None => J::Null,
+            },
+        ));
+        let checks = self
+            .checks()
+            .into_iter()
+            .map(|c| {
+                J::obj(vec![
+                    ("name", J::str(c.name)),
+                    ("value", J::str(c.value)),
+                    ("target", J::str(c.target)),
+                    ("met", J::Bool(c.ok)),
+                    ("correctness", J::Bool(c.correctness)),
+                ])
+            })
+            .collect();
+        top.push(("targets", J::Arr(checks)));
+        top.push((
+            "notes",
+            J::Arr(self.notes.iter().map(|n| J::str(n.as_str())).collect()),
+        ));
+        J::obj(top)
+    }
+}
+
+fn idle_json(i: &Idle) -> J {
+    J::obj(vec![
+        ("seconds", J::Num(i.secs)),
+        ("rss_kib", J::Num(i.rss_kib as f64)),
+        ("peak_rss_kib", J::Num(i.peak_rss_kib as f64)),
+        ("cpu_ms", J::Num(i.cpu_ms)),
+        ("cpu_pct_of_core", J::Num(i.cpu_pct)),
+        ("wakeups", J::Num(i.wakeups as f64)),
+        ("wakeups_per_s", J::Num(i.wakeups_per_s)),
+        ("threads", J::Num(i.threads as f64)),
+    ])
+}
+
+fn storm_json(s: &Storm) -> J {
+    J::obj(vec![
+        ("cgroups", J::Num(s.cgroups as f64)),
+        ("limit_mib", J::Num(s.limit_mib as f64)),
+        ("seconds", J::Num(s.secs)),
+        ("victims_sigkilled", J::Num(s.sigkilled as f64)),
+        ("victims_not_sigkilled", J::Num(s.other_exits as f64)),
+        ("kernel_kills", J::Num(s.kernel_kills as f64)),
+        ("records", J::Num(s.records as f64)),
+        ("records_replayed", J::Num(s.replayed as f64)),
+        ("records_dropped", J::opt(s.dropped)),
+        ("kills_missed", J::opt(s.missed)),
+        ("lossless", J::Bool(s.lossless())),
+        ("kill_to_record_ms", Pct::json(&s.latency_ms)),
+        ("kill_to_ringbuf_drain_ms", Pct::json(&s.drain_ms)),
+        ("kill_to_stdout_read_ms", Pct::json(&s.read_ms)),
+        ("victim_kill_to_exit_ms", Pct::json(&s.kill_to_exit_ms)),
+        ("agent_cpu_ms", J::Num(s.cpu_ms)),
+        ("agent_cpu_us_per_record", J::opt(s.cpu_us_per_record)),
+        ("agent_peak_rss_kib", J::Num(s.peak_rss_kib as f64)),
+        ("agent_wakeups", J::Num(s.wakeups as f64)),
+        (
+            "agent_runqueue_wait_us_per_wakeup",
+            J::opt(s.runq_wait_us_per_wakeup),
+        ),
+        ("all_cpus_busy_pct", J::Num(s.machine_busy_pct)),
+    ])
+}
+
+pub(super) fn opt_num(v: Option<f64>) -> String {
+    v.map_or("?".into(), |v| format!("{v}"))
+}
