@@ -42,16 +42,17 @@ pub fn points(row: &DumpRow, totalpages: Option<u64>, page_size: u64) -> Option<
     }
     let pt_pages = match (row.pgtables_bytes, row.nr_ptes) {
         (Some(b), _) => b / page_size.max(1),
-        (None, Some(p)) => p + row.nr_pmds.unwrap_or(0),
+        (None, Some(p)) => p.saturating_add(row.nr_pmds.unwrap_or(0)),
         (None, None) => return None,
     };
-    let base = i64::try_from(row.rss_pages + row.swapents.unwrap_or(0) + pt_pages).ok()?;
+    let pages = row.rss_pages.saturating_add(row.swapents.unwrap_or(0));
+    let base = i64::try_from(pages.saturating_add(pt_pages)).ok()?;
     if adj == 0 {
         return Some(base);
     }
     // The kernel divides first: adj * (totalpages / 1000).
     let per_mille = i64::try_from(totalpages? / 1000).ok()?;
-    Some(base + adj * per_mille)
+    Some(base.saturating_add(adj.saturating_mul(per_mille)))
 }
 
 /// The eligible tasks of a dump, the chosen one first, then by points descending (ties by pid),

@@ -124,15 +124,21 @@ impl Correlator {
         out
     }
 
-    /// Attaches kernel-log context if there is one, or holds the event for it (bounded).
+    /// Attaches kernel-log context if there is one, or holds the event for it (bounded). An
+    /// event whose invocation context came from a probe takes only what the probe cannot
+    /// give from the report: the scored candidates and the domain's memory at the kill.
     fn finish(&mut self, mut ev: OomEvent, now: Instant, out: &mut Vec<OomEvent>) {
-        let Some(k) = self.kmsg.as_mut().filter(|_| ev.oom_id.is_none()) else {
+        let Some(k) = self.kmsg.as_mut() else {
             out.push(ev);
             return;
         };
         if let Some((id, ctx)) = k.take(ev.pid) {
-            set_context(&mut ev, id, ctx);
-            ev.sources.insert("oom", Source::Kmsg);
+            if ev.oom_id.is_some() {
+                supplement(&mut ev, ctx);
+            } else {
+                set_context(&mut ev, id, ctx);
+                ev.sources.insert("oom", Source::Kmsg);
+            }
             out.push(ev);
         } else {
             self.held.push((ev, now + KMSG_WAIT));
@@ -341,6 +347,21 @@ impl Correlator {
 
 /// Puts an invocation's context on a victim's event: flags a group member, hands the trigger's
 /// cgroup to `trigger`.
+/// From the kernel's report, what a probe's context lacks: the candidates (points recomputed
+/// with the probe's exact `totalpages` would differ only for tasks with an `oom_score_adj`)
+/// and the domain's memory at the kill.
+fn supplement(ev: &mut OomEvent, mut ctx: OomContext) {
+    if ev.oom.candidates.is_none() {
+        ev.oom.candidates = ctx.candidates.take();
+        if ev.oom.candidates.is_some() {
+            ev.sources.insert("candidates", Source::Kmsg);
+        }
+    }
+    if ev.domain_memory.is_none() {
+        ev.domain_memory = ctx.domain_memory.take();
+    }
+}
+
 fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
     ctx.group_kill = ctx.chosen.as_ref().map(|c| c.pid != ev.pid);
     if let Some(t) = ev.trigger.as_mut() {

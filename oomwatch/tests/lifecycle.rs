@@ -3,9 +3,11 @@
 //! instance), the histogram, and userspace killers' SIGKILLs (`killer` set) — a SIGKILL from an
 //! unlisted comm gives nothing.
 mod common;
+mod fuse_stall;
 
 use std::fs;
-use std::path::PathBuf;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -255,4 +257,148 @@ fn userspace_killers_sigkills_are_events_and_others_are_not() {
             .any(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains("comm=\"sleep\"")),
         "{m}"
     );
+}
+
+/// Set in the child that [`stuck_victim_helper`] turns into the stuck victim.
+const VICTIM_ENV: &str = "OOMWATCH_TEST_STUCK_VICTIM";
+
+/// Not a test of its own: the stuck victim's body, in a child process that re-runs this binary
+/// with [`VICTIM_ENV`] set. Without it, does nothing.
+#[test]
+fn stuck_victim_helper() {
+    if let Ok(file) = std::env::var(VICTIM_ENV) {
+        fuse_stall::stuck_reader_then_hog(Path::new(&file));
+    }
+}
+
+#[test]
+fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
+    if !real_kernel_or_skip("a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed") {
+        return;
+    }
+    let Some(fuse) = fuse_stall::StalledFuse::mount() else {
+        eprintln!("SKIPPED: FUSE unavailable, no victim can be made to hang");
+        return;
+    };
+    let mut agent = Agent::start(&["--stuck-after-ms", "3000"]);
+    let trace = TraceInstance::new(&[
+        ("oom/mark_victim", None),
+        ("oom/wake_reaper", None),
+        ("oom/start_task_reaping", None),
+        ("oom/finish_task_reaping", None),
+        ("oom/skip_task_reaping", None),
+    ]);
+    let cg = TestCgroup::new(64 << 20);
+    let procs = std::ffi::CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "stuck_victim_helper",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(VICTIM_ENV, fuse.file())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (open, write, close) on a buffer prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn the victim");
+    let pid = child.id() as i32;
+    let _guard = KillOnDrop(pid);
+    assert!(fuse.wait_read(WAIT), "the victim never read the FUSE file");
+
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid && v["type"].is_null());
+    let stuck = agent.wait_event(WAIT, |v| v["type"] == "oom_kill_stuck" && v["pid"] == pid);
+    eprintln!("stuck record: {stuck}");
+    assert_eq!(stuck["state"], "D", "{stuck}");
+    assert_ne!(
+        stuck["tid"], pid,
+        "the reader thread, not the leader: {stuck}"
+    );
+    assert_eq!(stuck["oom_id"], ev["oom_id"]);
+    assert!(
+        stuck["stuck_for_ns"].as_u64().unwrap() >= 3_000_000_000,
+        "{stuck}"
+    );
+    let m = agent.get("/metrics");
+    assert!(
+        metric_value(&m, "oomwatch_oom_victims_stuck").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+    assert!(metric_value(&m, "oomwatch_oom_victims_stuck_total").unwrap_or(0.0) >= 1.0);
+
+    fuse.release();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let lc = agent.wait_event(WAIT, |v| is_lifecycle(v, pid));
+    eprintln!("lifecycle record: {lc}");
+    assert_eq!(lc["stuck"], true, "{lc}");
+    assert_eq!(lc["reaper"], "reaped", "{lc}");
+    let reaped = lc["kill_to_reaped_ns"].as_u64().expect("kill_to_reaped_ns");
+    let woken = lc["kill_to_reaper_woken_ns"].as_u64().expect("woken");
+    let exited = lc["kill_to_exit_ns"].as_u64().expect("kill_to_exit_ns");
+    // The kernel wakes the reaper 2 s (OOM_REAPER_DELAY) after the kill.
+    assert!((1_900_000_000..10_000_000_000).contains(&woken), "{lc}");
+    assert!(woken <= reaped && reaped < exited, "{lc}");
+    let m = agent.get("/metrics");
+    let reaped_count = "oomwatch_oom_kill_to_reaped_seconds_count";
+    assert!(metric_value(&m, reaped_count).unwrap_or(0.0) >= 1.0, "{m}");
+
+    let Some(trace) = trace else {
+        eprintln!("tracefs instances unavailable: no cross-check against the kernel's trace");
+        return;
+    };
+    let events = trace.events();
+    let at = |name: &str| {
+        events
+            .iter()
+            .find(|(_, n, a)| n == name && pid_arg(a) == Some(i64::from(pid)))
+            .map(|(ts, _, _)| *ts)
+            .unwrap_or_else(|| panic!("kernel traced no {name} for {pid}: {events:?}"))
+    };
+    let (mark, wake, start, finish) = (
+        at("mark_victim"),
+        at("wake_reaper"),
+        at("start_task_reaping"),
+        at("finish_task_reaping"),
+    );
+    eprintln!(
+        "kernel trace: wake_reaper +{} ns, start +{} ns, finish +{} ns after mark_victim",
+        wake - mark,
+        start - mark,
+        finish - mark
+    );
+    assert!(mark < wake && wake <= start && start <= finish);
+    let close = |a: u64, b: u64| a.abs_diff(b) < 2_000_000;
+    assert!(
+        close(finish - mark, reaped),
+        "kernel {} vs agent {reaped}",
+        finish - mark
+    );
+    assert!(
+        close(wake - mark, woken),
+        "kernel {} vs agent {woken}",
+        wake - mark
+    );
+}
+
+/// SIGKILLs the victim if the test fails before it is gone.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory arguments; a stale pid at worst gets ESRCH.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }

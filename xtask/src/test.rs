@@ -179,6 +179,11 @@ fn run_steps(
     run_counting(&mut tests, counts).context("[test] step cargo test")?;
     passed.push("cargo-test");
 
+    // The bench's short version: a few kills, correctness only (records = kernel kills, none
+    // dropped), never timings, so the bench does not rot.
+    crate::bench::bench(true).context("[test] step bench-smoke")?;
+    passed.push("bench-smoke");
+
     crate::fuzz::fuzz(5).context("[test] step fuzz")?;
     passed.push("fuzz");
 

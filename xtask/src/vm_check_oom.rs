@@ -127,6 +127,12 @@ pub fn check_oom(
                 ("chosen.comm", str_of(inv.summary.get("task"))),
                 ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
                 ("group_kill", Some(Json::Bool(pid != chosen))),
+                // Why this victim: the chosen task heads the candidates, with its points.
+                ("candidates.0.pid", n(chosen)),
+                (
+                    "candidates.0.points",
+                    row.and_then(|r| badness(r, totalpages)).and_then(n),
+                ),
                 ("event.trigger.comm", s(&inv.invoker)),
             ]);
             if kmsg {

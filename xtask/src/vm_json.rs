@@ -29,9 +29,11 @@ impl Json {
         Ok(v)
     }
 
+    /// An object's member, or an array's element by its index (`"0"`).
     pub fn get(&self, key: &str) -> Option<&Json> {
         match self {
             Json::Obj(m) => m.get(key),
+            Json::Arr(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
             _ => None,
         }
     }

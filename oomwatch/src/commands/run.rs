@@ -212,6 +212,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut kmsg_context = false;
     if let Some(src) = oom_source {
         correlator = correlator.with_oom_kill(src, constraints);
+        if kmsg.is_some() && args.candidates > 0 {
+            // The report still gives what the probe cannot: the scored candidates and the
+            // domain's memory at the kill.
+            correlator = correlator
+                .with_kmsg()
+                .with_candidates(usize::try_from(args.candidates).unwrap_or(5));
+            kmsg_context = true;
+        }
     } else if args.disable_probe.iter().any(|p| p == PROBE_KMSG) {
         tracing::warn!(
             probe = PROBE_KMSG,

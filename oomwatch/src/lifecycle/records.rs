@@ -114,7 +114,10 @@ pub struct StuckLine {
 impl StuckLine {
     pub(super) fn of(t: &Tracked, host: &str, (state, tid): (char, i32), proc_root: &Path) -> Self {
         let now = crate::correlate::monotonic_ns();
-        let task = proc_root.join(t.key.to_string()).join("task").join(tid.to_string());
+        let task = proc_root
+            .join(t.key.to_string())
+            .join("task")
+            .join(tid.to_string());
         let wchan = std::fs::read_to_string(task.join("wchan"))
             .ok()
             .map(|s| s.trim().to_string())

@@ -162,7 +162,11 @@ fn a_victim_alive_after_the_bound_is_stuck_with_its_state() {
     for (tid, state) in [(40, "Z"), (41, "D"), (42, "S")] {
         let task = dir.path().join(format!("40/task/{tid}"));
         fs::create_dir_all(&task).unwrap();
-        fs::write(task.join("stat"), format!("{tid} (a) b) {state} 1 40 40 0 -1\n")).unwrap();
+        fs::write(
+            task.join("stat"),
+            format!("{tid} (a) b) {state} 1 40 40 0 -1\n"),
+        )
+        .unwrap();
         fs::write(task.join("wchan"), "request_wait_answer").unwrap();
     }
     let mut lc = tracker(dir.path(), true);

@@ -337,18 +337,26 @@ fn endless_fragments_stay_bounded() {
     assert!(peak <= MAX_LINE_BYTES * 16 + harness::SLACK, "{peak} bytes");
 }
 
-/// The report above with every number at the largest value the parsers accept.
+/// The report above with every number at the largest value the parsers accept, with the task
+/// table of 6.8+ and of 4.14 (`nr_ptes`, `nr_pmds`).
 #[test]
 fn oom_report_largest_numbers() {
-    let max = i64::MAX;
-    for adj in [0, 1000, -999] {
+    let m = i64::MAX;
+    let tables = [
+        (
+            "rss_anon rss_file rss_shmem pgtables_bytes",
+            format!("{m} {m} {m} {m}"),
+        ),
+        ("nr_ptes nr_pmds", format!("{m} {m}")),
+    ];
+    for ((columns, values), adj) in tables.iter().flat_map(|t| [(t, 0), (t, 1000), (t, -999)]) {
         let lines = [
-            format!("tail invoked oom-killer: gfp_mask=0xffffffff(GFP_KERNEL), order={max}, oom_score_adj={adj}"),
+            format!("tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj={adj}"),
             "Tasks state (memory values in pages):".to_string(),
-            "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name".to_string(),
-            format!("[     42] 0 42 {max} {max} {max} {max} {max} {max} {max} {adj:>5} tail"),
-            format!("oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/a/b,task=tail,pid=42,uid=0"),
-            format!("Out of memory: Killed process 42 (tail) total-vm:{max}kB, anon-rss:{max}kB, file-rss:{max}kB, shmem-rss:{max}kB, UID:0 pgtables:{max}kB oom_score_adj:{adj}"),
+            format!("[  pid  ]   uid  tgid total_vm      rss {columns} swapents oom_score_adj name"),
+            format!("[     42] 0 42 {m} {m} {values} {m} {adj:>5} tail"),
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/a/b,task=tail,pid=42,uid=0".to_string(),
+            format!("Out of memory: Killed process 42 (tail) total-vm:{m}kB, anon-rss:{m}kB, file-rss:{m}kB, shmem-rss:{m}kB, UID:0 pgtables:{m}kB oom_score_adj:{adj}"),
         ];
         let records: Vec<KmsgRecord> = lines
             .into_iter()
