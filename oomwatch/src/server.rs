@@ -4,6 +4,10 @@
 //! Any other path answers 404 with a short text body; another method on a known path
 //! answers 405 with an `Allow` header. The server stops accepting connections when the
 //! shutdown future completes and returns once in-flight requests are done.
+//!
+//! Connections are served by hyper (HTTP/1 only) under [`Limits`]: a cap on open connections,
+//! a header timeout, a head size limit, a request timeout (see [`limits`] and [`accept`]);
+//! the server's own counters are the `oomwatch_http_*` metrics.
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +26,11 @@ use crate::host::HostCollectors;
 use crate::sink::metrics::{Metrics, CONTENT_TYPE};
 use crate::sink::recent::RecentEvents;
 
+mod accept;
+pub mod limits;
 pub mod page;
+
+pub use limits::{HttpStats, Limits};
 
 /// What the handlers read: the metrics, the recent events, the host collectors.
 #[derive(Clone, Debug)]
@@ -119,7 +127,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|error| ServerError::Bind { addr, error })
 }
 
-/// Serves `/`, `/events`, `/metrics` and `/healthz` on `listener` until `shutdown` completes.
+/// Serves `/`, `/events`, `/metrics` and `/healthz` on `listener` until `shutdown` completes,
+/// under the default [`Limits`].
 ///
 /// Each scrape renders the metrics afresh (which also reads the eBPF counters), and each page
 /// view reads the host files, on a blocking thread so neither stalls the runtime.
@@ -128,11 +137,24 @@ pub async fn serve(
     state: impl Into<ServerState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let addr = listener.local_addr().ok();
-    axum::serve(listener, router(state.into()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|error| ServerError::Serve { addr, error })
+    serve_with_limits(listener, state, Limits::default(), shutdown).await
+}
+
+/// [`serve`] under `limits`. The server's own counters (`oomwatch_http_*`) are added to the
+/// state's metrics, so call this once per [`Metrics`].
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    state: impl Into<ServerState>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let state = state.into();
+    let stats = Arc::new(HttpStats::default());
+    state
+        .metrics
+        .add_collector(limits::collector(Arc::clone(&stats)));
+    accept::serve(listener, router(state), limits, stats, shutdown).await;
+    Ok(())
 }
 
 /// The routes, separate from the socket so they can be exercised on their own.

@@ -402,3 +402,80 @@ impl Drop for KillOnDrop {
         unsafe { libc::kill(self.0, libc::SIGKILL) };
     }
 }
+
+/// The real earlyoom (Debian's `earlyoom` package), confined to a PID namespace of its own
+/// with its own `/proc`: the only process it can see, and so kill, is the victim. It is told
+/// memory is low at once (`-m 99,99`: SIGKILL at or below 99 % available).
+#[test]
+fn a_real_earlyoom_kill_is_an_event_with_killer_earlyoom() {
+    if !real_kernel_or_skip("a_real_earlyoom_kill_is_an_event_with_killer_earlyoom") {
+        return;
+    }
+    let Some(earlyoom) = ["/usr/bin/earlyoom", "/usr/local/bin/earlyoom"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("SKIPPED: earlyoom is not installed (Debian package `earlyoom`)");
+        return;
+    };
+    let mut agent = Agent::start(&[]);
+    // A victim with a comm of its own: `sleep` run through a symlink of that name.
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("oomw-eo-victim");
+    std::os::unix::fs::symlink("/bin/sleep", &victim).unwrap();
+    let script = format!(
+        "{} 1000 & v=$!; echo 1000 > /proc/$v/oom_score_adj; sleep 0.5; \
+         exec {} -m 99,99 -s 100,100 -r 0",
+        victim.display(),
+        earlyoom.display()
+    );
+    let mut ns = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        agent.wait_event(WAIT, |v| {
+            v["type"].is_null() && v["killer"] == "earlyoom" && v["comm"] == "oomw-eo-victim"
+        })
+    }));
+    let _ = ns.kill();
+    let out = ns.wait_with_output().unwrap();
+    let ev = found.unwrap_or_else(|_| {
+        panic!(
+            "no earlyoom event; earlyoom said:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("earlyoom kill event: {ev}");
+    // earlyoom reports kills on stderr (unbuffered); stdout is lost with its SIGKILL.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let pid = ev["pid"].as_i64().unwrap();
+    assert!(
+        said.contains("sending SIGKILL") && said.contains("oomw-eo-victim"),
+        "earlyoom did not report the kill:\n{said}"
+    );
+    let earlyoom_pid = ev["killer_pid"].as_i64().unwrap();
+    assert_eq!(ev["trigger"]["comm"], "earlyoom", "{ev}");
+    assert_eq!(ev["trigger"]["tgid"], earlyoom_pid, "{ev}");
+    let lc = agent.wait_event(WAIT, |v| is_lifecycle(v, pid as i32));
+    assert_eq!(lc["killer"], "earlyoom", "{lc}");
+    assert!(lc["kill_to_exit_ns"].as_u64().unwrap() > 0, "{lc}");
+}

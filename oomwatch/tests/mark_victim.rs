@@ -134,7 +134,8 @@ fn twenty_kills_make_exactly_twenty_events() {
     let ours: Vec<i64> = agent
         .seen
         .iter()
-        .filter(|v| v["cgroup"] == cg.path.as_str())
+        // Events only: follow-up lines (`type`, e.g. oom_kill_lifecycle) share the pid.
+        .filter(|v| v["type"].is_null() && v["cgroup"] == cg.path.as_str())
         .map(|v| v["pid"].as_i64().unwrap())
         .collect();
     let mut want: Vec<i64> = pids.iter().map(|&p| i64::from(p)).collect();

@@ -52,7 +52,7 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// setup --test, build-ebpf, clippy-ebpf, fmt, clippy, deploy, cargo test --workspace
-    /// [-- ARGS], vm-test.
+    /// [-- ARGS], fuzz (5 s per target), vm-test.
     Test {
         /// Arguments passed to `cargo test --workspace`.
         #[arg(last = true)]

@@ -12,8 +12,12 @@ mod vm_agent;
 mod vm_btf;
 #[path = "vm_check.rs"]
 mod vm_check;
+#[path = "vm_check_lifecycle.rs"]
+mod vm_check_lifecycle;
 #[path = "vm_check_oom.rs"]
 mod vm_check_oom;
+#[path = "vm_earlyoom.rs"]
+mod vm_earlyoom;
 #[path = "vm_initramfs.rs"]
 mod vm_initramfs;
 #[path = "vm_json.rs"]
@@ -63,7 +67,8 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let t = Instant::now();
     let initrd = vm_dir.join("initramfs").join("initrd.cpio.gz");
     let staging = vm_dir.join("initramfs").join("root");
-    vm_initramfs::build(&binary, &staging, &initrd)?;
+    let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+    vm_initramfs::build(&binary, &[earlyoom.as_path()], &staging, &initrd)?;
     if !keep {
         fs::remove_dir_all(&staging)?;
     }

@@ -112,6 +112,10 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
             Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
         }
     }
+    // Follow-up records and userspace killers' kills are checked in vm_check_lifecycle.
+    let (others, events): (Vec<Json>, Vec<Json>) = events
+        .into_iter()
+        .partition(super::vm_check_lifecycle::not_a_kernel_event);
     let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
     for v in k.victims {
         let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
@@ -204,6 +208,12 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         k.invocations,
     ));
     checks.push(memory_events(k, &events));
+    checks.extend(super::vm_check_lifecycle::checks(
+        k,
+        section("agent-log"),
+        &events,
+        &others,
+    ));
     checks.push(metrics(agent, section("metrics"), n));
     checks.push(probes(agent, section("agent-log")));
 

@@ -108,6 +108,35 @@ for p in $s1 $s2; do
     echo "g $p $s sleep" >> /victims
     say "sleeper $p in /g exited with status $s"
 done
+# A userspace OOM killer: the real earlyoom (Debian's package), in a PID namespace with a /proc
+# of its own, so that the only process it can see, and kill, is a dd that ignores SIGTERM. It is
+# told memory is low at once (SIGKILL at or below 99 % available).
+if [ -x /usr/bin/earlyoom ]; then
+    phase earlyoom
+    unshare -p -f --mount-proc sh -c '
+        sh -c "trap \"\" TERM; exec dd if=/dev/zero of=/dev/null bs=8M count=1000000" &
+        d=$!
+        echo 1000 > /proc/$d/oom_score_adj
+        sleep 2
+        /usr/bin/earlyoom -m 99,99 -s 100,100 -r 0 > /earlyoom.log 2>&1 &
+        e=$!
+        wait $d
+        echo $? > /earlyoom.status
+        kill $e' &
+    ns=$!
+    dd_pid=""
+    i=0
+    while [ -z "$dd_pid" ] && [ $i -lt 50 ]; do
+        for p in /proc/[0-9]*; do
+            if [ "$(cat $p/comm 2>/dev/null)" = dd ]; then dd_pid=${p#/proc/}; fi
+        done
+        i=$((i + 1))
+        sleep 0.1
+    done
+    wait $ns
+    echo "earlyoom ${dd_pid:-0} $(cat /earlyoom.status) dd" >> /userspace-victims
+    say "earlyoom: dd ${dd_pid:-?} exited with status $(cat /earlyoom.status)"
+fi
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -123,6 +152,10 @@ for s in @SUFFIXES@; do
 done
 
 begin victims; cat /victims; end victims
+if [ -f /userspace-victims ]; then
+    begin userspace-victims; cat /userspace-victims; end userspace-victims
+    begin earlyoom-log; cat /earlyoom.log; end earlyoom-log
+fi
 begin dmesg
 dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'oom-kill:' -e 'oom_reaper' \
     -e 'oomwatch-vm:' -e 'memory.oom.group' -e 'pgtables_bytes' -e '] \[ *[0-9][0-9]*] ' \
@@ -162,8 +195,9 @@ pub fn init_script() -> String {
         .replace("@SUFFIXES@", &suffixes.join(" "))
 }
 
-/// Build `out` (gzip-compressed newc cpio) from the agent binary; `staging` is emptied first.
-pub fn build(agent: &Path, staging: &Path, out: &Path) -> Result<()> {
+/// Build `out` (gzip-compressed newc cpio) from the agent binary and `extra` binaries (put in
+/// `/usr/bin`, e.g. earlyoom); `staging` is emptied first.
+pub fn build(agent: &Path, extra: &[&Path], staging: &Path, out: &Path) -> Result<()> {
     if staging.exists() {
         fs::remove_dir_all(staging)
             .with_context(|| format!("[vm] cannot remove {}", staging.display()))?;
@@ -213,6 +247,22 @@ pub fn build(agent: &Path, staging: &Path, out: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    for bin in extra {
+        let name = bin
+            .file_name()
+            .context("[vm] extra binary without a name")?;
+        copy_file(bin, &staging.join("usr/bin").join(name))?;
+        for lib in ldd_paths(bin)? {
+            let rel = lib.strip_prefix("/").unwrap_or(&lib).to_path_buf();
+            copy_file(&lib, &staging.join(rel))?;
+        }
+        eprintln!(
+            "[vm] initramfs: {} as /usr/bin/{}",
+            bin.display(),
+            name.to_string_lossy()
+        );
+    }
 
     let init = staging.join("init");
     fs::write(&init, init_script())?;

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Cap on `oomwatch_oom_kills_total` label sets; the least recently updated is evicted.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_label_sets: u64,
+    /// Open HTTP connections at most; a new one beyond it closes the oldest idle connection
+    /// (1..=65536).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
     /// How many recent events the HTTP server keeps for `/` and `/events` (1..=10000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub recent_events: u64,

@@ -254,9 +254,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .with_recent(Arc::clone(&recent))
         .with_host(Arc::clone(&host_collectors))
         .with_node(&host);
-    let server_task = tokio::spawn(server::serve(listener, server_state, async move {
-        let _ = stop_rx.await;
-    }));
+    let limits = server::Limits::default()
+        .with_max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX));
+    let server_task = tokio::spawn(server::serve_with_limits(
+        listener,
+        server_state,
+        limits,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     tracing::info!(listen = %args.listen, "serving /, /events, /metrics and /healthz");
 
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
@@ -454,6 +461,11 @@ impl Sink {
             self.out.write(&ev).map_err(RunError::Stdout)?;
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
+            // Right after the line: the position is saved at once, so a crash from here on
+            // cannot make the next start replay this kill.
+            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
+                r.on_recorded(ev.pid);
+            }
             if kernel {
                 self.metrics.observe(&ev);
             }
@@ -462,9 +474,6 @@ impl Sink {
             tracing::debug!(pid = ev.pid, latency_us, "event written");
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
                 self.host.watch_memcg(h.dir(cg), cg.clone());
-            }
-            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
-                r.on_recorded(ev.pid);
             }
             for line in self.lifecycle.on_event(&ev, Instant::now()) {
                 self.out.write_line(&line).map_err(RunError::Stdout)?;

@@ -173,6 +173,15 @@ impl Agent {
             .collect()
     }
 
+    /// Records since `from` (any cgroup) and ring-buffer batches drained since `from`.
+    pub fn activity_since(&self, from: Mark) -> (usize, usize) {
+        let d = self.lock();
+        (
+            d.records.len() - from.records,
+            d.drain_age_us.len() - from.drains,
+        )
+    }
+
     /// The agent's latencies (ms) since `from` for records of these pids.
     pub fn latencies_since(&self, from: Mark, pids: &HashSet<i64>) -> Vec<f64> {
         self.lock().written[from.written..]

@@ -3,7 +3,12 @@
 //! kills, before `/dev/kmsg` readers are woken. On a slow (serial) console this delays both the
 //! ring-buffer wake-up of the agent and the kernel-log line the agent waits for.
 
-use std::{fs::OpenOptions, io::Write, time::Instant};
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read, Write},
+    os::unix::fs::OpenOptionsExt,
+    time::Instant,
+};
 
 use super::json::J;
 
@@ -79,4 +84,57 @@ fn time_line(level: u8) -> Option<f64> {
     }
     times.sort_by(f64::total_cmp);
     Some(times[1])
+}
+
+/// Counts what the kernel logs from now on (`/dev/kmsg` opened at its end, read without
+/// blocking): tells whether the host was really quiet during an idle window.
+pub struct KmsgCounter {
+    file: Option<File>,
+}
+
+const O_NONBLOCK: i32 = 0o4000;
+const SEEK_END: i32 = 2;
+
+extern "C" {
+    fn lseek(fd: i32, offset: i64, whence: i32) -> i64;
+}
+
+impl KmsgCounter {
+    pub fn open() -> KmsgCounter {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open("/dev/kmsg")
+            .ok();
+        if let Some(f) = &file {
+            use std::os::fd::AsRawFd;
+            // SAFETY: lseek on a descriptor this struct owns; /dev/kmsg supports SEEK_END.
+            unsafe { lseek(f.as_raw_fd(), 0, SEEK_END) };
+        }
+        KmsgCounter { file }
+    }
+
+    /// Records logged since `open` (or the previous call), and how many were OOM kills.
+    pub fn count(&mut self) -> (u64, u64) {
+        let Some(f) = self.file.as_mut() else {
+            return (0, 0);
+        };
+        let (mut lines, mut kills) = (0, 0);
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    lines += 1;
+                    if String::from_utf8_lossy(&buf[..n]).contains("Killed process") {
+                        kills += 1;
+                    }
+                }
+                // EPIPE: records were overwritten before being read; go on.
+                Err(e) if e.raw_os_error() == Some(32) => continue,
+                Err(_) => break,
+            }
+        }
+        (lines, kills)
+    }
 }

@@ -136,6 +136,17 @@ pub fn markdown(r: &Report, json_path: &str) -> String {
         ),
         None,
     );
+    let ia = &r.idle_activity;
+    row(
+        &mut o,
+        "2",
+        "meanwhile on the host: kernel log lines (OOM kills) / agent records / ring-buffer batches",
+        format!(
+            "{} ({}) / {} / {}",
+            ia.kernel_log_lines, ia.kernel_oom_kills, ia.agent_records, ia.agent_ring_batches
+        ),
+        None,
+    );
     row(
         &mut o,
         "2",
@@ -177,6 +188,22 @@ pub fn markdown(r: &Report, json_path: &str) -> String {
         format!("{} bytes", sc.bytes),
         None,
     );
+    if let Some(t) = &r.scrape_10k_series {
+        row(
+            &mut o,
+            "3",
+            &format!(
+                "for comparison: {} label sets, {} samples in all ({} bytes), p50 / p99",
+                t.label_sets.unwrap_or(0.0),
+                t.samples,
+                t.bytes
+            ),
+            t.latency_ms.map_or("n/a".into(), |p| {
+                format!("{:.2} / {:.2} ms (n={})", p.p50, p.p99, p.n)
+            }),
+            None,
+        );
+    }
     match &r.wrk {
         Some((w, st)) => {
             row(
@@ -325,6 +352,14 @@ fn breakdown(o: &mut String, r: &Report) {
             pcts(&nk.latency_ms)
         );
     }
+    if let Some(t) = &r.tmpfs_state {
+        let _ = writeln!(
+            o,
+            "| same storm, state directory on tmpfs ({} kills): kill → record | {} |",
+            t.kernel_kills,
+            pcts(&t.latency_ms)
+        );
+    }
     let c = &r.console;
     if let (Some(err), Some(info)) = (c.err_line_ms, c.info_line_ms) {
         let _ = writeln!(
@@ -338,10 +373,12 @@ fn breakdown(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "\nDuring the storm the agent's threads waited {} per wake-up for a CPU (run queue, \
-         `schedstat`); all CPUs were {:.0}% busy.\n",
+         `schedstat`); all CPUs were {:.0}% busy; the kernel logged {} other OOM kills on the \
+         host meanwhile (others' tests), which the agent recorded too.\n",
         s.runq_wait_us_per_wakeup
             .map_or("n/a".into(), |v| format!("{v:.0} µs")),
-        s.machine_busy_pct
+        s.machine_busy_pct,
+        s.other_host_kills
     );
 }
 

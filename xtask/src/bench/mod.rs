@@ -32,6 +32,8 @@ struct Config {
     kills_per_cgroup: u64,
     limit: u64,
     idle_secs: u64,
+    /// Idle windows tried at most when other work disturbs them.
+    idle_tries: u32,
     scrapes: usize,
     synthetic_sets: u64,
     wrk_secs: u64,
@@ -47,6 +49,7 @@ const FULL: Config = Config {
     kills_per_cgroup: 250,
     limit: 16 << 20,
     idle_secs: 60,
+    idle_tries: 3,
     scrapes: 200,
     synthetic_sets: 10_000,
     wrk_secs: 30,
@@ -60,6 +63,7 @@ const SMOKE: Config = Config {
     kills_per_cgroup: 5,
     limit: 16 << 20,
     idle_secs: 5,
+    idle_tries: 1,
     scrapes: 20,
     synthetic_sets: 1000,
     wrk_secs: 3,
@@ -145,7 +149,40 @@ pub fn bench(smoke: bool) -> Result<()> {
     );
     let mut pids = vec![a.pid];
     pids.extend(ne.as_ref().map(|n| n.pid));
-    let (idle, busy) = phases::idle(&pids, cfg.idle_secs)?;
+    // "Nothing happening" is the premise: when others' OOM kills land in the window (the
+    // machine is shared), the window is repeated (full run: up to 3 tries, the quietest kept).
+    let mut best: Option<(Vec<phases::Idle>, f64, report::IdleActivity)> = None;
+    for attempt in 1..=cfg.idle_tries {
+        let (mark, mut kmsg) = (a.mark(), diag::KmsgCounter::open());
+        let (idle, busy) = phases::idle(&pids, cfg.idle_secs)?;
+        let (kernel_log_lines, kernel_oom_kills) = kmsg.count();
+        let (agent_records, agent_ring_batches) = a.activity_since(mark);
+        let act = report::IdleActivity {
+            kernel_log_lines,
+            kernel_oom_kills,
+            agent_records,
+            agent_ring_batches,
+            attempts: attempt,
+        };
+        let quiet = kernel_oom_kills == 0 && agent_records == 0 && agent_ring_batches == 0;
+        if !quiet {
+            eprintln!(
+                "[bench] idle window {attempt}: the host logged {kernel_log_lines} kernel lines \
+                 ({kernel_oom_kills} OOM kills) meanwhile"
+            );
+        }
+        if best
+            .as_ref()
+            .is_none_or(|(_, _, b)| kernel_log_lines < b.kernel_log_lines)
+        {
+            best = Some((idle, busy, act));
+        }
+        if quiet {
+            break;
+        }
+    }
+    let (idle, busy, act) = best.context("no idle window")?;
+    r.idle_activity = act;
     r.idle = idle[0];
     r.idle_busy_pct = busy;
     r.storm = phases::storm(
@@ -184,6 +221,21 @@ pub fn bench(smoke: bool) -> Result<()> {
             None,
         )?);
         a.stop()?;
+        // ... and with the agent's state file on tmpfs (its writes then cost nothing).
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() {
+            let dir = shm.join(format!("oomwatch-bench-state-{stamp}"));
+            let a = Agent::start(&binary, dir, &[])?;
+            r.tmpfs_state = Some(phases::storm(
+                &a,
+                "tmpfs",
+                cfg.cgroups,
+                cfg.nokmsg_kills_per_cgroup,
+                cfg.limit,
+                None,
+            )?);
+            a.stop()?;
+        }
     }
 
     // 3: many label sets, scraped alone, then under wrk while a storm runs.
@@ -212,6 +264,15 @@ pub fn bench(smoke: bool) -> Result<()> {
     }
     check_agent_output(&b)?;
     b.stop()?;
+    // The same with 10,000 series in all: every label set is 6 series (the counter, badness,
+    // last-kill time and 3 RSS gauges).
+    if !smoke {
+        let sets = (n / 6).to_string();
+        let args = ["--synthetic-label-sets".to_string(), sets];
+        let c = Agent::start(&binary, state("c"), &args)?;
+        r.scrape_10k_series = Some(http::scrape_series(c.port, cfg.scrapes)?);
+        c.stop()?;
+    }
 
     r.load_after = sys::loadavg();
     r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
@@ -254,7 +315,15 @@ fn summarize(r: &Report) -> Result<()> {
     let mut failed = Vec::new();
     for c in r.checks() {
         let ok = if c.ok { "✓" } else { "✗" };
-        eprintln!("[bench] {ok} {}: {} (target {})", c.name, c.value, c.target);
+        let note = if r.smoke && !c.correctness {
+            ", not checked in --smoke"
+        } else {
+            ""
+        };
+        eprintln!(
+            "[bench] {ok} {}: {} (target {}{note})",
+            c.name, c.value, c.target
+        );
         if c.correctness && !c.ok {
             failed.push(c.name);
         }
@@ -308,6 +377,47 @@ fn analysis(r: &Report) -> Vec<String> {
         lat.p99,
         lat.p50 - drain.p50
     ));
+    if let Some(p) = r.scrape_synthetic.latency_ms {
+        let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
+        out.push(format!(
+            "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
+             at the median. `Metrics::families()` builds a prometheus `MetricFamily` with owned \
+             label-name and label-value strings for every sample, then the text encoder \
+             escapes and writes them, all while holding the `kills` mutex that \
+             `Metrics::observe` takes for every record{}.",
+            r.synthetic_sets,
+            r.scrape_synthetic.bytes,
+            r.scrape_synthetic.samples,
+            p.p50,
+            wrk.map_or(String::new(), |w| format!(
+                ": under wrk, records wait for it (kill → record p50 {:.0} ms, p99 {:.0} ms, \
+                 with both cores also busy rendering)",
+                w.p50, w.p99
+            ))
+        ));
+    }
+    if let Some(t) = r.tmpfs_state.as_ref().and_then(|s| s.latency_ms) {
+        out.push(format!(
+            "With its state directory on tmpfs the same kind of storm gives p50 {:.2} ms, p99 \
+             {:.2} ms, max {:.2} ms (on disk above: p99 {:.2} ms). The agent rewrites \
+             `kmsg-position.json` (write + rename) after every kernel-log line it reads \
+             (`Sink::emit` saves the position even when it wrote no record), on the \
+             single-threaded run loop: each rename on ext4 here takes 0.1-0.8 ms, and a ring \
+             buffer record that arrives meanwhile waits.",
+            t.p50, t.p99, t.max, lat.p99
+        ));
+    }
+    if let Some(d) = r.node_exporter.as_ref().map(|n| &n.delay) {
+        if let Some(p) = d.oomwatch_ms {
+            out.push(format!(
+                "Isolated kills (the side-by-side above) took {:.1} ms at the median: the kernel \
+                 rate-limits its full OOM report to 10 per 5 s, so kills 400 ms apart each log it \
+                 in full, {:.0} kernel-log lines per kill here, and the agent saves its \
+                 kernel-log position after each line.",
+                p.p50, d.log_lines_per_kill
+            ));
+        }
+    }
     if let Some(nk) = r.nokmsg.as_ref().and_then(|s| s.latency_ms) {
         out.push(format!(
             "Without the kernel-log context (`--disable-probe kmsg:oom_report`) the same kind of \

@@ -150,6 +150,8 @@ pub struct Storm {
     pub runq_wait_us_per_wakeup: Option<f64>,
     /// % of all CPUs busy during the storm (everything on the machine).
     pub machine_busy_pct: f64,
+    /// OOM kills the kernel logged meanwhile outside the bench cgroups (others' work).
+    pub other_host_kills: u64,
 }
 
 impl Storm {
@@ -177,6 +179,7 @@ pub fn storm(
     sys::reset_peak_rss(agent.pid);
     let s0 = agent.sample()?;
     let c0 = sys::cpu_times();
+    let mut kmsg = super::diag::KmsgCounter::open();
     eprintln!(
         "[bench] storm {tag}: {n} cgroups of {} MiB, {} kills each...",
         limit >> 20,
@@ -190,6 +193,7 @@ pub fn storm(
     let busy = c0.busy_pct_until(&sys::cpu_times());
     let kernel_kills = wait_for_records(agent, mark, &cgs)?;
     let s1 = agent.sample()?;
+    let (_, logged_kills) = kmsg.count();
     let recs = agent.records_since(mark, &cgs.paths);
     let live: Vec<_> = recs.iter().filter(|r| !r.replayed).collect();
     let pids: HashSet<i64> = live.iter().map(|r| r.pid).collect();
@@ -223,6 +227,7 @@ pub fn storm(
         runq_wait_us_per_wakeup: (wakeups > 0)
             .then(|| s1.wait_ns.saturating_sub(s0.wait_ns) as f64 / 1e3 / wakeups as f64),
         machine_busy_pct: busy,
+        other_host_kills: logged_kills.saturating_sub(kernel_kills),
     };
     eprintln!(
         "[bench] storm {tag}: {} kernel kills, {} records, {} replayed, dropped {:?}, \
@@ -300,6 +305,7 @@ pub fn vmstat_delay(
     let dir = cgs.dirs()[0].clone();
     let mark = agent.mark();
     let stop = AtomicBool::new(false);
+    let mut kmsg = super::diag::KmsgCounter::open();
     let changes: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let polls: Mutex<Vec<f64>> = Mutex::new(Vec::new());
     eprintln!("[bench] node_exporter: {kills} kills, polling node_vmstat_oom_kill every 10 ms...");
@@ -341,6 +347,7 @@ pub fn vmstat_delay(
         result
     })?;
     wait_for_records(agent, mark, &cgs)?;
+    let (log_lines, _) = kmsg.count();
     let changes = changes.into_inner().unwrap();
     let mut delays = Vec::new();
     let mut ours = Vec::new();
@@ -357,5 +364,6 @@ pub fn vmstat_delay(
         delay_ms: Pct::of(&delays),
         oomwatch_ms: Pct::of(&ours),
         poll_ms: Pct::of(&polls.into_inner().unwrap()),
+        log_lines_per_kill: log_lines as f64 / kills.max(1) as f64,
     })
 }

@@ -35,6 +35,9 @@ pub struct Report {
     /// All CPUs during the idle window, %.
     pub idle_busy_pct: f64,
     pub console: Console,
+    /// During the idle window: kernel log records, of which OOM kills (host-wide), and the
+    /// agent's records and ring-buffer batches.
+    pub idle_activity: IdleActivity,
     pub startup: Startup,
     pub idle: Idle,
     pub storm: Storm,
@@ -42,11 +45,38 @@ pub struct Report {
     pub scrape: ScrapeStats,
     /// The same storm with the kernel-log context off (`--disable-probe kmsg:oom_report`).
     pub nokmsg: Option<Storm>,
+    /// The same storm with the state directory on tmpfs.
+    pub tmpfs_state: Option<Storm>,
     pub synthetic_sets: u64,
     pub scrape_synthetic: ScrapeStats,
+    /// A scrape with 10,000 series in all (synthetic_sets / 6 label sets).
+    pub scrape_10k_series: Option<ScrapeStats>,
     pub wrk: Option<(WrkResult, Storm)>,
     pub node_exporter: Option<NodeExporterReport>,
     pub notes: Vec<String>,
+}
+
+/// What happened on the host while the agent was meant to be idle.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdleActivity {
+    pub kernel_log_lines: u64,
+    pub kernel_oom_kills: u64,
+    pub agent_records: usize,
+    pub agent_ring_batches: usize,
+    /// Which try this window was (the quietest of up to 3).
+    pub attempts: u32,
+}
+
+impl IdleActivity {
+    pub fn json(&self) -> J {
+        J::obj(vec![
+            ("kernel_log_lines", J::Num(self.kernel_log_lines as f64)),
+            ("kernel_oom_kills", J::Num(self.kernel_oom_kills as f64)),
+            ("agent_records", J::Num(self.agent_records as f64)),
+            ("agent_ring_batches", J::Num(self.agent_ring_batches as f64)),
+            ("window_try", J::Num(f64::from(self.attempts))),
+        ])
+    }
 }
 
 /// One number with a target.
@@ -196,14 +226,25 @@ impl Report {
                 ]),
             ),
             ("idle", idle_json(&self.idle)),
+            ("idle_host_activity", self.idle_activity.json()),
             ("storm", storm_json(&self.storm)),
             ("scrape_default_state", self.scrape.json()),
             (
                 "storm_without_kmsg_context",
                 self.nokmsg.as_ref().map_or(J::Null, storm_json),
             ),
+            (
+                "storm_state_dir_on_tmpfs",
+                self.tmpfs_state.as_ref().map_or(J::Null, storm_json),
+            ),
             ("synthetic_label_sets", J::Num(self.synthetic_sets as f64)),
             ("scrape_synthetic", self.scrape_synthetic.json()),
+            (
+                "scrape_10000_series",
+                self.scrape_10k_series
+                    .as_ref()
+                    .map_or(J::Null, |s| s.json()),
+            ),
         ];
         top.push((
             "wrk_with_storm",
@@ -285,6 +326,7 @@ fn storm_json(s: &Storm) -> J {
             J::opt(s.runq_wait_us_per_wakeup),
         ),
         ("all_cpus_busy_pct", J::Num(s.machine_busy_pct)),
+        ("other_oom_kills_on_host", J::Num(s.other_host_kills as f64)),
     ])
 }
 

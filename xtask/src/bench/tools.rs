@@ -219,6 +219,8 @@ pub struct VmstatDelay {
     pub oomwatch_ms: Option<Pct>,
     /// How long one poll (a full scrape) of node_exporter took, ms.
     pub poll_ms: Option<Pct>,
+    /// Kernel log lines per kill (an isolated kill gets the full OOM report).
+    pub log_lines_per_kill: f64,
 }
 
 impl VmstatDelay {
@@ -228,6 +230,7 @@ impl VmstatDelay {
             ("node_vmstat_oom_kill_delay_ms", Pct::json(&self.delay_ms)),
             ("oomwatch_record_latency_ms", Pct::json(&self.oomwatch_ms)),
             ("node_exporter_poll_ms", Pct::json(&self.poll_ms)),
+            ("kernel_log_lines_per_kill", J::Num(self.log_lines_per_kill)),
         ])
     }
 }

@@ -1,0 +1,174 @@
+//! `vm-test` checks of how each kill ended and of userspace killers: every victim's
+//! `oom_kill_lifecycle` line (kill→exit time, same `oom_id` and kill time as its event), and,
+//! when the guest ran its earlyoom phase, the event of the real earlyoom's SIGKILL
+//! (`killer: "earlyoom"`).
+//!
+//! Each check applies when the agent says it can: the lifecycle check when its log has
+//! `tracepoint:sched/sched_process_exit` attached, the earlyoom check when the guest printed the
+//! `userspace-victims` section (it has earlyoom). A console of an older agent passes with a
+//! detail saying so.
+
+use super::{
+    vm_agent::Kernel,
+    vm_check::{check, Check},
+    vm_json::Json,
+    vm_parse::probe_status,
+};
+
+/// The exit probe's row in the probe table.
+const EXIT_PROBE: &str = "tracepoint:sched/sched_process_exit";
+/// Console section of the earlyoom phase: `earlyoom PID STATUS COMM` lines.
+pub const USERSPACE_SECTION: &str = "userspace-victims";
+
+/// Lines of the events section that are not kernel OOM events: follow-up records (with a
+/// `type`) and userspace killers' kills (`killer` other than `kernel`).
+pub fn not_a_kernel_event(v: &Json) -> bool {
+    v.get("type").is_some()
+        || v.get("killer")
+            .and_then(Json::as_str)
+            .is_some_and(|k| k != "kernel")
+}
+
+fn num(v: &Json, key: &str) -> Option<i64> {
+    v.get(key).and_then(Json::as_i64)
+}
+
+fn text<'a>(v: &'a Json, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Json::as_str)
+}
+
+/// The checks of one agent; `events` are its kernel events, `others` the rest of its lines.
+pub fn checks(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Vec<Check> {
+    vec![lifecycle(k, log, events, others), earlyoom(k, others)]
+}
+
+fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Check {
+    let status = probe_status(log);
+    if !matches!(status.get(EXIT_PROBE), Some((true, _))) {
+        return check(
+            "kill lifecycle",
+            Vec::new(),
+            format!("not checked: {EXIT_PROBE} not attached in this run"),
+        );
+    }
+    let mut problems = Vec::new();
+    let mut times = Vec::new();
+    for v in k.victims {
+        let of_pid = |l: &&Json| num(l, "pid") == Some(v.pid);
+        let lines: Vec<&Json> = others
+            .iter()
+            .filter(of_pid)
+            .filter(|l| text(l, "type") == Some("oom_kill_lifecycle"))
+            .collect();
+        let [line] = lines.as_slice() else {
+            problems.push(format!(
+                "pid {}: {} oom_kill_lifecycle lines",
+                v.pid,
+                lines.len()
+            ));
+            continue;
+        };
+        if let Some(stuck) = others
+            .iter()
+            .filter(of_pid)
+            .find(|l| text(l, "type") == Some("oom_kill_stuck"))
+        {
+            problems.push(format!("pid {}: reported stuck: {}", v.pid, stuck.render()));
+        }
+        let Some(ev) = events.iter().find(of_pid) else {
+            continue; // "one event per victim" says so
+        };
+        let to_exit = num(line, "kill_to_exit_ns");
+        if !to_exit.is_some_and(|n| n > 0 && n < 60_000_000_000) {
+            problems.push(format!("pid {}: kill_to_exit_ns {to_exit:?}", v.pid));
+        }
+        for (l, e) in [("kill_ktime_ns", "ktime_ns"), ("oom_id", "oom_id")] {
+            let (a, b) = (line.get(l), ev.get(e));
+            if a != b {
+                problems.push(format!(
+                    "pid {}: lifecycle {l} {} != event {e} {}",
+                    v.pid,
+                    a.map_or("absent".into(), Json::render),
+                    b.map_or("absent".into(), Json::render)
+                ));
+            }
+        }
+        if text(line, "killer") != Some("kernel") {
+            problems.push(format!("pid {}: killer {:?}", v.pid, text(line, "killer")));
+        }
+        times.push(format!(
+            "{} {}µs reaper {}",
+            v.pid,
+            to_exit.unwrap_or(0) / 1000,
+            text(line, "reaper").unwrap_or("?")
+        ));
+    }
+    check(
+        "kill lifecycle",
+        problems,
+        format!("kill→exit per victim: {}", times.join(", ")),
+    )
+}
+
+fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
+    let phase = k.console.section(USERSPACE_SECTION);
+    if !k.console.sections.contains_key(USERSPACE_SECTION) {
+        return check(
+            "userspace killer",
+            Vec::new(),
+            "not checked: the guest ran no earlyoom phase".into(),
+        );
+    }
+    let mut problems = Vec::new();
+    let mut said = Vec::new();
+    let rows: Vec<Vec<&str>> = phase
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    if rows.is_empty() {
+        problems.push("the earlyoom phase recorded no victim".into());
+    }
+    for row in rows {
+        let [killer, pid, status, comm] = row.as_slice() else {
+            problems.push(format!("malformed line {row:?}"));
+            continue;
+        };
+        let pid: i64 = pid.parse().unwrap_or(-1);
+        if *status != "137" {
+            problems.push(format!("{comm} {pid} exited {status}, not 137 (SIGKILL)"));
+        }
+        let evs: Vec<&Json> = others
+            .iter()
+            .filter(|e| num(e, "pid") == Some(pid) && e.get("type").is_none())
+            .collect();
+        let [ev] = evs.as_slice() else {
+            problems.push(format!("{killer} kill of {pid}: {} events", evs.len()));
+            continue;
+        };
+        for (key, want) in [("killer", *killer), ("comm", *comm)] {
+            if text(ev, key) != Some(want) {
+                problems.push(format!("{pid}: {key} {:?}, expected {want}", text(ev, key)));
+            }
+        }
+        let trigger = ev
+            .get("trigger")
+            .and_then(|t| t.get("comm"))
+            .and_then(Json::as_str);
+        if trigger != Some(killer) {
+            problems.push(format!(
+                "{pid}: trigger.comm {trigger:?}, expected {killer}"
+            ));
+        }
+        let lc = others
+            .iter()
+            .find(|l| num(l, "pid") == Some(pid) && text(l, "type") == Some("oom_kill_lifecycle"));
+        match lc.and_then(|l| num(l, "kill_to_exit_ns")) {
+            Some(n) if n > 0 => said.push(format!(
+                "{killer} killed {comm} {pid}, exit after {}µs",
+                n / 1000
+            )),
+            other => problems.push(format!("{pid}: lifecycle kill_to_exit_ns {other:?}")),
+        }
+    }
+    check("userspace killer", problems, said.join("; "))
+}
