@@ -20,7 +20,7 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::host::HostCollectors;
 use crate::sink::metrics::{Metrics, CONTENT_TYPE};
@@ -121,11 +121,24 @@ fn bind_hint(e: &io::Error) -> String {
 ///
 /// The error names the address and the fix, e.g. "cannot listen on 0.0.0.0:9837: address
 /// already in use (another oomwatch?); choose another with --listen".
+///
+/// The listen backlog is [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`), not
+/// the standard library's 128: a burst of connections (a flood, or many scrapers at once)
+/// waits in the kernel's queue instead of having its SYNs dropped and retried a second later.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| ServerError::Bind { addr, error })
+    let err = |error| ServerError::Bind { addr, error };
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
+
+/// Connections the kernel queues for the accept loop.
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// Serves `/`, `/events`, `/metrics` and `/healthz` on `listener` until `shutdown` completes,
 /// under the default [`Limits`].

@@ -322,3 +322,34 @@ fn histograms_render_cumulative_buckets() {
         "{text}"
     );
 }
+
+#[test]
+fn a_victim_thread_is_followed_by_its_process_and_named_by_the_reaper() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lc = tracker(dir.path(), true);
+    let now = Instant::now();
+    // The kernel picked thread 80 of process 79: the reaper names 80, the exit names 79.
+    let ev = OomEvent {
+        tgid: Some(79),
+        ..kill(80, 1_000)
+    };
+    assert!(lc
+        .push(&rec(RecordKind::WakeReaper, 80, 1_500), now)
+        .is_empty());
+    lc.on_event(&ev, now);
+    lc.push(&rec(RecordKind::StartReaping, 80, 1_600), now);
+    lc.push(&rec(RecordKind::FinishReaping, 80, 1_700), now);
+    // An exit of another process with the victim thread's number is not this one's.
+    assert!(lc
+        .push(&rec(RecordKind::VictimExit, 80, 1_800), now)
+        .is_empty());
+    let out = lines(lc.push(&rec(RecordKind::VictimExit, 79, 2_000), now));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0]["pid"].as_i64(), out[0]["tgid"].as_i64()),
+        (Some(80), Some(79))
+    );
+    assert_eq!(out[0]["reaper"], "reaped");
+    assert_eq!(out[0]["kill_to_reaper_woken_ns"], 500);
+    assert_eq!(out[0]["kill_to_exit_ns"], 1_000);
+}
