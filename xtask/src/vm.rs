@@ -2,7 +2,9 @@
 //! and 6.12 cloud kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause
 //! memory-cgroup OOM kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check
 //! the events of three agents run side by side (OOM context from fentry, from the kprobe
-//! fallback, from the kernel log) against the kernel's own log. Downloads are cached under
+//! fallback, from the kernel log) against the kernel's own log; each kill's follow-up
+//! `oom_kill_lifecycle` line, and a real earlyoom's SIGKILL (Debian's package, unpacked under
+//! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`. Downloads are cached under
 //! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
 //! tests); `--prepare-only` stops after those.
 
@@ -55,6 +57,10 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let vm_dir = crate::target_dir().join("vm");
     let (kernels, download_secs) = prepare(which, keep, prepare_only, &vm_dir)?;
     if prepare_only {
+        // Also Debian's earlyoom, unpacked (never installed): the host's userspace-killer test
+        // runs it from target/vm/earlyoom/.
+        let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+        eprintln!("[{STEP}] earlyoom: {}", earlyoom.display());
         eprintln!(
             "[{STEP}] prepared {} kernel(s) and their BTF ({:.1}s); nothing built or booted",
             kernels.len(),

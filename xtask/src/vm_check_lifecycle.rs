@@ -172,3 +172,69 @@ fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
     }
     check("userspace killer", problems, said.join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::vm_parse::{Console, Victim};
+    use super::*;
+
+    const LOG: &str = r#"{"level":"INFO","fields":{"message":"probe attached","probe":"tracepoint:sched/sched_process_exit","reads":"x"}}"#;
+
+    fn run(text: &str, lines: &[&str]) -> Vec<Check> {
+        let console = Console::parse(text);
+        let victims = [Victim {
+            cgroup: "t".into(),
+            pid: 187,
+            status: 137,
+        }];
+        let k = Kernel {
+            console: &console,
+            victims: &victims,
+            kills: &[],
+            invocations: &[],
+        };
+        let all: Vec<Json> = lines.iter().map(|l| Json::parse(l).unwrap()).collect();
+        let (others, events): (Vec<Json>, Vec<Json>) =
+            all.into_iter().partition(not_a_kernel_event);
+        checks(&k, &[LOG.to_string()], &events, &others)
+    }
+
+    const EVENT: &str = r#"{"pid":187,"ktime_ns":100,"oom_id":1,"killer":"kernel"}"#;
+    const LIFECYCLE: &str = r#"{"type":"oom_kill_lifecycle","pid":187,"kill_ktime_ns":100,"oom_id":1,"killer":"kernel","kill_to_exit_ns":5000,"reaper":"none"}"#;
+    const PHASE: &str =
+        "@@OWVM BEGIN userspace-victims@@\nearlyoom 200 137 dd\n@@OWVM END userspace-victims@@\n";
+    const EO_EVENT: &str =
+        r#"{"pid":200,"comm":"dd","killer":"earlyoom","trigger":{"comm":"earlyoom"}}"#;
+    const EO_LIFECYCLE: &str =
+        r#"{"type":"oom_kill_lifecycle","pid":200,"killer":"earlyoom","kill_to_exit_ns":900}"#;
+
+    #[test]
+    fn lifecycle_lines_and_the_earlyoom_kill_pass() {
+        let c = run(PHASE, &[EVENT, LIFECYCLE, EO_EVENT, EO_LIFECYCLE]);
+        assert!(c.iter().all(|c| c.ok), "{c:#?}");
+        assert!(c[1].detail.contains("earlyoom killed dd 200"), "{c:#?}");
+    }
+
+    #[test]
+    fn a_missing_or_wrong_lifecycle_line_fails() {
+        let c = run("", &[EVENT]);
+        assert!(
+            !c[0].ok && c[0].detail.contains("0 oom_kill_lifecycle lines"),
+            "{c:#?}"
+        );
+        let wrong = LIFECYCLE.replace(r#""oom_id":1"#, r#""oom_id":2"#);
+        let c = run("", &[EVENT, &wrong]);
+        assert!(!c[0].ok && c[0].detail.contains("oom_id"), "{c:#?}");
+        // Without the earlyoom phase that check does not apply.
+        assert!(c[1].ok && c[1].detail.starts_with("not checked"));
+    }
+
+    #[test]
+    fn a_missing_or_misattributed_earlyoom_event_fails() {
+        let c = run(PHASE, &[EVENT, LIFECYCLE]);
+        assert!(!c[1].ok && c[1].detail.contains("0 events"), "{c:#?}");
+        let other = EO_EVENT.replace(r#""killer":"earlyoom""#, r#""killer":"oomd""#);
+        let c = run(PHASE, &[EVENT, LIFECYCLE, &other, EO_LIFECYCLE]);
+        assert!(!c[1].ok && c[1].detail.contains("killer"), "{c:#?}");
+    }
+}

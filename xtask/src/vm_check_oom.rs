@@ -2,8 +2,8 @@
 //! kernel's own report of the same invocation ("invoked oom-killer" header, task dump,
 //! "oom-kill:" summary, "Killed process" lines). The `oom_kill_process` probes (fentry or
 //! kprobe) read `struct oom_control`; the kernel-log source `kmsg:oom_report` has only what the
-//! report prints, so `totalpages` and the cgroup ids are null and `badness` lacks the
-//! `oom_score_adj` term (null unless the chosen task's is 0).
+//! report prints, so `totalpages` and the cgroup ids are null, and its `badness` (from the
+//! report's memcg limit) must be the same points as the probes'.
 
 use std::collections::{BTreeMap, BTreeSet};
 

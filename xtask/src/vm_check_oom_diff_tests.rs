@@ -22,20 +22,27 @@ fn a_wrong_badness_value_is_diffed() {
             points + 1
         )
     );
-    // kmsg: the chosen task's oom_score_adj is not 0, so the report cannot give its badness.
+    // kmsg: the chosen task's oom_score_adj is not 0. The agent takes totalpages from the
+    // report's memcg limit and must give the probes' points, the oom_score_adj term included:
+    // neither null (its former behaviour) nor the points without that term.
     let pid = s.adjusted_victim();
     let points = s.number("events", pid, "badness");
-    let text = mutate_event(
-        FIXTURE,
-        "events-kmsg",
-        pid,
-        r#""badness":null,"#,
-        &format!(r#""badness":{points},"#),
-    );
-    assert_eq!(
-        oom_check(&text, "kmsg").detail,
-        format!("pid {pid} oom.badness: agent {points} kernel null")
-    );
+    assert_eq!(s.number("events-kmsg", pid, "badness"), points);
+    let adj_term = s.row(pid)["oom_score_adj"] * (MEMORY_MAX / PAGE_SIZE / 1000);
+    assert_ne!(adj_term, 0);
+    for wrong in ["null".to_string(), (points - adj_term).to_string()] {
+        let text = mutate_event(
+            FIXTURE,
+            "events-kmsg",
+            pid,
+            &format!(r#""badness":{points},"#),
+            &format!(r#""badness":{wrong},"#),
+        );
+        assert_eq!(
+            oom_check(&text, "kmsg").detail,
+            format!("pid {pid} oom.badness: agent {wrong} kernel {points}")
+        );
+    }
     // kmsg: a group-kill member gets the chosen task's badness (it used to be left null).
     let pid = s.group_members()[0];
     let points = s.number("events-kmsg", s.group_chosen(), "badness");
@@ -196,13 +203,23 @@ fn the_source_must_be_the_agents_own() {
 
 #[test]
 fn a_null_context_is_reported() {
-    let pid = sample().victims_in("t")[1];
+    let s = sample();
+    let pid = s.victims_in("t")[1];
+    let id = s.value("events-kprobe", pid, "oom_id");
     let text = mutate_event(
         FIXTURE,
         "events-kprobe",
         pid,
         context_of(FIXTURE, "events-kprobe", pid),
         &only_message("null", "null"),
+    );
+    // Its lifecycle line has no oom_id either.
+    let text = mutate_lifecycle(
+        &text,
+        "events-kprobe",
+        pid,
+        &format!(r#""oom_id":{id},"#),
+        r#""oom_id":null,"#,
     );
     assert_eq!(
         oom_check(&text, "kprobe").detail,
@@ -222,8 +239,13 @@ fn oom_ids_must_group_victims_by_invocation() {
         .max()
         .unwrap()
         + 1;
-    let oom_id = |id: i64| format!(r#""oom_id":{id},"#);
-    let text = mutate_event(FIXTURE, "events-kmsg", pid, &oom_id(id), &oom_id(unused));
+    let text = with_oom_id(
+        FIXTURE,
+        "events-kmsg",
+        pid,
+        &id.to_string(),
+        &unused.to_string(),
+    );
     assert_eq!(
         oom_check(&text, "kmsg").detail,
         format!(
@@ -236,7 +258,13 @@ fn oom_ids_must_group_victims_by_invocation() {
         s.number("events", t[0], "oom_id"),
         s.number("events", t[1], "oom_id"),
     );
-    let text = mutate_event(FIXTURE, "events", t[1], &oom_id(second), &oom_id(first));
+    let text = with_oom_id(
+        FIXTURE,
+        "events",
+        t[1],
+        &second.to_string(),
+        &first.to_string(),
+    );
     assert_eq!(
         oom_check(&text, "fentry").detail,
         format!("oom_id {first} is shared by two OOM invocations")

@@ -6,7 +6,7 @@ use super::super::{
         check_console,
         tests::{
             fixture::{event_line, sample, Sample},
-            get, mutate_event, mutate_in, FIXTURE,
+            get, mutate_event, mutate_in, mutate_lifecycle, with_oom_id, FIXTURE,
         },
     },
     vm_initramfs::{G_VICTIMS, T_VICTIMS},
@@ -167,16 +167,20 @@ fn a_killed_line_without_its_header_is_an_invocation_of_its_own() {
 }
 
 /// The invocation context of `pid`'s event in `section`: from `"oom_id":` up to the comma
-/// before `"sources"` (`..."group_kill":false`).
+/// before the event's own `"namespace"` (the last one: the trigger, victim and candidates
+/// come before), `..."group_kill":false,"candidates":[..],"explanation":..,"domain_memory":{..}`.
 fn context_of<'a>(text: &'a str, section: &str, pid: i64) -> &'a str {
     let line = event_line(text, section, pid);
-    &line[line.find(r#""oom_id":"#).unwrap()..line.find(r#","sources""#).unwrap()]
+    let context = &line[line.find(r#""oom_id":"#).unwrap()..line.rfind(r#","namespace""#).unwrap()];
+    assert!(context.contains(r#","domain_memory":"#), "{context}");
+    context
 }
 
-/// What an event without any invocation context (oom_id `id`) carries.
+/// What an event without any invocation context (oom_id `id`) carries: no candidates, no
+/// explanation (neither badness nor domain) and no domain memory (no memcg to read).
 fn only_message(id: &str, message: &str) -> String {
     format!(
-        r#""oom_id":{id},"constraint":null,"gfp_mask":null,"gfp_flags":null,"order":null,"totalpages":null,"badness":null,"chosen":null,"oom_memcg":null,"oom_memcg_id":null,"message":{message},"group_kill":null"#
+        r#""oom_id":{id},"constraint":null,"gfp_mask":null,"gfp_flags":null,"order":null,"totalpages":null,"badness":null,"chosen":null,"oom_memcg":null,"oom_memcg_id":null,"message":{message},"group_kill":null,"candidates":null,"explanation":null,"domain_memory":null"#
     )
 }
 
@@ -201,12 +205,17 @@ fn without_its_header_the_kmsg_context_has_only_message_and_that_is_accepted() {
     // (a group kill), with that report's id and context.
     let reused = context_of(&text, "events-kmsg", t[0])
         .replace(r#""group_kill":false"#, r#""group_kill":true"#);
-    let kmsg = oom_check(
-        &mutate_event(&documented, "events-kmsg", t[1], &bare, &reused),
-        "kmsg",
-    );
-    assert!(!kmsg.ok);
     let v = |path: &str| s.value("events-kmsg", t[0], path);
+    // Its lifecycle line has that id too.
+    let former = mutate_lifecycle(
+        &mutate_event(&documented, "events-kmsg", t[1], &bare, &reused),
+        "events-kmsg",
+        t[1],
+        &format!(r#""oom_id":{id},"#),
+        &format!(r#""oom_id":{},"#, v("oom_id")),
+    );
+    let kmsg = oom_check(&former, "kmsg");
+    assert!(!kmsg.ok);
     let points = s.number("events-kmsg", t[0], "badness");
     for want in [
         format!(

@@ -9,7 +9,7 @@ use super::*;
 #[path = "vm_fixture_tests.rs"]
 pub(crate) mod fixture;
 
-use fixture::{event_tag, sample};
+use fixture::{event_tag, is_kernel_event_of, kernel_events, sample};
 
 pub(crate) const FIXTURE: &str = include_str!("../tests/fixtures/vm-console-6.1.log");
 
@@ -48,10 +48,32 @@ pub(crate) fn mutate_line(
     out.join("\n")
 }
 
-/// `text` with `from` replaced by `to` in the event line of `pid` in section `section` only.
+/// `text` with `from` replaced by `to` in the kernel OOM kill event line of `pid` in section
+/// `section` only (not in its `oom_kill_lifecycle` line).
 pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    mutate_line(text, section, |l| is_kernel_event_of(l, pid), from, to)
+}
+
+/// `text` with `from` replaced by `to` in the `oom_kill_lifecycle` line of `pid` in `section`.
+pub(crate) fn mutate_lifecycle(
+    text: &str,
+    section: &str,
+    pid: i64,
+    from: &str,
+    to: &str,
+) -> String {
     let tag = event_tag(pid);
-    mutate_line(text, section, |l| l.contains(&tag), from, to)
+    let lifecycle = |l: &str| l.contains(&tag) && l.contains(r#""type":"oom_kill_lifecycle""#);
+    mutate_line(text, section, lifecycle, from, to)
+}
+
+/// `text` with the `oom_id` of `pid`'s kill in `section` changed from `from` to `to` in both
+/// its event and its `oom_kill_lifecycle` line, as an agent that gave the kill that id writes
+/// them (the lifecycle check compares the two).
+pub(crate) fn with_oom_id(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    let (from, to) = (format!(r#""oom_id":{from},"#), format!(r#""oom_id":{to},"#));
+    let text = mutate_event(text, section, pid, &from, &to);
+    mutate_lifecycle(&text, section, pid, &from, &to)
 }
 
 pub(crate) fn agent_checks<'a>(r: &'a Report, agent: &str) -> &'a [Check] {
@@ -88,7 +110,7 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
             .iter()
             .map(|(a, c)| (a.name, c.len()))
             .collect::<Vec<_>>(),
-        [("fentry", 9), ("kprobe", 9), ("kmsg", 9)]
+        [("fentry", 11), ("kprobe", 11), ("kmsg", 11)]
     );
     let s = sample();
     let n = T_VICTIMS + G_VICTIMS;
@@ -140,6 +162,21 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
             )),
             "{oom}"
         );
+        // The fixture's agents attached the exit probe and the guest ran its earlyoom phase:
+        // both checks of vm_check_lifecycle applied.
+        let lifecycle = get(&r, agent, "kill lifecycle").detail;
+        assert!(
+            lifecycle.starts_with("kill→exit per victim: "),
+            "{lifecycle}"
+        );
+        for pid in s.victims.iter().map(|v| v.pid) {
+            assert!(
+                lifecycle.contains(&format!(" {pid} ")),
+                "{pid}: {lifecycle}"
+            );
+        }
+        let userspace = get(&r, agent, "userspace killer").detail;
+        assert!(userspace.starts_with("earlyoom killed "), "{userspace}");
         let probes = get(&r, agent, "probes attached").detail;
         assert!(probes.contains(&format!("{source} attached")), "{probes}");
         assert!(probes.contains("tp_btf:mark_victim attached"), "{probes}");
@@ -181,7 +218,10 @@ fn sections_and_kernel_lines_are_parsed() {
         for sec in AGENT_SECTIONS {
             assert!(c.sections.contains_key(&a.section(sec)), "section {sec}");
         }
-        assert_eq!(c.section(&a.section("events")).len(), T_VICTIMS + G_VICTIMS);
+        assert_eq!(
+            kernel_events(c.section(&a.section("events"))).len(),
+            T_VICTIMS + G_VICTIMS
+        );
     }
     assert_eq!(s.victims_in("t").len(), T_VICTIMS);
     assert_eq!(s.victims_in("g").len(), G_VICTIMS);

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::vm::{
+    vm_check_lifecycle::not_a_kernel_event,
     vm_json::Json,
     vm_parse::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
 };
@@ -14,9 +15,25 @@ pub(crate) fn event_tag(pid: i64) -> String {
     format!(r#""host":"oomwatch-vm","pid":{pid},"#)
 }
 
-/// The one event line of `pid` in `section` of `text`.
+/// Whether `line` of an events section is a kernel OOM kill event, as the checks tell them
+/// from the other lines (`oom_kill_lifecycle` and `oom_kill_stuck` follow-ups, userspace
+/// killers' kills).
+pub(crate) fn is_kernel_event(line: &str) -> bool {
+    Json::parse(line).is_ok_and(|v| !not_a_kernel_event(&v))
+}
+
+/// Whether `line` is the kernel OOM kill event of `pid` (not its follow-up lines).
+pub(crate) fn is_kernel_event_of(line: &str, pid: i64) -> bool {
+    line.contains(&event_tag(pid)) && is_kernel_event(line)
+}
+
+/// The kernel OOM kill events of `lines` (an agent's events section).
+pub(crate) fn kernel_events(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| is_kernel_event(l)).collect()
+}
+
+/// The one kernel OOM kill event line of `pid` in `section` of `text`.
 pub(crate) fn event_line<'a>(text: &'a str, section: &str, pid: i64) -> &'a str {
-    let tag = event_tag(pid);
     let mut current = "";
     let lines: Vec<&str> = text
         .lines()
@@ -24,10 +41,10 @@ pub(crate) fn event_line<'a>(text: &'a str, section: &str, pid: i64) -> &'a str 
             if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
                 current = name.trim_end_matches('@');
             }
-            current == section && l.contains(&tag)
+            current == section && is_kernel_event_of(l, pid)
         })
         .collect();
-    assert_eq!(lines.len(), 1, "one {section} event for pid {pid}");
+    assert_eq!(lines.len(), 1, "one {section} kernel event for pid {pid}");
     lines[0]
 }
 
@@ -165,7 +182,7 @@ impl Sample {
             .unwrap_or_else(|| panic!("{pid} not in its task dump"))
     }
 
-    /// The event of `pid` in `section`.
+    /// The kernel OOM kill event of `pid` in `section`.
     pub fn event(&self, section: &str, pid: i64) -> Json {
         Json::parse(event_line(&self.text, section, pid)).expect("a JSON event")
     }

@@ -72,11 +72,28 @@ pub struct Mark {
 
 impl Agent {
     pub fn start(binary: &Path, state_dir: PathBuf, extra: &[String]) -> Result<Agent> {
+        Agent::start_wrapped(&[], binary, state_dir, extra)
+    }
+
+    /// Starts the agent through `wrapper` (e.g. `chrt -f 10`, which execs it: same pid).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        state_dir: PathBuf,
+        extra: &[String],
+    ) -> Result<Agent> {
         let port = sys::free_port()?;
         let _ = fs::remove_dir_all(&state_dir);
         fs::create_dir_all(&state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--state-dir")
             .arg(&state_dir)

@@ -344,20 +344,13 @@ fn breakdown(o: &mut String, r: &Report) {
             pcts(&s.kill_to_exit_ms)
         );
     }
-    if let Some(nk) = &r.nokmsg {
+    for v in &r.variants {
         let _ = writeln!(
             o,
-            "| same storm, `--disable-probe kmsg:oom_report` ({} kills): kill → record | {} |",
-            nk.kernel_kills,
-            pcts(&nk.latency_ms)
-        );
-    }
-    if let Some(t) = &r.tmpfs_state {
-        let _ = writeln!(
-            o,
-            "| same storm, state directory on tmpfs ({} kills): kill → record | {} |",
-            t.kernel_kills,
-            pcts(&t.latency_ms)
+            "| same kind of storm, {} ({} kills): kill → record | {} |",
+            v.what,
+            v.storm.kernel_kills,
+            pcts(&v.storm.latency_ms)
         );
     }
     let c = &r.console;
@@ -399,7 +392,12 @@ fn notes(o: &mut String, r: &Report) {
          nonvoluntary_ctxt_switches` summed over `/proc/<pid>/task/*`. RSS: `VmRSS`; peaks: \
          `VmHWM`, reset (`clear_refs` 5) at the start of each window; start-up peak = `VmHWM` \
          when \"probes ready\" is logged.",
-        "Idle: the agent (and node_exporter, same window) with nothing scraping and no kills.",
+        "Idle: the agent (and node_exporter, same window) with nothing scraping and no kills \
+         of the bench's. When the host logs OOM kills meanwhile (others' tests on this shared \
+         machine), the window is repeated, up to 3 times, and the quietest kept; the table says \
+         what happened during it.",
+        "Diagnostic storms (\"same kind of storm\"): a fresh agent, 4 cgroups × 50 kills, with \
+         one thing changed each, to split the kill → record time.",
         "Scrapes: one keep-alive HTTP/1.1 connection from the bench, one warm-up, then timed GETs \
          of `/metrics` (request written → body read). The label sets come from the hidden agent \
          flag `--synthetic-label-sets N` (with `--max-label-sets 2N`): N fake series of \
@@ -418,7 +416,10 @@ fn notes(o: &mut String, r: &Report) {
     for l in lines {
         let _ = writeln!(o, "- {l}");
     }
-    for n in &r.notes {
-        let _ = writeln!(o, "- {n}");
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\n## Findings\n");
+        for n in &r.notes {
+            let _ = writeln!(o, "- {n}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod agent;
 mod diag;
+mod diagnose;
 mod http;
 mod json;
 mod markdown;
@@ -40,8 +41,8 @@ struct Config {
     /// Kills per cgroup at most while wrk runs.
     wrk_kills_per_cgroup: u64,
     vmstat_kills: usize,
-    /// Kills per cgroup of the storm without the kernel-log context (0: not run).
-    nokmsg_kills_per_cgroup: u64,
+    /// Kills per cgroup of each diagnostic storm (0: none run).
+    variant_kills_per_cgroup: u64,
 }
 
 const FULL: Config = Config {
@@ -55,7 +56,7 @@ const FULL: Config = Config {
     wrk_secs: 30,
     wrk_kills_per_cgroup: u64::MAX,
     vmstat_kills: 20,
-    nokmsg_kills_per_cgroup: 50,
+    variant_kills_per_cgroup: 50,
 };
 
 const SMOKE: Config = Config {
@@ -69,7 +70,7 @@ const SMOKE: Config = Config {
     wrk_secs: 3,
     wrk_kills_per_cgroup: 5,
     vmstat_kills: 2,
-    nokmsg_kills_per_cgroup: 0,
+    variant_kills_per_cgroup: 0,
 };
 
 pub fn bench(smoke: bool) -> Result<()> {
@@ -208,34 +209,18 @@ pub fn bench(smoke: bool) -> Result<()> {
     check_agent_output(&a)?;
     a.stop()?;
 
-    // Where the latency goes: the same storm without waiting for the kernel log's context.
-    if cfg.nokmsg_kills_per_cgroup > 0 {
-        let args = ["--disable-probe".to_string(), "kmsg:oom_report".into()];
-        let a = Agent::start(&binary, state("nokmsg"), &args)?;
-        r.nokmsg = Some(phases::storm(
-            &a,
-            "nokmsg",
-            cfg.cgroups,
-            cfg.nokmsg_kills_per_cgroup,
-            cfg.limit,
-            None,
-        )?);
-        a.stop()?;
-        // ... and with the agent's state file on tmpfs (its writes then cost nothing).
-        let shm = std::path::Path::new("/dev/shm");
-        if shm.is_dir() {
-            let dir = shm.join(format!("oomwatch-bench-state-{stamp}"));
-            let a = Agent::start(&binary, dir, &[])?;
-            r.tmpfs_state = Some(phases::storm(
-                &a,
-                "tmpfs",
+    // Where the latency goes: the same kind of storm with one thing changed at a time.
+    if cfg.variant_kills_per_cgroup > 0 {
+        r.variants = diagnose::variants(&binary, &out_dir, &stamp, |tag, a| {
+            phases::storm(
+                a,
+                tag,
                 cfg.cgroups,
-                cfg.nokmsg_kills_per_cgroup,
+                cfg.variant_kills_per_cgroup,
                 cfg.limit,
                 None,
-            )?);
-            a.stop()?;
-        }
+            )
+        })?;
     }
 
     // 3: many label sets, scraped alone, then under wrk while a storm runs.
@@ -267,8 +252,13 @@ pub fn bench(smoke: bool) -> Result<()> {
     // The same with 10,000 series in all: every label set is 6 series (the counter, badness,
     // last-kill time and 3 RSS gauges).
     if !smoke {
-        let sets = (n / 6).to_string();
-        let args = ["--synthetic-label-sets".to_string(), sets];
+        let sets = n / 6;
+        let args = [
+            "--max-label-sets".to_string(),
+            (2 * sets).to_string(),
+            "--synthetic-label-sets".into(),
+            sets.to_string(),
+        ];
         let c = Agent::start(&binary, state("c"), &args)?;
         r.scrape_10k_series = Some(http::scrape_series(c.port, cfg.scrapes)?);
         c.stop()?;
@@ -277,7 +267,7 @@ pub fn bench(smoke: bool) -> Result<()> {
     r.load_after = sys::loadavg();
     r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
     r.notes.extend(notes);
-    r.notes.extend(analysis(&r));
+    r.notes.extend(diagnose::analysis(&r));
 
     let name = if smoke {
         format!("bench-smoke-{stamp}.json")
@@ -333,107 +323,6 @@ fn summarize(r: &Report) -> Result<()> {
     } else {
         bail!("[bench] correctness failed: {}", failed.join("; "))
     }
-}
-
-/// Notes that read the numbers: where the kill → record time goes.
-fn analysis(r: &Report) -> Vec<String> {
-    let mut out = Vec::new();
-    let (Some(lat), Some(drain)) = (r.storm.latency_ms, r.storm.drain_ms) else {
-        return out;
-    };
-    let c = &r.console;
-    if c.err_on_console() {
-        let cost = c
-            .err_line_ms
-            .map_or(String::new(), |ms| format!(", {ms:.2} ms per line here"));
-        out.push(format!(
-            "Latency, kernel side: the OOM killer logs \"Killed process ...\" at KERN_ERR right \
-             after `mark_victim`, and with console_loglevel {} that line is written \
-             synchronously to the console ({}){cost}, by the killing task with preemption off. \
-             The agent, woken by the ring buffer on that CPU, runs only afterwards: kill → \
-             ring buffer drained is {:.2} ms at the median, {:.2} ms p99 (under the storm both \
-             CPUs print and hand the console lock to each other).",
-            c.loglevel.unwrap_or(0),
-            c.consoles.join(", "),
-            drain.p50,
-            drain.p99
-        ));
-    }
-    let tick = r.machine.hz.map_or("one timer tick".to_string(), |hz| {
-        format!(
-            "one timer tick ({:.0} ms at CONFIG_HZ={hz})",
-            1000.0 / hz as f64
-        )
-    });
-    out.push(format!(
-        "Latency, agent side: the record is written {:.2} ms (p99 {:.2} ms) after the kill, \
-         {:.2} ms after the drain at the median. Without an `oom_kill_process` probe the agent \
-         holds each victim for its OOM context from `/dev/kmsg`, and the kernel wakes \
-         `/dev/kmsg` readers from a lazy irq_work (`wake_up_klogd`), after the console write, \
-         at the next timer tick: up to {tick} more. The line itself is in the kernel log \
-         before the console write starts, so a non-blocking read of `/dev/kmsg` when a victim \
-         arrives would find it at once.",
-        lat.p50,
-        lat.p99,
-        lat.p50 - drain.p50
-    ));
-    if let Some(p) = r.scrape_synthetic.latency_ms {
-        let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
-        out.push(format!(
-            "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
-             at the median. `Metrics::families()` builds a prometheus `MetricFamily` with owned \
-             label-name and label-value strings for every sample, then the text encoder \
-             escapes and writes them, all while holding the `kills` mutex that \
-             `Metrics::observe` takes for every record{}.",
-            r.synthetic_sets,
-            r.scrape_synthetic.bytes,
-            r.scrape_synthetic.samples,
-            p.p50,
-            wrk.map_or(String::new(), |w| format!(
-                ": under wrk, records wait for it (kill → record p50 {:.0} ms, p99 {:.0} ms, \
-                 with both cores also busy rendering)",
-                w.p50, w.p99
-            ))
-        ));
-    }
-    if let Some(t) = r.tmpfs_state.as_ref().and_then(|s| s.latency_ms) {
-        out.push(format!(
-            "With its state directory on tmpfs the same kind of storm gives p50 {:.2} ms, p99 \
-             {:.2} ms, max {:.2} ms (on disk above: p99 {:.2} ms). The agent rewrites \
-             `kmsg-position.json` (write + rename) after every kernel-log line it reads \
-             (`Sink::emit` saves the position even when it wrote no record), on the \
-             single-threaded run loop: each rename on ext4 here takes 0.1-0.8 ms, and a ring \
-             buffer record that arrives meanwhile waits.",
-            t.p50, t.p99, t.max, lat.p99
-        ));
-    }
-    if let Some(d) = r.node_exporter.as_ref().map(|n| &n.delay) {
-        if let Some(p) = d.oomwatch_ms {
-            out.push(format!(
-                "Isolated kills (the side-by-side above) took {:.1} ms at the median: the kernel \
-                 rate-limits its full OOM report to 10 per 5 s, so kills 400 ms apart each log it \
-                 in full, {:.0} kernel-log lines per kill here, and the agent saves its \
-                 kernel-log position after each line.",
-                p.p50, d.log_lines_per_kill
-            ));
-        }
-    }
-    if let Some(nk) = r.nokmsg.as_ref().and_then(|s| s.latency_ms) {
-        out.push(format!(
-            "Without the kernel-log context (`--disable-probe kmsg:oom_report`) the same kind of \
-             storm gives p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (drain p50 {:.2} ms): the \
-             correlation window is not waited on when both `mark_victim` records arrive \
-             together, and what remains is the kernel-side wake-up.",
-            nk.p50,
-            nk.p99,
-            nk.max,
-            r.nokmsg
-                .as_ref()
-                .and_then(|s| s.drain_ms)
-                .map_or(f64::NAN, |d| d.p50)
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

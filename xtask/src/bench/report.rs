@@ -3,6 +3,7 @@
 
 use super::{
     diag::Console,
+    diagnose::Variant,
     http::ScrapeStats,
     json::J,
     phases::{Idle, Startup, Storm},
@@ -43,10 +44,8 @@ pub struct Report {
     pub storm: Storm,
     pub storm_plan: (usize, u64),
     pub scrape: ScrapeStats,
-    /// The same storm with the kernel-log context off (`--disable-probe kmsg:oom_report`).
-    pub nokmsg: Option<Storm>,
-    /// The same storm with the state directory on tmpfs.
-    pub tmpfs_state: Option<Storm>,
+    /// Diagnostic storms: the same kind of storm with one thing changed.
+    pub variants: Vec<Variant>,
     pub synthetic_sets: u64,
     pub scrape_synthetic: ScrapeStats,
     /// A scrape with 10,000 series in all (synthetic_sets / 6 label sets).
@@ -230,12 +229,13 @@ impl Report {
             ("storm", storm_json(&self.storm)),
             ("scrape_default_state", self.scrape.json()),
             (
-                "storm_without_kmsg_context",
-                self.nokmsg.as_ref().map_or(J::Null, storm_json),
-            ),
-            (
-                "storm_state_dir_on_tmpfs",
-                self.tmpfs_state.as_ref().map_or(J::Null, storm_json),
+                "diagnostic_storms",
+                J::Arr(
+                    self.variants
+                        .iter()
+                        .map(|v| v.json(storm_json(&v.storm)))
+                        .collect(),
+                ),
             ),
             ("synthetic_label_sets", J::Num(self.synthetic_sets as f64)),
             ("scrape_synthetic", self.scrape_synthetic.json()),
