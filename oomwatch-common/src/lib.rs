@@ -6,7 +6,9 @@
 //! and `/sys/kernel/btf/vmlinux`) and handed to the programs as globals.
 #![no_std]
 
+mod candidate;
 mod lifecycle;
+pub use candidate::*;
 pub use lifecycle::*;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
@@ -25,6 +27,10 @@ pub enum RecordKind {
     MarkVictimBtf = 2,
     /// `oom_kill_process()` entry (fentry or kprobe): the OOM invocation's `oom_control`.
     OomKill = 3,
+    /// `oom_badness()` return inside `out_of_memory()`, by fexit ([`CandidateRecord`]).
+    CandidateFexit = 4,
+    /// The same by kretprobe (kprobe on entry for the arguments) ([`CandidateRecord`]).
+    CandidateKretprobe = 5,
     /// `sched:sched_process_exit` of a task in the `VICTIMS` map: a killed task exited
     /// ([`LifecycleRecord`]).
     VictimExit = 16,
@@ -49,6 +55,8 @@ impl RecordKind {
             1 => Some(Self::MarkVictimTracepoint),
             2 => Some(Self::MarkVictimBtf),
             3 => Some(Self::OomKill),
+            4 => Some(Self::CandidateFexit),
+            5 => Some(Self::CandidateKretprobe),
             16 => Some(Self::VictimExit),
             17 => Some(Self::WakeReaper),
             18 => Some(Self::StartReaping),
@@ -249,6 +257,8 @@ pub mod oom_field {
     pub const MESSAGE: u32 = 1 << 9;
     /// `oc->memcg` was null: a global (or cpuset/mempolicy) OOM.
     pub const MEMCG_NULL: u32 = 1 << 10;
+    /// `invocation_ktime_ns` was found: an `out_of_memory()` scope program is attached.
+    pub const INVOCATION: u32 = 1 << 11;
     pub const READ_ERROR: u32 = 1 << 31;
 }
 
@@ -287,9 +297,12 @@ pub struct OomKillRecord {
     pub trigger_comm: [u8; COMM_LEN],
     /// The `message` argument ("Out of memory", "Memory cgroup out of memory", ...).
     pub message: [u8; MESSAGE_LEN],
+    /// When the running task entered `out_of_memory()` (the `OOM_SCOPE` map): the key of the
+    /// invocation's [`CandidateRecord`]s.
+    pub invocation_ktime_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 176);
+const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 184);
 
 impl OomKillRecord {
     pub const fn zeroed() -> Self {
@@ -312,6 +325,7 @@ impl OomKillRecord {
             chosen_comm: [0; COMM_LEN],
             trigger_comm: [0; COMM_LEN],
             message: [0; MESSAGE_LEN],
+            invocation_ktime_ns: 0,
         }
     }
 }
@@ -356,7 +370,10 @@ pub mod counter {
     pub const RECLAIM_RETRY_ZONE: u32 = 2;
     /// `oom:compact_retry` events: the page allocator retrying compaction (near-OOM).
     pub const COMPACT_RETRY: u32 = 3;
-    pub const LEN: u32 = 4;
+    /// Tasks the OOM killer scored that were not reported: over
+    /// [`crate::MAX_CANDIDATES_PER_INVOCATION`] in one invocation, or the `CANDIDATES` ring full.
+    pub const CANDIDATE_DROPS: u32 = 4;
+    pub const LEN: u32 = 5;
 }
 
 #[cfg(feature = "user")]

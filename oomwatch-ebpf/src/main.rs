@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod candidates;
 mod cgroup;
 mod globals;
 mod header;

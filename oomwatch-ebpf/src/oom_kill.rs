@@ -103,6 +103,11 @@ fn record<C: EbpfContext>(ctx: &C, oc: *const u8, message: *const u8) {
         rec.trigger_memcg_id = id;
         rec.present |= oom_field::TRIGGER_MEMCG_ID;
     }
+    // The invocation's key for the scored candidates, when a scope program is attached.
+    if let Some(t) = crate::candidates::invocation_ktime() {
+        rec.invocation_ktime_ns = t;
+        rec.present |= oom_field::INVOCATION;
+    }
     if !message.is_null() {
         // SAFETY: the helper checks the address and bounds the copy by the buffer's length.
         match unsafe { bpf_probe_read_kernel_str_bytes(message, &mut rec.message) } {

@@ -21,12 +21,12 @@ pub struct Candidate {
     /// Badness points (higher is killed first).
     pub points: i64,
     /// Resident memory, bytes.
-    pub rss: u64,
+    pub rss: Option<u64>,
     /// Swapped-out memory, bytes.
     pub swap: Option<u64>,
     /// Page tables, bytes.
     pub pgtables: Option<u64>,
-    pub oom_score_adj: i16,
+    pub oom_score_adj: Option<i16>,
     /// Its memory cgroup and pod, when it was still alive to ask (`/proc/<pid>/cgroup`).
     pub cgroup: Option<String>,
     pub namespace: Option<String>,
@@ -74,16 +74,23 @@ pub fn from_dump(
                 tgid: r.tgid,
                 comm: r.name.clone(),
                 points: p,
-                rss: r.rss_pages.saturating_mul(page_size),
+                rss: Some(r.rss_pages.saturating_mul(page_size)),
                 swap: r.swapents.map(|s| s.saturating_mul(page_size)),
                 pgtables: r.pgtables_bytes,
-                oom_score_adj: r.oom_score_adj.unwrap_or(0),
+                oom_score_adj: r.oom_score_adj,
                 cgroup: None,
                 namespace: None,
                 pod: None,
             })
         })
         .collect();
+    rank(&mut all, chosen, top);
+    all
+}
+
+/// Orders candidates as the event shows them: the chosen one first, then by points descending
+/// (ties by pid), at most `top`.
+pub fn rank(all: &mut Vec<Candidate>, chosen: Option<i32>, top: usize) {
     all.sort_by(|a, b| {
         let ac = Some(a.pid) == chosen;
         let bc = Some(b.pid) == chosen;
@@ -92,7 +99,6 @@ pub fn from_dump(
             .then(a.pid.cmp(&b.pid))
     });
     all.truncate(top);
-    all
 }
 
 /// The domain's size in pages from the report's page counters (memcg) or the host's memory

@@ -57,7 +57,7 @@ fn the_chosen_comes_first_then_by_points() {
     let c = from_dump(&dump, Some(12), Some(100_000), 4096, 3);
     let order: Vec<i32> = c.iter().map(|c| c.pid).collect();
     assert_eq!(order, [12, 11, 14]);
-    assert_eq!(c[1].rss, 5000 * 4096);
+    assert_eq!(c[1].rss, Some(5000 * 4096));
     assert!(from_dump(&dump, None, None, 4096, 10)
         .iter()
         .all(|c| c.pid != 13));
@@ -106,10 +106,10 @@ fn the_sentence_names_the_runner_up() {
         tgid: 77,
         comm: "java".into(),
         points: 9100,
-        rss: 0,
+        rss: Some(0),
         swap: None,
         pgtables: None,
-        oom_score_adj: 0,
+        oom_score_adj: Some(0),
         cgroup: None,
         namespace: None,
         pod: None,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use oomwatch_common::{field, RecordKind, VictimRecord, COMM_LEN};
+use oomwatch_common::{field, CandidateRecord, RecordKind, VictimRecord, COMM_LEN};
 
 use crate::cgroup::IdResolver;
 use crate::event::{OomContext, OomEvent, Source, Trigger, Victim};
@@ -18,6 +18,7 @@ use crate::kmsg::KmsgRecord;
 use crate::kmsg_context::KmsgContexts;
 use crate::probe::ringbuf::Record;
 use crate::procfs;
+use crate::scored::{self, Scored};
 
 /// Default bound on waiting for a victim's second record.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
@@ -49,6 +50,8 @@ pub struct Correlator {
     held: Vec<(OomEvent, Instant)>,
     /// Names for GFP masks the probes report.
     gfp: Option<GfpDecoder>,
+    /// Tasks the `oom_badness` probe reported, by invocation.
+    scored: Scored,
 }
 
 impl Correlator {
@@ -74,6 +77,7 @@ impl Correlator {
             kmsg: None,
             held: Vec::new(),
             gfp: None,
+            scored: Scored::new(crate::candidates::DEFAULT_TOP),
         }
     }
 
@@ -90,17 +94,28 @@ impl Correlator {
         self
     }
 
-    /// Keeps at most `top` scored candidates per victim from the kernel's task dump (after
-    /// [`with_kmsg`](Self::with_kmsg); 0: none).
+    /// Keeps at most `top` scored candidates per victim, from the `oom_badness` probe and from
+    /// the kernel's task dump (call after [`with_kmsg`](Self::with_kmsg) too; 0: none).
     pub fn with_candidates(mut self, top: usize) -> Self {
         self.kmsg = self.kmsg.take().map(|k| k.with_candidates(top));
+        self.scored.set_top(top);
         self
+    }
+
+    /// Adds a task the `oom_badness` probe reported (before its invocation's kill records).
+    pub fn push_candidate(&mut self, rec: CandidateRecord) {
+        self.scored.push(rec);
     }
 
     /// Takes invocation context from the kernel's OOM report (`/dev/kmsg`) instead of a probe.
     pub fn with_kmsg(mut self) -> Self {
         self.kmsg = Some(KmsgContexts::new());
         self
+    }
+
+    /// Whether a victim is waiting for its kernel-log report.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// Adds a kernel-log record; returns the held victims it completed.
@@ -271,6 +286,10 @@ impl Correlator {
         if let (Some(gfp), Some(_)) = (&self.gfp, &ctx.gfp_mask) {
             ctx.gfp_flags = Some(gfp.decode(inv.rec.gfp_mask));
         }
+        if let Some((list, source)) = self.scored.for_invocation(&inv.rec) {
+            ctx.candidates = Some(list);
+            ev.sources.insert("candidates", source);
+        }
         set_context(ev, inv.id, ctx);
         ev.sources.insert("oom", inv.source);
     }
@@ -347,11 +366,13 @@ impl Correlator {
 
 /// Puts an invocation's context on a victim's event: flags a group member, hands the trigger's
 /// cgroup to `trigger`.
-/// From the kernel's report, what a probe's context lacks: the candidates (points recomputed
-/// with the probe's exact `totalpages` would differ only for tasks with an `oom_score_adj`)
-/// and the domain's memory at the kill.
+/// From the kernel's report, what a probe's context lacks: the candidates when the
+/// `oom_badness` probe gave none (points recomputed with the probe's exact `totalpages` would
+/// differ only for tasks with an `oom_score_adj`), and the domain's memory at the kill.
 fn supplement(ev: &mut OomEvent, mut ctx: OomContext) {
-    if ev.oom.candidates.is_none() {
+    if let Some(list) = ev.oom.candidates.as_mut() {
+        scored::fill_from(list, ctx.candidates.as_deref());
+    } else {
         ev.oom.candidates = ctx.candidates.take();
         if ev.oom.candidates.is_some() {
             ev.sources.insert("candidates", Source::Kmsg);

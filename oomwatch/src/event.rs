@@ -36,6 +36,12 @@ pub enum Source {
     /// The kernel's OOM report read from `/dev/kmsg`.
     #[serde(rename = "kmsg:oom_report")]
     Kmsg,
+    /// `fexit/oom_badness` inside `out_of_memory()`: each scored task's points (`candidates`).
+    #[serde(rename = "fexit:oom_badness")]
+    CandidatesFexit,
+    /// `kretprobe/oom_badness`: the same, where fexit is not allowed.
+    #[serde(rename = "kretprobe:oom_badness")]
+    CandidatesKretprobe,
     /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
     #[serde(rename = "cgroupfs")]
     Cgroupfs,
@@ -143,7 +149,8 @@ pub struct OomContext {
     #[serde(skip)]
     pub trigger_cgroup_id: Option<u64>,
     /// The tasks the killer scored, the chosen one first, then by points (at most
-    /// `--candidates`); `null` without a source (the kernel's task dump).
+    /// `--candidates`); `null` without a source (the `oom_badness` probe, else the kernel's
+    /// task dump).
     pub candidates: Option<Vec<Candidate>>,
     /// One sentence: why this victim.
     pub explanation: Option<String>,

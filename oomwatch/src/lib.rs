@@ -20,6 +20,7 @@ pub mod probe;
 pub mod procfs;
 pub mod recovery;
 pub mod replay;
+pub mod scored;
 pub mod server;
 pub mod sink;
 pub mod state;

@@ -14,6 +14,8 @@ mod vm_agent;
 mod vm_btf;
 #[path = "vm_check.rs"]
 mod vm_check;
+#[path = "vm_check_candidates.rs"]
+mod vm_check_candidates;
 #[path = "vm_check_lifecycle.rs"]
 mod vm_check_lifecycle;
 #[path = "vm_check_oom.rs"]

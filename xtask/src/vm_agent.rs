@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use super::{
     vm_check::{check, Check},
+    vm_check_candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
     vm_json::Json,
     vm_parse::*,
 };
@@ -22,6 +23,10 @@ pub struct Agent {
     pub disabled: &'static [&'static str],
     /// The probe that must attach and give every event's `oom` (`sources.oom`).
     pub oom_probe: &'static str,
+    /// The source every event's `candidates` must come from (`sources.candidates`).
+    pub candidates_probe: &'static str,
+    /// Rows of the candidates probe it disables (`--disable-probe` too).
+    pub candidates_disabled: &'static [&'static str],
 }
 
 pub const FENTRY: &str = "fentry:oom_kill_process";
@@ -35,6 +40,8 @@ pub const AGENTS: [Agent; 3] = [
         port: 9837,
         disabled: &[],
         oom_probe: FENTRY,
+        candidates_probe: FEXIT_BADNESS,
+        candidates_disabled: &[],
     },
     Agent {
         name: "kprobe",
@@ -42,6 +49,8 @@ pub const AGENTS: [Agent; 3] = [
         port: 9838,
         disabled: &[FENTRY],
         oom_probe: KPROBE,
+        candidates_probe: KRETPROBE_BADNESS,
+        candidates_disabled: &[FEXIT_BADNESS],
     },
     Agent {
         name: "kmsg",
@@ -49,6 +58,8 @@ pub const AGENTS: [Agent; 3] = [
         port: 9839,
         disabled: &[FENTRY, KPROBE],
         oom_probe: KMSG,
+        candidates_probe: KMSG,
+        candidates_disabled: &[FEXIT_BADNESS, KRETPROBE_BADNESS],
     },
 ];
 
@@ -62,6 +73,7 @@ impl Agent {
     pub fn disable_args(&self) -> String {
         self.disabled
             .iter()
+            .chain(self.candidates_disabled)
             .map(|p| format!("--disable-probe {p}"))
             .collect::<Vec<_>>()
             .join(" ")
@@ -206,6 +218,13 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         &events,
         k.victims,
         k.invocations,
+    ));
+    checks.push(super::vm_check_candidates::check_candidates(
+        agent,
+        &events,
+        k.invocations,
+        section("agent-log"),
+        section("metrics"),
     ));
     checks.push(memory_events(k, &events));
     checks.extend(super::vm_check_lifecycle::checks(

@@ -21,7 +21,8 @@ const BUSYBOX: &str = "/bin/busybox";
 pub const T_VICTIMS: usize = 3;
 /// `memory.max` of both test cgroups (the `mkcg` of [`INIT_TEMPLATE`]).
 pub const MEMORY_MAX: i64 = 64 << 20;
-/// Tasks in the `memory.oom.group=1` cgroup `/sys/fs/cgroup/g`: two sleepers and one hog.
+/// Tasks in the `memory.oom.group=1` cgroup `/sys/fs/cgroup/g`: two sleepers (the second with
+/// oom_score_adj 500, ranked between the hog and the first) and one hog.
 pub const G_VICTIMS: usize = 3;
 
 /// `/init`, with `@START_AGENTS@` and `@SUFFIXES@` filled in by [`init_script`]. No `set -e`:
@@ -97,7 +98,7 @@ mkcg g
 echo 1 > $CG/g/memory.oom.group
 sh -c "echo \$\$ > $CG/g/cgroup.procs && exec sleep 1000" &
 s1=$!
-sh -c "echo \$\$ > $CG/g/cgroup.procs && exec sleep 1000" &
+sh -c "echo \$\$ > $CG/g/cgroup.procs && echo 500 > /proc/self/oom_score_adj && exec sleep 1000" &
 s2=$!
 i=0
 while [ $(wc -l < $CG/g/cgroup.procs) -lt 2 ] && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
@@ -117,7 +118,7 @@ if [ -x /usr/bin/earlyoom ]; then
         sh -c "trap \"\" TERM; exec dd if=/dev/zero of=/dev/null bs=8M count=1000000" &
         d=$!
         echo 1000 > /proc/$d/oom_score_adj
-        sleep 2
+        sleep 3
         /usr/bin/earlyoom -m 99,99 -s 100,100 -r 0 > /earlyoom.log 2>&1 &
         e=$!
         wait $d
@@ -126,12 +127,12 @@ if [ -x /usr/bin/earlyoom ]; then
     ns=$!
     dd_pid=""
     i=0
-    while [ -z "$dd_pid" ] && [ $i -lt 50 ]; do
-        for p in /proc/[0-9]*; do
-            if [ "$(cat $p/comm 2>/dev/null)" = dd ]; then dd_pid=${p#/proc/}; fi
-        done
+    # One grep per scan (a fork per process is slow under TCG); dd lives at least 3 s.
+    while [ -z "$dd_pid" ] && [ $i -lt 100 ]; do
+        f=$(grep -lx dd /proc/[0-9]*/comm 2>/dev/null | head -n 1)
+        if [ -n "$f" ]; then dd_pid=$(echo "$f" | cut -d/ -f3); fi
         i=$((i + 1))
-        sleep 0.1
+        sleep 0.05
     done
     wait $ns
     echo "earlyoom ${dd_pid:-0} $(cat /earlyoom.status) dd" >> /userspace-victims
@@ -396,11 +397,14 @@ mod tests {
     fn init_script_starts_each_agent_and_prints_every_section_the_check_reads() {
         let script = init_script();
         assert!(!script.contains("@START_AGENTS@") && !script.contains("@SUFFIXES@"));
-        assert!(script
-            .contains("start_agent 9838 \"-kprobe\" --disable-probe fentry:oom_kill_process\n"));
+        assert!(script.contains(
+            "start_agent 9838 \"-kprobe\" --disable-probe fentry:oom_kill_process \
+             --disable-probe fexit:oom_badness\n"
+        ));
         assert!(script.contains(
             "start_agent 9839 \"-kmsg\" --disable-probe fentry:oom_kill_process \
-             --disable-probe kprobe:oom_kill_process\n"
+             --disable-probe kprobe:oom_kill_process --disable-probe fexit:oom_badness \
+             --disable-probe kretprobe:oom_badness\n"
         ));
         assert!(script.contains("start_agent 9837 \"\"\n"));
         assert_eq!(

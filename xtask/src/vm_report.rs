@@ -147,7 +147,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 2 + 11 + 1);
+        assert_eq!(lines.len(), 3 + 2 + 12 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

@@ -91,14 +91,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub correlation_window_ms: u64,
     /// Do not use this probe (repeatable): tp_btf:mark_victim, tracepoint:oom/mark_victim,
-    /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report, and the kill-lifecycle
+    /// fentry:oom_kill_process, kprobe:oom_kill_process, kmsg:oom_report, the candidates rows
+    /// fexit:oom_badness, kretprobe:oom_badness, and the kill-lifecycle
     /// rows tracepoint:sched/sched_process_exit, tracepoint:oom/reaper, tp_btf:signal_generate,
     /// tracepoint:signal/signal_generate, tracepoint:oom/reclaim_retry_zone,
     /// tracepoint:oom/compact_retry. The next row of the probe table is used instead, as on a
     /// kernel that refuses the probe.
     #[arg(long = "disable-probe", value_name = "PROBE", value_parser = [
         "tp_btf:mark_victim", "tracepoint:oom/mark_victim", "fentry:oom_kill_process",
-        "kprobe:oom_kill_process", "kmsg:oom_report", "tracepoint:sched/sched_process_exit",
+        "kprobe:oom_kill_process", "kmsg:oom_report", "fexit:oom_badness",
+        "kretprobe:oom_badness", "tracepoint:sched/sched_process_exit",
         "tracepoint:oom/reaper", "tp_btf:signal_generate", "tracepoint:signal/signal_generate",
         "tracepoint:oom/reclaim_retry_zone", "tracepoint:oom/compact_retry"])]
     pub disable_probe: Vec<String>,

@@ -16,6 +16,7 @@ use crate::event::{OomEvent, Source, KILLER_KERNEL};
 use crate::host::HostCollectors;
 use crate::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent, KmsgReader};
 use crate::lifecycle::{self, Lifecycle};
+use crate::probe::candidates as candidates_probe;
 use crate::probe::lifecycle as lifecycle_probe;
 use crate::probe::loader::{self, LoadOptions, Probes};
 use crate::probe::ringbuf;
@@ -126,9 +127,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None
     };
 
+    let scored_attached = candidates_probe::PROBES.iter().any(|p| probes.attached(p));
     let Probes {
         ebpf,
         events,
+        candidates,
         counters,
         logger,
         constraints,
@@ -139,6 +142,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     metrics.add_collector(lifecycle::near_oom_collector(
         Arc::clone(&counters),
         near_oom,
+    ));
+    metrics.add_collector(crate::scored::drops_collector(
+        Arc::clone(&counters),
+        scored_attached,
     ));
     metrics.set_ebpf_counters_reader(Box::new(move || {
         let c = counters.lock().unwrap_or_else(|p| p.into_inner());
@@ -211,7 +218,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Invocation context: from the oom_kill_process probe, else from the kernel's own report.
     let mut kmsg_context = false;
     if let Some(src) = oom_source {
-        correlator = correlator.with_oom_kill(src, constraints);
+        correlator = correlator
+            .with_oom_kill(src, constraints)
+            .with_candidates(usize::try_from(args.candidates).unwrap_or(5));
         if kmsg.is_some() && args.candidates > 0 {
             // The report still gives what the probe cannot: the scored candidates and the
             // domain's memory at the kill.
@@ -273,6 +282,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
     let mut ring = register(events)?;
+    let mut scored_ring = register(candidates)?;
     let mut log_fd = match logger {
         Some(l) => Some(register(l)?),
         None => None,
@@ -306,13 +316,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let mut live = std::collections::HashSet::new();
         let mut evs = Vec::new();
         let now = Instant::now();
+        let mut batch = Vec::new();
         while let Some(item) = ring.get_mut().next() {
-            if let Some(rec) = ringbuf::decode(&item) {
-                if let ringbuf::Record::Victim(v) = &rec {
-                    live.insert(v.pid);
-                }
-                evs.extend(correlator.push(rec, now));
+            batch.extend(ringbuf::decode(&item));
+        }
+        // The scored tasks of these kills were submitted before them: read them after.
+        candidates_probe::drain(scored_ring.get_mut(), |r| correlator.push_candidate(r));
+        for rec in batch {
+            if let ringbuf::Record::Victim(v) = &rec {
+                live.insert(v.pid);
             }
+            evs.extend(correlator.push(rec, now));
         }
         sink.emit(evs)?;
         let missed: Vec<OomEvent> = up
@@ -337,10 +351,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
+        // While a victim waits for its kernel-log report, look for it every millisecond
+        // rather than wait for the kernel's wake-up (which comes after the console print).
+        let kmsg_poll =
+            (kmsg.is_some() && correlator.has_held()).then(|| Instant::now() + KMSG_POLL);
         let deadline = [
             correlator.next_deadline(),
             sink.recovery_deadline(),
             sink.lifecycle.next_deadline(),
+            kmsg_poll,
         ]
         .into_iter()
         .flatten()
@@ -363,6 +382,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                         batch.push(rec);
                     }
                 }
+                // The scored tasks of these kills were submitted before them: read them after.
+                candidates_probe::drain(scored_ring.get_mut(), |r| correlator.push_candidate(r));
                 let now = Instant::now();
                 if let Some(first) = batch.first() {
                     let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
@@ -377,12 +398,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 if let Err(e) = sink.emit(evs) {
                     break Err(e);
                 }
+                if correlator.has_held() {
+                    if let Err(e) = drain_kmsg_now(&mut kmsg, &mut correlator, &mut sink, kmsg_context) {
+                        break Err(e);
+                    }
+                }
                 let outs = others.iter().flat_map(|r| sink.lifecycle.push(r, now)).collect();
                 if let Err(e) = sink.emit_lifecycle(outs) {
                     break Err(e);
                 }
             }
+            guard = scored_ring.readable_mut() => {
+                match guard {
+                    Ok(mut g) => {
+                        g.clear_ready();
+                        candidates_probe::drain(g.get_inner_mut(), |r| correlator.push_candidate(r));
+                    }
+                    Err(e) => break Err(RunError::RingBuf(e)),
+                }
+            }
             _ = sleep_until_opt(deadline) => {
+                if let Err(e) = drain_kmsg_now(&mut kmsg, &mut correlator, &mut sink, kmsg_context) {
+                    break Err(e);
+                }
                 let now = Instant::now();
                 let mut evs = correlator.flush_expired(now);
                 evs.extend(sink.recovery.as_mut().map(|r| r.due(now)).unwrap_or_default());
@@ -456,9 +494,14 @@ struct Sink {
 
 impl Sink {
     fn emit(&mut self, evs: Vec<OomEvent>) -> Result<(), RunError> {
+        if evs.is_empty() {
+            return Ok(());
+        }
         for mut ev in evs {
             self.enricher.enrich(&mut ev);
             self.out.write(&ev).map_err(RunError::Stdout)?;
+            // Kill → record latency: the kernel's timestamp to the line written.
+            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
             // Right after the line: the position is saved at once, so a crash from here on
@@ -470,7 +513,6 @@ impl Sink {
                 self.metrics.observe(&ev);
             }
             self.recent.push(&ev);
-            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             tracing::debug!(pid = ev.pid, latency_us, "event written");
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
                 self.host.watch_memcg(h.dir(cg), cg.clone());
@@ -502,6 +544,46 @@ impl Sink {
 
     fn recovery_deadline(&self) -> Option<Instant> {
         self.recovery.as_ref().and_then(|r| r.next_deadline())
+    }
+}
+
+/// How often a victim waiting for its kernel-log report looks for it.
+const KMSG_POLL: Duration = Duration::from_millis(1);
+
+/// Reads the kernel-log records available now (without waiting) and handles them as the
+/// kernel-log branch of the loop does.
+fn drain_kmsg_now(
+    kmsg: &mut Option<AsyncKmsgReader>,
+    correlator: &mut Correlator,
+    sink: &mut Sink,
+    kmsg_context: bool,
+) -> Result<(), RunError> {
+    let Some(reader) = kmsg.as_mut() else {
+        return Ok(());
+    };
+    loop {
+        match reader.try_next_event() {
+            Ok(Some(KmsgEvent::Record(rec))) => {
+                let now = Instant::now();
+                if let Some(r) = sink.recovery.as_mut() {
+                    r.on_record(&rec, now);
+                }
+                if kmsg_context {
+                    let evs = correlator.push_kmsg(&rec, now);
+                    sink.emit(evs)?;
+                }
+            }
+            Ok(Some(KmsgEvent::Gap(gap))) => tracing::warn!(
+                lost = gap.lost(),
+                "kernel log overwrote records before they were read; OOM context may be missing"
+            ),
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("kernel log unreadable, no more OOM context from it: {e}");
+                *kmsg = None;
+                return Ok(());
+            }
+        }
     }
 }
 

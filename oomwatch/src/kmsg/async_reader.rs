@@ -45,6 +45,13 @@ impl AsyncKmsgReader {
         }
     }
 
+    /// The next record or gap if one can be read now, without waiting (`Ok(None)` otherwise).
+    /// For a caller that knows a record is due (a victim waits for its report): the kernel
+    /// stores a record before it wakes readers, which can be a scheduler tick later.
+    pub fn try_next_event(&mut self) -> Result<Option<KmsgEvent>, KmsgError> {
+        self.fd.get_mut().next_event()
+    }
+
     /// The wrapped reader (last sequence number, counters).
     pub fn get_ref(&self) -> &KmsgReader<File> {
         self.fd.get_ref()

@@ -1,5 +1,5 @@
 //! Loading and attaching one program each; a failure is a reason string for the probe table.
-use aya::programs::{BtfTracePoint, FEntry, KProbe, TracePoint};
+use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint};
 use aya::Ebpf;
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
@@ -35,6 +35,13 @@ pub fn fentry(ebpf: &mut Ebpf, prog: &str, function: &str, btf: &aya::Btf) -> Re
     p.attach().map(drop).map_err(|e| explain("attach", e))
 }
 
+/// `fexit/<function>`.
+pub fn fexit(ebpf: &mut Ebpf, prog: &str, function: &str, btf: &aya::Btf) -> Result<(), String> {
+    let p: &mut FExit = program(ebpf, prog)?;
+    p.load(function, btf).map_err(|e| explain("load", e))?;
+    p.attach().map(drop).map_err(|e| explain("attach", e))
+}
+
 /// Words for the common failures, so the log says why rather than which file aya opened.
 fn explain(stage: &str, e: impl std::fmt::Display) -> String {
     let text = e.to_string();
@@ -53,7 +60,7 @@ fn explain(stage: &str, e: impl std::fmt::Display) -> String {
     }
 }
 
-/// `kprobe/<function>`.
+/// `kprobe/<function>` (or `kretprobe/<function>`: the program's section says which).
 pub fn kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), String> {
     let p: &mut KProbe = program(ebpf, prog)?;
     p.load().map_err(|e| explain("load", e))?;

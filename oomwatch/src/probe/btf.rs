@@ -520,6 +520,15 @@ impl Btf {
         self.named(name, |k| k == FUNC).next().is_some()
     }
 
+    /// A function's prototype as C spells it without the name, e.g.
+    /// `long int (struct task_struct *, long unsigned int)`; `None` when BTF has no such FUNC.
+    pub fn func_signature(&self, name: &str) -> Result<Option<String>, BtfError> {
+        match self.named(name, |k| k == FUNC).next() {
+            Some(f) => self.type_name(self.ty(f)?.size_type).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The C-like type names of the parameters of a raw tracepoint, from the kernel's
     /// `typedef void (*btf_trace_<name>)(void *__data, ...)`, excluding the leading `void *`.
     /// Example on 6.18 for "mark_victim": `["struct task_struct *", "uid_t"]`; on older

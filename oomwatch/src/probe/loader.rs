@@ -71,6 +71,8 @@ pub struct Probes {
     /// Keeps programs and links alive; dropping it detaches everything.
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
+    /// Tasks the OOM killer scored (the `oom_badness` rows), a ring of their own.
+    pub candidates: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub status: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -139,6 +141,10 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         task.as_ref().map(drop).map_err(Clone::clone),
         &opts.userspace_killers,
     );
+    let scored = super::candidates::prepare(
+        btf.as_ref().map_err(Clone::clone),
+        task.as_ref().map(drop).map_err(Clone::clone),
+    );
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);
 
@@ -160,6 +166,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global("LIFECYCLE_OFFSETS", &lifecycle.lifecycle, true)
         .override_global("SIGNAL_OFFSETS", &lifecycle.signal, true)
         .override_global("KILLER_COMMS", &lifecycle.killers, true)
+        .override_global("CANDIDATE_OFFSETS", &scored.offsets, true)
+        .map_max_entries(
+            "CANDIDATES",
+            super::candidates::ring_bytes(&scored, &opts.disabled),
+        )
         .load(EBPF_OBJECT)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
@@ -213,6 +224,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
         status.push(row(PROBE_OOM_KILL_KPROBE, kprobe, OOM_KILL_READS));
     }
+    status.extend(super::candidates::attach(
+        &mut ebpf,
+        &scored,
+        &opts.disabled,
+        kernel_btf.as_ref().map_err(Clone::clone),
+    ));
     status.extend(super::lifecycle::attach(
         &mut ebpf,
         &lifecycle,
@@ -234,10 +251,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         return Err(ProbeError::NothingAttached(why));
     }
     let events = take_map(&mut ebpf, "EVENTS")?;
+    let candidates = take_map(&mut ebpf, "CANDIDATES")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     Ok(Probes {
         ebpf,
         events,
+        candidates,
         counters,
         status,
         logger,

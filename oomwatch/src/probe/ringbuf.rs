@@ -48,6 +48,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RecordKind::SignalTracepoint | RecordKind::SignalBtf => {
             read::<SignalRecord>(bytes).map(Record::Signal)
         }
+        // Their own ring (`probe::candidates::decode`), never this one.
+        RecordKind::CandidateFexit | RecordKind::CandidateKretprobe => None,
     }
 }
 

@@ -28,7 +28,10 @@ impl Variant {
 
 const NO_KMSG: &str = "kmsg:oom_report";
 
-/// Runs each variant's agent and `storm` against it.
+/// The floor (none of the three suspected delays: no kernel-log context, state on tmpfs,
+/// SCHED_FIFO), then the floor with each delay put back alone. A tail is the worst of several
+/// delays, so removing one at a time hides each one behind the others; adding one at a time
+/// to the floor shows what each costs. Needs tmpfs at /dev/shm and `chrt`.
 pub fn variants(
     binary: &Path,
     out_dir: &Path,
@@ -36,53 +39,56 @@ pub fn variants(
     storm: impl Fn(&str, &Agent) -> Result<Storm>,
 ) -> Result<Vec<Variant>> {
     let shm = Path::new("/dev/shm");
-    let tmpfs = shm
-        .is_dir()
-        .then(|| shm.join(format!("oomwatch-bench-state-{stamp}")));
-    let chrt = Path::new("/usr/bin/chrt").is_file();
-    let no_kmsg = vec!["--disable-probe".to_string(), NO_KMSG.into()];
-    let disk = |k: &str| out_dir.join(format!("state-{stamp}-{k}"));
+    if !shm.is_dir() || !Path::new("/usr/bin/chrt").is_file() {
+        return Ok(Vec::new());
+    }
+    let no_kmsg = || vec!["--disable-probe".to_string(), NO_KMSG.into()];
     type Plan = (
         &'static str,
         &'static str,
-        Vec<&'static str>,
+        &'static [&'static str],
         Vec<String>,
         bool,
     );
     let plans: Vec<Plan> = vec![
         (
-            "no-kmsg-context",
-            "`--disable-probe kmsg:oom_report`: no wait for the kernel log's OOM context",
-            vec![],
-            no_kmsg.clone(),
-            false,
+            FLOOR,
+            "none of the three: `--disable-probe kmsg:oom_report` (no wait for the kernel \
+             log's OOM context), state directory on tmpfs, agent at SCHED_FIFO 10 (`chrt -f 10`)",
+            FIFO,
+            no_kmsg(),
+            true,
         ),
         (
-            "state-on-tmpfs",
-            "state directory (`kmsg-position.json`) on tmpfs",
-            vec![],
+            KMSG,
+            "floor + the kernel-log context (default probes)",
+            FIFO,
             vec![],
             true,
         ),
         (
-            "all-three",
-            "no kernel-log context, state on tmpfs, agent at SCHED_FIFO 10 (`chrt -f 10`)",
-            vec!["chrt", "-f", "10"],
-            no_kmsg,
+            DISK,
+            "floor + the state directory on disk (ext4, like `/var/lib/oomwatch`)",
+            FIFO,
+            no_kmsg(),
+            false,
+        ),
+        (
+            PRIO,
+            "floor + normal scheduling priority",
+            &[],
+            no_kmsg(),
             true,
         ),
     ];
     let mut out = Vec::new();
     for (key, what, wrapper, extra, on_tmpfs) in plans {
-        let state = match (&tmpfs, on_tmpfs) {
-            (Some(t), true) => t.clone(),
-            (None, true) => continue,
-            _ => disk(key),
+        let state = if on_tmpfs {
+            shm.join(format!("oomwatch-bench-state-{stamp}-{key}"))
+        } else {
+            out_dir.join(format!("state-{stamp}-{key}"))
         };
-        if !wrapper.is_empty() && !chrt {
-            continue;
-        }
-        let a = Agent::start_wrapped(&wrapper, binary, state, &extra)?;
+        let a = Agent::start_wrapped(wrapper, binary, state, &extra)?;
         let s = storm(key, &a)?;
         a.stop()?;
         out.push(Variant {
@@ -93,6 +99,12 @@ pub fn variants(
     }
     Ok(out)
 }
+
+const FIFO: &[&str] = &["chrt", "-f", "10"];
+const FLOOR: &str = "floor";
+const KMSG: &str = "floor+kmsg-context";
+const DISK: &str = "floor+state-on-disk";
+const PRIO: &str = "floor+normal-priority";
 
 fn ms3(p: Option<super::stats::Pct>) -> String {
     p.map_or("n/a".into(), |p| {
@@ -134,55 +146,65 @@ pub fn analysis(r: &Report) -> Vec<String> {
             1000.0 / hz as f64
         )
     });
-    let nk = variant("no-kmsg-context");
+    let floor = variant(FLOOR).and_then(|s| s.latency_ms);
+    // What putting one delay back on the floor costs, at p50 and p99.
+    let cost = |k: &str| -> String {
+        match (floor, variant(k).and_then(|s| s.latency_ms)) {
+            (Some(f), Some(v)) => format!(
+                "floor + this: {}, i.e. {:+.2} ms at p50 and {:+.2} ms at p99 over the floor",
+                ms3(Some(v)),
+                v.p50 - f.p50,
+                v.p99 - f.p99
+            ),
+            _ => "not measured in this run".into(),
+        }
+    };
+    if let Some(f) = floor {
+        out.push(format!(
+            "Floor: with none of the three delays below (no kernel-log context, state on tmpfs, \
+             SCHED_FIFO) the same kind of storm gives {}, drain p99 {:.2} ms; the main storm \
+             (all three present): {}. Each delay alone, put back on the floor:",
+            ms3(Some(f)),
+            variant(FLOOR)
+                .and_then(|s| s.drain_ms)
+                .map_or(f64::NAN, |d| d.p99),
+            ms3(Some(lat))
+        ));
+    }
     out.push(format!(
-        "Kernel-log context: with no `oom_kill_process` probe here the agent holds each victim \
-         until its \"Killed process\" line comes from `/dev/kmsg`. The kernel stores that line \
-         before the console write but wakes `/dev/kmsg` readers only after it, from a lazy \
-         irq_work (`wake_up_klogd`) that runs at the next timer tick: up to {tick} more. Main \
-         storm: {}{}. Fix: when a victim is held, read `/dev/kmsg` without blocking at once \
-         (and on a ~1 ms timer while held, within the 250 ms bound) instead of waiting for \
-         readiness.",
-        ms3(Some(lat)),
-        nk.map_or(String::new(), |s| format!(
-            "; without the context: {}",
-            ms3(s.latency_ms)
-        ))
+        "1. Kernel-log context ({}). With no `oom_kill_process` probe here the agent holds each \
+         victim until its \"Killed process\" line comes from `/dev/kmsg`. The kernel stores that \
+         line before the console write but wakes `/dev/kmsg` readers only after it, from a lazy \
+         irq_work (`wake_up_klogd`) run at the next timer tick: up to {tick} more. Fix (run \
+         loop): when a victim is held, read `/dev/kmsg` without blocking at once, and on a ~1 ms \
+         timer while one is held (within the 250 ms bound), instead of waiting for readiness.",
+        cost(KMSG)
     ));
-    if let Some(max) = nk.and_then(|s| s.latency_ms).map(|p| p.max) {
+    out.push(format!(
+        "2. State file ({}). The run loop rewrites `kmsg-position.json` (write + rename, \
+         0.1-0.8 ms on ext4 here) after every kernel-log line it reads (`Sink::emit` calls \
+         `save_position` even when it wrote no record, and the position moves with each line) \
+         and after every record (`Recovery::on_recorded`), on its only thread, so records \
+         arriving meanwhile wait. Fix: save when a record was written or a kill line is pending, \
+         coalesced (at most every ~100 ms, and at exit), or hand the write to a blocking thread.",
+        cost(DISK)
+    ));
+    out.push(format!(
+        "3. Scheduling ({}). Under the storm the victims (`tail`), their exits and others' \
+         builds keep both CPUs busy: the agent's threads waited {:.0} µs per wake-up for a CPU \
+         in the main storm. Fix (deployment): a higher priority for the agent (`nice -n -10`, \
+         or SCHED_FIFO with CAP_SYS_NICE; the agent uses little CPU), or a reserved CPU.",
+        cost(PRIO),
+        r.storm.runq_wait_us_per_wakeup.unwrap_or(0.0)
+    ));
+    if let Some(max) = variant(PRIO).and_then(|s| s.latency_ms).map(|p| p.max) {
         if max < 50.0 {
             out.push(format!(
-                "Correlation window: never waited on (without the kernel-log context the \
-                 slowest record took {max:.1} ms, less than the 50 ms window): both \
-                 `mark_victim` records of a victim arrive in the same batch."
+                "Correlation window (`--correlation-window-ms` 50): never waited on. Without \
+                 the kernel-log context the slowest record took {max:.1} ms, less than the \
+                 window: both `mark_victim` records of a victim arrive in the same batch."
             ));
         }
-    }
-    if let Some(t) = variant("state-on-tmpfs").and_then(|s| s.latency_ms) {
-        out.push(format!(
-            "State file: with the state directory on tmpfs, {} (main storm on disk: p99 \
-             {:.2} ms). The run loop rewrites `kmsg-position.json` (write + rename, 0.1-0.8 ms \
-             on ext4 here) after every kernel-log line it reads (`Sink::emit` calls \
-             `save_position` even when it wrote no record; the position moves with each line) \
-             and after every record (`Recovery::on_recorded`), on its only thread, so records \
-             arriving meanwhile wait. Fix: save only when a record was written or a kill line \
-             is pending, coalesced (e.g. at most every 100 ms, and at exit), or hand the write to \
-             a blocking thread.",
-            ms3(Some(t)),
-            lat.p99
-        ));
-    }
-    if let Some(a) = variant("all-three") {
-        out.push(format!(
-            "All three removed (no kernel-log wait, state on tmpfs, SCHED_FIFO so the agent \
-             is not queued behind the victims and others' builds: {:.0} µs run-queue wait per \
-             wake-up in the main storm): {}, drain p99 {:.2} ms. This is what the fixes above \
-             plus a raised scheduling priority (or a CPU reserved for the agent) can reach \
-             here.",
-            r.storm.runq_wait_us_per_wakeup.unwrap_or(0.0),
-            ms3(a.latency_ms),
-            a.drain_ms.map_or(f64::NAN, |d| d.p99)
-        ));
     }
     if let Some(d) = r.node_exporter.as_ref().map(|n| &n.delay) {
         if let Some(p) = d.oomwatch_ms {

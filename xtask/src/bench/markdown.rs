@@ -262,8 +262,11 @@ fn side_by_side(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "## oomwatch and prometheus-node-exporter, same host, same run\n\n\
-         | | oomwatch | node_exporter ({}) |\n|---|---|---|",
+         | | oomwatch | node_exporter {} |\n|---|---|---|",
         n.version
+            .split_once("version ")
+            .and_then(|(_, v)| v.split_whitespace().next())
+            .unwrap_or("")
     );
     let (a, b) = (&r.idle, &n.idle);
     let _ = writeln!(
@@ -347,7 +350,7 @@ fn breakdown(o: &mut String, r: &Report) {
     for v in &r.variants {
         let _ = writeln!(
             o,
-            "| same kind of storm, {} ({} kills): kill → record | {} |",
+            "| diagnostic storm, {} ({} kills): kill → record | {} |",
             v.what,
             v.storm.kernel_kills,
             pcts(&v.storm.latency_ms)
@@ -396,8 +399,10 @@ fn notes(o: &mut String, r: &Report) {
          of the bench's. When the host logs OOM kills meanwhile (others' tests on this shared \
          machine), the window is repeated, up to 3 times, and the quietest kept; the table says \
          what happened during it.",
-        "Diagnostic storms (\"same kind of storm\"): a fresh agent, 4 cgroups × 50 kills, with \
-         one thing changed each, to split the kill → record time.",
+        "Diagnostic storms: a fresh agent each, 4 cgroups × 50 kills: the floor (none of three \
+         suspected delays: no kernel-log context, state directory on tmpfs, SCHED_FIFO), then \
+         the floor with each delay put back alone (a tail is the worst of several delays, so \
+         removing one at a time would hide it behind the others).",
         "Scrapes: one keep-alive HTTP/1.1 connection from the bench, one warm-up, then timed GETs \
          of `/metrics` (request written → body read). The label sets come from the hidden agent \
          flag `--synthetic-label-sets N` (with `--max-label-sets 2N`): N fake series of \

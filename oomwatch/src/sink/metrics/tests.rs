@@ -344,3 +344,101 @@ fn last_kill_time_and_rss_split_per_label_set() {
     assert_eq!(rss("file"), Some(f64::from(2u32 << 20)));
     assert_eq!(rss("shmem"), None);
 }
+
+#[test]
+fn tmp_dump_for_compare() {
+    let Some(dir) = std::env::var_os("OOMWATCH_DUMP") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    use crate::enrich::domain::OomDomain;
+    let n = 3000;
+    let m = Metrics::new(n, BUILD);
+    for i in 0..n + 5 {
+        let comm = format!("worker-{}\"\\\n{}", i % 100, i % 7);
+        let cgroup = format!("/kubepods.slice/pod-{i:05}/container!x");
+        let mut ev = event(Some(&comm), Some(&cgroup), 0);
+        ev = OomEvent {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(i as u64 * 1337 + 1),
+            ..ev
+        };
+        ev.oom_id = Some(i as u64 * 2 / 3);
+        ev.oom.constraint = Some(["CONSTRAINT_MEMCG", "CONSTRAINT_NONE", ""][i % 3].into());
+        ev.oom.badness = if i % 5 == 0 {
+            None
+        } else {
+            Some(i as i64 * 77 - 50_000)
+        };
+        ev.anon_rss = (i % 4 != 0).then_some((i as u64) << 40);
+        ev.file_rss = (i % 3 != 0).then_some(i as u64);
+        ev.shmem_rss = (i % 2 != 0).then_some(u64::MAX - i as u64);
+        if i % 11 == 0 {
+            ev.workload.namespace = Some(format!("ns-{}", i % 13));
+            ev.workload.pod = Some(format!("pod-{i}"));
+            ev.workload.container = Some("c\"x".into());
+            ev.workload.oom_domain = Some(OomDomain::Container);
+        }
+        ev.replayed = i % 17 == 0;
+        ev.already_exiting = Some(i % 19 == 0);
+        m.observe(&ev);
+        if i % 10 == 0 {
+            m.observe(&ev);
+        }
+    }
+    m.set_probe_attached("tp:a\"b", true);
+    m.set_probe_attached("kprobe:z", false);
+    m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
+        ringbuf_drops: 1 << 60,
+        read_errors: 7,
+    }));
+    m.set_kernel_kills_reader(Box::new(|| Some(5)));
+    m.add_collector(Box::new(|| {
+        vec![
+            family(
+                "oomwatch_zz_test",
+                "A \\ test\nfamily.",
+                MetricType::GAUGE,
+                vec![gauge(&[("a", "x\"y")], 7.5)],
+            ),
+            family("oomwatch_empty", "none", MetricType::GAUGE, vec![]),
+            family(
+                "aaa_first",
+                "first",
+                MetricType::COUNTER,
+                vec![counter(&[], 1e20)],
+            ),
+        ]
+    }));
+    let t = m.render();
+    // Mask the synthetic sets' wall-clock time.
+    std::fs::write(dir.join("big.prom"), t).unwrap();
+    let m = Metrics::new(10, BUILD);
+    std::fs::write(dir.join("empty.prom"), m.render()).unwrap();
+}
+
+/// Scrape cost at the bench's sizes: 10,000 synthetic label sets (about 60,000 series) and
+/// 1,667 (about 10,000 series). Prints timings; asserts only the shape.
+#[test]
+fn render_synthetic_label_sets_timing() {
+    for n in [10_000, 1_667] {
+        let m = Metrics::new(2 * n, BUILD);
+        m.add_synthetic_label_sets(n);
+        let mut times = Vec::new();
+        let mut t = String::new();
+        for _ in 0..20 {
+            let start = Instant::now();
+            t = m.render();
+            times.push(start.elapsed());
+        }
+        times.sort();
+        let series = t.lines().filter(|l| !l.starts_with('#')).count();
+        println!(
+            "render of {n} synthetic label sets ({series} series, {} bytes): p50 {:?}, max {:?}",
+            t.len(),
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(n as f64));
+        assert_eq!(t.matches("oomwatch_oom_victim_rss_bytes{").count(), 3 * n);
+    }
+}

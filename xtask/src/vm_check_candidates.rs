@@ -1,0 +1,380 @@
+//! The `candidates` check of `vm-test`: "why this victim" against the kernel's own task dump
+//! of the same invocation. For the agents whose candidates come from the `oom_badness` probe
+//! (`fexit:oom_badness` for the fentry agent, `kretprobe:oom_badness` for the kprobe agent),
+//! `sources.candidates` names the probe, the first candidate is the task the kernel chose
+//! (`oom-kill:...,pid=`), the order is the kernel's ranking (points descending, ties by pid)
+//! and each candidate's points, rss, swap, page tables and `oom_score_adj` equal the dump row's:
+//! points = rss + swapents + pgtables_bytes / 4096 + oom_score_adj * (totalpages / 1000). The
+//! probe's points are the kernel's own return values, so this also proves the dump-based
+//! formula; the kmsg agent, whose candidates come from that dump (`kmsg:oom_report`), must
+//! give the same list.
+//!
+//! The check applies when the agent's log names the probe rows; a console of an older agent
+//! passes with a detail saying so.
+
+use std::collections::BTreeMap;
+
+use super::{
+    vm_agent::{Agent, KMSG},
+    vm_check::{check, Check},
+    vm_check_oom::badness,
+    vm_initramfs::MEMORY_MAX,
+    vm_json::Json,
+    vm_parse::{key_value, probe_status, Invocation, DISABLED},
+};
+
+pub const FEXIT: &str = "fexit:oom_badness";
+pub const KRETPROBE: &str = "kretprobe:oom_badness";
+/// The agent's default `--candidates`.
+const TOP: usize = 5;
+const PAGE_SIZE: i64 = 4096;
+
+/// `a.b` inside `v`.
+fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+/// The kernel's ranking of an invocation from its dump: (pid, points), the chosen task first,
+/// then by points descending, ties by pid; tasks with oom_score_adj -1000 are never candidates.
+pub fn kernel_ranking(inv: &Invocation, chosen: i64, totalpages: i64) -> Vec<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> = inv
+        .tasks
+        .iter()
+        .filter(|(_, r)| r.get("oom_score_adj") != Some(&-1000))
+        .filter_map(|(pid, r)| Some((*pid, badness(r, totalpages)?)))
+        .collect();
+    rows.sort_by(|a, b| {
+        (b.0 == chosen)
+            .cmp(&(a.0 == chosen))
+            .then(b.1.cmp(&a.1))
+            .then(a.0.cmp(&b.0))
+    });
+    rows.truncate(TOP);
+    rows
+}
+
+pub fn check_candidates(
+    agent: &Agent,
+    events: &[Json],
+    invocations: &[Invocation],
+    log: &[String],
+    metrics: &[String],
+) -> Check {
+    let status = probe_status(log);
+    if !status.contains_key(FEXIT) && !status.contains_key(KRETPROBE) {
+        return check(
+            "candidates",
+            vec![],
+            format!("not applicable: the agent's log names neither {FEXIT} nor {KRETPROBE} (an agent without the oom_badness probe)"),
+        );
+    }
+    let mut problems = rows_and_metrics(agent, &status, metrics);
+    let probe = agent.candidates_probe != KMSG;
+    let totalpages = MEMORY_MAX / PAGE_SIZE;
+    let mut seen = Vec::new();
+    let mut notes = Vec::new();
+    for e in events {
+        let pid = e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+        let Some(inv) = invocations.iter().find(|i| i.killed.contains(&pid)) else {
+            problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
+            continue;
+        };
+        let source = at(e, "sources.candidates").and_then(Json::as_str);
+        let list: Vec<&Json> = match e.get("candidates") {
+            Some(Json::Arr(a)) => a.iter().collect(),
+            _ => Vec::new(),
+        };
+        let pids: Vec<i64> = list
+            .iter()
+            .filter_map(|c| c.get("pid").and_then(Json::as_i64))
+            .collect();
+        if !inv.header {
+            // The kernel suppressed the report (rate limit): no dump to compare with. The probe
+            // still scores; the dump source has nothing.
+            let chosen = at(e, "chosen.pid").and_then(Json::as_i64);
+            match probe {
+                true if source != Some(agent.candidates_probe)
+                    || pids.first() != chosen.as_ref() =>
+                {
+                    problems.push(format!(
+                        "pid {pid} (no report header): sources.candidates {source:?}, candidates \
+                         {pids:?}, expected {} with chosen {chosen:?} first",
+                        agent.candidates_probe
+                    ))
+                }
+                false if e.get("candidates") != Some(&Json::Null) => problems.push(format!(
+                    "pid {pid} (no report header): candidates {pids:?}, expected null"
+                )),
+                _ => notes.push(format!(
+                    "pid {pid}: report header suppressed, points not compared"
+                )),
+            }
+            continue;
+        }
+        if source != Some(agent.candidates_probe) {
+            problems.push(format!(
+                "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
+                agent.candidates_probe
+            ));
+        }
+        let chosen: i64 = inv
+            .summary
+            .get("pid")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(-1);
+        let want = kernel_ranking(inv, chosen, totalpages);
+        let got: Vec<(i64, i64)> = list
+            .iter()
+            .map(|c| {
+                let n = |k: &str| c.get(k).and_then(Json::as_i64).unwrap_or(i64::MIN);
+                (n("pid"), n("points"))
+            })
+            .collect();
+        if got != want {
+            problems.push(format!(
+                "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
+            ));
+        }
+        for c in &list {
+            problems.extend(row_fields(pid, c, &inv.tasks));
+        }
+        seen.push(format!("pid {pid}: {got:?}"));
+    }
+    let what = match probe {
+        true => "the kernel's own oom_badness() points",
+        false => "points from the dump",
+    };
+    let ok = format!(
+        "{} events: sources.candidates {}, chosen first, order = kernel's ranking, {what} = \
+         rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({totalpages}/1000) of the dump \
+         rows, rss swap pgtables oom_score_adj = dump\n{}",
+        events.len(),
+        agent.candidates_probe,
+        seen.join("\n")
+    );
+    if problems.is_empty() {
+        let mut detail = vec![ok];
+        detail.extend(notes);
+        check("candidates", vec![], detail.join("\n"))
+    } else {
+        check("candidates", problems, String::new())
+    }
+}
+
+/// A candidate's memory and `oom_score_adj` against its dump row.
+fn row_fields(pid: i64, c: &Json, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
+    let cpid = c.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+    let Some(row) = tasks.get(&cpid) else {
+        return vec![format!(
+            "pid {pid}: candidate {cpid} is not in the kernel's dump"
+        )];
+    };
+    let mut out = Vec::new();
+    for (field, column, mult) in [
+        ("rss", "rss", PAGE_SIZE),
+        ("swap", "swapents", PAGE_SIZE),
+        ("pgtables", "pgtables_bytes", 1),
+        ("oom_score_adj", "oom_score_adj", 1),
+    ] {
+        let want = row.get(column).map(|v| v * mult);
+        let got = c.get(field).and_then(Json::as_i64);
+        if want.is_none() || got != want {
+            out.push(format!(
+                "pid {pid} candidate {cpid} {field}: agent {got:?}, kernel {want:?}"
+            ));
+        }
+    }
+    out
+}
+
+/// The agent's candidates row attached, the rows it disabled unavailable, in its log and its
+/// `oomwatch_probe_attached`; nothing dropped.
+fn rows_and_metrics(
+    agent: &Agent,
+    status: &BTreeMap<String, (bool, String)>,
+    metrics: &[String],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let attached = |p: &str| format!("oomwatch_probe_attached{{probe=\"{p}\"}}");
+    if agent.candidates_probe != KMSG {
+        match status.get(agent.candidates_probe) {
+            Some((true, _)) => {}
+            other => problems.push(format!(
+                "{}: {other:?} in the log, expected attached",
+                agent.candidates_probe
+            )),
+        }
+        let got = key_value(metrics, &attached(agent.candidates_probe));
+        if got != Some(1) {
+            problems.push(format!(
+                "{} {got:?}, expected 1",
+                attached(agent.candidates_probe)
+            ));
+        }
+        let dropped = key_value(metrics, "oomwatch_candidates_dropped_total");
+        if dropped != Some(0) {
+            problems.push(format!(
+                "oomwatch_candidates_dropped_total {dropped:?}, expected 0"
+            ));
+        }
+    }
+    for p in agent.candidates_disabled {
+        match status.get(*p) {
+            Some((false, reason)) if reason == DISABLED => {}
+            other => problems.push(format!(
+                "{p}: {other:?} in the log, expected unavailable ({DISABLED})"
+            )),
+        }
+        let got = key_value(metrics, &attached(p));
+        if got != Some(0) {
+            problems.push(format!("{} {got:?}, expected 0", attached(p)));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::vm_agent::AGENTS;
+    use super::*;
+
+    const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
+
+    /// The /g invocation: a hog (chosen), a sleeper with oom_score_adj 500, a plain sleeper.
+    fn invocation() -> Invocation {
+        let row = |rss: i64, pgt: i64, adj: i64| {
+            [
+                ("rss", rss),
+                ("swapents", 0),
+                ("pgtables_bytes", pgt),
+                ("oom_score_adj", adj),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .collect()
+        };
+        Invocation {
+            header: true,
+            summary: [("pid".to_string(), "10".to_string())].into(),
+            tasks: [
+                (10, row(16668, 167936, 0)),
+                (11, row(1, 28672, 500)),
+                (12, row(1, 28672, 0)),
+                (13, row(900, 4096, -1000)),
+            ]
+            .into(),
+            killed: vec![10, 11, 12],
+            ..Invocation::default()
+        }
+    }
+
+    fn candidate(pid: i64, points: i64, rss: i64, pgt: i64, adj: i64) -> String {
+        format!(
+            r#"{{"pid":{pid},"points":{points},"rss":{},"swap":0,"pgtables":{pgt},"oom_score_adj":{adj}}}"#,
+            rss * PAGE_SIZE
+        )
+    }
+
+    fn event(pid: i64, source: &str, list: &[String]) -> Json {
+        Json::parse(&format!(
+            r#"{{"pid":{pid},"chosen":{{"pid":10}},"candidates":[{}],"sources":{{"candidates":"{source}"}}}}"#,
+            list.join(",")
+        ))
+        .unwrap()
+    }
+
+    fn log(lines: &[(&str, bool)]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|(p, ok)| match ok {
+                true => format!(
+                    r#"{{"level":"INFO","fields":{{"message":"probe attached","probe":"{p}","reads":"x"}}}}"#
+                ),
+                false => format!(
+                    r#"{{"level":"WARN","fields":{{"message":"probe unavailable","probe":"{p}","reason":"{DISABLED}"}}}}"#
+                ),
+            })
+            .collect()
+    }
+
+    fn right() -> Vec<String> {
+        let adj_term = 500 * (TOTALPAGES / 1000);
+        vec![
+            candidate(10, 16668 + 41, 16668, 167936, 0),
+            candidate(11, 1 + 7 + adj_term, 1, 28672, 500),
+            candidate(12, 1 + 7, 1, 28672, 0),
+        ]
+    }
+
+    #[test]
+    fn the_kernels_ranking_puts_the_chosen_first_and_leaves_out_adj_min() {
+        let r = kernel_ranking(&invocation(), 10, TOTALPAGES);
+        assert_eq!(r, [(10, 16709), (11, 8 + 500 * 16), (12, 8)]);
+        // The chosen first even when another task has more points.
+        assert_eq!(kernel_ranking(&invocation(), 12, TOTALPAGES)[0], (12, 8));
+    }
+
+    #[test]
+    fn probe_candidates_must_equal_the_kernels_dump() {
+        let fentry = &AGENTS[0];
+        let log = log(&[(FEXIT, true)]);
+        let metrics = [
+            r#"oomwatch_probe_attached{probe="fexit:oom_badness"} 1"#.to_string(),
+            "oomwatch_candidates_dropped_total 0".to_string(),
+        ];
+        let inv = [invocation()];
+        let run = |events: &[Json]| check_candidates(fentry, events, &inv, &log, &metrics);
+        let ok = run(&[event(10, FEXIT, &right()), event(11, FEXIT, &right())]);
+        assert!(ok.ok, "{}", ok.detail);
+        assert!(ok
+            .detail
+            .starts_with("2 events: sources.candidates fexit:oom_badness"));
+
+        let mut swapped = right();
+        swapped.swap(1, 2);
+        let bad = run(&[event(10, FEXIT, &swapped)]);
+        assert!(
+            !bad.ok && bad.detail.contains("candidates (pid, points)"),
+            "{}",
+            bad.detail
+        );
+        let mut off = right();
+        off[1] = off[1].replace(r#""points":8008"#, r#""points":8009"#);
+        assert!(!run(&[event(10, FEXIT, &off)]).ok);
+        let mut rss = right();
+        rss[2] = rss[2].replace(r#""rss":4096"#, r#""rss":8192"#);
+        let bad = run(&[event(10, FEXIT, &rss)]);
+        assert_eq!(
+            bad.detail,
+            "pid 10 candidate 12 rss: agent Some(8192), kernel Some(4096)"
+        );
+        let bad = run(&[event(10, "kmsg:oom_report", &right())]);
+        assert!(bad.detail.contains("sources.candidates"), "{}", bad.detail);
+        let bad = check_candidates(fentry, &[], &inv, &log, &metrics[..1]);
+        assert_eq!(
+            bad.detail,
+            "oomwatch_candidates_dropped_total None, expected 0"
+        );
+    }
+
+    #[test]
+    fn the_kmsg_agent_disables_both_rows_and_an_old_agent_is_not_checked() {
+        let kmsg = &AGENTS[2];
+        let inv = [invocation()];
+        let log = log(&[(FEXIT, false), (KRETPROBE, false)]);
+        let metrics = [
+            r#"oomwatch_probe_attached{probe="fexit:oom_badness"} 0"#.to_string(),
+            r#"oomwatch_probe_attached{probe="kretprobe:oom_badness"} 0"#.to_string(),
+        ];
+        let ok = check_candidates(kmsg, &[event(12, KMSG, &right())], &inv, &log, &metrics);
+        assert!(ok.ok, "{}", ok.detail);
+        let bad = check_candidates(kmsg, &[], &inv, &log, &metrics[..1]);
+        assert!(!bad.ok && bad.detail.contains("kretprobe:oom_badness"));
+        let old = check_candidates(kmsg, &[], &inv, &[], &[]);
+        assert!(
+            old.ok && old.detail.starts_with("not applicable"),
+            "{}",
+            old.detail
+        );
+    }
+}
