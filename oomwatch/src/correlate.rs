@@ -153,6 +153,9 @@ impl Correlator {
             } else {
                 set_context(&mut ev, id, ctx);
                 ev.sources.insert("oom", Source::Kmsg);
+                if ev.oom.candidates.is_some() {
+                    ev.sources.insert("candidates", Source::Kmsg);
+                }
             }
             out.push(ev);
         } else {

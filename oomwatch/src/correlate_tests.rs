@@ -254,3 +254,60 @@ fn allocating_task_kills_are_flagged_from_the_kernels_message() {
         None
     );
 }
+
+#[test]
+fn the_oom_badness_probes_tasks_are_the_invocations_candidates() {
+    use oomwatch_common::{candidate_field, oom_field, CandidateRecord, OomKillRecord};
+    let now = Instant::now();
+    let victim = tp(GONE);
+    let scored = |seq: u32, pid: i32, points: i64| {
+        let mut r = CandidateRecord::zeroed();
+        r.kind = RecordKind::CandidateKretprobe as u32;
+        r.invocation_ktime_ns = victim.ktime_ns - 10;
+        r.trigger_pid = 9;
+        r.seq = seq;
+        r.pid = pid;
+        r.tgid = pid;
+        r.points = points;
+        r.present = candidate_field::PID;
+        r
+    };
+    let mut k = OomKillRecord::zeroed();
+    k.kind = RecordKind::OomKill as u32;
+    k.ktime_ns = victim.ktime_ns - 5;
+    k.invocation_ktime_ns = victim.ktime_ns - 10;
+    k.trigger_pid = 9;
+    k.chosen_pid = GONE;
+    k.present = oom_field::CHOSEN | oom_field::INVOCATION;
+    let mut c = correlator(true, false)
+        .with_oom_kill(Source::OomKillKprobe, vec![])
+        .with_candidates(2);
+    c.push_candidate(scored(0, 77, 10));
+    c.push_candidate(scored(1, GONE, 900));
+    c.push_candidate(scored(2, 78, 50));
+    assert!(c.push(Record::OomKill(k), now).is_empty());
+    let ev = c.push_victim(victim, now).remove(0);
+    let got: Vec<(i32, i64)> = ev
+        .oom
+        .candidates
+        .iter()
+        .flatten()
+        .map(|c| (c.pid, c.points))
+        .collect();
+    assert_eq!(got, [(GONE, 900), (78, 50)]);
+    assert_eq!(ev.sources["candidates"], Source::CandidatesKretprobe);
+    // The kernel log's dump then only fills what the probe could not read.
+    let mut dump = ev.clone();
+    let mut from_dump = dump.oom.candidates.clone().unwrap();
+    from_dump[1].rss = Some(4096);
+    supplement(
+        &mut dump,
+        OomContext {
+            candidates: Some(from_dump),
+            ..OomContext::default()
+        },
+    );
+    let list = dump.oom.candidates.unwrap();
+    assert_eq!((list[1].rss, list[1].points), (Some(4096), 50));
+    assert_eq!(dump.sources["candidates"], Source::CandidatesKretprobe);
+}

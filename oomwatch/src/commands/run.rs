@@ -222,7 +222,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             .with_oom_kill(src, constraints)
             .with_candidates(usize::try_from(args.candidates).unwrap_or(5));
         if kmsg.is_some() && args.candidates > 0 {
-            // The report still gives what the probe cannot: the scored candidates and the
+            // The report still gives what the probes cannot: the scored candidates (when no
+            // oom_badness row attached; else what that probe could not read) and the
             // domain's memory at the kill.
             correlator = correlator
                 .with_kmsg()

@@ -108,10 +108,11 @@ fn counter_layout(btf: &Btf) -> Option<impl Fn(i64) -> Option<u32>> {
     })
 }
 
-/// The `CANDIDATES` ring's size: one page when neither row can attach here.
-pub fn ring_bytes(p: &Prepared, disabled: &[String]) -> u32 {
-    let all_off = PROBES.iter().all(|r| disabled.iter().any(|d| d == r));
-    match p.ready.is_err() || all_off {
+/// The `CANDIDATES` ring's size: one page when neither row can attach here, or when both
+/// `oom_kill_process` rows (`oom_kill`), which tie the scored tasks to a kill, are disabled.
+pub fn ring_bytes(p: &Prepared, disabled: &[String], oom_kill: &[&str]) -> u32 {
+    let all_off = |rows: &[&str]| rows.iter().all(|r| disabled.iter().any(|d| d == r));
+    match p.ready.is_err() || all_off(&PROBES) || all_off(oom_kill) {
         true => RING_BYTES_UNUSED,
         false => RING_BYTES,
     }
@@ -138,16 +139,24 @@ enum Kind {
 }
 
 /// Attaches the first row that fully attaches; `disabled` are the `--disable-probe` names.
+/// `oom_kill`: whether an `oom_kill_process` row attached (its record ties the scored tasks to
+/// the kill; without it they would be of no use).
 pub fn attach(
     ebpf: &mut Ebpf,
     p: &Prepared,
     disabled: &[String],
     kernel_btf: Result<&aya::Btf, String>,
+    oom_kill: bool,
 ) -> Vec<ProbeStatus> {
     let off = |probe: &str| -> Result<(), String> {
-        match disabled.iter().any(|d| d == probe) {
-            true => Err("disabled by --disable-probe".into()),
-            false => Ok(()),
+        match (disabled.iter().any(|d| d == probe), oom_kill) {
+            (true, _) => Err("disabled by --disable-probe".into()),
+            (false, false) => Err(
+                "needs fentry:oom_kill_process or kprobe:oom_kill_process, which ties the \
+                 scored tasks to the kill; candidates come from the kernel's task dump"
+                    .into(),
+            ),
+            (false, true) => Ok(()),
         }
     };
     let mut rows = Vec::new();
@@ -303,13 +312,16 @@ mod tests {
         let p = prepare(Err("no BTF".into()), Ok(()));
         assert_eq!(p.ready, Err("no BTF".into()));
         assert_eq!(p.offsets, CandidateOffsets::ABSENT);
-        assert_eq!(ring_bytes(&p, &[]), RING_BYTES_UNUSED);
+        let oom_kill = ["fentry:oom_kill_process", "kprobe:oom_kill_process"];
+        assert_eq!(ring_bytes(&p, &[], &oom_kill), RING_BYTES_UNUSED);
         let on = Prepared {
             offsets: CandidateOffsets::ABSENT,
             ready: Ok(()),
         };
-        assert_eq!(ring_bytes(&on, &[]), RING_BYTES);
+        assert_eq!(ring_bytes(&on, &[], &oom_kill), RING_BYTES);
         let both: Vec<String> = PROBES.iter().map(|s| s.to_string()).collect();
-        assert_eq!(ring_bytes(&on, &both), RING_BYTES_UNUSED);
+        assert_eq!(ring_bytes(&on, &both, &oom_kill), RING_BYTES_UNUSED);
+        let no_kill: Vec<String> = oom_kill.iter().map(|s| s.to_string()).collect();
+        assert_eq!(ring_bytes(&on, &no_kill, &oom_kill), RING_BYTES_UNUSED);
     }
 }

@@ -169,7 +169,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global("CANDIDATE_OFFSETS", &scored.offsets, true)
         .map_max_entries(
             "CANDIDATES",
-            super::candidates::ring_bytes(&scored, &opts.disabled),
+            super::candidates::ring_bytes(
+                &scored,
+                &opts.disabled,
+                &[PROBE_OOM_KILL_FENTRY, PROBE_OOM_KILL_KPROBE],
+            ),
         )
         .load(EBPF_OBJECT)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
@@ -224,11 +228,16 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
         status.push(row(PROBE_OOM_KILL_KPROBE, kprobe, OOM_KILL_READS));
     }
+    let oom_kill = [PROBE_OOM_KILL_FENTRY, PROBE_OOM_KILL_KPROBE];
+    let oom_kill_attached = status
+        .iter()
+        .any(|s| s.attached && oom_kill.contains(&s.probe));
     status.extend(super::candidates::attach(
         &mut ebpf,
         &scored,
         &opts.disabled,
         kernel_btf.as_ref().map_err(Clone::clone),
+        oom_kill_attached,
     ));
     status.extend(super::lifecycle::attach(
         &mut ebpf,
