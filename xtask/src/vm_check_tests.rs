@@ -110,7 +110,7 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
             .iter()
             .map(|(a, c)| (a.name, c.len()))
             .collect::<Vec<_>>(),
-        [("fentry", 11), ("kprobe", 11), ("kmsg", 11)]
+        [("fentry", 12), ("kprobe", 12), ("kmsg", 12)]
     );
     let s = sample();
     let n = T_VICTIMS + G_VICTIMS;

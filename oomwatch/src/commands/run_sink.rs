@@ -1,0 +1,126 @@
+//! Where `run`'s finished records go ([`Sink`]), and reading the kernel log without waiting
+//! while a victim waits for its report ([`drain_kmsg_now`]).
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::RunError;
+use crate::cgroup::MemoryHierarchy;
+use crate::correlate::{monotonic_ns, Correlator};
+use crate::enrich::Enricher;
+use crate::event::{OomEvent, KILLER_KERNEL};
+use crate::host::HostCollectors;
+use crate::kmsg::{AsyncKmsgReader, KmsgEvent};
+use crate::lifecycle::{self, Lifecycle};
+use crate::recovery::Recovery;
+use crate::sink::json::JsonLines;
+use crate::sink::metrics::Metrics;
+use crate::sink::recent::RecentEvents;
+
+/// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
+/// is watched for its `memory.events`.
+pub(super) struct Sink {
+    pub(super) out: JsonLines<io::Stdout>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) recent: Arc<RecentEvents>,
+    pub(super) enricher: Enricher,
+    pub(super) host: Arc<HostCollectors>,
+    pub(super) hierarchy: Option<MemoryHierarchy>,
+    pub(super) recovery: Option<Recovery>,
+    pub(super) lifecycle: Lifecycle,
+}
+
+impl Sink {
+    pub(super) fn emit(&mut self, evs: Vec<OomEvent>) -> Result<(), RunError> {
+        if evs.is_empty() {
+            return Ok(());
+        }
+        for mut ev in evs {
+            self.enricher.enrich(&mut ev);
+            self.out.write(&ev).map_err(RunError::Stdout)?;
+            // Kill → record latency: the kernel's timestamp to the line written.
+            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
+            // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
+            let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
+            // Right after the line: the position is saved at once, so a crash from here on
+            // cannot make the next start replay this kill.
+            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
+                r.on_recorded(ev.pid);
+            }
+            if kernel {
+                self.metrics.observe(&ev);
+            }
+            self.recent.push(&ev);
+            tracing::debug!(pid = ev.pid, latency_us, "event written");
+            if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
+                self.host.watch_memcg(h.dir(cg), cg.clone());
+            }
+            for line in self.lifecycle.on_event(&ev, Instant::now()) {
+                self.out.write_line(&line).map_err(RunError::Stdout)?;
+            }
+        }
+        self.save_position();
+        Ok(())
+    }
+
+    /// Writes the lifecycle tracker's follow-up records and userspace kills.
+    pub(super) fn emit_lifecycle(&mut self, outs: Vec<lifecycle::Output>) -> Result<(), RunError> {
+        for out in outs {
+            match out {
+                lifecycle::Output::Line(l) => self.out.write_line(&l).map_err(RunError::Stdout)?,
+                lifecycle::Output::Kill(ev) => self.emit(vec![*ev])?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn save_position(&mut self) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.save();
+        }
+    }
+
+    pub(super) fn recovery_deadline(&self) -> Option<Instant> {
+        self.recovery.as_ref().and_then(|r| r.next_deadline())
+    }
+}
+
+/// How often a victim waiting for its kernel-log report looks for it.
+pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);
+
+/// Reads the kernel-log records available now (without waiting) and handles them as the
+/// kernel-log branch of the loop does.
+pub(super) fn drain_kmsg_now(
+    kmsg: &mut Option<AsyncKmsgReader>,
+    correlator: &mut Correlator,
+    sink: &mut Sink,
+    kmsg_context: bool,
+) -> Result<(), RunError> {
+    let Some(reader) = kmsg.as_mut() else {
+        return Ok(());
+    };
+    loop {
+        match reader.try_next_event() {
+            Ok(Some(KmsgEvent::Record(rec))) => {
+                let now = Instant::now();
+                if let Some(r) = sink.recovery.as_mut() {
+                    r.on_record(&rec, now);
+                }
+                if kmsg_context {
+                    let evs = correlator.push_kmsg(&rec, now);
+                    sink.emit(evs)?;
+                }
+            }
+            Ok(Some(KmsgEvent::Gap(gap))) => tracing::warn!(
+                lost = gap.lost(),
+                "kernel log overwrote records before they were read; OOM context may be missing"
+            ),
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("kernel log unreadable, no more OOM context from it: {e}");
+                *kmsg = None;
+                return Ok(());
+            }
+        }
+    }
+}
