@@ -77,15 +77,20 @@ fn parse_cgroup_any(text: &str) -> Option<String> {
 pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     let dir = proc_root.join(pid.to_string());
     let mut info = ProcInfo::default();
+    // The cgroup first, then the status: an exiting task is moved to the root cgroup
+    // (`cgroup_exit()`) only after it has dropped its memory (`exit_mm()`), so if the status
+    // read afterwards still shows memory, the cgroup read before it was the task's own. A
+    // victim that has already dropped its memory gets no cgroup rather than a wrong `/`.
+    let cgroup = fs::read_to_string(dir.join("cgroup"))
+        .ok()
+        .and_then(|s| parse_cgroup(&s));
     if let Ok(text) = fs::read_to_string(dir.join("status")) {
         parse_status(&text, &mut info);
     }
     info.oom_score_adj = fs::read_to_string(dir.join("oom_score_adj"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    info.cgroup = fs::read_to_string(dir.join("cgroup"))
-        .ok()
-        .and_then(|s| parse_cgroup(&s));
+    info.cgroup = cgroup.filter(|_| info.total_vm.is_some());
     info
 }
 
