@@ -30,7 +30,10 @@ pub fn kernel_table(format: &str) -> Option<Vec<(u32, String)>> {
             return None;
         }
         let mask = u32::try_from(eval(expr)? & 0xffff_ffff).ok()?;
-        out.push((mask, name.to_string()));
+        // A nameless entry names nothing (the decoder then shows that bit in hex).
+        if !name.is_empty() {
+            out.push((mask, name.to_string()));
+        }
     }
     (!out.is_empty()).then_some(out)
 }
@@ -115,6 +118,15 @@ mod tests {
 
     const FORMAT: &str = include_str!("../tests/fixtures/gfp/mm_page_alloc.v6.18-host.format");
     const REPORTS: &str = include_str!("../tests/fixtures/gfp/oom-invoked-v6.18-host.kmsg");
+
+    #[test]
+    fn a_nameless_entry_is_left_out() {
+        let f = r#"print fmt: "x", __print_flags(REC->gfp_flags, "|", {( unsigned long)(( gfp_t)((((1UL))) << (14))), ""}, {( unsigned long)(( gfp_t)((((1UL))) << (6))), "__GFP_IO"}, { 0, ((void *)0) } )"#;
+        assert_eq!(
+            kernel_table(f),
+            Some(vec![(1 << 6, "__GFP_IO".to_string())])
+        );
+    }
 
     #[test]
     fn expressions_evaluate_like_c() {
