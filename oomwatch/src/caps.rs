@@ -92,6 +92,23 @@ mod tests {
     }
 }
 
+/// Sets this process's nice value. Lowering it needs CAP_SYS_NICE; the error says so.
+pub fn set_own_nice(value: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes integer arguments only; `0` means this process.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, value) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+        return Err(io::Error::new(
+            e.kind(),
+            "permission denied: a negative nice value needs CAP_SYS_NICE",
+        ));
+    }
+    Err(e)
+}
+
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit words.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 

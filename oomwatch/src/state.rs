@@ -44,10 +44,32 @@ pub struct StateFile {
     path: PathBuf,
     /// Opened at the first save (after the saved position was read).
     file: std::sync::Mutex<Option<fs::File>>,
+    /// Generation of the next save (one more than the newest loaded).
+    next_gen: std::sync::Mutex<u64>,
 }
 
-/// Size of the saved record: a position with 64 pids takes under half of it.
-const RECORD: usize = 1024;
+/// Size of one saved record (a page): a position with 64 pids takes under a quarter of it.
+const RECORD: usize = 4096;
+/// Records written in turn; the newest (highest `gen`) is the position.
+const SLOTS: usize = 8;
+
+/// One saved record: the position and its generation.
+#[derive(Serialize, Deserialize)]
+struct Slot {
+    #[serde(default)]
+    gen: u64,
+    #[serde(flatten)]
+    pos: Position,
+}
+
+/// A slot's JSON without the padding (spaces, newline, or zeros of a never-written slot).
+fn trim_slot(c: &[u8]) -> &[u8] {
+    let end = c
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\n' | 0))
+        .map_or(0, |i| i + 1);
+    &c[..end]
+}
 
 impl StateFile {
     /// Creates the directory if needed and checks it is writable.
@@ -59,6 +81,7 @@ impl StateFile {
         Ok(Self {
             path: dir.join(FILE),
             file: std::sync::Mutex::new(None),
+            next_gen: std::sync::Mutex::new(0),
         })
     }
 
@@ -72,8 +95,18 @@ impl StateFile {
                 return None;
             }
         };
-        match serde_json::from_str(&text) {
-            Ok(p) => Some(p),
+        // The newest of the slots that parse; else the whole file (written by rename).
+        let newest = text
+            .as_bytes()
+            .chunks(RECORD)
+            .filter_map(|c| serde_json::from_slice::<Slot>(trim_slot(c)).ok())
+            .max_by_key(|s| s.gen);
+        if let Some(slot) = newest {
+            *self.next_gen.lock().unwrap_or_else(|p| p.into_inner()) = slot.gen + 1;
+            return Some(slot.pos);
+        }
+        match serde_json::from_str::<Slot>(&text) {
+            Ok(s) => Some(s.pos),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), "state file malformed: {e}; no replay");
                 None
@@ -89,7 +122,16 @@ impl StateFile {
     /// replays nothing. A position too large for the record is written with a rename instead.
     pub fn save(&self, pos: &Position) -> Result<(), StateError> {
         use std::os::unix::fs::FileExt;
-        let mut body = serde_json::to_vec(pos).unwrap_or_default();
+        let gen = {
+            let mut g = self.next_gen.lock().unwrap_or_else(|p| p.into_inner());
+            *g += 1;
+            *g - 1
+        };
+        let slot = Slot {
+            gen,
+            pos: pos.clone(),
+        };
+        let mut body = serde_json::to_vec(&slot).unwrap_or_default();
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if body.len() >= RECORD {
             // The renamed file replaces the one held open: reopen at the next save.
@@ -109,12 +151,15 @@ impl StateFile {
                     .open(&self.path)
                     .map_err(|e| StateError::Write(self.path.clone(), e))?;
                 // Drop any longer content an older format left behind.
-                f.set_len(RECORD as u64)
+                f.set_len((RECORD * SLOTS) as u64)
                     .map_err(|e| StateError::Write(self.path.clone(), e))?;
                 slot.insert(f)
             }
         };
-        file.write_all_at(&body, 0)
+        // Each save goes to the next slot: a page the kernel is writing back can stall a write
+        // to it (stable pages), and consecutive saves never touch the same page.
+        let offset = (gen % SLOTS as u64) * RECORD as u64;
+        file.write_all_at(&body, offset)
             .map_err(|e| StateError::Write(self.path.clone(), e))
     }
 
@@ -274,12 +319,24 @@ mod tests {
         assert_eq!(f.load(), Some(short.clone()));
         assert_eq!(
             fs::metadata(dir.path().join(FILE)).unwrap().len(),
-            RECORD as u64
+            (RECORD * SLOTS) as u64
+        );
+        // Many saves go round the slots; the newest is the one read back.
+        for seq in 100..120 {
+            f.save(&Position {
+                seq,
+                ..short.clone()
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            StateFile::open(dir.path()).unwrap().load().unwrap().seq,
+            119
         );
         // Too big for the record (not possible with 64 pids): written whole by rename; the
         // next in-place save goes to the new file, not the replaced one.
         let huge = Position {
-            boot_id: "x".repeat(2000),
+            boot_id: "x".repeat(5000),
             seq: 1,
             recent: vec![],
         };

@@ -56,6 +56,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = -999, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i16).range(-1000..=1000))]
     pub oom_score_adj: i16,
+    /// The agent's own nice value (-20..=19), so that on a busy host its records are not held up
+    /// behind the tasks it watches. Lowering it needs CAP_SYS_NICE; without it a warning says so.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     /// Cap on `oomwatch_oom_kills_total` label sets; the least recently updated is evicted.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_label_sets: u64,

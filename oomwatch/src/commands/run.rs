@@ -88,6 +88,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "could not set own oom_score_adj: {e}; the agent stays killable"
         ),
     }
+    match caps::set_own_nice(args.nice) {
+        Ok(()) => tracing::info!(nice = args.nice, "set own nice value"),
+        Err(e) => tracing::warn!(nice = args.nice, "could not set own nice value: {e}"),
+    }
     raise_memlock_limit();
     // Bind before touching the kernel: a busy port fails fast with nothing attached.
     let listener = server::bind(args.listen).await?;
