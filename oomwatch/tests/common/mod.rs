@@ -53,63 +53,16 @@ pub fn free_port() -> u16 {
 
 impl Agent {
     pub fn start(extra: &[&str]) -> Agent {
-        let port = free_port();
-        let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
-        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")]);
-        if let Some(d) = &state {
-            cmd.arg("--state-dir").arg(d.path());
-        }
-        let mut child = cmd
-            .args(["--log-level", "debug", "--log-format", "json"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn oomwatch");
-        let (tx, events) = channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = channel();
-        let stderr = child.stderr.take().unwrap();
-        let log2 = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("waiting for OOM kills") {
-                    let _ = ready_tx.send(());
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let mut agent = Agent {
-            child,
-            port,
-            events,
-            seen: Vec::new(),
-            log,
-            _state: state,
-        };
-        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = agent.child.kill();
-            panic!("agent did not become ready; log:\n{}", agent.log_text());
-        }
-        agent
+        Self::launch(extra, None)
     }
 
     /// Like [`Agent::start`], but the agent joins `cg` before it execs (so its whole start-up,
     /// BTF parsing and program loading included, is charged to that cgroup).
     pub fn start_in_cgroup(cg: &TestCgroup, extra: &[&str]) -> Agent {
-        let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+        Self::launch(extra, Some(cg))
+    }
+
+    fn launch(extra: &[&str], cgroup: Option<&TestCgroup>) -> Agent {
         let port = free_port();
         let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
@@ -122,9 +75,12 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (open, write, close) on a buffer prepared before the fork.
-        unsafe { cmd.pre_exec(move || write_path(procs.as_ptr(), b"0")) };
+        if let Some(cg) = cgroup {
+            let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+            // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+            // functions (open, write, close) on a buffer prepared before the fork.
+            unsafe { cmd.pre_exec(move || write_path(procs.as_ptr(), b"0")) };
+        }
         let mut child = cmd.spawn().expect("spawn oomwatch");
         let (tx, events) = channel();
         let stdout = child.stdout.take().unwrap();
