@@ -3,6 +3,8 @@
 //! non-deterministic duration gauges, and compared with `tests/golden/host-<name>.prom`
 //! (regenerate with `UPDATE_GOLDEN=1`). Each golden file is also linted with
 //! `promtool check metrics`. A last test reads this machine's real files.
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,26 +76,7 @@ fn render(h: &HostCollectors) -> String {
 }
 
 fn check_golden(name: &str, got: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, got).unwrap();
-        println!("wrote {}", path.display());
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test host",
-            path.display()
-        )
-    });
-    assert_eq!(
-        got,
-        want,
-        "host metrics differ from {}; if the change is intended, regenerate with \
-         UPDATE_GOLDEN=1 cargo test --test host",
-        path.display()
-    );
+    common::check_golden(&golden_path(name), got, "host");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Golden test for the `/metrics` exposition: a fixed scenario rendered to text, compared
 //! with `tests/golden/metrics.prom` (regenerate with `UPDATE_GOLDEN=1`) and linted with
 //! `promtool check metrics`, which must report nothing.
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -87,26 +89,7 @@ fn scenario() -> String {
 #[test]
 fn metrics_text_matches_golden_file() {
     let got = scenario();
-    let path = golden_path();
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &got).unwrap();
-        println!("wrote {}", path.display());
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test metrics_golden",
-            path.display()
-        )
-    });
-    assert_eq!(
-        got,
-        want,
-        "rendered metrics differ from {}; if the change is intended, regenerate with \
-         UPDATE_GOLDEN=1 cargo test --test metrics_golden",
-        path.display()
-    );
+    common::check_golden(&golden_path(), &got, "metrics_golden");
 }
 
 #[test]

@@ -506,3 +506,27 @@ impl Kmsg {
         panic!("no 'Killed process {pid}' line in /dev/kmsg within {timeout:?}");
     }
 }
+
+/// Compares `got` with the golden file `path`, or rewrites it when `UPDATE_GOLDEN=1`; `test` is
+/// the test binary's name for the message that says how to regenerate it.
+pub fn check_golden(path: &std::path::Path, got: &str, test: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, got).unwrap();
+        println!("wrote {}", path.display());
+        return;
+    }
+    let want = fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test {test}",
+            path.display()
+        )
+    });
+    assert_eq!(
+        got,
+        want,
+        "output differs from {}; if the change is intended, regenerate with \
+         UPDATE_GOLDEN=1 cargo test --test {test}",
+        path.display()
+    );
+}
