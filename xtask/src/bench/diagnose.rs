@@ -175,25 +175,23 @@ pub fn analysis(r: &Report) -> Vec<String> {
         "1. Kernel-log context ({}). With no `oom_kill_process` probe here the agent holds each \
          victim until its \"Killed process\" line comes from `/dev/kmsg`. The kernel stores that \
          line before the console write but wakes `/dev/kmsg` readers only after it, from a lazy \
-         irq_work (`wake_up_klogd`) run at the next timer tick: up to {tick} more. Fix (run \
-         loop): when a victim is held, read `/dev/kmsg` without blocking at once, and on a ~1 ms \
-         timer while one is held (within the 250 ms bound), instead of waiting for readiness.",
+         irq_work (`wake_up_klogd`) run at the next timer tick: up to {tick} more. So while a \
+         victim is held the run loop reads `/dev/kmsg` without blocking at once and every \
+         1 ms (within the 250 ms bound) instead of waiting for that wake-up.",
         cost(KMSG)
     ));
     out.push(format!(
-        "2. State file ({}). The run loop rewrites `kmsg-position.json` (write + rename, \
-         0.1-0.8 ms on ext4 here) after every kernel-log line it reads (`Sink::emit` calls \
-         `save_position` even when it wrote no record, and the position moves with each line) \
-         and after every record (`Recovery::on_recorded`), on its only thread, so records \
-         arriving meanwhile wait. Fix: save when a record was written or a kill line is pending, \
-         coalesced (at most every ~100 ms, and at exit), or hand the write to a blocking thread.",
+        "2. State file ({}). The position (`kmsg-position.json`) is saved after each record \
+         (not after other kernel-log lines), with one `pwrite` of a page-sized slot, round 8 \
+         slots: no temporary file, no rename, and no write to a page the kernel may be writing \
+         back (which can stall on stable-page devices).",
         cost(DISK)
     ));
     out.push(format!(
         "3. Scheduling ({}). Under the storm the victims (`tail`), their exits and others' \
          builds keep both CPUs busy: the agent's threads waited {:.0} µs per wake-up for a CPU \
-         in the main storm. Fix (deployment): a higher priority for the agent (`nice -n -10`, \
-         or SCHED_FIFO with CAP_SYS_NICE; the agent uses little CPU), or a reserved CPU.",
+         in the main storm. The agent lowers its own nice value (`--nice`, default -10, needs \
+         CAP_SYS_NICE); SCHED_FIFO or a reserved CPU would cut this further.",
         cost(PRIO),
         r.storm.runq_wait_us_per_wakeup.unwrap_or(0.0)
     ));
@@ -211,8 +209,7 @@ pub fn analysis(r: &Report) -> Vec<String> {
             out.push(format!(
                 "Isolated kills (side by side above): p50 {:.1} ms. The kernel rate-limits its \
                  full OOM report (header, memory state, task list) to 10 per 5 s, so kills \
-                 400 ms apart are mostly reported in full: {:.0} kernel-log lines per kill here, \
-                 each one a state-file write.",
+                 400 ms apart are mostly reported in full: {:.0} kernel-log lines per kill here.",
                 p.p50, d.log_lines_per_kill
             ));
         }
@@ -221,19 +218,16 @@ pub fn analysis(r: &Report) -> Vec<String> {
         let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
         out.push(format!(
             "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
-             at the median. `Metrics::families()` builds a prometheus `MetricFamily` with owned \
-             label-name and label-value strings for every sample and the text encoder escapes \
-             and writes them, all while holding the `kills` mutex that `Metrics::observe` takes \
-             for every record{}. Fix: keep each label set's rendered `{{...}}` text with the \
-             series, write the exposition text directly, and render from a snapshot taken \
-             under the lock (or cache the body until the next kill).",
+             at the median. Each label set's `{{...}}` text is built once and the exposition text is \
+             written directly from a snapshot taken under the `kills` lock (held ~0.3 ms for \
+             10,000 sets), so rendering takes ~5 ms and most of the time is moving the body; \
+             records no longer wait for scrapes{}.",
             r.synthetic_sets,
             r.scrape_synthetic.bytes,
             r.scrape_synthetic.samples,
             p.p50,
             wrk.map_or(String::new(), |w| format!(
-                ": under wrk, records wait for it (kill → record p50 {:.0} ms, p99 {:.0} ms, \
-                 with both cores also busy rendering)",
+                " (under wrk, kill → record p50 {:.0} ms, p99 {:.0} ms, with both cores busy)",
                 w.p50, w.p99
             ))
         ));
