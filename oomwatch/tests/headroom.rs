@@ -25,20 +25,7 @@ const HELD_MIB: usize = 56;
 /// Not a test of its own: the body of the helper (does nothing without the env var).
 #[test]
 fn alloc_helper() {
-    let Some(mib) = std::env::var(HELPER_ENV)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let mut v = vec![0u8; mib << 20];
-    for i in (0..v.len()).step_by(4096) {
-        v[i] = 1;
-    }
-    std::hint::black_box(&mut v);
-    println!("\n{READY}");
-    // The test kills it; this bounds its life if the test dies first.
-    thread::sleep(Duration::from_secs(180));
+    common::hold_memory_if_asked(HELPER_ENV, READY);
 }
 
 /// The helper, started inside `cg`; killed on drop.

@@ -5,9 +5,7 @@
 //! `promtool check metrics`. A last test reads this machine's real files.
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use oomwatch::host::{kernel_oom_kills, HostCollectors, HostSnapshot};
 use prometheus::proto::MetricFamily;
@@ -261,44 +259,6 @@ fn a_failing_collector_reports_zero_and_leaves_its_metrics_out() {
     assert_eq!(s.kernel_oom_kills, Some(9));
 }
 
-/// `promtool check metrics` on `text`: `None` if it reported nothing, the report otherwise;
-/// skips (returns `None` after printing why) when promtool is missing, unless
-/// `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
-fn promtool_report(text: &str) -> Option<String> {
-    let require = std::env::var_os("OOMWATCH_REQUIRE_REAL_KERNEL").is_some_and(|v| v == "1");
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if !require => {
-            println!(
-                "SKIPPED: promtool not runnable ({e}); install it (Debian: apt-get install \
-                 prometheus) or set OOMWATCH_REQUIRE_REAL_KERNEL=1 to make this fail"
-            );
-            return None;
-        }
-        Err(e) => panic!("promtool is required (OOMWATCH_REQUIRE_REAL_KERNEL=1) but: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (!out.status.success() || !report.trim().is_empty())
-        .then(|| format!("{}\n{report}", out.status))
-}
-
 #[test]
 fn promtool_check_metrics_reports_nothing() {
     // The rendered text (identical to the golden files when those tests pass), and a real
@@ -309,7 +269,7 @@ fn promtool_check_metrics_reports_nothing() {
         ("numa-risky", render(&numa_risky())),
         ("real /", real),
     ] {
-        if let Some(report) = promtool_report(&text) {
+        if let Some(report) = common::promtool_report(&text) {
             panic!("promtool check metrics ({name}): {report}\n--- input ---\n{text}");
         }
     }

@@ -4,9 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use oomwatch::enrich::domain::OomDomain;
@@ -94,41 +92,9 @@ fn metrics_text_matches_golden_file() {
 
 #[test]
 fn promtool_check_metrics_reports_nothing() {
-    let require = std::env::var_os("OOMWATCH_REQUIRE_REAL_KERNEL").is_some_and(|v| v == "1");
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if !require => {
-            println!(
-                "SKIPPED: promtool not runnable ({e}); install it (Debian: apt-get install \
-                 prometheus) or set OOMWATCH_REQUIRE_REAL_KERNEL=1 to make this fail"
-            );
-            return;
-        }
-        Err(e) => panic!("promtool is required (OOMWATCH_REQUIRE_REAL_KERNEL=1) but: {e}"),
-    };
     // Lint what is actually rendered (identical to the golden file when that test passes).
     let text = scenario();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {}\n{report}\n--- input ---\n{text}",
-        out.status
-    );
+    if let Some(report) = common::promtool_report(&text) {
+        panic!("promtool check metrics: {report}\n--- input ---\n{text}");
+    }
 }

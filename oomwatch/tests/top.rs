@@ -5,6 +5,8 @@
 //! number of MiB and sleeps, so each child's memory is known. Their `oom_score_adj` is only
 //! ever raised: lowering it needs CAP_SYS_RESOURCE, which a container's root may lack. The
 //! protected (-1000) listing is therefore checked on the fixture tree.
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -21,20 +23,7 @@ const READY: &str = "oomwatch-top-helper-ready";
 /// Not a test of its own: the body of the child processes (does nothing without the env var).
 #[test]
 fn alloc_helper() {
-    let Some(mib) = std::env::var(HELPER_ENV)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let mut v = vec![0u8; mib << 20];
-    for i in (0..v.len()).step_by(4096) {
-        v[i] = 1;
-    }
-    std::hint::black_box(&mut v);
-    println!("\n{READY}");
-    // The parent kills it; this bounds its life if the parent dies first.
-    thread::sleep(Duration::from_secs(180));
+    common::hold_memory_if_asked(HELPER_ENV, READY);
 }
 
 /// A helper child, killed on drop.

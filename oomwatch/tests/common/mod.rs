@@ -530,3 +530,60 @@ pub fn check_golden(path: &std::path::Path, got: &str, test: &str) {
         path.display()
     );
 }
+
+/// `promtool check metrics` on `text`: `None` if it reported nothing, the report otherwise;
+/// skips (returns `None` after printing why) when promtool is missing, unless
+/// `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
+pub fn promtool_report(text: &str) -> Option<String> {
+    let require = std::env::var_os("OOMWATCH_REQUIRE_REAL_KERNEL").is_some_and(|v| v == "1");
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if !require => {
+            println!(
+                "SKIPPED: promtool not runnable ({e}); install it (Debian: apt-get install \
+                 prometheus) or set OOMWATCH_REQUIRE_REAL_KERNEL=1 to make this fail"
+            );
+            return None;
+        }
+        Err(e) => panic!("promtool is required (OOMWATCH_REQUIRE_REAL_KERNEL=1) but: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!out.status.success() || !report.trim().is_empty())
+        .then(|| format!("{}\n{report}", out.status))
+}
+
+/// The body of a test binary re-run as a helper process: when `env` names a size in MiB, hold
+/// that much touched memory, print `ready` and sleep (the test kills it; the sleep bounds its
+/// life if the test dies first). Without `env` it returns at once.
+pub fn hold_memory_if_asked(env: &str, ready: &str) {
+    let Some(mib) = std::env::var(env)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let mut v = vec![0u8; mib << 20];
+    for i in (0..v.len()).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&mut v);
+    println!("\n{ready}");
+    thread::sleep(Duration::from_secs(180));
+}
