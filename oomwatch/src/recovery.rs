@@ -17,7 +17,7 @@ use crate::event::OomEvent;
 use crate::kmsg::record::KmsgRecord;
 use crate::kmsg::{KmsgError, KmsgEvent, KmsgReader};
 use crate::replay::{LogKills, LoggedKill};
-use crate::state::{Position, StateFile, Tracker};
+use crate::state::{Position, Prepared, StateFile, Tracker};
 
 /// How long a "Killed process" line waits for its live record before it is recorded from the
 /// line itself (the live path takes at most the correlation window plus the kernel-log wait).
@@ -34,6 +34,13 @@ pub struct Recovery {
     held: VecDeque<(Instant, LoggedKill)>,
     /// The last position written, to skip identical writes.
     saved: Option<Position>,
+}
+
+/// A position ready to be written (see [`Recovery::prepare_recorded`]).
+#[derive(Debug)]
+pub struct Commit {
+    pos: Position,
+    prepared: Prepared,
 }
 
 /// What start-up found in the log.
@@ -111,12 +118,31 @@ impl Recovery {
         }
     }
 
-    /// A record for `pid` was written: the position is saved at once, not after the batch, so
-    /// a `kill -9` right after the line was written can repeat at most this one record.
-    pub fn on_recorded(&mut self, pid: i32) {
+    /// A record for `pid` is about to be written: the position that counts it as recorded,
+    /// ready to [`Self::commit`] right after the line. Between the two there is nothing but
+    /// the line's own `write` and this `pwrite`, so a `kill -9` can fall between them only in
+    /// the few microseconds of one return to user space (then that one kill is replayed at the
+    /// next start, marked `replayed`). Saving before the line instead would lose the kill when
+    /// the agent dies before writing it, which is worse than a marked repeat. `None`: the
+    /// position did not change.
+    pub fn prepare_recorded(&mut self, pid: i32) -> Option<Commit> {
         self.tracker.recorded(pid);
         self.held.retain(|(_, k)| k.event.pid != pid);
-        self.save();
+        let pos = self.tracker.position(&self.boot_id)?;
+        if self.saved.as_ref() == Some(&pos) {
+            return None;
+        }
+        let prepared = self.file.prepare(&pos);
+        Some(Commit { pos, prepared })
+    }
+
+    /// Writes a position made by [`Self::prepare_recorded`]; a failure is logged (the next
+    /// save retries).
+    pub fn commit(&mut self, c: Commit) {
+        match self.file.commit(c.prepared) {
+            Ok(()) => self.saved = Some(c.pos),
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 
     /// When the oldest held kill line is given up on.

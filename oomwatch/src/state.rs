@@ -53,6 +53,14 @@ const RECORD: usize = 4096;
 /// Records written in turn; the newest (highest `gen`) is the position.
 const SLOTS: usize = 8;
 
+/// A position encoded for its slot, not yet written.
+#[derive(Debug)]
+pub struct Prepared {
+    gen: u64,
+    /// Exactly [`RECORD`] bytes (padded), or longer: then it is written by rename.
+    body: Vec<u8>,
+}
+
 /// One saved record: the position and its generation.
 #[derive(Serialize, Deserialize)]
 struct Slot {
@@ -121,7 +129,12 @@ impl StateFile {
     /// it; only a power loss could, and then the next start finds it malformed, says so, and
     /// replays nothing. A position too large for the record is written with a rename instead.
     pub fn save(&self, pos: &Position) -> Result<(), StateError> {
-        use std::os::unix::fs::FileExt;
+        self.commit(self.prepare(pos))
+    }
+
+    /// The bytes [`Self::commit`] writes for `pos`, made ready beforehand so that the commit
+    /// is a single system call (see `Recovery::prepare_recorded`).
+    pub fn prepare(&self, pos: &Position) -> Prepared {
         let gen = {
             let mut g = self.next_gen.lock().unwrap_or_else(|p| p.into_inner());
             *g += 1;
@@ -132,14 +145,22 @@ impl StateFile {
             pos: pos.clone(),
         };
         let mut body = serde_json::to_vec(&slot).unwrap_or_default();
+        if body.len() < RECORD {
+            body.resize(RECORD - 1, b' ');
+            body.push(b'\n');
+        }
+        Prepared { gen, body }
+    }
+
+    /// Writes a prepared position.
+    pub fn commit(&self, p: Prepared) -> Result<(), StateError> {
+        use std::os::unix::fs::FileExt;
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if body.len() >= RECORD {
+        if p.body.len() > RECORD {
             // The renamed file replaces the one held open: reopen at the next save.
             *slot = None;
-            return self.save_by_rename(&body);
+            return self.save_by_rename(&p.body);
         }
-        body.resize(RECORD - 1, b' ');
-        body.push(b'\n');
         let file = match slot.as_ref() {
             Some(f) => f,
             None => {
@@ -158,8 +179,8 @@ impl StateFile {
         };
         // Each save goes to the next slot: a page the kernel is writing back can stall a write
         // to it (stable pages), and consecutive saves never touch the same page.
-        let offset = (gen % SLOTS as u64) * RECORD as u64;
-        file.write_all_at(&body, offset)
+        let offset = (p.gen % SLOTS as u64) * RECORD as u64;
+        file.write_all_at(&p.body, offset)
             .map_err(|e| StateError::Write(self.path.clone(), e))
     }
 

@@ -37,16 +37,22 @@ impl Sink {
         }
         for mut ev in evs {
             self.enricher.enrich(&mut ev);
-            self.out.write(&ev).map_err(RunError::Stdout)?;
-            // Kill → record latency: the kernel's timestamp to the line written.
-            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
-            // Right after the line: the position is saved at once, so a crash from here on
-            // cannot make the next start replay this kill.
-            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
-                r.on_recorded(ev.pid);
+            // The position that counts this kill as recorded is encoded before the line and
+            // written right after it: a crash from then on cannot make the next start replay
+            // this kill, and one before the line leaves it to be replayed.
+            let commit = self
+                .recovery
+                .as_mut()
+                .filter(|_| kernel)
+                .and_then(|r| r.prepare_recorded(ev.pid));
+            self.out.write(&ev).map_err(RunError::Stdout)?;
+            if let (Some(r), Some(c)) = (self.recovery.as_mut(), commit) {
+                r.commit(c);
             }
+            // Kill → record latency: the kernel's timestamp to the line written.
+            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             if kernel {
                 self.metrics.observe(&ev);
             }
