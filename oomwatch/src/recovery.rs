@@ -10,12 +10,11 @@
 //!   a crash (even `kill -9`) never loses one; the pids recorded live are saved with it, so none
 //!   is recorded twice.
 use std::collections::VecDeque;
-use std::fs::File;
 use std::time::{Duration, Instant};
 
 use crate::event::OomEvent;
 use crate::kmsg::record::KmsgRecord;
-use crate::kmsg::{KmsgError, KmsgEvent, KmsgReader};
+use crate::kmsg::{KmsgError, KmsgEvent, KmsgReader, KmsgSource};
 use crate::replay::{LogKills, LoggedKill};
 use crate::state::{Position, Prepared, StateFile, Tracker};
 
@@ -57,11 +56,11 @@ pub struct StartUp {
 impl Recovery {
     /// Reads the saved position and the kernel log up to now. `reader` is left at the end of
     /// the log, ready to follow it live.
-    pub fn start(
+    pub fn start<S: KmsgSource>(
         file: StateFile,
         boot_id: String,
         host: String,
-        reader: &mut KmsgReader<File>,
+        reader: &mut KmsgReader<S>,
     ) -> Result<(Self, StartUp), KmsgError> {
         let prev = file.load();
         let mut up = StartUp::default();
@@ -86,7 +85,11 @@ impl Recovery {
                 KmsgEvent::Record(rec) => {
                     tracker.record(rec.seq);
                     for k in kills.push(&rec) {
-                        if up.resumed && !recent.contains(&k.event.pid) {
+                        // Pending until its replayed record is written: a position saved
+                        // before then (after a live record, or by the first replayed ones)
+                        // stays before it, so a crash during start-up replays it again
+                        // instead of losing it.
+                        if up.resumed && tracker.killed(k.seq, k.event.pid) {
                             up.missed.push(k.event);
                         }
                     }
@@ -185,3 +188,7 @@ impl Recovery {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "recovery_tests.rs"]
+mod tests;
