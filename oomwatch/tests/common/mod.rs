@@ -53,16 +53,22 @@ pub fn free_port() -> u16 {
 
 impl Agent {
     pub fn start(extra: &[&str]) -> Agent {
-        Self::launch(extra, None)
+        Self::launch(extra, None, true)
+    }
+
+    /// Like [`Agent::start`], but returns at once, without waiting for the agent to be ready
+    /// (to kill it somewhere in its start-up).
+    pub fn spawn(extra: &[&str]) -> Agent {
+        Self::launch(extra, None, false)
     }
 
     /// Like [`Agent::start`], but the agent joins `cg` before it execs (so its whole start-up,
     /// BTF parsing and program loading included, is charged to that cgroup).
     pub fn start_in_cgroup(cg: &TestCgroup, extra: &[&str]) -> Agent {
-        Self::launch(extra, Some(cg))
+        Self::launch(extra, Some(cg), true)
     }
 
-    fn launch(extra: &[&str], cgroup: Option<&TestCgroup>) -> Agent {
+    fn launch(extra: &[&str], cgroup: Option<&TestCgroup>, wait_ready: bool) -> Agent {
         let port = free_port();
         let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
@@ -113,7 +119,7 @@ impl Agent {
             log,
             _state: state,
         };
-        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+        if wait_ready && ready.recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = agent.child.kill();
             panic!("agent did not become ready; log:\n{}", agent.log_text());
         }
