@@ -87,6 +87,10 @@ pub mod field {
     /// SIGKILL was pending for the victim when it was marked: the killer had just sent it. A
     /// victim marked without it was already exiting and was let go without a kill.
     pub const SIGKILL_PENDING: u32 = 1 << 12;
+    /// The running task sent the victim SIGKILL just before marking it: the mark is a kill
+    /// (`__oom_kill_process()`), not a task already exiting that is only let go first.
+    /// Meaningful only while a `signal_generate` program is attached.
+    pub const KILL_SENT: u32 = 1 << 13;
     /// At least one kernel read failed (the failure was also logged through aya-log).
     pub const READ_ERROR: u32 = 1 << 31;
 }

@@ -7,6 +7,7 @@ mod candidates;
 mod cgroup;
 mod globals;
 mod header;
+mod kill_signal;
 mod lifecycle;
 mod maps;
 mod mark_victim;

@@ -17,7 +17,7 @@ use aya_log_ebpf::debug;
 use oomwatch_common::{counter, field, RecordKind, VictimRecord, OFFSET_ABSENT, SIGKILL_BIT};
 
 use crate::{
-    cgroup, globals, header,
+    cgroup, globals, header, kill_signal,
     maps::{count, EVENTS},
     read,
 };
@@ -36,6 +36,9 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
     if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "pid") {
         rec.pid = pid;
         rec.present |= field::PID;
+        if kill_signal::killed_by_current(pid, rec.ktime_ns) {
+            rec.present |= field::KILL_SENT;
+        }
     }
     if let Some(loc) = read::at::<u32, _>(&ctx, base, off.comm_data_loc, "comm") {
         // __data_loc: low 16 bits are the offset of the string in the record, high 16 its length.
@@ -98,6 +101,9 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     if let Some(pid) = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid") {
         rec.pid = pid;
         rec.present |= field::PID;
+        if kill_signal::killed_by_current(pid, rec.ktime_ns) {
+            rec.present |= field::KILL_SENT;
+        }
     }
     if let Some(tgid) = read::at::<i32, _>(&ctx, task, off.task_tgid, "task_struct.tgid") {
         rec.tgid = tgid;
@@ -146,13 +152,15 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// Times the victim's exit (`lifecycle::victim_exit`): by tgid, else by pid (the victim task is
-/// normally its process's leader, whose pid is the tgid).
+/// normally its process's leader, whose pid is the tgid). A kill restarts the clock; a mark
+/// without one (another thread of a process already killed) keeps the kill's time.
 #[inline(always)]
 fn track(rec: &VictimRecord) {
+    let keep_first = rec.present & field::KILL_SENT == 0;
     if rec.present & field::TGID != 0 {
-        crate::lifecycle::track_victim(rec.tgid, rec.ktime_ns, false);
+        crate::lifecycle::track_victim(rec.tgid, rec.ktime_ns, keep_first);
     } else if rec.present & field::PID != 0 {
-        crate::lifecycle::track_victim(rec.pid, rec.ktime_ns, false);
+        crate::lifecycle::track_victim(rec.pid, rec.ktime_ns, keep_first);
     }
 }
 

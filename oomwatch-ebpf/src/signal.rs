@@ -1,6 +1,8 @@
 //! `signal:signal_generate`: SIGKILLs sent by userspace OOM killers (earlyoom, systemd-oomd,
 //! ...). A record is written only when the signal is SIGKILL *and* the sender's comm is in
-//! [`KILLER_COMMS`]: every other signal costs two compares and no record.
+//! [`KILLER_COMMS`]: every other signal costs one compare and no record. Every SIGKILL is also
+//! remembered for [`kill_signal`] (one map update), which tells the kernel's OOM kills from
+//! the tasks it only marks.
 //!
 //! Two programs with one purpose; the agent loads the first that works:
 //! - `signal_generate_btf` (tp_btf): the target's `task_struct` (tgid, comm, memory cgroup) and
@@ -22,7 +24,7 @@ use oomwatch_common::{
 };
 
 use crate::{
-    cgroup, globals,
+    cgroup, globals, kill_signal,
     lifecycle::track_victim,
     maps::{count, EVENTS},
     read,
@@ -51,11 +53,16 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
     if sig != SIGKILL {
         return 0;
     }
+    let task: *const u8 = ctx.arg(2);
+    let off = globals::get(&globals::TASK_OFFSETS);
+    let target_pid = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid");
+    if let Some(pid) = target_pid {
+        kill_signal::sigkill_sent(pid);
+    }
     let Some(sender_comm) = listed_sender() else {
         return 0;
     };
     let info: usize = ctx.arg(1);
-    let task: *const u8 = ctx.arg(2);
     let group: i32 = ctx.arg(3);
     let result: i32 = ctx.arg(4);
     let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
@@ -79,8 +86,7 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
         rec.code = code;
         rec.present |= signal_field::CODE;
     }
-    let off = globals::get(&globals::TASK_OFFSETS);
-    if let Some(pid) = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid") {
+    if let Some(pid) = target_pid {
         rec.target_pid = pid;
         rec.present |= signal_field::TARGET_PID;
     }
@@ -114,6 +120,9 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
     };
     if sig != SIGKILL {
         return 0;
+    }
+    if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "signal_generate.pid") {
+        kill_signal::sigkill_sent(pid);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;

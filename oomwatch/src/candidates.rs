@@ -139,15 +139,19 @@ pub fn host_totals(meminfo: &str) -> (Option<u64>, Option<u64>) {
 /// One sentence on why the victim was chosen, e.g. "tail (pid 12531) was chosen with 16784
 /// points of the 16384-page memcg /kmsgfix; next: java (pid 77) 9100 points; oom_score_adj 0".
 pub fn explanation(
-    victim_comm: &str,
-    victim_pid: i32,
+    (victim_comm, victim_pid, victim_tgid): (&str, i32, Option<i32>),
     points: Option<i64>,
     totalpages: Option<u64>,
     domain: Option<&str>,
     adj: Option<i16>,
     candidates: Option<&[Candidate]>,
 ) -> String {
-    let next = candidates.map(|c| c.iter().find(|c| c.pid != victim_pid));
+    // The next process, not the victim's own (scored as its leader, or as another thread
+    // when the leader has exited).
+    let next = candidates.map(|c| {
+        c.iter()
+            .find(|c| !same_process((c.pid, Some(c.tgid)), (victim_pid, victim_tgid)))
+    });
     let mut s = format!("{victim_comm} (pid {victim_pid}) was chosen");
     if let Some(p) = points {
         s.push_str(&format!(" with {p} points"));
@@ -169,6 +173,15 @@ pub fn explanation(
         s.push_str(&format!("; oom_score_adj {a}"));
     }
     s
+}
+
+/// Whether two tasks, each `(pid, tgid if known)`, belong to one process. The kernel scores a
+/// process by its leader but names the thread it kills, which is another thread when the
+/// leader has exited (`find_lock_task_mm()`). A tgid of 0 counts as unknown.
+pub fn same_process(a: (i32, Option<i32>), b: (i32, Option<i32>)) -> bool {
+    let tgid = |t: Option<i32>| t.filter(|&t| t > 0);
+    let (ta, tb) = (tgid(a.1), tgid(b.1));
+    a.0 == b.0 || ta == Some(b.0) || tb == Some(a.0) || (ta.is_some() && ta == tb)
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ fn the_sentence_names_the_runner_up() {
     };
     let chosen = Candidate {
         pid: 5,
+        tgid: 5,
         comm: "tail".into(),
         points: 17910,
         ..next.clone()
@@ -123,8 +124,7 @@ fn the_sentence_names_the_runner_up() {
     let list = [chosen, next];
     assert_eq!(
         explanation(
-            "tail",
-            5,
+            ("tail", 5, Some(5)),
             Some(17910),
             Some(16384),
             Some("memcg /x"),
@@ -135,7 +135,26 @@ fn the_sentence_names_the_runner_up() {
          77) 9100 points; oom_score_adj 0"
     );
     assert_eq!(
-        explanation("tail", 5, None, None, None, None, Some(&list[..1])),
+        explanation(("tail", 5, None), None, None, None, None, Some(&list[..1])),
         "tail (pid 5) was chosen; no other candidate"
     );
+    // The leader (5) had exited: the kernel scored the process as 5 and killed thread 6.
+    assert_eq!(
+        explanation(("tail", 6, Some(5)), None, None, None, None, Some(&list)),
+        "tail (pid 6) was chosen; next: java (pid 77) 9100 points"
+    );
+}
+
+#[test]
+fn threads_of_one_process_are_one_process() {
+    assert!(same_process((6, Some(5)), (5, Some(5))));
+    assert!(same_process((5, Some(5)), (6, Some(5))));
+    assert!(same_process((6, Some(5)), (7, Some(5))));
+    assert!(same_process((5, None), (5, None)));
+    assert!(!same_process((6, Some(5)), (77, Some(77))));
+    assert!(
+        !same_process((6, Some(0)), (7, Some(0))),
+        "tgid 0 is unknown"
+    );
+    assert!(!same_process((6, None), (5, None)));
 }

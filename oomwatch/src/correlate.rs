@@ -16,6 +16,7 @@ use crate::gfp::GfpDecoder;
 use crate::invocation::Invocations;
 use crate::kmsg::KmsgRecord;
 use crate::kmsg_context::KmsgContexts;
+use crate::marks::KillVerdict;
 use crate::probe::ringbuf::Record;
 use crate::procfs;
 use crate::scored::{self, Scored};
@@ -52,6 +53,8 @@ pub struct Correlator {
     gfp: Option<GfpDecoder>,
     /// Tasks the `oom_badness` probe reported, by invocation.
     scored: Scored,
+    /// Which marks are kills (the others get no event).
+    verdict: KillVerdict,
 }
 
 impl Correlator {
@@ -78,7 +81,46 @@ impl Correlator {
             held: Vec::new(),
             gfp: None,
             scored: Scored::new(crate::candidates::DEFAULT_TOP),
+            verdict: KillVerdict::default(),
         }
+    }
+
+    /// A `signal_generate` program is attached since `ktime_ns`: from then on a mark is a kill
+    /// only if its SIGKILL was seen (see [`crate::marks`]).
+    pub fn with_kill_signals_since(mut self, ktime_ns: u64) -> Self {
+        self.verdict = std::mem::take(&mut self.verdict).with_signals_since(ktime_ns);
+        self
+    }
+
+    /// Marks that were not kills (no event), so far.
+    pub fn marks_without_kill(&self) -> u64 {
+        self.verdict.without_kill()
+    }
+
+    /// Builds and finishes the event of a complete mark, unless the mark was not a kill.
+    fn complete(&mut self, p: Pending, now: Instant, out: &mut Vec<OomEvent>) {
+        if let Some(ev) = self.build_kill(p) {
+            self.finish(ev, now, out);
+        }
+    }
+
+    /// The event of a mark that was a kill.
+    fn build_kill(&mut self, p: Pending) -> Option<OomEvent> {
+        let recs: Vec<&VictimRecord> = p.tp.iter().chain(p.btf.iter()).collect();
+        let tgid = recs
+            .iter()
+            .find(|r| r.present & field::TGID != 0)
+            .map(|r| r.tgid);
+        let ktime = recs.iter().map(|r| r.ktime_ns).min().unwrap_or_default();
+        if !self.verdict.is_kill(&recs, tgid, ktime) {
+            tracing::debug!(
+                pid = p.pid,
+                ?tgid,
+                "task marked as OOM victim without a kill (already exiting): no record"
+            );
+            return None;
+        }
+        Some(self.build(p))
     }
 
     /// Reads `/proc` (victims' status, sysctls) under this directory instead: `/host/proc` for
@@ -200,8 +242,7 @@ impl Correlator {
             // second mark): emit the older one first, never merge two kills.
             Some(i) if slot(&mut self.pending[i], kind).is_some() => {
                 let old = self.pending.remove(i);
-                let ev = self.build(old);
-                self.finish(ev, now, &mut out);
+                self.complete(old, now, &mut out);
                 None
             }
             other => other,
@@ -219,8 +260,7 @@ impl Correlator {
         let p = &self.pending[idx];
         if (p.tp.is_some() || !self.expect_tp) && (p.btf.is_some() || !self.expect_btf) {
             let done = self.pending.remove(idx);
-            let ev = self.build(done);
-            self.finish(ev, now, &mut out);
+            self.complete(done, now, &mut out);
         }
         out
     }
@@ -241,8 +281,7 @@ impl Correlator {
         self.held = held;
         let mut out: Vec<OomEvent> = late.into_iter().map(|(ev, _)| ev).collect();
         for p in expired {
-            let ev = self.build(p);
-            self.finish(ev, now, &mut out);
+            self.complete(p, now, &mut out);
         }
         out
     }
@@ -251,7 +290,7 @@ impl Correlator {
     pub fn flush_all(&mut self) -> Vec<OomEvent> {
         let all: Vec<_> = self.pending.drain(..).collect();
         let mut out: Vec<OomEvent> = self.held.drain(..).map(|(ev, _)| ev).collect();
-        out.extend(all.into_iter().map(|p| self.build(p)));
+        out.extend(all.into_iter().filter_map(|p| self.build_kill(p)));
         out
     }
 
@@ -386,8 +425,26 @@ fn supplement(ev: &mut OomEvent, mut ctx: OomContext) {
     }
 }
 
+/// Whether the scored tasks show `victim_pid` as a thread of process `chosen_pid` (the kernel's
+/// task dump lists each process by the thread it would kill, with its tgid).
+pub(crate) fn victim_row_of(
+    candidates: Option<&[crate::candidates::Candidate]>,
+    victim_pid: i32,
+    chosen_pid: i32,
+) -> bool {
+    candidates.is_some_and(|list| {
+        list.iter()
+            .any(|c| c.pid == victim_pid && c.tgid == chosen_pid)
+    })
+}
+
 fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
-    ctx.group_kill = ctx.chosen.as_ref().map(|c| c.pid != ev.pid);
+    // Killed without being the chosen process: a member of a memory.oom.group kill. The
+    // chosen process may be named by its leader while the victim is another of its threads.
+    ctx.group_kill = ctx.chosen.as_ref().map(|c| {
+        !crate::candidates::same_process((c.pid, Some(c.tgid)), (ev.pid, ev.tgid))
+            && !victim_row_of(ctx.candidates.as_deref(), ev.pid, c.pid)
+    });
     if let Some(t) = ev.trigger.as_mut() {
         t.cgroup = ctx.trigger_cgroup.take();
         t.cgroup_id = ctx.trigger_cgroup_id.take();
@@ -440,8 +497,6 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
     let pgtables = take("pgtables", field::PGTABLES).map(|r| r.pgtables_kb * 1024);
     let oom_score_adj = take("oom_score_adj", field::OOM_SCORE_ADJ).map(|r| r.oom_score_adj);
     let cgroup_id = take("cgroup", field::MEMCG_ID).map(|r| r.memcg_id);
-    let already_exiting =
-        take("already_exiting", field::SIGNALS).map(|r| r.present & field::SIGKILL_PENDING == 0);
     // Any record carries the kernel timestamp and the triggering task; take the earliest.
     let first = [p.tp, p.btf]
         .into_iter()
@@ -477,7 +532,6 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         oom_score_adj,
         cgroup_id,
         trigger,
-        already_exiting,
         sources,
         ..OomEvent::new(p.pid, ktime_ns, wall_clock_of(ktime_ns), host.to_string())
     }

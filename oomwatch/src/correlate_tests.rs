@@ -214,24 +214,32 @@ fn without_kernel_log_context_the_event_goes_out_after_the_bound() {
 }
 
 #[test]
-fn a_victim_marked_without_sigkill_is_flagged_already_exiting() {
+fn a_task_marked_without_a_kill_gets_no_event() {
+    // Without a signal_generate program: the victim's pending signals and its process decide.
     let mut c = correlator(false, true);
-    let mut r = btf(GONE);
-    r.present |= field::SIGNALS;
-    let ev = c.push_victim(r, Instant::now()).remove(0);
-    assert_eq!(ev.already_exiting, Some(true));
-    assert_eq!(ev.sources["already_exiting"], Source::MarkVictimBtf);
-    let mut r = btf(GONE);
-    r.present |= field::SIGNALS | field::SIGKILL_PENDING;
-    assert_eq!(
-        c.push_victim(r, Instant::now())[0].already_exiting,
-        Some(false)
-    );
-    assert_eq!(
-        c.push_victim(btf(GONE), Instant::now())[0].already_exiting,
-        None,
-        "not read"
-    );
+    let now = Instant::now();
+    let mut exiting = btf(GONE);
+    exiting.present |= field::SIGNALS;
+    assert!(c.push_victim(exiting, now).is_empty(), "no SIGKILL pending");
+    let mut killed = btf(GONE - 10);
+    killed.tgid = GONE - 10;
+    killed.present |= field::SIGNALS | field::SIGKILL_PENDING;
+    assert_eq!(c.push_victim(killed, now).len(), 1);
+    // Another thread of the process just killed, marked when it allocated again.
+    let mut thread = killed;
+    thread.pid = GONE - 9;
+    thread.ktime_ns += 1_000_000;
+    assert!(c.push_victim(thread, now).is_empty(), "same process");
+    assert_eq!(c.marks_without_kill(), 2);
+
+    // With one: only a mark right after its SIGKILL is a kill.
+    let mut c = correlator(false, true).with_kill_signals_since(0);
+    let mut thread = btf(GONE);
+    thread.present |= field::SIGNALS | field::SIGKILL_PENDING;
+    assert!(c.push_victim(thread, now).is_empty());
+    thread.present |= field::KILL_SENT;
+    assert_eq!(c.push_victim(thread, now).len(), 1);
+    assert_eq!(c.marks_without_kill(), 1);
 }
 
 #[test]

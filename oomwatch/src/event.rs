@@ -191,10 +191,6 @@ pub struct OomEvent {
     pub trigger: Option<Trigger>,
     /// The victim as one object (see [`Victim`]).
     pub victim: Victim,
-    /// The victim was already exiting and the kernel marked it without sending SIGKILL (it is
-    /// let go first instead of killing another task); `null` when the task's signals were not
-    /// readable (no tp_btf probe).
-    pub already_exiting: Option<bool>,
     /// `vm.panic_on_oom` when the event was built (0, 1 or 2).
     pub panic_on_oom: Option<u8>,
     /// `vm.oom_kill_allocating_task` when the event was built (0 or 1).
@@ -257,7 +253,6 @@ impl OomEvent {
             cgroup_id: None,
             trigger: None,
             victim: Victim::default(),
-            already_exiting: None,
             panic_on_oom: None,
             oom_kill_allocating_task: None,
             allocating_task_kill: None,

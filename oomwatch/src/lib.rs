@@ -16,6 +16,7 @@ pub mod invocation;
 pub mod kmsg;
 pub mod kmsg_context;
 pub mod lifecycle;
+pub mod marks;
 pub mod probe;
 pub mod procfs;
 pub mod recovery;

@@ -107,7 +107,12 @@ impl LogKills {
             ev.domain_memory = ctx.domain_memory.take();
             ev.oom = ctx;
             // Killed without being the chosen task: a member of a memory.oom.group kill.
-            ev.oom.group_kill = ev.oom.chosen.as_ref().map(|c| c.pid != k.pid);
+            // The log names the killed thread, and the chosen process by the pid the kernel
+            // chose (the leader): the task dump row of the thread links the two.
+            ev.oom.group_kill = ev.oom.chosen.as_ref().map(|c| {
+                c.pid != k.pid
+                    && !crate::correlate::victim_row_of(ev.oom.candidates.as_deref(), k.pid, c.pid)
+            });
             ev.sources.insert("oom", Source::Kmsg);
         }
         ev.victim = Victim {

@@ -87,11 +87,6 @@ fn kill_matches_kernel_log_and_is_counted() {
         ev["trigger"]["pid"], pid,
         "tail's own allocation invoked the killer"
     );
-    assert_eq!(
-        ev["already_exiting"], false,
-        "SIGKILL was pending at the mark: {ev}"
-    );
-    assert_eq!(ev["sources"]["already_exiting"], "tp_btf:mark_victim");
     let sysctl = |n: &str| -> i64 {
         let text = std::fs::read_to_string(format!("/proc/sys/vm/{n}")).unwrap();
         text.trim().parse().unwrap()

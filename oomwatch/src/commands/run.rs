@@ -120,6 +120,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     let exits_seen = probes.attached(lifecycle_probe::PROBE_EXIT);
+    let kill_signals = probes.attached(lifecycle_probe::PROBE_SIGNAL_BTF)
+        || probes.attached(lifecycle_probe::PROBE_SIGNAL_TP);
     let near_oom = (
         probes.attached(lifecycle_probe::PROBE_RECLAIM_RETRY),
         probes.attached(lifecycle_probe::PROBE_COMPACT_RETRY),
@@ -188,6 +190,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     )
     .with_gfp(gfp)
     .with_proc_root(args.host_root.join("proc"));
+    // With a signal_generate program, a mark is a kill only if its SIGKILL was seen. The
+    // programs were attached before now: marks from now on carry the answer.
+    if kill_signals {
+        correlator = correlator.with_kill_signals_since(monotonic_ns());
+    }
     let enricher = Enricher::new(&args.host_root).with_hierarchy(hierarchy.clone());
     let host_collectors = Arc::new(
         HostCollectors::new(&args.host_root)
@@ -359,6 +366,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!("probes ready; waiting for OOM kills");
 
     let result = loop {
+        metrics.set_marks_without_kill(correlator.marks_without_kill());
         // While a victim waits for its kernel-log report, look for it every millisecond
         // rather than wait for the kernel's wake-up (which comes after the console print).
         let kmsg_poll =

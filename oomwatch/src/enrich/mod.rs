@@ -179,8 +179,7 @@ fn explain(ev: &OomEvent) -> Option<String> {
     }
     let group = ev.oom.group_kill == Some(true);
     let mut s = crate::candidates::explanation(
-        comm,
-        ev.pid,
+        (comm, ev.pid, ev.tgid),
         ev.oom.badness.filter(|_| !group),
         ev.oom.totalpages.or(ev.oom.estimated_totalpages),
         domain.as_deref(),

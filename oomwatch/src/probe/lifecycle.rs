@@ -265,7 +265,11 @@ pub fn attach(
         "oom/wake_reaper, start_task_reaping, finish_task_reaping, skip_task_reaping",
     ));
 
-    let killers = format!("SIGKILLs sent by {}", p.killer_names.join(", "));
+    let killers = format!(
+        "SIGKILLs sent by {}; the kernel's own OOM-kill SIGKILLs (a mark_victim without one is \
+         no kill)",
+        p.killer_names.join(", ")
+    );
     let btf = off(PROBE_SIGNAL_BTF)
         .and(p.signal_btf.clone())
         .and(kernel_btf)

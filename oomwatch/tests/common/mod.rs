@@ -472,8 +472,17 @@ pub struct KernelInvocation {
 impl Kmsg {
     /// Reads until the "Killed process <pid>" line, returning the invocation lines before it.
     pub fn invocation_of(&mut self, pid: i32, timeout: Duration) -> (KernelInvocation, KernelKill) {
+        self.invocation_of_any(&[pid], timeout)
+    }
+
+    /// Reads until a "Killed process" line for any of `pids` (the threads of one process: the
+    /// kernel names the thread it chose), returning the invocation lines before it.
+    pub fn invocation_of_any(
+        &mut self,
+        pids: &[i32],
+        timeout: Duration,
+    ) -> (KernelInvocation, KernelKill) {
         let mut inv = KernelInvocation::default();
-        let needle = format!("Killed process {pid} (");
         let end = Instant::now() + timeout;
         let mut buf = vec![0u8; 8192];
         while Instant::now() < end {
@@ -504,12 +513,14 @@ impl Kmsg {
                         _ => {}
                     }
                 }
-            } else if let Some(i) = msg.find(&needle) {
+            } else if let Some(i) = msg.find("Killed process ") {
                 let kill = parse_killed(&msg[i..]).unwrap_or_else(|| panic!("unparsed: {msg}"));
-                return (inv, kill);
+                if pids.contains(&kill.pid) {
+                    return (inv, kill);
+                }
             }
         }
-        panic!("no 'Killed process {pid}' line in /dev/kmsg within {timeout:?}");
+        panic!("no 'Killed process' line for {pids:?} in /dev/kmsg within {timeout:?}");
     }
 }
 

@@ -113,6 +113,8 @@ pub struct Metrics {
     ebpf: Mutex<EbpfState>,
     collectors: Mutex<Vec<FamiliesReader>>,
     missed: Mutex<Option<(KernelKillsReader, MissedKills)>>,
+    /// Tasks marked as OOM victims without a kill (see `crate::marks`).
+    marks_without_kill: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,7 +142,14 @@ impl Metrics {
             ebpf: Mutex::new(EbpfState::default()),
             collectors: Mutex::new(Vec::new()),
             missed: Mutex::new(None),
+            marks_without_kill: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The correlator's count of marks that were not kills.
+    pub fn set_marks_without_kill(&self, n: u64) {
+        self.marks_without_kill
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records one victim (call once per record written).
@@ -152,10 +161,9 @@ impl Metrics {
             rss: [ev.anon_rss, ev.file_rss, ev.shmem_rss],
         };
         let mut k = lock(&self.kills);
-        // The kernel does not count a victim it only marks because it is already exiting.
         if ev.replayed {
             k.replayed += 1;
-        } else if ev.already_exiting != Some(true) {
+        } else {
             k.kernel_counted += 1;
         }
         k.observe(key, last, ev.oom_id);
@@ -262,6 +270,15 @@ impl Metrics {
                  was down, or never reported by the probes (marked replayed).",
                 Kind::Counter,
                 one(snap.replayed),
+            ),
+            Family::small(
+                "oomwatch_oom_marks_without_kill_total",
+                "Tasks the kernel marked as OOM victims without killing them (already exiting, \
+                 e.g. other threads of a process just killed); they get no record.",
+                Kind::Counter,
+                one(self
+                    .marks_without_kill
+                    .load(std::sync::atomic::Ordering::Relaxed)),
             ),
             Family::small(
                 "oomwatch_events_emitted_total",

@@ -206,6 +206,7 @@ fn every_family_has_help_and_type() {
         ("oomwatch_last_oom_kill_timestamp_seconds", "gauge"),
         ("oomwatch_events_emitted_total", "counter"),
         ("oomwatch_oom_kills_replayed_total", "counter"),
+        ("oomwatch_oom_marks_without_kill_total", "counter"),
         ("oomwatch_oom_last_kill_timestamp_seconds", "gauge"),
         ("oomwatch_oom_invocations_total", "counter"),
         ("oomwatch_events_dropped_total", "counter"),

@@ -1,0 +1,192 @@
+//! Multi-threaded victims, on the real kernel: a process whose threads all allocate (like a
+//! Java or Go service) is OOM-killed in a memory cgroup of the test's own, with its leader alive
+//! or already exited (a zombie leader: the kernel then names another thread as the victim).
+//!
+//! The kernel marks the victim it kills and then, often, the process's other threads as they
+//! allocate again before exiting: those marks are no kills (the kernel neither counts nor logs
+//! them). Checked against the kernel's own record: exactly one event per "Killed process"
+//! line, for the thread the line names, in the process the test started; the events equal the
+//! cgroup's `oom_kill` count; the explanation names the chosen process.
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{metric_value, real_kernel_or_skip, Agent, KernelKill, Kmsg, TestCgroup};
+
+const WAIT: Duration = Duration::from_secs(10);
+const ROUNDS: usize = 8;
+const THREADS: usize = 4;
+
+/// `examples/alloc_threads`, which `cargo test` builds next to the test binaries.
+fn helper() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join("examples/alloc_threads");
+    assert!(
+        path.exists(),
+        "{} missing: build it with `cargo build -p oomwatch --example alloc_threads` \
+         (`cargo test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the helper in `cg` until the OOM killer ends it: its pid and its threads' ids.
+fn run_killed(cg: &TestCgroup, leader_exits: bool) -> (i32, Vec<i32>) {
+    let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    let mut cmd = Command::new(helper());
+    cmd.arg(THREADS.to_string());
+    if leader_exits {
+        cmd.arg("leader-exits");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
+    // (open, write, close) on a buffer prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn alloc_threads");
+    let pid = child.id() as i32;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "helper {pid}");
+    // The threads exist from "ready" on; they start allocating 200 ms later.
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "helper {pid}: {status:?}"
+    );
+    assert!(tids.len() > THREADS, "helper {pid}: threads {tids:?}");
+    (pid, tids)
+}
+
+fn is_kill(v: &Value) -> bool {
+    v.get("type").is_none_or(|t| t == "oom_kill")
+}
+
+#[test]
+fn every_kill_of_a_multithreaded_process_is_one_event() {
+    if !real_kernel_or_skip("every_kill_of_a_multithreaded_process_is_one_event") {
+        return;
+    }
+    one_event_per_kill(&[]);
+}
+
+/// Without a `signal_generate` program (kernels without the tracepoint, or both rows
+/// disabled), marks are told apart by the victim's pending SIGKILL and its process.
+#[test]
+fn without_the_signal_probe_too() {
+    if !real_kernel_or_skip("without_the_signal_probe_too") {
+        return;
+    }
+    one_event_per_kill(&[
+        "--disable-probe",
+        "tp_btf:signal_generate",
+        "--disable-probe",
+        "tracepoint:signal/signal_generate",
+    ]);
+}
+
+fn one_event_per_kill(args: &[&str]) {
+    let mut agent = Agent::start(args);
+    let cg = TestCgroup::new(32 << 20);
+    let mut kmsg = Kmsg::open();
+    // (pid, the kernel's line) per round.
+    let mut rounds: Vec<(i32, bool, KernelKill)> = Vec::new();
+    for round in 0..ROUNDS {
+        let leader_exits = round % 2 == 1;
+        let (pid, tids) = run_killed(&cg, leader_exits);
+        let (_, kill) = kmsg.invocation_of_any(&tids, WAIT);
+        rounds.push((pid, leader_exits, kill));
+    }
+    let kernel_kills = cg.oom_kills();
+    assert_eq!(kernel_kills, ROUNDS as u64, "the cgroup's oom_kill count");
+    for (_, _, kill) in &rounds {
+        agent.wait_event(WAIT, |v| is_kill(v) && v["pid"] == kill.pid);
+    }
+    // Marks of the other threads come within milliseconds of the kill.
+    agent.drain(Duration::from_millis(1500));
+
+    let ours: Vec<&Value> = agent
+        .seen
+        .iter()
+        .filter(|v| is_kill(v) && v["cgroup"] == cg.path.as_str())
+        .collect();
+    let by_pid: HashMap<i64, Vec<&Value>> = ours.iter().fold(HashMap::new(), |mut m, v| {
+        m.entry(v["pid"].as_i64().unwrap_or_default())
+            .or_default()
+            .push(*v);
+        m
+    });
+    let lines: Vec<i32> = rounds.iter().map(|(_, _, k)| k.pid).collect();
+    let extra: Vec<&i64> = by_pid
+        .keys()
+        .filter(|p| !lines.contains(&(**p as i32)))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "events for threads the kernel did not kill: {extra:?}; kernel's victims {lines:?}"
+    );
+    for (pid, leader_exits, kill) in &rounds {
+        let evs = by_pid.get(&(kill.pid as i64)).cloned().unwrap_or_default();
+        assert_eq!(evs.len(), 1, "events for victim {}: {evs:?}", kill.pid);
+        let ev = evs[0];
+        assert_eq!(ev["tgid"], *pid, "{ev}");
+        assert_eq!(ev["comm"], kill.comm.as_str(), "{ev}");
+        assert_eq!(ev["anon_rss"], kill.anon_rss_kb * 1024, "{ev}");
+        if *leader_exits {
+            assert_ne!(
+                kill.pid, *pid,
+                "the kernel chose a thread, not the zombie leader"
+            );
+        }
+        if let Some(text) = ev["explanation"].as_str() {
+            assert!(
+                !text.contains("oom.group"),
+                "not a group kill (cgroup v1 has none): {text}"
+            );
+            assert!(text.contains(&format!("(pid {})", kill.pid)), "{text}");
+        }
+    }
+    assert_eq!(ours.len() as u64, kernel_kills);
+    let m = agent.get("/metrics");
+    let marks = metric_value(&m, "oomwatch_oom_marks_without_kill_total");
+    assert!(marks.is_some(), "{m}");
+    println!(
+        "agent {args:?}: {ROUNDS} kills of {THREADS}-thread processes ({} with the leader \
+         exited): {} events; marks without a kill (other threads, no event): {marks:?}",
+        ROUNDS / 2,
+        ours.len()
+    );
+    assert_eq!(agent.stop(libc::SIGTERM), Some(0));
+}
