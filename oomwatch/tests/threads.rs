@@ -153,14 +153,38 @@ fn one_event_per_kill(args: &[&str]) {
         .keys()
         .filter(|p| !lines.contains(&(**p as i32)))
         .collect();
+    let extra_tgids: Vec<&Value> = ours
+        .iter()
+        .filter(|v| extra.contains(&&v["pid"].as_i64().unwrap_or_default()))
+        .map(|v| &v["tgid"])
+        .collect();
+    let extra_events: Vec<String> = agent
+        .seen
+        .iter()
+        .filter(|v| extra_tgids.contains(&&v["tgid"]))
+        .map(|v| {
+            format!(
+                "type {} pid {} tgid {} ktime {} trigger {} cgroup {} sources {}",
+                v["type"],
+                v["pid"],
+                v["tgid"],
+                v["ktime_ns"],
+                v["trigger"]["pid"],
+                v["cgroup"],
+                v["sources"]
+            )
+        })
+        .collect();
     assert!(
         extra.is_empty(),
-        "events for threads the kernel did not kill: {extra:?}; kernel's victims {lines:?}"
+        "events for threads the kernel did not kill: {extra:?}; kernel's victims {lines:?}; \
+         events of their processes: {extra_events:#?}",
     );
     for (pid, leader_exits, kill) in &rounds {
         let evs = by_pid.get(&(kill.pid as i64)).cloned().unwrap_or_default();
         assert_eq!(evs.len(), 1, "events for victim {}: {evs:?}", kill.pid);
         let ev = evs[0];
+        assert_eq!(ev["replayed"], false, "the live record was lost: {ev}");
         assert_eq!(ev["tgid"], *pid, "{ev}");
         assert_eq!(ev["comm"], kill.comm.as_str(), "{ev}");
         assert_eq!(ev["anon_rss"], kill.anon_rss_kb * 1024, "{ev}");
