@@ -77,7 +77,7 @@ enum Cmd {
     /// Type-check the Grafana dashboards against @grafana/schema and lint their queries.
     Dashboards,
     /// Boot Debian's 6.1/6.12 cloud kernels in QEMU (TCG) with the agent in an initramfs, cause
-    /// OOM kills on cgroup v2 (single and memory.oom.group) and check the events.
+    /// OOM kills on cgroup v2 (single, memory.oom.group, multi-threaded) and check the events.
     VmTest {
         /// Which kernel series to boot.
         #[arg(long, default_value = "all", value_parser = ["6.1", "6.12", "all"])]

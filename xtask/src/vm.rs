@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep] [--prepare-only]`: boot Debian's 6.1
 //! and 6.12 cloud kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause
-//! memory-cgroup OOM kills (single victims and a `memory.oom.group` kill) on cgroup v2, and check
+//! memory-cgroup OOM kills (single victims, a `memory.oom.group` kill, multi-threaded victims
+//! with their leader alive and exited) on cgroup v2, and check
 //! the events of three agents run side by side (OOM context from fentry, from the kprobe
 //! fallback, from the kernel log) against the kernel's own log; each kill's follow-up
 //! `oom_kill_lifecycle` line, and a real earlyoom's SIGKILL (Debian's package, unpacked under
@@ -20,6 +21,8 @@ mod vm_check_candidates;
 mod vm_check_lifecycle;
 #[path = "vm_check_oom.rs"]
 mod vm_check_oom;
+#[path = "vm_check_threads.rs"]
+mod vm_check_threads;
 #[path = "vm_earlyoom.rs"]
 mod vm_earlyoom;
 #[path = "vm_initramfs.rs"]
@@ -76,7 +79,13 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let initrd = vm_dir.join("initramfs").join("initrd.cpio.gz");
     let staging = vm_dir.join("initramfs").join("root");
     let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
-    vm_initramfs::build(&binary, &[earlyoom.as_path()], &staging, &initrd)?;
+    let threads = build_alloc_threads()?;
+    vm_initramfs::build(
+        &binary,
+        &[earlyoom.as_path(), threads.as_path()],
+        &staging,
+        &initrd,
+    )?;
     if !keep {
         fs::remove_dir_all(&staging)?;
     }
@@ -241,4 +250,24 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         }
     }
     Ok(result)
+}
+
+/// `examples/alloc_threads` (release): the multi-threaded victim of the `m` phase.
+fn build_alloc_threads() -> Result<std::path::PathBuf> {
+    let mut cmd = std::process::Command::new(crate::util::host_cargo());
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "oomwatch",
+        "--example",
+        "alloc_threads",
+    ])
+    .current_dir(crate::util::repo_root());
+    crate::util::run("vm", &mut cmd).context("[vm] cargo build --example alloc_threads")?;
+    let path = crate::target_dir().join("release/examples/alloc_threads");
+    if !path.is_file() {
+        anyhow::bail!("[vm] {} missing after the build", path.display());
+    }
+    Ok(path)
 }

@@ -128,6 +128,14 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let (others, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
         .partition(super::vm_check_lifecycle::not_a_kernel_event);
+    // The multi-threaded phase's records are checked on their own.
+    let (threads, events): (Vec<Json>, Vec<Json>) = events
+        .into_iter()
+        .partition(super::vm_check_threads::in_phase);
+    let others: Vec<Json> = others
+        .into_iter()
+        .filter(|o| !super::vm_check_threads::in_phase(o))
+        .collect();
     let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
     for v in k.victims {
         let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
@@ -141,6 +149,11 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
                 "event for pid {}, which is no test victim",
                 pid_of(e)
             ));
+        }
+        // The agent ran through every kill: a record rebuilt from the kernel log means the
+        // live one was lost (or taken for a mark without a kill).
+        if e.get("replayed").and_then(Json::as_bool) != Some(false) {
+            problems.push(format!("pid {}: not recorded live", pid_of(e)));
         }
     }
     checks.push(check(
@@ -233,7 +246,8 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         &events,
         &others,
     ));
-    checks.push(metrics(agent, section("metrics"), n));
+    checks.push(super::vm_check_threads::agent_check(k.console, &threads));
+    checks.push(metrics(agent, section("metrics"), n + threads.len()));
     checks.push(probes(agent, section("agent-log")));
 
     let exit = section("agent-exit").first().map(|s| s.trim().to_string());

@@ -77,7 +77,9 @@ pub fn check_console(text: &str) -> Report {
 
     // Victims: every task /init started was SIGKILLed (exit 137) and the kernel logged it.
     let victims = victims(c.section("victims"));
-    let kills = kernel_kills(c.section("dmesg"));
+    // The multi-threaded phase (last) has checks of its own.
+    let dmesg = super::vm_check_threads::before_phase(c.section("dmesg"));
+    let kills = kernel_kills(dmesg);
     let killed: BTreeSet<i64> = kills.iter().map(|k| k.pid).collect();
     let mut problems = Vec::new();
     for (cg, n) in [
@@ -105,7 +107,7 @@ pub fn check_console(text: &str) -> Report {
         problems.push(format!("kernel killed pid {pid}, which is no test victim"));
     }
     let lines_per_cg = |cg: &str| kills.iter().filter(|k| k.phase == cg).count();
-    let invocations = oom_invocations(c.section("dmesg"));
+    let invocations = oom_invocations(dmesg);
     let suppressed = invocations.iter().filter(|i| !i.header).count();
     boot.push(check(
         "victims killed",
@@ -124,6 +126,8 @@ pub fn check_console(text: &str) -> Report {
             }
         ),
     ));
+
+    boot.push(super::vm_check_threads::boot_check(&c));
 
     let kernel = Kernel {
         console: &c,

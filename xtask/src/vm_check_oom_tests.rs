@@ -33,11 +33,11 @@ fn invocations_are_parsed_from_the_kernel_log() {
     let s = sample();
     // The whole console gives the same as its dmesg section: other lines are ignored.
     let dmesg: Vec<String> = FIXTURE.lines().map(str::to_string).collect();
-    let inv = oom_invocations(&dmesg);
+    let inv = oom_invocations(crate::vm::vm_check_threads::before_phase(&dmesg));
     assert_eq!(inv, s.invocations);
     assert_eq!(inv.len(), T_VICTIMS + 1);
-    let headers: Vec<&str> = FIXTURE
-        .lines()
+    let headers: Vec<&String> = crate::vm::vm_check_threads::before_phase(&dmesg)
+        .iter()
         .filter(|l| l.contains(" invoked oom-killer: "))
         .collect();
     assert_eq!(headers.len(), inv.len());

@@ -68,8 +68,13 @@ impl Sample {
         Sample {
             text: text.to_string(),
             victims: victims(console.section("victims")),
-            kills: kernel_kills(console.section("dmesg")),
-            invocations: oom_invocations(console.section("dmesg")),
+            // The multi-threaded phase is checked apart (vm_check_threads).
+            kills: kernel_kills(crate::vm::vm_check_threads::before_phase(
+                console.section("dmesg"),
+            )),
+            invocations: oom_invocations(crate::vm::vm_check_threads::before_phase(
+                console.section("dmesg"),
+            )),
             console,
         }
     }

@@ -25,6 +25,12 @@ pub const MEMORY_MAX: i64 = 64 << 20;
 /// oom_score_adj 500, ranked between the hog and the first) and one hog.
 pub const G_VICTIMS: usize = 3;
 
+/// Allocating threads of each multi-threaded victim in `/sys/fs/cgroup/m` (two runs: leader
+/// alive, leader exited).
+pub const M_THREADS: usize = 4;
+/// Runs of the multi-threaded victim.
+pub const M_VICTIMS: usize = 2;
+
 /// `/init`, with `@START_AGENTS@` and `@SUFFIXES@` filled in by [`init_script`]. No `set -e`:
 /// whatever fails, the results are still printed and the guest powers off.
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -138,6 +144,19 @@ if [ -x /usr/bin/earlyoom ]; then
     echo "earlyoom ${dd_pid:-0} $(cat /earlyoom.status) dd" >> /userspace-victims
     say "earlyoom: dd ${dd_pid:-?} exited with status $(cat /earlyoom.status)"
 fi
+# Multi-threaded victims (like a Java or Go service): 4 threads allocate; in the second run the
+# leader exits first, so the kernel kills another thread. Other threads are often marked as
+# victims too, without a kill: one event per kill is expected all the same.
+phase m
+mkcg m
+for mode in "" leader-exits; do
+    sh -c "echo \$\$ > $CG/m/cgroup.procs && exec /usr/bin/alloc_threads @THREADS@ $mode" > /dev/null &
+    p=$!
+    wait $p
+    s=$?
+    echo "$p $s $mode" >> /thread-victims
+    say "alloc_threads $p in /m ($mode) exited with status $s"
+done
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -162,6 +181,8 @@ dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'oom-kill:' -e 'oom_
     -e 'oomwatch-vm:' -e 'memory.oom.group' -e 'pgtables_bytes' -e '] \[ *[0-9][0-9]*] ' \
     -e 'callbacks suppressed'
 end dmesg
+begin thread-victims; cat /thread-victims; end thread-victims
+begin memory.events-m; cat $CG/m/memory.events; end memory.events-m
 begin memory.events-t; cat $CG/t/memory.events; end memory.events-t
 begin memory.events-g; cat $CG/g/memory.events; end memory.events-g
 for s in @SUFFIXES@; do
@@ -192,6 +213,7 @@ pub fn init_script() -> String {
         .collect();
     let suffixes: Vec<String> = AGENTS.iter().map(|a| format!("\"{}\"", a.suffix)).collect();
     INIT_TEMPLATE
+        .replace("@THREADS@", &M_THREADS.to_string())
         .replace("@START_AGENTS@", &start.join("\n"))
         .replace("@SUFFIXES@", &suffixes.join(" "))
 }

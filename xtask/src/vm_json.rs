@@ -52,6 +52,13 @@ impl Json {
         }
     }
 
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// Compact rendering for diagnostics (`null`, `42`, `"dd"`, `{...}`).
     pub fn render(&self) -> String {
         match self {
