@@ -29,6 +29,7 @@ use crate::sink::recent::RecentEvents;
 mod accept;
 pub mod limits;
 pub mod page;
+mod segments;
 
 pub use limits::{HttpStats, Limits};
 
@@ -267,12 +268,16 @@ async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
 
 async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
     let metrics = Arc::clone(&state.metrics);
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
+    match tokio::task::spawn_blocking(move || metrics.render_segments()).await {
+        Ok(parts) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            axum::body::Body::new(segments::Segments::new(parts)),
+        ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("rendering metrics failed: {e}\n"),
+            axum::body::Body::from(format!("rendering metrics failed: {e}\n")),
         ),
     }
 }

@@ -218,10 +218,11 @@ pub fn analysis(r: &Report) -> Vec<String> {
         let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
         out.push(format!(
             "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
-             at the median. Each label set's `{{...}}` text is built once and the exposition text is \
-             written directly from a snapshot taken under the `kills` lock (held ~0.3 ms for \
-             10,000 sets), so rendering takes ~5 ms and most of the time is moving the body; \
-             records no longer wait for scrapes{}.",
+             at the median. The label sets' families are rendered to text only when a kill \
+             changed them and kept between scrapes; a scrape renders the small families (the \
+             host collectors' included) and sends the kept text from shared buffers, without \
+             copying it (`Content-Length` known), so most of the time is moving the body; \
+             records never wait for scrapes{}.",
             r.synthetic_sets,
             r.scrape_synthetic.bytes,
             r.scrape_synthetic.samples,

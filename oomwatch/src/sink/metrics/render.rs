@@ -5,6 +5,8 @@
 //! samples) still go through the encoder.
 use std::fmt::Write as _;
 
+use bytes::Bytes;
+
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::TextEncoder;
 
@@ -159,7 +161,7 @@ impl PerLabelSet {
 
 /// A metric family to expose.
 #[derive(Debug)]
-pub(super) enum Family<'a> {
+pub(super) enum Family {
     /// A small family of the agent's own.
     Small {
         name: &'static str,
@@ -167,20 +169,20 @@ pub(super) enum Family<'a> {
         kind: Kind,
         samples: Vec<Sample>,
     },
-    /// One of the families over the label sets (sorted as they must be written).
-    PerLabelSet(PerLabelSet, &'a [Row]),
+    /// One of the families over the label sets, already rendered by [`per_label_set`].
+    Rendered(PerLabelSet, Bytes),
     /// From a collector; written by `prometheus::TextEncoder`.
     Collected(MetricFamily),
 }
 
-impl Family<'_> {
+impl Family {
     /// A small family of the agent's own.
     pub fn small(
         name: &'static str,
         help: &'static str,
         kind: Kind,
         samples: Vec<Sample>,
-    ) -> Family<'static> {
+    ) -> Family {
         Family::Small {
             name,
             help,
@@ -192,7 +194,7 @@ impl Family<'_> {
     fn name(&self) -> &str {
         match self {
             Family::Small { name, .. } => name,
-            Family::PerLabelSet(f, _) => f.name(),
+            Family::Rendered(f, _) => f.name(),
             Family::Collected(mf) => mf.name(),
         }
     }
@@ -200,7 +202,7 @@ impl Family<'_> {
     fn is_empty(&self) -> bool {
         match self {
             Family::Small { samples, .. } => samples.is_empty(),
-            Family::PerLabelSet(f, rows) => f.is_empty(rows),
+            Family::Rendered(_, text) => text.is_empty(),
             Family::Collected(mf) => mf.get_metric().is_empty(),
         }
     }
@@ -226,10 +228,8 @@ impl Family<'_> {
                     out.push('\n');
                 }
             }
-            Family::PerLabelSet(f, rows) => {
-                header(out, f.name(), f.help(), f.kind());
-                f.write_samples(out, rows);
-            }
+            // Only ever text from `per_label_set`.
+            Family::Rendered(_, text) => out.push_str(&String::from_utf8_lossy(text)),
             Family::Collected(mf) => {
                 if mf.get_field_type() == MetricType::UNTYPED {
                     // The crate's text encoder does not handle untyped families (it panics).
@@ -245,9 +245,51 @@ impl Family<'_> {
     }
 }
 
+/// The text of each family over the label sets (empty for an empty family): what a scrape
+/// writes for them, kept by the caller until the label sets change.
+pub(super) fn per_label_set(rows: &[Row], label_bytes: usize) -> Vec<(PerLabelSet, Bytes)> {
+    PerLabelSet::ALL
+        .iter()
+        .map(|&f| {
+            let mut text = String::new();
+            if !f.is_empty(rows) {
+                let lines = if f == PerLabelSet::Rss { 3 } else { 1 };
+                text.reserve(lines * (label_bytes + 72 * rows.len()) + 512);
+                header(&mut text, f.name(), f.help(), f.kind());
+                f.write_samples(&mut text, rows);
+            }
+            (f, Bytes::from(text))
+        })
+        .collect()
+}
+
+/// [`render`] as consecutive pieces: the label sets' families are their cached buffers
+/// (shared, not copied), the rest is rendered afresh between them.
+pub(super) fn render_segments(mut families: Vec<Family>) -> Vec<Bytes> {
+    families.retain(|f| !f.is_empty());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::new();
+    let mut text = String::with_capacity(64 * 1024);
+    for f in &families {
+        match f {
+            Family::Rendered(_, bytes) => {
+                if !text.is_empty() {
+                    out.push(Bytes::from(std::mem::take(&mut text)));
+                }
+                out.push(bytes.clone());
+            }
+            other => other.write(&mut text),
+        }
+    }
+    if !text.is_empty() {
+        out.push(Bytes::from(text));
+    }
+    out
+}
+
 /// Writes `families` sorted by name, empty ones left out, into a string of `capacity`
 /// bytes to begin with.
-pub(super) fn render(mut families: Vec<Family<'_>>, capacity: usize) -> String {
+pub(super) fn render(mut families: Vec<Family>, capacity: usize) -> String {
     families.retain(|f| !f.is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = String::with_capacity(capacity);

@@ -176,6 +176,10 @@ pub(super) struct Snapshot {
     pub rows: Vec<Row>,
     /// Sum of the label texts' lengths (to size the output).
     pub label_bytes: usize,
+    /// [`KillState::generation`] of the rows.
+    pub generation: u64,
+    /// Label sets kept (also when `rows` was left empty).
+    pub label_sets: usize,
     pub invocations: Vec<(String, u64)>,
     pub kills_all: u64,
     pub evicted: u64,
@@ -303,13 +307,26 @@ impl KillState {
         }
     }
 
+    /// Changes with every change of the label sets (each observe and insert takes a tick).
+    pub fn generation(&self) -> u64 {
+        self.next_tick
+    }
+
     /// Copies what a scrape renders: cheap (a reference count and a few numbers per label
     /// set), so `observe` waits as little as possible.
+    #[cfg(test)]
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(true)
+    }
+
+    /// [`Self::snapshot`], without the label sets' rows unless `rows` (a scrape that has
+    /// their text of this [`Self::generation`] already).
+    pub fn snapshot_with(&self, rows: bool) -> Snapshot {
         let mut label_bytes = 0;
         let rows = self
             .series
             .values()
+            .take(if rows { usize::MAX } else { 0 })
             .map(|s| {
                 label_bytes += s.labels.len();
                 Row {
@@ -322,6 +339,8 @@ impl KillState {
         Snapshot {
             rows,
             label_bytes,
+            generation: self.next_tick,
+            label_sets: self.series.len(),
             invocations: self
                 .invocations
                 .iter()

@@ -501,3 +501,24 @@ fn own_families_are_written_as_the_encoder_writes_them() {
         }
     }
 }
+
+#[test]
+fn the_label_sets_text_is_reused_until_a_kill_changes_it() {
+    let m = Metrics::new(10, BUILD);
+    m.observe(&event(Some("a"), Some("/x"), 1));
+    let first = m.render();
+    let joined: Vec<u8> = m.render_segments().concat();
+    assert_eq!(String::from_utf8(joined).unwrap(), first, "segments = text");
+    // Cached: the same text, the label-set count still right.
+    assert_eq!(m.render(), first);
+    assert_eq!(sample(&first, "oomwatch_metric_label_sets"), Some(1.0));
+    // A kill of the same label set and one of a new one: both show at the next scrape.
+    m.observe(&event(Some("a"), Some("/x"), 2));
+    m.observe(&event(Some("b"), Some("/y"), 3));
+    let next = m.render();
+    assert_ne!(next, first);
+    assert_eq!(sample(&next, "oomwatch_metric_label_sets"), Some(2.0));
+    assert_eq!(sample(&next, "oomwatch_oom_kills_all_total"), Some(3.0));
+    let joined: Vec<u8> = m.render_segments().concat();
+    assert_eq!(String::from_utf8(joined).unwrap(), next);
+}
