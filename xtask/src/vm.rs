@@ -1,7 +1,7 @@
 //! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep] [--prepare-only]`: boot Debian's 6.1
 //! and 6.12 cloud kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause
 //! memory-cgroup OOM kills (single victims, a `memory.oom.group` kill, multi-threaded victims
-//! with their leader alive and exited) on cgroup v2, and check
+//! with their leader alive and exited) on cgroup v2 and a global OOM, and check
 //! the events of three agents run side by side (OOM context from fentry, from the kprobe
 //! fallback, from the kernel log) against the kernel's own log; each kill's follow-up
 //! `oom_kill_lifecycle` line, and a real earlyoom's SIGKILL (Debian's package, unpacked under
@@ -17,6 +17,8 @@ mod vm_btf;
 mod vm_check;
 #[path = "vm_check_candidates.rs"]
 mod vm_check_candidates;
+#[path = "vm_check_global.rs"]
+mod vm_check_global;
 #[path = "vm_check_lifecycle.rs"]
 mod vm_check_lifecycle;
 #[path = "vm_check_oom.rs"]

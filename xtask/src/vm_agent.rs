@@ -128,13 +128,16 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let (others, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
         .partition(super::vm_check_lifecycle::not_a_kernel_event);
-    // The multi-threaded phase's records are checked on their own.
+    // The multi-threaded and global phases' records are checked on their own.
     let (threads, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
         .partition(super::vm_check_threads::in_phase);
+    let (global, events): (Vec<Json>, Vec<Json>) = events
+        .into_iter()
+        .partition(super::vm_check_global::in_phase);
     let others: Vec<Json> = others
         .into_iter()
-        .filter(|o| !super::vm_check_threads::in_phase(o))
+        .filter(|o| !super::vm_check_threads::in_phase(o) && !super::vm_check_global::in_phase(o))
         .collect();
     let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
     for v in k.victims {
@@ -247,7 +250,12 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         &others,
     ));
     checks.push(super::vm_check_threads::agent_check(k.console, &threads));
-    checks.push(metrics(agent, section("metrics"), n + threads.len()));
+    checks.push(super::vm_check_global::agent_check(k.console, &global));
+    checks.push(metrics(
+        agent,
+        section("metrics"),
+        n + threads.len() + global.len(),
+    ));
     checks.push(probes(agent, section("agent-log")));
 
     let exit = section("agent-exit").first().map(|s| s.trim().to_string());

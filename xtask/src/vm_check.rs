@@ -128,6 +128,7 @@ pub fn check_console(text: &str) -> Report {
     ));
 
     boot.push(super::vm_check_threads::boot_check(&c));
+    boot.push(super::vm_check_global::boot_check(&c));
 
     let kernel = Kernel {
         console: &c,

@@ -157,6 +157,18 @@ for mode in "" leader-exits; do
     echo "$p $s $mode" >> /thread-victims
     say "alloc_threads $p in /m ($mode) exited with status $s"
 done
+# A global OOM: no memory cgroup limit in /h, a dd (oom_score_adj 1000, so it is the one
+# chosen) with a buffer of 90 % of the guest's RAM. The agents set their own oom_score_adj to
+# -999.
+phase h
+mkdir $CG/h
+mib=$(awk '/^MemTotal:/ { print int($2 * 0.9 / 1024) }' /proc/meminfo)
+sh -c "echo \$\$ > $CG/h/cgroup.procs && echo 1000 > /proc/self/oom_score_adj && exec dd if=/dev/zero of=/dev/null bs=${mib}M count=1" &
+p=$!
+wait $p
+s=$?
+echo "$p $s" > /global-victim
+say "dd $p in /h (global OOM, ${mib}M) exited with status $s"
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -182,6 +194,7 @@ dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'oom-kill:' -e 'oom_
     -e 'callbacks suppressed'
 end dmesg
 begin thread-victims; cat /thread-victims; end thread-victims
+begin global-victim; cat /global-victim; end global-victim
 begin memory.events-m; cat $CG/m/memory.events; end memory.events-m
 begin memory.events-t; cat $CG/t/memory.events; end memory.events-t
 begin memory.events-g; cat $CG/g/memory.events; end memory.events-g
