@@ -102,6 +102,16 @@ fn every_kill_of_a_multithreaded_process_is_one_event() {
     one_event_per_kill(&[]);
 }
 
+/// With the tracepoint `signal_generate` program (where tp_btf cannot load): the SIGKILL's
+/// target is the trace record's `pid`.
+#[test]
+fn with_the_signal_tracepoint() {
+    if !real_kernel_or_skip("with_the_signal_tracepoint") {
+        return;
+    }
+    one_event_per_kill(&["--disable-probe", "tp_btf:signal_generate"]);
+}
+
 /// Without a `signal_generate` program (kernels without the tracepoint, or both rows
 /// disabled), marks are told apart by the victim's pending SIGKILL and its process.
 #[test]
