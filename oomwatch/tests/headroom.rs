@@ -7,10 +7,8 @@
 //! so every page it touches is charged there (cgroup v1 does not move charges with a task).
 mod common;
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,29 +34,13 @@ struct Helper {
 
 impl Helper {
     fn start_in(cg: &TestCgroup, mib: usize) -> Helper {
-        let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", "alloc_helper", "--nocapture", "--test-threads=1"])
             .env(HELPER_ENV, mib.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (open, write, close) on a buffer prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        cg.enter_on_exec(&mut cmd);
         let mut child = cmd.spawn().expect("spawn helper");
         let pid = child.id() as i32;
         let ready = BufReader::new(child.stdout.take().unwrap())

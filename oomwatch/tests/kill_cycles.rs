@@ -13,19 +13,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{real_kernel_or_skip, Agent, TestCgroup};
+use common::{kill_pid, real_kernel_or_skip, Agent, TestCgroup};
 
 /// How long each agent lives before `kill -9`, in ms: the short ones die before or during the
 /// start-up replay (a debug build takes ~0.5 s to be ready), the long ones while recording.
 const LIVES_MS: &[u64] = &[
     40, 150, 300, 450, 600, 800, 1100, 1500, 2000, 250, 500, 700, 900, 1300, 350, 1700,
 ];
-
-/// The victim of an OOM kill record (not a lifecycle follow-up).
-fn kill_pid(v: &Value) -> Option<i32> {
-    let kill = v.get("type").is_none_or(|t| t == "oom_kill");
-    kill.then(|| v["pid"].as_i64().map(|p| p as i32)).flatten()
-}
 
 #[test]
 fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{metric_value, parse_killed, real_kernel_or_skip, Agent, KernelKill, TestCgroup};
+use common::{
+    kill_pid, metric_value, parse_killed, real_kernel_or_skip, Agent, KernelKill, TestCgroup,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -36,13 +38,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The victim of an OOM kill record; `None` for other records on stdout (such as the
-/// `"type":"oom_kill_lifecycle"` follow-ups, which name the same pid).
-fn kill_pid(v: &Value) -> Option<i32> {
-    let kill = v.get("type").is_none_or(|t| t == "oom_kill");
-    kill.then(|| v["pid"].as_i64().map(|p| p as i32)).flatten()
 }
 
 #[test]

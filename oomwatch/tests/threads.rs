@@ -10,9 +10,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,7 +40,6 @@ fn helper() -> PathBuf {
 
 /// Runs the helper in `cg` until the OOM killer ends it: its pid and its threads' ids.
 fn run_killed(cg: &TestCgroup, leader_exits: bool) -> (i32, Vec<i32>) {
-    let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = Command::new(helper());
     cmd.arg(THREADS.to_string());
     if leader_exits {
@@ -50,22 +48,7 @@ fn run_killed(cg: &TestCgroup, leader_exits: bool) -> (i32, Vec<i32>) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
-    // (open, write, close) on a buffer prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cg.enter_on_exec(&mut cmd);
     let mut child = cmd.spawn().expect("spawn alloc_threads");
     let pid = child.id() as i32;
     let mut line = String::new();
@@ -91,7 +74,7 @@ fn run_killed(cg: &TestCgroup, leader_exits: bool) -> (i32, Vec<i32>) {
 }
 
 fn is_kill(v: &Value) -> bool {
-    v.get("type").is_none_or(|t| t == "oom_kill")
+    common::kill_pid(v).is_some()
 }
 
 #[test]

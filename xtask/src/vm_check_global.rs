@@ -147,17 +147,8 @@ pub fn agent_check(c: &Console, events: &[Json]) -> Check {
 mod tests {
     use super::super::vm_check::{
         check_console,
-        tests::{get, FIXTURE},
+        tests::{fentry_event_in, get, FIXTURE},
     };
-
-    /// The fentry agent's event in `/h`, as a whole line.
-    fn h_event() -> &'static str {
-        let start = FIXTURE.find("@@OWVM BEGIN events@@").unwrap();
-        FIXTURE[start..]
-            .lines()
-            .find(|l| l.contains(r#""cgroup":"/h""#) && !l.contains(r#""type":"#))
-            .unwrap()
-    }
 
     #[test]
     fn the_sample_has_a_global_kill_recorded_by_every_agent() {
@@ -176,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_memcg_context_or_a_second_event_fails() {
-        let line = h_event();
+        let line = fentry_event_in("/h");
         let memcg = line.replacen(
             r#""constraint":"CONSTRAINT_NONE""#,
             r#""constraint":"CONSTRAINT_MEMCG""#,

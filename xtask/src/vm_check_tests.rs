@@ -92,6 +92,16 @@ pub(crate) fn by_name(checks: &[Check], name: &str) -> Check {
         .clone()
 }
 
+/// The fentry agent's first OOM kill event in `cgroup` (`/m`, `/h`), as a whole line.
+pub(crate) fn fentry_event_in(cgroup: &str) -> &'static str {
+    let start = FIXTURE.find("@@OWVM BEGIN events@@").unwrap();
+    let tag = format!(r#""cgroup":"{cgroup}""#);
+    FIXTURE[start..]
+        .lines()
+        .find(|l| l.contains(&tag) && !l.contains(r#""type":"#))
+        .unwrap()
+}
+
 /// The check `name` of `agent` ("" for the boot's own).
 pub(crate) fn get(r: &Report, agent: &str, name: &str) -> Check {
     match agent {

@@ -180,17 +180,8 @@ pub fn agent_check(c: &Console, events: &[Json]) -> Check {
 mod tests {
     use super::super::vm_check::{
         check_console,
-        tests::{get, FIXTURE},
+        tests::{fentry_event_in, get, FIXTURE},
     };
-
-    /// The fentry agent's first event in `/m`, as a whole line.
-    fn first_m_event() -> &'static str {
-        let start = FIXTURE.find("@@OWVM BEGIN events@@").unwrap();
-        FIXTURE[start..]
-            .lines()
-            .find(|l| l.contains(r#""cgroup":"/m""#) && !l.contains(r#""type":"#))
-            .unwrap()
-    }
 
     #[test]
     fn the_sample_kills_a_thread_of_an_exited_leader_and_records_each_kill_once() {
@@ -212,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_event_for_a_thread_only_marked_fails() {
-        let line = first_m_event();
+        let line = fentry_event_in("/m");
         let pid = line
             .split(r#""pid":"#)
             .nth(1)
@@ -239,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_replayed_event_fails() {
-        let line = first_m_event();
+        let line = fentry_event_in("/m");
         let replayed = line.replacen(r#""replayed":false"#, r#""replayed":true"#, 1);
         let r = check_console(&FIXTURE.replacen(line, &replayed, 1));
         let agent = get(&r, "fentry", "threaded victims");

@@ -280,6 +280,14 @@ impl TestCgroup {
             .unwrap_or(0)
     }
 
+    /// Makes `cmd`'s process join this cgroup before it execs.
+    pub fn enter_on_exec(&self, cmd: &mut Command) {
+        let procs = CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+        // functions (open, write, close) on a buffer prepared before the fork.
+        unsafe { cmd.pre_exec(move || write_path(procs.as_ptr(), b"0")) };
+    }
+
     /// Runs `tail /dev/zero` (which allocates without bound) inside the cgroup with the given
     /// oom_score_adj, waits for it to die, and returns its pid. Panics unless it was SIGKILLed.
     pub fn oom_kill(&self, oom_score_adj: i16) -> i32 {
@@ -603,4 +611,11 @@ pub fn hold_memory_if_asked(env: &str, ready: &str) {
     std::hint::black_box(&mut v);
     println!("\n{ready}");
     thread::sleep(Duration::from_secs(180));
+}
+
+/// The victim of an OOM kill record; `None` for other records on stdout (such as the
+/// `"type":"oom_kill_lifecycle"` follow-ups, which name the same pid).
+pub fn kill_pid(v: &Value) -> Option<i32> {
+    let kill = v.get("type").is_none_or(|t| t == "oom_kill");
+    kill.then(|| v["pid"].as_i64().map(|p| p as i32)).flatten()
 }
