@@ -84,8 +84,10 @@ pub mod field {
     pub const MEMCG_ID: u32 = 1 << 10;
     /// The victim's pending signals were read (then [`SIGKILL_PENDING`] is meaningful).
     pub const SIGNALS: u32 = 1 << 11;
-    /// SIGKILL was pending for the victim when it was marked: the killer had just sent it. A
-    /// victim marked without it was already exiting and was let go without a kill.
+    /// SIGKILL was pending for the victim when it was marked. Informational only: it does not
+    /// tell a kill from a mark without one (the victim may take its SIGKILL off the pending
+    /// set on another CPU before the mark, and a killed process's other threads have it
+    /// pending too); [`KILL_SENT`] does.
     pub const SIGKILL_PENDING: u32 = 1 << 12;
     /// The running task sent the victim SIGKILL just before marking it: the mark is a kill
     /// (`__oom_kill_process()`), not a task already exiting that is only let go first.
