@@ -29,7 +29,7 @@ use crate::state::StateFile;
 
 #[path = "run_sink.rs"]
 mod sink;
-use sink::{drain_kmsg_now, handle_batch, Sink, Sources, KMSG_POLL, RING_POLL, STORM};
+use sink::{drain_kmsg_now, Sink, KMSG_POLL};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -365,25 +365,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     tracing::info!("probes ready; waiting for OOM kills");
 
-    let mut storm_until: Option<Instant> = None;
     let result = loop {
         metrics.set_marks_without_kill(correlator.marks_without_kill());
         // While a victim waits for its kernel-log report, look for it every millisecond
         // rather than wait for the kernel's wake-up (which comes after the console print).
         let kmsg_poll =
             (kmsg.is_some() && correlator.has_held()).then(|| Instant::now() + KMSG_POLL);
-        // During a storm (a kill in the last STORM), the ring buffer is read every RING_POLL:
-        // its wake-up runs on the killing CPU only after that CPU prints the kill's kernel-log
-        // line, which takes milliseconds on a serial console. Never while idle.
-        let ring_poll = storm_until
-            .filter(|u| Instant::now() < *u)
-            .map(|_| Instant::now() + RING_POLL);
         let deadline = [
             correlator.next_deadline(),
             sink.recovery_deadline(),
             sink.lifecycle.next_deadline(),
             kmsg_poll,
-            ring_poll,
         ]
         .into_iter()
         .flatten()
@@ -399,12 +391,37 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 // Clear readiness before draining: a record submitted after the drain then
                 // wakes us again instead of waiting for the next kill.
                 guard.clear_ready();
-                let batch = ringbuf::drain(guard.get_inner_mut());
-                let mut src = Sources { correlator: &mut correlator, kmsg: &mut kmsg, kmsg_context };
-                match handle_batch(batch, &mut src, &mut sink, scored_ring.get_mut()) {
-                    Ok(true) => storm_until = Some(Instant::now() + STORM),
-                    Ok(false) => {}
-                    Err(e) => break Err(e),
+                let rb = guard.get_inner_mut();
+                let mut batch = Vec::new();
+                while let Some(item) = rb.next() {
+                    if let Some(rec) = ringbuf::decode(&item) {
+                        batch.push(rec);
+                    }
+                }
+                // The scored tasks of these kills were submitted before them: read them after.
+                candidates_probe::drain(scored_ring.get_mut(), |r| correlator.push_candidate(r));
+                let now = Instant::now();
+                if let Some(first) = batch.first() {
+                    let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
+                    tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
+                }
+                // Victim records make events; exits, reaper steps and userspace kills go to the
+                // lifecycle tracker, after the events they may follow.
+                let (victims, others): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(ringbuf::Record::is_victim_record);
+                let evs: Vec<OomEvent> =
+                    victims.into_iter().flat_map(|rec| correlator.push(rec, now)).collect();
+                if let Err(e) = sink.emit(evs) {
+                    break Err(e);
+                }
+                if correlator.has_held() {
+                    if let Err(e) = drain_kmsg_now(&mut kmsg, &mut correlator, &mut sink, kmsg_context) {
+                        break Err(e);
+                    }
+                }
+                let outs = others.iter().flat_map(|r| sink.lifecycle.push(r, now)).collect();
+                if let Err(e) = sink.emit_lifecycle(outs) {
+                    break Err(e);
                 }
             }
             guard = scored_ring.readable_mut() => {
@@ -417,14 +434,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 }
             }
             _ = sleep_until_opt(deadline) => {
-                // In a storm, records are read without waiting for the ring buffer's wake-up.
-                if storm_until.is_some_and(|u| Instant::now() < u) {
-                    let batch = ringbuf::drain(ring.get_mut());
-                    let mut src = Sources { correlator: &mut correlator, kmsg: &mut kmsg, kmsg_context };
-                    if let Err(e) = handle_batch(batch, &mut src, &mut sink, scored_ring.get_mut()) {
-                        break Err(e);
-                    }
-                }
                 if let Err(e) = drain_kmsg_now(&mut kmsg, &mut correlator, &mut sink, kmsg_context) {
                     break Err(e);
                 }

@@ -12,13 +12,10 @@ use crate::event::{OomEvent, KILLER_KERNEL};
 use crate::host::HostCollectors;
 use crate::kmsg::{AsyncKmsgReader, KmsgEvent};
 use crate::lifecycle::{self, Lifecycle};
-use crate::probe::candidates as candidates_probe;
-use crate::probe::ringbuf;
 use crate::recovery::Recovery;
 use crate::sink::json::JsonLines;
 use crate::sink::metrics::Metrics;
 use crate::sink::recent::RecentEvents;
-use aya::maps::{MapData, RingBuf};
 
 /// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
 /// is watched for its `memory.events`.
@@ -96,57 +93,6 @@ impl Sink {
 
 /// How often a victim waiting for its kernel-log report looks for it.
 pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);
-/// How often the ring buffer is read during a storm (the runtime's timer resolution).
-pub(super) const RING_POLL: Duration = Duration::from_millis(1);
-/// How long after a kill the ring buffer is polled.
-pub(super) const STORM: Duration = Duration::from_secs(1);
-
-/// What a batch of probe records goes through besides the sink.
-pub(super) struct Sources<'a> {
-    pub(super) correlator: &'a mut Correlator,
-    pub(super) kmsg: &'a mut Option<AsyncKmsgReader>,
-    pub(super) kmsg_context: bool,
-}
-
-/// Handles records read from the ring buffer: victims make events, exits, reaper steps and
-/// userspace kills go to the lifecycle tracker, after the events they may follow. The scored
-/// tasks of these kills were submitted before them: they are read from `scored` first.
-/// `Ok(true)` when the batch held a victim.
-pub(super) fn handle_batch(
-    batch: Vec<ringbuf::Record>,
-    src: &mut Sources<'_>,
-    sink: &mut Sink,
-    scored: &mut RingBuf<MapData>,
-) -> Result<bool, RunError> {
-    if batch.is_empty() {
-        return Ok(false);
-    }
-    let correlator = &mut *src.correlator;
-    candidates_probe::drain(scored, |r| correlator.push_candidate(r));
-    let now = Instant::now();
-    if let Some(first) = batch.first() {
-        let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
-        tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
-    }
-    let (victims, others): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(ringbuf::Record::is_victim_record);
-    let any_victim = !victims.is_empty();
-    let evs: Vec<OomEvent> = victims
-        .into_iter()
-        .flat_map(|rec| correlator.push(rec, now))
-        .collect();
-    sink.emit(evs)?;
-    if src.correlator.has_held() {
-        drain_kmsg_now(src.kmsg, src.correlator, sink, src.kmsg_context)?;
-    }
-    let outs = others
-        .iter()
-        .flat_map(|r| sink.lifecycle.push(r, now))
-        .collect();
-    sink.emit_lifecycle(outs)?;
-    Ok(any_victim)
-}
 
 /// Reads the kernel-log records available now (without waiting) and handles them as the
 /// kernel-log branch of the loop does.

@@ -31,17 +31,6 @@ impl Record {
     }
 }
 
-/// Every record available now (none is waited for); items that do not decode are skipped.
-pub fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<Record> {
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        if let Some(rec) = decode(&item) {
-            out.push(rec);
-        }
-    }
-    out
-}
-
 /// Decodes one ring-buffer item by its kind (the first `u32` of every record). Items of an
 /// unknown kind or the wrong size for their kind are rejected, never misread.
 pub fn decode(bytes: &[u8]) -> Option<Record> {
