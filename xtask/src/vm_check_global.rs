@@ -1,6 +1,6 @@
 //! `vm-test` checks of the `h` phase: a global OOM (no memory cgroup limit: the whole guest runs
 //! out of memory). A `dd` with `oom_score_adj` 1000 in `/sys/fs/cgroup/h` (no `memory.max`)
-//! allocates 90 % of the guest's RAM; the kernel's OOM killer, with constraint
+//! allocates 120 % of the guest's RAM (with `vm.overcommit_memory=1`); the kernel's OOM killer, with constraint
 //! `CONSTRAINT_NONE`, must choose and kill it. Each agent (themselves at `oom_score_adj` -999)
 //! must record it live with the global context: no `oom_memcg`, the victim chosen, in `/h`.
 //!
