@@ -33,7 +33,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 pub mod memcg_events;
 pub mod memcg_headroom;
 pub mod meminfo;
-mod prom;
+pub(crate) mod prom;
 pub mod psi;
 pub mod snapshot;
 pub mod sysctl;

@@ -22,7 +22,7 @@ pub(crate) fn single_gauge(name: &str, help: &str, value: Option<f64>) -> Option
 }
 
 /// A sample's labels; `labels` must be sorted by name.
-fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+pub(crate) fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
     labels
         .iter()
         .map(|(name, value)| {

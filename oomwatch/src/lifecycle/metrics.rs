@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, PerCpuArray};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 
+use crate::host::prom::{self, counter, f, family, gauge};
 use crate::probe::loader::read_counter;
 
 /// Upper bounds (seconds) of the kill→exit and kill→reaped histograms: 1 ms to 60 s. An exit
@@ -55,7 +54,7 @@ impl Hist {
         h.set_sample_count(self.count);
         h.set_sample_sum(self.sum);
         h.set_bucket(buckets);
-        let mut m = Metric::from_label(label_pairs(labels));
+        let mut m = Metric::from_label(prom::labels(labels));
         m.set_histogram(h);
         m
     }
@@ -186,47 +185,4 @@ pub fn near_oom_collector(
             ),
         ]
     })
-}
-
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut fam = MetricFamily::default();
-    fam.set_name(name.to_owned());
-    fam.set_help(help.to_owned());
-    fam.set_field_type(kind);
-    fam.set_metric(metrics);
-    fam
-}
-
-/// A sample's labels; `labels` must be sorted by name.
-fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
-    labels
-        .iter()
-        .map(|(name, value)| {
-            let mut lp = LabelPair::default();
-            lp.set_name((*name).to_owned());
-            lp.set_value((*value).to_owned());
-            lp
-        })
-        .collect()
-}
-
-fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(value);
-    let mut m = Metric::from_label(label_pairs(labels));
-    m.set_counter(c);
-    m
-}
-
-fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::from_label(label_pairs(labels));
-    m.set_gauge(g);
-    m
-}
-
-/// `u64` → `f64` for a sample value (exact below 2^53, which every real count is).
-fn f(v: u64) -> f64 {
-    v as f64
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
+
+use crate::host::prom::{counter, family, gauge};
 
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -209,7 +211,7 @@ impl HttpStats {
                 "oomwatch_http_connections",
                 "HTTP connections open now (at most --max-connections).",
                 MetricType::GAUGE,
-                vec![gauge(get(&self.open))],
+                vec![gauge(&[], get(&self.open))],
             ),
             family(
                 "oomwatch_http_connections_accepted_total",
@@ -246,40 +248,6 @@ impl HttpStats {
 /// A collector of `stats` for `Metrics::add_collector`.
 pub fn collector(stats: Arc<HttpStats>) -> Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync> {
     Box::new(move || stats.families())
-}
-
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut fam = MetricFamily::default();
-    fam.set_name(name.to_owned());
-    fam.set_help(help.to_owned());
-    fam.set_field_type(kind);
-    fam.set_metric(metrics);
-    fam
-}
-
-fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
-    let pairs = labels
-        .iter()
-        .map(|(n, v)| {
-            let mut p = LabelPair::default();
-            p.set_name((*n).to_owned());
-            p.set_value((*v).to_owned());
-            p
-        })
-        .collect();
-    let mut c = Counter::default();
-    c.set_value(value);
-    let mut m = Metric::from_label(pairs);
-    m.set_counter(c);
-    m
-}
-
-fn gauge(value: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::default();
-    m.set_gauge(g);
-    m
 }
 
 #[cfg(test)]
