@@ -40,14 +40,8 @@ impl Sample {
     /// A sample; `labels` must be sorted by name.
     pub fn new(labels: &[(&str, &str)], value: f64) -> Sample {
         let mut text = String::new();
-        for (i, (name, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(name);
-            text.push_str("=\"");
-            push_escaped(&mut text, value, true);
-            text.push('"');
+        for (name, value) in labels {
+            push_label(&mut text, name, value);
         }
         Sample {
             labels: text,
@@ -317,6 +311,17 @@ fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
 
 /// Appends `v` escaped as the exposition format wants: `\` → `\\`, newline → `\n`, and
 /// (in label values, `quote`) `"` → `\"`.
+/// Appends `name="value"` (escaped), after a comma unless `out` is empty.
+pub(super) fn push_label(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    push_escaped(out, value, true);
+    out.push('"');
+}
+
 pub(super) fn push_escaped(out: &mut String, v: &str, quote: bool) {
     let special = |b: u8| b == b'\\' || b == b'\n' || (quote && b == b'"');
     if !v.bytes().any(special) {

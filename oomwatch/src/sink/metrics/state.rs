@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::render::push_escaped;
+use super::render::push_label;
 use super::UNKNOWN;
 use crate::event::OomEvent;
 
@@ -78,13 +78,7 @@ impl LabelSet {
             if i == KIND_AT {
                 kind_at = text.len();
             }
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(name);
-            text.push_str("=\"");
-            push_escaped(&mut text, value, true);
-            text.push('"');
+            push_label(&mut text, name, value);
         }
         LabelSet {
             key,
