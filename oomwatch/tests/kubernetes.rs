@@ -244,15 +244,16 @@ fn expected_domain(l: LimitAt) -> &'static str {
 }
 
 /// Kills one process in `dir`, retrying while the kernel rate-limits its report header (the
-/// OOM context the domain is derived from). Returns the victim's pid.
-fn kill_with_report(cg: &TestCgroup) -> i32 {
+/// OOM context the domain is derived from). Returns the last victim's pid and how many
+/// processes were killed (each retry is one more kill the kernel counts).
+fn kill_with_report(cg: &TestCgroup) -> (i32, u64) {
     for attempt in 1..=4 {
         let mut kmsg = Kmsg::open();
         let pid = cg.oom_kill(0);
         let (inv, kill) = kmsg.invocation_of(pid, WAIT);
         assert_eq!(kill.pid, pid);
         if !inv.constraint.is_empty() {
-            return pid;
+            return (pid, attempt);
         }
         eprintln!("kernel report header rate-limited (attempt {attempt}); retrying in 5.5 s");
         thread::sleep(Duration::from_millis(5500));
@@ -312,8 +313,13 @@ fn every_victim_carries_its_pod_container_qos_and_domain() {
         // The kernel counts the kill in the victim's memory cgroup (v1 `memory.oom_control`
         // is local to it; v2 `memory.events` also counts it in every ancestor).
         let before = cg.oom_kills();
-        let pid = kill_with_report(cg);
-        assert_eq!(cg.oom_kills(), before + 1, "kernel count in {}", cg.path);
+        let (pid, kills) = kill_with_report(cg);
+        assert_eq!(
+            cg.oom_kills(),
+            before + kills,
+            "kernel count in {}",
+            cg.path
+        );
         let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
         let want = [
             ("namespace", json!(ids.namespace)),
@@ -349,7 +355,7 @@ fn every_victim_carries_its_pod_container_qos_and_domain() {
 
     // Outside Kubernetes: the systemd unit and slice, a `system` domain.
     let unit = &cgroups[unit_idx];
-    let pid = kill_with_report(unit);
+    let (pid, _) = kill_with_report(unit);
     let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
     for (field, value) in [
         ("systemd_unit", json!("oomtest.service")),
