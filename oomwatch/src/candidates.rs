@@ -146,12 +146,7 @@ pub fn explanation(
     adj: Option<i16>,
     candidates: Option<&[Candidate]>,
 ) -> String {
-    // The next process, not the victim's own (scored as its leader, or as another thread
-    // when the leader has exited).
-    let next = candidates.map(|c| {
-        c.iter()
-            .find(|c| !same_process((c.pid, Some(c.tgid)), (victim_pid, victim_tgid)))
-    });
+    let next = candidates.map(|c| next_other(c, (victim_pid, victim_tgid)));
     let mut s = format!("{victim_comm} (pid {victim_pid}) was chosen");
     if let Some(p) = points {
         s.push_str(&format!(" with {p} points"));
@@ -173,6 +168,14 @@ pub fn explanation(
         s.push_str(&format!("; oom_score_adj {a}"));
     }
     s
+}
+
+/// The candidate with the most points that is not the victim's process (scored as its leader,
+/// or as another thread when the leader has exited); `candidates` are sorted by points.
+pub fn next_other(candidates: &[Candidate], victim: (i32, Option<i32>)) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .find(|c| !same_process((c.pid, Some(c.tgid)), victim))
 }
 
 /// Whether two tasks, each `(pid, tgid if known)`, belong to one process. The kernel scores a

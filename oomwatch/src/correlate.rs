@@ -449,10 +449,7 @@ fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
         t.cgroup = ctx.trigger_cgroup.take();
         t.cgroup_id = ctx.trigger_cgroup_id.take();
     }
-    ev.allocating_task_kill = ctx
-        .message
-        .as_deref()
-        .map(|m| m.contains("oom_kill_allocating_task"));
+    ev.allocating_task_kill = ctx.settle_allocating_task_kill();
     ev.oom_id = Some(id);
     if let Some(d) = ctx.domain_memory.take() {
         ev.domain_memory = Some(d);

@@ -128,11 +128,13 @@ pub struct OomContext {
     pub gfp_mask: Option<String>,
     /// The same as flag names, as the kernel prints them (`["GFP_KERNEL"]`).
     pub gfp_flags: Option<Vec<String>>,
-    /// The failed allocation's order (pages = 2^order; -1 when the OOM was not for an allocation).
+    /// The failed allocation's order (pages = 2^order); -1 for a manual OOM kill (sysrq f),
+    /// which is not for an allocation.
     pub order: Option<i32>,
     /// Size of the OOM domain in pages (the memcg limit, or all of RAM + swap).
     pub totalpages: Option<u64>,
-    /// The chosen task's badness points.
+    /// The chosen task's badness points; `None` when the kernel ranked no task (it killed the
+    /// allocating task, see [`OomContext::settle_allocating_task_kill`]).
     pub badness: Option<i64>,
     /// The task the killer chose (for group kills, the other victims are killed with it).
     pub chosen: Option<Task>,
@@ -161,6 +163,29 @@ pub struct OomContext {
     /// The domain's memory as the kernel's report gave it (goes to `domain_memory`).
     #[serde(skip)]
     pub domain_memory: Option<DomainMemory>,
+}
+
+impl OomContext {
+    /// Whether the kernel killed the allocating task itself (`vm.oom_kill_allocating_task=1`:
+    /// its message says so) instead of choosing by badness; `None` without the message. Such a
+    /// kill ranks nothing, so a badness read from the invocation (`oc->chosen_points` is never
+    /// set on that path: 0) or computed from the task dump would be a rank the kernel never
+    /// gave: it is dropped.
+    pub fn settle_allocating_task_kill(&mut self) -> Option<bool> {
+        let allocating = self
+            .message
+            .as_deref()
+            .map(|m| m.contains("oom_kill_allocating_task"));
+        if allocating == Some(true) {
+            self.badness = None;
+        }
+        allocating
+    }
+
+    /// A manual OOM kill (sysrq f): the only invocation with order -1 (`is_sysrq_oom()`).
+    pub fn manual(&self) -> bool {
+        self.order == Some(-1) && self.oom_memcg.is_none()
+    }
 }
 
 /// One OOM victim.

@@ -94,6 +94,29 @@ pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     info
 }
 
+/// `PF_KTHREAD` in `task_struct.flags` (include/linux/sched.h, unchanged since 2.6.27).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether `/proc/<pid>/stat` (its 9th field, `flags`) marks a kernel thread.
+pub fn parse_kernel_thread(stat: &str) -> Option<bool> {
+    // The comm (2nd field) is in parentheses and may hold spaces or ')': split after the last.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_KTHREAD != 0)
+}
+
+/// The memory cgroup of a kernel thread (a kworker running a manual OOM kill, sysrq f), which
+/// [`read`] leaves out because a kernel thread has no memory of its own to prove the cgroup
+/// read was still its own. `None` for other tasks or when they are gone.
+pub fn kernel_thread_cgroup(proc_root: &Path, pid: i32) -> Option<String> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    if !parse_kernel_thread(&stat)? {
+        return None;
+    }
+    parse_cgroup(&fs::read_to_string(dir.join("cgroup")).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +164,27 @@ mod tests {
         assert_eq!(i.tgid, Some(std::process::id() as i32));
         assert!(i.anon_rss.is_some());
         assert!(i.oom_score_adj.is_some());
+    }
+
+    #[test]
+    fn kernel_threads_from_stat_flags() {
+        let kworker = "45 (kworker/0:2-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 0 0 0 20 0 1 0 83 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        assert_eq!(parse_kernel_thread(kworker), Some(true));
+        let shell = "4242 (a) b (c)) S 1 4242 4242 34816 4242 4194560 1 0 0 0 0 0 0 0 20 0 1 0 100";
+        assert_eq!(parse_kernel_thread(shell), Some(false));
+        assert_eq!(parse_kernel_thread("4242 (sh"), None);
+        assert_eq!(parse_kernel_thread("4242 (sh) S 1 2"), None);
+        // This test's own process is no kernel thread; pid 2 (kthreadd) is one.
+        let me = fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(parse_kernel_thread(&me), Some(false));
+        if let Ok(kthreadd) = fs::read_to_string("/proc/2/stat") {
+            if kthreadd.contains(" (kthreadd) ") {
+                assert_eq!(parse_kernel_thread(&kthreadd), Some(true));
+            }
+        }
+        assert_eq!(
+            kernel_thread_cgroup(Path::new("/proc"), std::process::id() as i32),
+            None
+        );
     }
 }

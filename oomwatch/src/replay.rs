@@ -100,10 +100,7 @@ impl LogKills {
         }
         if let Some((id, mut ctx)) = self.contexts.take(k.pid) {
             ev.oom_id = Some(id);
-            ev.allocating_task_kill = ctx
-                .message
-                .as_deref()
-                .map(|m| m.contains("oom_kill_allocating_task"));
+            ev.allocating_task_kill = ctx.settle_allocating_task_kill();
             ev.domain_memory = ctx.domain_memory.take();
             ev.oom = ctx;
             // Killed without being the chosen task: a member of a memory.oom.group kill.

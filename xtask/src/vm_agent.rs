@@ -128,7 +128,7 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let (others, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
         .partition(super::vm_check_lifecycle::not_a_kernel_event);
-    // The multi-threaded and global phases' records are checked on their own.
+    // The multi-threaded and host-level phases' records are checked on their own.
     let (threads, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
         .partition(super::vm_check_threads::in_phase);
@@ -250,7 +250,14 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         &others,
     ));
     checks.push(super::vm_check_threads::agent_check(k.console, &threads));
-    checks.push(super::vm_check_global::agent_check(k.console, &global));
+    for phase in &super::vm_check_global::PHASES {
+        let mine: Vec<Json> = global
+            .iter()
+            .filter(|e| e.get("cgroup").and_then(Json::as_str) == Some(phase.cgroup))
+            .cloned()
+            .collect();
+        checks.push(phase.agent_check(k.console, &mine));
+    }
     checks.push(metrics(
         agent,
         section("metrics"),

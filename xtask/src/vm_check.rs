@@ -128,7 +128,9 @@ pub fn check_console(text: &str) -> Report {
     ));
 
     boot.push(super::vm_check_threads::boot_check(&c));
-    boot.push(super::vm_check_global::boot_check(&c));
+    for phase in &super::vm_check_global::PHASES {
+        boot.push(phase.boot_check(&c));
+    }
 
     let kernel = Kernel {
         console: &c,

@@ -1,11 +1,18 @@
-//! `vm-test` checks of the `h` phase: a global OOM (no memory cgroup limit: the whole guest runs
-//! out of memory). A `dd` with `oom_score_adj` 1000 in `/sys/fs/cgroup/h` (no `memory.max`)
-//! allocates 120 % of the guest's RAM (with `vm.overcommit_memory=1`); the kernel's OOM killer, with constraint
-//! `CONSTRAINT_NONE`, must choose and kill it. Each agent (themselves at `oom_score_adj` -999)
-//! must record it live with the global context: no `oom_memcg`, the victim chosen, in `/h`.
+//! `vm-test` checks of the host-level phases, where no memory cgroup limit is hit:
 //!
-//! The phase runs after the `m` phase, so [`super::vm_check_threads::before_phase`] keeps it
-//! out of the other checks too.
+//! - `h`, a global OOM: a `dd` with `oom_score_adj` 1000 in `/h` (no `memory.max`) allocates
+//!   120 % of the guest's RAM (with `vm.overcommit_memory=1`); the OOM killer, with constraint
+//!   `CONSTRAINT_NONE`, must choose it by badness;
+//! - `s`, a manual OOM kill (`echo f > /proc/sysrq-trigger`): a kernel worker invokes the
+//!   killer with order -1, which chooses a sleeper at `oom_score_adj` 1000 in `/s`;
+//! - `a`, `vm.oom_kill_allocating_task=1`: the same global OOM as `h` from a `dd` at
+//!   `oom_score_adj` 0 in `/a` kills that `dd`, the allocating task, although a sleeper in `/a`
+//!   at 1000 has more points (it must survive). The agents are at -1000 during the phase: the
+//!   kernel would kill any allocating task, theirs too.
+//!
+//! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
+//! of its kind. The phases run after the `m` phase, so
+//! [`super::vm_check_threads::before_phase`] keeps them out of the other checks too.
 
 use super::{
     vm_check::{check, Check},
@@ -13,134 +20,257 @@ use super::{
     vm_parse::{kernel_kills, oom_invocations, Console, Invocation},
 };
 
-pub const PHASE: &str = "h";
-/// `PID STATUS` of the victim.
-pub const SECTION: &str = "global-victim";
+/// One host-level phase.
+pub struct HostPhase {
+    pub phase: &'static str,
+    /// The victim's cgroup.
+    pub cgroup: &'static str,
+    /// `PID STATUS [SLEEPER alive|gone]` of the victim.
+    pub section: &'static str,
+    boot_name: &'static str,
+    agent_name: &'static str,
+    what: &'static str,
+    /// Phase-specific problems of one agent's event of the victim (its context is known).
+    expect: fn(&Json) -> Vec<String>,
+}
 
-/// An event or follow-up record of a task in `/h`.
+pub const PHASES: [HostPhase; 3] = [
+    HostPhase {
+        phase: "h",
+        cgroup: "/h",
+        section: "global-victim",
+        boot_name: "global kill",
+        agent_name: "global OOM",
+        what: "global OOM",
+        expect: expect_global,
+    },
+    HostPhase {
+        phase: "s",
+        cgroup: "/s",
+        section: "sysrq-victim",
+        boot_name: "manual kill",
+        agent_name: "manual OOM",
+        what: "manual OOM (sysrq f)",
+        expect: expect_manual,
+    },
+    HostPhase {
+        phase: "a",
+        cgroup: "/a",
+        section: "allocating-victim",
+        boot_name: "allocating-task kill",
+        agent_name: "allocating-task OOM",
+        what: "global OOM, oom_kill_allocating_task",
+        expect: expect_allocating,
+    },
+];
+
+/// An event or follow-up record of a task in one of the phases' cgroups.
 pub fn in_phase(v: &Json) -> bool {
-    v.get("cgroup").and_then(Json::as_str) == Some("/h")
+    let cg = v.get("cgroup").and_then(Json::as_str);
+    PHASES.iter().any(|p| cg == Some(p.cgroup))
 }
 
-fn victim(c: &Console) -> Option<(i64, i64)> {
-    let line = c.section(SECTION).first()?;
-    let mut w = line.split_whitespace();
-    Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+fn text(e: &Json, k: &str) -> Option<String> {
+    e.get(k).and_then(Json::as_str).map(str::to_string)
 }
 
-/// The phase's part of the kernel log: from its mark on.
-fn phase_dmesg(c: &Console) -> &[String] {
-    let dmesg = c.section("dmesg");
-    let mark = format!("oomwatch-vm: phase {PHASE}");
-    let start = dmesg
-        .iter()
-        .position(|l| l.contains(&mark))
-        .unwrap_or(dmesg.len());
-    &dmesg[start..]
+fn explanation_has(e: &Json, part: &str) -> Vec<String> {
+    let explanation = text(e, "explanation").unwrap_or_default();
+    if explanation.contains(part) {
+        vec![]
+    } else {
+        vec![format!("explanation {explanation:?} lacks {part:?}")]
+    }
 }
 
-/// The invocation that killed `pid` in the phase.
-fn invocation(c: &Console, pid: i64) -> Option<Invocation> {
-    oom_invocations(phase_dmesg(c))
-        .into_iter()
-        .find(|i| i.killed.contains(&pid))
+fn expect_global(e: &Json) -> Vec<String> {
+    explanation_has(e, "host (global OOM)")
 }
 
-/// The guest's side: the victim SIGKILLed by a global OOM (constraint `CONSTRAINT_NONE`).
-pub fn boot_check(c: &Console) -> Check {
-    if !c.sections.contains_key(SECTION) {
-        return check("global kill", vec![], "no h phase".into());
+fn expect_manual(e: &Json) -> Vec<String> {
+    let mut problems = explanation_has(e, "host (global OOM, manual: sysrq f)");
+    let order = e.get("order").and_then(Json::as_i64);
+    if order != Some(-1) {
+        problems.push(format!("order {order:?}, not -1"));
     }
-    let mut problems = Vec::new();
-    let Some((pid, status)) = victim(c) else {
-        return check(
-            "global kill",
-            vec![format!("{SECTION}: no pid")],
-            String::new(),
-        );
-    };
-    if status != 137 {
-        problems.push(format!("dd {pid} exited {status} (not 137)"));
+    let trigger = |k: &str| e.get("trigger").and_then(|t| t.get(k)).cloned();
+    let comm = trigger("comm").and_then(|c| c.as_str().map(str::to_string));
+    if !comm.as_deref().is_some_and(|c| c.starts_with("kworker/")) {
+        problems.push(format!("trigger.comm {comm:?}, not a kworker"));
     }
-    let kills: Vec<i64> = kernel_kills(phase_dmesg(c)).iter().map(|k| k.pid).collect();
-    if !kills.contains(&pid) {
-        problems.push(format!("no 'Killed process {pid}' line; killed {kills:?}"));
+    let cgroup = trigger("cgroup").and_then(|c| c.as_str().map(str::to_string));
+    if cgroup.as_deref() != Some("/") {
+        problems.push(format!("trigger.cgroup {cgroup:?}, not the kworker's /"));
     }
-    let inv = invocation(c, pid);
-    let constraint = inv
-        .as_ref()
-        .and_then(|i| i.summary.get("constraint").cloned());
-    if inv.as_ref().is_some_and(|i| i.header) && constraint.as_deref() != Some("CONSTRAINT_NONE") {
-        problems.push(format!("constraint {constraint:?}, not CONSTRAINT_NONE"));
-    }
-    check(
-        "global kill",
-        problems,
-        format!(
-            "dd {pid} killed by a global OOM ({}), kernel lines for {kills:?}",
-            constraint.as_deref().unwrap_or("report rate-limited")
-        ),
-    )
+    problems
 }
 
-/// One agent's side: one live event for the victim, with the global context.
-pub fn agent_check(c: &Console, events: &[Json]) -> Check {
-    if !c.sections.contains_key(SECTION) {
-        return check("global OOM", vec![], "no h phase".into());
+fn expect_allocating(e: &Json) -> Vec<String> {
+    let mut problems = explanation_has(e, "was killed as the allocating task");
+    if e.get("allocating_task_kill").and_then(Json::as_bool) != Some(true) {
+        problems.push("allocating_task_kill not true".into());
     }
-    let Some((pid, _)) = victim(c) else {
-        return check(
-            "global OOM",
-            vec![format!("{SECTION}: no pid")],
-            String::new(),
-        );
-    };
-    let text = |e: &Json, k: &str| e.get(k).and_then(Json::as_str).map(str::to_string);
-    let mine: Vec<&Json> = events
-        .iter()
-        .filter(|e| e.get("pid").and_then(Json::as_i64) == Some(pid))
-        .collect();
-    let mut problems = Vec::new();
-    if mine.len() != 1 || events.len() != 1 {
+    let message = text(e, "message");
+    if message.as_deref() != Some("Out of memory (oom_kill_allocating_task)") {
+        problems.push(format!("message {message:?}"));
+    }
+    if !matches!(e.get("badness"), None | Some(Json::Null)) {
         problems.push(format!(
-            "{} events for dd {pid}, {} in /h in all",
-            mine.len(),
-            events.len()
+            "badness {}: the kernel ranked no task",
+            e.get("badness").map(Json::render).unwrap_or_default()
         ));
     }
-    let header = invocation(c, pid).is_some_and(|i| i.header);
-    for e in mine {
-        if e.get("replayed").and_then(Json::as_bool) != Some(false) {
-            problems.push("not recorded live".into());
+    problems
+}
+
+impl HostPhase {
+    fn victim(&self, c: &Console) -> Option<(i64, i64)> {
+        let line = c.section(self.section).first()?;
+        let mut w = line.split_whitespace();
+        Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+    }
+
+    /// `SLEEPER alive|gone` of the phase's bystander, if it has one.
+    fn bystander(&self, c: &Console) -> Option<(i64, bool)> {
+        let line = c.section(self.section).first()?;
+        let mut w = line.split_whitespace().skip(2);
+        Some((w.next()?.parse().ok()?, w.next()? == "alive"))
+    }
+
+    /// The phase's part of the kernel log: from its mark to the next phase's.
+    fn dmesg<'a>(&self, c: &'a Console) -> &'a [String] {
+        let dmesg = c.section("dmesg");
+        let mark = format!("oomwatch-vm: phase {}", self.phase);
+        let start = dmesg
+            .iter()
+            .position(|l| l.contains(&mark))
+            .unwrap_or(dmesg.len());
+        let len = dmesg[start..]
+            .iter()
+            .skip(1)
+            .position(|l| l.contains("oomwatch-vm: phase "))
+            .map_or(dmesg.len() - start, |n| n + 1);
+        &dmesg[start..start + len]
+    }
+
+    /// The invocation that killed `pid` in the phase.
+    fn invocation(&self, c: &Console, pid: i64) -> Option<Invocation> {
+        oom_invocations(self.dmesg(c))
+            .into_iter()
+            .find(|i| i.killed.contains(&pid))
+    }
+
+    /// The guest's side: the victim SIGKILLed by an OOM with constraint `CONSTRAINT_NONE`,
+    /// the only kill of the phase.
+    pub fn boot_check(&self, c: &Console) -> Check {
+        let name = self.boot_name;
+        if !c.sections.contains_key(self.section) {
+            return check(name, vec![], format!("no {} phase", self.phase));
         }
-        // With the report's header (not rate-limited) every source has the context.
-        let constraint = text(e, "constraint");
-        if (header || constraint.is_some()) && constraint.as_deref() != Some("CONSTRAINT_NONE") {
+        let Some((pid, status)) = self.victim(c) else {
+            return check(
+                name,
+                vec![format!("{}: no pid", self.section)],
+                String::new(),
+            );
+        };
+        let mut problems = Vec::new();
+        if status != 137 {
+            problems.push(format!("{pid} exited {status} (not 137)"));
+        }
+        let kills: Vec<i64> = kernel_kills(self.dmesg(c)).iter().map(|k| k.pid).collect();
+        if !kills.contains(&pid) {
+            problems.push(format!("no 'Killed process {pid}' line; killed {kills:?}"));
+        }
+        if let Some((sleeper, alive)) = self.bystander(c) {
+            if !alive {
+                problems.push(format!("the sleeper {sleeper} with more points was killed"));
+            }
+        }
+        let inv = self.invocation(c, pid);
+        let constraint = inv
+            .as_ref()
+            .and_then(|i| i.summary.get("constraint").cloned());
+        if inv.as_ref().is_some_and(|i| i.header)
+            && constraint.as_deref() != Some("CONSTRAINT_NONE")
+        {
             problems.push(format!("constraint {constraint:?}, not CONSTRAINT_NONE"));
         }
-        if !matches!(e.get("oom_memcg"), None | Some(Json::Null)) {
+        check(
+            name,
+            problems,
+            format!(
+                "{pid} killed by a {} ({}), kernel lines for {kills:?}",
+                self.what,
+                constraint.as_deref().unwrap_or("report rate-limited")
+            ),
+        )
+    }
+
+    /// One agent's side: one live event for the victim, with the context of the phase's kind.
+    /// `events` are the agent's events in the phase's cgroup.
+    pub fn agent_check(&self, c: &Console, events: &[Json]) -> Check {
+        let name = self.agent_name;
+        if !c.sections.contains_key(self.section) {
+            return check(name, vec![], format!("no {} phase", self.phase));
+        }
+        let Some((pid, _)) = self.victim(c) else {
+            return check(
+                name,
+                vec![format!("{}: no pid", self.section)],
+                String::new(),
+            );
+        };
+        let mine: Vec<&Json> = events
+            .iter()
+            .filter(|e| e.get("pid").and_then(Json::as_i64) == Some(pid))
+            .collect();
+        let mut problems = Vec::new();
+        if mine.len() != 1 || events.len() != 1 {
             problems.push(format!(
-                "oom_memcg {}, not null",
-                e.get("oom_memcg").map(Json::render).unwrap_or_default()
+                "{} events for {pid}, {} in {} in all",
+                mine.len(),
+                events.len(),
+                self.cgroup
             ));
         }
-        let chosen = e
-            .get("chosen")
-            .and_then(|c| c.get("pid"))
-            .and_then(Json::as_i64);
-        if constraint.is_some() && chosen != Some(pid) {
-            problems.push(format!("chosen {chosen:?}, not {pid}"));
+        let header = self.invocation(c, pid).is_some_and(|i| i.header);
+        for e in mine {
+            if e.get("replayed").and_then(Json::as_bool) != Some(false) {
+                problems.push("not recorded live".into());
+            }
+            // With the report's header (not rate-limited) every source has the context.
+            let constraint = text(e, "constraint");
+            if (header || constraint.is_some()) && constraint.as_deref() != Some("CONSTRAINT_NONE")
+            {
+                problems.push(format!("constraint {constraint:?}, not CONSTRAINT_NONE"));
+            }
+            if !matches!(e.get("oom_memcg"), None | Some(Json::Null)) {
+                problems.push(format!(
+                    "oom_memcg {}, not null",
+                    e.get("oom_memcg").map(Json::render).unwrap_or_default()
+                ));
+            }
+            let chosen = e
+                .get("chosen")
+                .and_then(|c| c.get("pid"))
+                .and_then(Json::as_i64);
+            if constraint.is_some() {
+                if chosen != Some(pid) {
+                    problems.push(format!("chosen {chosen:?}, not {pid}"));
+                }
+                problems.extend((self.expect)(e));
+            }
         }
-        let explanation = text(e, "explanation").unwrap_or_default();
-        if constraint.is_some() && !explanation.contains("host (global OOM)") {
-            problems.push(format!("explanation {explanation:?}"));
-        }
+        check(
+            name,
+            problems,
+            format!(
+                "{pid}: one live event, {}, CONSTRAINT_NONE, no oom_memcg, chosen",
+                self.what
+            ),
+        )
     }
-    check(
-        "global OOM",
-        problems,
-        format!("dd {pid}: one live event, CONSTRAINT_NONE, no oom_memcg, chosen"),
-    )
 }
 
 #[cfg(test)]
@@ -183,5 +313,74 @@ mod tests {
         let twice = FIXTURE.replacen(line, &format!("{line}\n{line}"), 1);
         let c = get(&check_console(&twice), "fentry", "global OOM");
         assert!(!c.ok && c.detail.contains("2 events"), "{}", c.detail);
+    }
+
+    #[test]
+    fn the_sample_has_a_manual_and_an_allocating_task_kill_recorded_by_every_agent() {
+        let r = check_console(FIXTURE);
+        for (boot, agent_check) in [
+            ("manual kill", "manual OOM"),
+            ("allocating-task kill", "allocating-task OOM"),
+        ] {
+            let b = get(&r, "", boot);
+            assert!(b.ok && b.detail.contains("CONSTRAINT_NONE"), "{}", b.detail);
+            for agent in ["fentry", "kprobe", "kmsg"] {
+                let c = get(&r, agent, agent_check);
+                assert!(c.ok, "{agent} {agent_check}: {}", c.detail);
+            }
+        }
+    }
+
+    #[test]
+    fn a_manual_kill_needs_order_minus_one_and_the_kworker_trigger() {
+        let line = fentry_event_in("/s");
+        let wrong = line.replacen(r#""order":-1"#, r#""order":0"#, 1).replacen(
+            r#""cgroup":"/","cgroup_id":1"#,
+            r#""cgroup":null,"cgroup_id":1"#,
+            1,
+        );
+        assert_ne!(wrong, line);
+        let c = get(
+            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
+            "fentry",
+            "manual OOM",
+        );
+        assert!(
+            !c.ok && c.detail.contains("order Some(0), not -1"),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("trigger.cgroup None"), "{}", c.detail);
+    }
+
+    #[test]
+    fn an_allocating_task_kill_must_claim_no_badness() {
+        let line = fentry_event_in("/a");
+        let wrong = line.replacen(r#""badness":null"#, r#""badness":0"#, 1);
+        assert_ne!(wrong, line);
+        let c = get(
+            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
+            "fentry",
+            "allocating-task OOM",
+        );
+        assert!(
+            !c.ok && c.detail.contains("the kernel ranked no task"),
+            "{}",
+            c.detail
+        );
+        // A sleeper with more points killed instead: the kernel did not take that path.
+        let section = FIXTURE
+            .lines()
+            .skip_while(|l| !l.contains("@@OWVM BEGIN allocating-victim@@"))
+            .nth(1)
+            .unwrap();
+        let gone = section.replacen(" alive", " gone", 1);
+        let r = check_console(&FIXTURE.replacen(section, &gone, 1));
+        let b = get(&r, "", "allocating-task kill");
+        assert!(
+            !b.ok && b.detail.contains("with more points was killed"),
+            "{}",
+            b.detail
+        );
     }
 }

@@ -170,6 +170,42 @@ wait $p
 s=$?
 echo "$p $s" > /global-victim
 say "dd $p in /h (global OOM, ${mib}M) exited with status $s"
+# A manual OOM kill (sysrq f, as an operator or a test harness triggers one): the kernel's
+# worker thread invokes the OOM killer with order -1 and no memory cgroup; a sleeper at
+# oom_score_adj 1000 in /s is the one chosen.
+phase s
+mkdir $CG/s
+sh -c "echo \$\$ > $CG/s/cgroup.procs && echo 1000 > /proc/self/oom_score_adj && exec sleep 1000" &
+p=$!
+i=0
+while [ "$(cat /proc/$p/oom_score_adj 2>/dev/null)" != 1000 ] && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+echo f > /proc/sysrq-trigger
+wait $p
+s=$?
+echo "$p $s" > /sysrq-victim
+say "sleep $p in /s (sysrq f) exited with status $s"
+# vm.oom_kill_allocating_task=1: a global OOM kills the allocating task itself, not the task
+# with the most badness points (a sleeper at oom_score_adj 1000 in the same cgroup survives).
+# Any task that allocates during the OOM is killed, the agents too (6.1 killed all three):
+# they are exempt (-1000) during the phase.
+phase a
+mkdir $CG/a
+for a in @SUFFIXES@; do echo -1000 > /proc/$(cat /agent$a.pid)/oom_score_adj; done
+echo 1 > /proc/sys/vm/oom_kill_allocating_task
+sh -c "echo \$\$ > $CG/a/cgroup.procs && echo 1000 > /proc/self/oom_score_adj && exec sleep 1000" &
+sl=$!
+i=0
+while [ "$(cat /proc/$sl/oom_score_adj 2>/dev/null)" != 1000 ] && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+sh -c "echo \$\$ > $CG/a/cgroup.procs && exec dd if=/dev/zero of=/dev/null bs=${mib}M count=1" &
+p=$!
+wait $p
+s=$?
+echo 0 > /proc/sys/vm/oom_kill_allocating_task
+for a in @SUFFIXES@; do echo -999 > /proc/$(cat /agent$a.pid)/oom_score_adj; done
+kill -0 $sl 2>/dev/null && alive=alive || alive=gone
+kill $sl 2>/dev/null
+echo "$p $s $sl $alive" > /allocating-victim
+say "dd $p in /a (oom_kill_allocating_task) exited with status $s; sleeper $sl $alive"
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -196,6 +232,8 @@ dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'oom-kill:' -e 'oom_
 end dmesg
 begin thread-victims; cat /thread-victims; end thread-victims
 begin global-victim; cat /global-victim; end global-victim
+begin sysrq-victim; cat /sysrq-victim; end sysrq-victim
+begin allocating-victim; cat /allocating-victim; end allocating-victim
 begin memory.events-m; cat $CG/m/memory.events; end memory.events-m
 begin memory.events-t; cat $CG/t/memory.events; end memory.events-t
 begin memory.events-g; cat $CG/g/memory.events; end memory.events-g

@@ -138,6 +138,8 @@ mod tests {
             "victims killed        PASS   PASS   PASS   PASS   PASS   PASS",
             "threaded kills        PASS   PASS   PASS   PASS   PASS   PASS",
             "global kill           PASS   PASS   PASS   PASS   PASS   PASS",
+            "manual kill           PASS   PASS   PASS   PASS   PASS   PASS",
+            "allocating-task kill  PASS   PASS   PASS   PASS   PASS   PASS",
             "one event per victim  PASS   PASS   PASS   PASS   PASS   PASS",
         ];
         assert_eq!(lines[..want.len()], want);
@@ -149,7 +151,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 4 + 14 + 1);
+        assert_eq!(lines.len(), 3 + 6 + 16 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

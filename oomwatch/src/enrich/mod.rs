@@ -72,7 +72,9 @@ impl Enricher {
                     t.cgroup.clone_from(&ev.cgroup);
                     t.cgroup_id = t.cgroup_id.or(ev.cgroup_id);
                 } else {
-                    t.cgroup = procfs::read(&self.proc_root, t.pid).cgroup;
+                    t.cgroup = procfs::read(&self.proc_root, t.pid)
+                        .cgroup
+                        .or_else(|| procfs::kernel_thread_cgroup(&self.proc_root, t.pid));
                 }
             }
         }
@@ -169,6 +171,9 @@ fn explain(ev: &OomEvent) -> Option<String> {
     let comm = ev.comm.as_deref()?;
     let domain = match (ev.oom.constraint.as_deref(), ev.oom.oom_memcg.as_deref()) {
         (_, Some(cg)) => Some(format!("memcg {cg}")),
+        (Some("CONSTRAINT_NONE"), None) if ev.oom.manual() => {
+            Some("host (global OOM, manual: sysrq f)".to_string())
+        }
         (Some("CONSTRAINT_NONE"), None) => Some("host (global OOM)".to_string()),
         (Some("CONSTRAINT_CPUSET"), None) => Some("cpuset".to_string()),
         (Some("CONSTRAINT_MEMORY_POLICY"), None) => Some("memory policy's nodes".to_string()),
@@ -186,6 +191,31 @@ fn explain(ev: &OomEvent) -> Option<String> {
         ev.oom_score_adj,
         ev.oom.candidates.as_deref(),
     );
+    if ev.allocating_task_kill == Some(true) {
+        // No ranking: vm.oom_kill_allocating_task=1 kills whichever task allocated.
+        s = format!(
+            "{comm} (pid {}) was killed as the allocating task (vm.oom_kill_allocating_task=1), \
+             not ranked by badness",
+            ev.pid
+        );
+        if let Some(d) = &domain {
+            s.push_str(&format!(", in the {d}"));
+        }
+        let top = ev
+            .oom
+            .candidates
+            .as_deref()
+            .and_then(|c| crate::candidates::next_other(c, (ev.pid, ev.tgid)));
+        if let Some(t) = top {
+            s.push_str(&format!(
+                "; top by badness: {} (pid {}) {} points",
+                t.comm, t.pid, t.points
+            ));
+        }
+        if let Some(a) = ev.oom_score_adj {
+            s.push_str(&format!("; oom_score_adj {a}"));
+        }
+    }
     if let (true, Some(c)) = (group, ev.oom.chosen.as_ref()) {
         s = format!(
             "{comm} (pid {}) was killed with its memory.oom.group: {} (pid {}) was chosen",
@@ -224,3 +254,7 @@ fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
     w.systemd_unit = id.systemd_unit.clone();
     w.systemd_slice = id.systemd_slice.clone();
 }
+
+#[cfg(test)]
+#[path = "explain_tests.rs"]
+mod explain_tests;
