@@ -88,6 +88,17 @@ pub fn from_dump(
     all
 }
 
+/// Rows of a dump the killer scored (`oom_score_adj` above -1000) whose points cannot be
+/// computed: a non-zero `oom_score_adj` needs the domain's size, which the report does not give
+/// for a cpuset or memory-policy OOM. The chosen task's row is not counted.
+pub fn unscored(dump: &TaskDump, chosen: i32, totalpages: Option<u64>, page_size: u64) -> usize {
+    dump.rows
+        .iter()
+        .filter(|r| r.pid != chosen && r.oom_score_adj != Some(-1000))
+        .filter(|r| points(r, totalpages, page_size).is_none())
+        .count()
+}
+
 /// Orders candidates as the event shows them: the chosen one first, then by points descending
 /// (ties by pid), at most `top`.
 pub fn rank(all: &mut Vec<Candidate>, chosen: Option<i32>, top: usize) {
@@ -145,6 +156,7 @@ pub fn explanation(
     domain: Option<&str>,
     adj: Option<i16>,
     candidates: Option<&[Candidate]>,
+    unscored: usize,
 ) -> String {
     let next = candidates.map(|c| next_other(c, (victim_pid, victim_tgid)));
     let mut s = format!("{victim_comm} (pid {victim_pid}) was chosen");
@@ -161,8 +173,13 @@ pub fn explanation(
             "; next: {} (pid {}) {} points",
             n.comm, n.pid, n.points
         )),
-        Some(None) => s.push_str("; no other candidate"),
-        None => {}
+        Some(None) if unscored == 0 => s.push_str("; no other candidate"),
+        Some(None) | None => {}
+    }
+    if unscored > 0 {
+        s.push_str(&format!(
+            "; {unscored} other tasks unscored (the report lacks the domain's size)"
+        ));
     }
     if let Some(a) = adj {
         s.push_str(&format!("; oom_score_adj {a}"));

@@ -55,12 +55,28 @@ fn the_chosen_comes_first_then_by_points() {
         malformed_rows: 0,
     };
     let c = from_dump(&dump, Some(12), Some(100_000), 4096, 3);
+    // Every row with an oom_score_adj has points when the domain's size is known.
+    assert_eq!(unscored(&dump, 12, Some(100_000), 4096), 0);
     let order: Vec<i32> = c.iter().map(|c| c.pid).collect();
     assert_eq!(order, [12, 11, 14]);
     assert_eq!(c[1].rss, Some(5000 * 4096));
     assert!(from_dump(&dump, None, None, 4096, 10)
         .iter()
         .all(|c| c.pid != 13));
+    // Without the domain's size a non-zero oom_score_adj cannot be weighed: those rows are
+    // counted (not the chosen one's, not the -1000 that the killer skips).
+    let adj = TaskDump {
+        rows: vec![
+            row(20, 100, 0, 0, 300, "chosen"),
+            row(21, 100, 0, 0, -999, "agent"),
+            row(22, 100, 0, 0, 0, "plain"),
+            row(23, 100, 0, 0, -1000, "protected"),
+        ],
+        dropped_rows: 0,
+        malformed_rows: 0,
+    };
+    assert_eq!(unscored(&adj, 20, None, 4096), 1);
+    assert_eq!(unscored(&adj, 20, Some(65_504), 4096), 0);
 }
 
 #[test]
@@ -129,18 +145,41 @@ fn the_sentence_names_the_runner_up() {
             Some(16384),
             Some("memcg /x"),
             Some(0),
-            Some(&list)
+            Some(&list),
+            0
         ),
         "tail (pid 5) was chosen with 17910 points of the 16384-page memcg /x; next: java (pid \
          77) 9100 points; oom_score_adj 0"
     );
     assert_eq!(
-        explanation(("tail", 5, None), None, None, None, None, Some(&list[..1])),
+        explanation(
+            ("tail", 5, None),
+            None,
+            None,
+            None,
+            None,
+            Some(&list[..1]),
+            0
+        ),
         "tail (pid 5) was chosen; no other candidate"
+    );
+    // A cpuset OOM's dump: the other tasks' oom_score_adj cannot be weighed without its size.
+    assert_eq!(
+        explanation(
+            ("dd", 5, None),
+            Some(61132),
+            None,
+            Some("cpuset"),
+            Some(0),
+            Some(&list[..1]),
+            3
+        ),
+        "dd (pid 5) was chosen with 61132 points in cpuset; 3 other tasks unscored (the report \
+         lacks the domain's size); oom_score_adj 0"
     );
     // The leader (5) had exited: the kernel scored the process as 5 and killed thread 6.
     assert_eq!(
-        explanation(("tail", 6, Some(5)), None, None, None, None, Some(&list)),
+        explanation(("tail", 6, Some(5)), None, None, None, None, Some(&list), 0),
         "tail (pid 6) was chosen; next: java (pid 77) 9100 points"
     );
 }

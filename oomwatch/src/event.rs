@@ -156,6 +156,10 @@ pub struct OomContext {
     pub candidates: Option<Vec<Candidate>>,
     /// One sentence: why this victim.
     pub explanation: Option<String>,
+    /// Tasks of the kernel's task dump left out of `candidates` because their points could not
+    /// be computed (see [`crate::candidates::unscored`]).
+    #[serde(skip)]
+    pub unscored: usize,
     /// The domain's size in pages as estimated from the report (for `explanation`; the exact
     /// `totalpages` comes from a probe).
     #[serde(skip)]

@@ -137,6 +137,10 @@ impl KmsgContexts {
                         candidates::points(row, total, page)
                     });
                     if self.top > 0 {
+                        h.ctx.unscored = h
+                            .dump
+                            .as_ref()
+                            .map_or(0, |d| candidates::unscored(d, c.pid, total, page));
                         h.ctx.candidates = h
                             .dump
                             .as_ref()

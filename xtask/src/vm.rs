@@ -164,6 +164,12 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
     let log_path = out_dir.join("console.log");
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
+        // Two NUMA nodes of 256M (the second without a CPU), so that the `c` phase can confine
+        // a task to node 1 with a cpuset and make a CONSTRAINT_CPUSET OOM.
+        .args(["-object", "memory-backend-ram,id=n0,size=256M"])
+        .args(["-numa", "node,nodeid=0,cpus=0,memdev=n0"])
+        .args(["-object", "memory-backend-ram,id=n1,size=256M"])
+        .args(["-numa", "node,nodeid=1,memdev=n1"])
         .args(["-no-reboot", "-kernel"])
         .arg(&k.vmlinuz)
         .arg("-initrd")

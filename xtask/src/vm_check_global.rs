@@ -8,7 +8,9 @@
 //! - `a`, `vm.oom_kill_allocating_task=1`: the same global OOM as `h` from a `dd` at
 //!   `oom_score_adj` 0 in `/a` kills that `dd`, the allocating task, although a sleeper in `/a`
 //!   at 1000 has more points (it must survive). The agents are at -1000 during the phase: the
-//!   kernel would kill any allocating task, theirs too.
+//!   kernel would kill any allocating task, theirs too;
+//! - `c`, a cpuset OOM: a `dd` in `/c`, whose cpuset allows NUMA node 1 only (the guest has two
+//!   nodes of 256M), asks for 120 % of that node: constraint `CONSTRAINT_CPUSET`.
 //!
 //! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
 //! of its kind. The phases run after the `m` phase, so
@@ -30,11 +32,13 @@ pub struct HostPhase {
     boot_name: &'static str,
     agent_name: &'static str,
     what: &'static str,
+    /// The kernel's constraint for the phase's OOM.
+    constraint: &'static str,
     /// Phase-specific problems of one agent's event of the victim (its context is known).
     expect: fn(&Json) -> Vec<String>,
 }
 
-pub const PHASES: [HostPhase; 3] = [
+pub const PHASES: [HostPhase; 4] = [
     HostPhase {
         phase: "h",
         cgroup: "/h",
@@ -42,6 +46,7 @@ pub const PHASES: [HostPhase; 3] = [
         boot_name: "global kill",
         agent_name: "global OOM",
         what: "global OOM",
+        constraint: "CONSTRAINT_NONE",
         expect: expect_global,
     },
     HostPhase {
@@ -51,6 +56,7 @@ pub const PHASES: [HostPhase; 3] = [
         boot_name: "manual kill",
         agent_name: "manual OOM",
         what: "manual OOM (sysrq f)",
+        constraint: "CONSTRAINT_NONE",
         expect: expect_manual,
     },
     HostPhase {
@@ -60,7 +66,18 @@ pub const PHASES: [HostPhase; 3] = [
         boot_name: "allocating-task kill",
         agent_name: "allocating-task OOM",
         what: "global OOM, oom_kill_allocating_task",
+        constraint: "CONSTRAINT_NONE",
         expect: expect_allocating,
+    },
+    HostPhase {
+        phase: "c",
+        cgroup: "/c",
+        section: "cpuset-victim",
+        boot_name: "cpuset kill",
+        agent_name: "cpuset OOM",
+        what: "cpuset OOM (node 1)",
+        constraint: "CONSTRAINT_CPUSET",
+        expect: expect_cpuset,
     },
 ];
 
@@ -101,6 +118,22 @@ fn expect_manual(e: &Json) -> Vec<String> {
     let cgroup = trigger("cgroup").and_then(|c| c.as_str().map(str::to_string));
     if cgroup.as_deref() != Some("/") {
         problems.push(format!("trigger.cgroup {cgroup:?}, not the kworker's /"));
+    }
+    problems
+}
+
+fn expect_cpuset(e: &Json) -> Vec<String> {
+    let mut problems = explanation_has(e, "cpuset");
+    // The agents (at -999, in the root cpuset) are candidates too: scored, or counted as not.
+    let explanation = text(e, "explanation").unwrap_or_default();
+    if explanation.contains("no other candidate") {
+        problems.push(format!(
+            "explanation {explanation:?}: the agents were candidates"
+        ));
+    }
+    let domain = text(e, "oom_domain");
+    if domain.as_deref() != Some("cpuset") {
+        problems.push(format!("oom_domain {domain:?}, not cpuset"));
     }
     problems
 }
@@ -160,8 +193,7 @@ impl HostPhase {
             .find(|i| i.killed.contains(&pid))
     }
 
-    /// The guest's side: the victim SIGKILLed by an OOM with constraint `CONSTRAINT_NONE`,
-    /// the only kill of the phase.
+    /// The guest's side: the victim SIGKILLed by an OOM with the phase's constraint.
     pub fn boot_check(&self, c: &Console) -> Check {
         let name = self.boot_name;
         if !c.sections.contains_key(self.section) {
@@ -170,7 +202,11 @@ impl HostPhase {
         let Some((pid, status)) = self.victim(c) else {
             return check(
                 name,
-                vec![format!("{}: no pid", self.section)],
+                vec![format!(
+                    "{}: no pid ({:?})",
+                    self.section,
+                    c.section(self.section).first()
+                )],
                 String::new(),
             );
         };
@@ -191,10 +227,12 @@ impl HostPhase {
         let constraint = inv
             .as_ref()
             .and_then(|i| i.summary.get("constraint").cloned());
-        if inv.as_ref().is_some_and(|i| i.header)
-            && constraint.as_deref() != Some("CONSTRAINT_NONE")
+        if inv.as_ref().is_some_and(|i| i.header) && constraint.as_deref() != Some(self.constraint)
         {
-            problems.push(format!("constraint {constraint:?}, not CONSTRAINT_NONE"));
+            problems.push(format!(
+                "constraint {constraint:?}, not {}",
+                self.constraint
+            ));
         }
         check(
             name,
@@ -217,7 +255,11 @@ impl HostPhase {
         let Some((pid, _)) = self.victim(c) else {
             return check(
                 name,
-                vec![format!("{}: no pid", self.section)],
+                vec![format!(
+                    "{}: no pid ({:?})",
+                    self.section,
+                    c.section(self.section).first()
+                )],
                 String::new(),
             );
         };
@@ -241,9 +283,11 @@ impl HostPhase {
             }
             // With the report's header (not rate-limited) every source has the context.
             let constraint = text(e, "constraint");
-            if (header || constraint.is_some()) && constraint.as_deref() != Some("CONSTRAINT_NONE")
-            {
-                problems.push(format!("constraint {constraint:?}, not CONSTRAINT_NONE"));
+            if (header || constraint.is_some()) && constraint.as_deref() != Some(self.constraint) {
+                problems.push(format!(
+                    "constraint {constraint:?}, not {}",
+                    self.constraint
+                ));
             }
             if !matches!(e.get("oom_memcg"), None | Some(Json::Null)) {
                 problems.push(format!(
@@ -266,8 +310,8 @@ impl HostPhase {
             name,
             problems,
             format!(
-                "{pid}: one live event, {}, CONSTRAINT_NONE, no oom_memcg, chosen",
-                self.what
+                "{pid}: one live event, {}, {}, no oom_memcg, chosen",
+                self.what, self.constraint
             ),
         )
     }
@@ -382,5 +426,26 @@ mod tests {
             "{}",
             b.detail
         );
+    }
+
+    #[test]
+    fn a_cpuset_kill_needs_the_cpuset_domain() {
+        let r = check_console(FIXTURE);
+        assert!(get(&r, "", "cpuset kill")
+            .detail
+            .contains("CONSTRAINT_CPUSET"));
+        for agent in ["fentry", "kprobe", "kmsg"] {
+            let c = get(&r, agent, "cpuset OOM");
+            assert!(c.ok, "{agent}: {}", c.detail);
+        }
+        let line = fentry_event_in("/c");
+        let wrong = line.replacen(r#""oom_domain":"cpuset""#, r#""oom_domain":"global""#, 1);
+        assert_ne!(wrong, line);
+        let c = get(
+            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
+            "fentry",
+            "cpuset OOM",
+        );
+        assert!(!c.ok && c.detail.contains("not cpuset"), "{}", c.detail);
     }
 }

@@ -206,6 +206,22 @@ kill -0 $sl 2>/dev/null && alive=alive || alive=gone
 kill $sl 2>/dev/null
 echo "$p $s $sl $alive" > /allocating-victim
 say "dd $p in /a (oom_kill_allocating_task) exited with status $s; sleeper $sl $alive"
+# A cpuset OOM: a dd in /c, whose cpuset allows NUMA node 1 only, asks for 120 % of that node;
+# the node runs out while node 0 has memory: constraint CONSTRAINT_CPUSET.
+phase c
+n1=/sys/devices/system/node/node1/meminfo
+if [ -r $n1 ] && echo +cpuset > $CG/cgroup.subtree_control && mkdir $CG/c && echo 1 > $CG/c/cpuset.mems; then
+    cmib=$(awk '/MemTotal:/ { print int($4 * 1.2 / 1024) }' $n1)
+    sh -c "echo \$\$ > $CG/c/cgroup.procs && exec dd if=/dev/zero of=/dev/null bs=${cmib}M count=1" &
+    p=$!
+    wait $p
+    s=$?
+    echo "$p $s" > /cpuset-victim
+    say "dd $p in /c (cpuset.mems 1, ${cmib}M) exited with status $s"
+else
+    echo "none: no NUMA node 1 or no cpuset controller" > /cpuset-victim
+    say "no cpuset OOM: no NUMA node 1 or no cpuset controller"
+fi
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -234,6 +250,7 @@ begin thread-victims; cat /thread-victims; end thread-victims
 begin global-victim; cat /global-victim; end global-victim
 begin sysrq-victim; cat /sysrq-victim; end sysrq-victim
 begin allocating-victim; cat /allocating-victim; end allocating-victim
+begin cpuset-victim; cat /cpuset-victim; end cpuset-victim
 begin memory.events-m; cat $CG/m/memory.events; end memory.events-m
 begin memory.events-t; cat $CG/t/memory.events; end memory.events-t
 begin memory.events-g; cat $CG/g/memory.events; end memory.events-g

@@ -140,6 +140,7 @@ mod tests {
             "global kill           PASS   PASS   PASS   PASS   PASS   PASS",
             "manual kill           PASS   PASS   PASS   PASS   PASS   PASS",
             "allocating-task kill  PASS   PASS   PASS   PASS   PASS   PASS",
+            "cpuset kill           PASS   PASS   PASS   PASS   PASS   PASS",
             "one event per victim  PASS   PASS   PASS   PASS   PASS   PASS",
         ];
         assert_eq!(lines[..want.len()], want);
@@ -151,7 +152,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 6 + 16 + 1);
+        assert_eq!(lines.len(), 3 + 7 + 17 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

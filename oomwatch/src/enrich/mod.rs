@@ -190,6 +190,7 @@ fn explain(ev: &OomEvent) -> Option<String> {
         domain.as_deref(),
         ev.oom_score_adj,
         ev.oom.candidates.as_deref(),
+        ev.oom.unscored,
     );
     if ev.allocating_task_kill == Some(true) {
         // No ranking: vm.oom_kill_allocating_task=1 kills whichever task allocated.
