@@ -4,18 +4,48 @@
 //!
 //! ```text
 //! cargo build --example alloc_threads
-//! alloc_threads [THREADS] [leader-exits]
+//! alloc_threads [THREADS] [leader-exits | membind=N]
 //! ```
 //!
 //! `leader-exits`: the main thread exits alone once the others run (the process lives on with a
 //! zombie leader), so the kernel's victim is one of the other threads, not the leader.
+//!
+//! `membind=N`: every thread may take memory from NUMA node N only (`set_mempolicy(MPOL_BIND)`,
+//! as `numactl --membind=N` does), so the node running out is an OOM with constraint
+//! `CONSTRAINT_MEMORY_POLICY` while the host has memory left.
 use std::thread;
 use std::time::Duration;
+
+/// `MPOL_BIND` of include/uapi/linux/mempolicy.h.
+const MPOL_BIND: libc::c_long = 2;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(4);
-    let leader_exits = args.next().as_deref() == Some("leader-exits");
+    let mode = args.next().unwrap_or_default();
+    let leader_exits = mode == "leader-exits";
+    if let Some(node) = mode.strip_prefix("membind=") {
+        let node: u32 = node.parse().expect("membind=N: N is a NUMA node number");
+        assert!(node < 64, "membind=N: N below 64");
+        let mask: libc::c_ulong = 1 << node;
+        // SAFETY: set_mempolicy reads `maxnode` bits from `mask`, a live c_ulong of 64 bits;
+        // the threads spawned below inherit the policy.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_set_mempolicy,
+                MPOL_BIND,
+                &mask as *const libc::c_ulong,
+                64 as libc::c_ulong,
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "set_mempolicy(MPOL_BIND, node {node}): {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(2);
+        }
+    }
     for _ in 0..threads {
         thread::spawn(|| {
             // Let every thread start before memory runs out.

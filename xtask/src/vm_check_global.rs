@@ -10,7 +10,9 @@
 //!   at 1000 has more points (it must survive). The agents are at -1000 during the phase: the
 //!   kernel would kill any allocating task, theirs too;
 //! - `c`, a cpuset OOM: a `dd` in `/c`, whose cpuset allows NUMA node 1 only (the guest has two
-//!   nodes of 256M), asks for 120 % of that node: constraint `CONSTRAINT_CPUSET`.
+//!   nodes of 256M), asks for 120 % of that node: constraint `CONSTRAINT_CPUSET`;
+//! - `p`, a memory-policy OOM: `alloc_threads` bound to node 1 (`set_mempolicy(MPOL_BIND)`) in
+//!   `/p` allocates until the node runs out: constraint `CONSTRAINT_MEMORY_POLICY`.
 //!
 //! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
 //! of its kind. The phases run after the `m` phase, so
@@ -38,7 +40,7 @@ pub struct HostPhase {
     expect: fn(&Json) -> Vec<String>,
 }
 
-pub const PHASES: [HostPhase; 4] = [
+pub const PHASES: [HostPhase; 5] = [
     HostPhase {
         phase: "h",
         cgroup: "/h",
@@ -78,6 +80,16 @@ pub const PHASES: [HostPhase; 4] = [
         what: "cpuset OOM (node 1)",
         constraint: "CONSTRAINT_CPUSET",
         expect: expect_cpuset,
+    },
+    HostPhase {
+        phase: "p",
+        cgroup: "/p",
+        section: "mempolicy-victim",
+        boot_name: "mempolicy kill",
+        agent_name: "mempolicy OOM",
+        what: "memory-policy OOM (node 1)",
+        constraint: "CONSTRAINT_MEMORY_POLICY",
+        expect: expect_mempolicy,
     },
 ];
 
@@ -134,6 +146,15 @@ fn expect_cpuset(e: &Json) -> Vec<String> {
     let domain = text(e, "oom_domain");
     if domain.as_deref() != Some("cpuset") {
         problems.push(format!("oom_domain {domain:?}, not cpuset"));
+    }
+    problems
+}
+
+fn expect_mempolicy(e: &Json) -> Vec<String> {
+    let mut problems = explanation_has(e, "memory policy's nodes");
+    let domain = text(e, "oom_domain");
+    if domain.as_deref() != Some("mempolicy") {
+        problems.push(format!("oom_domain {domain:?}, not mempolicy"));
     }
     problems
 }

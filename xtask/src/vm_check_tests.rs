@@ -114,15 +114,15 @@ pub(crate) fn get(r: &Report, agent: &str, name: &str) -> Check {
 fn every_check_of_every_agent_passes_on_the_real_sample() {
     let r = check_console(FIXTURE);
     assert!(r.failed().is_empty(), "{r:#?}");
-    // Finished, victims, threaded kills, and the global, manual, allocating-task and cpuset
-    // kills.
-    assert_eq!(r.boot.len(), 7);
+    // Finished, victims, threaded kills, and the global, manual, allocating-task, cpuset and
+    // memory-policy kills.
+    assert_eq!(r.boot.len(), 8);
     assert_eq!(
         r.agents
             .iter()
             .map(|(a, c)| (a.name, c.len()))
             .collect::<Vec<_>>(),
-        [("fentry", 17), ("kprobe", 17), ("kmsg", 17)]
+        [("fentry", 18), ("kprobe", 18), ("kmsg", 18)]
     );
     let s = sample();
     let n = T_VICTIMS + G_VICTIMS;
@@ -207,8 +207,8 @@ fn every_check_of_every_agent_passes_on_the_real_sample() {
         format!(
             "oomwatch_oom_kills_all_total {}, probe_attached kmsg:oom_report 1, \
              fentry:oom_kill_process 0, kprobe:oom_kill_process 0",
-            // t, g, m, and the h, s, a and c phases' one victim each.
-            n + crate::vm::vm_initramfs::M_VICTIMS + 4
+            // t, g, m, and the h, s, a, c and p phases' one victim each.
+            n + crate::vm::vm_initramfs::M_VICTIMS + 5
         )
     );
     // /init prints its uptime after the run: later than the kernel's last line.
@@ -234,8 +234,8 @@ fn sections_and_kernel_lines_are_parsed() {
         }
         assert_eq!(
             kernel_events(c.section(&a.section("events"))).len(),
-            // t, g, m and one each in the h, s, a and c phases.
-            T_VICTIMS + G_VICTIMS + crate::vm::vm_initramfs::M_VICTIMS + 4
+            // t, g, m and one each in the h, s, a, c and p phases.
+            T_VICTIMS + G_VICTIMS + crate::vm::vm_initramfs::M_VICTIMS + 5
         );
     }
     assert_eq!(s.victims_in("t").len(), T_VICTIMS);

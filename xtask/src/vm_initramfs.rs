@@ -222,6 +222,21 @@ else
     echo "none: no NUMA node 1 or no cpuset controller" > /cpuset-victim
     say "no cpuset OOM: no NUMA node 1 or no cpuset controller"
 fi
+# A memory-policy OOM: alloc_threads bound to node 1 (set_mempolicy(MPOL_BIND), as numactl
+# --membind=1) in /p, no limit: the node runs out, constraint CONSTRAINT_MEMORY_POLICY.
+phase p
+mkdir $CG/p
+if [ -r $n1 ]; then
+    sh -c "echo \$\$ > $CG/p/cgroup.procs && exec /usr/bin/alloc_threads 1 membind=1" > /dev/null &
+    p=$!
+    wait $p
+    s=$?
+    echo "$p $s" > /mempolicy-victim
+    say "alloc_threads $p in /p (membind=1) exited with status $s"
+else
+    echo "none: no NUMA node 1" > /mempolicy-victim
+    say "no memory-policy OOM: no NUMA node 1"
+fi
 phase done
 
 # Give the agents time to write the last events, scrape their metrics, stop them.
@@ -251,6 +266,7 @@ begin global-victim; cat /global-victim; end global-victim
 begin sysrq-victim; cat /sysrq-victim; end sysrq-victim
 begin allocating-victim; cat /allocating-victim; end allocating-victim
 begin cpuset-victim; cat /cpuset-victim; end cpuset-victim
+begin mempolicy-victim; cat /mempolicy-victim; end mempolicy-victim
 begin memory.events-m; cat $CG/m/memory.events; end memory.events-m
 begin memory.events-t; cat $CG/t/memory.events; end memory.events-t
 begin memory.events-g; cat $CG/g/memory.events; end memory.events-g

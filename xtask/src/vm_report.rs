@@ -141,6 +141,7 @@ mod tests {
             "manual kill           PASS   PASS   PASS   PASS   PASS   PASS",
             "allocating-task kill  PASS   PASS   PASS   PASS   PASS   PASS",
             "cpuset kill           PASS   PASS   PASS   PASS   PASS   PASS",
+            "mempolicy kill        PASS   PASS   PASS   PASS   PASS   PASS",
             "one event per victim  PASS   PASS   PASS   PASS   PASS   PASS",
         ];
         assert_eq!(lines[..want.len()], want);
@@ -152,7 +153,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 7 + 17 + 1);
+        assert_eq!(lines.len(), 3 + 8 + 18 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }
