@@ -190,6 +190,7 @@ impl Correlator {
             return;
         };
         if let Some((id, ctx)) = k.take(ev.pid) {
+            cgroup_from_report(&mut ev, &ctx);
             if ev.oom_id.is_some() {
                 supplement(&mut ev, ctx);
             } else {
@@ -403,6 +404,22 @@ impl Correlator {
         ev.pgtables = ev.pgtables.or(info.pgtables);
         ev.oom_score_adj = ev.oom_score_adj.or(info.oom_score_adj);
         ev.cgroup = ev.cgroup.take().or(info.cgroup);
+    }
+}
+
+/// The victim's cgroup from the report when neither its id nor `/proc` gave it (its directory
+/// was removed, and the victim gone, before the agent looked): the report names the chosen
+/// task's memory cgroup, which is the victim's unless this is another member of its
+/// `memory.oom.group`.
+fn cgroup_from_report(ev: &mut OomEvent, ctx: &OomContext) {
+    if ev.cgroup.is_some() {
+        return;
+    }
+    if let Some((pid, path)) = &ctx.chosen_memcg {
+        if crate::candidates::same_process((*pid, None), (ev.pid, ev.tgid)) {
+            ev.cgroup = Some(path.clone());
+            ev.sources.insert("cgroup", Source::Kmsg);
+        }
     }
 }
 

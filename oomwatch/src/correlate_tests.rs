@@ -316,3 +316,29 @@ fn the_oom_badness_probes_tasks_are_the_invocations_candidates() {
     assert_eq!((list[1].rss, list[1].points), (Some(4096), 50));
     assert_eq!(dump.sources["candidates"], Source::CandidatesKretprobe);
 }
+
+#[test]
+fn a_victim_whose_cgroup_is_gone_takes_it_from_the_report() {
+    // The victim is gone from /proc and has no cgroup id to look up (its directory was removed
+    // right after the kill, as a runtime does for an exited container): the report names it.
+    let now = Instant::now();
+    let mut c = correlator(true, false).with_kmsg();
+    let inv =
+        "4,7,90,-;hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=500";
+    let summary = format!("6,8,95,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/pod,task_memcg=/pod/gone,task=hog,pid={GONE},uid=1000");
+    for line in [inv, &summary, &killed_line(GONE)] {
+        c.push_kmsg(&kmsg(line), now);
+    }
+    let ev = c.push_victim(tp(GONE), now).remove(0);
+    assert_eq!(ev.cgroup.as_deref(), Some("/pod/gone"));
+    assert_eq!(ev.sources["cgroup"], Source::Kmsg);
+    // Another victim of the invocation (a memory.oom.group member) is not the chosen task:
+    // the report's path is not its own.
+    let mut c = correlator(true, false).with_kmsg();
+    let summary = summary.replace(&format!("pid={GONE}"), &format!("pid={}", GONE - 5));
+    for line in [inv, &summary, &killed_line(GONE)] {
+        c.push_kmsg(&kmsg(line), now);
+    }
+    let ev = c.push_victim(tp(GONE), now).remove(0);
+    assert_eq!(ev.cgroup, None);
+}

@@ -156,6 +156,11 @@ pub struct OomContext {
     pub candidates: Option<Vec<Candidate>>,
     /// One sentence: why this victim.
     pub explanation: Option<String>,
+    /// The chosen task's pid and memory cgroup as the report names them (`task_memcg=`): the
+    /// victim's cgroup when its directory is gone before the agent could look its id up (a
+    /// container's cgroup removed right after the kill).
+    #[serde(skip)]
+    pub chosen_memcg: Option<(i32, String)>,
     /// Tasks of the kernel's task dump left out of `candidates` because their points could not
     /// be computed (see [`crate::candidates::unscored`]).
     #[serde(skip)]

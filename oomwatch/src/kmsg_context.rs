@@ -127,6 +127,7 @@ impl KmsgContexts {
                 if let Some(h) = self.header.as_mut() {
                     h.ctx.constraint = Some(constraint_name(&c.constraint));
                     h.ctx.oom_memcg = c.oom_memcg;
+                    h.ctx.chosen_memcg = c.task_memcg.clone().map(|m| (c.pid, m));
                     // The report names the victim's memcg (task_memcg), not the memcg of the
                     // task that invoked the killer: the trigger's cgroup stays unknown here.
                     let global = matches!(c.constraint, ConstraintKind::None);
