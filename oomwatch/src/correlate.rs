@@ -418,6 +418,7 @@ fn cgroup_from_report(ev: &mut OomEvent, ctx: &OomContext) {
     if let Some((pid, path)) = &ctx.chosen_memcg {
         if crate::candidates::same_process((*pid, None), (ev.pid, ev.tgid)) {
             ev.cgroup = Some(path.clone());
+            ev.victim.cgroup = Some(path.clone());
             ev.sources.insert("cgroup", Source::Kmsg);
         }
     }

@@ -331,6 +331,7 @@ fn a_victim_whose_cgroup_is_gone_takes_it_from_the_report() {
     }
     let ev = c.push_victim(tp(GONE), now).remove(0);
     assert_eq!(ev.cgroup.as_deref(), Some("/pod/gone"));
+    assert_eq!(ev.victim.cgroup.as_deref(), Some("/pod/gone"));
     assert_eq!(ev.sources["cgroup"], Source::Kmsg);
     // Another victim of the invocation (a memory.oom.group member) is not the chosen task:
     // the report's path is not its own.
