@@ -207,6 +207,22 @@ impl HostPhase {
         &dmesg[start..start + len]
     }
 
+    /// The victim's `(pid, status)`, or the check's verdict without one: passed when the phase
+    /// did not run (its section is absent), failed when it ran without a victim.
+    fn victim_or_verdict(&self, c: &Console, name: &'static str) -> Result<(i64, i64), Check> {
+        if !c.sections.contains_key(self.section) {
+            return Err(check(name, vec![], format!("no {} phase", self.phase)));
+        }
+        self.victim(c).ok_or_else(|| {
+            let line = c.section(self.section).first();
+            check(
+                name,
+                vec![format!("{}: no pid ({line:?})", self.section)],
+                String::new(),
+            )
+        })
+    }
+
     /// The invocation that killed `pid` in the phase.
     fn invocation(&self, c: &Console, pid: i64) -> Option<Invocation> {
         oom_invocations(self.dmesg(c))
@@ -217,19 +233,9 @@ impl HostPhase {
     /// The guest's side: the victim SIGKILLed by an OOM with the phase's constraint.
     pub fn boot_check(&self, c: &Console) -> Check {
         let name = self.boot_name;
-        if !c.sections.contains_key(self.section) {
-            return check(name, vec![], format!("no {} phase", self.phase));
-        }
-        let Some((pid, status)) = self.victim(c) else {
-            return check(
-                name,
-                vec![format!(
-                    "{}: no pid ({:?})",
-                    self.section,
-                    c.section(self.section).first()
-                )],
-                String::new(),
-            );
+        let (pid, status) = match self.victim_or_verdict(c, name) {
+            Ok(v) => v,
+            Err(verdict) => return verdict,
         };
         let mut problems = Vec::new();
         if status != 137 {
@@ -270,19 +276,9 @@ impl HostPhase {
     /// `events` are the agent's events in the phase's cgroup.
     pub fn agent_check(&self, c: &Console, events: &[Json]) -> Check {
         let name = self.agent_name;
-        if !c.sections.contains_key(self.section) {
-            return check(name, vec![], format!("no {} phase", self.phase));
-        }
-        let Some((pid, _)) = self.victim(c) else {
-            return check(
-                name,
-                vec![format!(
-                    "{}: no pid ({:?})",
-                    self.section,
-                    c.section(self.section).first()
-                )],
-                String::new(),
-            );
+        let (pid, _) = match self.victim_or_verdict(c, name) {
+            Ok(v) => v,
+            Err(verdict) => return verdict,
         };
         let mine: Vec<&Json> = events
             .iter()

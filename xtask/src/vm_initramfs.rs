@@ -93,6 +93,18 @@ victim() {
     say "victim $p in /$1 (oom_score_adj $2) exited with status $s"
 }
 
+# run_victim CGROUP OOM_SCORE_ADJ FILE WHAT CMD...: runs CMD in /CGROUP at OOM_SCORE_ADJ, waits
+# for it and writes "PID STATUS" to /FILE.
+run_victim() {
+    cg=$1; adj=$2; f=$3; what=$4; shift 4
+    sh -c "echo \$\$ > $CG/$cg/cgroup.procs && echo $adj > /proc/self/oom_score_adj && exec $*" > /dev/null &
+    p=$!
+    wait $p
+    s=$?
+    echo "$p $s" > /$f
+    say "$what $p in /$cg exited with status $s"
+}
+
 phase t
 mkcg t
 victim t 0
@@ -164,12 +176,7 @@ phase h
 mkdir $CG/h
 echo 1 > /proc/sys/vm/overcommit_memory
 mib=$(awk '/^MemTotal:/ { print int($2 * 1.2 / 1024) }' /proc/meminfo)
-sh -c "echo \$\$ > $CG/h/cgroup.procs && echo 1000 > /proc/self/oom_score_adj && exec dd if=/dev/zero of=/dev/null bs=${mib}M count=1" &
-p=$!
-wait $p
-s=$?
-echo "$p $s" > /global-victim
-say "dd $p in /h (global OOM, ${mib}M) exited with status $s"
+run_victim h 1000 global-victim "dd (global OOM, ${mib}M)" dd if=/dev/zero of=/dev/null bs=${mib}M count=1
 # A manual OOM kill (sysrq f, as an operator or a test harness triggers one): the kernel's
 # worker thread invokes the OOM killer with order -1 and no memory cgroup; a sleeper at
 # oom_score_adj 1000 in /s is the one chosen.
@@ -212,12 +219,7 @@ phase c
 n1=/sys/devices/system/node/node1/meminfo
 if [ -r $n1 ] && echo +cpuset > $CG/cgroup.subtree_control && mkdir $CG/c && echo 1 > $CG/c/cpuset.mems; then
     cmib=$(awk '/MemTotal:/ { print int($4 * 1.2 / 1024) }' $n1)
-    sh -c "echo \$\$ > $CG/c/cgroup.procs && exec dd if=/dev/zero of=/dev/null bs=${cmib}M count=1" &
-    p=$!
-    wait $p
-    s=$?
-    echo "$p $s" > /cpuset-victim
-    say "dd $p in /c (cpuset.mems 1, ${cmib}M) exited with status $s"
+    run_victim c 0 cpuset-victim "dd (cpuset.mems 1, ${cmib}M)" dd if=/dev/zero of=/dev/null bs=${cmib}M count=1
 else
     echo "none: no NUMA node 1 or no cpuset controller" > /cpuset-victim
     say "no cpuset OOM: no NUMA node 1 or no cpuset controller"
@@ -227,12 +229,7 @@ fi
 phase p
 mkdir $CG/p
 if [ -r $n1 ]; then
-    sh -c "echo \$\$ > $CG/p/cgroup.procs && exec /usr/bin/alloc_threads 1 membind=1" > /dev/null &
-    p=$!
-    wait $p
-    s=$?
-    echo "$p $s" > /mempolicy-victim
-    say "alloc_threads $p in /p (membind=1) exited with status $s"
+    run_victim p 0 mempolicy-victim "alloc_threads (membind=1)" /usr/bin/alloc_threads 1 membind=1
 else
     echo "none: no NUMA node 1" > /mempolicy-victim
     say "no memory-policy OOM: no NUMA node 1"
