@@ -59,9 +59,32 @@ pub fn set_own_oom_score_adj(value: i16) -> io::Result<()> {
     })
 }
 
+/// Why the agent can die in a global OOM whatever its badness: with
+/// `vm.oom_kill_allocating_task=1` the kernel kills the task that allocated, skipping only
+/// tasks at -1000 (`out_of_memory()`). `None` when that cannot happen.
+pub fn allocating_task_risk(oom_kill_allocating_task: Option<i64>, own_adj: i16) -> Option<String> {
+    (oom_kill_allocating_task.is_some_and(|v| v != 0) && own_adj > -1000).then(|| {
+        format!(
+            "vm.oom_kill_allocating_task is set: a global OOM kills whichever task is \
+             allocating, this agent too at oom_score_adj {own_adj}; run it with \
+             --oom-score-adj -1000 to exempt it"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allocating_task_setting_spares_only_minus_1000() {
+        assert!(allocating_task_risk(Some(1), -999)
+            .unwrap()
+            .contains("--oom-score-adj -1000"));
+        assert_eq!(allocating_task_risk(Some(1), -1000), None);
+        assert_eq!(allocating_task_risk(Some(0), -999), None);
+        assert_eq!(allocating_task_risk(None, 0), None);
+    }
 
     #[test]
     fn root_without_sys_resource_passes() {

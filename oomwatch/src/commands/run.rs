@@ -88,6 +88,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "could not set own oom_score_adj: {e}; the agent stays killable"
         ),
     }
+    let allocating =
+        std::fs::read_to_string(args.host_root.join("proc/sys/vm/oom_kill_allocating_task"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+    if let Some(risk) = caps::allocating_task_risk(allocating, args.oom_score_adj) {
+        tracing::warn!("{risk}");
+    }
     match caps::set_own_nice(args.nice) {
         Ok(()) => tracing::info!(nice = args.nice, "set own nice value"),
         Err(e) => tracing::warn!(nice = args.nice, "could not set own nice value: {e}"),
