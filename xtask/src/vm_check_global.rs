@@ -339,7 +339,20 @@ mod tests {
     use super::super::vm_check::{
         check_console,
         tests::{fentry_event_in, get, FIXTURE},
+        Check,
     };
+
+    /// The fentry agent's check `name` on the sample with its event in `cgroup` edited.
+    fn fentry_check_with(cgroup: &str, edit: impl Fn(&str) -> String, name: &str) -> Check {
+        let line = fentry_event_in(cgroup);
+        let wrong = edit(line);
+        assert_ne!(wrong, line, "the edit changed nothing");
+        get(
+            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
+            "fentry",
+            name,
+        )
+    }
 
     #[test]
     fn the_sample_has_a_global_kill_recorded_by_every_agent() {
@@ -358,21 +371,20 @@ mod tests {
 
     #[test]
     fn a_memcg_context_or_a_second_event_fails() {
-        let line = fentry_event_in("/h");
-        let memcg = line.replacen(
-            r#""constraint":"CONSTRAINT_NONE""#,
-            r#""constraint":"CONSTRAINT_MEMCG""#,
-            1,
-        );
-        let r = check_console(&FIXTURE.replacen(line, &memcg, 1));
-        let c = get(&r, "fentry", "global OOM");
+        let memcg = |l: &str| {
+            l.replacen(
+                r#""constraint":"CONSTRAINT_NONE""#,
+                r#""constraint":"CONSTRAINT_MEMCG""#,
+                1,
+            )
+        };
+        let c = fentry_check_with("/h", memcg, "global OOM");
         assert!(
             !c.ok && c.detail.contains("not CONSTRAINT_NONE"),
             "{}",
             c.detail
         );
-        let twice = FIXTURE.replacen(line, &format!("{line}\n{line}"), 1);
-        let c = get(&check_console(&twice), "fentry", "global OOM");
+        let c = fentry_check_with("/h", |l| format!("{l}\n{l}"), "global OOM");
         assert!(!c.ok && c.detail.contains("2 events"), "{}", c.detail);
     }
 
@@ -394,18 +406,14 @@ mod tests {
 
     #[test]
     fn a_manual_kill_needs_order_minus_one_and_the_kworker_trigger() {
-        let line = fentry_event_in("/s");
-        let wrong = line.replacen(r#""order":-1"#, r#""order":0"#, 1).replacen(
-            r#""cgroup":"/","cgroup_id":1"#,
-            r#""cgroup":null,"cgroup_id":1"#,
-            1,
-        );
-        assert_ne!(wrong, line);
-        let c = get(
-            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
-            "fentry",
-            "manual OOM",
-        );
+        let wrong = |l: &str| {
+            l.replacen(r#""order":-1"#, r#""order":0"#, 1).replacen(
+                r#""cgroup":"/","cgroup_id":1"#,
+                r#""cgroup":null,"cgroup_id":1"#,
+                1,
+            )
+        };
+        let c = fentry_check_with("/s", wrong, "manual OOM");
         assert!(
             !c.ok && c.detail.contains("order Some(0), not -1"),
             "{}",
@@ -416,14 +424,8 @@ mod tests {
 
     #[test]
     fn an_allocating_task_kill_must_claim_no_badness() {
-        let line = fentry_event_in("/a");
-        let wrong = line.replacen(r#""badness":null"#, r#""badness":0"#, 1);
-        assert_ne!(wrong, line);
-        let c = get(
-            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
-            "fentry",
-            "allocating-task OOM",
-        );
+        let wrong = |l: &str| l.replacen(r#""badness":null"#, r#""badness":0"#, 1);
+        let c = fentry_check_with("/a", wrong, "allocating-task OOM");
         assert!(
             !c.ok && c.detail.contains("the kernel ranked no task"),
             "{}",
@@ -455,14 +457,8 @@ mod tests {
             let c = get(&r, agent, "cpuset OOM");
             assert!(c.ok, "{agent}: {}", c.detail);
         }
-        let line = fentry_event_in("/c");
-        let wrong = line.replacen(r#""oom_domain":"cpuset""#, r#""oom_domain":"global""#, 1);
-        assert_ne!(wrong, line);
-        let c = get(
-            &check_console(&FIXTURE.replacen(line, &wrong, 1)),
-            "fentry",
-            "cpuset OOM",
-        );
+        let wrong = |l: &str| l.replacen(r#""oom_domain":"cpuset""#, r#""oom_domain":"global""#, 1);
+        let c = fentry_check_with("/c", wrong, "cpuset OOM");
         assert!(!c.ok && c.detail.contains("not cpuset"), "{}", c.detail);
     }
 }

@@ -91,7 +91,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let allocating =
         std::fs::read_to_string(args.host_root.join("proc/sys/vm/oom_kill_allocating_task"))
             .ok()
-            .and_then(|v| v.trim().parse().ok());
+            .and_then(|v| crate::host::sysctl::parse_int(&v));
     if let Some(risk) = caps::allocating_task_risk(allocating, args.oom_score_adj) {
         tracing::warn!("{risk}");
     }

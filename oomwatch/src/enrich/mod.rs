@@ -183,7 +183,16 @@ fn explain(ev: &OomEvent) -> Option<String> {
         return None;
     }
     let group = ev.oom.group_kill == Some(true);
-    let mut s = crate::candidates::explanation(
+    if let (true, Some(c)) = (group, ev.oom.chosen.as_ref()) {
+        return Some(format!(
+            "{comm} (pid {}) was killed with its memory.oom.group: {} (pid {}) was chosen",
+            ev.pid, c.comm, c.pid
+        ));
+    }
+    if ev.allocating_task_kill == Some(true) {
+        return Some(allocating_task_explanation(ev, comm, domain.as_deref()));
+    }
+    Some(crate::candidates::explanation(
         (comm, ev.pid, ev.tgid),
         ev.oom.badness.filter(|_| !group),
         ev.oom.totalpages.or(ev.oom.estimated_totalpages),
@@ -191,39 +200,35 @@ fn explain(ev: &OomEvent) -> Option<String> {
         ev.oom_score_adj,
         ev.oom.candidates.as_deref(),
         ev.oom.unscored,
+    ))
+}
+
+/// No ranking: `vm.oom_kill_allocating_task=1` killed whichever task allocated; the task the
+/// badness order would have taken is named for comparison.
+fn allocating_task_explanation(ev: &OomEvent, comm: &str, domain: Option<&str>) -> String {
+    let mut s = format!(
+        "{comm} (pid {}) was killed as the allocating task (vm.oom_kill_allocating_task=1), \
+         not ranked by badness",
+        ev.pid
     );
-    if ev.allocating_task_kill == Some(true) {
-        // No ranking: vm.oom_kill_allocating_task=1 kills whichever task allocated.
-        s = format!(
-            "{comm} (pid {}) was killed as the allocating task (vm.oom_kill_allocating_task=1), \
-             not ranked by badness",
-            ev.pid
-        );
-        if let Some(d) = &domain {
-            s.push_str(&format!(", in the {d}"));
-        }
-        let top = ev
-            .oom
-            .candidates
-            .as_deref()
-            .and_then(|c| crate::candidates::next_other(c, (ev.pid, ev.tgid)));
-        if let Some(t) = top {
-            s.push_str(&format!(
-                "; top by badness: {} (pid {}) {} points",
-                t.comm, t.pid, t.points
-            ));
-        }
-        if let Some(a) = ev.oom_score_adj {
-            s.push_str(&format!("; oom_score_adj {a}"));
-        }
+    if let Some(d) = domain {
+        s.push_str(&format!(", in the {d}"));
     }
-    if let (true, Some(c)) = (group, ev.oom.chosen.as_ref()) {
-        s = format!(
-            "{comm} (pid {}) was killed with its memory.oom.group: {} (pid {}) was chosen",
-            ev.pid, c.comm, c.pid
-        );
+    let top = ev
+        .oom
+        .candidates
+        .as_deref()
+        .and_then(|c| crate::candidates::next_other(c, (ev.pid, ev.tgid)));
+    if let Some(t) = top {
+        s.push_str(&format!(
+            "; top by badness: {} (pid {}) {} points",
+            t.comm, t.pid, t.points
+        ));
     }
-    Some(s)
+    if let Some(a) = ev.oom_score_adj {
+        s.push_str(&format!("; oom_score_adj {a}"));
+    }
+    s
 }
 
 /// The workload fields an identity (and the names of its container) give.
