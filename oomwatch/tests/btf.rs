@@ -1,4 +1,4 @@
-//! Real-kernel checks of `oomwatch::probe::btf` against `/sys/kernel/btf/vmlinux`.
+//! Real-kernel checks of `oomwatch::source::btf` against `/sys/kernel/btf/vmlinux`.
 //!
 //! Ground truth is computed independently from `bpftool btf dump file ... format raw`, parsed
 //! here as text. Without the file or bpftool the tests skip with a message, unless
@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use common_btf::{bpftool_dump, num, Dump};
-use oomwatch::probe::btf::Btf;
+use oomwatch::source::btf::Btf;
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 

@@ -1,4 +1,4 @@
-//! The agent's offset tables (`oomwatch::probe::offsets`) resolved from the BTF of Debian's 6.1
+//! The agent's offset tables (`oomwatch::source::probe::offsets`) resolved from the BTF of Debian's 6.1
 //! and 6.12 cloud kernels, checked field by field against ground truth computed independently
 //! from `bpftool btf dump file ... format raw` of the same file.
 //!
@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use common_btf::{bpftool_dump, Dump};
-use oomwatch::probe::btf::Btf;
-use oomwatch::probe::offsets;
+use oomwatch::source::btf::Btf;
+use oomwatch::source::probe::offsets;
 use oomwatch_common::{OomControlOffsets, TaskOffsets};
 
 const HOST: &str = "/sys/kernel/btf/vmlinux";

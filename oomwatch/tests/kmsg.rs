@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oomwatch::kmsg::{
+use oomwatch::source::kmsg::{
     AsyncKmsgReader, DumpRow, KmsgEvent, KmsgReader, KmsgRecord, OomItem, OomReportParser,
 };
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use oomwatch::enrich::domain::OomDomain;
-use oomwatch::event::{OomEvent, Source, Workload};
+use oomwatch::record::OomDomain;
+use oomwatch::record::{OomEvent, ProbeId, Source, Workload};
 use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 
 fn golden_path() -> PathBuf {
@@ -32,7 +32,7 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
         cgroup: Some(cgroup.into()),
         cgroup_id: Some(1234),
         oom_id: Some(u64::try_from(pid).unwrap()),
-        oom: oomwatch::event::OomContext {
+        oom: oomwatch::record::OomContext {
             constraint: Some("CONSTRAINT_MEMCG".into()),
             badness: Some(i64::from(pid) * 100),
             ..Default::default()
@@ -75,8 +75,8 @@ fn scenario() -> String {
         "/system.slice/app.service",
         t0 + Duration::from_millis(2_500),
     ));
-    m.set_probe_attached("tracepoint:oom/mark_victim", true);
-    m.set_probe_attached("tp_btf:mark_victim", false);
+    m.set_probe_attached(ProbeId::MarkVictimTp, true);
+    m.set_probe_attached(ProbeId::MarkVictimBtf, false);
     m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
         ringbuf_drops: 3,
         read_errors: 1,

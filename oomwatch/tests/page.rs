@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use oomwatch::enrich::domain::OomDomain;
-use oomwatch::event::OomEvent;
 use oomwatch::host::HostSnapshot;
+use oomwatch::record::OomDomain;
+use oomwatch::record::OomEvent;
 use oomwatch::server::page::{render, Page};
 use serde_json::Value;
 

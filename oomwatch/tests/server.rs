@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use oomwatch::event::OomEvent;
 use oomwatch::host::HostCollectors;
+use oomwatch::record::{OomEvent, ProbeId};
 use oomwatch::server::{self, ServerError, ServerState};
 use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 use oomwatch::sink::recent::RecentEvents;
@@ -70,7 +70,7 @@ fn metrics() -> Arc<Metrics> {
             git_commit: "test",
         },
     );
-    m.set_probe_attached("tracepoint/oom/mark_victim", true);
+    m.set_probe_attached(ProbeId::MarkVictimTp, true);
     m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
         ringbuf_drops: 7,
         read_errors: 0,
@@ -99,7 +99,7 @@ async fn serves_metrics_healthz_and_404_then_shuts_down() {
     assert!(r.body.contains("\noomwatch_events_dropped_total 7\n"));
     assert!(r
         .body
-        .contains("oomwatch_probe_attached{probe=\"tracepoint/oom/mark_victim\"} 1\n"));
+        .contains("oomwatch_probe_attached{probe=\"tracepoint:oom/mark_victim\"} 1\n"));
 
     let r = request(addr, "GET", "/healthz").await;
     assert_eq!(r.status, 200);
@@ -197,7 +197,7 @@ async fn page_and_events_show_the_recent_events_newest_first() {
     assert!(r.body.contains("&lt;b&gt;comm4") && !r.body.contains("<b>comm"));
     assert!(r.body.contains(">4<") && !r.body.contains(">1<"));
     assert!(r.body.contains("Host settings") && r.body.contains("vm.overcommit_memory"));
-    assert!(r.body.contains("tracepoint/oom/mark_victim"), "probe list");
+    assert!(r.body.contains("tracepoint:oom/mark_victim"), "probe list");
 
     let r = request(addr, "HEAD", "/").await;
     assert_eq!(r.status, 200);

@@ -252,7 +252,7 @@ struct Cgroup {
 
 impl Cgroup {
     fn new(limit: u64) -> Cgroup {
-        use oomwatch::cgroup::{MemoryHierarchy, Version};
+        use oomwatch::sys::cgroup::{MemoryHierarchy, Version};
         let h = MemoryHierarchy::find().expect("a memory cgroup hierarchy");
         let name = format!("oomwatch-top-test-{}", std::process::id());
         let dir = h.mount.join(&name);

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use crate::enrich::Enricher;
-use crate::event::OomEvent;
-use crate::kmsg::{KmsgEvent, KmsgReader};
-use crate::replay::LogKills;
+use crate::record::OomEvent;
+use crate::recovery::replay::LogKills;
+use crate::source::kmsg::{KmsgEvent, KmsgReader};
 
 /// Options of `oomwatch history`.
 #[derive(Clone, Debug, clap::Args)]
@@ -42,7 +42,7 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
 #[derive(Debug, thiserror::Error)]
 enum HistoryError {
     #[error("cannot read the kernel log: {0}: run as root or with CAP_SYSLOG (or set kernel.dmesg_restrict=0)")]
-    Kmsg(crate::kmsg::KmsgError),
+    Kmsg(crate::source::kmsg::KmsgError),
     #[error("writing to stdout failed: {0}")]
     Stdout(io::Error),
 }
@@ -60,7 +60,7 @@ pub fn main(args: HistoryArgs) -> ExitCode {
 }
 
 /// Every kill in the kernel log now, oldest first.
-pub fn logged_kills(host: String) -> Result<Vec<OomEvent>, crate::kmsg::KmsgError> {
+pub fn logged_kills(host: String) -> Result<Vec<OomEvent>, crate::source::kmsg::KmsgError> {
     let mut reader = KmsgReader::open()?;
     let mut kills = LogKills::new(host);
     let mut out = Vec::new();
@@ -73,7 +73,7 @@ pub fn logged_kills(host: String) -> Result<Vec<OomEvent>, crate::kmsg::KmsgErro
 }
 
 fn history(args: &HistoryArgs) -> Result<(), HistoryError> {
-    let host = args.host.clone().unwrap_or_else(super::run::hostname);
+    let host = args.host.clone().unwrap_or_else(crate::config::hostname);
     let mut events = logged_kills(host).map_err(HistoryError::Kmsg)?;
     if let Some(since) = args.since {
         events.retain(|e| e.time >= since);

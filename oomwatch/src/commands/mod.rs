@@ -7,7 +7,10 @@ pub mod top;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::record::ProbeId;
 
 /// Default HTTP address. 9837 is not a well-known exporter's port (node_exporter is 9100).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9837";
@@ -102,13 +105,8 @@ pub struct RunArgs {
     /// tracepoint:signal/signal_generate, tracepoint:oom/reclaim_retry_zone,
     /// tracepoint:oom/compact_retry. The next row of the probe table is used instead, as on a
     /// kernel that refuses the probe.
-    #[arg(long = "disable-probe", value_name = "PROBE", value_parser = [
-        "tp_btf:mark_victim", "tracepoint:oom/mark_victim", "fentry:oom_kill_process",
-        "kprobe:oom_kill_process", "kmsg:oom_report", "fexit:oom_badness",
-        "kretprobe:oom_badness", "tracepoint:sched/sched_process_exit",
-        "tracepoint:oom/reaper", "tp_btf:signal_generate", "tracepoint:signal/signal_generate",
-        "tracepoint:oom/reclaim_retry_zone", "tracepoint:oom/compact_retry"])]
-    pub disable_probe: Vec<String>,
+    #[arg(long = "disable-probe", value_name = "PROBE", value_enum)]
+    pub disable_probe: Vec<ProbeId>,
     /// Also report SIGKILLs sent by processes with this comm as userspace OOM kills
     /// (repeatable; besides earlyoom, systemd-oomd, oomd, nohang and lmkd).
     #[arg(long = "userspace-killer", value_name = "COMM")]
@@ -125,4 +123,15 @@ pub struct RunArgs {
     /// Benchmark knob: pre-populates N fake label sets of oomwatch_oom_kills_total.
     #[arg(long, hide = true, default_value_t = 0)]
     pub synthetic_label_sets: usize,
+}
+
+/// `--disable-probe` takes the probe table's names, and only those.
+impl ValueEnum for ProbeId {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ProbeId::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
 }

@@ -24,50 +24,12 @@
 //! not needed to classify, and inconsistent input (a victim outside `oom_memcg`) is
 //! classified from `oom_memcg` alone.
 use super::identity::{self, Level, PathClass};
-use serde::Serialize;
+use crate::record::OomDomain;
 
-/// Which limit an OOM kill hit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OomDomain {
-    /// A Kubernetes container's memory limit.
-    Container,
-    /// A Kubernetes pod's memory limit (the sum of its containers', plus overhead).
-    Pod,
-    /// A Kubernetes QoS level (`burstable`, `besteffort`).
-    Qos,
-    /// The kubepods cgroup: node allocatable memory for all pods.
-    Kubepods,
-    /// A memory cgroup outside Kubernetes.
-    System,
-    /// The whole machine (`CONSTRAINT_NONE`).
-    Global,
-    /// The allocating task's cpuset memory nodes.
-    Cpuset,
-    /// A NUMA memory policy's node set.
-    Mempolicy,
+/// The whole node, or a node-level Kubernetes limit shared by many pods.
+fn is_shared(d: OomDomain) -> bool {
+    matches!(d, OomDomain::Global | OomDomain::Kubepods | OomDomain::Qos)
 }
-
-impl OomDomain {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Container => "container",
-            Self::Pod => "pod",
-            Self::Qos => "qos",
-            Self::Kubepods => "kubepods",
-            Self::System => "system",
-            Self::Global => "global",
-            Self::Cpuset => "cpuset",
-            Self::Mempolicy => "mempolicy",
-        }
-    }
-
-    /// The whole node, or a node-level Kubernetes limit shared by many pods.
-    fn is_shared(self) -> bool {
-        matches!(self, Self::Global | Self::Kubepods | Self::Qos)
-    }
-}
-
 /// `constraint` is the kernel's name (`CONSTRAINT_NONE`, `CONSTRAINT_CPUSET`,
 /// `CONSTRAINT_MEMORY_POLICY`, `CONSTRAINT_MEMCG`). `oom_memcg` is the limiting memory cgroup
 /// path (None for non-memcg OOMs or when unknown), `victim_cgroup` the victim's (not needed:
@@ -129,7 +91,7 @@ pub fn noisy_neighbour(
     victim_cgroup: Option<&str>,
     trigger_cgroup: Option<&str>,
 ) -> Option<bool> {
-    if !domain?.is_shared() {
+    if !is_shared(domain?) {
         return None;
     }
     let victim = whereabouts(victim_cgroup?)?;

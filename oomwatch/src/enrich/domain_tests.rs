@@ -239,7 +239,7 @@ fn noisy_neighbour_cases() {
 
 #[test]
 fn shared_domains() {
-    let shared: Vec<OomDomain> = ALL.into_iter().filter(|d| d.is_shared()).collect();
+    let shared: Vec<OomDomain> = ALL.into_iter().filter(|&d| is_shared(d)).collect();
     assert_eq!(
         shared,
         [OomDomain::Qos, OomDomain::Kubepods, OomDomain::Global]

@@ -81,45 +81,8 @@
 //! /machine.slice/libpod-<id>.scope               unit libpod-<id>.scope (Podman has no Runtime)
 //! /                                              nothing
 //! ```
+use crate::record::{QosClass, Runtime};
 use serde::Serialize;
-
-/// The container runtime a cgroup name says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    Containerd,
-    Crio,
-    Docker,
-}
-
-impl Runtime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Containerd => "containerd",
-            Self::Crio => "crio",
-            Self::Docker => "docker",
-        }
-    }
-}
-
-/// The pod's QoS class, from the kubelet's cgroup level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QosClass {
-    Guaranteed,
-    Burstable,
-    BestEffort,
-}
-
-impl QosClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Guaranteed => "guaranteed",
-            Self::Burstable => "burstable",
-            Self::BestEffort => "besteffort",
-        }
-    }
-}
 
 /// The kubelet's cgroup driver, from the shape of the names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -9,12 +9,12 @@ pub mod identity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cgroup::MemoryHierarchy;
-use crate::event::{OomEvent, Workload};
-use crate::procfs;
+use crate::record::{DomainMemory, Runtime};
+use crate::record::{OomEvent, Workload};
+use crate::sys::cgroup::MemoryHierarchy;
+use crate::sys::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
-use domain_memory::DomainMemory;
-use identity::{Identity, Runtime};
+use identity::Identity;
 
 /// Fills an event's [`Workload`] and the Kubernetes fields of `victim` and `trigger`.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ impl Enricher {
             t.pod_uid = tw.pod_uid;
         }
         self.candidates(ev);
-        ev.oom.explanation = explain(ev);
+        ev.oom.explanation = crate::explain::sentence::explain(ev);
         // The domain as the kill left it; not for a kill recorded later from the log (the
         // files would describe now, not then).
         if !ev.replayed && ev.domain_memory.is_none() {
@@ -166,71 +166,6 @@ impl Enricher {
     }
 }
 
-/// Why this victim, in one sentence (see [`crate::candidates::explanation`]).
-fn explain(ev: &OomEvent) -> Option<String> {
-    let comm = ev.comm.as_deref()?;
-    let domain = match (ev.oom.constraint.as_deref(), ev.oom.oom_memcg.as_deref()) {
-        (_, Some(cg)) => Some(format!("memcg {cg}")),
-        (Some("CONSTRAINT_NONE"), None) if ev.oom.manual() => {
-            Some("host (global OOM, manual: sysrq f)".to_string())
-        }
-        (Some("CONSTRAINT_NONE"), None) => Some("host (global OOM)".to_string()),
-        (Some("CONSTRAINT_CPUSET"), None) => Some("cpuset".to_string()),
-        (Some("CONSTRAINT_MEMORY_POLICY"), None) => Some("memory policy's nodes".to_string()),
-        _ => None,
-    };
-    if ev.oom.badness.is_none() && domain.is_none() {
-        return None;
-    }
-    let group = ev.oom.group_kill == Some(true);
-    if let (true, Some(c)) = (group, ev.oom.chosen.as_ref()) {
-        return Some(format!(
-            "{comm} (pid {}) was killed with its memory.oom.group: {} (pid {}) was chosen",
-            ev.pid, c.comm, c.pid
-        ));
-    }
-    if ev.allocating_task_kill == Some(true) {
-        return Some(allocating_task_explanation(ev, comm, domain.as_deref()));
-    }
-    Some(crate::candidates::explanation(
-        (comm, ev.pid, ev.tgid),
-        ev.oom.badness.filter(|_| !group),
-        ev.oom.totalpages.or(ev.oom.estimated_totalpages),
-        domain.as_deref(),
-        ev.oom_score_adj,
-        ev.oom.candidates.as_deref(),
-        ev.oom.unscored,
-    ))
-}
-
-/// No ranking: `vm.oom_kill_allocating_task=1` killed whichever task allocated; the task the
-/// badness order would have taken is named for comparison.
-fn allocating_task_explanation(ev: &OomEvent, comm: &str, domain: Option<&str>) -> String {
-    let mut s = format!(
-        "{comm} (pid {}) was killed as the allocating task (vm.oom_kill_allocating_task=1), \
-         not ranked by badness",
-        ev.pid
-    );
-    if let Some(d) = domain {
-        s.push_str(&format!(", in the {d}"));
-    }
-    let top = ev
-        .oom
-        .candidates
-        .as_deref()
-        .and_then(|c| crate::candidates::next_other(c, (ev.pid, ev.tgid)));
-    if let Some(t) = top {
-        s.push_str(&format!(
-            "; top by badness: {} (pid {}) {} points",
-            t.comm, t.pid, t.points
-        ));
-    }
-    if let Some(a) = ev.oom_score_adj {
-        s.push_str(&format!("; oom_score_adj {a}"));
-    }
-    s
-}
-
 /// The workload fields an identity (and the names of its container) give.
 fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
     if let Some(p) = &id.pod {
@@ -260,7 +195,3 @@ fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
     w.systemd_unit = id.systemd_unit.clone();
     w.systemd_slice = id.systemd_slice.clone();
 }
-
-#[cfg(test)]
-#[path = "explain_tests.rs"]
-mod explain_tests;

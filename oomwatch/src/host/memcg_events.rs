@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use super::prom::{counter, f, family, gauge};
 use super::{read_optional, HostError};
-use crate::cgroup::Version;
+use crate::sink::metrics::prom::{counter, f, family, gauge};
+use crate::sys::cgroup::Version;
 
 /// Default number of cgroups watched at most.
 pub const DEFAULT_CAPACITY: usize = 256;

@@ -39,12 +39,12 @@ use std::path::{Path, PathBuf};
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use super::prom::{counter, f, family, gauge};
 use super::psi::{self, Psi};
 use super::{memcg_events, read_optional, HostError};
-use crate::cgroup::{MemoryHierarchy, Version};
-use crate::commands::top::domain;
 use crate::enrich::bundle::{BundleConfig, BundleReader};
+use crate::explain::domain;
+use crate::sink::metrics::prom::{counter, f, family, gauge};
+use crate::sys::cgroup::{MemoryHierarchy, Version};
 
 #[path = "memcg_headroom_who.rs"]
 mod who;

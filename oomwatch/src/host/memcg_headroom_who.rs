@@ -4,12 +4,13 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::cgroup::Version;
-use crate::commands::top::domain::{self, Domain};
-use crate::commands::top::rank;
 use crate::enrich::bundle::{BundleReader, BundleSource, Names};
-use crate::enrich::identity::{self, Identity, Runtime};
-use crate::procfs;
+use crate::enrich::identity::{self, Identity};
+use crate::explain::domain::{self, Domain};
+use crate::explain::rank;
+use crate::record::Runtime;
+use crate::sys::cgroup::Version;
+use crate::sys::procfs;
 
 /// Children of a pod-level cgroup tried for the pod's names.
 const POD_CHILDREN_TRIED: usize = 8;

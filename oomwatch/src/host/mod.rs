@@ -22,6 +22,7 @@
 //! cgroup it cannot read is left out and the collector reports 0, the others are still exposed.
 //! `memcg_headroom` leaves out a cgroup removed or unreadable during its walk and still reports
 //! 1; it fails only when the hierarchy's root cannot be listed (no hierarchy: nothing listed).
+use crate::sink::metrics::prom;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,6 @@ use prometheus::proto::{MetricFamily, MetricType};
 pub mod memcg_events;
 pub mod memcg_headroom;
 pub mod meminfo;
-pub(crate) mod prom;
 pub mod psi;
 pub mod snapshot;
 pub mod sysctl;

@@ -20,8 +20,8 @@ use std::path::Path;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::prom::{counter, family, gauge, single_gauge};
 use super::{read_text_io, HostError, HostSnapshot, PsiAverages};
+use crate::sink::metrics::prom::{counter, family, gauge, single_gauge};
 
 /// One `some`/`full` line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -1,4 +1,5 @@
 //! The host values as a typed snapshot, and the risky-settings rules over them.
+use crate::sys::text::human;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -66,22 +67,6 @@ pub struct HostSnapshot {
 pub struct Warning {
     pub code: &'static str,
     pub message: String,
-}
-
-/// Bytes in a short human form (`1.5 GiB`).
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 impl HostSnapshot {

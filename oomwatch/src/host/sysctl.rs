@@ -44,8 +44,8 @@ use std::str::FromStr;
 
 use prometheus::proto::MetricFamily;
 
-use super::prom::{f, single_gauge};
 use super::{read_optional, zoneinfo, HostError, HostSnapshot};
+use crate::sink::metrics::prom::{f, single_gauge};
 
 /// Lower clamp of the kernel's `min_free_kbytes` default.
 pub const MIN_FREE_KBYTES_FLOOR: u64 = 128;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::prom::{counter, f, family};
 use super::{read_text, HostError};
+use crate::sink::metrics::prom::{counter, f, family};
 
 /// The value of the `oom_kill` line, if there is a valid one (the first wins).
 pub fn parse_oom_kill(text: &str) -> Option<u64> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use crate::host::prom::{counter, family, gauge};
+use crate::sink::metrics::prom::{counter, family, gauge};
 
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;

@@ -5,11 +5,12 @@
 //! the host (comm, cgroup paths, pod names, sysctl values, error messages) goes through
 //! [`escape`]; a comm or cgroup name is chosen by whoever runs the process. Long values are
 //! clipped so 100 events stay well under 200 KB (`/events` has them whole).
+use crate::sys::text::human;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::event::OomEvent;
 use crate::host::HostSnapshot;
+use crate::record::OomEvent;
 
 /// Seconds between reloads (`<meta http-equiv="refresh">`).
 pub const REFRESH_SECONDS: u32 = 10;
@@ -483,22 +484,6 @@ fn plural(n: u64, word: &str) -> String {
 /// Bytes as MiB with one decimal.
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1_048_576.0)
-}
-
-/// Bytes in a short human form (`1.5 GiB`).
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! JSON lines: one object per victim, one line each, flushed at once (docs/events.md).
 use std::io::{self, Write};
 
-use crate::event::OomEvent;
+use crate::record::OomEvent;
 
 /// Writes events as JSON lines.
 pub struct JsonLines<W: Write> {

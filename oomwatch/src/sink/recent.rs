@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::event::OomEvent;
+use crate::record::OomEvent;
 
 /// How many events are kept when `--recent-events` is not given.
 pub const DEFAULT_CAPACITY: usize = 100;

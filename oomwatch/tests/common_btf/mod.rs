@@ -1,5 +1,5 @@
 //! Ground truth for the BTF tests: `bpftool btf dump file ... format raw`, parsed here as text
-//! (independently of `oomwatch::probe::btf`). Shared by `tests/btf.rs` (this host's BTF) and
+//! (independently of `oomwatch::source::btf`). Shared by `tests/btf.rs` (this host's BTF) and
 //! `tests/btf_debian.rs` (the Debian kernels' BTF under `target/vm/`).
 #![allow(dead_code)]
 

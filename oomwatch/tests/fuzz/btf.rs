@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oomwatch::gfp::{GfpDecoder, NameTable};
-use oomwatch::probe::btf::Btf;
+use oomwatch::source::btf::Btf;
+use oomwatch::source::gfp::{GfpDecoder, NameTable};
 use proptest::prelude::*;
 use proptest::sample::Index;
 

@@ -5,12 +5,12 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use oomwatch::cgroup::Version;
-use oomwatch::commands::top::domain::{memcg, Domain, HostMemory};
-use oomwatch::commands::top::rank;
 use oomwatch::enrich::bundle::{self, BundleConfig, BundleReader, BundleSource};
+use oomwatch::explain::domain::{memcg, Domain, HostMemory};
+use oomwatch::explain::rank;
 use oomwatch::host::{HostCollectors, MAX_FILE_BYTES};
-use oomwatch::state::{StateFile, Tracker, FILE};
+use oomwatch::recovery::position::{StateFile, Tracker, FILE};
+use oomwatch::sys::cgroup::Version;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::json;

@@ -2,12 +2,12 @@
 //! consumers of its items that do arithmetic on logged numbers (replay, kmsg contexts).
 use std::time::{Duration, Instant};
 
-use oomwatch::kmsg::{
+use oomwatch::correlate::kmsg_context::KmsgContexts;
+use oomwatch::recovery::replay::LogKills;
+use oomwatch::source::kmsg::{
     parse_record, KmsgRecord, OomItem, OomReportParser, MAX_DUMP_ROWS, MAX_LINE_BYTES,
     MAX_NAME_BYTES, MAX_RECORD_BYTES,
 };
-use oomwatch::kmsg_context::KmsgContexts;
-use oomwatch::replay::LogKills;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -305,7 +305,7 @@ fn endless_task_table_stays_bounded() {
         );
         check_items(&[OomItem::TaskDump(d)]);
     });
-    let row = std::mem::size_of::<oomwatch::kmsg::DumpRow>();
+    let row = std::mem::size_of::<oomwatch::source::kmsg::DumpRow>();
     let limit = MAX_DUMP_ROWS * row * 2 + MAX_LINE_BYTES * 4 + harness::SLACK;
     assert!(
         peak <= limit,

@@ -1,13 +1,14 @@
 //! Parsers of text handed to them whole: tracefs format files, the GFP flag table, cgroup
 //! paths, `/proc/<pid>/{status,cgroup,stat}`, mountinfo, and the host collectors' files.
-use oomwatch::cgroup::MemoryHierarchy;
-use oomwatch::commands::top::{domain as top_domain, rank};
 use oomwatch::enrich::{domain, identity};
-use oomwatch::gfp::{names_from_log, GfpDecoder, NameTable};
-use oomwatch::gfp_table::kernel_table;
+use oomwatch::explain::{domain as top_domain, rank};
 use oomwatch::host::{memcg_events, meminfo, psi, sysctl, vmstat, zoneinfo};
-use oomwatch::probe::tracefs::{mark_victim_offsets, Format, MarkVictimLayout};
-use oomwatch::{caps, procfs};
+use oomwatch::record::OomDomain;
+use oomwatch::source::gfp::table::kernel_table;
+use oomwatch::source::gfp::{names_from_log, GfpDecoder, NameTable};
+use oomwatch::source::tracefs::{mark_victim_offsets, Format, MarkVictimLayout};
+use oomwatch::sys::cgroup::MemoryHierarchy;
+use oomwatch::sys::{caps, procfs};
 use oomwatch_common::OFFSET_ABSENT;
 use proptest::prelude::*;
 
@@ -242,7 +243,7 @@ fn check_identity(path: &str) {
     assert!(level.is_none() || path.starts_with('/'));
     let d = domain::classify(Some("CONSTRAINT_MEMCG"), Some(path), Some(path));
     let _ = domain::noisy_neighbour(d, Some(path), Some("/kubepods/burstable/pod1/abc"));
-    let _ = domain::noisy_neighbour(Some(domain::OomDomain::Global), Some(path), Some(path));
+    let _ = domain::noisy_neighbour(Some(OomDomain::Global), Some(path), Some(path));
 }
 
 #[test]
@@ -384,9 +385,9 @@ fn oom_score_arithmetic() {
         1,
         strategy,
         |(mem, adj, total, points)| {
-            let b = rank::badness(mem, adj, total);
-            let _ = rank::oom_score(b, total);
-            let _ = rank::oom_score(points, total);
+            let b = oomwatch::explain::badness::badness(mem, adj, total);
+            let _ = oomwatch::explain::badness::oom_score(b, total);
+            let _ = oomwatch::explain::badness::oom_score(points, total);
             let _ = top_domain::page_counter_max(total);
             let _ = sysctl::kernel_min_free_kbytes(mem);
             let _ = sysctl::int_sqrt(mem);

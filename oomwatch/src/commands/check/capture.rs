@@ -5,20 +5,15 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::report::{one_line, Item, Status};
-use crate::probe::loader::{
-    self, LoadOptions, ProbeError, ProbeStatus, PROBE_MARK_VICTIM_BTF, PROBE_MARK_VICTIM_TP,
-    PROBE_OOM_KILL_FENTRY, PROBE_OOM_KILL_KPROBE,
-};
+use crate::source::probe::loader::{self, LoadOptions, ProbeError};
+use crate::source::probe::table::{ProbeId, ProbeStatus, DISABLED};
 
-/// Probe-table name of the kernel-log source (as `oomwatch run` logs and exports it).
-pub const PROBE_KMSG: &str = "kmsg:oom_report";
-const DISABLED: &str = "disabled by --disable-probe";
 const KMSG_READS: &str = "the kernel's OOM report: constraint, gfp_mask, order, memcg";
 
 /// One row of the probe table, as `oomwatch run` logs it ("probe attached"/"probe unavailable").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Row {
-    pub probe: &'static str,
+    pub probe: ProbeId,
     pub attached: bool,
     /// What it reads, or why it is unavailable.
     pub detail: String,
@@ -47,9 +42,9 @@ pub struct Capture {
     /// consult it (no `oom_kill_process` probe attached).
     pub probes: Vec<Row>,
     /// The attached `mark_victim` probes.
-    pub victim: Vec<&'static str>,
+    pub victim: Vec<ProbeId>,
     /// Where the OOM context (constraint, gfp_mask, order, memcg) comes from, if anywhere.
-    pub oom_context: Option<&'static str>,
+    pub oom_context: Option<ProbeId>,
     /// Where GFP flag names come from, if anywhere.
     pub gfp_names: Option<&'static str>,
 }
@@ -69,20 +64,20 @@ impl Capture {
 
     /// Whether an unreadable `/dev/kmsg` costs anything: when the kernel log is the OOM
     /// context source, or might be (probes not loaded).
-    pub fn kmsg_needed(&self, disabled: &[String]) -> bool {
-        if disabled.iter().any(|d| d == PROBE_KMSG) {
+    pub fn kmsg_needed(&self, disabled: &[ProbeId]) -> bool {
+        if disabled.contains(&ProbeId::KmsgOomReport) {
             return false;
         }
         !self.tried
             || !self.probes.iter().any(|r| {
-                r.attached && [PROBE_OOM_KILL_FENTRY, PROBE_OOM_KILL_KPROBE].contains(&r.probe)
+                r.attached && [ProbeId::OomKillFentry, ProbeId::OomKillKprobe].contains(&r.probe)
             })
     }
 }
 
 /// Loads the probes as `oomwatch run` does, records the table and drops them (detaching
 /// everything). `kmsg_error` is why `/dev/kmsg` cannot be opened, if it cannot.
-pub fn load(btf: PathBuf, disabled: &[String], kmsg_error: Option<&str>) -> Capture {
+pub fn load(btf: PathBuf, disabled: &[ProbeId], kmsg_error: Option<&str>) -> Capture {
     raise_memlock_limit();
     let result = loader::load(&LoadOptions {
         btf_path: btf,
@@ -116,20 +111,20 @@ fn error_text(e: &ProbeError) -> String {
 pub fn from_rows(
     mut rows: Vec<Row>,
     gfp_names: Option<&'static str>,
-    disabled: &[String],
+    disabled: &[ProbeId],
     kmsg_error: Option<&str>,
 ) -> Capture {
-    let attached = |rows: &[Row], p: &str| rows.iter().any(|r| r.probe == p && r.attached);
-    let victim = [PROBE_MARK_VICTIM_BTF, PROBE_MARK_VICTIM_TP]
+    let attached = |rows: &[Row], p: ProbeId| rows.iter().any(|r| r.probe == p && r.attached);
+    let victim = [ProbeId::MarkVictimBtf, ProbeId::MarkVictimTp]
         .into_iter()
-        .filter(|p| attached(&rows, p))
+        .filter(|&p| attached(&rows, p))
         .collect();
-    let oom_context = if attached(&rows, PROBE_OOM_KILL_FENTRY) {
-        Some(PROBE_OOM_KILL_FENTRY)
-    } else if attached(&rows, PROBE_OOM_KILL_KPROBE) {
-        Some(PROBE_OOM_KILL_KPROBE)
+    let oom_context = if attached(&rows, ProbeId::OomKillFentry) {
+        Some(ProbeId::OomKillFentry)
+    } else if attached(&rows, ProbeId::OomKillKprobe) {
+        Some(ProbeId::OomKillKprobe)
     } else {
-        let (ok, detail) = if disabled.iter().any(|d| d == PROBE_KMSG) {
+        let (ok, detail) = if disabled.contains(&ProbeId::KmsgOomReport) {
             (false, DISABLED.to_string())
         } else {
             match kmsg_error {
@@ -138,11 +133,11 @@ pub fn from_rows(
             }
         };
         rows.push(Row {
-            probe: PROBE_KMSG,
+            probe: ProbeId::KmsgOomReport,
             attached: ok,
             detail,
         });
-        ok.then_some(PROBE_KMSG)
+        ok.then_some(ProbeId::KmsgOomReport)
     };
     Capture {
         tried: true,
@@ -179,7 +174,7 @@ pub fn items(c: &Capture, fatal: Status) -> Vec<Item> {
     let mut out: Vec<Item> = c.probes.iter().map(row_item).collect();
     out.push(victim_item(c));
     out.push(match c.oom_context {
-        Some(PROBE_KMSG) => Item::ok(
+        Some(ProbeId::KmsgOomReport) => Item::ok(
             "oom_context",
             "OOM context (constraint, gfp_mask, order, memcg): kmsg:oom_report (kernel log)",
         ),
@@ -224,12 +219,17 @@ fn row_item(r: &Row) -> Item {
 }
 
 fn victim_item(c: &Capture) -> Item {
-    let names = c.victim.join(" + ");
+    let names = c
+        .victim
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(" + ");
     let lost: Vec<&Row> = c
         .probes
         .iter()
         .filter(|r| {
-            [PROBE_MARK_VICTIM_BTF, PROBE_MARK_VICTIM_TP].contains(&r.probe)
+            [ProbeId::MarkVictimBtf, ProbeId::MarkVictimTp].contains(&r.probe)
                 && !r.attached
                 && r.detail != DISABLED
         })
@@ -240,7 +240,7 @@ fn victim_item(c: &Capture) -> Item {
             format!("victim fields: {names}; anything missing from /proc and cgroupfs"),
         );
     }
-    let missing: Vec<&str> = lost.iter().map(|r| r.probe).collect();
+    let missing: Vec<&str> = lost.iter().map(|r| r.probe.name()).collect();
     Item::new(
         Status::Warn,
         "victim",

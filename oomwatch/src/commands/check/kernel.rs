@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::report::{one_line, Item, Status};
-use crate::cgroup::{MemoryHierarchy, Version};
-use crate::kmsg::KmsgReader;
-use crate::probe::btf::Btf;
-use crate::probe::tracefs::TRACEFS_PATHS;
+use crate::source::btf::Btf;
+use crate::source::kmsg::KmsgReader;
+use crate::source::tracefs::TRACEFS_PATHS;
+use crate::sys::cgroup::{MemoryHierarchy, Version};
 
 /// Where perf finds kprobe support; absent when the kernel has no CONFIG_KPROBES.
 pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";

@@ -2,7 +2,7 @@
 use serde::Serialize;
 
 use super::report::{Item, Status};
-use crate::caps::{self, CapsError};
+use crate::sys::caps::{self, CapsError};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_SYS_RESOURCE: u32 = 24;

@@ -199,22 +199,6 @@ pub fn summary(sections: &[Section]) -> String {
     }
 }
 
-/// Bytes in a short human form (`1.5 GiB`).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// One line of at most `max` characters: newlines and runs of blanks become one space (kernel
 /// and verifier messages can span lines).
 pub fn one_line(text: &str, max: usize) -> String {

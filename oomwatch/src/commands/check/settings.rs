@@ -4,9 +4,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::report::{human, Item, Status};
-use crate::commands::top::{self, rank::OOM_SCORE_ADJ_MIN, TopArgs};
+use super::report::{Item, Status};
+use crate::commands::top::{self, TopArgs};
+use crate::explain::badness::OOM_SCORE_ADJ_MIN;
+use crate::explain::rank;
 use crate::host::{HostSnapshot, Warning};
+use crate::sys::text::human;
 
 /// Code of the warning on memory held by processes with `oom_score_adj=-1000`.
 pub const PROTECTED_CODE: &str = "protected_memory_high";
@@ -42,7 +45,7 @@ pub struct Protected {
 impl Protected {
     /// From `oomwatch top`'s rows (only those with `oom_score_adj=-1000` count: init is
     /// protected differently and its memory is small).
-    pub fn from_rows(rows: &[top::rank::Row], mem_total: Option<u64>) -> Self {
+    pub fn from_rows(rows: &[rank::Row], mem_total: Option<u64>) -> Self {
         let mut procs: Vec<ProtectedProcess> = rows
             .iter()
             .filter(|r| r.oom_score_adj == OOM_SCORE_ADJ_MIN)

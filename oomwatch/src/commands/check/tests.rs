@@ -1,12 +1,10 @@
-use super::capture::{self, Row, PROBE_KMSG};
+use super::capture::{self, Row};
 use super::privileges::{self, Privileges};
 use super::report::{self, wrap, Item, Section, Status};
 use super::settings::{self, Protected, PROTECTED_CODE};
-use crate::commands::top::rank;
+use crate::explain::rank;
 use crate::host::HostSnapshot;
-use crate::probe::loader::{
-    PROBE_MARK_VICTIM_BTF, PROBE_MARK_VICTIM_TP, PROBE_OOM_KILL_FENTRY, PROBE_OOM_KILL_KPROBE,
-};
+use crate::record::ProbeId;
 
 fn section(items: Vec<Item>) -> Vec<Section> {
     vec![Section {
@@ -120,7 +118,7 @@ fn root_has_every_privilege() {
     assert!(!p.can_load_probes);
 }
 
-fn row(probe: &'static str, attached: bool, detail: &str) -> Row {
+fn row(probe: ProbeId, attached: bool, detail: &str) -> Row {
     Row {
         probe,
         attached,
@@ -132,27 +130,30 @@ fn row(probe: &'static str, attached: bool, detail: &str) -> Row {
 fn oom_context_is_chosen_as_the_agent_does() {
     let victims = || {
         vec![
-            row(PROBE_MARK_VICTIM_BTF, true, "tgid"),
-            row(PROBE_MARK_VICTIM_TP, true, "extended format"),
+            row(ProbeId::MarkVictimBtf, true, "tgid"),
+            row(ProbeId::MarkVictimTp, true, "extended format"),
         ]
     };
     let mut rows = victims();
-    rows.push(row(PROBE_OOM_KILL_FENTRY, true, "constraint"));
+    rows.push(row(ProbeId::OomKillFentry, true, "constraint"));
     let c = capture::from_rows(rows, None, &[], None);
-    assert_eq!(c.oom_context, Some(PROBE_OOM_KILL_FENTRY));
-    assert!(c.probes.iter().all(|r| r.probe != PROBE_KMSG));
+    assert_eq!(c.oom_context, Some(ProbeId::OomKillFentry));
+    assert!(c.probes.iter().all(|r| r.probe != ProbeId::KmsgOomReport));
     assert!(!c.kmsg_needed(&[]));
 
     let mut rows = victims();
-    rows.push(row(PROBE_OOM_KILL_FENTRY, false, "attach: EPERM"));
-    rows.push(row(PROBE_OOM_KILL_KPROBE, false, "no kprobe support"));
+    rows.push(row(ProbeId::OomKillFentry, false, "attach: EPERM"));
+    rows.push(row(ProbeId::OomKillKprobe, false, "no kprobe support"));
     let c = capture::from_rows(rows.clone(), None, &[], None);
-    assert_eq!(c.oom_context, Some(PROBE_KMSG));
-    assert_eq!(c.victim, vec![PROBE_MARK_VICTIM_BTF, PROBE_MARK_VICTIM_TP]);
+    assert_eq!(c.oom_context, Some(ProbeId::KmsgOomReport));
+    assert_eq!(
+        c.victim,
+        vec![ProbeId::MarkVictimBtf, ProbeId::MarkVictimTp]
+    );
     assert!(c
         .probes
         .last()
-        .is_some_and(|r| r.probe == PROBE_KMSG && r.attached));
+        .is_some_and(|r| r.probe == ProbeId::KmsgOomReport && r.attached));
     let items = capture::items(&c, Status::Fail);
     assert_eq!(report::exit_code(&section(items.clone())), 0, "{items:?}");
     assert!(items
@@ -171,23 +172,23 @@ fn oom_context_is_chosen_as_the_agent_does() {
     let items = capture::items(&c, Status::Fail);
     assert_eq!(report::exit_code(&section(items)), 3);
     // Disabled by flag: the row says so.
-    let c = capture::from_rows(rows, None, &[PROBE_KMSG.to_string()], None);
+    let c = capture::from_rows(rows, None, &[ProbeId::KmsgOomReport], None);
     assert_eq!(c.probes.last().map(|r| r.attached), Some(false));
-    assert!(!c.kmsg_needed(&[PROBE_KMSG.to_string()]));
+    assert!(!c.kmsg_needed(&[ProbeId::KmsgOomReport]));
 }
 
 #[test]
 fn a_lost_victim_probe_warns_and_a_load_error_fails() {
     let rows = vec![
-        row(PROBE_MARK_VICTIM_BTF, false, "cannot read BTF"),
-        row(PROBE_MARK_VICTIM_TP, true, "extended format"),
-        row(PROBE_OOM_KILL_KPROBE, true, "constraint"),
+        row(ProbeId::MarkVictimBtf, false, "cannot read BTF"),
+        row(ProbeId::MarkVictimTp, true, "extended format"),
+        row(ProbeId::OomKillKprobe, true, "constraint"),
     ];
     let c = capture::from_rows(rows, Some("tracefs"), &[], None);
     let items = capture::items(&c, Status::Fail);
     let victim = items.iter().find(|i| i.code == "victim").unwrap();
     assert_eq!(victim.status, Status::Warn);
-    assert!(victim.message.contains(PROBE_MARK_VICTIM_BTF));
+    assert!(victim.message.contains(ProbeId::MarkVictimBtf.name()));
 
     let mut c = capture::Capture::not_tried("x");
     assert_eq!(capture::items(&c, Status::Fail)[0].status, Status::Info);

@@ -1,37 +1,41 @@
 use std::fs;
 
-use super::domain::{self, Domain, HostMemory};
-use super::rank::{self, Memory, Sample};
 use super::*;
-use crate::cgroup::{MemoryHierarchy, Version};
+use crate::explain::badness;
+use crate::explain::domain::{self, Domain, HostMemory};
+use crate::explain::rank::{self, Memory, Sample};
+use crate::sys::cgroup::{MemoryHierarchy, Version};
 
 const PS: u64 = 4096;
 
 #[test]
 fn badness_divides_totalpages_before_scaling_the_adjustment() {
     // 1999 / 1000 = 1, so adj 500 adds 500 pages, not 999.5.
-    assert_eq!(rank::badness(10, 500, 1999), 510);
-    assert_eq!(rank::badness(10, -1, 1999), 9);
-    assert_eq!(rank::badness(0, 1000, 999), 0);
-    assert_eq!(rank::badness(100, -999, 1_000_000), 100 - 999_000);
+    assert_eq!(badness::badness(10, 500, 1999), 510);
+    assert_eq!(badness::badness(10, -1, 1999), 9);
+    assert_eq!(badness::badness(0, 1000, 999), 0);
+    assert_eq!(badness::badness(100, -999, 1_000_000), 100 - 999_000);
 }
 
 #[test]
 fn oom_score_matches_proc_oom_score() {
     let t = 6_171_021; // this kind of host: 24 GiB, no swap
-    assert_eq!(rank::oom_score(rank::badness(0, 0, t), t), 666);
-    assert_eq!(rank::oom_score(rank::badness(0, 500, t), t), 999);
-    assert_eq!(rank::oom_score(rank::badness(445, 500, t), t), 1000);
-    assert_eq!(rank::oom_score(rank::badness(0, 1000, t), t), 1332);
-    assert_eq!(rank::oom_score(rank::badness(t, 1000, t), t), 1999);
+    assert_eq!(badness::oom_score(badness::badness(0, 0, t), t), 666);
+    assert_eq!(badness::oom_score(badness::badness(0, 500, t), t), 999);
+    assert_eq!(badness::oom_score(badness::badness(445, 500, t), t), 1000);
+    assert_eq!(badness::oom_score(badness::badness(0, 1000, t), t), 1332);
+    assert_eq!(badness::oom_score(badness::badness(t, 1000, t), t), 1999);
     // A task using all memory with adj 1000 tops out at 2000.
-    assert_eq!(rank::oom_score(rank::badness(1000, 1000, 1000), 1000), 2000);
+    assert_eq!(
+        badness::oom_score(badness::badness(1000, 1000, 1000), 1000),
+        2000
+    );
     // Negative badness truncates toward zero, as C's signed division.
-    assert_eq!(rank::oom_score(-1, 3), (1000 - 333) * 2 / 3);
-    assert_eq!(rank::oom_score(rank::badness(5, -999, t), t), 1);
-    assert_eq!(rank::oom_score(rank::badness(0, -999, 1000), 1000), 0);
-    assert_eq!(rank::oom_score(i64::MIN, 1), 0);
-    assert_eq!(rank::oom_score(i64::MAX, 0), u32::MAX);
+    assert_eq!(badness::oom_score(-1, 3), (1000 - 333) * 2 / 3);
+    assert_eq!(badness::oom_score(badness::badness(5, -999, t), t), 1);
+    assert_eq!(badness::oom_score(badness::badness(0, -999, 1000), 1000), 0);
+    assert_eq!(badness::oom_score(i64::MIN, 1), 0);
+    assert_eq!(badness::oom_score(i64::MAX, 0), u32::MAX);
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn cgroup_argument_forms() {
     assert!(e.starts_with("cgroup /nope does not exist under "), "{e}");
     assert!(matches!(
         domain::resolve(&h, "/kubepods/../.."),
-        Err(TopError::BadCgroupPath(_))
+        Err(RankError::BadCgroupPath(_))
     ));
 }
 

@@ -24,9 +24,10 @@ use std::time::Instant;
 
 use prometheus::proto::MetricFamily;
 
-use crate::event::OomEvent;
+use crate::record::{OomEvent, ProbeId};
 use crate::sink::missed::MissedKills;
 
+pub(crate) mod prom;
 mod render;
 mod state;
 
@@ -113,7 +114,7 @@ pub struct Metrics {
     ebpf: Mutex<EbpfState>,
     collectors: Mutex<Vec<FamiliesReader>>,
     missed: Mutex<Option<(KernelKillsReader, MissedKills)>>,
-    /// Tasks marked as OOM victims without a kill (see `crate::marks`).
+    /// Tasks marked as OOM victims without a kill (see `crate::correlate::marks`).
     marks_without_kill: std::sync::atomic::AtomicU64,
     /// The label sets' families as text, and the [`KillState::generation`] they show.
     label_set_text: Mutex<Option<LabelSetText>>,
@@ -200,8 +201,8 @@ impl Metrics {
     }
 
     /// Sets `oomwatch_probe_attached{probe}` to 1 or 0.
-    pub fn set_probe_attached(&self, probe: &str, attached: bool) {
-        lock(&self.probes).insert(probe.to_owned(), attached);
+    pub fn set_probe_attached(&self, probe: ProbeId, attached: bool) {
+        lock(&self.probes).insert(probe.name().to_owned(), attached);
     }
 
     /// Each probe and whether it is attached, sorted by name (as `oomwatch_probe_attached`).

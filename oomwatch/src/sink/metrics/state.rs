@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::render::push_label;
 use super::UNKNOWN;
-use crate::event::OomEvent;
+use crate::record::OomEvent;
 
 /// Label names of `oomwatch_oom_kills_total`, sorted (the order of [`SeriesKey`]'s values).
 const KILL_LABELS: [&str; 7] = [

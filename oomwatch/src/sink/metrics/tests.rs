@@ -196,7 +196,7 @@ fn reader_counters_keep_counter_type_and_only_move_forward() {
 fn every_family_has_help_and_type() {
     let m = Metrics::new(10, BUILD);
     m.observe(&event(Some("a"), Some("/x"), 1));
-    m.set_probe_attached("tracepoint/oom/mark_victim", true);
+    m.set_probe_attached(ProbeId::MarkVictimTp, true);
     let t = m.render();
     let names = [
         ("oomwatch_oom_kills_total", "counter"),
@@ -225,9 +225,9 @@ fn every_family_has_help_and_type() {
     assert_eq!(t.matches("# TYPE ").count(), names.len());
     let build = r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#;
     assert_eq!(sample(&t, build), Some(1.0));
-    let probe = r#"oomwatch_probe_attached{probe="tracepoint/oom/mark_victim"}"#;
+    let probe = r#"oomwatch_probe_attached{probe="tracepoint:oom/mark_victim"}"#;
     assert_eq!(sample(&t, probe), Some(1.0));
-    m.set_probe_attached("tracepoint/oom/mark_victim", false);
+    m.set_probe_attached(ProbeId::MarkVictimTp, false);
     assert_eq!(sample(&m.render(), probe), Some(0.0));
 }
 
@@ -312,7 +312,7 @@ fn constraint_label_badness_and_invocations() {
 
 #[test]
 fn kubernetes_victims_are_keyed_by_names_not_container_ids() {
-    use crate::enrich::domain::OomDomain;
+    use crate::record::OomDomain;
     let m = Metrics::new(10, BUILD);
     // The same container restarted: a new container id (cgroup path) each time.
     for (i, id) in ["a1", "b2"].iter().enumerate() {

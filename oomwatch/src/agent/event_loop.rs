@@ -1,0 +1,231 @@
+//! The event loop: ring-buffer records become events (correlated, then enriched and written by
+//! the sink), the kernel log feeds recovery and the OOM context, deadlines flush what waits.
+use std::io;
+use std::time::Instant;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::{AsyncFd, AsyncFdReadyMutGuard};
+use tokio::signal::unix::Signal;
+
+use super::sink::{Sink, KMSG_POLL};
+use super::RunError;
+use crate::correlate::Correlator;
+use crate::record::OomEvent;
+use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
+use crate::source::probe::candidates as candidates_probe;
+use crate::source::probe::ringbuf::{self, Record};
+use crate::sys::clock::monotonic_ns;
+
+/// The aya-log reader of the eBPF programs' own log.
+pub type EbpfLog = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// Everything the loop reads from and writes to.
+pub struct Agent {
+    pub(super) correlator: Correlator,
+    pub(super) sink: Sink,
+    /// The kernel log, while readable.
+    pub(super) kmsg: Option<AsyncKmsgReader>,
+    /// Whether the kernel log gives the OOM context (no `oom_kill_process` probe, or the
+    /// candidates and domain memory the probes cannot read).
+    pub(super) kmsg_context: bool,
+    pub(super) ring: AsyncFd<RingBuf<MapData>>,
+    pub(super) scored_ring: AsyncFd<RingBuf<MapData>>,
+    pub(super) log_fd: Option<AsyncFd<EbpfLog>>,
+    pub(super) sigint: Signal,
+    pub(super) sigterm: Signal,
+    /// Kept until the end: dropping them detaches the probes and stops the server.
+    pub(super) shutdown: super::startup::Shutdown,
+}
+
+impl Agent {
+    /// Handles records until a signal or a fatal error; returns the signal's name.
+    pub async fn run(&mut self) -> Result<&'static str, RunError> {
+        loop {
+            self.sink
+                .metrics
+                .set_marks_without_kill(self.correlator.marks_without_kill());
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = self.sigint.recv() => return Ok("SIGINT"),
+                _ = self.sigterm.recv() => return Ok("SIGTERM"),
+                guard = self.ring.readable_mut() => {
+                    let batch = drain_ring(guard)?;
+                    self.on_records(batch)?;
+                }
+                guard = self.scored_ring.readable_mut() => {
+                    let mut g = guard.map_err(RunError::RingBuf)?;
+                    g.clear_ready();
+                    let correlator = &mut self.correlator;
+                    candidates_probe::drain(g.get_inner_mut(), |r| correlator.push_candidate(r));
+                }
+                _ = sleep_until_opt(deadline) => self.on_deadline()?,
+                ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
+                guard = readable_opt(&mut self.log_fd) => {
+                    if let Some(Ok(mut g)) = guard {
+                        g.clear_ready();
+                        g.get_inner_mut().flush();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest of: a victim's correlation window, recovery's give-up time, a lifecycle
+    /// deadline, and (while a victim waits for its kernel-log report) the next look at the log,
+    /// every millisecond rather than at the kernel's wake-up (which comes after the console
+    /// print).
+    fn next_deadline(&self) -> Option<Instant> {
+        let kmsg_poll =
+            (self.kmsg.is_some() && self.correlator.has_held()).then(|| Instant::now() + KMSG_POLL);
+        [
+            self.correlator.next_deadline(),
+            self.sink.recovery_deadline(),
+            self.sink.lifecycle.next_deadline(),
+            kmsg_poll,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Victim records make events; exits, reaper steps and userspace kills go to the lifecycle
+    /// tracker, after the events they may follow.
+    fn on_records(&mut self, batch: Vec<Record>) -> Result<(), RunError> {
+        // The scored tasks of these kills were submitted before them: read them after.
+        self.drain_scored();
+        let now = Instant::now();
+        if let Some(first) = batch.first() {
+            let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;
+            tracing::trace!(records = batch.len(), age_us, "ring buffer drained");
+        }
+        let (victims, others): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(Record::is_victim_record);
+        let evs: Vec<OomEvent> = victims
+            .into_iter()
+            .flat_map(|rec| self.correlator.push(rec, now))
+            .collect();
+        self.sink.emit(evs)?;
+        if self.correlator.has_held() {
+            self.drain_kmsg_now()?;
+        }
+        let outs = others
+            .iter()
+            .flat_map(|r| self.sink.lifecycle.push(r, now))
+            .collect();
+        self.sink.emit_lifecycle(outs)
+    }
+
+    /// Reads every record waiting in the scored-tasks ring into the correlator.
+    pub(super) fn drain_scored(&mut self) {
+        let correlator = &mut self.correlator;
+        candidates_probe::drain(self.scored_ring.get_mut(), |r| correlator.push_candidate(r));
+    }
+
+    fn on_deadline(&mut self) -> Result<(), RunError> {
+        self.drain_kmsg_now()?;
+        let now = Instant::now();
+        let mut evs = self.correlator.flush_expired(now);
+        evs.extend(
+            self.sink
+                .recovery
+                .as_mut()
+                .map(|r| r.due(now))
+                .unwrap_or_default(),
+        );
+        self.sink.emit(evs)?;
+        let outs = self.sink.lifecycle.due(now);
+        self.sink.emit_lifecycle(outs)
+    }
+
+    /// One kernel-log event: a record feeds recovery and, when the log is the context source,
+    /// the correlator; a gap is logged; an error ends reading the log.
+    fn on_kmsg(&mut self, ev: Result<KmsgEvent, KmsgError>) -> Result<(), RunError> {
+        match ev {
+            Ok(KmsgEvent::Record(rec)) => {
+                let now = Instant::now();
+                if let Some(r) = self.sink.recovery.as_mut() {
+                    r.on_record(&rec, now);
+                }
+                if self.kmsg_context {
+                    let evs = self.correlator.push_kmsg(&rec, now);
+                    self.sink.emit(evs)?;
+                }
+            }
+            Ok(KmsgEvent::Gap(gap)) => tracing::warn!(
+                lost = gap.lost(),
+                "kernel log overwrote records before they were read; OOM context may be missing"
+            ),
+            Err(e) => {
+                tracing::warn!("kernel log unreadable, no more OOM context from it: {e}");
+                self.kmsg = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the kernel-log records available now, without waiting (a victim waits for its
+    /// report).
+    fn drain_kmsg_now(&mut self) -> Result<(), RunError> {
+        while let Some(reader) = self.kmsg.as_mut() {
+            let ev = match reader.try_next_event() {
+                Ok(None) => return Ok(()),
+                Ok(Some(ev)) => Ok(ev),
+                Err(e) => Err(e),
+            };
+            self.on_kmsg(ev)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what still waits, saves the kernel-log position, stops the server, detaches.
+    pub async fn finish(mut self, result: Result<&'static str, RunError>) -> Result<(), RunError> {
+        let leftover = self.correlator.flush_all();
+        let flushed = self.sink.emit(leftover);
+        self.sink.save_position();
+        self.shutdown.stop().await;
+        drop(self.ring);
+        drop(self.shutdown);
+        let signal = result?;
+        flushed?;
+        tracing::info!(signal, "probes detached; exiting");
+        Ok(())
+    }
+}
+
+/// Every record waiting in the events ring, readiness cleared first: a record submitted after
+/// the drain then wakes the loop again instead of waiting for the next kill.
+fn drain_ring(
+    guard: io::Result<AsyncFdReadyMutGuard<'_, RingBuf<MapData>>>,
+) -> Result<Vec<Record>, RunError> {
+    let mut guard = guard.map_err(RunError::RingBuf)?;
+    guard.clear_ready();
+    let rb = guard.get_inner_mut();
+    let mut batch = Vec::new();
+    while let Some(item) = rb.next() {
+        batch.extend(ringbuf::decode(&item));
+    }
+    Ok(batch)
+}
+
+async fn next_kmsg(reader: &mut Option<AsyncKmsgReader>) -> Result<KmsgEvent, KmsgError> {
+    match reader {
+        Some(r) => r.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable_opt<T: std::os::fd::AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> Option<io::Result<AsyncFdReadyMutGuard<'_, T>>> {
+    match fd {
+        Some(fd) => Some(fd.readable_mut().await),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,99 @@
+//! Where the agent's finished records go ([`Sink`]): enriched, written as JSON, counted, kept
+//! for the page, and the kernel-log position saved.
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::RunError;
+use crate::enrich::Enricher;
+use crate::host::HostCollectors;
+use crate::kill_outcome::{self, Lifecycle};
+use crate::record::{OomEvent, KILLER_KERNEL};
+use crate::recovery::Recovery;
+use crate::sink::json::JsonLines;
+use crate::sink::metrics::Metrics;
+use crate::sink::recent::RecentEvents;
+use crate::sys::cgroup::MemoryHierarchy;
+use crate::sys::clock::monotonic_ns;
+
+/// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
+/// is watched for its `memory.events`.
+pub(super) struct Sink {
+    pub(super) out: JsonLines<io::Stdout>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) recent: Arc<RecentEvents>,
+    pub(super) enricher: Enricher,
+    pub(super) host: Arc<HostCollectors>,
+    pub(super) hierarchy: Option<MemoryHierarchy>,
+    pub(super) recovery: Option<Recovery>,
+    pub(super) lifecycle: Lifecycle,
+}
+
+impl Sink {
+    pub(super) fn emit(&mut self, evs: Vec<OomEvent>) -> Result<(), RunError> {
+        if evs.is_empty() {
+            return Ok(());
+        }
+        for mut ev in evs {
+            self.enricher.enrich(&mut ev);
+            // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
+            let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
+            // The position that counts this kill as recorded is encoded before the line and
+            // written right after it: a crash from then on cannot make the next start replay
+            // this kill, and one before the line leaves it to be replayed.
+            let commit = self
+                .recovery
+                .as_mut()
+                .filter(|_| kernel)
+                .and_then(|r| r.prepare_recorded(ev.pid));
+            self.out.write(&ev).map_err(RunError::Stdout)?;
+            if let (Some(r), Some(c)) = (self.recovery.as_mut(), commit) {
+                r.commit(c);
+            }
+            // Kill → record latency: the kernel's timestamp to the line written.
+            let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
+            if kernel {
+                self.metrics.observe(&ev);
+            }
+            self.recent.push(&ev);
+            tracing::debug!(pid = ev.pid, latency_us, "event written");
+            if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
+                self.host.watch_memcg(h.dir(cg), cg.clone());
+            }
+            for line in self.lifecycle.on_event(&ev, Instant::now()) {
+                self.out.write_line(&line).map_err(RunError::Stdout)?;
+            }
+        }
+        self.save_position();
+        Ok(())
+    }
+
+    /// Writes the lifecycle tracker's follow-up records and userspace kills.
+    pub(super) fn emit_lifecycle(
+        &mut self,
+        outs: Vec<kill_outcome::Output>,
+    ) -> Result<(), RunError> {
+        for out in outs {
+            match out {
+                kill_outcome::Output::Line(l) => {
+                    self.out.write_line(&l).map_err(RunError::Stdout)?
+                }
+                kill_outcome::Output::Kill(ev) => self.emit(vec![*ev])?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn save_position(&mut self) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.save();
+        }
+    }
+
+    pub(super) fn recovery_deadline(&self) -> Option<Instant> {
+        self.recovery.as_ref().and_then(|r| r.next_deadline())
+    }
+}
+
+/// How often a victim waiting for its kernel-log report looks for it.
+pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);

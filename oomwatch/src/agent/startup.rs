@@ -1,0 +1,491 @@
+//! Start-up, step by step: everything privileged happens here (programs attached, maps and
+//! `/dev/kmsg` open, port bound), then the capabilities are dropped.
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aya::maps::{MapData, PerCpuArray};
+use aya::Ebpf;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::event_loop::Agent;
+use super::sink::Sink;
+use super::RunError;
+use crate::config::Config;
+use crate::correlate::Correlator;
+use crate::enrich::Enricher;
+use crate::host::HostCollectors;
+use crate::kill_outcome::{self, Lifecycle};
+use crate::record::{OomEvent, ProbeId, Source};
+use crate::recovery::position::{self, StateFile};
+use crate::recovery::{Recovery, StartUp};
+use crate::server;
+use crate::sink::json::JsonLines;
+use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use crate::sink::recent::RecentEvents;
+use crate::source::gfp::GfpDecoder;
+use crate::source::kmsg::{AsyncKmsgReader, KmsgReader};
+use crate::source::probe::candidates as candidates_probe;
+use crate::source::probe::loader::{self, LoadOptions, Probes};
+use crate::source::probe::ringbuf::{self, Record};
+use crate::sys::caps;
+use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
+use crate::sys::clock::monotonic_ns;
+
+/// What ends the agent: the server to stop, the programs to detach.
+pub struct Shutdown {
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), server::ServerError>>>,
+    /// Keeps programs and links alive; dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+impl Shutdown {
+    /// Stops the server and waits for its in-flight requests.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.server.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Which rows of the probe table attached, as the rest of start-up needs it.
+struct Hooks {
+    victim_tp: bool,
+    victim_btf: bool,
+    /// The `oom_kill_process` row in use, if any.
+    oom_kill: Option<Source>,
+    scored: bool,
+    exits: bool,
+    kill_signals: bool,
+    /// `reclaim_retry_zone`, `compact_retry`.
+    near_oom: (bool, bool),
+}
+
+impl Hooks {
+    fn of(p: &Probes) -> Self {
+        let oom_kill = if p.attached(ProbeId::OomKillFentry) {
+            Some(Source::OomKillFentry)
+        } else if p.attached(ProbeId::OomKillKprobe) {
+            Some(Source::OomKillKprobe)
+        } else {
+            None
+        };
+        Hooks {
+            victim_tp: p.attached(ProbeId::MarkVictimTp),
+            victim_btf: p.attached(ProbeId::MarkVictimBtf),
+            oom_kill,
+            scored: candidates_probe::PROBES.iter().any(|&r| p.attached(r)),
+            exits: p.attached(ProbeId::ProcessExit),
+            kill_signals: p.attached(ProbeId::SignalBtf) || p.attached(ProbeId::SignalTp),
+            near_oom: (
+                p.attached(ProbeId::ReclaimRetry),
+                p.attached(ProbeId::CompactRetry),
+            ),
+        }
+    }
+}
+
+/// The kernel log, opened and read up to now, and what the agent missed while down.
+#[derive(Default)]
+struct KernelLog {
+    reader: Option<AsyncKmsgReader>,
+    recovery: Option<Recovery>,
+    missed: Option<StartUp>,
+}
+
+/// Runs every start-up step; the agent is then ready for its event loop.
+pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
+    let state_file = prepare_process(cfg)?;
+    // Bind before touching the kernel: a busy port fails fast with nothing attached.
+    let listener = server::bind(cfg.listen).await?;
+    let probes = loader::load(&load_options(cfg))?;
+    let metrics = new_metrics(cfg);
+    report_probes(&probes, &metrics);
+    let hooks = Hooks::of(&probes);
+    let Probes {
+        ebpf,
+        events,
+        candidates,
+        counters,
+        logger,
+        constraints,
+        gfp,
+        ..
+    } = probes;
+    wire_ebpf_counters(&metrics, counters, &hooks);
+    let hierarchy = find_hierarchy(cfg);
+    let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp);
+    let host = new_host_collectors(cfg, &metrics);
+    let log = open_kernel_log(cfg, state_file)?;
+    let (correlator, kmsg_context) =
+        choose_context_source(cfg, &hooks, correlator, &log, &metrics, constraints);
+    let recent = Arc::new(RecentEvents::new(cfg.recent_events));
+    let (stop, server) = start_server(cfg, listener, &metrics, &recent, &host);
+    // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
+    trim_heap();
+    let sink = Sink {
+        out: JsonLines::new(io::stdout()),
+        metrics: Arc::clone(&metrics),
+        recent,
+        enricher: Enricher::new(&cfg.host_root).with_hierarchy(hierarchy.clone()),
+        host,
+        lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()),
+        hierarchy,
+        recovery: log.recovery,
+    };
+    metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
+    let mut agent = Agent {
+        correlator,
+        sink,
+        kmsg: log.reader,
+        kmsg_context,
+        ring: register(events)?,
+        scored_ring: register(candidates)?,
+        log_fd: logger.map(register).transpose()?,
+        sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
+        sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
+        shutdown: Shutdown {
+            stop: Some(stop),
+            server: Some(server),
+            _ebpf: ebpf,
+        },
+    };
+    if let Some(up) = log.missed {
+        record_missed(&mut agent, up)?;
+    }
+    drop_privileges();
+    tracing::info!("probes ready; waiting for OOM kills");
+    Ok(agent)
+}
+
+/// Checks privileges and `--host-root`, opens the state file, and protects the agent from the
+/// OOM killer it watches (oom_score_adj, nice, memlock).
+fn prepare_process(cfg: &Config) -> Result<StateFile, RunError> {
+    caps::check_self()?;
+    if !cfg.host_root.join("proc").is_dir() {
+        return Err(RunError::HostRoot(cfg.host_root.clone()));
+    }
+    let state_file = StateFile::open(&cfg.state_dir)?;
+    let adj = cfg.oom_score_adj;
+    match caps::set_own_oom_score_adj(adj) {
+        Ok(()) => tracing::info!(
+            oom_score_adj = adj,
+            "set own oom_score_adj so the OOM killer spares the agent"
+        ),
+        Err(e) => tracing::warn!(
+            oom_score_adj = adj,
+            "could not set own oom_score_adj: {e}; the agent stays killable"
+        ),
+    }
+    let allocating =
+        std::fs::read_to_string(cfg.host_root.join("proc/sys/vm/oom_kill_allocating_task"))
+            .ok()
+            .and_then(|v| crate::host::sysctl::parse_int(&v));
+    if let Some(risk) = caps::allocating_task_risk(allocating, adj) {
+        tracing::warn!("{risk}");
+    }
+    match caps::set_own_nice(cfg.nice) {
+        Ok(()) => tracing::info!(nice = cfg.nice, "set own nice value"),
+        Err(e) => tracing::warn!(nice = cfg.nice, "could not set own nice value: {e}"),
+    }
+    raise_memlock_limit();
+    Ok(state_file)
+}
+
+fn load_options(cfg: &Config) -> LoadOptions {
+    LoadOptions {
+        btf_path: cfg.btf.clone(),
+        force_pid_only: cfg.test.force_pid_only,
+        inject_read_fault: cfg.test.inject_read_fault,
+        disabled: cfg.disabled.clone(),
+        userspace_killers: cfg.userspace_killers.clone(),
+    }
+}
+
+fn new_metrics(cfg: &Config) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new(
+        cfg.max_label_sets,
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            git_commit: env!("OOMWATCH_GIT_COMMIT"),
+        },
+    ));
+    metrics.add_synthetic_label_sets(cfg.test.synthetic_label_sets);
+    metrics
+}
+
+/// One log line per row of the probe table, and `oomwatch_probe_attached`.
+fn report_probes(probes: &Probes, metrics: &Metrics) {
+    for s in &probes.status {
+        metrics.set_probe_attached(s.probe, s.attached);
+        if s.attached {
+            tracing::info!(probe = %s.probe, reads = %s.detail, "probe attached");
+        } else {
+            tracing::warn!(probe = %s.probe, reason = %s.detail, "probe unavailable");
+        }
+    }
+}
+
+/// The eBPF side's own counters: near-OOM retries, dropped scored tasks, ring-buffer drops and
+/// failed kernel reads.
+fn wire_ebpf_counters(metrics: &Metrics, counters: PerCpuArray<MapData, u64>, hooks: &Hooks) {
+    let counters = Arc::new(Mutex::new(counters));
+    metrics.add_collector(kill_outcome::near_oom_collector(
+        Arc::clone(&counters),
+        hooks.near_oom,
+    ));
+    metrics.add_collector(crate::correlate::scored::drops_collector(
+        Arc::clone(&counters),
+        hooks.scored,
+    ));
+    metrics.set_ebpf_counters_reader(Box::new(move || {
+        let c = counters.lock().unwrap_or_else(|p| p.into_inner());
+        EbpfCounters {
+            ringbuf_drops: loader::read_counter(&c, loader::RINGBUF_DROPS),
+            read_errors: loader::read_counter(&c, loader::READ_ERRORS),
+        }
+    }));
+}
+
+fn find_hierarchy(cfg: &Config) -> Option<MemoryHierarchy> {
+    let hierarchy = MemoryHierarchy::find_under(&cfg.host_root);
+    match &hierarchy {
+        Some(h) => {
+            tracing::info!(version = ?h.version, mount = %h.mount.display(), "memory cgroup hierarchy")
+        }
+        None => {
+            tracing::warn!("no memory cgroup hierarchy mounted; cgroup paths come from /proc only")
+        }
+    }
+    hierarchy
+}
+
+fn new_correlator(
+    cfg: &Config,
+    hooks: &Hooks,
+    hierarchy: Option<&MemoryHierarchy>,
+    gfp: Option<(GfpDecoder, &'static str)>,
+) -> Correlator {
+    match &gfp {
+        Some((_, from)) => tracing::info!("GFP flag names: {from}"),
+        None => tracing::info!(
+            "GFP flag names: no table in tracefs or BTF; only the kernel log's own decoding"
+        ),
+    }
+    let correlator = Correlator::new(
+        hooks.victim_tp,
+        hooks.victim_btf,
+        cfg.correlation_window,
+        cfg.host.clone(),
+        hierarchy.cloned().map(IdResolver::new),
+    )
+    .with_gfp(gfp.map(|(d, _)| d))
+    .with_proc_root(cfg.host_root.join("proc"));
+    // With a signal_generate program, a mark is a kill only if its SIGKILL was seen. The
+    // programs were attached before now: marks from now on carry the answer.
+    if hooks.kill_signals {
+        return correlator.with_kill_signals_since(monotonic_ns());
+    }
+    correlator
+}
+
+fn new_host_collectors(cfg: &Config, metrics: &Metrics) -> Arc<HostCollectors> {
+    let host = Arc::new(HostCollectors::new(&cfg.host_root).with_headroom(cfg.headroom_cgroups));
+    let h = Arc::clone(&host);
+    metrics.add_collector(Box::new(move || h.collect()));
+    let root = cfg.host_root.clone();
+    metrics.set_kernel_kills_reader(Box::new(move || {
+        crate::host::vmstat::kernel_oom_kills(&root).ok()
+    }));
+    host
+}
+
+/// The kernel log: the safety net for kills (replay after downtime, kills the probes did not
+/// report), and the OOM context where no `oom_kill_process` probe attached.
+fn open_kernel_log(cfg: &Config, state_file: StateFile) -> Result<KernelLog, RunError> {
+    let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
+    let mut reader = match KmsgReader::open() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(
+                "kernel log unreadable: {e}; no replay of kills missed while down (needs CAP_SYSLOG)"
+            );
+            return Ok(KernelLog::default());
+        }
+    };
+    match Recovery::start(state_file, boot_id, cfg.host.clone(), &mut reader) {
+        Ok((recovery, missed)) => Ok(KernelLog {
+            reader: Some(AsyncKmsgReader::new(reader)?),
+            recovery: Some(recovery),
+            missed: Some(missed),
+        }),
+        Err(e) => {
+            tracing::warn!("kernel log unreadable: {e}; no replay of kills missed while down");
+            Ok(KernelLog::default())
+        }
+    }
+}
+
+/// Invocation context: from the `oom_kill_process` probe, else from the kernel's own report.
+/// Also says whether the kernel log feeds the correlator.
+fn choose_context_source(
+    cfg: &Config,
+    hooks: &Hooks,
+    mut c: Correlator,
+    log: &KernelLog,
+    metrics: &Metrics,
+    constraints: Vec<(i64, String)>,
+) -> (Correlator, bool) {
+    let kmsg = ProbeId::KmsgOomReport;
+    let take = |c: Correlator| c.with_kmsg().with_candidates(cfg.candidates);
+    let from_log = if let Some(src) = hooks.oom_kill {
+        c = c
+            .with_oom_kill(src, constraints)
+            .with_candidates(cfg.candidates);
+        // The report still gives what the probes cannot: the scored candidates (when no
+        // oom_badness row attached; else what that probe could not read) and the domain's
+        // memory at the kill.
+        let also = log.reader.is_some() && cfg.candidates > 0;
+        if also {
+            c = take(c);
+        }
+        also
+    } else if !cfg.kmsg_enabled() {
+        tracing::warn!(probe = %kmsg, reason = crate::source::probe::table::DISABLED,
+            "probe unavailable: events carry no OOM context");
+        metrics.set_probe_attached(kmsg, false);
+        false
+    } else if log.reader.is_some() {
+        tracing::info!(probe = %kmsg,
+            "probe attached: OOM context (constraint, gfp_mask, order, memcg) from the kernel log");
+        metrics.set_probe_attached(kmsg, true);
+        c = take(c);
+        true
+    } else {
+        tracing::warn!(probe = %kmsg, reason = "kernel log unreadable",
+            "probe unavailable: events carry no OOM context");
+        metrics.set_probe_attached(kmsg, false);
+        false
+    };
+    (c, from_log)
+}
+
+fn start_server(
+    cfg: &Config,
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    recent: &Arc<RecentEvents>,
+    host: &Arc<HostCollectors>,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), server::ServerError>>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let state = server::ServerState::new(Arc::clone(metrics))
+        .with_recent(Arc::clone(recent))
+        .with_host(Arc::clone(host))
+        .with_node(&cfg.host);
+    let limits = server::Limits::default().with_max_connections(cfg.max_connections);
+    let task = tokio::spawn(server::serve_with_limits(
+        listener,
+        state,
+        limits,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(listen = %cfg.listen, "serving /, /events, /metrics and /healthz");
+    (stop_tx, task)
+}
+
+fn new_lifecycle(cfg: &Config, hooks: &Hooks, hierarchy: Option<&MemoryHierarchy>) -> Lifecycle {
+    Lifecycle::new(cfg.host.clone(), cfg.stuck_after, hooks.exits)
+        .with_proc_root(cfg.host_root.join("proc"))
+        .with_resolver(hierarchy.cloned().map(IdResolver::new))
+}
+
+/// Records the kills since the probes attached (in the ring buffer, live) and replays the kills
+/// logged while the agent was down, except those the ring buffer already had.
+fn record_missed(agent: &mut Agent, up: StartUp) -> Result<(), RunError> {
+    if up.lost_records > 0 {
+        tracing::warn!(
+            lost = up.lost_records,
+            "kernel-log records were overwritten while the agent was down; kills among them cannot be replayed"
+        );
+    }
+    let mut batch = Vec::new();
+    while let Some(item) = agent.ring.get_mut().next() {
+        batch.extend(ringbuf::decode(&item));
+    }
+    // The scored tasks of these kills were submitted before them: read them after.
+    agent.drain_scored();
+    let now = Instant::now();
+    let mut live = HashSet::new();
+    let mut evs = Vec::new();
+    for rec in batch {
+        if let Record::Victim(v) = &rec {
+            live.insert(v.pid);
+        }
+        evs.extend(agent.correlator.push(rec, now));
+    }
+    agent.sink.emit(evs)?;
+    let missed: Vec<OomEvent> = up
+        .missed
+        .into_iter()
+        .filter(|e| !live.contains(&e.pid))
+        .collect();
+    if up.resumed {
+        tracing::info!(
+            kills = missed.len(),
+            "replaying kills logged while the agent was down"
+        );
+    }
+    agent.sink.emit(missed)?;
+    agent.sink.save_position();
+    Ok(())
+}
+
+/// Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
+fn drop_privileges() {
+    match caps::drop_all() {
+        Ok(()) => tracing::info!("dropped all capabilities"),
+        Err(e) => tracing::warn!("could not drop capabilities: {e}"),
+    }
+}
+
+/// Registers a map's file descriptor with the runtime (read readiness only: no polling).
+fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, RunError> {
+    // SAFETY: `inner` owns its map fd (aya's MapData closes it only on drop), so the descriptor
+    // stays open and the same for as long as the AsyncFd that owns `inner` lives.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| RunError::RingBuf(e.into_parts().1))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+fn raise_memlock_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: lim is a valid rlimit; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(
+            "cannot raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -1,0 +1,75 @@
+//! The agent's settings, validated once: every count is a `usize`, every wait a `Duration`, the
+//! host name resolved. `commands::run` builds a [`Config`] from the command line; nothing below
+//! it reads flags.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::source::probe::table::ProbeId;
+
+/// Format of the agent's own log on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Knobs that exist for the project's tests and benchmarks only: they make the agent behave as
+/// on another kernel, or pre-fill its state. Off in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestKnobs {
+    /// Behave as on a kernel whose `mark_victim` has only `pid` (fields from /proc).
+    pub force_pid_only: bool,
+    /// Make one kernel read of the BTF program fault on purpose.
+    pub inject_read_fault: bool,
+    /// Pre-populate this many fake label sets of `oomwatch_oom_kills_total`.
+    pub synthetic_label_sets: usize,
+}
+
+/// Everything `oomwatch run` needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub oom_score_adj: i16,
+    pub nice: i32,
+    /// Cap on `oomwatch_oom_kills_total` label sets (≥ 1).
+    pub max_label_sets: usize,
+    /// Open HTTP connections at most (≥ 1).
+    pub max_connections: usize,
+    /// Recent events kept for `/` and `/events` (≥ 1).
+    pub recent_events: usize,
+    /// Host name put in every event.
+    pub host: String,
+    /// Scored tasks put in each event (0: none).
+    pub candidates: usize,
+    pub host_root: PathBuf,
+    /// Memory cgroups the headroom collector reports (0: off).
+    pub headroom_cgroups: usize,
+    pub state_dir: PathBuf,
+    pub btf: PathBuf,
+    /// Longest wait for a victim's second probe record.
+    pub correlation_window: Duration,
+    /// Probe-table rows not to use.
+    pub disabled: Vec<ProbeId>,
+    /// Extra comms whose SIGKILLs are userspace OOM kills.
+    pub userspace_killers: Vec<String>,
+    /// A killed task not exited this long after the kill is reported as stuck.
+    pub stuck_after: Duration,
+    pub test: TestKnobs,
+}
+
+impl Config {
+    /// The OOM context probes' fallback, the kernel log, may be used.
+    pub fn kmsg_enabled(&self) -> bool {
+        !self.disabled.contains(&ProbeId::KmsgOomReport)
+    }
+}
+
+/// This machine's host name, as the kernel has it (`unknown` when unreadable).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,129 @@
+//! A userspace OOM killer's SIGKILL as an event: the same shape as a kernel kill's, with
+//! `killer` the sender's comm, `killer_pid`/`killer_cgroup` and `trigger` the sender, and the
+//! victim's fields from the signal record (else `/proc`, while the victim is still there).
+use std::path::Path;
+
+use oomwatch_common::{signal_field, RecordKind, SignalRecord};
+
+use crate::record::{OomEvent, Source, Trigger, Victim};
+use crate::sys::cgroup::IdResolver;
+use crate::sys::clock::wall_clock_of;
+use crate::sys::procfs;
+use crate::sys::text::comm_str;
+
+/// uapi `SI_KERNEL`: the kernel's own kills (its OOM killer, a group kill), not a process's.
+const SI_KERNEL: i32 = 0x80;
+/// `enum trace_signal_result`'s `TRACE_SIGNAL_DELIVERED`: the signal was queued (not
+/// ignored, not already pending).
+const DELIVERED: i32 = 0;
+
+/// The event for a listed killer's SIGKILL, or `None` for one that is not a new userspace kill
+/// (sent by the kernel, already pending, not delivered).
+pub fn event(
+    s: &SignalRecord,
+    host: &str,
+    proc_root: &Path,
+    mut resolver: Option<&mut IdResolver>,
+) -> Option<OomEvent> {
+    let has = |bit: u32| s.present & bit != 0;
+    if !has(signal_field::TARGET_PID) || s.target_pid <= 0 {
+        return None;
+    }
+    if has(signal_field::CODE) && s.code == SI_KERNEL {
+        return None;
+    }
+    if has(signal_field::RESULT) && s.result != DELIVERED {
+        return None;
+    }
+    let src = match RecordKind::from_u32(s.kind) {
+        Some(RecordKind::SignalBtf) => Source::SignalBtf,
+        _ => Source::SignalTracepoint,
+    };
+    let mut resolve = |bit: u32, id: u64| {
+        has(bit)
+            .then_some(id)
+            .and_then(|id| resolver.as_mut().and_then(|r| r.resolve(id)))
+    };
+    let cgroup = resolve(signal_field::TARGET_MEMCG_ID, s.target_memcg_id);
+    let killer_cgroup = resolve(signal_field::SENDER_MEMCG_ID, s.sender_memcg_id);
+    let killer = comm_str(&s.sender_comm);
+    let mut ev = OomEvent::new(
+        s.target_pid,
+        s.ktime_ns,
+        wall_clock_of(s.ktime_ns),
+        host.to_string(),
+    );
+    ev.sources.insert("pid", src);
+    ev.sources.insert("killer", src);
+    ev.sources.insert("trigger", src);
+    if has(signal_field::TARGET_TGID) {
+        ev.tgid = Some(s.target_tgid);
+        ev.sources.insert("tgid", src);
+    }
+    if has(signal_field::TARGET_COMM) {
+        ev.comm = Some(comm_str(&s.target_comm));
+        ev.sources.insert("comm", src);
+    }
+    if has(signal_field::TARGET_MEMCG_ID) {
+        ev.cgroup_id = Some(s.target_memcg_id);
+    }
+    if cgroup.is_some() {
+        ev.cgroup = cgroup;
+        ev.sources.insert("cgroup", Source::Cgroupfs);
+    }
+    // The victim has SIGKILL pending, not yet handled: /proc usually still has it.
+    let info = procfs::read(proc_root, s.target_pid);
+    if ev.tgid.is_none() && info.tgid.is_some() {
+        ev.tgid = info.tgid;
+        ev.sources.insert("tgid", Source::Procfs);
+    }
+    if ev.comm.is_none() && info.comm.is_some() {
+        ev.comm = info.comm;
+        ev.sources.insert("comm", Source::Procfs);
+    }
+    if ev.cgroup.is_none() && info.cgroup.is_some() {
+        ev.cgroup = info.cgroup;
+        ev.sources.insert("cgroup", Source::ProcCgroup);
+    }
+    if info.uid.is_some() {
+        ev.uid = info.uid;
+        ev.sources.insert("uid", Source::Procfs);
+    }
+    if info.anon_rss.is_some() {
+        ev.total_vm = info.total_vm;
+        ev.anon_rss = info.anon_rss;
+        ev.file_rss = info.file_rss;
+        ev.shmem_rss = info.shmem_rss;
+        ev.sources.insert("memory", Source::Procfs);
+    }
+    if info.pgtables.is_some() {
+        ev.pgtables = info.pgtables;
+        ev.sources.insert("pgtables", Source::Procfs);
+    }
+    if info.oom_score_adj.is_some() {
+        ev.oom_score_adj = info.oom_score_adj;
+        ev.sources.insert("oom_score_adj", Source::Procfs);
+    }
+    ev.trigger = Some(Trigger {
+        pid: s.sender_pid,
+        tgid: s.sender_tgid,
+        comm: killer.clone(),
+        cgroup: killer_cgroup.clone(),
+        cgroup_id: has(signal_field::SENDER_MEMCG_ID).then_some(s.sender_memcg_id),
+        namespace: None,
+        pod: None,
+        pod_uid: None,
+    });
+    ev.victim = Victim {
+        pid: ev.pid,
+        tgid: ev.tgid,
+        comm: ev.comm.clone(),
+        cgroup: ev.cgroup.clone(),
+        cgroup_id: ev.cgroup_id,
+        ..Victim::default()
+    };
+    ev.killer = Some(killer);
+    ev.killer_pid = Some(s.sender_tgid);
+    ev.killer_cgroup = killer_cgroup;
+    Some(ev)
+}

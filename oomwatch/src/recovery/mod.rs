@@ -1,0 +1,197 @@
+//! No kill lost: the kernel log as the agent's safety net.
+//!
+//! * At start-up, kills logged while the agent was down (after the position saved in
+//!   [`crate::recovery::position`]) are rebuilt from the log ([`crate::recovery::replay`]) and recorded with
+//!   `"replayed": true`.
+//! * While running, every "Killed process" line is matched with a live record; a kill the
+//!   probes never reported (e.g. the ring buffer was full) is recorded from its line after
+//!   [`GIVE_UP`], also marked `replayed`.
+//! * The position saved after each record is just before the oldest kill still unrecorded, so
+//!   a crash (even `kill -9`) never loses one; the pids recorded live are saved with it, so none
+//!   is recorded twice.
+pub mod position;
+pub mod replay;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::record::OomEvent;
+use crate::recovery::position::{Position, Prepared, StateFile, Tracker};
+use crate::recovery::replay::{LogKills, LoggedKill};
+use crate::source::kmsg::record::KmsgRecord;
+use crate::source::kmsg::{KmsgError, KmsgEvent, KmsgReader, KmsgSource};
+
+/// How long a "Killed process" line waits for its live record before it is recorded from the
+/// line itself (the live path takes at most the correlation window plus the kernel-log wait).
+pub const GIVE_UP: Duration = Duration::from_secs(3);
+/// Kill lines held while waiting for their live record.
+const HELD: usize = 1024;
+
+#[derive(Debug)]
+pub struct Recovery {
+    kills: LogKills,
+    tracker: Tracker,
+    file: StateFile,
+    boot_id: String,
+    held: VecDeque<(Instant, LoggedKill)>,
+    /// The last position written, to skip identical writes.
+    saved: Option<Position>,
+}
+
+/// A position ready to be written (see [`Recovery::prepare_recorded`]).
+#[derive(Debug)]
+pub struct Commit {
+    pos: Position,
+    prepared: Prepared,
+}
+
+/// What start-up found in the log.
+#[derive(Debug, Default)]
+pub struct StartUp {
+    /// Kills logged while the agent was down, oldest first.
+    pub missed: Vec<OomEvent>,
+    /// Kernel-log records overwritten before they could be read (kills among them are lost).
+    pub lost_records: u64,
+    /// Whether a saved position was found (else this is a first run: nothing is replayed).
+    pub resumed: bool,
+}
+
+impl Recovery {
+    /// Reads the saved position and the kernel log up to now. `reader` is left at the end of
+    /// the log, ready to follow it live.
+    pub fn start<S: KmsgSource>(
+        file: StateFile,
+        boot_id: String,
+        host: String,
+        reader: &mut KmsgReader<S>,
+    ) -> Result<(Self, StartUp), KmsgError> {
+        let prev = file.load();
+        let mut up = StartUp::default();
+        let mut recent: Vec<i32> = Vec::new();
+        match &prev {
+            Some(p) if p.boot_id == boot_id => {
+                reader.resume_after(p.seq)?;
+                recent.clone_from(&p.recent);
+                up.resumed = true;
+            }
+            // Another boot: every kill in the log happened after the last run.
+            Some(_) => {
+                reader.seek_to_start()?;
+                up.resumed = true;
+            }
+            None => reader.seek_to_start()?,
+        }
+        let mut kills = LogKills::new(host);
+        let mut tracker = Tracker::new(&recent, None);
+        while let Some(ev) = reader.next_event()? {
+            match ev {
+                KmsgEvent::Record(rec) => {
+                    tracker.record(rec.seq);
+                    for k in kills.push(&rec) {
+                        // Pending until its replayed record is written: a position saved
+                        // before then (after a live record, or by the first replayed ones)
+                        // stays before it, so a crash during start-up replays it again
+                        // instead of losing it.
+                        if up.resumed && tracker.killed(k.seq, k.event.pid) {
+                            up.missed.push(k.event);
+                        }
+                    }
+                }
+                KmsgEvent::Gap(g) => up.lost_records += g.lost(),
+            }
+        }
+        let r = Self {
+            kills,
+            tracker,
+            file,
+            boot_id,
+            held: VecDeque::new(),
+            saved: None,
+        };
+        Ok((r, up))
+    }
+
+    /// A live kernel-log record.
+    pub fn on_record(&mut self, rec: &KmsgRecord, now: Instant) {
+        self.tracker.record(rec.seq);
+        for k in self.kills.push(rec) {
+            if self.tracker.killed(k.seq, k.event.pid) {
+                if self.held.len() == HELD {
+                    self.held.pop_front();
+                }
+                self.held.push_back((now, k));
+            }
+        }
+    }
+
+    /// A record for `pid` is about to be written: the position that counts it as recorded,
+    /// ready to [`Self::commit`] right after the line. Between the two there is nothing but
+    /// the line's own `write` and this `pwrite`, so a `kill -9` can fall between them only in
+    /// the few microseconds of one return to user space (then that one kill is replayed at the
+    /// next start, marked `replayed`). Saving before the line instead would lose the kill when
+    /// the agent dies before writing it, which is worse than a marked repeat. `None`: the
+    /// position did not change.
+    pub fn prepare_recorded(&mut self, pid: i32) -> Option<Commit> {
+        self.tracker.recorded(pid);
+        self.held.retain(|(_, k)| k.event.pid != pid);
+        let pos = self.tracker.position(&self.boot_id)?;
+        if self.saved.as_ref() == Some(&pos) {
+            return None;
+        }
+        let prepared = self.file.prepare(&pos);
+        Some(Commit { pos, prepared })
+    }
+
+    /// Writes a position made by [`Self::prepare_recorded`]; a failure is logged (the next
+    /// save retries).
+    pub fn commit(&mut self, c: Commit) {
+        match self.file.commit(c.prepared) {
+            Ok(()) => self.saved = Some(c.pos),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// When the oldest held kill line is given up on.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.held.front().map(|(t, _)| *t + GIVE_UP)
+    }
+
+    /// Kill lines whose live record never came: recorded from the log now.
+    pub fn due(&mut self, now: Instant) -> Vec<OomEvent> {
+        let mut out = Vec::new();
+        while self
+            .held
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= GIVE_UP)
+        {
+            if let Some((_, k)) = self.held.pop_front() {
+                if self.tracker.is_pending(k.event.pid) {
+                    tracing::warn!(
+                        pid = k.event.pid,
+                        "no live record for a kill in the kernel log; recording it from the log"
+                    );
+                    out.push(k.event);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes the position if it changed; a failure is logged (the next write retries).
+    pub fn save(&mut self) {
+        let Some(pos) = self.tracker.position(&self.boot_id) else {
+            return;
+        };
+        if self.saved.as_ref() == Some(&pos) {
+            return;
+        }
+        match self.file.save(&pos) {
+            Ok(()) => self.saved = Some(pos),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "recovery_tests.rs"]
+mod tests;

@@ -1,0 +1,8 @@
+//! Kernel hooks: the probe table, loader, attach, ring-buffer reader.
+pub mod attach;
+pub mod candidates;
+pub mod lifecycle;
+pub mod loader;
+pub mod offsets;
+pub mod ringbuf;
+pub mod table;
