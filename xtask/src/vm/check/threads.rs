@@ -9,10 +9,10 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::{kernel_kills, key_value, Console, KernelKill},
+use crate::vm::{
+    check::{check, Check},
+    console::{kernel_kills, key_value, Console, KernelKill},
+    json::Json,
 };
 
 pub const PHASE: &str = "m";
@@ -71,7 +71,7 @@ pub fn boot_check(c: &Console) -> Check {
     let runs = runs(c);
     let kills = phase_kills(c);
     let mut problems = Vec::new();
-    let want = super::vm_initramfs::M_VICTIMS;
+    let want = crate::vm::initramfs::M_VICTIMS;
     if runs.len() != want {
         problems.push(format!("{} runs recorded, expected {want}", runs.len()));
     }
@@ -109,7 +109,7 @@ pub fn boot_check(c: &Console) -> Check {
         format!(
             "/m: {} runs of {} threads killed: {}",
             runs.len(),
-            super::vm_initramfs::M_THREADS,
+            crate::vm::initramfs::M_THREADS,
             threads.join(", ")
         ),
     )
@@ -178,9 +178,9 @@ pub fn agent_check(c: &Console, events: &[Json]) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_check::{
+    use crate::vm::check::{
         check_console,
-        tests::{fentry_event_in, get, FIXTURE},
+        fixture::{fentry_event_in, get, FIXTURE},
     };
 
     #[test]

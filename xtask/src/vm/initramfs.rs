@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::vm_agent::AGENTS;
+use crate::vm::agent::AGENTS;
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -517,14 +517,14 @@ mod tests {
                 .count(),
             5
         );
-        for name in super::super::vm_parse::BOOT_SECTIONS {
+        for name in crate::vm::console::BOOT_SECTIONS {
             assert!(
                 script.contains(&format!("begin {name};"))
                     || script.contains(&format!("begin {name}\n")),
                 "init script lacks section {name}"
             );
         }
-        for name in super::super::vm_parse::AGENT_SECTIONS {
+        for name in crate::vm::console::AGENT_SECTIONS {
             assert!(
                 script.contains(&format!("begin {name}$s;")),
                 "init script lacks section {name}$s"

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    vm_check::{check, Check},
-    vm_check_candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    vm_json::Json,
-    vm_parse::*,
+use crate::vm::{
+    check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
+    check::{check, Check},
+    console::*,
+    json::Json,
 };
 
 /// One agent of the guest: `oomwatch run --listen 127.0.0.1:PORT --disable-probe ...`.
@@ -124,20 +124,22 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
             Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
         }
     }
-    // Follow-up records and userspace killers' kills are checked in vm_check_lifecycle.
+    // Follow-up records and userspace killers' kills are checked in check::lifecycle.
     let (others, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
-        .partition(super::vm_check_lifecycle::not_a_kernel_event);
+        .partition(crate::vm::check::lifecycle::not_a_kernel_event);
     // The multi-threaded and host-level phases' records are checked on their own.
     let (threads, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
-        .partition(super::vm_check_threads::in_phase);
+        .partition(crate::vm::check::threads::in_phase);
     let (global, events): (Vec<Json>, Vec<Json>) = events
         .into_iter()
-        .partition(super::vm_check_global::in_phase);
+        .partition(crate::vm::check::global::in_phase);
     let others: Vec<Json> = others
         .into_iter()
-        .filter(|o| !super::vm_check_threads::in_phase(o) && !super::vm_check_global::in_phase(o))
+        .filter(|o| {
+            !crate::vm::check::threads::in_phase(o) && !crate::vm::check::global::in_phase(o)
+        })
         .collect();
     let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
     for v in k.victims {
@@ -229,13 +231,13 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         format!("{n} events: /t or /g"),
     ));
     checks.push(check("tgid", tgids, format!("{n} events: tgid = pid")));
-    checks.push(super::vm_check_oom::check_oom(
+    checks.push(crate::vm::check::oom::check_oom(
         agent,
         &events,
         k.victims,
         k.invocations,
     ));
-    checks.push(super::vm_check_candidates::check_candidates(
+    checks.push(crate::vm::check::candidates::check_candidates(
         agent,
         &events,
         k.invocations,
@@ -243,14 +245,14 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         section("metrics"),
     ));
     checks.push(memory_events(k, &events));
-    checks.extend(super::vm_check_lifecycle::checks(
+    checks.extend(crate::vm::check::lifecycle::checks(
         k,
         section("agent-log"),
         &events,
         &others,
     ));
-    checks.push(super::vm_check_threads::agent_check(k.console, &threads));
-    for phase in &super::vm_check_global::PHASES {
+    checks.push(crate::vm::check::threads::agent_check(k.console, &threads));
+    for phase in &crate::vm::check::global::PHASES {
         let mine: Vec<Json> = global
             .iter()
             .filter(|e| e.get("cgroup").and_then(Json::as_str) == Some(phase.cgroup))
@@ -387,5 +389,88 @@ fn probes(agent: &Agent, log: &[String]) -> Check {
 }
 
 #[cfg(test)]
-#[path = "vm_agent_tests.rs"]
-mod tests;
+mod tests {
+    //! Tests of one agent's probe and metrics checks on the real console fixture.
+
+    use super::*;
+    use crate::vm::check::{
+        check_console,
+        fixture::{get, mutate_in, FIXTURE},
+    };
+
+    /// The `probe` line of `probe` in the log section of `agent`, replaced.
+    fn replace_probe_line(agent_log: &str, probe: &str, new_fields: &str) -> String {
+        let text = FIXTURE.to_string();
+        let c = Console::parse(&text);
+        let line = c.sections[agent_log]
+            .iter()
+            .find(|l| l.contains(&format!(r#""probe":"{probe}""#)) && l.contains("\"probe "))
+            .unwrap();
+        let start = line.find(r#""fields":{"#).unwrap() + r#""fields":{"#.len();
+        let end = line.find(r#"},"target""#).unwrap();
+        mutate_in(
+            &text,
+            line,
+            &format!("{}{new_fields}{}", &line[..start], &line[end..]),
+        )
+    }
+
+    #[test]
+    fn probe_problems_are_reported_with_what_the_log_said() {
+        let unavailable = |p: &str, why: &str| {
+            format!(r#""message":"probe unavailable","probe":"{p}","reason":"{why}""#)
+        };
+        let cases = [
+        ("kmsg", "tp_btf:mark_victim", unavailable("tp_btf:mark_victim", "no BTF"),
+         "tp_btf:mark_victim: unavailable: no BTF"),
+        ("fentry", "fentry:oom_kill_process", unavailable("fentry:oom_kill_process", "EPERM"),
+         "fentry:oom_kill_process: unavailable: EPERM"),
+        ("kmsg", "kmsg:oom_report",
+         r#""message":"probe unavailable: events carry no OOM context","probe":"kmsg:oom_report","reason":"EACCES""#.to_string(),
+         "kmsg:oom_report: unavailable: EACCES"),
+        ("kprobe", "fentry:oom_kill_process",
+         r#""message":"probe attached","probe":"fentry:oom_kill_process","reads":"all""#.to_string(),
+         "fentry:oom_kill_process: attached (all), expected unavailable (disabled by --disable-probe)"),
+    ];
+        for (agent, probe, fields, detail) in cases {
+            let section = AGENTS
+                .iter()
+                .find(|a| a.name == agent)
+                .unwrap()
+                .section("agent-log");
+            let r = check_console(&replace_probe_line(&section, probe, &fields));
+            assert_eq!(r.failed(), [format!("{agent}: probes attached")], "{probe}");
+            assert_eq!(get(&r, agent, "probes attached").detail, detail);
+        }
+    }
+
+    #[test]
+    fn probe_attached_metrics_must_match_the_agent() {
+        let from = "oomwatch_probe_attached{probe=\"kmsg:oom_report\"} 1\n";
+        let r = check_console(&mutate_in(FIXTURE, from, &from.replace(" 1", " 0")));
+        assert_eq!(r.failed(), ["kmsg: metrics"]);
+        assert_eq!(
+            get(&r, "kmsg", "metrics").detail,
+            "oomwatch_probe_attached{probe=\"kmsg:oom_report\"} Some(0), expected 1"
+        );
+    }
+
+    #[test]
+    fn agent_problems_lists_warnings_and_plain_text_but_not_disabled_probes() {
+        let log = [
+        r#"{"level":"INFO","fields":{"message":"ok"}}"#.to_string(),
+        r#"{"level":"WARN","fields":{"message":"could not"}}"#.to_string(),
+        "Error: no probe could attach".to_string(),
+        String::new(),
+        r#"{"level":"WARN","fields":{"message":"probe unavailable","probe":"kprobe:oom_kill_process","reason":"disabled by --disable-probe"}}"#.to_string(),
+    ];
+        assert_eq!(agent_problems(&log), log[1..3]);
+        let c = Console::parse(FIXTURE);
+        for a in &AGENTS {
+            assert_eq!(
+                agent_problems(c.section(&a.section("agent-log"))),
+                [] as [String; 0]
+            );
+        }
+    }
+}

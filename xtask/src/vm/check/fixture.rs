@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::vm::{
-    vm_check_lifecycle::not_a_kernel_event,
-    vm_json::Json,
-    vm_parse::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
+    check::{lifecycle::not_a_kernel_event, Check, Report},
+    console::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
+    json::Json,
 };
 
 /// The tag that starts each agent event line: `"host":"oomwatch-vm","pid":N,`.
@@ -59,7 +59,7 @@ pub(crate) struct Sample {
 
 /// The fixture, parsed.
 pub(crate) fn sample() -> Sample {
-    Sample::of(super::FIXTURE)
+    Sample::of(FIXTURE)
 }
 
 impl Sample {
@@ -68,11 +68,11 @@ impl Sample {
         Sample {
             text: text.to_string(),
             victims: victims(console.section("victims")),
-            // The multi-threaded phase is checked apart (vm_check_threads).
-            kills: kernel_kills(crate::vm::vm_check_threads::before_phase(
+            // The multi-threaded phase is checked apart (check::threads).
+            kills: kernel_kills(crate::vm::check::threads::before_phase(
                 console.section("dmesg"),
             )),
-            invocations: oom_invocations(crate::vm::vm_check_threads::before_phase(
+            invocations: oom_invocations(crate::vm::check::threads::before_phase(
                 console.section("dmesg"),
             )),
             console,
@@ -206,5 +206,104 @@ impl Sample {
         let v = self.value(section, pid, path);
         v.parse()
             .unwrap_or_else(|_| panic!("{path} of {pid} in {section} is {v}, not a number"))
+    }
+}
+
+pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-6.1.log");
+
+/// `text` with `from` replaced by `to` exactly once.
+pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+/// `text` with `from` replaced by `to` in the one line of section `section` that `pick` selects.
+pub(crate) fn mutate_line(
+    text: &str,
+    section: &str,
+    pick: impl Fn(&str) -> bool,
+    from: &str,
+    to: &str,
+) -> String {
+    let mut current = String::new();
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
+                current = name.trim_end_matches('@').to_string();
+            }
+            if current == section && pick(l) {
+                assert!(l.contains(from), "{from:?} not in {l:?} of {section}");
+                hits += 1;
+                l.replacen(from, to, 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(hits, 1, "one line of {section} picked");
+    out.join("\n")
+}
+
+/// `text` with `from` replaced by `to` in the kernel OOM kill event line of `pid` in section
+/// `section` only (not in its `oom_kill_lifecycle` line).
+pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    mutate_line(text, section, |l| is_kernel_event_of(l, pid), from, to)
+}
+
+/// `text` with `from` replaced by `to` in the `oom_kill_lifecycle` line of `pid` in `section`.
+pub(crate) fn mutate_lifecycle(
+    text: &str,
+    section: &str,
+    pid: i64,
+    from: &str,
+    to: &str,
+) -> String {
+    let tag = event_tag(pid);
+    let lifecycle = |l: &str| l.contains(&tag) && l.contains(r#""type":"oom_kill_lifecycle""#);
+    mutate_line(text, section, lifecycle, from, to)
+}
+
+/// `text` with the `oom_id` of `pid`'s kill in `section` changed from `from` to `to` in both
+/// its event and its `oom_kill_lifecycle` line, as an agent that gave the kill that id writes
+/// them (the lifecycle check compares the two).
+pub(crate) fn with_oom_id(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    let (from, to) = (format!(r#""oom_id":{from},"#), format!(r#""oom_id":{to},"#));
+    let text = mutate_event(text, section, pid, &from, &to);
+    mutate_lifecycle(&text, section, pid, &from, &to)
+}
+
+pub(crate) fn agent_checks<'a>(r: &'a Report, agent: &str) -> &'a [Check] {
+    r.agents
+        .iter()
+        .find(|(a, _)| a.name == agent)
+        .map(|(_, c)| c.as_slice())
+        .unwrap_or_else(|| panic!("no agent {agent}"))
+}
+
+pub(crate) fn by_name(checks: &[Check], name: &str) -> Check {
+    checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .clone()
+}
+
+/// The fentry agent's first OOM kill event in `cgroup` (`/m`, `/h`), as a whole line.
+pub(crate) fn fentry_event_in(cgroup: &str) -> &'static str {
+    let start = FIXTURE.find("@@OWVM BEGIN events@@").unwrap();
+    let tag = format!(r#""cgroup":"{cgroup}""#);
+    FIXTURE[start..]
+        .lines()
+        .find(|l| l.contains(&tag) && !l.contains(r#""type":"#))
+        .unwrap()
+}
+
+/// The check `name` of `agent` ("" for the boot's own).
+pub(crate) fn get(r: &Report, agent: &str, name: &str) -> Check {
+    match agent {
+        "" => by_name(&r.boot, name),
+        a => by_name(agent_checks(r, a), name),
     }
 }

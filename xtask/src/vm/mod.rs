@@ -9,34 +9,15 @@
 //! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
 //! tests); `--prepare-only` stops after those.
 
-#[path = "vm_agent.rs"]
-mod vm_agent;
-#[path = "vm_btf.rs"]
-mod vm_btf;
-#[path = "vm_check.rs"]
-mod vm_check;
-#[path = "vm_check_candidates.rs"]
-mod vm_check_candidates;
-#[path = "vm_check_global.rs"]
-mod vm_check_global;
-#[path = "vm_check_lifecycle.rs"]
-mod vm_check_lifecycle;
-#[path = "vm_check_oom.rs"]
-mod vm_check_oom;
-#[path = "vm_check_threads.rs"]
-mod vm_check_threads;
-#[path = "vm_earlyoom.rs"]
-mod vm_earlyoom;
-#[path = "vm_initramfs.rs"]
-mod vm_initramfs;
-#[path = "vm_json.rs"]
-mod vm_json;
-#[path = "vm_kernel.rs"]
-mod vm_kernel;
-#[path = "vm_parse.rs"]
-mod vm_parse;
-#[path = "vm_report.rs"]
-mod vm_report;
+mod agent;
+mod btf;
+mod check;
+mod console;
+mod earlyoom;
+mod initramfs;
+mod json;
+mod kernel;
+mod report;
 
 use std::{
     fs,
@@ -50,9 +31,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::util;
-use vm_check::Check;
-use vm_kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
-use vm_report::{print_run, print_summary, RunResult};
+use check::Check;
+use kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
+use report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
 const QEMU: &str = "qemu-system-x86_64";
@@ -66,7 +47,7 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     if prepare_only {
         // Also Debian's earlyoom, unpacked (never installed): the host's userspace-killer test
         // runs it from target/vm/earlyoom/.
-        let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+        let earlyoom = earlyoom::fetch(&vm_dir)?;
         eprintln!("[{STEP}] earlyoom: {}", earlyoom.display());
         eprintln!(
             "[{STEP}] prepared {} kernel(s) and their BTF ({:.1}s); nothing built or booted",
@@ -80,9 +61,9 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let t = Instant::now();
     let initrd = vm_dir.join("initramfs").join("initrd.cpio.gz");
     let staging = vm_dir.join("initramfs").join("root");
-    let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+    let earlyoom = earlyoom::fetch(&vm_dir)?;
     let threads = build_alloc_threads()?;
-    vm_initramfs::build(
+    initramfs::build(
         &binary,
         &[earlyoom.as_path(), threads.as_path()],
         &staging,
@@ -145,7 +126,7 @@ fn prepare(
     let mut kernels = Vec::new();
     for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
         let kernel = fetch_kernel(series, vm_dir, keep)?;
-        vm_btf::extract(&kernel, vm_dir)?;
+        btf::extract(&kernel, vm_dir)?;
         kernels.push(kernel);
     }
     if kernels.is_empty() {
@@ -223,7 +204,7 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         .join()
         .map_err(|_| anyhow::anyhow!("[vm] console reader panicked"))?;
 
-    let mut report = vm_check::check_console(&text);
+    let mut report = check::check_console(&text);
     report.boot.insert(
         0,
         Check {
@@ -235,14 +216,14 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
             },
         },
     );
-    let uptime = vm_check::guest_uptime(&text)
+    let uptime = check::guest_uptime(&text)
         .map(|u| format!(", guest uptime {u:.1}s at the end"))
         .unwrap_or_default();
     eprintln!(
         "[{STEP}] {release}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
         log_path.display()
     );
-    let console = vm_parse::Console::parse(&text);
+    let console = console::Console::parse(&text);
     let result = RunResult {
         label: k.label,
         release,

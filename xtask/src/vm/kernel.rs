@@ -17,7 +17,7 @@ use crate::util::{self, run};
 pub const BOOT_PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
 
 /// The decompressors of the kernels' payloads (6.1: lz4, 6.12: zstd; gzip is essential), for
-/// extracting their BTF (see `vm_btf.rs`).
+/// extracting their BTF (see `btf.rs`).
 pub const BTF_PACKAGES: [&str; 3] = ["zstd", "xz-utils", "lz4"];
 
 /// Packages apt may remove to install [`BOOT_PACKAGES`]; each is reinstalled from Debian 12 at once.

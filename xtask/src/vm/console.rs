@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::vm_json::Json;
+use crate::vm::json::Json;
 
 /// Sections `/init` prints once per boot between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
 pub const BOOT_SECTIONS: [&str; 5] = [
@@ -17,7 +17,7 @@ pub const BOOT_SECTIONS: [&str; 5] = [
 pub const AGENT_SECTIONS: [&str; 4] = ["events", "metrics", "agent-log", "agent-exit"];
 pub const DONE: &str = "@@OWVM DONE@@";
 /// Probes that must report "probe attached" on the 6.1 and 6.12 kernels in every agent (plus
-/// the agent's own source of OOM context, `vm_agent::Agent::oom_probe`).
+/// the agent's own source of OOM context, `agent::Agent::oom_probe`).
 pub const REQUIRED_PROBES: [&str; 2] = ["tp_btf:mark_victim", "tracepoint:oom/mark_victim"];
 /// The reason the agent logs for a row skipped with `--disable-probe`.
 pub const DISABLED: &str = "disabled by --disable-probe";

@@ -14,13 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    vm_agent::{Agent, KMSG},
-    vm_check::{check, Check},
-    vm_check_oom::badness,
-    vm_initramfs::MEMORY_MAX,
-    vm_json::Json,
-    vm_parse::{key_value, probe_status, Invocation, DISABLED},
+use crate::vm::{
+    agent::{Agent, KMSG},
+    check::oom::badness,
+    check::{check, Check},
+    console::{key_value, probe_status, Invocation, DISABLED},
+    initramfs::MEMORY_MAX,
+    json::Json,
 };
 
 pub const FEXIT: &str = "fexit:oom_badness";
@@ -235,8 +235,8 @@ fn rows_and_metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_agent::AGENTS;
     use super::*;
+    use crate::vm::agent::AGENTS;
 
     const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 

@@ -16,12 +16,12 @@
 //!
 //! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
 //! of its kind. The phases run after the `m` phase, so
-//! [`super::vm_check_threads::before_phase`] keeps them out of the other checks too.
+//! [`crate::vm::check::threads::before_phase`] keeps them out of the other checks too.
 
-use super::{
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::{kernel_kills, oom_invocations, Console, Invocation},
+use crate::vm::{
+    check::{check, Check},
+    console::{kernel_kills, oom_invocations, Console, Invocation},
+    json::Json,
 };
 
 /// One host-level phase.
@@ -336,9 +336,9 @@ impl HostPhase {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_check::{
+    use crate::vm::check::{
         check_console,
-        tests::{fentry_event_in, get, FIXTURE},
+        fixture::{fentry_event_in, get, FIXTURE},
         Check,
     };
 

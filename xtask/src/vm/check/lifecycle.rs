@@ -8,11 +8,11 @@
 //! `userspace-victims` section (it has earlyoom). A console of an older agent passes with a
 //! detail saying so.
 
-use super::{
-    vm_agent::Kernel,
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::probe_status,
+use crate::vm::{
+    agent::Kernel,
+    check::{check, Check},
+    console::probe_status,
+    json::Json,
 };
 
 /// The exit probe's row in the probe table.
@@ -175,8 +175,8 @@ fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_parse::{Console, Victim};
     use super::*;
+    use crate::vm::console::{Console, Victim};
 
     const LOG: &str = r#"{"level":"INFO","fields":{"message":"probe attached","probe":"tracepoint:sched/sched_process_exit","reads":"x"}}"#;
 
