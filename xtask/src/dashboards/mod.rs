@@ -22,10 +22,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use self::json::{Items, Json};
 use crate::util::{self, run};
-
-mod json;
+use serde_json::Value;
 
 const STEP: &str = "dashboards";
 const DASHBOARDS: &[&str] = &["oomwatch-overview.json", "oomwatch-node.json"];
@@ -93,7 +91,7 @@ pub fn check() -> Result<()> {
     for file in &files {
         let text = fs::read_to_string(dir.join(file))
             .with_context(|| format!("[{STEP}] reading dashboards/{file}"))?;
-        let problems = match Json::parse(&text) {
+        let problems = match serde_json::from_str::<Value>(&text) {
             Ok(d) => lint(&d, &documented),
             Err(e) => vec![format!("not JSON: {e}; fix: repair the file")],
         };
@@ -143,44 +141,45 @@ fn documented_metrics(docs: &str) -> BTreeSet<String> {
 }
 
 /// The static checks of one dashboard: one line per problem, each with its fix.
-fn lint(d: &Json, documented: &BTreeSet<String>) -> Vec<String> {
+fn lint(d: &Value, documented: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
-    if !matches!(d.get("schemaVersion"), Some(Json::Num(_))) {
+    if !matches!(d.get("schemaVersion"), Some(Value::Number(_))) {
         problems.push(
             "no numeric schemaVersion; fix: set the one Grafana writes (see \
              dashboards/schema-check)"
                 .to_string(),
         );
     }
-    let vars: Vec<&Json> = d.at(&["templating", "list"]).items().collect();
-    let var_names: BTreeSet<&str> = vars.iter().filter_map(|v| v.str_at("name")).collect();
+    let vars: Vec<&Value> = items(d.pointer("/templating/list")).collect();
+    let var_names: BTreeSet<&str> = vars.iter().filter_map(|v| str_at(v, "name")).collect();
     let ds_vars: BTreeSet<&str> = vars
         .iter()
-        .filter(|v| v.str_at("type") == Some("datasource"))
-        .filter_map(|v| v.str_at("name"))
+        .filter(|v| str_at(v, "type") == Some("datasource"))
+        .filter_map(|v| str_at(v, "name"))
         .collect();
     hard_coded_datasources(d, "", &ds_vars, &mut problems);
 
     let mut panels = Vec::new();
-    all_panels(d.at(&["panels"]), &mut panels);
+    all_panels(d.get("panels"), &mut panels);
     let mut ids = BTreeSet::new();
     for p in panels {
-        let title = p.str_at("title").unwrap_or("");
-        let at = match p.get("id") {
-            Some(Json::Num(n)) => format!("panel {n} \"{title}\""),
+        let title = str_at(p, "title").unwrap_or("");
+        let id = p.get("id").and_then(Value::as_f64);
+        let at = match id {
+            Some(n) => format!("panel {n} \"{title}\""),
             _ => format!("panel \"{title}\""),
         };
-        match p.get("id") {
-            Some(Json::Num(n)) if !ids.insert(n.to_bits()) => problems.push(format!(
+        match id {
+            Some(n) if !ids.insert(n.to_bits()) => problems.push(format!(
                 "{at}: duplicate id; fix: give it an id no other panel has"
             )),
-            Some(Json::Num(_)) => {}
+            Some(_) => {}
             _ => problems.push(format!("{at}: no numeric id; fix: give it a unique id")),
         }
-        if p.str_at("type") == Some("row") {
+        if str_at(p, "type") == Some("row") {
             continue;
         }
-        let described = matches!(p.str_at("description"), Some(d) if !d.trim().is_empty());
+        let described = matches!(str_at(p, "description"), Some(d) if !d.trim().is_empty());
         if !described {
             problems.push(format!(
                 "{at}: no description; fix: add one saying what it shows and how to read it"
@@ -191,15 +190,15 @@ fn lint(d: &Json, documented: &BTreeSet<String>) -> Vec<String> {
                 "{at}: datasource is not the variable; {DATASOURCE_FIX}"
             ));
         }
-        for t in p.at(&["targets"]).items() {
-            let ref_id = t.str_at("refId").unwrap_or("?");
+        for t in items(p.get("targets")) {
+            let ref_id = str_at(t, "refId").unwrap_or("?");
             let tat = format!("{at} [{ref_id}]");
             if t.get("datasource").is_some() && !is_datasource_var(t.get("datasource"), &ds_vars) {
                 problems.push(format!(
                     "{tat}: target datasource is not the variable; {DATASOURCE_FIX}"
                 ));
             }
-            let Some(expr) = t.str_at("expr") else {
+            let Some(expr) = str_at(t, "expr") else {
                 problems.push(format!(
                     "{tat}: no expr; fix: give the target a PromQL expr"
                 ));
@@ -229,26 +228,26 @@ fn lint(d: &Json, documented: &BTreeSet<String>) -> Vec<String> {
 }
 
 /// `{"type":"prometheus","uid":"${ds}"}` or `$ds`, where `ds` is a datasource variable.
-fn is_datasource_var(v: Option<&Json>, ds_vars: &BTreeSet<&str>) -> bool {
+fn is_datasource_var(v: Option<&Value>, ds_vars: &BTreeSet<&str>) -> bool {
     let Some(v) = v else { return false };
-    let uid = v.str_at("uid").unwrap_or("");
+    let uid = str_at(v, "uid").unwrap_or("");
     let name = uid
         .strip_prefix("${")
         .and_then(|u| u.strip_suffix('}'))
         .or_else(|| uid.strip_prefix('$'));
-    v.str_at("type") == Some("prometheus") && name.is_some_and(|n| ds_vars.contains(n))
+    str_at(v, "type") == Some("prometheus") && name.is_some_and(|n| ds_vars.contains(n))
 }
 
 /// Any `datasource` that names a fixed uid (the built-in `-- Grafana --` annotation aside).
-fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &mut Vec<String>) {
+fn hard_coded_datasources(j: &Value, path: &str, ds_vars: &BTreeSet<&str>, out: &mut Vec<String>) {
     match j {
-        Json::Obj(fields) => {
+        Value::Object(fields) => {
             for (k, v) in fields {
                 let here = format!("{path}.{k}");
                 if k == "datasource" {
                     let uid = match v {
-                        Json::Str(s) => Some(s.as_str()),
-                        _ => v.str_at("uid"),
+                        Value::String(s) => Some(s.as_str()),
+                        _ => str_at(v, "uid"),
                     };
                     let ok = match uid {
                         None | Some("-- Grafana --") => true,
@@ -267,7 +266,7 @@ fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &
                 hard_coded_datasources(v, &here, ds_vars, out);
             }
         }
-        Json::Arr(items) => {
+        Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 hard_coded_datasources(v, &format!("{path}[{i}]"), ds_vars, out);
             }
@@ -276,8 +275,18 @@ fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &
     }
 }
 
-fn all_panels<'a>(panels: Option<&'a Json>, out: &mut Vec<&'a Json>) {
-    for p in panels.items() {
+/// The elements of an array (none for anything else).
+fn items(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The string member `key` of an object.
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn all_panels<'a>(panels: Option<&'a Value>, out: &mut Vec<&'a Value>) {
+    for p in items(panels) {
         out.push(p);
         all_panels(p.get("panels"), out);
     }
@@ -373,13 +382,13 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 fn type_check(dir: &Path) -> Result<()> {
     let tsconfig = fs::read_to_string(dir.join("tsconfig.json"))
         .with_context(|| format!("reading {}/tsconfig.json", dir.display()))?;
-    let options = Json::parse(&tsconfig)
+    let options = serde_json::from_str::<Value>(&tsconfig)
         .ok()
         .and_then(|t| t.get("compilerOptions").cloned());
     for flag in ["strict", "noEmit"] {
         if !matches!(
             options.as_ref().and_then(|o| o.get(flag)),
-            Some(Json::Bool(true))
+            Some(Value::Bool(true))
         ) {
             bail!(
                 "dashboards/schema-check/tsconfig.json: compilerOptions.{flag} is not true; fix: \
@@ -451,22 +460,11 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    //! Tests of `dashboards.rs`: the JSON reader and the static checks.
+    //! Tests of the static checks.
 
     use std::collections::BTreeSet;
 
     use super::*;
-    #[test]
-    fn json_parses_nested_values_and_escapes() {
-        let j =
-            Json::parse(r#" {"a": [1, -2.5e1, true, null], "b": {"c": "x\"\u00e9\ud83d\ude00"}} "#)
-                .unwrap();
-        assert_eq!(j.at(&["b"]).unwrap().str_at("c"), Some("x\"é😀"));
-        assert_eq!(j.get("a").items().nth(1), Some(&Json::Num(-25.0)));
-        assert!(Json::parse("{\"a\": 1,}").is_err());
-        assert!(Json::parse("[1] x").is_err());
-    }
-
     #[test]
     fn metric_names_skip_functions_labels_strings_and_variables() {
         let e = r#"sum by (namespace) (label_replace(rate(oomwatch_a_total{node=~"$node",x="{y}"}[$__rate_interval] offset 5m), "n", "$1", "pod", "(.*)")) or on(instance) up == 0 and ignoring (a) vector(1) * 1e3"#;
@@ -482,11 +480,15 @@ mod tests {
             .collect();
         assert_eq!(vars, ["__range", "node", "ns"]);
         let ds: BTreeSet<&str> = ["datasource"].into();
-        let good = Json::parse(r#"{"type":"prometheus","uid":"${datasource}"}"#).unwrap();
-        let fixed = Json::parse(r#"{"type":"prometheus","uid":"P1809F7CD0C75ACF3"}"#).unwrap();
+        let good = serde_json::from_str::<Value>(r#"{"type":"prometheus","uid":"${datasource}"}"#)
+            .unwrap();
+        let fixed =
+            serde_json::from_str::<Value>(r#"{"type":"prometheus","uid":"P1809F7CD0C75ACF3"}"#)
+                .unwrap();
         assert!(is_datasource_var(Some(&good), &ds));
         assert!(!is_datasource_var(Some(&fixed), &ds));
-        let d = Json::parse(r#"{"panels":[{"datasource":{"uid":"abc"}}]}"#).unwrap();
+        let d =
+            serde_json::from_str::<Value>(r#"{"panels":[{"datasource":{"uid":"abc"}}]}"#).unwrap();
         let mut out = Vec::new();
         hard_coded_datasources(&d, "", &ds, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
@@ -494,7 +496,7 @@ mod tests {
 
     #[test]
     fn lint_reports_each_problem_with_a_fix() {
-        let d = Json::parse(
+        let d = serde_json::from_str::<Value>(
         r#"{"templating":{"list":[{"name":"datasource","type":"datasource"}]},
             "panels":[{"id":1,"type":"stat","targets":[{"refId":"A","expr":"foo + oomwatch_x{a=\"$nope\"}"}]},
                       {"id":1,"type":"row","panels":[]}]}"#,

@@ -2,13 +2,13 @@
 //! (`fentry:oom_kill_process`, its `kprobe` fallback, the kernel-log fallback
 //! `kmsg:oom_report`), and the checks of one agent's output against the kernel's log.
 
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 use crate::vm::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    check::{check, Check},
+    check::{check, render, Check},
     console::*,
-    json::Json,
 };
 
 /// One agent of the guest: `oomwatch run --listen 127.0.0.1:PORT --disable-probe ...`.
@@ -117,31 +117,31 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
 
     // Events: one per victim, fields equal to the kernel's numbers.
     let mut problems = Vec::new();
-    let mut events: Vec<Json> = Vec::new();
+    let mut events: Vec<Value> = Vec::new();
     for line in section("events") {
-        match Json::parse(line) {
+        match serde_json::from_str::<Value>(line) {
             Ok(v) => events.push(v),
             Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
         }
     }
     // Follow-up records and userspace killers' kills are checked in check::lifecycle.
-    let (others, events): (Vec<Json>, Vec<Json>) = events
+    let (others, events): (Vec<Value>, Vec<Value>) = events
         .into_iter()
         .partition(crate::vm::check::lifecycle::not_a_kernel_event);
     // The multi-threaded and host-level phases' records are checked on their own.
-    let (threads, events): (Vec<Json>, Vec<Json>) = events
+    let (threads, events): (Vec<Value>, Vec<Value>) = events
         .into_iter()
         .partition(crate::vm::check::threads::in_phase);
-    let (global, events): (Vec<Json>, Vec<Json>) = events
+    let (global, events): (Vec<Value>, Vec<Value>) = events
         .into_iter()
         .partition(crate::vm::check::global::in_phase);
-    let others: Vec<Json> = others
+    let others: Vec<Value> = others
         .into_iter()
         .filter(|o| {
             !crate::vm::check::threads::in_phase(o) && !crate::vm::check::global::in_phase(o)
         })
         .collect();
-    let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+    let pid_of = |e: &Value| e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
     for v in k.victims {
         let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
         if n != 1 {
@@ -157,7 +157,7 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         }
         // The agent ran through every kill: a record rebuilt from the kernel log means the
         // live one was lost (or taken for a mark without a kill).
-        if e.get("replayed").and_then(Json::as_bool) != Some(false) {
+        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
             problems.push(format!("pid {}: not recorded live", pid_of(e)));
         }
     }
@@ -172,23 +172,23 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let mut tgids = Vec::new();
     for e in &events {
         let pid = pid_of(e);
-        let render = |f: &str| e.get(f).map(Json::render).unwrap_or("absent".into());
+        let show = |f: &str| e.get(f).map(render).unwrap_or("absent".into());
         match k.kills.iter().find(|kill| kill.pid == pid) {
             None => fields.push(format!("pid {pid}: no kernel line to compare with")),
             Some(kill) => {
-                if e.get("comm").and_then(Json::as_str) != Some(kill.comm.as_str()) {
+                if e.get("comm").and_then(Value::as_str) != Some(kill.comm.as_str()) {
                     fields.push(format!(
                         "pid {pid} comm: agent {} kernel {:?}",
-                        render("comm"),
+                        show("comm"),
                         kill.comm
                     ));
                 }
                 for (field, key, mult) in NUMERIC_FIELDS {
                     let want = kill.numbers.get(key).map(|n| n * mult);
-                    if e.get(field).and_then(Json::as_i64) != want || want.is_none() {
+                    if e.get(field).and_then(Value::as_i64) != want || want.is_none() {
                         fields.push(format!(
                             "pid {pid} {field}: agent {} kernel {}",
-                            render(field),
+                            show(field),
                             want.map_or("absent".into(), |w| w.to_string())
                         ));
                     }
@@ -200,22 +200,22 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
             .iter()
             .find(|v| v.pid == pid)
             .map(|v| format!("/{}", v.cgroup));
-        let got_cg = e.get("cgroup").and_then(Json::as_str).map(str::to_string);
+        let got_cg = e.get("cgroup").and_then(Value::as_str).map(str::to_string);
         if got_cg.is_none() || got_cg != want_cg {
             cgroups.push(format!(
                 "pid {pid} cgroup: agent {} expected {} (source {})",
-                render("cgroup"),
+                show("cgroup"),
                 want_cg.unwrap_or("?".into()),
                 e.get("sources")
                     .and_then(|s| s.get("cgroup"))
-                    .map(Json::render)
+                    .map(render)
                     .unwrap_or("none".into())
             ));
         }
-        if e.get("tgid").and_then(Json::as_i64) != Some(pid) {
+        if e.get("tgid").and_then(Value::as_i64) != Some(pid) {
             tgids.push(format!(
                 "pid {pid} tgid: agent {} expected {pid}",
-                render("tgid")
+                show("tgid")
             ));
         }
     }
@@ -253,9 +253,9 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     ));
     checks.push(crate::vm::check::threads::agent_check(k.console, &threads));
     for phase in &crate::vm::check::global::PHASES {
-        let mine: Vec<Json> = global
+        let mine: Vec<Value> = global
             .iter()
-            .filter(|e| e.get("cgroup").and_then(Json::as_str) == Some(phase.cgroup))
+            .filter(|e| e.get("cgroup").and_then(Value::as_str) == Some(phase.cgroup))
             .cloned()
             .collect();
         checks.push(phase.agent_check(k.console, &mine));
@@ -282,13 +282,13 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
 
 /// memory.events: the kernel counts oom_kill once per "Killed process" line, and a
 /// memory.oom.group kill prints and counts its chosen task twice (one victim, one event).
-fn memory_events(k: &Kernel, events: &[Json]) -> Check {
+fn memory_events(k: &Kernel, events: &[Value]) -> Check {
     let mut problems = Vec::new();
     let mut counts = Vec::new();
     for cg in ["t", "g"] {
         let section = k.console.section(&format!("memory.events-{cg}"));
         let got = key_value(section, "oom_kill");
-        let in_cg = |e: &&Json| e.get("cgroup").and_then(Json::as_str) == Some(&format!("/{cg}"));
+        let in_cg = |e: &&Value| e.get("cgroup").and_then(Value::as_str) == Some(&format!("/{cg}"));
         let n_events = events.iter().filter(in_cg).count() as i64;
         let in_phase: Vec<&KernelKill> = k.kills.iter().filter(|kill| kill.phase == cg).collect();
         let lines = in_phase.len() as i64;

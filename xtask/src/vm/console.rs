@@ -1,9 +1,8 @@
 //! Parsing of one `vm-test` guest's serial console: the sections `/init` prints, the kernel's
 //! "Killed process" lines, `KEY VALUE` files and the agent's JSON log.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
-
-use crate::vm::json::Json;
 
 /// Sections `/init` prints once per boot between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
 pub const BOOT_SECTIONS: [&str; 5] = [
@@ -148,11 +147,13 @@ pub fn key_value(lines: &[String], key: &str) -> Option<i64> {
 pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
     let mut out = BTreeMap::new();
     for line in log {
-        let Ok(v) = Json::parse(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         let Some(fields) = v.get("fields") else {
             continue;
         };
-        let field = |k: &str| fields.get(k).and_then(Json::as_str).unwrap_or("");
+        let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("");
         let message = field("message");
         let (attached, rest) = if let Some(rest) = message.strip_prefix("probe attached") {
             (true, rest)
@@ -178,13 +179,13 @@ pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
 /// the warnings about rows skipped with `--disable-probe` are expected and left out.
 pub fn agent_problems(log: &[String]) -> Vec<String> {
     log.iter()
-        .filter(|l| match Json::parse(l) {
+        .filter(|l| match serde_json::from_str::<Value>(l) {
             Ok(v) => {
                 let reason = v.get("fields").and_then(|f| f.get("reason"));
                 matches!(
-                    v.get("level").and_then(Json::as_str),
+                    v.get("level").and_then(Value::as_str),
                     Some("WARN" | "ERROR")
-                ) && reason.and_then(Json::as_str) != Some(DISABLED)
+                ) && reason.and_then(Value::as_str) != Some(DISABLED)
             }
             Err(_) => !l.trim().is_empty(),
         })

@@ -15,7 +15,6 @@ mod check;
 mod console;
 mod earlyoom;
 mod initramfs;
-mod json;
 mod kernel;
 mod report;
 

@@ -12,15 +12,15 @@
 //! The check applies when the agent's log names the probe rows; a console of an older agent
 //! passes with a detail saying so.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::vm::{
     agent::{Agent, KMSG},
     check::oom::badness,
-    check::{check, Check},
+    check::{at, check, Check},
     console::{key_value, probe_status, Invocation, DISABLED},
     initramfs::MEMORY_MAX,
-    json::Json,
 };
 
 pub const FEXIT: &str = "fexit:oom_badness";
@@ -28,11 +28,6 @@ pub const KRETPROBE: &str = "kretprobe:oom_badness";
 /// The agent's default `--candidates`.
 const TOP: usize = 5;
 const PAGE_SIZE: i64 = 4096;
-
-/// `a.b` inside `v`.
-fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
 
 /// The kernel's ranking of an invocation from its dump: (pid, points), the chosen task first,
 /// then by points descending, ties by pid; tasks with oom_score_adj -1000 are never candidates.
@@ -55,7 +50,7 @@ pub fn kernel_ranking(inv: &Invocation, chosen: i64, totalpages: i64) -> Vec<(i6
 
 pub fn check_candidates(
     agent: &Agent,
-    events: &[Json],
+    events: &[Value],
     invocations: &[Invocation],
     log: &[String],
     metrics: &[String],
@@ -74,24 +69,24 @@ pub fn check_candidates(
     let mut seen = Vec::new();
     let mut notes = Vec::new();
     for e in events {
-        let pid = e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+        let pid = e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
         let Some(inv) = invocations.iter().find(|i| i.killed.contains(&pid)) else {
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        let source = at(e, "sources.candidates").and_then(Json::as_str);
-        let list: Vec<&Json> = match e.get("candidates") {
-            Some(Json::Arr(a)) => a.iter().collect(),
+        let source = at(e, "sources.candidates").and_then(Value::as_str);
+        let list: Vec<&Value> = match e.get("candidates") {
+            Some(Value::Array(a)) => a.iter().collect(),
             _ => Vec::new(),
         };
         let pids: Vec<i64> = list
             .iter()
-            .filter_map(|c| c.get("pid").and_then(Json::as_i64))
+            .filter_map(|c| c.get("pid").and_then(Value::as_i64))
             .collect();
         if !inv.header {
             // The kernel suppressed the report (rate limit): no dump to compare with. The probe
             // still scores; the dump source has nothing.
-            let chosen = at(e, "chosen.pid").and_then(Json::as_i64);
+            let chosen = at(e, "chosen.pid").and_then(Value::as_i64);
             match probe {
                 true if source != Some(agent.candidates_probe)
                     || pids.first() != chosen.as_ref() =>
@@ -102,7 +97,7 @@ pub fn check_candidates(
                         agent.candidates_probe
                     ))
                 }
-                false if e.get("candidates") != Some(&Json::Null) => problems.push(format!(
+                false if e.get("candidates") != Some(&Value::Null) => problems.push(format!(
                     "pid {pid} (no report header): candidates {pids:?}, expected null"
                 )),
                 _ => notes.push(format!(
@@ -126,7 +121,7 @@ pub fn check_candidates(
         let got: Vec<(i64, i64)> = list
             .iter()
             .map(|c| {
-                let n = |k: &str| c.get(k).and_then(Json::as_i64).unwrap_or(i64::MIN);
+                let n = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(i64::MIN);
                 (n("pid"), n("points"))
             })
             .collect();
@@ -162,8 +157,8 @@ pub fn check_candidates(
 }
 
 /// A candidate's memory and `oom_score_adj` against its dump row.
-fn row_fields(pid: i64, c: &Json, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
-    let cpid = c.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+fn row_fields(pid: i64, c: &Value, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
+    let cpid = c.get("pid").and_then(Value::as_i64).unwrap_or(-1);
     let Some(row) = tasks.get(&cpid) else {
         return vec![format!(
             "pid {pid}: candidate {cpid} is not in the kernel's dump"
@@ -177,7 +172,7 @@ fn row_fields(pid: i64, c: &Json, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) 
         ("oom_score_adj", "oom_score_adj", 1),
     ] {
         let want = row.get(column).map(|v| v * mult);
-        let got = c.get(field).and_then(Json::as_i64);
+        let got = c.get(field).and_then(Value::as_i64);
         if want.is_none() || got != want {
             out.push(format!(
                 "pid {pid} candidate {cpid} {field}: agent {got:?}, kernel {want:?}"
@@ -275,8 +270,8 @@ mod tests {
         )
     }
 
-    fn event(pid: i64, source: &str, list: &[String]) -> Json {
-        Json::parse(&format!(
+    fn event(pid: i64, source: &str, list: &[String]) -> Value {
+        serde_json::from_str(&format!(
             r#"{{"pid":{pid},"chosen":{{"pid":10}},"candidates":[{}],"sources":{{"candidates":"{source}"}}}}"#,
             list.join(",")
         ))
@@ -323,7 +318,7 @@ mod tests {
             "oomwatch_candidates_dropped_total 0".to_string(),
         ];
         let inv = [invocation()];
-        let run = |events: &[Json]| check_candidates(fentry, events, &inv, &log, &metrics);
+        let run = |events: &[Value]| check_candidates(fentry, events, &inv, &log, &metrics);
         let ok = run(&[event(10, FEXIT, &right()), event(11, FEXIT, &right())]);
         assert!(ok.ok, "{}", ok.detail);
         assert!(ok

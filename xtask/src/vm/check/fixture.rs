@@ -2,12 +2,12 @@
 //! kill order and values from it instead of from one run: a fixture refreshed from a new
 //! `cargo xtask vm-test` run (other pids, uptime, sizes) needs no test edits.
 
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::vm::{
     check::{lifecycle::not_a_kernel_event, Check, Report},
     console::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
-    json::Json,
 };
 
 /// The tag that starts each agent event line: `"host":"oomwatch-vm","pid":N,`.
@@ -19,7 +19,7 @@ pub(crate) fn event_tag(pid: i64) -> String {
 /// from the other lines (`oom_kill_lifecycle` and `oom_kill_stuck` follow-ups, userspace
 /// killers' kills).
 pub(crate) fn is_kernel_event(line: &str) -> bool {
-    Json::parse(line).is_ok_and(|v| !not_a_kernel_event(&v))
+    serde_json::from_str::<Value>(line).is_ok_and(|v| !not_a_kernel_event(&v))
 }
 
 /// Whether `line` is the kernel OOM kill event of `pid` (not its follow-up lines).
@@ -188,17 +188,17 @@ impl Sample {
     }
 
     /// The kernel OOM kill event of `pid` in `section`.
-    pub fn event(&self, section: &str, pid: i64) -> Json {
-        Json::parse(event_line(&self.text, section, pid)).expect("a JSON event")
+    pub fn event(&self, section: &str, pid: i64) -> Value {
+        serde_json::from_str::<Value>(event_line(&self.text, section, pid)).expect("a JSON event")
     }
 
     /// Field `path` (`a.b`) of that event as the checks render it: `16776`, `"/t"`, `null`.
     pub fn value(&self, section: &str, pid: i64, path: &str) -> String {
         let e = self.event(section, pid);
-        path.split('.')
-            .try_fold(&e, |v, k| v.get(k))
-            .unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}"))
-            .render()
+        let v = crate::vm::check::at(&e, path);
+        crate::vm::check::render(
+            v.unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}")),
+        )
     }
 
     /// Field `path` of that event as a number.

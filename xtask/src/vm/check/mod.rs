@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use serde_json::Value;
+
 pub mod candidates;
 #[cfg(test)]
 pub mod fixture;
@@ -36,6 +38,20 @@ pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Ch
             problems.join("\n")
         },
     }
+}
+
+/// An event value as the checks print it: `null`, `42`, `"dd"`, `[1,2]`, `{3 keys}`.
+pub fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Object(m) => format!("{{{} keys}}", m.len()),
+        v => v.to_string(),
+    }
+}
+
+/// The value at the dotted `path` (`a.b`, `candidates.0.pid`) inside `v`.
+pub fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    v.pointer(&format!("/{}", path.replace('.', "/")))
 }
 
 /// The checks of one boot: those of the boot itself, then each agent's.

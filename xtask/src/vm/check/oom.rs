@@ -5,14 +5,14 @@
 //! report prints, so `totalpages` and the cgroup ids are null, and its `badness` (from the
 //! report's memcg limit) must be the same points as the probes'.
 
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::vm::{
     agent::{Agent, KMSG},
-    check::{check, Check},
+    check::{at, check, render, Check},
     console::{Invocation, Victim},
     initramfs::MEMORY_MAX,
-    json::Json,
 };
 
 const PAGE_SIZE: i64 = 4096;
@@ -29,14 +29,9 @@ pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64) -> Option<i64> {
     )
 }
 
-/// `a.b` inside `v`.
-fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
-
 pub fn check_oom(
     agent: &Agent,
-    events: &[Json],
+    events: &[Value],
     victims: &[Victim],
     invocations: &[Invocation],
 ) -> Check {
@@ -47,7 +42,7 @@ pub fn check_oom(
     // Invocation index -> oom_ids of its victims' events.
     let mut ids: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
     for e in events {
-        let pid = e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+        let pid = e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
         let Some((index, inv)) = invocations
             .iter()
             .enumerate()
@@ -58,30 +53,30 @@ pub fn check_oom(
         };
         // The invocation's fields are flattened into the event.
         let oom = e;
-        if matches!(e.get("oom_id"), None | Some(Json::Null)) {
+        if matches!(e.get("oom_id"), None | Some(Value::Null)) {
             problems.push(format!("pid {pid}: oom_id is null: no invocation context"));
             continue;
         }
-        match e.get("oom_id").and_then(Json::as_i64) {
+        match e.get("oom_id").and_then(Value::as_i64) {
             Some(id) => {
                 ids.entry(index).or_default().insert(id);
             }
             None => problems.push(format!("pid {pid}: oom_id is not a number")),
         }
         let source = at(e, "sources.oom");
-        if source.and_then(Json::as_str) != Some(agent.oom_probe) {
+        if source.and_then(Value::as_str) != Some(agent.oom_probe) {
             problems.push(format!(
                 "pid {pid} sources.oom: agent {} expected {:?}",
-                source.map_or("absent".into(), Json::render),
+                source.map_or("absent".into(), render),
                 agent.oom_probe
             ));
         }
-        let s = |v: &str| Some(Json::Str(v.to_string()));
-        let n = |v: i64| Some(Json::Num(v.to_string()));
-        let null = Some(Json::Null);
-        let str_of = |v: Option<&String>| v.map_or(Some(Json::Null), |v| s(v));
+        let s = |v: &str| Some(Value::String(v.to_string()));
+        let n = |v: i64| Some(Value::from(v));
+        let null = Some(Value::Null);
+        let str_of = |v: Option<&String>| v.map_or(Some(Value::Null), |v| s(v));
         // (field, expected, actual); `oom.` fields unless named `event.`.
-        let mut expected: Vec<(&str, Option<Json>)> = vec![("message", s(&inv.message))];
+        let mut expected: Vec<(&str, Option<Value>)> = vec![("message", s(&inv.message))];
         if !inv.header {
             if kmsg {
                 for f in NOT_IN_A_BARE_KILLED_LINE {
@@ -118,15 +113,18 @@ pub fn check_oom(
                 ("gfp_mask", s(&inv.gfp_mask)),
                 (
                     "gfp_flags",
-                    Some(Json::Arr(
-                        inv.gfp_flags.iter().map(|f| Json::Str(f.clone())).collect(),
+                    Some(Value::Array(
+                        inv.gfp_flags
+                            .iter()
+                            .map(|f| Value::String(f.clone()))
+                            .collect(),
                     )),
                 ),
                 ("order", inv.order.and_then(n)),
                 ("chosen.pid", n(chosen)),
                 ("chosen.comm", str_of(inv.summary.get("task"))),
                 ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
-                ("group_kill", Some(Json::Bool(pid != chosen))),
+                ("group_kill", Some(Value::Bool(pid != chosen))),
                 // Why this victim: the chosen task heads the candidates, with its points.
                 ("candidates.0.pid", n(chosen)),
                 (
@@ -173,8 +171,8 @@ pub fn check_oom(
                     field
                         .strip_prefix("event.")
                         .map_or(format!("oom.{field}"), String::from),
-                    got.map_or("absent".into(), Json::render),
-                    want.map_or("not in the log".into(), |w| w.render())
+                    got.map_or("absent".into(), render),
+                    want.map_or("not in the log".into(), |w| render(&w))
                 ));
             }
         }
@@ -235,21 +233,18 @@ pub fn check_oom(
 /// (its own allocation). For another task it reads /proc, which the dying task may have left
 /// already: that case is not compared.
 fn kmsg_trigger_cgroup(
-    e: &Json,
+    e: &Value,
     pid: i64,
     victim_cg: Option<&str>,
-) -> Vec<(&'static str, Option<Json>)> {
-    let trigger_pid = at(e, "trigger.pid").and_then(|j| match j {
-        Json::Num(n) => n.parse::<i64>().ok(),
-        _ => None,
-    });
+) -> Vec<(&'static str, Option<Value>)> {
+    let trigger_pid = at(e, "trigger.pid").and_then(Value::as_i64);
     if trigger_pid != Some(pid) {
         return Vec::new();
     }
     vec![
         (
             "trigger.cgroup",
-            victim_cg.map(|c| Json::Str(c.to_string())),
+            victim_cg.map(|c| Value::String(c.to_string())),
         ),
         ("trigger.cgroup_id", e.get("cgroup_id").cloned()),
     ]
