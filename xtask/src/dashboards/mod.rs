@@ -396,7 +396,7 @@ fn type_check(dir: &Path) -> Result<()> {
             );
         }
     }
-    let npm = ensure_npm()?;
+    let npm = util::ensure_apt_tool(STEP, "npm", &["nodejs", "npm"], "")?;
     for (what, program) in [("node", PathBuf::from("node")), ("npm", npm.clone())] {
         let version = util::probe(&program, &["--version"])
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -424,38 +424,6 @@ fn type_check(dir: &Path) -> Result<()> {
         "[{STEP}] ok   dashboards type-check against @grafana/schema (tsc --noEmit --strict)"
     );
     Ok(())
-}
-
-/// `npm` on PATH, else (as root) Debian's `nodejs` and `npm` installed with apt.
-fn ensure_npm() -> Result<PathBuf> {
-    if let Some(p) = find_on_path("npm") {
-        return Ok(p);
-    }
-    if !util::is_root() {
-        bail!(
-            "npm not found on PATH; fix: as root run `apt-get update && apt-get install -y nodejs \
-             npm` (or run `cargo xtask dashboards` as root, which does that)"
-        );
-    }
-    eprintln!("[{STEP}] npm: missing, installing Debian's nodejs and npm");
-    let mut update = Command::new("apt-get");
-    update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", "nodejs", "npm"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut install)?;
-    find_on_path("npm").context("nodejs and npm were installed but npm is still not on PATH")
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -11,9 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    path_str,
-    tools::{find_on_path, Tools},
-    CRD_KINDS, K8S_VERSIONS, PODMONITOR_MJS, PROM_OPERATOR_MODELS, STEP,
+    path_str, tools::Tools, CRD_KINDS, K8S_VERSIONS, PODMONITOR_MJS, PROM_OPERATOR_MODELS, STEP,
 };
 use crate::util::{self, run};
 
@@ -128,7 +126,7 @@ pub(super) fn validate_schemas(tools: &Tools, name: &str, rendered: &Path) -> Re
 /// Validates the PodMonitors of `rendered` against the prometheus-operator types (npm).
 pub(super) fn podmonitor_schema(tools: &Tools, rendered: &Path, work: &Path) -> Result<()> {
     let what = "PodMonitor against the prometheus-operator types";
-    let (Some(node), Some(npm)) = (find_on_path("node"), find_on_path("npm")) else {
+    let (Some(node), Some(npm)) = (util::find_on_path("node"), util::find_on_path("npm")) else {
         eprintln!(
             "[{STEP}] skip {what}: node or npm not found (install Debian's nodejs and npm to \
              include it); the PodMonitor was still parsed and checked against the DaemonSet"
