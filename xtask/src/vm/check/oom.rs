@@ -36,7 +36,6 @@ pub fn check_oom(
     invocations: &[Invocation],
 ) -> Check {
     let kmsg = agent.oom_probe == KMSG;
-    let totalpages = MEMORY_MAX / PAGE_SIZE;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     // Invocation index -> oom_ids of its victims' events.
@@ -51,8 +50,6 @@ pub fn check_oom(
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        // The invocation's fields are flattened into the event.
-        let oom = e;
         if matches!(e.get("oom_id"), None | Some(Value::Null)) {
             problems.push(format!("pid {pid}: oom_id is null: no invocation context"));
             continue;
@@ -71,115 +68,144 @@ pub fn check_oom(
                 agent.oom_probe
             ));
         }
-        let s = |v: &str| Some(Value::String(v.to_string()));
-        let n = |v: i64| Some(Value::from(v));
-        let null = Some(Value::Null);
-        let str_of = |v: Option<&String>| v.map_or(Some(Value::Null), |v| s(v));
-        // (field, expected, actual); `oom.` fields unless named `event.`.
-        let mut expected: Vec<(&str, Option<Value>)> = vec![("message", s(&inv.message))];
-        if !inv.header {
-            if kmsg {
-                for f in NOT_IN_A_BARE_KILLED_LINE {
-                    expected.push((f, null.clone()));
-                }
-                let victim_cg = victims
-                    .iter()
-                    .find(|v| v.pid == pid)
-                    .map(|v| format!("/{}", v.cgroup));
-                expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg.as_deref()));
-                notes.push(format!(
-                    "pid {pid}: the kernel suppressed the report header (rate limit); the \
-                     context has only message, as documented: accepted"
-                ));
-            } else {
-                notes.push(format!(
-                    "pid {pid}: the kernel suppressed the report header (rate limit); only \
-                     message compared"
-                ));
-            }
+        let victim_cg = victims
+            .iter()
+            .find(|v| v.pid == pid)
+            .map(|v| format!("/{}", v.cgroup));
+        let expected = expected_context(kmsg, e, pid, inv, victim_cg.as_deref(), &mut notes);
+        diff_fields(e, pid, expected, &mut problems);
+    }
+    problems.extend(oom_id_problems(&ids, invocations));
+    let ok_detail = format!(
+        "{} events from {}: {}; oom_id {}",
+        events.len(),
+        agent.oom_probe,
+        if kmsg {
+            "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = \
+             kernel, trigger.cgroup = victim's when the victim triggered, totalpages \
+             oom_memcg_id null"
         } else {
-            let chosen: i64 = inv
-                .summary
-                .get("pid")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(-1);
-            let row = inv.tasks.get(&chosen);
-            let victim_cg = victims
-                .iter()
-                .find(|v| v.pid == pid)
-                .map(|v| format!("/{}", v.cgroup));
-            expected.extend([
-                ("constraint", str_of(inv.summary.get("constraint"))),
-                ("gfp_mask", s(&inv.gfp_mask)),
-                (
-                    "gfp_flags",
-                    Some(Value::Array(
-                        inv.gfp_flags
-                            .iter()
-                            .map(|f| Value::String(f.clone()))
-                            .collect(),
-                    )),
-                ),
-                ("order", inv.order.and_then(n)),
-                ("chosen.pid", n(chosen)),
-                ("chosen.comm", str_of(inv.summary.get("task"))),
-                ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
-                ("group_kill", Some(Value::Bool(pid != chosen))),
-                // Why this victim: the chosen task heads the candidates, with its points.
-                ("candidates.0.pid", n(chosen)),
-                (
-                    "candidates.0.points",
-                    row.and_then(|r| badness(r, totalpages)).and_then(n),
-                ),
-                ("event.trigger.comm", s(&inv.invoker)),
-            ]);
-            if kmsg {
-                expected.extend([
-                    // The kernel log has no totalpages; the agent takes the memcg limit from
-                    // the report's `memory: usage …, limit …` line (no swap here): the same
-                    // points as the kernel's.
-                    (
-                        "badness",
-                        row.and_then(|r| badness(r, totalpages)).and_then(n),
-                    ),
-                    ("totalpages", null.clone()),
-                    ("oom_memcg_id", null.clone()),
-                ]);
-                expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg.as_deref()));
-            } else {
-                let cgroup_id = e.get("cgroup_id").cloned();
-                expected.extend([
-                    (
-                        "badness",
-                        row.and_then(|r| badness(r, totalpages)).and_then(n),
-                    ),
-                    ("totalpages", n(totalpages)),
-                    ("oom_memcg_id", cgroup_id.clone()),
-                    ("trigger.cgroup", victim_cg.as_deref().and_then(s)),
-                    ("trigger.cgroup_id", cgroup_id),
-                ]);
-            }
-        }
-        for (field, want) in expected {
-            let got = match field.strip_prefix("event.") {
-                Some(path) => at(e, path),
-                None => at(oom, field),
-            };
-            if want.is_none() || want.as_ref() != got {
-                problems.push(format!(
-                    "pid {pid} {}: agent {} kernel {}",
-                    field
-                        .strip_prefix("event.")
-                        .map_or(format!("oom.{field}"), String::from),
-                    got.map_or("absent".into(), render),
-                    want.map_or("not in the log".into(), |w| render(&w))
-                ));
-            }
+            "constraint gfp_mask order totalpages badness chosen oom_memcg group_kill message \
+             trigger = kernel"
+        },
+        oom_ids_per_invocation(&ids, invocations)
+    );
+    if problems.is_empty() {
+        let mut detail = vec![ok_detail];
+        detail.extend(notes);
+        check("oom context", vec![], detail.join("\n"))
+    } else {
+        problems.extend(notes.into_iter().map(|n| format!("note: {n}")));
+        check("oom context", problems, String::new())
+    }
+}
+
+/// What the kernel's report says each context field of `pid`'s event `e` must be: (field,
+/// expected); fields are the event's own (`oom` fields are flattened into it), `event.` names
+/// one that is not part of the context. A report without its header gives only `message`.
+fn expected_context<'a>(
+    kmsg: bool,
+    e: &Value,
+    pid: i64,
+    inv: &Invocation,
+    victim_cg: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Vec<(&'a str, Option<Value>)> {
+    let totalpages = MEMORY_MAX / PAGE_SIZE;
+    let s = |v: &str| Some(Value::String(v.to_string()));
+    let n = |v: i64| Some(Value::from(v));
+    let str_of = |v: Option<&String>| v.map_or(Some(Value::Null), |v| s(v));
+    let mut expected: Vec<(&str, Option<Value>)> = vec![("message", s(&inv.message))];
+    if !inv.header {
+        let what = if kmsg {
+            expected.extend(NOT_IN_A_BARE_KILLED_LINE.map(|f| (f, Some(Value::Null))));
+            expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg));
+            "the context has only message, as documented: accepted"
+        } else {
+            "only message compared"
+        };
+        notes.push(format!(
+            "pid {pid}: the kernel suppressed the report header (rate limit); {what}"
+        ));
+        return expected;
+    }
+    let chosen: i64 = inv
+        .summary
+        .get("pid")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(-1);
+    let points = inv
+        .tasks
+        .get(&chosen)
+        .and_then(|r| badness(r, totalpages))
+        .and_then(n);
+    let flags = inv.gfp_flags.iter().map(|f| Value::String(f.clone()));
+    expected.extend([
+        ("constraint", str_of(inv.summary.get("constraint"))),
+        ("gfp_mask", s(&inv.gfp_mask)),
+        ("gfp_flags", Some(Value::Array(flags.collect()))),
+        ("order", inv.order.and_then(n)),
+        ("chosen.pid", n(chosen)),
+        ("chosen.comm", str_of(inv.summary.get("task"))),
+        ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
+        ("group_kill", Some(Value::Bool(pid != chosen))),
+        // Why this victim: the chosen task heads the candidates, with its points.
+        ("candidates.0.pid", n(chosen)),
+        ("candidates.0.points", points.clone()),
+        ("event.trigger.comm", s(&inv.invoker)),
+        // For kmsg too: the kernel log has no totalpages; the agent takes the memcg limit from
+        // the report's `memory: usage …, limit …` line (no swap here): the same points as the
+        // kernel's.
+        ("badness", points),
+    ]);
+    if kmsg {
+        expected.extend([
+            ("totalpages", Some(Value::Null)),
+            ("oom_memcg_id", Some(Value::Null)),
+        ]);
+        expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg));
+    } else {
+        let cgroup_id = e.get("cgroup_id").cloned();
+        expected.extend([
+            ("totalpages", n(totalpages)),
+            ("oom_memcg_id", cgroup_id.clone()),
+            ("trigger.cgroup", victim_cg.and_then(s)),
+            ("trigger.cgroup_id", cgroup_id),
+        ]);
+    }
+    expected
+}
+
+/// One problem per field of `e` that is not as `expected` (or expected without a value).
+fn diff_fields(
+    e: &Value,
+    pid: i64,
+    expected: Vec<(&str, Option<Value>)>,
+    problems: &mut Vec<String>,
+) {
+    for (field, want) in expected {
+        let (name, got) = match field.strip_prefix("event.") {
+            Some(path) => (path.to_string(), at(e, path)),
+            None => (format!("oom.{field}"), at(e, field)),
+        };
+        if want.is_none() || want.as_ref() != got {
+            problems.push(format!(
+                "pid {pid} {name}: agent {} kernel {}",
+                got.map_or("absent".into(), render),
+                want.map_or("not in the log".into(), |w| render(&w))
+            ));
         }
     }
-    // One oom_id per invocation, a different one for each invocation.
+}
+
+/// One oom_id per invocation, a different one for each invocation.
+fn oom_id_problems(
+    ids: &BTreeMap<usize, BTreeSet<i64>>,
+    invocations: &[Invocation],
+) -> Vec<String> {
+    let mut problems = Vec::new();
     let mut seen = BTreeMap::new();
-    for (index, set) in &ids {
+    for (index, set) in ids {
         if set.len() != 1 {
             problems.push(format!(
                 "victims of one OOM invocation (killed {:?}) have oom_ids {set:?}",
@@ -194,6 +220,14 @@ pub fn check_oom(
             }
         }
     }
+    problems
+}
+
+/// `7, 8 (shared by 3 victims)`: the oom_ids of each invocation.
+fn oom_ids_per_invocation(
+    ids: &BTreeMap<usize, BTreeSet<i64>>,
+    invocations: &[Invocation],
+) -> String {
     let per_inv: Vec<String> = ids
         .iter()
         .map(|(i, set)| {
@@ -205,26 +239,7 @@ pub fn check_oom(
             }
         })
         .collect();
-    let compared = if kmsg {
-        "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = kernel, \
-         trigger.cgroup = victim's when the victim triggered, totalpages oom_memcg_id null"
-    } else {
-        "constraint gfp_mask order totalpages badness chosen oom_memcg group_kill message trigger = kernel"
-    };
-    let ok_detail = format!(
-        "{} events from {}: {compared}; oom_id {}",
-        events.len(),
-        agent.oom_probe,
-        per_inv.join(", ")
-    );
-    if problems.is_empty() {
-        let mut detail = vec![ok_detail];
-        detail.extend(notes);
-        check("oom context", vec![], detail.join("\n"))
-    } else {
-        problems.extend(notes.into_iter().map(|n| format!("note: {n}")));
-        check("oom context", problems, String::new())
-    }
+    per_inv.join(", ")
 }
 
 /// Context fields a "Killed process" line without its report header cannot give.
