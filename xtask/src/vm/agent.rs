@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::vm::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    check::{check, render, Check},
+    check::{at, candidates, check, global, lifecycle, oom, render, threads, Check},
     console::*,
 };
 
@@ -109,46 +109,111 @@ const NUMERIC_FIELDS: [(&str, &str, i64); 7] = [
     ("uid", "UID", 1),
 ];
 
+/// One agent's event lines, by the checks that read them.
+struct Events {
+    /// Kernel OOM kills of the memory-cgroup phases (`t`, `g`).
+    kernel: Vec<Value>,
+    /// Follow-up records and userspace killers' kills (check::lifecycle), outside the
+    /// multi-threaded and host-level phases.
+    others: Vec<Value>,
+    /// The multi-threaded phase's kills (check::threads).
+    threads: Vec<Value>,
+    /// The host-level phases' kills (check::global).
+    global: Vec<Value>,
+}
+
+impl Events {
+    /// `lines` parsed and sorted; a line that is no JSON is a problem.
+    fn sort(lines: &[String], problems: &mut Vec<String>) -> Events {
+        let mut events: Vec<Value> = Vec::new();
+        for line in lines {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => events.push(v),
+                Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
+            }
+        }
+        let (others, events): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(lifecycle::not_a_kernel_event);
+        let (threads, events): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(threads::in_phase);
+        let (global, kernel): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(global::in_phase);
+        let others = others
+            .into_iter()
+            .filter(|o| !threads::in_phase(o) && !global::in_phase(o))
+            .collect();
+        Events {
+            kernel,
+            others,
+            threads,
+            global,
+        }
+    }
+}
+
+fn pid_of(e: &Value) -> i64 {
+    e.get("pid").and_then(Value::as_i64).unwrap_or(-1)
+}
+
 /// Every check of one agent's events, metrics, log and exit status.
 pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let section = |base: &str| k.console.section(&agent.section(base));
-    let mut checks = Vec::new();
-    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
-
-    // Events: one per victim, fields equal to the kernel's numbers.
     let mut problems = Vec::new();
-    let mut events: Vec<Value> = Vec::new();
-    for line in section("events") {
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => events.push(v),
-            Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
-        }
+    let ev = Events::sort(section("events"), &mut problems);
+    let events = &ev.kernel;
+    let mut checks = vec![one_event_per_victim(k, events, problems)];
+    checks.extend(kernel_fields(k, events));
+    checks.push(oom::check_oom(agent, events, k.victims, k.invocations));
+    checks.push(candidates::check_candidates(
+        agent,
+        events,
+        k.invocations,
+        section("agent-log"),
+        section("metrics"),
+    ));
+    checks.push(memory_events(k, events));
+    checks.extend(lifecycle::checks(
+        k,
+        section("agent-log"),
+        events,
+        &ev.others,
+    ));
+    checks.push(threads::agent_check(k.console, &ev.threads));
+    for phase in &global::PHASES {
+        let mine: Vec<Value> = ev
+            .global
+            .iter()
+            .filter(|e| e.get("cgroup").and_then(Value::as_str) == Some(phase.cgroup))
+            .cloned()
+            .collect();
+        checks.push(phase.agent_check(k.console, &mine));
     }
-    // Follow-up records and userspace killers' kills are checked in check::lifecycle.
-    let (others, events): (Vec<Value>, Vec<Value>) = events
-        .into_iter()
-        .partition(crate::vm::check::lifecycle::not_a_kernel_event);
-    // The multi-threaded and host-level phases' records are checked on their own.
-    let (threads, events): (Vec<Value>, Vec<Value>) = events
-        .into_iter()
-        .partition(crate::vm::check::threads::in_phase);
-    let (global, events): (Vec<Value>, Vec<Value>) = events
-        .into_iter()
-        .partition(crate::vm::check::global::in_phase);
-    let others: Vec<Value> = others
-        .into_iter()
-        .filter(|o| {
-            !crate::vm::check::threads::in_phase(o) && !crate::vm::check::global::in_phase(o)
-        })
-        .collect();
-    let pid_of = |e: &Value| e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
+    let n = events.len() + ev.threads.len() + ev.global.len();
+    checks.push(metrics(agent, section("metrics"), n));
+    checks.push(probes(agent, section("agent-log")));
+    let exit = section("agent-exit").first().map(|s| s.trim().to_string());
+    checks.push(check(
+        "agent exit 0",
+        if exit.as_deref() == Some("0") {
+            vec![]
+        } else {
+            vec![format!("agent exit status {exit:?} after SIGTERM")]
+        },
+        "exit 0 after SIGTERM".into(),
+    ));
+    checks
+}
+
+/// Events: one per victim, recorded live; `problems` are those found parsing them.
+fn one_event_per_victim(k: &Kernel, events: &[Value], mut problems: Vec<String>) -> Check {
+    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
     for v in k.victims {
         let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
         if n != 1 {
             problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
         }
     }
-    for e in &events {
+    for e in events {
         if !victim_pids.contains(&pid_of(e)) {
             problems.push(format!(
                 "event for pid {}, which is no test victim",
@@ -161,16 +226,20 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
             problems.push(format!("pid {}: not recorded live", pid_of(e)));
         }
     }
-    checks.push(check(
+    check(
         "one event per victim",
         problems,
         format!("{} events for {} victims", events.len(), k.victims.len()),
-    ));
+    )
+}
 
+/// `fields = kernel`, `cgroup v2 path`, `tgid`: each event against the kernel's "Killed
+/// process" line and the cgroup `/init` put the victim in.
+fn kernel_fields(k: &Kernel, events: &[Value]) -> [Check; 3] {
     let mut fields = Vec::new();
     let mut cgroups = Vec::new();
     let mut tgids = Vec::new();
-    for e in &events {
+    for e in events {
         let pid = pid_of(e);
         let show = |f: &str| e.get(f).map(render).unwrap_or("absent".into());
         match k.kills.iter().find(|kill| kill.pid == pid) {
@@ -206,10 +275,7 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
                 "pid {pid} cgroup: agent {} expected {} (source {})",
                 show("cgroup"),
                 want_cg.unwrap_or("?".into()),
-                e.get("sources")
-                    .and_then(|s| s.get("cgroup"))
-                    .map(render)
-                    .unwrap_or("none".into())
+                at(e, "sources.cgroup").map(render).unwrap_or("none".into())
             ));
         }
         if e.get("tgid").and_then(Value::as_i64) != Some(pid) {
@@ -220,64 +286,15 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         }
     }
     let n = events.len();
-    checks.push(check(
-        "fields = kernel",
-        fields,
-        format!("{n} events: pid comm uid memory pgtables oom_score_adj equal"),
-    ));
-    checks.push(check(
-        "cgroup v2 path",
-        cgroups,
-        format!("{n} events: /t or /g"),
-    ));
-    checks.push(check("tgid", tgids, format!("{n} events: tgid = pid")));
-    checks.push(crate::vm::check::oom::check_oom(
-        agent,
-        &events,
-        k.victims,
-        k.invocations,
-    ));
-    checks.push(crate::vm::check::candidates::check_candidates(
-        agent,
-        &events,
-        k.invocations,
-        section("agent-log"),
-        section("metrics"),
-    ));
-    checks.push(memory_events(k, &events));
-    checks.extend(crate::vm::check::lifecycle::checks(
-        k,
-        section("agent-log"),
-        &events,
-        &others,
-    ));
-    checks.push(crate::vm::check::threads::agent_check(k.console, &threads));
-    for phase in &crate::vm::check::global::PHASES {
-        let mine: Vec<Value> = global
-            .iter()
-            .filter(|e| e.get("cgroup").and_then(Value::as_str) == Some(phase.cgroup))
-            .cloned()
-            .collect();
-        checks.push(phase.agent_check(k.console, &mine));
-    }
-    checks.push(metrics(
-        agent,
-        section("metrics"),
-        n + threads.len() + global.len(),
-    ));
-    checks.push(probes(agent, section("agent-log")));
-
-    let exit = section("agent-exit").first().map(|s| s.trim().to_string());
-    checks.push(check(
-        "agent exit 0",
-        if exit.as_deref() == Some("0") {
-            vec![]
-        } else {
-            vec![format!("agent exit status {exit:?} after SIGTERM")]
-        },
-        "exit 0 after SIGTERM".into(),
-    ));
-    checks
+    [
+        check(
+            "fields = kernel",
+            fields,
+            format!("{n} events: pid comm uid memory pgtables oom_score_adj equal"),
+        ),
+        check("cgroup v2 path", cgroups, format!("{n} events: /t or /g")),
+        check("tgid", tgids, format!("{n} events: tgid = pid")),
+    ]
 }
 
 /// memory.events: the kernel counts oom_kill once per "Killed process" line, and a
