@@ -18,6 +18,7 @@ pub mod threads;
 use crate::vm::{
     agent::{check_agent, Agent, Kernel, AGENTS},
     console::*,
+    initramfs::{G_VICTIMS, T_VICTIMS},
 };
 
 /// One line of the result table; `detail` may have several lines (per-field diffs).
@@ -78,8 +79,32 @@ impl Report {
 /// Every check on one guest's console output.
 pub fn check_console(text: &str) -> Report {
     let c = Console::parse(text);
-    let mut boot = Vec::new();
+    let victims = victims(c.section("victims"));
+    // The multi-threaded phase (last) has checks of its own.
+    let dmesg = threads::before_phase(c.section("dmesg"));
+    let kills = kernel_kills(dmesg);
+    let invocations = oom_invocations(dmesg);
+    let mut boot = vec![
+        guest_finished(&c),
+        victims_killed(&victims, &kills, &invocations),
+        threads::boot_check(&c),
+    ];
+    boot.extend(global::PHASES.iter().map(|phase| phase.boot_check(&c)));
+    let kernel = Kernel {
+        console: &c,
+        victims: &victims,
+        kills: &kills,
+        invocations: &invocations,
+    };
+    let agents = AGENTS
+        .iter()
+        .map(|a| (a, check_agent(a, &kernel)))
+        .collect();
+    Report { boot, agents }
+}
 
+/// Every section `/init` prints is there, and its last line.
+fn guest_finished(c: &Console) -> Check {
     let agent_sections = AGENTS
         .iter()
         .flat_map(|a| AGENT_SECTIONS.iter().map(|s| a.section(s)));
@@ -93,29 +118,20 @@ pub fn check_console(text: &str) -> Report {
     if !c.done {
         problems.push(format!("{DONE} never printed: the guest did not finish"));
     }
-    boot.push(check(
-        "guest finished",
-        problems,
-        "all sections printed".into(),
-    ));
+    check("guest finished", problems, "all sections printed".into())
+}
 
-    // Victims: every task /init started was SIGKILLed (exit 137) and the kernel logged it.
-    let victims = victims(c.section("victims"));
-    // The multi-threaded phase (last) has checks of its own.
-    let dmesg = crate::vm::check::threads::before_phase(c.section("dmesg"));
-    let kills = kernel_kills(dmesg);
+/// Victims: every task /init started was SIGKILLed (exit 137) and the kernel logged it.
+fn victims_killed(victims: &[Victim], kills: &[KernelKill], invocations: &[Invocation]) -> Check {
     let killed: BTreeSet<i64> = kills.iter().map(|k| k.pid).collect();
     let mut problems = Vec::new();
-    for (cg, n) in [
-        ("t", crate::vm::initramfs::T_VICTIMS),
-        ("g", crate::vm::initramfs::G_VICTIMS),
-    ] {
+    for (cg, n) in [("t", T_VICTIMS), ("g", G_VICTIMS)] {
         let got = victims.iter().filter(|v| v.cgroup == cg).count();
         if got != n {
             problems.push(format!("/{cg}: {got} victims recorded, expected {n}"));
         }
     }
-    for v in &victims {
+    for v in victims {
         if v.status != 137 {
             problems.push(format!(
                 "pid {} in /{} exited {} (not 137 = SIGKILL)",
@@ -131,9 +147,8 @@ pub fn check_console(text: &str) -> Report {
         problems.push(format!("kernel killed pid {pid}, which is no test victim"));
     }
     let lines_per_cg = |cg: &str| kills.iter().filter(|k| k.phase == cg).count();
-    let invocations = oom_invocations(dmesg);
     let suppressed = invocations.iter().filter(|i| !i.header).count();
-    boot.push(check(
+    check(
         "victims killed",
         problems,
         format!(
@@ -149,24 +164,7 @@ pub fn check_console(text: &str) -> Report {
                 n => format!(", {n} without header (kernel rate limit)"),
             }
         ),
-    ));
-
-    boot.push(crate::vm::check::threads::boot_check(&c));
-    for phase in &crate::vm::check::global::PHASES {
-        boot.push(phase.boot_check(&c));
-    }
-
-    let kernel = Kernel {
-        console: &c,
-        victims: &victims,
-        kills: &kills,
-        invocations: &invocations,
-    };
-    let agents = AGENTS
-        .iter()
-        .map(|a| (a, check_agent(a, &kernel)))
-        .collect();
-    Report { boot, agents }
+    )
 }
 
 /// Guest uptime in seconds when the results were printed.
