@@ -16,27 +16,18 @@ mod console;
 mod earlyoom;
 mod initramfs;
 mod kernel;
+mod qemu;
 mod report;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader, Write},
-    path::Path,
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::{fs, path::Path, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
 use check::Check;
 use kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
 use report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
-const QEMU: &str = "qemu-system-x86_64";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The whole test; with `prepare_only`, only the kernels and their BTF (no build, no boot).
 pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
@@ -142,87 +133,29 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
     let out_dir = vm_dir.join(&release);
     fs::create_dir_all(&out_dir)?;
     let log_path = out_dir.join("console.log");
-    let mut cmd = Command::new(QEMU);
-    cmd.args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
-        // Two NUMA nodes of 256M (the second without a CPU), so that the `c` phase can confine
-        // a task to node 1 with a cpuset and make a CONSTRAINT_CPUSET OOM.
-        .args(["-object", "memory-backend-ram,id=n0,size=256M"])
-        .args(["-numa", "node,nodeid=0,cpus=0,memdev=n0"])
-        .args(["-object", "memory-backend-ram,id=n1,size=256M"])
-        .args(["-numa", "node,nodeid=1,memdev=n1"])
-        .args(["-no-reboot", "-kernel"])
-        .arg(&k.vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    eprintln!(
-        "[{STEP}] booting {} ({}), timeout {}s: $ {}",
-        k.label,
-        k.version,
-        BOOT_TIMEOUT.as_secs(),
-        util::describe(&cmd)
-    );
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("[vm] cannot start {QEMU}"))?;
-    let stdout = child.stdout.take().context("[vm] qemu stdout")?;
-    let mut log = fs::File::create(&log_path)
-        .with_context(|| format!("[vm] cannot create {}", log_path.display()))?;
-    let label = k.label;
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        let mut lines = BufReader::new(stdout).split(b'\n');
-        while let Some(Ok(bytes)) = lines.next() {
-            let line = String::from_utf8_lossy(&bytes);
-            let _ = writeln!(log, "{}", line.trim_end_matches('\r'));
-            // The first one follows the firmware's terminal escapes on the same line.
-            if let Some((_, msg)) = line.trim_end().split_once("OWVM: ") {
-                eprintln!("[{STEP} {label}] guest: {msg}");
-            }
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let boot_secs = started.elapsed().as_secs_f64();
-    let text = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("[vm] console reader panicked"))?;
+    let boot = qemu::boot(k, initrd, &log_path)?;
+    let (text, boot_secs) = (&boot.console, boot.secs);
 
-    let mut report = check::check_console(&text);
+    let mut report = check::check_console(text);
     report.boot.insert(
         0,
         Check {
             name: "qemu",
-            ok: status.is_some_and(|s| s.success()),
-            detail: match status {
+            ok: boot.status.is_some_and(|s| s.success()),
+            detail: match boot.status {
                 Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
-                None => format!("killed after the {}s timeout", BOOT_TIMEOUT.as_secs()),
+                None => format!("killed after the {}s timeout", qemu::BOOT_TIMEOUT.as_secs()),
             },
         },
     );
-    let uptime = check::guest_uptime(&text)
+    let uptime = check::guest_uptime(text)
         .map(|u| format!(", guest uptime {u:.1}s at the end"))
         .unwrap_or_default();
     eprintln!(
         "[{STEP}] {release}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
         log_path.display()
     );
-    let console = console::Console::parse(&text);
+    let console = console::Console::parse(text);
     let result = RunResult {
         label: k.label,
         release,
