@@ -220,6 +220,16 @@ pub struct Invocation {
     pub group: bool,
 }
 
+impl Invocation {
+    /// The task the kernel chose (`pid=` of its "oom-kill:" summary), -1 without one.
+    pub fn chosen(&self) -> i64 {
+        self.summary
+            .get("pid")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
 /// The line without its `[    3.221813] ` dmesg time stamp.
 fn strip_stamp(line: &str) -> &str {
     line.strip_prefix('[')

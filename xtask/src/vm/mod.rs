@@ -8,6 +8,12 @@
 //! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`. Downloads are cached under
 //! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
 //! tests); `--prepare-only` stops after those.
+//!
+//! The steps, one module each: `kernel` (Debian packages, kernel download) → `btf` (each
+//! kernel's BTF) → `initramfs` (busybox, the agent, `init.sh` as the guest's `/init`) → `qemu`
+//! (one boot, its serial console) → `console` (the console's sections and kernel lines) →
+//! `check` (the boot's checks, and each of the three `agent`s') → `report` (the tables).
+//! `earlyoom` fetches the userspace killer the guest runs.
 
 mod agent;
 mod btf;

@@ -17,17 +17,15 @@ use std::collections::BTreeMap;
 
 use crate::vm::{
     agent::{Agent, KMSG},
-    check::oom::badness,
+    check::oom::{badness, PAGE_SIZE, TOTALPAGES},
     check::{at, check, Check},
     console::{key_value, probe_status, Invocation, DISABLED},
-    initramfs::MEMORY_MAX,
 };
 
 pub const FEXIT: &str = "fexit:oom_badness";
 pub const KRETPROBE: &str = "kretprobe:oom_badness";
 /// The agent's default `--candidates`.
 const TOP: usize = 5;
-const PAGE_SIZE: i64 = 4096;
 
 /// The kernel's ranking of an invocation from its dump: (pid, points), the chosen task first,
 /// then by points descending, ties by pid; tasks with oom_score_adj -1000 are never candidates.
@@ -64,8 +62,6 @@ pub fn check_candidates(
         );
     }
     let mut problems = rows_and_metrics(agent, &status, metrics);
-    let probe = agent.candidates_probe != KMSG;
-    let totalpages = MEMORY_MAX / PAGE_SIZE;
     let mut seen = Vec::new();
     let mut notes = Vec::new();
     for e in events {
@@ -74,74 +70,22 @@ pub fn check_candidates(
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        let source = at(e, "sources.candidates").and_then(Value::as_str);
-        let list: Vec<&Value> = match e.get("candidates") {
-            Some(Value::Array(a)) => a.iter().collect(),
-            _ => Vec::new(),
-        };
-        let pids: Vec<i64> = list
-            .iter()
-            .filter_map(|c| c.get("pid").and_then(Value::as_i64))
-            .collect();
-        if !inv.header {
-            // The kernel suppressed the report (rate limit): no dump to compare with. The probe
-            // still scores; the dump source has nothing.
-            let chosen = at(e, "chosen.pid").and_then(Value::as_i64);
-            match probe {
-                true if source != Some(agent.candidates_probe)
-                    || pids.first() != chosen.as_ref() =>
-                {
-                    problems.push(format!(
-                        "pid {pid} (no report header): sources.candidates {source:?}, candidates \
-                         {pids:?}, expected {} with chosen {chosen:?} first",
-                        agent.candidates_probe
-                    ))
-                }
-                false if e.get("candidates") != Some(&Value::Null) => problems.push(format!(
-                    "pid {pid} (no report header): candidates {pids:?}, expected null"
-                )),
-                _ => notes.push(format!(
-                    "pid {pid}: report header suppressed, points not compared"
-                )),
+        if inv.header {
+            seen.push(against_the_dump(agent, e, pid, inv, &mut problems));
+        } else {
+            match without_a_dump(agent, e, pid) {
+                Ok(note) => notes.push(note),
+                Err(problem) => problems.push(problem),
             }
-            continue;
         }
-        if source != Some(agent.candidates_probe) {
-            problems.push(format!(
-                "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
-                agent.candidates_probe
-            ));
-        }
-        let chosen: i64 = inv
-            .summary
-            .get("pid")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(-1);
-        let want = kernel_ranking(inv, chosen, totalpages);
-        let got: Vec<(i64, i64)> = list
-            .iter()
-            .map(|c| {
-                let n = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(i64::MIN);
-                (n("pid"), n("points"))
-            })
-            .collect();
-        if got != want {
-            problems.push(format!(
-                "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
-            ));
-        }
-        for c in &list {
-            problems.extend(row_fields(pid, c, &inv.tasks));
-        }
-        seen.push(format!("pid {pid}: {got:?}"));
     }
-    let what = match probe {
+    let what = match agent.candidates_probe != KMSG {
         true => "the kernel's own oom_badness() points",
         false => "points from the dump",
     };
     let ok = format!(
         "{} events: sources.candidates {}, chosen first, order = kernel's ranking, {what} = \
-         rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({totalpages}/1000) of the dump \
+         rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({TOTALPAGES}/1000) of the dump \
          rows, rss swap pgtables oom_score_adj = dump\n{}",
         events.len(),
         agent.candidates_probe,
@@ -154,6 +98,76 @@ pub fn check_candidates(
     } else {
         check("candidates", problems, String::new())
     }
+}
+
+/// `pid`'s candidates (pid, points) of event `e`.
+fn candidates_of(e: &Value) -> Vec<(i64, i64)> {
+    let list = e.get("candidates").and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .map(|c| {
+            let n = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(i64::MIN);
+            (n("pid"), n("points"))
+        })
+        .collect()
+}
+
+/// The kernel suppressed the report (rate limit): no dump to compare with. The probe still
+/// scores, the chosen task first; the dump source has nothing. A note when it is so.
+fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> {
+    let source = at(e, "sources.candidates").and_then(Value::as_str);
+    let pids: Vec<i64> = candidates_of(e)
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p != i64::MIN)
+        .collect();
+    let chosen = at(e, "chosen.pid").and_then(Value::as_i64);
+    match agent.candidates_probe != KMSG {
+        true if source != Some(agent.candidates_probe) || pids.first() != chosen.as_ref() => {
+            Err(format!(
+                "pid {pid} (no report header): sources.candidates {source:?}, candidates \
+                 {pids:?}, expected {} with chosen {chosen:?} first",
+                agent.candidates_probe
+            ))
+        }
+        false if e.get("candidates") != Some(&Value::Null) => Err(format!(
+            "pid {pid} (no report header): candidates {pids:?}, expected null"
+        )),
+        _ => Ok(format!(
+            "pid {pid}: report header suppressed, points not compared"
+        )),
+    }
+}
+
+/// The candidates of `pid`'s event `e` against the dump of `inv`: the source, the kernel's
+/// ranking and each row's fields; returns what was seen.
+fn against_the_dump(
+    agent: &Agent,
+    e: &Value,
+    pid: i64,
+    inv: &Invocation,
+    problems: &mut Vec<String>,
+) -> String {
+    let source = at(e, "sources.candidates").and_then(Value::as_str);
+    if source != Some(agent.candidates_probe) {
+        problems.push(format!(
+            "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
+            agent.candidates_probe
+        ));
+    }
+    let chosen = inv.chosen();
+    let want = kernel_ranking(inv, chosen, TOTALPAGES);
+    let got = candidates_of(e);
+    if got != want {
+        problems.push(format!(
+            "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
+        ));
+    }
+    let list = e.get("candidates").and_then(Value::as_array);
+    for c in list.into_iter().flatten() {
+        problems.extend(row_fields(pid, c, &inv.tasks));
+    }
+    format!("pid {pid}: {got:?}")
 }
 
 /// A candidate's memory and `oom_score_adj` against its dump row.
@@ -232,8 +246,6 @@ fn rows_and_metrics(
 mod tests {
     use super::*;
     use crate::vm::agent::AGENTS;
-
-    const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 
     /// The /g invocation: a hog (chosen), a sleeper with oom_score_adj 500, a plain sleeper.
     fn invocation() -> Invocation {

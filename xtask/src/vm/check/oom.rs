@@ -15,7 +15,9 @@ use crate::vm::{
     initramfs::MEMORY_MAX,
 };
 
-const PAGE_SIZE: i64 = 4096;
+pub const PAGE_SIZE: i64 = 4096;
+/// `totalpages` of the test cgroups' OOMs: their `memory.max` in pages (no swap).
+pub const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 
 /// `oom_badness()` of a task-dump row: rss + swapents + pgtables_bytes / PAGE_SIZE, plus
 /// `oom_score_adj * (totalpages / 1000)` (integer division first, as the kernel does).
@@ -111,7 +113,7 @@ fn expected_context<'a>(
     victim_cg: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Vec<(&'a str, Option<Value>)> {
-    let totalpages = MEMORY_MAX / PAGE_SIZE;
+    let totalpages = TOTALPAGES;
     let s = |v: &str| Some(Value::String(v.to_string()));
     let n = |v: i64| Some(Value::from(v));
     let str_of = |v: Option<&String>| v.map_or(Some(Value::Null), |v| s(v));
@@ -129,11 +131,7 @@ fn expected_context<'a>(
         ));
         return expected;
     }
-    let chosen: i64 = inv
-        .summary
-        .get("pid")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(-1);
+    let chosen = inv.chosen();
     let points = inv
         .tasks
         .get(&chosen)
