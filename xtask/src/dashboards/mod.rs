@@ -191,37 +191,50 @@ fn lint(d: &Value, documented: &BTreeSet<String>) -> Vec<String> {
             ));
         }
         for t in items(p.get("targets")) {
-            let ref_id = str_at(t, "refId").unwrap_or("?");
-            let tat = format!("{at} [{ref_id}]");
-            if t.get("datasource").is_some() && !is_datasource_var(t.get("datasource"), &ds_vars) {
-                problems.push(format!(
-                    "{tat}: target datasource is not the variable; {DATASOURCE_FIX}"
-                ));
-            }
-            let Some(expr) = str_at(t, "expr") else {
-                problems.push(format!(
-                    "{tat}: no expr; fix: give the target a PromQL expr"
-                ));
-                continue;
-            };
-            for var in variables(expr) {
-                if !var_names.contains(var.as_str()) && !BUILTINS.contains(&var.as_str()) {
-                    problems.push(format!(
-                        "{tat}: uses ${var}, which is neither a variable of this dashboard nor \
-                         a built-in the e2e test substitutes ({}); fix: define it in \
-                         templating.list or use one of those",
-                        BUILTINS.join(", ")
-                    ));
-                }
-            }
-            for m in metric_names(expr) {
-                if m != "up" && !documented.contains(&m) {
-                    problems.push(format!(
-                        "{tat}: metric {m} is not in docs/metrics.md; fix: use a documented \
-                         oomwatch_* metric (or `up`), or document it there"
-                    ));
-                }
-            }
+            problems.extend(target_problems(t, &at, &var_names, &ds_vars, documented));
+        }
+    }
+    problems
+}
+
+/// The problems of one query target of panel `at`.
+fn target_problems(
+    t: &Value,
+    at: &str,
+    var_names: &BTreeSet<&str>,
+    ds_vars: &BTreeSet<&str>,
+    documented: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ref_id = str_at(t, "refId").unwrap_or("?");
+    let tat = format!("{at} [{ref_id}]");
+    if t.get("datasource").is_some() && !is_datasource_var(t.get("datasource"), ds_vars) {
+        problems.push(format!(
+            "{tat}: target datasource is not the variable; {DATASOURCE_FIX}"
+        ));
+    }
+    let Some(expr) = str_at(t, "expr") else {
+        problems.push(format!(
+            "{tat}: no expr; fix: give the target a PromQL expr"
+        ));
+        return problems;
+    };
+    for var in variables(expr) {
+        if !var_names.contains(var.as_str()) && !BUILTINS.contains(&var.as_str()) {
+            problems.push(format!(
+                "{tat}: uses ${var}, which is neither a variable of this dashboard nor a \
+                 built-in the e2e test substitutes ({}); fix: define it in templating.list or \
+                 use one of those",
+                BUILTINS.join(", ")
+            ));
+        }
+    }
+    for m in metric_names(expr) {
+        if m != "up" && !documented.contains(&m) {
+            problems.push(format!(
+                "{tat}: metric {m} is not in docs/metrics.md; fix: use a documented oomwatch_* \
+                 metric (or `up`), or document it there"
+            ));
         }
     }
     problems
