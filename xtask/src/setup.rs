@@ -116,18 +116,7 @@ fn dpkg_installed(pkg: &str) -> Result<bool> {
 }
 
 fn install_packages(packages: &[&str]) -> Result<()> {
-    let mut update = Command::new("apt-get");
-    update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut update).context("[setup] apt-get update")?;
-
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut install).context("[setup] apt-get install")
+    crate::util::apt_install(STEP, packages)
 }
 
 /// A `bpf-linker` that reports version 0.13.0: first on PATH, then in `~/.cargo/bin`.

@@ -158,3 +158,64 @@ pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
 pub fn probe(program: impl AsRef<OsStr>, args: &[&str]) -> Option<Output> {
     Command::new(program).args(args).output().ok()
 }
+
+/// `name` as the first executable file of that name on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `dpkg-query -W -f='${Status}' PKG` says "install ok installed" (exit status 1, "no such
+/// package known", and a missing dpkg-query mean not installed).
+pub fn dpkg_installed(pkg: &str) -> bool {
+    probe("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
+    })
+}
+
+/// `apt-get ARGS` that asks nothing (`DEBIAN_FRONTEND=noninteractive`).
+pub fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// `apt-get update`, then `apt-get install -y INSTALL_ARGS...`, each printed and checked.
+pub fn apt_install(step: &str, install_args: &[&str]) -> Result<()> {
+    run(step, &mut apt_get(&["update"])).with_context(|| format!("[{step}] apt-get update"))?;
+    let args: Vec<&str> = ["install", "-y"]
+        .iter()
+        .chain(install_args)
+        .copied()
+        .collect();
+    run(step, &mut apt_get(&args)).with_context(|| format!("[{step}] apt-get install"))
+}
+
+/// `name` on PATH, else (as root) Debian's `packages` installed with apt; `on_failure` is added
+/// to an install error (what else can be wrong).
+pub fn ensure_apt_tool(
+    step: &str,
+    name: &str,
+    packages: &[&str],
+    on_failure: &str,
+) -> Result<PathBuf> {
+    if let Some(p) = find_on_path(name) {
+        return Ok(p);
+    }
+    let list = packages.join(" ");
+    if !is_root() {
+        bail!(
+            "[{step}] {name} not found on PATH; fix: as root run `apt-get update && apt-get \
+             install -y {list}` (or run `cargo xtask {step}` as root, which does that)"
+        );
+    }
+    eprintln!("[{step}] {name}: missing, installing Debian's {list}");
+    apt_install(step, packages).map_err(|e| match on_failure {
+        "" => e,
+        why => e.context(why.to_string()),
+    })?;
+    find_on_path(name)
+        .with_context(|| format!("[{step}] {list} installed but {name} is still not on PATH"))
+}

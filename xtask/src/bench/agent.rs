@@ -13,8 +13,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
-use super::{http, json, sys};
+use super::{http, sys};
 
 /// One event line of the agent's stdout.
 #[derive(Clone, Debug)]
@@ -296,14 +297,15 @@ fn read_events(out: impl std::io::Read, data: Arc<Mutex<Collected>>) {
     for line in BufReader::new(out).lines().map_while(Result::ok) {
         let read_ns = sys::monotonic_ns();
         let mut d = data.lock().unwrap_or_else(|e| e.into_inner());
+        let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
         // OOM events have no `type`; other kinds of line (lifecycle, ...) name theirs.
-        if json::field(&line, "type").is_some() {
-            if let Some(ns) = json::field(&line, "kill_to_exit_ns").and_then(|v| v.parse().ok()) {
+        if v.get("type").is_some() {
+            if let Some(ns) = v.get("kill_to_exit_ns").and_then(Value::as_u64) {
                 d.kill_to_exit_ns.push(ns);
             }
             continue;
         }
-        match parse_record(&line, read_ns) {
+        match record_of(&v, read_ns) {
             Some(r) => d.records.push(r),
             None => {
                 d.bad_lines += 1;
@@ -313,14 +315,17 @@ fn read_events(out: impl std::io::Read, data: Arc<Mutex<Collected>>) {
     }
 }
 
-pub fn parse_record(line: &str, read_ns: u64) -> Option<Record> {
+/// The record of one OOM event line (parsed).
+pub fn record_of(v: &Value, read_ns: u64) -> Option<Record> {
     Some(Record {
-        pid: json::field(line, "pid")?.parse().ok()?,
-        cgroup: json::field(line, "cgroup")
-            .and_then(json::unquote)
-            .unwrap_or_default(),
-        ktime_ns: json::field(line, "ktime_ns")?.parse().ok()?,
-        replayed: json::field(line, "replayed") == Some("true"),
+        pid: v.get("pid")?.as_i64()?,
+        cgroup: v
+            .get("cgroup")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        ktime_ns: v.get("ktime_ns")?.as_u64()?,
+        replayed: v.get("replayed").and_then(Value::as_bool) == Some(true),
         read_ns,
     })
 }
@@ -331,10 +336,11 @@ fn read_log(err: impl std::io::Read, data: Arc<Mutex<Collected>>, ready: mpsc::S
             let _ = ready.send(Instant::now());
         }
         let mut d = data.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fields) = json::field(&line, "fields") {
-            match json::field(fields, "message") {
-                Some("\"event written\"") => {
-                    let num = |k| json::field(fields, k).and_then(|v| v.parse().ok());
+        let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
+        if let Some(fields) = v.get("fields") {
+            match fields.get("message").and_then(Value::as_str) {
+                Some("event written") => {
+                    let num = |k| fields.get(k).and_then(Value::as_u64);
                     if let (Some(pid), Some(latency_us)) = (num("pid"), num("latency_us")) {
                         d.written.push(Written {
                             pid: pid as i64,
@@ -343,8 +349,8 @@ fn read_log(err: impl std::io::Read, data: Arc<Mutex<Collected>>, ready: mpsc::S
                     }
                     continue;
                 }
-                Some("\"ring buffer drained\"") => {
-                    if let Some(age) = json::field(fields, "age_us").and_then(|v| v.parse().ok()) {
+                Some("ring buffer drained") => {
+                    if let Some(age) = fields.get("age_us").and_then(Value::as_u64) {
                         d.drain_age_us.push(age);
                     }
                     continue;
@@ -369,7 +375,7 @@ mod tests {
     #[test]
     fn event_line_is_parsed() {
         let line = r#"{"time":"x","ktime_ns":7911792382174,"host":"vm","pid":3724,"trigger":{"pid":1,"cgroup":"/t"},"cgroup":"/oomwatch-bench-1-storm-0","replayed":false}"#;
-        let r = parse_record(line, 5).unwrap();
+        let r = record_of(&serde_json::from_str(line).unwrap(), 5).unwrap();
         assert_eq!(r.pid, 3724);
         assert_eq!(r.ktime_ns, 7911792382174);
         assert_eq!(r.cgroup, "/oomwatch-bench-1-storm-0");

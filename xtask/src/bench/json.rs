@@ -1,92 +1,7 @@
-//! Just enough JSON for the bench: reading a top-level member of one event line, and writing
-//! the results file (xtask has no serde dependency).
+//! The results file's values: an ordered tree (members in the order the report lists them),
+//! pretty-printed with two spaces per level; strings are escaped by serde_json.
 
 use std::fmt::Write as _;
-
-/// The raw text of the top-level member `key` of a JSON object on one line (`42`, `"a"`,
-/// `{...}`), ignoring members of nested objects.
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let b = line.as_bytes();
-    let mut i = 0;
-    let mut depth = 0usize;
-    let mut expect_key = false;
-    while i < b.len() {
-        match b[i] {
-            b'{' | b'[' => {
-                depth += 1;
-                expect_key = b[i] == b'{' && depth == 1;
-                i += 1;
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                i += 1;
-            }
-            b',' => {
-                expect_key = depth == 1;
-                i += 1;
-            }
-            b'"' => {
-                let end = string_end(b, i)?;
-                if depth == 1 && expect_key {
-                    expect_key = false;
-                    if &line[i + 1..end] == key {
-                        let mut j = end + 1;
-                        while j < b.len() && (b[j] == b':' || b[j].is_ascii_whitespace()) {
-                            j += 1;
-                        }
-                        let vend = value_end(b, j)?;
-                        return Some(line[j..vend].trim_end());
-                    }
-                }
-                i = end + 1;
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// Index of the closing quote of the string opening at `start`.
-fn string_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// End (exclusive) of the value starting at `start`.
-fn value_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut i = start;
-    let mut depth = 0usize;
-    while i < b.len() {
-        match b[i] {
-            b'"' => i = string_end(b, i)? + 1,
-            b'{' | b'[' => {
-                depth += 1;
-                i += 1;
-            }
-            b'}' | b']' if depth == 0 => return Some(i),
-            b'}' | b']' => {
-                depth -= 1;
-                i += 1;
-            }
-            b',' if depth == 0 => return Some(i),
-            _ => i += 1,
-        }
-    }
-    Some(i)
-}
-
-/// A JSON string member's value without quotes (escapes other than `\"` and `\\` kept).
-pub fn unquote(raw: &str) -> Option<String> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
-}
 
 /// A value of the results file.
 #[derive(Clone, Debug)]
@@ -174,39 +89,12 @@ fn pad(out: &mut String, indent: usize) {
 }
 
 fn quote(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    out.push_str(&serde_json::Value::from(s).to_string());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_level_members_only() {
-        let line = r#"{"time":"t","ktime_ns":123,"pid":7,"trigger":{"pid":9,"cgroup":"/x"},"cgroup":"/a \"b\"","replayed":false}"#;
-        assert_eq!(field(line, "pid"), Some("7"));
-        assert_eq!(field(line, "ktime_ns"), Some("123"));
-        assert_eq!(field(line, "replayed"), Some("false"));
-        assert_eq!(
-            field(line, "cgroup").and_then(unquote).as_deref(),
-            Some("/a \"b\"")
-        );
-        assert_eq!(field(line, "trigger"), Some(r#"{"pid":9,"cgroup":"/x"}"#));
-        assert_eq!(field(line, "missing"), None);
-    }
 
     #[test]
     fn renders_nested_values() {

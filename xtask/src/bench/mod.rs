@@ -7,10 +7,10 @@
 //! version `cargo xtask test` runs.
 
 mod agent;
-mod diag;
-mod diagnose;
+mod diagnostic_storms;
 mod http;
 mod json;
+mod kernel_log;
 mod markdown;
 mod phases;
 mod report;
@@ -124,7 +124,7 @@ pub fn bench(smoke: bool) -> Result<()> {
         ..Report::default()
     };
     // The console set-up explains much of the latency; the full run also times one line.
-    r.console = diag::Console::probe(!smoke);
+    r.console = kernel_log::Console::probe(!smoke);
     let cpu0 = sys::cpu_times();
     let state = |n: &str| out_dir.join(format!("state-{stamp}-{n}"));
 
@@ -154,7 +154,7 @@ pub fn bench(smoke: bool) -> Result<()> {
     // machine is shared), the window is repeated (full run: up to 3 tries, the quietest kept).
     let mut best: Option<(Vec<phases::Idle>, f64, report::IdleActivity)> = None;
     for attempt in 1..=cfg.idle_tries {
-        let (mark, mut kmsg) = (a.mark(), diag::KmsgCounter::open());
+        let (mark, mut kmsg) = (a.mark(), kernel_log::KmsgCounter::open());
         let (idle, busy) = phases::idle(&pids, cfg.idle_secs)?;
         let (kernel_log_lines, kernel_oom_kills) = kmsg.count();
         let (agent_records, agent_ring_batches) = a.activity_since(mark);
@@ -211,7 +211,7 @@ pub fn bench(smoke: bool) -> Result<()> {
 
     // Where the latency goes: the same kind of storm with one thing changed at a time.
     if cfg.variant_kills_per_cgroup > 0 {
-        r.variants = diagnose::variants(&binary, &out_dir, &stamp, |tag, a| {
+        r.variants = diagnostic_storms::variants(&binary, &out_dir, &stamp, |tag, a| {
             phases::storm(
                 a,
                 tag,
@@ -267,7 +267,7 @@ pub fn bench(smoke: bool) -> Result<()> {
     r.load_after = sys::loadavg();
     r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
     r.notes.extend(notes);
-    r.notes.extend(diagnose::analysis(&r));
+    r.notes.extend(diagnostic_storms::analysis(&r));
 
     let name = if smoke {
         format!("bench-smoke-{stamp}.json")

@@ -179,7 +179,7 @@ pub fn storm(
     sys::reset_peak_rss(agent.pid);
     let s0 = agent.sample()?;
     let c0 = sys::cpu_times();
-    let mut kmsg = super::diag::KmsgCounter::open();
+    let mut kmsg = super::kernel_log::KmsgCounter::open();
     eprintln!(
         "[bench] storm {tag}: {n} cgroups of {} MiB, {} kills each...",
         limit >> 20,
@@ -305,7 +305,7 @@ pub fn vmstat_delay(
     let dir = cgs.dirs()[0].clone();
     let mark = agent.mark();
     let stop = AtomicBool::new(false);
-    let mut kmsg = super::diag::KmsgCounter::open();
+    let mut kmsg = super::kernel_log::KmsgCounter::open();
     let changes: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let polls: Mutex<Vec<f64>> = Mutex::new(Vec::new());
     eprintln!("[bench] node_exporter: {kills} kills, polling node_vmstat_oom_kill every 10 ms...");

@@ -2,10 +2,10 @@
 //! `docs/benchmarks.md` (a table with targets, the side-by-side with node_exporter, notes).
 
 use super::{
-    diag::Console,
-    diagnose::Variant,
+    diagnostic_storms::Variant,
     http::ScrapeStats,
     json::J,
+    kernel_log::Console,
     phases::{Idle, Startup, Storm},
     stats::Pct,
     sys::Machine,

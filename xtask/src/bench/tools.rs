@@ -15,20 +15,13 @@ use crate::util;
 
 pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
-/// `dpkg-query` says the package is installed.
-pub fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
-        })
-}
-
 /// Installs the missing ones of `pkgs` with apt-get (as `cargo xtask setup` does).
 pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| !util::dpkg_installed(p))
+        .collect();
     for p in pkgs {
         let state = if missing.contains(p) {
             "missing"
@@ -40,18 +33,13 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let mut update = Command::new("apt-get");
-    update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    util::run("bench", &mut update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    util::run("bench", &mut install)?;
-    if let Some(p) = missing.iter().find(|p| !installed(p)) {
+    let args: Vec<&str> = ["--no-install-recommends"]
+        .iter()
+        .chain(&missing)
+        .copied()
+        .collect();
+    util::apt_install("bench", &args)?;
+    if let Some(p) = missing.iter().find(|p| !util::dpkg_installed(p)) {
         bail!("{p} is still not installed after apt-get install");
     }
     Ok(())

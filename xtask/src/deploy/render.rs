@@ -11,9 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    path_str,
-    tools::{find_on_path, Tools},
-    CRD_KINDS, K8S_VERSIONS, PODMONITOR_MJS, PROM_OPERATOR_MODELS, STEP,
+    path_str, tools::Tools, CRD_KINDS, K8S_VERSIONS, PODMONITOR_MJS, PROM_OPERATOR_MODELS, STEP,
 };
 use crate::util::{self, run};
 
@@ -128,7 +126,7 @@ pub(super) fn validate_schemas(tools: &Tools, name: &str, rendered: &Path) -> Re
 /// Validates the PodMonitors of `rendered` against the prometheus-operator types (npm).
 pub(super) fn podmonitor_schema(tools: &Tools, rendered: &Path, work: &Path) -> Result<()> {
     let what = "PodMonitor against the prometheus-operator types";
-    let (Some(node), Some(npm)) = (find_on_path("node"), find_on_path("npm")) else {
+    let (Some(node), Some(npm)) = (util::find_on_path("node"), util::find_on_path("npm")) else {
         eprintln!(
             "[{STEP}] skip {what}: node or npm not found (install Debian's nodejs and npm to \
              include it); the PodMonitor was still parsed and checked against the DaemonSet"
@@ -193,5 +191,28 @@ pub(super) fn podmonitor_schema(tools: &Tools, rendered: &Path, work: &Path) -> 
 }
 
 #[cfg(test)]
-#[path = "render_tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_output_is_classified() {
+        let out = "\
+INFO f passed for resource namespace/oomwatch against version 1.28
+INFO f passed for resource daemonset/oomwatch against version 1.28
+WARN f Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1 for kubernetes version 1.28
+";
+        assert_eq!(
+            parse_validation(out),
+            Validation {
+                passed: 2,
+                crds: vec!["PodMonitor".into()],
+                errors: vec![],
+            }
+        );
+        // An unknown kind (a typo, or an apiVersion that no longer exists) is an error, not a pass.
+        let typo = "WARN f Couldn't find schema for kind DaemonSet with api version apps/v1beta2 for kubernetes version 1.28";
+        assert_eq!(parse_validation(typo).errors.len(), 1);
+        let error = "ERROR f did not validate for resource daemonset/oomwatch against version 1.28: spec.template.spec.containers.0: Additional properties are not allowed ('bogus' was unexpected)";
+        assert_eq!(parse_validation(error).errors, vec![error.to_string()]);
+    }
+}

@@ -18,7 +18,7 @@ impl Tools {
     pub(super) fn ensure() -> Result<Self> {
         let kubectl = ensure_apt_tool("kubectl", "kubernetes-client")?;
         let promtool = ensure_apt_tool("promtool", "prometheus")?;
-        let python = find_on_path("python3").with_context(|| {
+        let python = util::find_on_path("python3").with_context(|| {
             format!(
                 "[{STEP}] python3 not found on PATH; install Python 3 (as root: apt-get install -y \
                  python3 python3-pip) and run again"
@@ -109,42 +109,16 @@ impl Tools {
     }
 }
 
-pub(super) fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// `name` on PATH, else (as root) `apt-get install -y package`.
 fn ensure_apt_tool(name: &str, package: &str) -> Result<PathBuf> {
-    if let Some(p) = find_on_path(name) {
-        return Ok(p);
-    }
-    if !util::is_root() {
-        bail!(
-            "[{STEP}] {name} not found on PATH; as root run: apt-get update && apt-get install -y \
-             {package}  (or run `cargo xtask deploy` as root, which does that)"
-        );
-    }
-    eprintln!("[{STEP}] {name}: missing, installing Debian's {package}");
-    let mut update = Command::new("apt-get");
-    update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut update).context("[deploy] apt-get update")?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", package])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut install).with_context(|| {
-        format!(
+    util::ensure_apt_tool(
+        STEP,
+        name,
+        &[package],
+        &format!(
             "[{STEP}] apt-get install {package} failed; if another package owns the {name} path \
              (for example Google's `kubectl` package with a broken symlink), repair or remove that \
              package, or put a working {name} on PATH"
-        )
-    })?;
-    find_on_path(name).with_context(|| {
-        format!("[{STEP}] {package} was installed but {name} is still not on PATH")
-    })
+        ),
+    )
 }

@@ -2,12 +2,12 @@
 //! kill order and values from it instead of from one run: a fixture refreshed from a new
 //! `cargo xtask vm-test` run (other pids, uptime, sizes) needs no test edits.
 
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::vm::{
-    vm_check_lifecycle::not_a_kernel_event,
-    vm_json::Json,
-    vm_parse::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
+    check::{lifecycle::not_a_kernel_event, Check, Report},
+    console::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
 };
 
 /// The tag that starts each agent event line: `"host":"oomwatch-vm","pid":N,`.
@@ -19,7 +19,7 @@ pub(crate) fn event_tag(pid: i64) -> String {
 /// from the other lines (`oom_kill_lifecycle` and `oom_kill_stuck` follow-ups, userspace
 /// killers' kills).
 pub(crate) fn is_kernel_event(line: &str) -> bool {
-    Json::parse(line).is_ok_and(|v| !not_a_kernel_event(&v))
+    serde_json::from_str::<Value>(line).is_ok_and(|v| !not_a_kernel_event(&v))
 }
 
 /// Whether `line` is the kernel OOM kill event of `pid` (not its follow-up lines).
@@ -59,7 +59,7 @@ pub(crate) struct Sample {
 
 /// The fixture, parsed.
 pub(crate) fn sample() -> Sample {
-    Sample::of(super::FIXTURE)
+    Sample::of(FIXTURE)
 }
 
 impl Sample {
@@ -68,11 +68,11 @@ impl Sample {
         Sample {
             text: text.to_string(),
             victims: victims(console.section("victims")),
-            // The multi-threaded phase is checked apart (vm_check_threads).
-            kills: kernel_kills(crate::vm::vm_check_threads::before_phase(
+            // The multi-threaded phase is checked apart (check::threads).
+            kills: kernel_kills(crate::vm::check::threads::before_phase(
                 console.section("dmesg"),
             )),
-            invocations: oom_invocations(crate::vm::vm_check_threads::before_phase(
+            invocations: oom_invocations(crate::vm::check::threads::before_phase(
                 console.section("dmesg"),
             )),
             console,
@@ -188,17 +188,17 @@ impl Sample {
     }
 
     /// The kernel OOM kill event of `pid` in `section`.
-    pub fn event(&self, section: &str, pid: i64) -> Json {
-        Json::parse(event_line(&self.text, section, pid)).expect("a JSON event")
+    pub fn event(&self, section: &str, pid: i64) -> Value {
+        serde_json::from_str::<Value>(event_line(&self.text, section, pid)).expect("a JSON event")
     }
 
     /// Field `path` (`a.b`) of that event as the checks render it: `16776`, `"/t"`, `null`.
     pub fn value(&self, section: &str, pid: i64, path: &str) -> String {
         let e = self.event(section, pid);
-        path.split('.')
-            .try_fold(&e, |v, k| v.get(k))
-            .unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}"))
-            .render()
+        let v = crate::vm::check::at(&e, path);
+        crate::vm::check::render(
+            v.unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}")),
+        )
     }
 
     /// Field `path` of that event as a number.
@@ -206,5 +206,104 @@ impl Sample {
         let v = self.value(section, pid, path);
         v.parse()
             .unwrap_or_else(|_| panic!("{path} of {pid} in {section} is {v}, not a number"))
+    }
+}
+
+pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-6.1.log");
+
+/// `text` with `from` replaced by `to` exactly once.
+pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+/// `text` with `from` replaced by `to` in the one line of section `section` that `pick` selects.
+pub(crate) fn mutate_line(
+    text: &str,
+    section: &str,
+    pick: impl Fn(&str) -> bool,
+    from: &str,
+    to: &str,
+) -> String {
+    let mut current = String::new();
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
+                current = name.trim_end_matches('@').to_string();
+            }
+            if current == section && pick(l) {
+                assert!(l.contains(from), "{from:?} not in {l:?} of {section}");
+                hits += 1;
+                l.replacen(from, to, 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(hits, 1, "one line of {section} picked");
+    out.join("\n")
+}
+
+/// `text` with `from` replaced by `to` in the kernel OOM kill event line of `pid` in section
+/// `section` only (not in its `oom_kill_lifecycle` line).
+pub(crate) fn mutate_event(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    mutate_line(text, section, |l| is_kernel_event_of(l, pid), from, to)
+}
+
+/// `text` with `from` replaced by `to` in the `oom_kill_lifecycle` line of `pid` in `section`.
+pub(crate) fn mutate_lifecycle(
+    text: &str,
+    section: &str,
+    pid: i64,
+    from: &str,
+    to: &str,
+) -> String {
+    let tag = event_tag(pid);
+    let lifecycle = |l: &str| l.contains(&tag) && l.contains(r#""type":"oom_kill_lifecycle""#);
+    mutate_line(text, section, lifecycle, from, to)
+}
+
+/// `text` with the `oom_id` of `pid`'s kill in `section` changed from `from` to `to` in both
+/// its event and its `oom_kill_lifecycle` line, as an agent that gave the kill that id writes
+/// them (the lifecycle check compares the two).
+pub(crate) fn with_oom_id(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    let (from, to) = (format!(r#""oom_id":{from},"#), format!(r#""oom_id":{to},"#));
+    let text = mutate_event(text, section, pid, &from, &to);
+    mutate_lifecycle(&text, section, pid, &from, &to)
+}
+
+pub(crate) fn agent_checks<'a>(r: &'a Report, agent: &str) -> &'a [Check] {
+    r.agents
+        .iter()
+        .find(|(a, _)| a.name == agent)
+        .map(|(_, c)| c.as_slice())
+        .unwrap_or_else(|| panic!("no agent {agent}"))
+}
+
+pub(crate) fn by_name(checks: &[Check], name: &str) -> Check {
+    checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .clone()
+}
+
+/// The fentry agent's first OOM kill event in `cgroup` (`/m`, `/h`), as a whole line.
+pub(crate) fn fentry_event_in(cgroup: &str) -> &'static str {
+    let start = FIXTURE.find("@@OWVM BEGIN events@@").unwrap();
+    let tag = format!(r#""cgroup":"{cgroup}""#);
+    FIXTURE[start..]
+        .lines()
+        .find(|l| l.contains(&tag) && !l.contains(r#""type":"#))
+        .unwrap()
+}
+
+/// The check `name` of `agent` ("" for the boot's own).
+pub(crate) fn get(r: &Report, agent: &str, name: &str) -> Check {
+    match agent {
+        "" => by_name(&r.boot, name),
+        a => by_name(agent_checks(r, a), name),
     }
 }

@@ -17,7 +17,7 @@ use crate::util::{self, run};
 pub const BOOT_PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
 
 /// The decompressors of the kernels' payloads (6.1: lz4, 6.12: zstd; gzip is essential), for
-/// extracting their BTF (see `vm_btf.rs`).
+/// extracting their BTF (see `btf.rs`).
 pub const BTF_PACKAGES: [&str; 3] = ["zstd", "xz-utils", "lz4"];
 
 /// Packages apt may remove to install [`BOOT_PACKAGES`]; each is reinstalled from Debian 12 at once.
@@ -58,25 +58,13 @@ impl Kernel {
     }
 }
 
-fn dpkg_installed(pkg: &str) -> bool {
-    util::probe("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|o| {
-        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
-    })
-}
-
-fn apt_get(args: &[&str]) -> Command {
-    let mut cmd = Command::new("apt-get");
-    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    cmd
-}
-
 /// Step 1: the given packages (see [`BOOT_PACKAGES`], [`BTF_PACKAGES`]); install only what is
 /// missing (as root).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|p| !dpkg_installed(p))
+        .filter(|p| !util::dpkg_installed(p))
         .collect();
     if missing.is_empty() {
         eprintln!("[{STEP}] packages {}: installed", packages.join(" "));
@@ -112,16 +100,16 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         args.push("--no-remove");
     }
     args.extend(&missing);
-    if run(STEP, &mut apt_get(&args)).is_err() {
+    if run(STEP, &mut util::apt_get(&args)).is_err() {
         eprintln!("[{STEP}] apt-get install failed; updating the package lists and retrying");
-        run(STEP, &mut apt_get(&["update"]))?;
-        run(STEP, &mut apt_get(&args))?;
+        run(STEP, &mut util::apt_get(&["update"]))?;
+        run(STEP, &mut util::apt_get(&args))?;
     }
     for r in &replaced {
         eprintln!("[{STEP}] {r} (a backport that Debian 12's qemu conflicts with) was removed; installing Debian 12's {r}");
         run(
             STEP,
-            &mut apt_get(&[
+            &mut util::apt_get(&[
                 "install",
                 "-y",
                 "--no-install-recommends",
@@ -130,7 +118,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
             ]),
         )?;
     }
-    if let Some(p) = missing.iter().find(|p| !dpkg_installed(p)) {
+    if let Some(p) = missing.iter().find(|p| !util::dpkg_installed(p)) {
         bail!("[{STEP}] {p} is still not installed after apt-get install");
     }
     eprintln!(
@@ -144,7 +132,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
 fn would_remove(packages: &[&str]) -> Vec<String> {
     let mut args = vec!["install", "-s", "--no-install-recommends"];
     args.extend(packages);
-    let out = apt_get(&args)
+    let out = util::apt_get(&args)
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default();
@@ -193,7 +181,7 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
             "[{STEP}] no {} kernel in the package lists: apt-get update",
             series.label
         );
-        run(STEP, &mut apt_get(&["update"]))?;
+        run(STEP, &mut util::apt_get(&["update"]))?;
         found = newest(&apt_cache(&search)?);
     }
     let Some(package) = found else {
@@ -232,7 +220,7 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
             let t = Instant::now();
             run(
                 STEP,
-                apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
+                util::apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
             )?;
             let deb = find_deb(&debs, &package, &version).with_context(|| {
                 format!("[vm] apt-get download wrote no {package} {version} .deb")

@@ -13,9 +13,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::vm_kernel::Kernel;
 use super::STEP;
 use crate::util;
+use crate::vm::kernel::Kernel;
 
 /// llvm-objcopy of the project's LLVM (installed by `cargo xtask setup`); else the one on PATH.
 const LLVM_OBJCOPY: &str = "/usr/lib/llvm-22/bin/llvm-objcopy";

@@ -29,9 +29,7 @@ pub fn fetch(vm_dir: &Path) -> Result<PathBuf> {
         None => {
             run(
                 STEP,
-                Command::new("apt-get")
-                    .args(["download", "earlyoom"])
-                    .current_dir(&debs),
+                crate::util::apt_get(&["download", "earlyoom"]).current_dir(&debs),
             )
             .context(
                 "[vm] apt-get download earlyoom (run apt-get update as root if it is unknown)",

@@ -7,12 +7,12 @@
 //! The phase runs last, so the other checks see the kernel log only up to its mark
 //! ([`before_phase`]) and the agents' events outside `/m` ([`in_phase`]).
 
+use serde_json::Value;
 use std::collections::BTreeSet;
 
-use super::{
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::{kernel_kills, key_value, Console, KernelKill},
+use crate::vm::{
+    check::{check, Check},
+    console::{kernel_kills, key_value, Console, KernelKill},
 };
 
 pub const PHASE: &str = "m";
@@ -30,8 +30,8 @@ pub fn before_phase(dmesg: &[String]) -> &[String] {
 }
 
 /// An event or follow-up record of a task in `/m`.
-pub fn in_phase(v: &Json) -> bool {
-    v.get("cgroup").and_then(Json::as_str) == Some("/m")
+pub fn in_phase(v: &Value) -> bool {
+    v.get("cgroup").and_then(Value::as_str) == Some("/m")
 }
 
 /// One run of the victim: its pid (the thread group) and exit status.
@@ -71,7 +71,7 @@ pub fn boot_check(c: &Console) -> Check {
     let runs = runs(c);
     let kills = phase_kills(c);
     let mut problems = Vec::new();
-    let want = super::vm_initramfs::M_VICTIMS;
+    let want = crate::vm::initramfs::M_VICTIMS;
     if runs.len() != want {
         problems.push(format!("{} runs recorded, expected {want}", runs.len()));
     }
@@ -109,21 +109,21 @@ pub fn boot_check(c: &Console) -> Check {
         format!(
             "/m: {} runs of {} threads killed: {}",
             runs.len(),
-            super::vm_initramfs::M_THREADS,
+            crate::vm::initramfs::M_THREADS,
             threads.join(", ")
         ),
     )
 }
 
 /// One agent's side: one live event per kill, for the killed thread, in the right process.
-pub fn agent_check(c: &Console, events: &[Json]) -> Check {
+pub fn agent_check(c: &Console, events: &[Value]) -> Check {
     if !c.sections.contains_key(SECTION) {
         return check("threaded victims", vec![], "no m phase".into());
     }
     let runs = runs(c);
     let kills = phase_kills(c);
     let tgids: BTreeSet<i64> = runs.iter().map(|r| r.pid).collect();
-    let num = |e: &Json, k: &str| e.get(k).and_then(Json::as_i64);
+    let num = |e: &Value, k: &str| e.get(k).and_then(Value::as_i64);
     let mut problems = Vec::new();
     for k in &kills {
         let n = events
@@ -150,7 +150,7 @@ pub fn agent_check(c: &Console, events: &[Json]) -> Check {
                 num(e, "tgid")
             ));
         }
-        if e.get("replayed").and_then(Json::as_bool) != Some(false) {
+        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
             problems.push(format!("pid {pid}: not recorded live"));
         }
         let kill = kills.iter().find(|k| k.pid == pid);
@@ -178,9 +178,9 @@ pub fn agent_check(c: &Console, events: &[Json]) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_check::{
+    use crate::vm::check::{
         check_console,
-        tests::{fentry_event_in, get, FIXTURE},
+        fixture::{fentry_event_in, get, FIXTURE},
     };
 
     #[test]

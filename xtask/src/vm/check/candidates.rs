@@ -12,27 +12,20 @@
 //! The check applies when the agent's log names the probe rows; a console of an older agent
 //! passes with a detail saying so.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 
-use super::{
-    vm_agent::{Agent, KMSG},
-    vm_check::{check, Check},
-    vm_check_oom::badness,
-    vm_initramfs::MEMORY_MAX,
-    vm_json::Json,
-    vm_parse::{key_value, probe_status, Invocation, DISABLED},
+use crate::vm::{
+    agent::{Agent, KMSG},
+    check::oom::{badness, PAGE_SIZE, TOTALPAGES},
+    check::{at, check, Check},
+    console::{key_value, probe_status, Invocation, DISABLED},
 };
 
 pub const FEXIT: &str = "fexit:oom_badness";
 pub const KRETPROBE: &str = "kretprobe:oom_badness";
 /// The agent's default `--candidates`.
 const TOP: usize = 5;
-const PAGE_SIZE: i64 = 4096;
-
-/// `a.b` inside `v`.
-fn at<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
 
 /// The kernel's ranking of an invocation from its dump: (pid, points), the chosen task first,
 /// then by points descending, ties by pid; tasks with oom_score_adj -1000 are never candidates.
@@ -55,7 +48,7 @@ pub fn kernel_ranking(inv: &Invocation, chosen: i64, totalpages: i64) -> Vec<(i6
 
 pub fn check_candidates(
     agent: &Agent,
-    events: &[Json],
+    events: &[Value],
     invocations: &[Invocation],
     log: &[String],
     metrics: &[String],
@@ -69,84 +62,30 @@ pub fn check_candidates(
         );
     }
     let mut problems = rows_and_metrics(agent, &status, metrics);
-    let probe = agent.candidates_probe != KMSG;
-    let totalpages = MEMORY_MAX / PAGE_SIZE;
     let mut seen = Vec::new();
     let mut notes = Vec::new();
     for e in events {
-        let pid = e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+        let pid = e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
         let Some(inv) = invocations.iter().find(|i| i.killed.contains(&pid)) else {
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        let source = at(e, "sources.candidates").and_then(Json::as_str);
-        let list: Vec<&Json> = match e.get("candidates") {
-            Some(Json::Arr(a)) => a.iter().collect(),
-            _ => Vec::new(),
-        };
-        let pids: Vec<i64> = list
-            .iter()
-            .filter_map(|c| c.get("pid").and_then(Json::as_i64))
-            .collect();
-        if !inv.header {
-            // The kernel suppressed the report (rate limit): no dump to compare with. The probe
-            // still scores; the dump source has nothing.
-            let chosen = at(e, "chosen.pid").and_then(Json::as_i64);
-            match probe {
-                true if source != Some(agent.candidates_probe)
-                    || pids.first() != chosen.as_ref() =>
-                {
-                    problems.push(format!(
-                        "pid {pid} (no report header): sources.candidates {source:?}, candidates \
-                         {pids:?}, expected {} with chosen {chosen:?} first",
-                        agent.candidates_probe
-                    ))
-                }
-                false if e.get("candidates") != Some(&Json::Null) => problems.push(format!(
-                    "pid {pid} (no report header): candidates {pids:?}, expected null"
-                )),
-                _ => notes.push(format!(
-                    "pid {pid}: report header suppressed, points not compared"
-                )),
+        if inv.header {
+            seen.push(against_the_dump(agent, e, pid, inv, &mut problems));
+        } else {
+            match without_a_dump(agent, e, pid) {
+                Ok(note) => notes.push(note),
+                Err(problem) => problems.push(problem),
             }
-            continue;
         }
-        if source != Some(agent.candidates_probe) {
-            problems.push(format!(
-                "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
-                agent.candidates_probe
-            ));
-        }
-        let chosen: i64 = inv
-            .summary
-            .get("pid")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(-1);
-        let want = kernel_ranking(inv, chosen, totalpages);
-        let got: Vec<(i64, i64)> = list
-            .iter()
-            .map(|c| {
-                let n = |k: &str| c.get(k).and_then(Json::as_i64).unwrap_or(i64::MIN);
-                (n("pid"), n("points"))
-            })
-            .collect();
-        if got != want {
-            problems.push(format!(
-                "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
-            ));
-        }
-        for c in &list {
-            problems.extend(row_fields(pid, c, &inv.tasks));
-        }
-        seen.push(format!("pid {pid}: {got:?}"));
     }
-    let what = match probe {
+    let what = match agent.candidates_probe != KMSG {
         true => "the kernel's own oom_badness() points",
         false => "points from the dump",
     };
     let ok = format!(
         "{} events: sources.candidates {}, chosen first, order = kernel's ranking, {what} = \
-         rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({totalpages}/1000) of the dump \
+         rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({TOTALPAGES}/1000) of the dump \
          rows, rss swap pgtables oom_score_adj = dump\n{}",
         events.len(),
         agent.candidates_probe,
@@ -161,9 +100,79 @@ pub fn check_candidates(
     }
 }
 
+/// `pid`'s candidates (pid, points) of event `e`.
+fn candidates_of(e: &Value) -> Vec<(i64, i64)> {
+    let list = e.get("candidates").and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .map(|c| {
+            let n = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(i64::MIN);
+            (n("pid"), n("points"))
+        })
+        .collect()
+}
+
+/// The kernel suppressed the report (rate limit): no dump to compare with. The probe still
+/// scores, the chosen task first; the dump source has nothing. A note when it is so.
+fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> {
+    let source = at(e, "sources.candidates").and_then(Value::as_str);
+    let pids: Vec<i64> = candidates_of(e)
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p != i64::MIN)
+        .collect();
+    let chosen = at(e, "chosen.pid").and_then(Value::as_i64);
+    match agent.candidates_probe != KMSG {
+        true if source != Some(agent.candidates_probe) || pids.first() != chosen.as_ref() => {
+            Err(format!(
+                "pid {pid} (no report header): sources.candidates {source:?}, candidates \
+                 {pids:?}, expected {} with chosen {chosen:?} first",
+                agent.candidates_probe
+            ))
+        }
+        false if e.get("candidates") != Some(&Value::Null) => Err(format!(
+            "pid {pid} (no report header): candidates {pids:?}, expected null"
+        )),
+        _ => Ok(format!(
+            "pid {pid}: report header suppressed, points not compared"
+        )),
+    }
+}
+
+/// The candidates of `pid`'s event `e` against the dump of `inv`: the source, the kernel's
+/// ranking and each row's fields; returns what was seen.
+fn against_the_dump(
+    agent: &Agent,
+    e: &Value,
+    pid: i64,
+    inv: &Invocation,
+    problems: &mut Vec<String>,
+) -> String {
+    let source = at(e, "sources.candidates").and_then(Value::as_str);
+    if source != Some(agent.candidates_probe) {
+        problems.push(format!(
+            "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
+            agent.candidates_probe
+        ));
+    }
+    let chosen = inv.chosen();
+    let want = kernel_ranking(inv, chosen, TOTALPAGES);
+    let got = candidates_of(e);
+    if got != want {
+        problems.push(format!(
+            "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
+        ));
+    }
+    let list = e.get("candidates").and_then(Value::as_array);
+    for c in list.into_iter().flatten() {
+        problems.extend(row_fields(pid, c, &inv.tasks));
+    }
+    format!("pid {pid}: {got:?}")
+}
+
 /// A candidate's memory and `oom_score_adj` against its dump row.
-fn row_fields(pid: i64, c: &Json, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
-    let cpid = c.get("pid").and_then(Json::as_i64).unwrap_or(-1);
+fn row_fields(pid: i64, c: &Value, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
+    let cpid = c.get("pid").and_then(Value::as_i64).unwrap_or(-1);
     let Some(row) = tasks.get(&cpid) else {
         return vec![format!(
             "pid {pid}: candidate {cpid} is not in the kernel's dump"
@@ -177,7 +186,7 @@ fn row_fields(pid: i64, c: &Json, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) 
         ("oom_score_adj", "oom_score_adj", 1),
     ] {
         let want = row.get(column).map(|v| v * mult);
-        let got = c.get(field).and_then(Json::as_i64);
+        let got = c.get(field).and_then(Value::as_i64);
         if want.is_none() || got != want {
             out.push(format!(
                 "pid {pid} candidate {cpid} {field}: agent {got:?}, kernel {want:?}"
@@ -235,10 +244,8 @@ fn rows_and_metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_agent::AGENTS;
     use super::*;
-
-    const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
+    use crate::vm::agent::AGENTS;
 
     /// The /g invocation: a hog (chosen), a sleeper with oom_score_adj 500, a plain sleeper.
     fn invocation() -> Invocation {
@@ -275,8 +282,8 @@ mod tests {
         )
     }
 
-    fn event(pid: i64, source: &str, list: &[String]) -> Json {
-        Json::parse(&format!(
+    fn event(pid: i64, source: &str, list: &[String]) -> Value {
+        serde_json::from_str(&format!(
             r#"{{"pid":{pid},"chosen":{{"pid":10}},"candidates":[{}],"sources":{{"candidates":"{source}"}}}}"#,
             list.join(",")
         ))
@@ -323,7 +330,7 @@ mod tests {
             "oomwatch_candidates_dropped_total 0".to_string(),
         ];
         let inv = [invocation()];
-        let run = |events: &[Json]| check_candidates(fentry, events, &inv, &log, &metrics);
+        let run = |events: &[Value]| check_candidates(fentry, events, &inv, &log, &metrics);
         let ok = run(&[event(10, FEXIT, &right()), event(11, FEXIT, &right())]);
         assert!(ok.ok, "{}", ok.detail);
         assert!(ok

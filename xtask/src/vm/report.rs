@@ -2,7 +2,7 @@
 //! checks, then each agent's) and the summary table, one column group per agent with one
 //! column per kernel.
 
-use super::{vm_check::Check, vm_check::Report, vm_parse};
+use super::{check::Check, check::Report, console};
 
 const STEP: &str = "vm";
 const NAME: usize = 22;
@@ -29,13 +29,13 @@ fn print_checks(checks: &[Check]) {
 }
 
 /// The checks of one boot, each with its detail lines, and each agent's log warnings.
-pub fn print_run(r: &RunResult, console: &vm_parse::Console) {
+pub fn print_run(r: &RunResult, console: &console::Console) {
     print_checks(&r.report.boot);
     for (agent, checks) in &r.report.agents {
         eprintln!("[{STEP}]   {}:", agent.describe());
         print_checks(checks);
         let log = console.section(&agent.section("agent-log"));
-        for p in vm_parse::agent_problems(log).iter().take(10) {
+        for p in console::agent_problems(log).iter().take(10) {
             eprintln!("[{STEP}]         agent log: {p}");
         }
     }
@@ -115,8 +115,8 @@ fn summary(results: &[RunResult]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_check::{check_console, tests::FIXTURE};
     use super::*;
+    use crate::vm::check::{check_console, fixture::FIXTURE};
 
     #[test]
     fn the_summary_has_one_column_group_per_agent_and_one_column_per_kernel() {

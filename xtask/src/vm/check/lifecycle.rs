@@ -8,12 +8,12 @@
 //! `userspace-victims` section (it has earlyoom). A console of an older agent passes with a
 //! detail saying so.
 
-use super::{
-    vm_agent::Kernel,
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::probe_status,
+use crate::vm::{
+    agent::Kernel,
+    check::{check, render, Check},
+    console::probe_status,
 };
+use serde_json::Value;
 
 /// The exit probe's row in the probe table.
 const EXIT_PROBE: &str = "tracepoint:sched/sched_process_exit";
@@ -22,27 +22,27 @@ pub const USERSPACE_SECTION: &str = "userspace-victims";
 
 /// Lines of the events section that are not kernel OOM events: follow-up records (with a
 /// `type`) and userspace killers' kills (`killer` other than `kernel`).
-pub fn not_a_kernel_event(v: &Json) -> bool {
+pub fn not_a_kernel_event(v: &Value) -> bool {
     v.get("type").is_some()
         || v.get("killer")
-            .and_then(Json::as_str)
+            .and_then(Value::as_str)
             .is_some_and(|k| k != "kernel")
 }
 
-fn num(v: &Json, key: &str) -> Option<i64> {
-    v.get(key).and_then(Json::as_i64)
+fn num(v: &Value, key: &str) -> Option<i64> {
+    v.get(key).and_then(Value::as_i64)
 }
 
-fn text<'a>(v: &'a Json, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Json::as_str)
+fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 /// The checks of one agent; `events` are its kernel events, `others` the rest of its lines.
-pub fn checks(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Vec<Check> {
+pub fn checks(k: &Kernel, log: &[String], events: &[Value], others: &[Value]) -> Vec<Check> {
     vec![lifecycle(k, log, events, others), earlyoom(k, others)]
 }
 
-fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Check {
+fn lifecycle(k: &Kernel, log: &[String], events: &[Value], others: &[Value]) -> Check {
     let status = probe_status(log);
     if !matches!(status.get(EXIT_PROBE), Some((true, _))) {
         return check(
@@ -54,8 +54,8 @@ fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Ch
     let mut problems = Vec::new();
     let mut times = Vec::new();
     for v in k.victims {
-        let of_pid = |l: &&Json| num(l, "pid") == Some(v.pid);
-        let lines: Vec<&Json> = others
+        let of_pid = |l: &&Value| num(l, "pid") == Some(v.pid);
+        let lines: Vec<&Value> = others
             .iter()
             .filter(of_pid)
             .filter(|l| text(l, "type") == Some("oom_kill_lifecycle"))
@@ -73,7 +73,7 @@ fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Ch
             .filter(of_pid)
             .find(|l| text(l, "type") == Some("oom_kill_stuck"))
         {
-            problems.push(format!("pid {}: reported stuck: {}", v.pid, stuck.render()));
+            problems.push(format!("pid {}: reported stuck: {}", v.pid, render(stuck)));
         }
         let Some(ev) = events.iter().find(of_pid) else {
             continue; // "one event per victim" says so
@@ -88,8 +88,8 @@ fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Ch
                 problems.push(format!(
                     "pid {}: lifecycle {l} {} != event {e} {}",
                     v.pid,
-                    a.map_or("absent".into(), Json::render),
-                    b.map_or("absent".into(), Json::render)
+                    a.map_or("absent".into(), render),
+                    b.map_or("absent".into(), render)
                 ));
             }
         }
@@ -110,7 +110,7 @@ fn lifecycle(k: &Kernel, log: &[String], events: &[Json], others: &[Json]) -> Ch
     )
 }
 
-fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
+fn earlyoom(k: &Kernel, others: &[Value]) -> Check {
     let phase = k.console.section(USERSPACE_SECTION);
     if !k.console.sections.contains_key(USERSPACE_SECTION) {
         return check(
@@ -137,7 +137,7 @@ fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
         if *status != "137" {
             problems.push(format!("{comm} {pid} exited {status}, not 137 (SIGKILL)"));
         }
-        let evs: Vec<&Json> = others
+        let evs: Vec<&Value> = others
             .iter()
             .filter(|e| num(e, "pid") == Some(pid) && e.get("type").is_none())
             .collect();
@@ -153,7 +153,7 @@ fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
         let trigger = ev
             .get("trigger")
             .and_then(|t| t.get("comm"))
-            .and_then(Json::as_str);
+            .and_then(Value::as_str);
         if trigger != Some(killer) {
             problems.push(format!(
                 "{pid}: trigger.comm {trigger:?}, expected {killer}"
@@ -175,8 +175,8 @@ fn earlyoom(k: &Kernel, others: &[Json]) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_parse::{Console, Victim};
     use super::*;
+    use crate::vm::console::{Console, Victim};
 
     const LOG: &str = r#"{"level":"INFO","fields":{"message":"probe attached","probe":"tracepoint:sched/sched_process_exit","reads":"x"}}"#;
 
@@ -193,8 +193,11 @@ mod tests {
             kills: &[],
             invocations: &[],
         };
-        let all: Vec<Json> = lines.iter().map(|l| Json::parse(l).unwrap()).collect();
-        let (others, events): (Vec<Json>, Vec<Json>) =
+        let all: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        let (others, events): (Vec<Value>, Vec<Value>) =
             all.into_iter().partition(not_a_kernel_event);
         checks(&k, &[LOG.to_string()], &events, &others)
     }

@@ -1,9 +1,8 @@
 //! Parsing of one `vm-test` guest's serial console: the sections `/init` prints, the kernel's
 //! "Killed process" lines, `KEY VALUE` files and the agent's JSON log.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
-
-use super::vm_json::Json;
 
 /// Sections `/init` prints once per boot between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
 pub const BOOT_SECTIONS: [&str; 5] = [
@@ -17,7 +16,7 @@ pub const BOOT_SECTIONS: [&str; 5] = [
 pub const AGENT_SECTIONS: [&str; 4] = ["events", "metrics", "agent-log", "agent-exit"];
 pub const DONE: &str = "@@OWVM DONE@@";
 /// Probes that must report "probe attached" on the 6.1 and 6.12 kernels in every agent (plus
-/// the agent's own source of OOM context, `vm_agent::Agent::oom_probe`).
+/// the agent's own source of OOM context, `agent::Agent::oom_probe`).
 pub const REQUIRED_PROBES: [&str; 2] = ["tp_btf:mark_victim", "tracepoint:oom/mark_victim"];
 /// The reason the agent logs for a row skipped with `--disable-probe`.
 pub const DISABLED: &str = "disabled by --disable-probe";
@@ -148,11 +147,13 @@ pub fn key_value(lines: &[String], key: &str) -> Option<i64> {
 pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
     let mut out = BTreeMap::new();
     for line in log {
-        let Ok(v) = Json::parse(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         let Some(fields) = v.get("fields") else {
             continue;
         };
-        let field = |k: &str| fields.get(k).and_then(Json::as_str).unwrap_or("");
+        let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("");
         let message = field("message");
         let (attached, rest) = if let Some(rest) = message.strip_prefix("probe attached") {
             (true, rest)
@@ -178,13 +179,13 @@ pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
 /// the warnings about rows skipped with `--disable-probe` are expected and left out.
 pub fn agent_problems(log: &[String]) -> Vec<String> {
     log.iter()
-        .filter(|l| match Json::parse(l) {
+        .filter(|l| match serde_json::from_str::<Value>(l) {
             Ok(v) => {
                 let reason = v.get("fields").and_then(|f| f.get("reason"));
                 matches!(
-                    v.get("level").and_then(Json::as_str),
+                    v.get("level").and_then(Value::as_str),
                     Some("WARN" | "ERROR")
-                ) && reason.and_then(Json::as_str) != Some(DISABLED)
+                ) && reason.and_then(Value::as_str) != Some(DISABLED)
             }
             Err(_) => !l.trim().is_empty(),
         })
@@ -217,6 +218,16 @@ pub struct Invocation {
     pub header: bool,
     /// A "Tasks in ... are going to be killed due to memory.oom.group set" line was seen.
     pub group: bool,
+}
+
+impl Invocation {
+    /// The task the kernel chose (`pid=` of its "oom-kill:" summary), -1 without one.
+    pub fn chosen(&self) -> i64 {
+        self.summary
+            .get("pid")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(-1)
+    }
 }
 
 /// The line without its `[    3.221813] ` dmesg time stamp.

@@ -22,11 +22,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use self::json::{Items, Json};
 use crate::util::{self, run};
-
-#[path = "dashboards_json.rs"]
-mod json;
+use serde_json::Value;
 
 const STEP: &str = "dashboards";
 const DASHBOARDS: &[&str] = &["oomwatch-overview.json", "oomwatch-node.json"];
@@ -94,7 +91,7 @@ pub fn check() -> Result<()> {
     for file in &files {
         let text = fs::read_to_string(dir.join(file))
             .with_context(|| format!("[{STEP}] reading dashboards/{file}"))?;
-        let problems = match Json::parse(&text) {
+        let problems = match serde_json::from_str::<Value>(&text) {
             Ok(d) => lint(&d, &documented),
             Err(e) => vec![format!("not JSON: {e}; fix: repair the file")],
         };
@@ -144,44 +141,45 @@ fn documented_metrics(docs: &str) -> BTreeSet<String> {
 }
 
 /// The static checks of one dashboard: one line per problem, each with its fix.
-fn lint(d: &Json, documented: &BTreeSet<String>) -> Vec<String> {
+fn lint(d: &Value, documented: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
-    if !matches!(d.get("schemaVersion"), Some(Json::Num(_))) {
+    if !matches!(d.get("schemaVersion"), Some(Value::Number(_))) {
         problems.push(
             "no numeric schemaVersion; fix: set the one Grafana writes (see \
              dashboards/schema-check)"
                 .to_string(),
         );
     }
-    let vars: Vec<&Json> = d.at(&["templating", "list"]).items().collect();
-    let var_names: BTreeSet<&str> = vars.iter().filter_map(|v| v.str_at("name")).collect();
+    let vars: Vec<&Value> = items(d.pointer("/templating/list")).collect();
+    let var_names: BTreeSet<&str> = vars.iter().filter_map(|v| str_at(v, "name")).collect();
     let ds_vars: BTreeSet<&str> = vars
         .iter()
-        .filter(|v| v.str_at("type") == Some("datasource"))
-        .filter_map(|v| v.str_at("name"))
+        .filter(|v| str_at(v, "type") == Some("datasource"))
+        .filter_map(|v| str_at(v, "name"))
         .collect();
     hard_coded_datasources(d, "", &ds_vars, &mut problems);
 
     let mut panels = Vec::new();
-    all_panels(d.at(&["panels"]), &mut panels);
+    all_panels(d.get("panels"), &mut panels);
     let mut ids = BTreeSet::new();
     for p in panels {
-        let title = p.str_at("title").unwrap_or("");
-        let at = match p.get("id") {
-            Some(Json::Num(n)) => format!("panel {n} \"{title}\""),
+        let title = str_at(p, "title").unwrap_or("");
+        let id = p.get("id").and_then(Value::as_f64);
+        let at = match id {
+            Some(n) => format!("panel {n} \"{title}\""),
             _ => format!("panel \"{title}\""),
         };
-        match p.get("id") {
-            Some(Json::Num(n)) if !ids.insert(n.to_bits()) => problems.push(format!(
+        match id {
+            Some(n) if !ids.insert(n.to_bits()) => problems.push(format!(
                 "{at}: duplicate id; fix: give it an id no other panel has"
             )),
-            Some(Json::Num(_)) => {}
+            Some(_) => {}
             _ => problems.push(format!("{at}: no numeric id; fix: give it a unique id")),
         }
-        if p.str_at("type") == Some("row") {
+        if str_at(p, "type") == Some("row") {
             continue;
         }
-        let described = matches!(p.str_at("description"), Some(d) if !d.trim().is_empty());
+        let described = matches!(str_at(p, "description"), Some(d) if !d.trim().is_empty());
         if !described {
             problems.push(format!(
                 "{at}: no description; fix: add one saying what it shows and how to read it"
@@ -192,64 +190,77 @@ fn lint(d: &Json, documented: &BTreeSet<String>) -> Vec<String> {
                 "{at}: datasource is not the variable; {DATASOURCE_FIX}"
             ));
         }
-        for t in p.at(&["targets"]).items() {
-            let ref_id = t.str_at("refId").unwrap_or("?");
-            let tat = format!("{at} [{ref_id}]");
-            if t.get("datasource").is_some() && !is_datasource_var(t.get("datasource"), &ds_vars) {
-                problems.push(format!(
-                    "{tat}: target datasource is not the variable; {DATASOURCE_FIX}"
-                ));
-            }
-            let Some(expr) = t.str_at("expr") else {
-                problems.push(format!(
-                    "{tat}: no expr; fix: give the target a PromQL expr"
-                ));
-                continue;
-            };
-            for var in variables(expr) {
-                if !var_names.contains(var.as_str()) && !BUILTINS.contains(&var.as_str()) {
-                    problems.push(format!(
-                        "{tat}: uses ${var}, which is neither a variable of this dashboard nor \
-                         a built-in the e2e test substitutes ({}); fix: define it in \
-                         templating.list or use one of those",
-                        BUILTINS.join(", ")
-                    ));
-                }
-            }
-            for m in metric_names(expr) {
-                if m != "up" && !documented.contains(&m) {
-                    problems.push(format!(
-                        "{tat}: metric {m} is not in docs/metrics.md; fix: use a documented \
-                         oomwatch_* metric (or `up`), or document it there"
-                    ));
-                }
-            }
+        for t in items(p.get("targets")) {
+            problems.extend(target_problems(t, &at, &var_names, &ds_vars, documented));
+        }
+    }
+    problems
+}
+
+/// The problems of one query target of panel `at`.
+fn target_problems(
+    t: &Value,
+    at: &str,
+    var_names: &BTreeSet<&str>,
+    ds_vars: &BTreeSet<&str>,
+    documented: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ref_id = str_at(t, "refId").unwrap_or("?");
+    let tat = format!("{at} [{ref_id}]");
+    if t.get("datasource").is_some() && !is_datasource_var(t.get("datasource"), ds_vars) {
+        problems.push(format!(
+            "{tat}: target datasource is not the variable; {DATASOURCE_FIX}"
+        ));
+    }
+    let Some(expr) = str_at(t, "expr") else {
+        problems.push(format!(
+            "{tat}: no expr; fix: give the target a PromQL expr"
+        ));
+        return problems;
+    };
+    for var in variables(expr) {
+        if !var_names.contains(var.as_str()) && !BUILTINS.contains(&var.as_str()) {
+            problems.push(format!(
+                "{tat}: uses ${var}, which is neither a variable of this dashboard nor a \
+                 built-in the e2e test substitutes ({}); fix: define it in templating.list or \
+                 use one of those",
+                BUILTINS.join(", ")
+            ));
+        }
+    }
+    for m in metric_names(expr) {
+        if m != "up" && !documented.contains(&m) {
+            problems.push(format!(
+                "{tat}: metric {m} is not in docs/metrics.md; fix: use a documented oomwatch_* \
+                 metric (or `up`), or document it there"
+            ));
         }
     }
     problems
 }
 
 /// `{"type":"prometheus","uid":"${ds}"}` or `$ds`, where `ds` is a datasource variable.
-fn is_datasource_var(v: Option<&Json>, ds_vars: &BTreeSet<&str>) -> bool {
+fn is_datasource_var(v: Option<&Value>, ds_vars: &BTreeSet<&str>) -> bool {
     let Some(v) = v else { return false };
-    let uid = v.str_at("uid").unwrap_or("");
+    let uid = str_at(v, "uid").unwrap_or("");
     let name = uid
         .strip_prefix("${")
         .and_then(|u| u.strip_suffix('}'))
         .or_else(|| uid.strip_prefix('$'));
-    v.str_at("type") == Some("prometheus") && name.is_some_and(|n| ds_vars.contains(n))
+    str_at(v, "type") == Some("prometheus") && name.is_some_and(|n| ds_vars.contains(n))
 }
 
 /// Any `datasource` that names a fixed uid (the built-in `-- Grafana --` annotation aside).
-fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &mut Vec<String>) {
+fn hard_coded_datasources(j: &Value, path: &str, ds_vars: &BTreeSet<&str>, out: &mut Vec<String>) {
     match j {
-        Json::Obj(fields) => {
+        Value::Object(fields) => {
             for (k, v) in fields {
                 let here = format!("{path}.{k}");
                 if k == "datasource" {
                     let uid = match v {
-                        Json::Str(s) => Some(s.as_str()),
-                        _ => v.str_at("uid"),
+                        Value::String(s) => Some(s.as_str()),
+                        _ => str_at(v, "uid"),
                     };
                     let ok = match uid {
                         None | Some("-- Grafana --") => true,
@@ -268,7 +279,7 @@ fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &
                 hard_coded_datasources(v, &here, ds_vars, out);
             }
         }
-        Json::Arr(items) => {
+        Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 hard_coded_datasources(v, &format!("{path}[{i}]"), ds_vars, out);
             }
@@ -277,8 +288,18 @@ fn hard_coded_datasources(j: &Json, path: &str, ds_vars: &BTreeSet<&str>, out: &
     }
 }
 
-fn all_panels<'a>(panels: Option<&'a Json>, out: &mut Vec<&'a Json>) {
-    for p in panels.items() {
+/// The elements of an array (none for anything else).
+fn items(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The string member `key` of an object.
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn all_panels<'a>(panels: Option<&'a Value>, out: &mut Vec<&'a Value>) {
+    for p in items(panels) {
         out.push(p);
         all_panels(p.get("panels"), out);
     }
@@ -374,13 +395,13 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 fn type_check(dir: &Path) -> Result<()> {
     let tsconfig = fs::read_to_string(dir.join("tsconfig.json"))
         .with_context(|| format!("reading {}/tsconfig.json", dir.display()))?;
-    let options = Json::parse(&tsconfig)
+    let options = serde_json::from_str::<Value>(&tsconfig)
         .ok()
         .and_then(|t| t.get("compilerOptions").cloned());
     for flag in ["strict", "noEmit"] {
         if !matches!(
             options.as_ref().and_then(|o| o.get(flag)),
-            Some(Json::Bool(true))
+            Some(Value::Bool(true))
         ) {
             bail!(
                 "dashboards/schema-check/tsconfig.json: compilerOptions.{flag} is not true; fix: \
@@ -388,7 +409,7 @@ fn type_check(dir: &Path) -> Result<()> {
             );
         }
     }
-    let npm = ensure_npm()?;
+    let npm = util::ensure_apt_tool(STEP, "npm", &["nodejs", "npm"], "")?;
     for (what, program) in [("node", PathBuf::from("node")), ("npm", npm.clone())] {
         let version = util::probe(&program, &["--version"])
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -418,38 +439,66 @@ fn type_check(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `npm` on PATH, else (as root) Debian's `nodejs` and `npm` installed with apt.
-fn ensure_npm() -> Result<PathBuf> {
-    if let Some(p) = find_on_path("npm") {
-        return Ok(p);
-    }
-    if !util::is_root() {
-        bail!(
-            "npm not found on PATH; fix: as root run `apt-get update && apt-get install -y nodejs \
-             npm` (or run `cargo xtask dashboards` as root, which does that)"
-        );
-    }
-    eprintln!("[{STEP}] npm: missing, installing Debian's nodejs and npm");
-    let mut update = Command::new("apt-get");
-    update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", "nodejs", "npm"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(STEP, &mut install)?;
-    find_on_path("npm").context("nodejs and npm were installed but npm is still not on PATH")
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 #[cfg(test)]
-#[path = "dashboards_tests.rs"]
-mod tests;
+mod tests {
+    //! Tests of the static checks.
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    #[test]
+    fn metric_names_skip_functions_labels_strings_and_variables() {
+        let e = r#"sum by (namespace) (label_replace(rate(oomwatch_a_total{node=~"$node",x="{y}"}[$__rate_interval] offset 5m), "n", "$1", "pod", "(.*)")) or on(instance) up == 0 and ignoring (a) vector(1) * 1e3"#;
+        let names: Vec<String> = metric_names(e).into_iter().collect();
+        assert_eq!(names, ["oomwatch_a_total", "up"]);
+        assert_eq!(metric_names("max(oomwatch_b) BY (x)").len(), 1);
+    }
+
+    #[test]
+    fn variables_and_datasources() {
+        let vars: Vec<String> = variables(r#"x{a=~"$node"}[${__range}] "$1" ${ns:regex}"#)
+            .into_iter()
+            .collect();
+        assert_eq!(vars, ["__range", "node", "ns"]);
+        let ds: BTreeSet<&str> = ["datasource"].into();
+        let good = serde_json::from_str::<Value>(r#"{"type":"prometheus","uid":"${datasource}"}"#)
+            .unwrap();
+        let fixed =
+            serde_json::from_str::<Value>(r#"{"type":"prometheus","uid":"P1809F7CD0C75ACF3"}"#)
+                .unwrap();
+        assert!(is_datasource_var(Some(&good), &ds));
+        assert!(!is_datasource_var(Some(&fixed), &ds));
+        let d =
+            serde_json::from_str::<Value>(r#"{"panels":[{"datasource":{"uid":"abc"}}]}"#).unwrap();
+        let mut out = Vec::new();
+        hard_coded_datasources(&d, "", &ds, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn lint_reports_each_problem_with_a_fix() {
+        let d = serde_json::from_str::<Value>(
+        r#"{"templating":{"list":[{"name":"datasource","type":"datasource"}]},
+            "panels":[{"id":1,"type":"stat","targets":[{"refId":"A","expr":"foo + oomwatch_x{a=\"$nope\"}"}]},
+                      {"id":1,"type":"row","panels":[]}]}"#,
+    )
+    .unwrap();
+        let documented: BTreeSet<String> = ["oomwatch_x".to_string()].into();
+        let problems = lint(&d, &documented);
+        for want in [
+            "schemaVersion",
+            "duplicate id",
+            "no description",
+            "datasource is not",
+            "$nope",
+            "metric foo",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want}: {problems:#?}"
+            );
+        }
+        assert!(problems.iter().all(|p| p.contains("fix:")), "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+}

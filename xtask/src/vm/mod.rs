@@ -8,55 +8,32 @@
 //! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`. Downloads are cached under
 //! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
 //! tests); `--prepare-only` stops after those.
+//!
+//! The steps, one module each: `kernel` (Debian packages, kernel download) → `btf` (each
+//! kernel's BTF) → `initramfs` (busybox, the agent, `init.sh` as the guest's `/init`) → `qemu`
+//! (one boot, its serial console) → `console` (the console's sections and kernel lines) →
+//! `check` (the boot's checks, and each of the three `agent`s') → `report` (the tables).
+//! `earlyoom` fetches the userspace killer the guest runs.
 
-#[path = "vm_agent.rs"]
-mod vm_agent;
-#[path = "vm_btf.rs"]
-mod vm_btf;
-#[path = "vm_check.rs"]
-mod vm_check;
-#[path = "vm_check_candidates.rs"]
-mod vm_check_candidates;
-#[path = "vm_check_global.rs"]
-mod vm_check_global;
-#[path = "vm_check_lifecycle.rs"]
-mod vm_check_lifecycle;
-#[path = "vm_check_oom.rs"]
-mod vm_check_oom;
-#[path = "vm_check_threads.rs"]
-mod vm_check_threads;
-#[path = "vm_earlyoom.rs"]
-mod vm_earlyoom;
-#[path = "vm_initramfs.rs"]
-mod vm_initramfs;
-#[path = "vm_json.rs"]
-mod vm_json;
-#[path = "vm_kernel.rs"]
-mod vm_kernel;
-#[path = "vm_parse.rs"]
-mod vm_parse;
-#[path = "vm_report.rs"]
-mod vm_report;
+mod agent;
+mod btf;
+mod check;
+mod console;
+mod earlyoom;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod report;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader, Write},
-    path::Path,
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::{fs, path::Path, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
-use vm_check::Check;
-use vm_kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
-use vm_report::{print_run, print_summary, RunResult};
+use check::Check;
+use kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
+use report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
-const QEMU: &str = "qemu-system-x86_64";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The whole test; with `prepare_only`, only the kernels and their BTF (no build, no boot).
 pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
@@ -66,7 +43,7 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     if prepare_only {
         // Also Debian's earlyoom, unpacked (never installed): the host's userspace-killer test
         // runs it from target/vm/earlyoom/.
-        let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+        let earlyoom = earlyoom::fetch(&vm_dir)?;
         eprintln!("[{STEP}] earlyoom: {}", earlyoom.display());
         eprintln!(
             "[{STEP}] prepared {} kernel(s) and their BTF ({:.1}s); nothing built or booted",
@@ -80,9 +57,9 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     let t = Instant::now();
     let initrd = vm_dir.join("initramfs").join("initrd.cpio.gz");
     let staging = vm_dir.join("initramfs").join("root");
-    let earlyoom = vm_earlyoom::fetch(&vm_dir)?;
+    let earlyoom = earlyoom::fetch(&vm_dir)?;
     let threads = build_alloc_threads()?;
-    vm_initramfs::build(
+    initramfs::build(
         &binary,
         &[earlyoom.as_path(), threads.as_path()],
         &staging,
@@ -145,7 +122,7 @@ fn prepare(
     let mut kernels = Vec::new();
     for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
         let kernel = fetch_kernel(series, vm_dir, keep)?;
-        vm_btf::extract(&kernel, vm_dir)?;
+        btf::extract(&kernel, vm_dir)?;
         kernels.push(kernel);
     }
     if kernels.is_empty() {
@@ -162,87 +139,29 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
     let out_dir = vm_dir.join(&release);
     fs::create_dir_all(&out_dir)?;
     let log_path = out_dir.join("console.log");
-    let mut cmd = Command::new(QEMU);
-    cmd.args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
-        // Two NUMA nodes of 256M (the second without a CPU), so that the `c` phase can confine
-        // a task to node 1 with a cpuset and make a CONSTRAINT_CPUSET OOM.
-        .args(["-object", "memory-backend-ram,id=n0,size=256M"])
-        .args(["-numa", "node,nodeid=0,cpus=0,memdev=n0"])
-        .args(["-object", "memory-backend-ram,id=n1,size=256M"])
-        .args(["-numa", "node,nodeid=1,memdev=n1"])
-        .args(["-no-reboot", "-kernel"])
-        .arg(&k.vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    eprintln!(
-        "[{STEP}] booting {} ({}), timeout {}s: $ {}",
-        k.label,
-        k.version,
-        BOOT_TIMEOUT.as_secs(),
-        util::describe(&cmd)
-    );
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("[vm] cannot start {QEMU}"))?;
-    let stdout = child.stdout.take().context("[vm] qemu stdout")?;
-    let mut log = fs::File::create(&log_path)
-        .with_context(|| format!("[vm] cannot create {}", log_path.display()))?;
-    let label = k.label;
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        let mut lines = BufReader::new(stdout).split(b'\n');
-        while let Some(Ok(bytes)) = lines.next() {
-            let line = String::from_utf8_lossy(&bytes);
-            let _ = writeln!(log, "{}", line.trim_end_matches('\r'));
-            // The first one follows the firmware's terminal escapes on the same line.
-            if let Some((_, msg)) = line.trim_end().split_once("OWVM: ") {
-                eprintln!("[{STEP} {label}] guest: {msg}");
-            }
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let boot_secs = started.elapsed().as_secs_f64();
-    let text = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("[vm] console reader panicked"))?;
+    let boot = qemu::boot(k, initrd, &log_path)?;
+    let (text, boot_secs) = (&boot.console, boot.secs);
 
-    let mut report = vm_check::check_console(&text);
+    let mut report = check::check_console(text);
     report.boot.insert(
         0,
         Check {
             name: "qemu",
-            ok: status.is_some_and(|s| s.success()),
-            detail: match status {
+            ok: boot.status.is_some_and(|s| s.success()),
+            detail: match boot.status {
                 Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
-                None => format!("killed after the {}s timeout", BOOT_TIMEOUT.as_secs()),
+                None => format!("killed after the {}s timeout", qemu::BOOT_TIMEOUT.as_secs()),
             },
         },
     );
-    let uptime = vm_check::guest_uptime(&text)
+    let uptime = check::guest_uptime(text)
         .map(|u| format!(", guest uptime {u:.1}s at the end"))
         .unwrap_or_default();
     eprintln!(
         "[{STEP}] {release}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
         log_path.display()
     );
-    let console = vm_parse::Console::parse(&text);
+    let console = console::Console::parse(text);
     let result = RunResult {
         label: k.label,
         release,

@@ -16,13 +16,13 @@
 //!
 //! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
 //! of its kind. The phases run after the `m` phase, so
-//! [`super::vm_check_threads::before_phase`] keeps them out of the other checks too.
+//! [`crate::vm::check::threads::before_phase`] keeps them out of the other checks too.
 
-use super::{
-    vm_check::{check, Check},
-    vm_json::Json,
-    vm_parse::{kernel_kills, oom_invocations, Console, Invocation},
+use crate::vm::{
+    check::{check, render, Check},
+    console::{kernel_kills, oom_invocations, Console, Invocation},
 };
+use serde_json::Value;
 
 /// One host-level phase.
 pub struct HostPhase {
@@ -37,7 +37,7 @@ pub struct HostPhase {
     /// The kernel's constraint for the phase's OOM.
     constraint: &'static str,
     /// Phase-specific problems of one agent's event of the victim (its context is known).
-    expect: fn(&Json) -> Vec<String>,
+    expect: fn(&Value) -> Vec<String>,
 }
 
 pub const PHASES: [HostPhase; 5] = [
@@ -94,16 +94,16 @@ pub const PHASES: [HostPhase; 5] = [
 ];
 
 /// An event or follow-up record of a task in one of the phases' cgroups.
-pub fn in_phase(v: &Json) -> bool {
-    let cg = v.get("cgroup").and_then(Json::as_str);
+pub fn in_phase(v: &Value) -> bool {
+    let cg = v.get("cgroup").and_then(Value::as_str);
     PHASES.iter().any(|p| cg == Some(p.cgroup))
 }
 
-fn text(e: &Json, k: &str) -> Option<String> {
-    e.get(k).and_then(Json::as_str).map(str::to_string)
+fn text(e: &Value, k: &str) -> Option<String> {
+    e.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
-fn explanation_has(e: &Json, part: &str) -> Vec<String> {
+fn explanation_has(e: &Value, part: &str) -> Vec<String> {
     let explanation = text(e, "explanation").unwrap_or_default();
     if explanation.contains(part) {
         vec![]
@@ -112,13 +112,13 @@ fn explanation_has(e: &Json, part: &str) -> Vec<String> {
     }
 }
 
-fn expect_global(e: &Json) -> Vec<String> {
+fn expect_global(e: &Value) -> Vec<String> {
     explanation_has(e, "host (global OOM)")
 }
 
-fn expect_manual(e: &Json) -> Vec<String> {
+fn expect_manual(e: &Value) -> Vec<String> {
     let mut problems = explanation_has(e, "host (global OOM, manual: sysrq f)");
-    let order = e.get("order").and_then(Json::as_i64);
+    let order = e.get("order").and_then(Value::as_i64);
     if order != Some(-1) {
         problems.push(format!("order {order:?}, not -1"));
     }
@@ -134,7 +134,7 @@ fn expect_manual(e: &Json) -> Vec<String> {
     problems
 }
 
-fn expect_cpuset(e: &Json) -> Vec<String> {
+fn expect_cpuset(e: &Value) -> Vec<String> {
     let mut problems = explanation_has(e, "cpuset");
     // The agents (at -999, in the root cpuset) are candidates too: scored, or counted as not.
     let explanation = text(e, "explanation").unwrap_or_default();
@@ -150,7 +150,7 @@ fn expect_cpuset(e: &Json) -> Vec<String> {
     problems
 }
 
-fn expect_mempolicy(e: &Json) -> Vec<String> {
+fn expect_mempolicy(e: &Value) -> Vec<String> {
     let mut problems = explanation_has(e, "memory policy's nodes");
     let domain = text(e, "oom_domain");
     if domain.as_deref() != Some("mempolicy") {
@@ -159,19 +159,19 @@ fn expect_mempolicy(e: &Json) -> Vec<String> {
     problems
 }
 
-fn expect_allocating(e: &Json) -> Vec<String> {
+fn expect_allocating(e: &Value) -> Vec<String> {
     let mut problems = explanation_has(e, "was killed as the allocating task");
-    if e.get("allocating_task_kill").and_then(Json::as_bool) != Some(true) {
+    if e.get("allocating_task_kill").and_then(Value::as_bool) != Some(true) {
         problems.push("allocating_task_kill not true".into());
     }
     let message = text(e, "message");
     if message.as_deref() != Some("Out of memory (oom_kill_allocating_task)") {
         problems.push(format!("message {message:?}"));
     }
-    if !matches!(e.get("badness"), None | Some(Json::Null)) {
+    if !matches!(e.get("badness"), None | Some(Value::Null)) {
         problems.push(format!(
             "badness {}: the kernel ranked no task",
-            e.get("badness").map(Json::render).unwrap_or_default()
+            e.get("badness").map(render).unwrap_or_default()
         ));
     }
     problems
@@ -274,15 +274,15 @@ impl HostPhase {
 
     /// One agent's side: one live event for the victim, with the context of the phase's kind.
     /// `events` are the agent's events in the phase's cgroup.
-    pub fn agent_check(&self, c: &Console, events: &[Json]) -> Check {
+    pub fn agent_check(&self, c: &Console, events: &[Value]) -> Check {
         let name = self.agent_name;
         let (pid, _) = match self.victim_or_verdict(c, name) {
             Ok(v) => v,
             Err(verdict) => return verdict,
         };
-        let mine: Vec<&Json> = events
+        let mine: Vec<&Value> = events
             .iter()
-            .filter(|e| e.get("pid").and_then(Json::as_i64) == Some(pid))
+            .filter(|e| e.get("pid").and_then(Value::as_i64) == Some(pid))
             .collect();
         let mut problems = Vec::new();
         if mine.len() != 1 || events.len() != 1 {
@@ -295,7 +295,7 @@ impl HostPhase {
         }
         let header = self.invocation(c, pid).is_some_and(|i| i.header);
         for e in mine {
-            if e.get("replayed").and_then(Json::as_bool) != Some(false) {
+            if e.get("replayed").and_then(Value::as_bool) != Some(false) {
                 problems.push("not recorded live".into());
             }
             // With the report's header (not rate-limited) every source has the context.
@@ -306,16 +306,16 @@ impl HostPhase {
                     self.constraint
                 ));
             }
-            if !matches!(e.get("oom_memcg"), None | Some(Json::Null)) {
+            if !matches!(e.get("oom_memcg"), None | Some(Value::Null)) {
                 problems.push(format!(
                     "oom_memcg {}, not null",
-                    e.get("oom_memcg").map(Json::render).unwrap_or_default()
+                    e.get("oom_memcg").map(render).unwrap_or_default()
                 ));
             }
             let chosen = e
                 .get("chosen")
                 .and_then(|c| c.get("pid"))
-                .and_then(Json::as_i64);
+                .and_then(Value::as_i64);
             if constraint.is_some() {
                 if chosen != Some(pid) {
                     problems.push(format!("chosen {chosen:?}, not {pid}"));
@@ -336,9 +336,9 @@ impl HostPhase {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vm_check::{
+    use crate::vm::check::{
         check_console,
-        tests::{fentry_event_in, get, FIXTURE},
+        fixture::{fentry_event_in, get, FIXTURE},
         Check,
     };
 

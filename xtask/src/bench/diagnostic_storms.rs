@@ -1,5 +1,6 @@
-//! Where the kill → record time goes: the same kind of storm with one thing changed at a
-//! time, and notes that read the numbers (written into `docs/benchmarks.md`).
+//! The diagnostic storms (`diagnostic_storms` in the results): where the kill → record time
+//! goes. The same kind of storm with one thing changed at a time, and notes that read the
+//! numbers (written into `docs/benchmarks.md`).
 
 use std::path::Path;
 

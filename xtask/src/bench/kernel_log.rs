@@ -1,4 +1,7 @@
-//! The kernel's consoles: the OOM killer writes "Killed process ..." at `KERN_ERR`, which is
+//! The kernel log as the bench sees it: its consoles, and a counter of the records it logs
+//! (`KmsgCounter`).
+//!
+//! The consoles: the OOM killer writes "Killed process ..." at `KERN_ERR`, which is
 //! printed synchronously on every console whose log level lets it through, by the task that
 //! kills, before `/dev/kmsg` readers are woken. On a slow (serial) console this delays both the
 //! ring-buffer wake-up of the agent and the kernel-log line the agent waits for.

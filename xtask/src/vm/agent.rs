@@ -2,13 +2,13 @@
 //! (`fentry:oom_kill_process`, its `kprobe` fallback, the kernel-log fallback
 //! `kmsg:oom_report`), and the checks of one agent's output against the kernel's log.
 
+use serde_json::Value;
 use std::collections::BTreeSet;
 
-use super::{
-    vm_check::{check, Check},
-    vm_check_candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    vm_json::Json,
-    vm_parse::*,
+use crate::vm::{
+    check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
+    check::{at, candidates, check, global, lifecycle, oom, render, threads, Check},
+    console::*,
 };
 
 /// One agent of the guest: `oomwatch run --listen 127.0.0.1:PORT --disable-probe ...`.
@@ -109,162 +109,88 @@ const NUMERIC_FIELDS: [(&str, &str, i64); 7] = [
     ("uid", "UID", 1),
 ];
 
+/// One agent's event lines, by the checks that read them.
+struct Events {
+    /// Kernel OOM kills of the memory-cgroup phases (`t`, `g`).
+    kernel: Vec<Value>,
+    /// Follow-up records and userspace killers' kills (check::lifecycle), outside the
+    /// multi-threaded and host-level phases.
+    others: Vec<Value>,
+    /// The multi-threaded phase's kills (check::threads).
+    threads: Vec<Value>,
+    /// The host-level phases' kills (check::global).
+    global: Vec<Value>,
+}
+
+impl Events {
+    /// `lines` parsed and sorted; a line that is no JSON is a problem.
+    fn sort(lines: &[String], problems: &mut Vec<String>) -> Events {
+        let mut events: Vec<Value> = Vec::new();
+        for line in lines {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => events.push(v),
+                Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
+            }
+        }
+        let (others, events): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(lifecycle::not_a_kernel_event);
+        let (threads, events): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(threads::in_phase);
+        let (global, kernel): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(global::in_phase);
+        let others = others
+            .into_iter()
+            .filter(|o| !threads::in_phase(o) && !global::in_phase(o))
+            .collect();
+        Events {
+            kernel,
+            others,
+            threads,
+            global,
+        }
+    }
+}
+
+fn pid_of(e: &Value) -> i64 {
+    e.get("pid").and_then(Value::as_i64).unwrap_or(-1)
+}
+
 /// Every check of one agent's events, metrics, log and exit status.
 pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let section = |base: &str| k.console.section(&agent.section(base));
-    let mut checks = Vec::new();
-    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
-
-    // Events: one per victim, fields equal to the kernel's numbers.
     let mut problems = Vec::new();
-    let mut events: Vec<Json> = Vec::new();
-    for line in section("events") {
-        match Json::parse(line) {
-            Ok(v) => events.push(v),
-            Err(e) => problems.push(format!("not a JSON event ({e}): {line}")),
-        }
-    }
-    // Follow-up records and userspace killers' kills are checked in vm_check_lifecycle.
-    let (others, events): (Vec<Json>, Vec<Json>) = events
-        .into_iter()
-        .partition(super::vm_check_lifecycle::not_a_kernel_event);
-    // The multi-threaded and host-level phases' records are checked on their own.
-    let (threads, events): (Vec<Json>, Vec<Json>) = events
-        .into_iter()
-        .partition(super::vm_check_threads::in_phase);
-    let (global, events): (Vec<Json>, Vec<Json>) = events
-        .into_iter()
-        .partition(super::vm_check_global::in_phase);
-    let others: Vec<Json> = others
-        .into_iter()
-        .filter(|o| !super::vm_check_threads::in_phase(o) && !super::vm_check_global::in_phase(o))
-        .collect();
-    let pid_of = |e: &Json| e.get("pid").and_then(Json::as_i64).unwrap_or(-1);
-    for v in k.victims {
-        let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
-        if n != 1 {
-            problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
-        }
-    }
-    for e in &events {
-        if !victim_pids.contains(&pid_of(e)) {
-            problems.push(format!(
-                "event for pid {}, which is no test victim",
-                pid_of(e)
-            ));
-        }
-        // The agent ran through every kill: a record rebuilt from the kernel log means the
-        // live one was lost (or taken for a mark without a kill).
-        if e.get("replayed").and_then(Json::as_bool) != Some(false) {
-            problems.push(format!("pid {}: not recorded live", pid_of(e)));
-        }
-    }
-    checks.push(check(
-        "one event per victim",
-        problems,
-        format!("{} events for {} victims", events.len(), k.victims.len()),
-    ));
-
-    let mut fields = Vec::new();
-    let mut cgroups = Vec::new();
-    let mut tgids = Vec::new();
-    for e in &events {
-        let pid = pid_of(e);
-        let render = |f: &str| e.get(f).map(Json::render).unwrap_or("absent".into());
-        match k.kills.iter().find(|kill| kill.pid == pid) {
-            None => fields.push(format!("pid {pid}: no kernel line to compare with")),
-            Some(kill) => {
-                if e.get("comm").and_then(Json::as_str) != Some(kill.comm.as_str()) {
-                    fields.push(format!(
-                        "pid {pid} comm: agent {} kernel {:?}",
-                        render("comm"),
-                        kill.comm
-                    ));
-                }
-                for (field, key, mult) in NUMERIC_FIELDS {
-                    let want = kill.numbers.get(key).map(|n| n * mult);
-                    if e.get(field).and_then(Json::as_i64) != want || want.is_none() {
-                        fields.push(format!(
-                            "pid {pid} {field}: agent {} kernel {}",
-                            render(field),
-                            want.map_or("absent".into(), |w| w.to_string())
-                        ));
-                    }
-                }
-            }
-        }
-        let want_cg = k
-            .victims
-            .iter()
-            .find(|v| v.pid == pid)
-            .map(|v| format!("/{}", v.cgroup));
-        let got_cg = e.get("cgroup").and_then(Json::as_str).map(str::to_string);
-        if got_cg.is_none() || got_cg != want_cg {
-            cgroups.push(format!(
-                "pid {pid} cgroup: agent {} expected {} (source {})",
-                render("cgroup"),
-                want_cg.unwrap_or("?".into()),
-                e.get("sources")
-                    .and_then(|s| s.get("cgroup"))
-                    .map(Json::render)
-                    .unwrap_or("none".into())
-            ));
-        }
-        if e.get("tgid").and_then(Json::as_i64) != Some(pid) {
-            tgids.push(format!(
-                "pid {pid} tgid: agent {} expected {pid}",
-                render("tgid")
-            ));
-        }
-    }
-    let n = events.len();
-    checks.push(check(
-        "fields = kernel",
-        fields,
-        format!("{n} events: pid comm uid memory pgtables oom_score_adj equal"),
-    ));
-    checks.push(check(
-        "cgroup v2 path",
-        cgroups,
-        format!("{n} events: /t or /g"),
-    ));
-    checks.push(check("tgid", tgids, format!("{n} events: tgid = pid")));
-    checks.push(super::vm_check_oom::check_oom(
+    let ev = Events::sort(section("events"), &mut problems);
+    let events = &ev.kernel;
+    let mut checks = vec![one_event_per_victim(k, events, problems)];
+    checks.extend(kernel_fields(k, events));
+    checks.push(oom::check_oom(agent, events, k.victims, k.invocations));
+    checks.push(candidates::check_candidates(
         agent,
-        &events,
-        k.victims,
-        k.invocations,
-    ));
-    checks.push(super::vm_check_candidates::check_candidates(
-        agent,
-        &events,
+        events,
         k.invocations,
         section("agent-log"),
         section("metrics"),
     ));
-    checks.push(memory_events(k, &events));
-    checks.extend(super::vm_check_lifecycle::checks(
+    checks.push(memory_events(k, events));
+    checks.extend(lifecycle::checks(
         k,
         section("agent-log"),
-        &events,
-        &others,
+        events,
+        &ev.others,
     ));
-    checks.push(super::vm_check_threads::agent_check(k.console, &threads));
-    for phase in &super::vm_check_global::PHASES {
-        let mine: Vec<Json> = global
+    checks.push(threads::agent_check(k.console, &ev.threads));
+    for phase in &global::PHASES {
+        let mine: Vec<Value> = ev
+            .global
             .iter()
-            .filter(|e| e.get("cgroup").and_then(Json::as_str) == Some(phase.cgroup))
+            .filter(|e| e.get("cgroup").and_then(Value::as_str) == Some(phase.cgroup))
             .cloned()
             .collect();
         checks.push(phase.agent_check(k.console, &mine));
     }
-    checks.push(metrics(
-        agent,
-        section("metrics"),
-        n + threads.len() + global.len(),
-    ));
+    let n = events.len() + ev.threads.len() + ev.global.len();
+    checks.push(metrics(agent, section("metrics"), n));
     checks.push(probes(agent, section("agent-log")));
-
     let exit = section("agent-exit").first().map(|s| s.trim().to_string());
     checks.push(check(
         "agent exit 0",
@@ -278,15 +204,108 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     checks
 }
 
+/// Events: one per victim, recorded live; `problems` are those found parsing them.
+fn one_event_per_victim(k: &Kernel, events: &[Value], mut problems: Vec<String>) -> Check {
+    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
+    for v in k.victims {
+        let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
+        if n != 1 {
+            problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
+        }
+    }
+    for e in events {
+        if !victim_pids.contains(&pid_of(e)) {
+            problems.push(format!(
+                "event for pid {}, which is no test victim",
+                pid_of(e)
+            ));
+        }
+        // The agent ran through every kill: a record rebuilt from the kernel log means the
+        // live one was lost (or taken for a mark without a kill).
+        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
+            problems.push(format!("pid {}: not recorded live", pid_of(e)));
+        }
+    }
+    check(
+        "one event per victim",
+        problems,
+        format!("{} events for {} victims", events.len(), k.victims.len()),
+    )
+}
+
+/// `fields = kernel`, `cgroup v2 path`, `tgid`: each event against the kernel's "Killed
+/// process" line and the cgroup `/init` put the victim in.
+fn kernel_fields(k: &Kernel, events: &[Value]) -> [Check; 3] {
+    let mut fields = Vec::new();
+    let mut cgroups = Vec::new();
+    let mut tgids = Vec::new();
+    for e in events {
+        let pid = pid_of(e);
+        let show = |f: &str| e.get(f).map(render).unwrap_or("absent".into());
+        match k.kills.iter().find(|kill| kill.pid == pid) {
+            None => fields.push(format!("pid {pid}: no kernel line to compare with")),
+            Some(kill) => {
+                if e.get("comm").and_then(Value::as_str) != Some(kill.comm.as_str()) {
+                    fields.push(format!(
+                        "pid {pid} comm: agent {} kernel {:?}",
+                        show("comm"),
+                        kill.comm
+                    ));
+                }
+                for (field, key, mult) in NUMERIC_FIELDS {
+                    let want = kill.numbers.get(key).map(|n| n * mult);
+                    if e.get(field).and_then(Value::as_i64) != want || want.is_none() {
+                        fields.push(format!(
+                            "pid {pid} {field}: agent {} kernel {}",
+                            show(field),
+                            want.map_or("absent".into(), |w| w.to_string())
+                        ));
+                    }
+                }
+            }
+        }
+        let want_cg = k
+            .victims
+            .iter()
+            .find(|v| v.pid == pid)
+            .map(|v| format!("/{}", v.cgroup));
+        let got_cg = e.get("cgroup").and_then(Value::as_str).map(str::to_string);
+        if got_cg.is_none() || got_cg != want_cg {
+            cgroups.push(format!(
+                "pid {pid} cgroup: agent {} expected {} (source {})",
+                show("cgroup"),
+                want_cg.unwrap_or("?".into()),
+                at(e, "sources.cgroup").map(render).unwrap_or("none".into())
+            ));
+        }
+        if e.get("tgid").and_then(Value::as_i64) != Some(pid) {
+            tgids.push(format!(
+                "pid {pid} tgid: agent {} expected {pid}",
+                show("tgid")
+            ));
+        }
+    }
+    let n = events.len();
+    [
+        check(
+            "fields = kernel",
+            fields,
+            format!("{n} events: pid comm uid memory pgtables oom_score_adj equal"),
+        ),
+        check("cgroup v2 path", cgroups, format!("{n} events: /t or /g")),
+        check("tgid", tgids, format!("{n} events: tgid = pid")),
+    ]
+}
+
 /// memory.events: the kernel counts oom_kill once per "Killed process" line, and a
 /// memory.oom.group kill prints and counts its chosen task twice (one victim, one event).
-fn memory_events(k: &Kernel, events: &[Json]) -> Check {
+fn memory_events(k: &Kernel, events: &[Value]) -> Check {
     let mut problems = Vec::new();
     let mut counts = Vec::new();
     for cg in ["t", "g"] {
         let section = k.console.section(&format!("memory.events-{cg}"));
         let got = key_value(section, "oom_kill");
-        let in_cg = |e: &&Json| e.get("cgroup").and_then(Json::as_str) == Some(&format!("/{cg}"));
+        let in_cg = |e: &&Value| e.get("cgroup").and_then(Value::as_str) == Some(&format!("/{cg}"));
         let n_events = events.iter().filter(in_cg).count() as i64;
         let in_phase: Vec<&KernelKill> = k.kills.iter().filter(|kill| kill.phase == cg).collect();
         let lines = in_phase.len() as i64;
@@ -387,5 +406,88 @@ fn probes(agent: &Agent, log: &[String]) -> Check {
 }
 
 #[cfg(test)]
-#[path = "vm_agent_tests.rs"]
-mod tests;
+mod tests {
+    //! Tests of one agent's probe and metrics checks on the real console fixture.
+
+    use super::*;
+    use crate::vm::check::{
+        check_console,
+        fixture::{get, mutate_in, FIXTURE},
+    };
+
+    /// The `probe` line of `probe` in the log section of `agent`, replaced.
+    fn replace_probe_line(agent_log: &str, probe: &str, new_fields: &str) -> String {
+        let text = FIXTURE.to_string();
+        let c = Console::parse(&text);
+        let line = c.sections[agent_log]
+            .iter()
+            .find(|l| l.contains(&format!(r#""probe":"{probe}""#)) && l.contains("\"probe "))
+            .unwrap();
+        let start = line.find(r#""fields":{"#).unwrap() + r#""fields":{"#.len();
+        let end = line.find(r#"},"target""#).unwrap();
+        mutate_in(
+            &text,
+            line,
+            &format!("{}{new_fields}{}", &line[..start], &line[end..]),
+        )
+    }
+
+    #[test]
+    fn probe_problems_are_reported_with_what_the_log_said() {
+        let unavailable = |p: &str, why: &str| {
+            format!(r#""message":"probe unavailable","probe":"{p}","reason":"{why}""#)
+        };
+        let cases = [
+        ("kmsg", "tp_btf:mark_victim", unavailable("tp_btf:mark_victim", "no BTF"),
+         "tp_btf:mark_victim: unavailable: no BTF"),
+        ("fentry", "fentry:oom_kill_process", unavailable("fentry:oom_kill_process", "EPERM"),
+         "fentry:oom_kill_process: unavailable: EPERM"),
+        ("kmsg", "kmsg:oom_report",
+         r#""message":"probe unavailable: events carry no OOM context","probe":"kmsg:oom_report","reason":"EACCES""#.to_string(),
+         "kmsg:oom_report: unavailable: EACCES"),
+        ("kprobe", "fentry:oom_kill_process",
+         r#""message":"probe attached","probe":"fentry:oom_kill_process","reads":"all""#.to_string(),
+         "fentry:oom_kill_process: attached (all), expected unavailable (disabled by --disable-probe)"),
+    ];
+        for (agent, probe, fields, detail) in cases {
+            let section = AGENTS
+                .iter()
+                .find(|a| a.name == agent)
+                .unwrap()
+                .section("agent-log");
+            let r = check_console(&replace_probe_line(&section, probe, &fields));
+            assert_eq!(r.failed(), [format!("{agent}: probes attached")], "{probe}");
+            assert_eq!(get(&r, agent, "probes attached").detail, detail);
+        }
+    }
+
+    #[test]
+    fn probe_attached_metrics_must_match_the_agent() {
+        let from = "oomwatch_probe_attached{probe=\"kmsg:oom_report\"} 1\n";
+        let r = check_console(&mutate_in(FIXTURE, from, &from.replace(" 1", " 0")));
+        assert_eq!(r.failed(), ["kmsg: metrics"]);
+        assert_eq!(
+            get(&r, "kmsg", "metrics").detail,
+            "oomwatch_probe_attached{probe=\"kmsg:oom_report\"} Some(0), expected 1"
+        );
+    }
+
+    #[test]
+    fn agent_problems_lists_warnings_and_plain_text_but_not_disabled_probes() {
+        let log = [
+        r#"{"level":"INFO","fields":{"message":"ok"}}"#.to_string(),
+        r#"{"level":"WARN","fields":{"message":"could not"}}"#.to_string(),
+        "Error: no probe could attach".to_string(),
+        String::new(),
+        r#"{"level":"WARN","fields":{"message":"probe unavailable","probe":"kprobe:oom_kill_process","reason":"disabled by --disable-probe"}}"#.to_string(),
+    ];
+        assert_eq!(agent_problems(&log), log[1..3]);
+        let c = Console::parse(FIXTURE);
+        for a in &AGENTS {
+            assert_eq!(
+                agent_problems(c.section(&a.section("agent-log"))),
+                [] as [String; 0]
+            );
+        }
+    }
+}
