@@ -4,13 +4,17 @@ use std::io;
 use std::time::Instant;
 
 use aya::maps::{MapData, RingBuf};
+use aya::Ebpf;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyMutGuard};
 use tokio::signal::unix::Signal;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
+use super::error::RunError;
 use super::sink::{Sink, KMSG_POLL};
-use super::RunError;
 use crate::correlate::Correlator;
 use crate::record::OomEvent;
+use crate::server::ServerError;
 use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::source::probe::candidates as candidates_probe;
 use crate::source::probe::ringbuf::{self, Record};
@@ -34,7 +38,7 @@ pub struct Agent {
     pub(super) sigint: Signal,
     pub(super) sigterm: Signal,
     /// Kept until the end: dropping them detaches the probes and stops the server.
-    pub(super) shutdown: super::startup::Shutdown,
+    pub(super) shutdown: Shutdown,
 }
 
 impl Agent {
@@ -189,6 +193,38 @@ impl Agent {
         flushed?;
         tracing::info!(signal, "probes detached; exiting");
         Ok(())
+    }
+}
+
+/// What ends the agent: the server to stop, the programs to detach.
+pub struct Shutdown {
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), ServerError>>>,
+    /// Keeps programs and links alive; dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+impl Shutdown {
+    pub(super) fn new(
+        stop: oneshot::Sender<()>,
+        server: JoinHandle<Result<(), ServerError>>,
+        ebpf: Ebpf,
+    ) -> Self {
+        Shutdown {
+            stop: Some(stop),
+            server: Some(server),
+            _ebpf: ebpf,
+        }
+    }
+
+    /// Stops the server and waits for its in-flight requests.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.server.take() {
+            let _ = task.await;
+        }
     }
 }
 

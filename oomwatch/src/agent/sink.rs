@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::RunError;
+use super::error::RunError;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
 use crate::kill_outcome::{self, Lifecycle};

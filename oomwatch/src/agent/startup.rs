@@ -6,16 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aya::maps::{MapData, PerCpuArray};
-use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::event_loop::Agent;
+use super::error::RunError;
+use super::event_loop::{Agent, Shutdown};
 use super::sink::Sink;
-use super::RunError;
 use crate::config::Config;
 use crate::correlate::Correlator;
 use crate::enrich::Enricher;
@@ -36,26 +35,6 @@ use crate::source::probe::ringbuf::{self, Record};
 use crate::sys::caps;
 use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
-
-/// What ends the agent: the server to stop, the programs to detach.
-pub struct Shutdown {
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), server::ServerError>>>,
-    /// Keeps programs and links alive; dropping it detaches everything.
-    _ebpf: Ebpf,
-}
-
-impl Shutdown {
-    /// Stops the server and waits for its in-flight requests.
-    pub async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.server.take() {
-            let _ = task.await;
-        }
-    }
-}
 
 /// Which rows of the probe table attached, as the rest of start-up needs it.
 struct Hooks {
@@ -153,11 +132,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         log_fd: logger.map(register).transpose()?,
         sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
-        shutdown: Shutdown {
-            stop: Some(stop),
-            server: Some(server),
-            _ebpf: ebpf,
-        },
+        shutdown: Shutdown::new(stop, server, ebpf),
     };
     if let Some(up) = log.missed {
         record_missed(&mut agent, up)?;

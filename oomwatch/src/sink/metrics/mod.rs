@@ -24,9 +24,12 @@ use std::time::Instant;
 
 use prometheus::proto::MetricFamily;
 
+pub use labels::UNKNOWN;
+
 use crate::record::{OomEvent, ProbeId};
 use crate::sink::missed::MissedKills;
 
+mod labels;
 pub(crate) mod prom;
 mod render;
 mod state;
@@ -36,9 +39,6 @@ use state::{series_key, KillState, Last};
 
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Label value used when the victim's comm or cgroup is not known.
-pub const UNKNOWN: &str = "unknown";
 
 /// What `oomwatch_build_info` reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

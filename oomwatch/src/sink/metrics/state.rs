@@ -6,8 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::render::push_label;
-use super::UNKNOWN;
+use super::labels::{push_label, UNKNOWN};
 use crate::record::OomEvent;
 
 /// Label names of `oomwatch_oom_kills_total`, sorted (the order of [`SeriesKey`]'s values).

@@ -13,7 +13,7 @@
 //! and rows such as `[  12355]     0 12355    17037    16735    16320      415         0   172032        0           500 tail`.
 //! The name is the rest of the row after the last numeric column and one space, so it may hold
 //! spaces.
-use super::oom::{DumpRow, TaskDump};
+use super::report::{DumpRow, TaskDump};
 
 /// Rows kept per table; further rows are counted in [`TaskDump::dropped_rows`].
 pub const MAX_DUMP_ROWS: usize = 100_000;

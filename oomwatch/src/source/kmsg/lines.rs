@@ -5,7 +5,7 @@
 //! (`comm`) may hold any byte but NUL (spaces, parentheses, commas, even a newline), so a comm
 //! is always delimited by the fixed text around it: it runs from the first `" ("` after the pid
 //! to the *last* occurrence of the fixed suffix that follows it.
-use super::oom::{Constraint, ConstraintKind, Invoked, Killed, Reaped};
+use super::report::{Constraint, ConstraintKind, Invoked, Killed, Reaped};
 
 /// `"<comm> invoked oom-killer: gfp_mask=0x...(FLAGS), [nodemask=...,] order=N, oom_score_adj=N"`.
 ///

@@ -33,6 +33,7 @@ pub mod meminfo;
 pub mod oom;
 pub mod reader;
 pub mod record;
+pub mod report;
 
 #[cfg(test)]
 pub(crate) mod fixture_tests;
