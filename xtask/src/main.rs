@@ -128,6 +128,11 @@ fn target_dir() -> PathBuf {
 
 /// setup, build-ebpf, then `cargo build -p oomwatch`; returns the binary's path.
 fn build(debug: bool) -> Result<PathBuf> {
+    build_with(debug, &[])
+}
+
+/// [`build`] with cargo features of `oomwatch` (e.g. `test-knobs` for the benchmarks).
+fn build_with(debug: bool, features: &[&str]) -> Result<PathBuf> {
     setup::setup(false).context("[build] step setup")?;
     ebpf::build_ebpf().context("[build] step build-ebpf")?;
     let mut cmd = Command::new(util::host_cargo());
@@ -135,6 +140,9 @@ fn build(debug: bool) -> Result<PathBuf> {
         .current_dir(util::repo_root());
     if !debug {
         cmd.arg("--release");
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
     }
     run("build", &mut cmd).context("[build] step cargo build -p oomwatch")?;
     let binary = target_dir()

@@ -115,12 +115,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub stuck_after_ms: u64,
     /// Test knob: behave as on a kernel whose mark_victim has only `pid` (fields from /proc).
+    #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true)]
     pub force_pid_only: bool,
     /// Test knob: make one kernel read of the BTF program fault on purpose.
+    #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true)]
     pub inject_read_fault: bool,
     /// Benchmark knob: pre-populates N fake label sets of oomwatch_oom_kills_total.
+    #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub synthetic_label_sets: usize,
 }

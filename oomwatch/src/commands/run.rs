@@ -8,6 +8,7 @@ use crate::config::{self, Config, TestKnobs};
 
 /// The one place where flags become settings.
 pub fn config(args: RunArgs) -> Config {
+    let test = test_knobs(&args);
     let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Config {
         listen: args.listen,
@@ -31,12 +32,23 @@ pub fn config(args: RunArgs) -> Config {
         disabled: args.disable_probe,
         userspace_killers: args.userspace_killer,
         stuck_after: std::time::Duration::from_millis(args.stuck_after_ms),
-        test: TestKnobs {
-            force_pid_only: args.force_pid_only,
-            inject_read_fault: args.inject_read_fault,
-            synthetic_label_sets: args.synthetic_label_sets,
-        },
+        test,
     }
+}
+
+#[cfg(feature = "test-knobs")]
+fn test_knobs(args: &RunArgs) -> TestKnobs {
+    TestKnobs {
+        force_pid_only: args.force_pid_only,
+        inject_read_fault: args.inject_read_fault,
+        synthetic_label_sets: args.synthetic_label_sets,
+    }
+}
+
+/// The product build has no test knobs.
+#[cfg(not(feature = "test-knobs"))]
+fn test_knobs(_: &RunArgs) -> TestKnobs {
+    TestKnobs::default()
 }
 
 /// Runs the agent on a single-threaded runtime.

@@ -89,7 +89,8 @@ pub fn bench(smoke: bool) -> Result<()> {
     // OOMWATCH_BENCH_AGENT=PATH benchmarks that binary instead of building one.
     let binary = match std::env::var_os("OOMWATCH_BENCH_AGENT").filter(|p| !p.is_empty()) {
         Some(path) => std::path::PathBuf::from(path),
-        None => crate::build(smoke).context("[bench] build")?,
+        // The label-set scrape bench uses the `--synthetic-label-sets` test knob.
+        None => crate::build_with(smoke, &["test-knobs"]).context("[bench] build")?,
     };
     let out_dir = crate::target_dir().join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
