@@ -57,7 +57,7 @@ fn dump_rows(pids: &[i32]) -> HashMap<i32, (i64, i64, i64, i64)> {
 
 #[test]
 fn candidates_are_the_kernels_dump_ranked_by_its_points() {
-    if !real_kernel_or_skip("candidates_are_the_kernels_dump_ranked_by_its_points") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--candidates", "5"]);

@@ -117,7 +117,7 @@ fn agent_rows(log: &str) -> Vec<(String, bool)> {
 
 #[test]
 fn on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table() {
-    if !real_kernel_or_skip("on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table")
+    if !real_kernel_or_skip()
     {
         return;
     }
@@ -191,7 +191,7 @@ fn on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table() {
 
 #[test]
 fn without_privileges_check_fails_naming_cap_bpf_and_the_fix() {
-    if !real_kernel_or_skip("without_privileges_check_fails_naming_cap_bpf_and_the_fix") {
+    if !real_kernel_or_skip() {
         return;
     }
     let o = unprivileged(check(&[]));

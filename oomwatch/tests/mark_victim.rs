@@ -66,7 +66,7 @@ fn assert_matches_kernel(ev: &Value, k: &common::KernelKill, cgroup: &str) {
 
 #[test]
 fn kill_matches_kernel_log_and_is_counted() {
-    if !real_kernel_or_skip("kill_matches_kernel_log_and_is_counted") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -111,7 +111,7 @@ fn kill_matches_kernel_log_and_is_counted() {
 
 #[test]
 fn twenty_kills_make_exactly_twenty_events() {
-    if !real_kernel_or_skip("twenty_kills_make_exactly_twenty_events") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -155,7 +155,7 @@ fn twenty_kills_make_exactly_twenty_events() {
 
 #[test]
 fn oom_score_adj_500_is_reported() {
-    if !real_kernel_or_skip("oom_score_adj_500_is_reported") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -171,7 +171,7 @@ fn oom_score_adj_500_is_reported() {
 
 #[test]
 fn pid_only_kernels_fill_from_proc_or_leave_absent() {
-    if !real_kernel_or_skip("pid_only_kernels_fill_from_proc_or_leave_absent") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--force-pid-only"]);
@@ -216,7 +216,7 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
 
 #[test]
 fn failed_kernel_reads_are_counted_and_logged_at_debug() {
-    if !real_kernel_or_skip("failed_kernel_reads_are_counted_and_logged_at_debug") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--inject-read-fault"]);
@@ -263,7 +263,7 @@ fn report_latency(agent: &Agent, pids: &[i32]) {
 
 #[test]
 fn tp_btf_alone_still_reports_every_victim() {
-    if !real_kernel_or_skip("tp_btf_alone_still_reports_every_victim") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--disable-probe", "tracepoint:oom/mark_victim"]);

@@ -11,7 +11,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn oom_context_matches_the_kernel_or_its_absence_is_explained() {
-    if !real_kernel_or_skip("oom_context_matches_the_kernel_or_its_absence_is_explained") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);

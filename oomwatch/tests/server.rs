@@ -1,5 +1,7 @@
 //! The HTTP server over a real socket: routes, content types, graceful shutdown, and the
 //! bind error for a port already in use.
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -63,13 +65,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
 }
 
 fn metrics() -> Arc<Metrics> {
-    let m = Metrics::new(
-        10,
-        BuildInfo {
-            version: "0.1.0",
-            git_commit: "test",
-        },
-    );
+    let m = common::metrics_sink(10, "test");
     m.set_probe_attached("tracepoint/oom/mark_victim", true);
     m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
         ringbuf_drops: 7,
