@@ -74,8 +74,11 @@ impl MemoryHolder {
         let holder = MemoryHolder { child, pid };
         assert!(ready, "helper {pid} ({mib} MiB) did not get ready");
         if oom_score_adj != 0 {
-            std::fs::write(format!("/proc/{pid}/oom_score_adj"), oom_score_adj.to_string())
-                .unwrap_or_else(|e| panic!("set oom_score_adj of {pid} to {oom_score_adj}: {e}"));
+            std::fs::write(
+                format!("/proc/{pid}/oom_score_adj"),
+                oom_score_adj.to_string(),
+            )
+            .unwrap_or_else(|e| panic!("set oom_score_adj of {pid} to {oom_score_adj}: {e}"));
         }
         holder
     }

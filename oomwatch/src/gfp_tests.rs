@@ -311,7 +311,7 @@ fn hand_built_layouts() {
 /// The running kernel's decoder, or None (with the reason printed) when it cannot be built.
 fn host_decoder() -> Option<GfpDecoder> {
     if !Path::new(VMLINUX).exists() {
-        skip(&format!("no kernel BTF at {VMLINUX}"));
+        skip(format!("no kernel BTF at {VMLINUX}"));
         return None;
     }
     let btf = Btf::from_file(Path::new(VMLINUX)).unwrap();

@@ -117,8 +117,7 @@ fn agent_rows(log: &str) -> Vec<(String, bool)> {
 
 #[test]
 fn on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table() {
-    if !real_kernel_or_skip()
-    {
+    if !real_kernel_or_skip() {
         return;
     }
     let o = check(&["--json"]).output().unwrap();

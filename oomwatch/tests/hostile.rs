@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{metric_value, real_kernel_or_skip, Agent, TestCgroup};
 use oomwatch::server::{self, Limits};
-use oomwatch::sink::metrics::{BuildInfo, Metrics};
+use oomwatch::sink::metrics::Metrics;
 
 /// The agent's defaults (`--max-connections`, header timeout).
 const CAP: usize = 256;

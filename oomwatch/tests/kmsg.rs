@@ -6,8 +6,6 @@
 //! `OOMWATCH_REQUIRE_REAL_KERNEL=1`, where it fails instead.
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oomwatch_testkit::TestCgroup;
@@ -230,11 +228,7 @@ fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
         let OomItem::Constraint(c) = &items[c_at] else {
             unreachable!()
         };
-        assert_eq!(
-            c.oom_memcg.as_deref(),
-            Some(cg.path.as_str()),
-            "{c:?}"
-        );
+        assert_eq!(c.oom_memcg.as_deref(), Some(cg.path.as_str()), "{c:?}");
         assert_eq!(c.task_memcg.as_deref(), Some(cg.path.as_str()));
         assert_eq!(c.comm, "tail");
 

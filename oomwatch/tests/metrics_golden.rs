@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use oomwatch::enrich::domain::OomDomain;
 use oomwatch::event::{OomEvent, Source, Workload};
-use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use oomwatch::sink::metrics::EbpfCounters;
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom")

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use oomwatch::event::OomEvent;
 use oomwatch::host::HostCollectors;
 use oomwatch::server::{self, ServerError, ServerState};
-use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use oomwatch::sink::metrics::{EbpfCounters, Metrics};
 use oomwatch::sink::recent::RecentEvents;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -292,8 +292,7 @@ mod tests {
             ));
         }
         for path in &files {
-            let btf = Btf::from_file(path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let btf = Btf::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let p = prepare(Ok(&btf), Ok(()));
             assert!(p.ready.is_ok(), "{}: {:?}", path.display(), p.ready);
             let o = p.offsets;

@@ -5,13 +5,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oomwatch::gfp::{GfpDecoder, NameTable};
-use oomwatch::probe::btf::kind::{INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, CONST, FUNC, FUNC_PROTO, ENUM64};
+use oomwatch::probe::btf::kind::{
+    ARRAY, CONST, ENUM, ENUM64, FUNC, FUNC_PROTO, FWD, INT, PTR, STRUCT, TYPEDEF, UNION,
+};
 use oomwatch::probe::btf::Btf;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 use crate::harness::{self, bounded, check, Bytes, Edit};
-
 
 const GFP_BITS: &[&str] = &[
     "DMA",
@@ -321,7 +322,8 @@ fn btf_shared_type_names_stay_bounded() {
 #[test]
 fn btf_vmlinux_whole_is_bounded() {
     let path = Path::new("/sys/kernel/btf/vmlinux");
-    let Some(data) = oomwatch_testkit::host_or_skip(&path.display().to_string(), std::fs::read(path))
+    let Some(data) =
+        oomwatch_testkit::host_or_skip(&path.display().to_string(), std::fs::read(path))
     else {
         return;
     };
