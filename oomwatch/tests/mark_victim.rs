@@ -2,6 +2,7 @@
 //! every event compared field by field with the kernel's own "Killed process" line.
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::{kills_for, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
@@ -177,37 +178,54 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
     let mut agent = Agent::start(&["--force-pid-only"]);
     let cg = TestCgroup::new(LIMIT);
     let mut kmsg = Kmsg::open();
-    let pid = cg.oom_kill(0);
+    // Not reaped until the agent has reported it: `/proc/<pid>` stays (a zombie at worst), so
+    // what the pid-only path reads from it is there to read.
+    let mut victim = cg.command_hog(250).spawn().expect("spawn tail");
+    let pid = i32::try_from(victim.id()).unwrap();
     let kernel = kmsg.killed(pid, WAIT);
     let ev = agent.wait_event(WAIT, for_pid(pid));
-    assert_eq!(ev["sources"]["pid"], "tracepoint:oom/mark_victim");
-    // Everything else came from /proc while the victim was still there, or is absent; the
-    // cgroup may also come from the kernel's report (its `task_memcg=`) once the victim is gone.
-    for (field, group) in [
-        ("anon_rss", "memory"),
-        ("tgid", "tgid"),
-        ("comm", "comm"),
-        ("cgroup", "cgroup"),
+    let status = victim.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+
+    // The trace record gave the pid and nothing else; the tp_btf row is off.
+    let sources = ev["sources"].as_object().expect("sources");
+    assert_eq!(sources["pid"], "tracepoint:oom/mark_victim", "{ev}");
+    for (group, src) in sources {
+        assert!(
+            group == "pid" || !src.as_str().unwrap().contains("mark_victim"),
+            "{group} from {src} on the pid-only path: {ev}"
+        );
+    }
+    // What `/proc/<pid>/status` and `oom_score_adj` hold while the task is not reaped, alive or
+    // zombie: filled from procfs, equal to the kernel's record.
+    for (field, group, want) in [
+        ("tgid", "tgid", Value::from(kernel.pid)),
+        ("comm", "comm", Value::from(kernel.comm.as_str())),
+        ("uid", "uid", Value::from(kernel.uid)),
+        (
+            "oom_score_adj",
+            "oom_score_adj",
+            Value::from(kernel.oom_score_adj),
+        ),
     ] {
-        if ev[field].is_null() {
-            assert!(
-                ev["sources"][group].is_null(),
-                "{field} absent but sourced: {ev}"
-            );
-        } else {
-            let src = ev["sources"][group].as_str().unwrap();
-            let report = group == "cgroup" && src == "kmsg:oom_report";
-            assert!(
-                src.starts_with("procfs") || report,
-                "{field} from {src}: {ev}"
-            );
-        }
+        assert_eq!(ev[field], want, "{field}: {ev}");
+        assert_eq!(ev["sources"][group], "procfs", "{field}: {ev}");
     }
-    if !ev["comm"].is_null() {
-        assert_eq!(ev["comm"], kernel.comm.as_str());
+    assert_eq!(kernel.oom_score_adj, 250);
+    // Memory and the cgroup only if `/proc` still showed the task's memory when the agent read
+    // it (else the cgroup may come from the kernel's report); never a wrong value.
+    if ev["anon_rss"].is_null() {
+        assert!(ev["sources"]["memory"].is_null(), "{ev}");
+    } else {
+        assert_eq!(ev["sources"]["memory"], "procfs", "{ev}");
+        assert!(ev["anon_rss"].as_u64().unwrap() > 0, "{ev}");
     }
-    if !ev["cgroup"].is_null() {
-        assert_eq!(ev["cgroup"], cg.path.as_str());
+    if ev["cgroup"].is_null() {
+        assert!(ev["sources"]["cgroup"].is_null(), "{ev}");
+    } else {
+        assert_eq!(ev["cgroup"], cg.path.as_str(), "{ev}");
+        let src = ev["sources"]["cgroup"].as_str().unwrap();
+        assert!(["procfs:cgroup", "kmsg:oom_report"].contains(&src), "{ev}");
     }
     let log = agent.log_text();
     assert!(log.contains("pid-only format"), "{log}");
