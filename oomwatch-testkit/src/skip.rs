@@ -95,3 +95,47 @@ pub fn host_or_skip<T, E: Display>(what: &str, r: Result<T, E>) -> Option<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test (the environment is the process's): a skip is a line in the log, or a panic
+    /// under `OOMWATCH_REQUIRE_REAL_KERNEL=1`; "not applicable" is a line either way.
+    #[test]
+    fn a_skip_is_a_logged_line_or_under_require_a_failure() {
+        let dir = std::env::temp_dir().join(format!("oomwatch-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("skips.log");
+        let _ = std::fs::remove_file(&log);
+        std::env::set_var(SKIP_LOG_ENV, &log);
+        std::env::remove_var(REQUIRE_ENV);
+        skip("no\tthing\nhere");
+        not_applicable("an older kernel");
+        assert!(!root_or_skip("to test") || is_root());
+
+        std::env::set_var(REQUIRE_ENV, "1");
+        let failed = std::panic::catch_unwind(|| skip("no thing"));
+        assert!(failed.is_err(), "a skip under REQUIRE must panic");
+        not_applicable("still counted, never a failure");
+        let none: Result<(), &str> = Err("gone");
+        assert!(std::panic::catch_unwind(|| host_or_skip("x", none)).is_err());
+        std::env::remove_var(REQUIRE_ENV);
+
+        let text = std::fs::read_to_string(&log).unwrap();
+        let me = "skip::tests::a_skip_is_a_logged_line_or_under_require_a_failure";
+        let mut want = vec![
+            format!("{me}\tno thing here"),
+            format!("{me}\tnot applicable: an older kernel"),
+        ];
+        if !is_root() {
+            want.push(format!("{me}\tneeds root to test"));
+        }
+        want.push(format!(
+            "{me}\tnot applicable: still counted, never a failure"
+        ));
+        assert_eq!(text.lines().collect::<Vec<_>>(), want);
+        std::env::remove_var(SKIP_LOG_ENV);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
