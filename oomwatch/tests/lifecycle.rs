@@ -6,7 +6,7 @@ mod common;
 mod fuse_stall;
 
 use std::fs;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -302,7 +302,6 @@ fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
         ("oom/skip_task_reaping", None),
     ]);
     let cg = TestCgroup::new(64 << 20);
-    let procs = std::ffi::CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -314,18 +313,7 @@ fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (open, write, close) on a buffer prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
+    cg.enter_on_exec(&mut cmd);
     let mut child = cmd.spawn().expect("spawn the victim");
     let pid = child.id() as i32;
     let mut guard = KillOnDrop(Some(pid));
