@@ -276,7 +276,12 @@ mod tests {
     /// extracted it; the mm counters change layout between the two.
     #[test]
     fn debian_kernels_resolve_the_signature_and_mm_counters() {
-        let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm");
+        // The workspace's target directory, as xtask (which extracts them) names it.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let vm = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => workspace.join(dir).join("vm"),
+            None => workspace.join("target/vm"),
+        };
         let mut files: Vec<_> = std::fs::read_dir(&vm)
             .into_iter()
             .flatten()
