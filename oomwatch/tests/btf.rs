@@ -14,18 +14,6 @@ use oomwatch::source::btf::Btf;
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-fn require_real() -> bool {
-    std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !require_real(),
-        "OOMWATCH_REQUIRE_REAL_KERNEL=1 but {reason}"
-    );
-    eprintln!("skipping real-kernel BTF test: {reason}");
-}
-
 /// The parsed vmlinux BTF and bpftool's raw dump of it, or `None` (after printing why).
 fn real() -> Option<&'static (Btf, Dump)> {
     static REAL: OnceLock<Result<(Btf, Dump), String>> = OnceLock::new();
@@ -39,7 +27,7 @@ fn real() -> Option<&'static (Btf, Dump)> {
         let btf = Btf::from_file(Path::new(VMLINUX)).expect("vmlinux BTF parses");
         Ok((btf, dump))
     });
-    got.as_ref().map_err(|e| skip(e)).ok()
+    got.as_ref().map_err(oomwatch_testkit::skip).ok()
 }
 
 const PATHS: &[(&str, &str)] = &[

@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use oomwatch_testkit::page_size;
 
 /// A shell in `cg` holding about `mib` MiB in a variable, then sleeping.
 fn holder(cg: &TestCgroup, mib: u32) -> Child {
@@ -57,7 +58,7 @@ fn dump_rows(pids: &[i32]) -> HashMap<i32, (i64, i64, i64, i64)> {
 
 #[test]
 fn candidates_are_the_kernels_dump_ranked_by_its_points() {
-    if !real_kernel_or_skip("candidates_are_the_kernels_dump_ranked_by_its_points") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--candidates", "5"]);
@@ -98,16 +99,17 @@ fn candidates_are_the_kernels_dump_ranked_by_its_points() {
     assert_eq!(&pids[1..3], &[holder_pids[1], holder_pids[0]], "{ev}");
     // Points equal the kernel's own numbers from its dump: rss + swap + pgtables pages.
     let rows = dump_rows(&pids);
+    let page = i64::try_from(page_size()).unwrap();
     for c in cands {
         let pid = c["pid"].as_i64().unwrap() as i32;
         let (rss, swap, pgt, adj) = rows[&pid];
         assert_eq!(adj, 0);
         assert_eq!(
             c["points"].as_i64().unwrap(),
-            rss + swap + pgt / 4096,
+            rss + swap + pgt / page,
             "{c}"
         );
-        assert_eq!(c["rss"].as_i64().unwrap(), rss * 4096);
+        assert_eq!(c["rss"].as_i64().unwrap(), rss * page);
         assert_eq!(c["cgroup"], cg.path.as_str(), "{c}");
     }
     assert_eq!(ev["badness"], cands[0]["points"]);

@@ -23,7 +23,7 @@ fn signal(pid: u32, sig: i32) {
 
 #[test]
 fn a_victim_whose_cgroup_is_removed_before_the_agent_looks_keeps_it() {
-    if !real_kernel_or_skip("a_victim_whose_cgroup_is_removed_before_the_agent_looks_keeps_it") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);

@@ -45,7 +45,7 @@ fn out_of_range_values_are_rejected() {
 
 #[test]
 fn missing_capability_is_named() {
-    if !real_kernel_or_skip("missing_capability_is_named") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut c = oomwatch(&["--listen", "127.0.0.1:0"]);
@@ -68,7 +68,7 @@ fn missing_capability_is_named() {
 
 #[test]
 fn port_in_use_is_a_clear_error_and_attaches_nothing() {
-    if !real_kernel_or_skip("port_in_use_is_a_clear_error_and_attaches_nothing") {
+    if !real_kernel_or_skip() {
         return;
     }
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -90,7 +90,7 @@ fn port_in_use_is_a_clear_error_and_attaches_nothing() {
 
 #[test]
 fn sigterm_and_sigint_exit_zero() {
-    if !real_kernel_or_skip("sigterm_and_sigint_exit_zero") {
+    if !real_kernel_or_skip() {
         return;
     }
     for sig in [libc::SIGTERM, libc::SIGINT] {
@@ -108,7 +108,7 @@ fn sigterm_and_sigint_exit_zero() {
 
 #[test]
 fn missing_btf_falls_back_to_the_tracepoint_with_a_warning() {
-    if !real_kernel_or_skip("missing_btf_falls_back_to_the_tracepoint_with_a_warning") {
+    if !real_kernel_or_skip() {
         return;
     }
     let agent = Agent::start(&["--btf", "/nonexistent/vmlinux"]);
@@ -141,7 +141,7 @@ fn disable_probe_takes_known_names_only() {
 
 #[test]
 fn with_every_victim_probe_disabled_the_agent_says_so_and_exits_1() {
-    if !real_kernel_or_skip("with_every_victim_probe_disabled_the_agent_says_so_and_exits_1") {
+    if !real_kernel_or_skip() {
         return;
     }
     let o = oomwatch(&[

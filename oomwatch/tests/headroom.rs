@@ -8,55 +8,19 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{real_kernel_or_skip, Agent, TestCgroup};
+use oomwatch_testkit::MemoryHolder;
 
-const HELPER_ENV: &str = "OOMWATCH_HEADROOM_HELPER_MIB";
-const READY: &str = "oomwatch-headroom-helper-ready";
 const LIMIT: u64 = 64 << 20;
 const HELD_MIB: usize = 56;
 
-/// Not a test of its own: the body of the helper (does nothing without the env var).
+/// Not a test of its own: the body of the helper (does nothing unless asked).
 #[test]
 fn alloc_helper() {
-    common::hold_memory_if_asked(HELPER_ENV, READY);
-}
-
-/// The helper, started inside `cg`; killed on drop.
-struct Helper {
-    child: Child,
-    pid: i32,
-}
-
-impl Helper {
-    fn start_in(cg: &TestCgroup, mib: usize) -> Helper {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "alloc_helper", "--nocapture", "--test-threads=1"])
-            .env(HELPER_ENV, mib.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        cg.enter_on_exec(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn helper");
-        let pid = child.id() as i32;
-        let ready = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains(READY));
-        assert!(ready, "helper {pid} ({mib} MiB) did not get ready");
-        Helper { child, pid }
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    oomwatch_testkit::mem::hold_memory_if_asked();
 }
 
 /// The sample line of `family` whose `cgroup` label is `cgroup`: its labels and value.
@@ -86,30 +50,23 @@ fn label<'a>(labels: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-fn kernel_file(cg: &TestCgroup, v1: &str, v2: &str) -> u64 {
-    let text = fs::read_to_string(cg.dir.join(v1))
-        .or_else(|_| fs::read_to_string(cg.dir.join(v2)))
-        .unwrap();
-    text.trim().parse().unwrap()
-}
-
 #[test]
 fn a_cgroup_near_its_limit_is_exposed_with_its_next_victim() {
-    if !real_kernel_or_skip("a_cgroup_near_its_limit_is_exposed_with_its_next_victim") {
+    if !real_kernel_or_skip() {
         return;
     }
     let cg = TestCgroup::new(LIMIT);
     // Declared after the cgroup: killed before the cgroup is removed.
-    let helper = Helper::start_in(&cg, HELD_MIB);
+    let helper = MemoryHolder::start(HELD_MIB, 0, Some(&cg));
     let agent = Agent::start(&["--headroom-cgroups", "1000"]);
 
     // The kernel's usage moves a little (per-CPU charge batches): retry until the scrape and
     // the files read around it agree, within a bound.
     let end = Instant::now() + Duration::from_secs(30);
     let (metrics, usage_before, usage_after) = loop {
-        let before = kernel_file(&cg, "memory.usage_in_bytes", "memory.current");
+        let before = cg.read_u64("memory.usage_in_bytes", "memory.current");
         let m = agent.get("/metrics");
-        let after = kernel_file(&cg, "memory.usage_in_bytes", "memory.current");
+        let after = cg.read_u64("memory.usage_in_bytes", "memory.current");
         if sample(&m, "oomwatch_memcg_usage_bytes", &cg.path).is_some() || Instant::now() > end {
             break (m, before, after);
         }
@@ -124,7 +81,7 @@ fn a_cgroup_near_its_limit_is_exposed_with_its_next_victim() {
     assert_eq!(limit, LIMIT as f64);
     assert_eq!(
         limit as u64,
-        kernel_file(&cg, "memory.limit_in_bytes", "memory.max")
+        cg.read_u64("memory.limit_in_bytes", "memory.max")
     );
     // Outside Kubernetes the identity labels are present and empty.
     for l in ["namespace", "pod", "container", "pod_uid"] {

@@ -23,7 +23,7 @@ fn history(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn a_real_kill_is_listed_with_the_kernels_values() {
-    if !real_kernel_or_skip("a_real_kill_is_listed_with_the_kernels_values") {
+    if !real_kernel_or_skip() {
         return;
     }
     let cg = TestCgroup::new(32 << 20);

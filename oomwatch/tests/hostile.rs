@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{metric_value, real_kernel_or_skip, Agent, TestCgroup};
 use oomwatch::server::{self, Limits};
-use oomwatch::sink::metrics::{BuildInfo, Metrics};
+use oomwatch::sink::metrics::Metrics;
 
 /// The agent's defaults (`--max-connections`, header timeout).
 const CAP: usize = 256;
@@ -135,7 +135,7 @@ fn slowloris(addr: SocketAddr, n: usize, give_up: Duration) -> Vec<Option<Durati
 
 #[test]
 fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
-    if !real_kernel_or_skip("hostile_clients_leave_fds_memory_scrapes_and_events_alone") {
+    if !real_kernel_or_skip() {
         return;
     }
     raise_nofile(16_384);
@@ -334,13 +334,7 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
 }
 
 fn metrics() -> Arc<Metrics> {
-    Arc::new(Metrics::new(
-        10,
-        BuildInfo {
-            version: "0.1.0",
-            git_commit: "test",
-        },
-    ))
+    Arc::new(common::metrics_sink(10, "test"))
 }
 
 /// The cap and the header timeout in-process, with small limits (no root needed).

@@ -6,31 +6,18 @@
 //! `OOMWATCH_REQUIRE_REAL_KERNEL=1`, where it fails instead.
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oomwatch_testkit::TestCgroup;
 
 use oomwatch::source::kmsg::{
     AsyncKmsgReader, DumpRow, KmsgEvent, KmsgReader, KmsgRecord, OomItem, OomReportParser,
 };
 
-/// True when the test may use the real kernel (root); otherwise skips with `why`, or panics
-/// under `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
-fn real_kernel_or_skip(test: &str, why: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    skip(test, why);
-    false
-}
-
-fn skip(test: &str, why: &str) {
-    let msg = format!("{test}: {why}");
-    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-        panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
-    }
-    eprintln!("SKIPPED: {msg}");
+/// True when the test may use the real kernel (root); otherwise skips because it `needs`
+/// (a failure under `OOMWATCH_REQUIRE_REAL_KERNEL=1`).
+fn real_kernel_or_skip(needs: &str) -> bool {
+    oomwatch_testkit::root_or_skip(needs)
 }
 
 fn unique(tag: &str) -> String {
@@ -67,10 +54,7 @@ fn read_until(reader: &mut KmsgReader<fs::File>, want: &str) -> KmsgRecord {
 
 #[test]
 fn real_kmsg_write_then_read_back_in_order() {
-    if !real_kernel_or_skip(
-        "real_kmsg_write_then_read_back_in_order",
-        "needs root to write /dev/kmsg",
-    ) {
+    if !real_kernel_or_skip("to write /dev/kmsg") {
         return;
     }
     let mut reader = KmsgReader::open().unwrap();
@@ -94,10 +78,7 @@ fn real_kmsg_write_then_read_back_in_order() {
 
 #[test]
 fn real_resume_after_skips_records_already_processed() {
-    if !real_kernel_or_skip(
-        "real_resume_after_skips_records_already_processed",
-        "needs root to write /dev/kmsg",
-    ) {
+    if !real_kernel_or_skip("to write /dev/kmsg") {
         return;
     }
     let mut first = KmsgReader::open().unwrap();
@@ -147,10 +128,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn real_async_reader_wakes_when_a_record_arrives() {
-    if !real_kernel_or_skip(
-        "real_async_reader_wakes_when_a_record_arrives",
-        "needs root to write /dev/kmsg",
-    ) {
+    if !real_kernel_or_skip("to write /dev/kmsg") {
         return;
     }
     let line = unique("async");
@@ -177,97 +155,6 @@ fn real_async_reader_wakes_when_a_record_arrives() {
         assert_eq!(kmsg.last_seq(), Some(found.seq));
         writer.join().unwrap();
     });
-}
-
-/// A memory cgroup created for one test and removed afterwards.
-struct TestCgroup {
-    dir: PathBuf,
-    /// The path the kernel prints (relative to the hierarchy root).
-    kernel_path: String,
-    v2: bool,
-}
-
-impl TestCgroup {
-    /// Under the v1 memory hierarchy, or under a cgroup2 mount that delegates `memory`.
-    fn create(name: &str) -> Result<TestCgroup, String> {
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        let (root, v2) = if v1.join("memory.limit_in_bytes").exists() {
-            (v1.to_path_buf(), false)
-        } else {
-            let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-            let root = mounts
-                .lines()
-                .filter(|l| l.contains(" - cgroup2 "))
-                .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-                .find(|p| {
-                    fs::read_to_string(p.join("cgroup.subtree_control"))
-                        .is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"))
-                })
-                .ok_or("no v1 memory hierarchy and no cgroup2 mount delegating memory")?;
-            (root, true)
-        };
-        let dir = root.join(name);
-        fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let cg = TestCgroup {
-            dir,
-            kernel_path: format!("/{name}"),
-            v2,
-        };
-        let limit = (64u64 << 20).to_string();
-        if v2 {
-            fs::write(cg.dir.join("memory.max"), &limit).map_err(|e| e.to_string())?;
-            let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
-        } else {
-            fs::write(cg.dir.join("memory.limit_in_bytes"), &limit).map_err(|e| e.to_string())?;
-        }
-        Ok(cg)
-    }
-
-    /// The cgroup's `oom_kill` counter (v1 `memory.oom_control`, v2 `memory.events`).
-    fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        let text = fs::read_to_string(self.dir.join(file)).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no oom_kill in {file}: {text}"))
-    }
-
-    /// `tail /dev/zero` inside the cgroup with `oom_score_adj` 300; its pid stays the victim's.
-    fn spawn_hog(&self) -> Child {
-        let script = format!(
-            "echo $$ > {}/cgroup.procs && echo 300 > /proc/$$/oom_score_adj && exec tail /dev/zero",
-            self.dir.display()
-        );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if let Ok(procs) = fs::read_to_string(self.dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill takes plain integers; the pids are in our own test cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("could not remove {}", self.dir.display());
-    }
 }
 
 /// Everything the parser said, in order, until the `Killed` line for `victim` (or timeout).
@@ -300,24 +187,15 @@ async fn collect_until_killed(kmsg: &mut AsyncKmsgReader, victim: i32) -> Vec<Oo
 }
 
 fn page_kb() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap() / 1024
+    oomwatch_testkit::page_size() / 1024
 }
 
 #[test]
 fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
-    let test = "real_memcg_oom_kill_report_is_parsed_in_kernel_order";
-    if !real_kernel_or_skip(
-        test,
-        "needs root to create a memory cgroup and read /dev/kmsg",
-    ) {
+    if !real_kernel_or_skip("to create a memory cgroup and read /dev/kmsg") {
         return;
     }
-    let cg = match TestCgroup::create(&format!("oomwatch-kmsgtest-{}", std::process::id())) {
-        Ok(cg) => cg,
-        Err(why) => return skip(test, &why),
-    };
+    let cg = TestCgroup::new(64 << 20);
     let dump_tasks =
         fs::read_to_string("/proc/sys/vm/oom_dump_tasks").is_ok_and(|s| s.trim() == "1");
     let rt = runtime();
@@ -327,7 +205,8 @@ fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
         let before = cg.oom_kills();
         let (victim, items) = rt.block_on(async {
             let mut kmsg = AsyncKmsgReader::open_at_end().unwrap();
-            let mut child = cg.spawn_hog();
+            // `tail /dev/zero` with oom_score_adj 300, in the cgroup before it execs.
+            let mut child = cg.command_hog(300).spawn().unwrap();
             let victim = i32::try_from(child.id()).unwrap();
             let items = collect_until_killed(&mut kmsg, victim).await;
             let status = child.wait().unwrap();
@@ -349,12 +228,8 @@ fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
         let OomItem::Constraint(c) = &items[c_at] else {
             unreachable!()
         };
-        assert_eq!(
-            c.oom_memcg.as_deref(),
-            Some(cg.kernel_path.as_str()),
-            "{c:?}"
-        );
-        assert_eq!(c.task_memcg.as_deref(), Some(cg.kernel_path.as_str()));
+        assert_eq!(c.oom_memcg.as_deref(), Some(cg.path.as_str()), "{c:?}");
+        assert_eq!(c.task_memcg.as_deref(), Some(cg.path.as_str()));
         assert_eq!(c.comm, "tail");
 
         // Reports never interleave (the kernel holds oom_lock from the header to the kill), so
@@ -418,7 +293,7 @@ fn real_memcg_oom_kill_report_is_parsed_in_kernel_order() {
                 assert_eq!(bytes / 1024, kb);
             }
         } else {
-            eprintln!("vm.oom_dump_tasks is 0: task table not checked");
+            oomwatch_testkit::skip("vm.oom_dump_tasks is 0: the task table is not checked");
         }
         return;
     }

@@ -263,7 +263,7 @@ fn kill_with_report(cg: &TestCgroup) -> (i32, u64) {
 
 #[test]
 fn every_victim_carries_its_pod_container_qos_and_domain() {
-    if !real_kernel_or_skip("every_victim_carries_its_pod_container_qos_and_domain") {
+    if !real_kernel_or_skip() {
         return;
     }
     let root = host_root();

@@ -6,9 +6,10 @@ mod common;
 mod fuse_stall;
 
 use std::fs;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{metric_value, real_kernel_or_skip, Agent, TestCgroup};
@@ -22,26 +23,34 @@ struct TraceInstance {
 }
 
 impl TraceInstance {
-    fn new(events: &[(&str, Option<&str>)]) -> Option<TraceInstance> {
-        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("instances").is_dir())?;
-        let dir = root
-            .join("instances")
-            .join(format!("oomwatch-test-{}", std::process::id()));
-        fs::create_dir(&dir).ok()?;
+    /// A new instance tracing `events` (with their filters), or why there is none.
+    fn new(events: &[(&str, Option<&str>)]) -> Result<TraceInstance, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Mounted at /sys/kernel/tracing when it is not (as the agent does).
+        let (root, _) = oomwatch::source::tracefs::ensure_mounted().map_err(|e| e.to_string())?;
+        if !root.join("instances").is_dir() {
+            return Err(format!("{} has no instances/", root.display()));
+        }
+        // One per test: the tests of this binary run at the same time.
+        let dir = root.join("instances").join(format!(
+            "oomwatch-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+        fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
         let t = TraceInstance { dir };
         // CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
-        fs::write(t.dir.join("trace_clock"), "mono").ok()?;
+        let clock = t.dir.join("trace_clock");
+        fs::write(&clock, "mono").map_err(|e| io(&clock, e))?;
         for (event, filter) in events {
             let e = t.dir.join("events").join(event);
             if let Some(f) = filter {
-                fs::write(e.join("filter"), f).ok()?;
+                fs::write(e.join("filter"), f).map_err(|err| io(&e.join("filter"), err))?;
             }
-            fs::write(e.join("enable"), "1").ok()?;
+            fs::write(e.join("enable"), "1").map_err(|err| io(&e.join("enable"), err))?;
         }
-        Some(t)
+        Ok(t)
     }
 
     /// (timestamp ns, event name, the rest of the line) for each traced event.
@@ -81,7 +90,7 @@ fn is_lifecycle(v: &Value, pid: i32) -> bool {
 
 #[test]
 fn an_oom_victims_exit_is_timed_and_matches_the_kernels_trace() {
-    if !real_kernel_or_skip("an_oom_victims_exit_is_timed_and_matches_the_kernels_trace") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -124,8 +133,10 @@ fn an_oom_victims_exit_is_timed_and_matches_the_kernels_trace() {
     assert!(after >= before + 1.0, "{series}: {before} -> {after}");
 
     // The kernel's own trace of the same kill, on the same clock.
-    let Some(trace) = trace else {
-        eprintln!("tracefs instances unavailable: no cross-check against the kernel's trace");
+    let Some(trace) = oomwatch_testkit::host_or_skip(
+        "no tracefs instance, so no cross-check against the kernel's trace",
+        trace,
+    ) else {
         return;
     };
     let events = trace.events();
@@ -187,7 +198,7 @@ fn sleeper() -> std::process::Child {
 
 #[test]
 fn userspace_killers_sigkills_are_events_and_others_are_not() {
-    if !real_kernel_or_skip("userspace_killers_sigkills_are_events_and_others_are_not") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--userspace-killer", "my-oom-killer"]);
@@ -273,11 +284,13 @@ fn stuck_victim_helper() {
 
 #[test]
 fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
-    if !real_kernel_or_skip("a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed") {
+    if !real_kernel_or_skip() {
         return;
     }
-    let Some(fuse) = fuse_stall::StalledFuse::mount() else {
-        eprintln!("SKIPPED: FUSE unavailable, no victim can be made to hang");
+    let Some(fuse) = oomwatch_testkit::host_or_skip(
+        "FUSE unavailable, no victim can be made to hang",
+        fuse_stall::StalledFuse::mount(),
+    ) else {
         return;
     };
     let mut agent = Agent::start(&["--stuck-after-ms", "3000"]);
@@ -289,7 +302,6 @@ fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
         ("oom/skip_task_reaping", None),
     ]);
     let cg = TestCgroup::new(64 << 20);
-    let procs = std::ffi::CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -301,18 +313,7 @@ fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (open, write, close) on a buffer prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
+    cg.enter_on_exec(&mut cmd);
     let mut child = cmd.spawn().expect("spawn the victim");
     let pid = child.id() as i32;
     let mut guard = KillOnDrop(Some(pid));
@@ -357,8 +358,10 @@ fn a_victim_stuck_in_d_state_is_flagged_then_reaped_and_timed() {
     let reaped_count = "oomwatch_oom_kill_to_reaped_seconds_count";
     assert!(metric_value(&m, reaped_count).unwrap_or(0.0) >= 1.0, "{m}");
 
-    let Some(trace) = trace else {
-        eprintln!("tracefs instances unavailable: no cross-check against the kernel's trace");
+    let Some(trace) = oomwatch_testkit::host_or_skip(
+        "no tracefs instance, so no cross-check against the kernel's trace",
+        trace,
+    ) else {
         return;
     };
     let events = trace.events();
@@ -412,7 +415,7 @@ impl Drop for KillOnDrop {
 /// memory is low at once (`-m 99,99`: SIGKILL at or below 99 % available).
 #[test]
 fn a_real_earlyoom_kill_is_an_event_with_killer_earlyoom() {
-    if !real_kernel_or_skip("a_real_earlyoom_kill_is_an_event_with_killer_earlyoom") {
+    if !real_kernel_or_skip() {
         return;
     }
     // Debian's package unpacked by `cargo xtask vm-test --prepare-only` (never installed, so
@@ -426,13 +429,10 @@ fn a_real_earlyoom_kill_is_an_event_with_killer_earlyoom() {
     ]
     .into_iter()
     .find(|p| p.is_file()) else {
-        let msg = "earlyoom is not available: run `cargo xtask vm-test --prepare-only` (unpacks \
-                   Debian's earlyoom under target/vm/earlyoom) or install Debian's `earlyoom`";
-        if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-            panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
-        }
-        eprintln!("SKIPPED: {msg}");
-        return;
+        return oomwatch_testkit::skip(
+            "earlyoom is not available: run `cargo xtask vm-test --prepare-only` (unpacks \
+             Debian's earlyoom under target/vm/earlyoom) or install Debian's `earlyoom`",
+        );
     };
     let mut agent = Agent::start(&[]);
     // A victim with a comm of its own: `sleep` run through a symlink of that name.

@@ -2,6 +2,7 @@
 //! every event compared field by field with the kernel's own "Killed process" line.
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::{kills_for, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
@@ -66,7 +67,7 @@ fn assert_matches_kernel(ev: &Value, k: &common::KernelKill, cgroup: &str) {
 
 #[test]
 fn kill_matches_kernel_log_and_is_counted() {
-    if !real_kernel_or_skip("kill_matches_kernel_log_and_is_counted") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -111,7 +112,7 @@ fn kill_matches_kernel_log_and_is_counted() {
 
 #[test]
 fn twenty_kills_make_exactly_twenty_events() {
-    if !real_kernel_or_skip("twenty_kills_make_exactly_twenty_events") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -155,7 +156,7 @@ fn twenty_kills_make_exactly_twenty_events() {
 
 #[test]
 fn oom_score_adj_500_is_reported() {
-    if !real_kernel_or_skip("oom_score_adj_500_is_reported") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);
@@ -171,43 +172,68 @@ fn oom_score_adj_500_is_reported() {
 
 #[test]
 fn pid_only_kernels_fill_from_proc_or_leave_absent() {
-    if !real_kernel_or_skip("pid_only_kernels_fill_from_proc_or_leave_absent") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--force-pid-only"]);
     let cg = TestCgroup::new(LIMIT);
     let mut kmsg = Kmsg::open();
-    let pid = cg.oom_kill(0);
+    // Not reaped until the agent has reported it: `/proc/<pid>` stays (a zombie at worst), so
+    // what the pid-only path reads from it is there to read.
+    let mut victim = cg.command_hog(250).spawn().expect("spawn tail");
+    let pid = i32::try_from(victim.id()).unwrap();
     let kernel = kmsg.killed(pid, WAIT);
     let ev = agent.wait_event(WAIT, for_pid(pid));
-    assert_eq!(ev["sources"]["pid"], "tracepoint:oom/mark_victim");
-    // Everything else came from /proc while the victim was still there, or is absent; the
-    // cgroup may also come from the kernel's report (its `task_memcg=`) once the victim is gone.
-    for (field, group) in [
-        ("anon_rss", "memory"),
-        ("tgid", "tgid"),
-        ("comm", "comm"),
-        ("cgroup", "cgroup"),
+    let status = victim.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+
+    // Of the victim, the trace record gave the pid and nothing else; the tp_btf row is off.
+    assert_eq!(ev["sources"]["pid"], "tracepoint:oom/mark_victim", "{ev}");
+    for group in [
+        "tgid",
+        "comm",
+        "uid",
+        "memory",
+        "pgtables",
+        "oom_score_adj",
+        "cgroup",
     ] {
-        if ev[field].is_null() {
-            assert!(
-                ev["sources"][group].is_null(),
-                "{field} absent but sourced: {ev}"
-            );
-        } else {
-            let src = ev["sources"][group].as_str().unwrap();
-            let report = group == "cgroup" && src == "kmsg:oom_report";
-            assert!(
-                src.starts_with("procfs") || report,
-                "{field} from {src}: {ev}"
-            );
-        }
+        let src = ev["sources"][group].as_str().unwrap_or("");
+        assert!(
+            !src.contains("mark_victim"),
+            "{group} from {src} on the pid-only path: {ev}"
+        );
     }
-    if !ev["comm"].is_null() {
-        assert_eq!(ev["comm"], kernel.comm.as_str());
+    // What `/proc/<pid>/status` and `oom_score_adj` hold while the task is not reaped, alive or
+    // zombie: filled from procfs, equal to the kernel's record.
+    for (field, group, want) in [
+        ("tgid", "tgid", Value::from(kernel.pid)),
+        ("comm", "comm", Value::from(kernel.comm.as_str())),
+        ("uid", "uid", Value::from(kernel.uid)),
+        (
+            "oom_score_adj",
+            "oom_score_adj",
+            Value::from(kernel.oom_score_adj),
+        ),
+    ] {
+        assert_eq!(ev[field], want, "{field}: {ev}");
+        assert_eq!(ev["sources"][group], "procfs", "{field}: {ev}");
     }
-    if !ev["cgroup"].is_null() {
-        assert_eq!(ev["cgroup"], cg.path.as_str());
+    assert_eq!(kernel.oom_score_adj, 250);
+    // Memory and the cgroup only if `/proc` still showed the task's memory when the agent read
+    // it (else the cgroup may come from the kernel's report); never a wrong value.
+    if ev["anon_rss"].is_null() {
+        assert!(ev["sources"]["memory"].is_null(), "{ev}");
+    } else {
+        assert_eq!(ev["sources"]["memory"], "procfs", "{ev}");
+        assert!(ev["anon_rss"].as_u64().unwrap() > 0, "{ev}");
+    }
+    if ev["cgroup"].is_null() {
+        assert!(ev["sources"]["cgroup"].is_null(), "{ev}");
+    } else {
+        assert_eq!(ev["cgroup"], cg.path.as_str(), "{ev}");
+        let src = ev["sources"]["cgroup"].as_str().unwrap();
+        assert!(["procfs:cgroup", "kmsg:oom_report"].contains(&src), "{ev}");
     }
     let log = agent.log_text();
     assert!(log.contains("pid-only format"), "{log}");
@@ -216,7 +242,7 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
 
 #[test]
 fn failed_kernel_reads_are_counted_and_logged_at_debug() {
-    if !real_kernel_or_skip("failed_kernel_reads_are_counted_and_logged_at_debug") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--inject-read-fault"]);
@@ -263,7 +289,7 @@ fn report_latency(agent: &Agent, pids: &[i32]) {
 
 #[test]
 fn tp_btf_alone_still_reports_every_victim() {
-    if !real_kernel_or_skip("tp_btf_alone_still_reports_every_victim") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--disable-probe", "tracepoint:oom/mark_victim"]);

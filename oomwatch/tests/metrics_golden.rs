@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use oomwatch::record::OomDomain;
 use oomwatch::record::{OomEvent, ProbeId, Source, Workload};
-use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use oomwatch::sink::metrics::EbpfCounters;
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom")
@@ -49,13 +49,7 @@ fn event(pid: i32, comm: &str, cgroup: &str, time: SystemTime) -> OomEvent {
 
 /// Two kills, one probe attached and one not, eBPF counters from a fake reader.
 fn scenario() -> String {
-    let m = Metrics::new(
-        100,
-        BuildInfo {
-            version: "0.1.0",
-            git_commit: "0123456789ab",
-        },
-    );
+    let m = common::metrics_sink(100, "0123456789ab");
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_760_000);
     // A Kubernetes victim: keyed by namespace/pod/container, its cgroup label left empty.
     let mut pod = event(

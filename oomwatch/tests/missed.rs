@@ -14,7 +14,7 @@ const KILLS_EACH: usize = 10;
 
 #[test]
 fn a_storm_of_kills_leaves_nothing_missed() {
-    if !real_kernel_or_skip("a_storm_of_kills_leaves_nothing_missed") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);

@@ -196,7 +196,7 @@ fn body(raw: &str) -> &str {
 
 #[test]
 fn page_and_events_after_real_kills_in_headless_chromium() {
-    if !real_kernel_or_skip("page_and_events_after_real_kills_in_headless_chromium") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&["--recent-events", "50"]);
@@ -242,15 +242,10 @@ fn page_and_events_after_real_kills_in_headless_chromium() {
 
     // (b) the page in a real browser.
     let Some(bin) = chromium() else {
-        let msg = format!(
-            "no headless Chromium on PATH: install the Debian package {CHROMIUM_PACKAGE} \
-             (cargo xtask setup --test)"
-        );
-        if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-            panic!("{msg}; OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
-        }
-        eprintln!("SKIPPED (browser part): {msg}");
-        return;
+        return oomwatch_testkit::skip(format!(
+            "browser part: no headless Chromium on PATH: install the Debian package \
+             {CHROMIUM_PACKAGE} (cargo xtask setup --test)"
+        ));
     };
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/", agent.port);

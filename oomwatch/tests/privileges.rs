@@ -30,7 +30,7 @@ fn thread_caps(pid: u32) -> Vec<(String, u64, u64)> {
 
 #[test]
 fn agent_drops_every_capability_after_attaching_and_keeps_working() {
-    if !real_kernel_or_skip("agent_drops_every_capability_after_attaching_and_keeps_working") {
+    if !real_kernel_or_skip() {
         return;
     }
     let mut agent = Agent::start(&[]);

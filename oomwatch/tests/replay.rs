@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn kills_while_stopped_are_replayed_once() {
-    if !real_kernel_or_skip("kills_while_stopped_are_replayed_once") {
+    if !real_kernel_or_skip() {
         return;
     }
     let state = tempfile::tempdir().unwrap();

@@ -42,7 +42,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 #[test]
 fn agent_in_a_tight_memory_cgroup_survives_a_storm() {
-    if !real_kernel_or_skip("agent_in_a_tight_memory_cgroup_survives_a_storm") {
+    if !real_kernel_or_skip() {
         return;
     }
     let _serial = serial();
@@ -151,7 +151,7 @@ fn agent_in_a_tight_memory_cgroup_survives_a_storm() {
 
 #[test]
 fn kill_9_mid_storm_then_restart_replays_exactly_the_missed_kills() {
-    if !real_kernel_or_skip("kill_9_mid_storm_then_restart_replays_exactly_the_missed_kills") {
+    if !real_kernel_or_skip() {
         return;
     }
     let _serial = serial();

@@ -1,5 +1,7 @@
 //! The HTTP server over a real socket: routes, content types, graceful shutdown, and the
 //! bind error for a port already in use.
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use oomwatch::host::HostCollectors;
 use oomwatch::record::{OomEvent, ProbeId};
 use oomwatch::server::{self, ServerError, ServerState};
-use oomwatch::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use oomwatch::sink::metrics::{EbpfCounters, Metrics};
 use oomwatch::sink::recent::RecentEvents;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,13 +65,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
 }
 
 fn metrics() -> Arc<Metrics> {
-    let m = Metrics::new(
-        10,
-        BuildInfo {
-            version: "0.1.0",
-            git_commit: "test",
-        },
-    );
+    let m = common::metrics_sink(10, "test");
     m.set_probe_attached(ProbeId::MarkVictimTp, true);
     m.set_ebpf_counters_reader(Box::new(|| EbpfCounters {
         ringbuf_drops: 7,

@@ -79,7 +79,7 @@ fn is_kill(v: &Value) -> bool {
 
 #[test]
 fn every_kill_of_a_multithreaded_process_is_one_event() {
-    if !real_kernel_or_skip("every_kill_of_a_multithreaded_process_is_one_event") {
+    if !real_kernel_or_skip() {
         return;
     }
     one_event_per_kill(&[]);
@@ -89,7 +89,7 @@ fn every_kill_of_a_multithreaded_process_is_one_event() {
 /// target is the trace record's `pid`.
 #[test]
 fn with_the_signal_tracepoint() {
-    if !real_kernel_or_skip("with_the_signal_tracepoint") {
+    if !real_kernel_or_skip() {
         return;
     }
     one_event_per_kill(&["--disable-probe", "tp_btf:signal_generate"]);
@@ -99,7 +99,7 @@ fn with_the_signal_tracepoint() {
 /// disabled), marks are told apart by the victim's pending SIGKILL and its process.
 #[test]
 fn without_the_signal_probe_too() {
-    if !real_kernel_or_skip("without_the_signal_probe_too") {
+    if !real_kernel_or_skip() {
         return;
     }
     one_event_per_kill(&[

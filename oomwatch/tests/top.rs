@@ -5,63 +5,23 @@
 //! number of MiB and sleeps, so each child's memory is known. Their `oom_score_adj` is only
 //! ever raised: lowering it needs CAP_SYS_RESOURCE, which a container's root may lack. The
 //! protected (-1000) listing is therefore checked on the fixture tree.
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 
+use oomwatch_testkit::{page_size, MemoryHolder, TestCgroup};
 use serde_json::Value;
 
-const HELPER_ENV: &str = "OOMWATCH_TOP_HELPER_MIB";
-const READY: &str = "oomwatch-top-helper-ready";
-
-/// Not a test of its own: the body of the child processes (does nothing without the env var).
+/// Not a test of its own: the body of the child processes (does nothing unless asked).
 #[test]
 fn alloc_helper() {
-    common::hold_memory_if_asked(HELPER_ENV, READY);
+    oomwatch_testkit::mem::hold_memory_if_asked();
 }
 
-/// A helper child, killed on drop.
-struct Helper {
-    child: Child,
-    pid: i32,
-}
-
-impl Helper {
-    fn start(mib: usize, adj: i16) -> Helper {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "alloc_helper", "--nocapture", "--test-threads=1"])
-            .env(HELPER_ENV, mib.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn helper");
-        let pid = child.id() as i32;
-        let out = child.stdout.take().unwrap();
-        let ready = BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains(READY));
-        assert!(ready, "helper {pid} ({mib} MiB) did not get ready");
-        if adj != 0 {
-            fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
-                .unwrap_or_else(|e| panic!("raise oom_score_adj of {pid} to {adj}: {e}"));
-        }
-        Helper { child, pid }
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A helper child holding `mib` MiB with `oom_score_adj` `adj`, killed on drop.
+fn holder(mib: usize, adj: i16) -> MemoryHolder {
+    MemoryHolder::start(mib, adj, None)
 }
 
 fn oomwatch(args: &[&str]) -> Output {
@@ -82,12 +42,6 @@ fn json(args: &[&str]) -> Vec<Value> {
     );
     let v: Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     v.as_array().expect("a JSON array").clone()
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(p).unwrap()
 }
 
 fn kb(text: &str, key: &str) -> u64 {
@@ -147,7 +101,7 @@ fn by_pid(rows: &[Value]) -> HashMap<i64, &Value> {
 fn ranking_matches_the_kernels_oom_score() {
     // (MiB, oom_score_adj): the adjustments dominate; the two adj-0 ones differ by memory.
     let spec = [(1, 1000), (8, 500), (16, 100), (128, 0), (64, 0)];
-    let helpers: Vec<Helper> = spec.iter().map(|&(m, a)| Helper::start(m, a)).collect();
+    let helpers: Vec<MemoryHolder> = spec.iter().map(|&(m, a)| holder(m, a)).collect();
     let before: Vec<i64> = helpers.iter().map(|h| kernel_score(h.pid)).collect();
     let rows = json(&["--json", "--limit", "0"]);
     let after: Vec<i64> = helpers.iter().map(|h| kernel_score(h.pid)).collect();
@@ -209,7 +163,7 @@ fn ranking_matches_the_kernels_oom_score() {
 
 #[test]
 fn table_on_the_real_host() {
-    let h = Helper::start(32, 1000);
+    let h = holder(32, 1000);
     let o = oomwatch(&["--limit", "0"]);
     assert_eq!(o.status.code(), Some(0));
     let t = String::from_utf8(o.stdout).unwrap();
@@ -229,77 +183,17 @@ fn table_on_the_real_host() {
     );
 }
 
-/// True when this test may create memory cgroups (root). Otherwise skips with a reason, or
-/// fails under `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let msg = format!("{test}: needs root to create a memory cgroup");
-    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-        panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
-}
-
-/// A memory cgroup of ours; its processes must be gone before drop removes it.
-struct Cgroup {
-    dir: PathBuf,
-    path: String,
-}
-
-impl Cgroup {
-    fn new(limit: u64) -> Cgroup {
-        use oomwatch::sys::cgroup::{MemoryHierarchy, Version};
-        let h = MemoryHierarchy::find().expect("a memory cgroup hierarchy");
-        let name = format!("oomwatch-top-test-{}", std::process::id());
-        let dir = h.mount.join(&name);
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let cg = Cgroup {
-            dir,
-            path: format!("/{name}"),
-        };
-        // No swap room, whatever the host has: totalpages is then the limit alone.
-        if h.version == Version::V2 {
-            fs::write(cg.dir.join("memory.max"), limit.to_string()).unwrap();
-            let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
-        } else {
-            fs::write(cg.dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
-            fs::write(cg.dir.join("memory.swappiness"), "0").unwrap();
-        }
-        cg
-    }
-
-    fn add(&self, pid: i32) {
-        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path));
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 #[test]
 fn cgroup_ranks_its_members_against_its_limit() {
-    if !root_or_skip("cgroup_ranks_its_members_against_its_limit") {
+    if !oomwatch_testkit::root_or_skip("to create a memory cgroup") {
         return;
     }
     let limit: u64 = 256 << 20;
-    let cg = Cgroup::new(limit);
+    let cg = TestCgroup::new(limit);
     // Declared after the cgroup: dropped (killed) before it is removed.
-    let small = Helper::start(8, 500);
-    let big = Helper::start(48, 0);
-    let outside = Helper::start(8, 1000);
+    let small = holder(8, 500);
+    let big = holder(48, 0);
+    let outside = holder(8, 1000);
     cg.add(small.pid);
     cg.add(big.pid);
     let total = limit / page_size();

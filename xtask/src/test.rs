@@ -35,25 +35,54 @@ pub fn test(extra_args: &[OsString]) -> Result<()> {
         }
     }
     if counts.suites > 0 {
+        for skip in &counts.skips {
+            eprintln!("[{STEP}] skipped at run time: {skip}");
+        }
         // The plain closing line CI reads: totals over every test binary of the workspace.
+        let (passed, skipped) = counts.totals();
         println!(
-            "tests: {} passed, {} failed, {} skipped",
-            counts.passed, counts.failed, counts.ignored
+            "tests: {passed} passed, {} failed, {skipped} skipped",
+            counts.failed
         );
     }
     result
 }
 
-/// Totals of libtest's `test result:` lines.
+/// The file each test that skips at run time appends a line to (`oomwatch_testkit::skip`).
+const SKIP_LOG_ENV: &str = "OOMWATCH_SKIP_LOG";
+/// Set to 1 to make those tests fail instead of skipping (`.ci/run` sets it; `CI` implies it).
+const REQUIRE_ENV: &str = "OOMWATCH_REQUIRE_REAL_KERNEL";
+
+/// Totals of libtest's `test result:` lines, and the tests that skipped at run time.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Counts {
     suites: u64,
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// `<test>\t<reason>` of each test that skipped at run time (libtest counted it passed).
+    skips: Vec<String>,
 }
 
 impl Counts {
+    /// (passed, skipped): a test that skipped at run time counts as skipped, not passed.
+    fn totals(&self) -> (u64, u64) {
+        let runtime = self.skips.len() as u64;
+        (self.passed.saturating_sub(runtime), self.ignored + runtime)
+    }
+
+    /// Reads the skip log: one line per skip; a test that skipped twice counts once.
+    fn add_skip_log(&mut self, text: &str) {
+        let mut tests: Vec<&str> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let test = line.split('\t').next().unwrap_or(line);
+            if !tests.contains(&test) {
+                tests.push(test);
+                self.skips.push(line.replace('\t', ": "));
+            }
+        }
+    }
+
     /// Adds one `test result: ok. 45 passed; 0 failed; 0 ignored; ...` line.
     fn add_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
@@ -153,7 +182,9 @@ fn run_steps(
 
     // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
     // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    // `OOMWATCH_REQUIRE_REAL_KERNEL=1` (set by .ci/run) or a runner's `CI`: nothing may skip.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
     if util::is_root() || ci {
         crate::vm::vm_test("all", false, true).context("[test] step vm-prepare")?;
         passed.push("vm-prepare");
@@ -164,19 +195,28 @@ fn run_steps(
         );
     }
 
+    // Each test that skips at run time appends a line here (a fresh file per run).
+    let skip_log =
+        std::env::temp_dir().join(format!("oomwatch-test-skips-{}.log", std::process::id()));
+    std::fs::write(&skip_log, "")
+        .with_context(|| format!("[test] creating {}", skip_log.display()))?;
     let mut tests = Command::new(&cargo);
     tests
         .args(["test", "--workspace"])
         .args(extra_args)
         .env_remove("RUST_TEST_THREADS")
+        .env(SKIP_LOG_ENV, &skip_log)
         .current_dir(&root);
     if ci {
-        // In CI the real-kernel integration tests must run: they fail instead of skipping.
-        tests.env("OOMWATCH_REQUIRE_REAL_KERNEL", "1");
+        // In CI the real-kernel tests must run: they fail instead of skipping.
+        tests.env(REQUIRE_ENV, "1");
     } else if !util::is_root() {
-        eprintln!("[{STEP}] note: not root, real-kernel integration tests will be skipped");
+        eprintln!("[{STEP}] note: not root, real-kernel tests will be skipped");
     }
-    run_counting(&mut tests, counts).context("[test] step cargo test")?;
+    let result = run_counting(&mut tests, counts);
+    counts.add_skip_log(&std::fs::read_to_string(&skip_log).unwrap_or_default());
+    let _ = std::fs::remove_file(&skip_log);
+    result.context("[test] step cargo test")?;
     passed.push("cargo-test");
 
     // The bench's short version: a few kills, correctness only (records = kernel kills, none
@@ -216,8 +256,18 @@ mod tests {
                 suites: 2,
                 passed: 48,
                 failed: 1,
-                ignored: 2
+                ignored: 2,
+                skips: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn runtime_skips_move_from_passed_to_skipped_once_per_test() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 10 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out");
+        c.add_skip_log("a\tno BTF\nb\tnot root\na\tno tracefs\n\n");
+        assert_eq!(c.skips, ["a: no BTF", "b: not root"]);
+        assert_eq!(c.totals(), (8, 3));
     }
 }

@@ -319,8 +319,9 @@ mod tests {
 
     #[test]
     fn this_hosts_format_parses() {
-        let Ok((tracefs, _)) = ensure_mounted() else {
-            eprintln!("SKIP: tracefs unavailable (not root?)");
+        let mounted = ensure_mounted();
+        let Some((tracefs, _)) = oomwatch_testkit::host_or_skip("tracefs unavailable", mounted)
+        else {
             return;
         };
         let f = read_format(tracefs, "oom", "mark_victim").unwrap();

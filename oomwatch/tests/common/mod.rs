@@ -3,15 +3,11 @@
 //! Only events from cgroups a test created are ever counted.
 #![allow(dead_code)]
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,19 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// True when the test may touch the kernel. Without root it skips with a message, unless
-/// `OOMWATCH_REQUIRE_REAL_KERNEL=1` (set by `cargo xtask test` under CI), where it fails.
-pub fn real_kernel_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let msg = format!("{test}: needs root to load eBPF programs and create memory cgroups");
-    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-        panic!("{msg}, and OOMWATCH_REQUIRE_REAL_KERNEL=1 forbids skipping");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+pub use oomwatch_testkit::TestCgroup;
+
+/// True when the test may touch the kernel (root). Otherwise it skips, or fails under
+/// `OOMWATCH_REQUIRE_REAL_KERNEL=1` (see `oomwatch_testkit::skip`).
+pub fn real_kernel_or_skip() -> bool {
+    oomwatch_testkit::root_or_skip("to load eBPF programs and create memory cgroups")
 }
 
 /// A running agent whose stdout (events) and stderr (log) are collected.
@@ -82,10 +71,7 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cg) = cgroup {
-            let procs = CString::new(cg.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-            // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-            // functions (open, write, close) on a buffer prepared before the fork.
-            unsafe { cmd.pre_exec(move || write_path(procs.as_ptr(), b"0")) };
+            cg.enter_on_exec(&mut cmd);
         }
         let mut child = cmd.spawn().expect("spawn oomwatch");
         let (tx, events) = channel();
@@ -195,182 +181,6 @@ pub fn http_get(port: u16, path: &str) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
-}
-
-/// A memory cgroup of our own, removed on drop.
-pub struct TestCgroup {
-    pub dir: PathBuf,
-    /// The path as the kernel and /proc name it, e.g. `/oomwatch-test-1234-0`.
-    pub path: String,
-    v2: bool,
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-impl TestCgroup {
-    pub fn new(limit_bytes: u64) -> TestCgroup {
-        let name = format!(
-            "oomwatch-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let (mount, v2) = memory_mount();
-        let dir = mount.join(&name);
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        if v2 {
-            fs::write(dir.join("memory.max"), limit_bytes.to_string()).unwrap();
-            let _ = fs::write(dir.join("memory.swap.max"), "0");
-        } else {
-            fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
-            let _ = fs::write(dir.join("memory.swappiness"), "0");
-        }
-        TestCgroup {
-            dir,
-            path: format!("/{name}"),
-            v2,
-        }
-    }
-
-    /// A cgroup at `path` below the memory hierarchy's root (its parent must exist), with an
-    /// optional limit; removed on drop (drop children first).
-    pub fn at(path: &str, limit_bytes: Option<u64>) -> TestCgroup {
-        let (mount, v2) = memory_mount();
-        let dir = mount.join(path.trim_start_matches('/'));
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        if v2 {
-            let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
-        }
-        if let Some(limit) = limit_bytes {
-            let file = if v2 {
-                "memory.max"
-            } else {
-                "memory.limit_in_bytes"
-            };
-            fs::write(dir.join(file), limit.to_string()).unwrap();
-            let swap = if v2 {
-                "memory.swap.max"
-            } else {
-                "memory.swappiness"
-            };
-            let _ = fs::write(dir.join(swap), "0");
-        }
-        TestCgroup {
-            dir,
-            path: path.to_string(),
-            v2,
-        }
-    }
-
-    /// The memory hierarchy's mount point.
-    pub fn mount() -> PathBuf {
-        memory_mount().0
-    }
-
-    /// The kernel's count of OOM kills in this cgroup.
-    pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        let text = fs::read_to_string(self.dir.join(file)).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Makes `cmd`'s process join this cgroup before it execs.
-    pub fn enter_on_exec(&self, cmd: &mut Command) {
-        let procs = CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (open, write, close) on a buffer prepared before the fork.
-        unsafe { cmd.pre_exec(move || write_path(procs.as_ptr(), b"0")) };
-    }
-
-    /// Runs `tail /dev/zero` (which allocates without bound) inside the cgroup with the given
-    /// oom_score_adj, waits for it to die, and returns its pid. Panics unless it was SIGKILLed.
-    pub fn oom_kill(&self, oom_score_adj: i16) -> i32 {
-        let procs = CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-        let adj = oom_score_adj.to_string();
-        let mut cmd = Command::new("tail");
-        cmd.arg("/dev/zero")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (open, write, close) on buffers prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                write_path(procs.as_ptr(), b"0")?;
-                write_path(c"/proc/self/oom_score_adj".as_ptr(), adj.as_bytes())?;
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn tail");
-        let pid = child.id() as i32;
-        let status = child.wait().unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "victim {pid} was not OOM-killed: {status:?}"
-        );
-        pid
-    }
-}
-
-fn write_path(path: *const libc::c_char, data: &[u8]) -> std::io::Result<()> {
-    // SAFETY: path is a NUL-terminated string; data is a valid buffer.
-    unsafe {
-        let fd = libc::open(path, libc::O_WRONLY);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        libc::close(fd);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            match fs::remove_dir(&self.dir) {
-                // Gone already: a test removed it itself.
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-}
-
-/// The memory controller's hierarchy: cgroup v1 `memory` mount, else a v2 mount with memory.
-fn memory_mount() -> (PathBuf, bool) {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount = PathBuf::from(left.split(' ').nth(4).unwrap());
-        let mut r = right.split(' ');
-        match (r.next(), r.nth(1)) {
-            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "memory") => {
-                return (mount, false)
-            }
-            (Some("cgroup2"), _) => {
-                let c = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
-                if c.split_whitespace().any(|w| w == "memory") {
-                    let _ = fs::write(mount.join("cgroup.subtree_control"), "+memory");
-                    return (mount, true);
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("no memory cgroup hierarchy mounted");
 }
 
 /// The kernel's "Killed process" line for one pid, as numbers.
@@ -559,27 +369,19 @@ pub fn check_golden(path: &std::path::Path, got: &str, test: &str) {
 }
 
 /// `promtool check metrics` on `text`: `None` if it reported nothing, the report otherwise;
-/// skips (returns `None` after printing why) when promtool is missing, unless
-/// `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
+/// skips (returns `None`) when promtool is missing, or fails under
+/// `OOMWATCH_REQUIRE_REAL_KERNEL=1` (see `oomwatch_testkit::skip`).
 pub fn promtool_report(text: &str) -> Option<String> {
-    let require = std::env::var_os("OOMWATCH_REQUIRE_REAL_KERNEL").is_some_and(|v| v == "1");
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if !require => {
-            println!(
-                "SKIPPED: promtool not runnable ({e}); install it (Debian: apt-get install \
-                 prometheus) or set OOMWATCH_REQUIRE_REAL_KERNEL=1 to make this fail"
-            );
-            return None;
-        }
-        Err(e) => panic!("promtool is required (OOMWATCH_REQUIRE_REAL_KERNEL=1) but: {e}"),
-    };
+    let mut child = oomwatch_testkit::host_or_skip(
+        "promtool not runnable (Debian: apt-get install prometheus)",
+        child,
+    )?;
     child
         .stdin
         .take()
@@ -596,28 +398,21 @@ pub fn promtool_report(text: &str) -> Option<String> {
         .then(|| format!("{}\n{report}", out.status))
 }
 
-/// The body of a test binary re-run as a helper process: when `env` names a size in MiB, hold
-/// that much touched memory, print `ready` and sleep (the test kills it; the sleep bounds its
-/// life if the test dies first). Without `env` it returns at once.
-pub fn hold_memory_if_asked(env: &str, ready: &str) {
-    let Some(mib) = std::env::var(env)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let mut v = vec![0u8; mib << 20];
-    for i in (0..v.len()).step_by(4096) {
-        v[i] = 1;
-    }
-    std::hint::black_box(&mut v);
-    println!("\n{ready}");
-    thread::sleep(Duration::from_secs(180));
-}
-
 /// The victim of an OOM kill record; `None` for other records on stdout (such as the
 /// `"type":"oom_kill_lifecycle"` follow-ups, which name the same pid).
 pub fn kill_pid(v: &Value) -> Option<i32> {
     let kill = v.get("type").is_none_or(|t| t == "oom_kill");
     kill.then(|| v["pid"].as_i64().map(|p| p as i32)).flatten()
+}
+
+/// A metrics sink as the agent builds one, for in-process tests: `cap` label sets, version
+/// `0.1.0`, commit `commit`.
+pub fn metrics_sink(cap: usize, commit: &'static str) -> oomwatch::sink::metrics::Metrics {
+    oomwatch::sink::metrics::Metrics::new(
+        cap,
+        oomwatch::sink::metrics::BuildInfo {
+            version: "0.1.0",
+            git_commit: commit,
+        },
+    )
 }

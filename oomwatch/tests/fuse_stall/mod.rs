@@ -39,26 +39,21 @@ pub struct StalledFuse {
 }
 
 impl StalledFuse {
-    /// Mounts it on a fresh directory; `None` (with the reason printed) where FUSE is missing.
-    pub fn mount() -> Option<StalledFuse> {
-        let dev = match std::fs::OpenOptions::new()
+    /// Mounts it on a fresh directory; the reason where FUSE is missing.
+    pub fn mount() -> Result<StalledFuse, String> {
+        let dev = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/fuse")
-        {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
-                eprintln!("no FUSE: /dev/fuse: {e}");
-                return None;
-            }
-        };
-        let dir = tempfile::tempdir().ok()?;
-        let target = CString::new(dir.path().as_os_str().as_bytes()).ok()?;
+            .map_err(|e| format!("/dev/fuse: {e}"))?;
+        let dev = Arc::new(dev);
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        let target = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
         let opts = CString::new(format!(
             "fd={},rootmode=40000,user_id=0,group_id=0",
             dev.as_raw_fd()
         ))
-        .ok()?;
+        .unwrap();
         // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
         let rc = unsafe {
             libc::mount(
@@ -70,8 +65,7 @@ impl StalledFuse {
             )
         };
         if rc != 0 {
-            eprintln!("no FUSE: mount: {}", std::io::Error::last_os_error());
-            return None;
+            return Err(format!("mount: {}", std::io::Error::last_os_error()));
         }
         let stalled = Arc::new(Mutex::new(Vec::new()));
         let (tx, reads) = channel();
@@ -80,7 +74,7 @@ impl StalledFuse {
             let stalled = Arc::clone(&stalled);
             thread::spawn(move || serve(&dev, &stalled, &tx))
         };
-        Some(StalledFuse {
+        Ok(StalledFuse {
             dir,
             dev,
             stalled,

@@ -4,25 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use oomwatch::source::btf::kind::{
+    ARRAY, CONST, ENUM, ENUM64, FUNC, FUNC_PROTO, FWD, INT, PTR, STRUCT, TYPEDEF, UNION,
+};
 use oomwatch::source::btf::Btf;
 use oomwatch::source::gfp::{GfpDecoder, NameTable};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 use crate::harness::{self, bounded, check, Bytes, Edit};
-
-const INT: u8 = 1;
-const PTR: u8 = 2;
-const ARRAY: u8 = 3;
-const STRUCT: u8 = 4;
-const UNION: u8 = 5;
-const ENUM: u8 = 6;
-const FWD: u8 = 7;
-const TYPEDEF: u8 = 8;
-const CONST: u8 = 10;
-const FUNC: u8 = 12;
-const FUNC_PROTO: u8 = 13;
-const ENUM64: u8 = 19;
 
 const GFP_BITS: &[&str] = &[
     "DMA",
@@ -211,8 +201,8 @@ fn btf_sample_mutated() {
 /// front of the whole string section (so names resolve and parsing goes deep).
 #[test]
 fn btf_vmlinux_prefix_mutated() {
-    let Ok(vmlinux) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-        eprintln!("SKIP: /sys/kernel/btf/vmlinux unreadable");
+    let read = std::fs::read("/sys/kernel/btf/vmlinux");
+    let Some(vmlinux) = oomwatch_testkit::host_or_skip("/sys/kernel/btf/vmlinux", read) else {
         return;
     };
     let word = |i: usize| u32::from_le_bytes(vmlinux[i..i + 4].try_into().unwrap()) as usize;
@@ -332,8 +322,9 @@ fn btf_shared_type_names_stay_bounded() {
 #[test]
 fn btf_vmlinux_whole_is_bounded() {
     let path = Path::new("/sys/kernel/btf/vmlinux");
-    let Ok(data) = std::fs::read(path) else {
-        eprintln!("SKIP: {} unreadable", path.display());
+    let Some(data) =
+        oomwatch_testkit::host_or_skip(&path.display().to_string(), std::fs::read(path))
+    else {
         return;
     };
     let btf = bounded("Btf::from_bytes", data.len(), 8, || Btf::from_bytes(&data));

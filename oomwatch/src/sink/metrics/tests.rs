@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricType};
+use crate::sink::metrics::prom::{counter, family, gauge};
+use prometheus::proto::MetricType;
 
 const BUILD: BuildInfo = BuildInfo {
     version: "0.1.0",
@@ -18,43 +19,6 @@ fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
         cgroup: cgroup.map(str::to_owned),
         ..OomEvent::new(1, 0, time, "h".into())
     }
-}
-
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_owned());
-    f.set_help(help.to_owned());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
-}
-
-fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
-    labels
-        .iter()
-        .map(|(name, value)| {
-            let mut lp = LabelPair::default();
-            lp.set_name((*name).to_owned());
-            lp.set_value((*value).to_owned());
-            lp
-        })
-        .collect()
-}
-
-fn counter(l: &[(&str, &str)], value: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(value);
-    let mut m = Metric::from_label(labels(l));
-    m.set_counter(c);
-    m
-}
-
-fn gauge(l: &[(&str, &str)], value: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::from_label(labels(l));
-    m.set_gauge(g);
-    m
 }
 
 /// The value of the sample line starting with `series` (name plus labels), if present.

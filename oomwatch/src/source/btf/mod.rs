@@ -14,25 +14,30 @@ const BUDGET: usize = 1 << 20;
 /// Bound on the depth of one chain (typedef/const chains, nesting).
 const MAX_DEPTH: usize = 64;
 
-const INT: u8 = 1;
-const PTR: u8 = 2;
-const ARRAY: u8 = 3;
-const STRUCT: u8 = 4;
-const UNION: u8 = 5;
-const ENUM: u8 = 6;
-const FWD: u8 = 7;
-const TYPEDEF: u8 = 8;
-const VOLATILE: u8 = 9;
-const CONST: u8 = 10;
-const RESTRICT: u8 = 11;
-const FUNC: u8 = 12;
-const FUNC_PROTO: u8 = 13;
-const VAR: u8 = 14;
-const DATASEC: u8 = 15;
-const FLOAT: u8 = 16;
-const DECL_TAG: u8 = 17;
-const TYPE_TAG: u8 = 18;
-const ENUM64: u8 = 19;
+/// The type kinds (`BTF_KIND_*` of the kernel's `include/uapi/linux/btf.h`); public for the
+/// tests that build BTF by hand.
+pub mod kind {
+    pub const INT: u8 = 1;
+    pub const PTR: u8 = 2;
+    pub const ARRAY: u8 = 3;
+    pub const STRUCT: u8 = 4;
+    pub const UNION: u8 = 5;
+    pub const ENUM: u8 = 6;
+    pub const FWD: u8 = 7;
+    pub const TYPEDEF: u8 = 8;
+    pub const VOLATILE: u8 = 9;
+    pub const CONST: u8 = 10;
+    pub const RESTRICT: u8 = 11;
+    pub const FUNC: u8 = 12;
+    pub const FUNC_PROTO: u8 = 13;
+    pub const VAR: u8 = 14;
+    pub const DATASEC: u8 = 15;
+    pub const FLOAT: u8 = 16;
+    pub const DECL_TAG: u8 = 17;
+    pub const TYPE_TAG: u8 = 18;
+    pub const ENUM64: u8 = 19;
+}
+use kind::*;
 
 /// Everything that can go wrong while reading BTF or looking something up in it.
 #[derive(Debug, thiserror::Error)]

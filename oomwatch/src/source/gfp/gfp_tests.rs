@@ -3,8 +3,8 @@
 //! tracefs prints it (`show_gfp_flags()` in the `kmem/mm_page_alloc` format, the same
 //! `__def_gfpflag_names` `%pGg` uses), evaluated here.
 //!
-//! Tests on the running kernel skip with a printed reason when `/sys/kernel/btf/vmlinux` (or
-//! tracefs, `/dev/kmsg`) is missing, unless `OOMWATCH_REQUIRE_REAL_KERNEL=1`: then they fail.
+//! Tests on the running kernel skip (`oomwatch_testkit::skip`) when `/sys/kernel/btf/vmlinux`
+//! (or tracefs, `/dev/kmsg`) is missing, unless `OOMWATCH_REQUIRE_REAL_KERNEL=1`: then they fail.
 use super::*;
 use std::collections::HashMap;
 use std::io::Read;
@@ -12,7 +12,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-const PAGE_ALLOC_FORMAT: &str = "/sys/kernel/tracing/events/kmem/mm_page_alloc/format";
 
 fn read_fixture(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,13 +20,7 @@ fn read_fixture(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Print why a real-kernel test is skipped, or fail under `OOMWATCH_REQUIRE_REAL_KERNEL=1`.
-fn skip(reason: &str) {
-    if std::env::var("OOMWATCH_REQUIRE_REAL_KERNEL").as_deref() == Ok("1") {
-        panic!("OOMWATCH_REQUIRE_REAL_KERNEL=1 but {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
+use oomwatch_testkit::skip;
 
 fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
@@ -318,7 +311,7 @@ fn hand_built_layouts() {
 /// The running kernel's decoder, or None (with the reason printed) when it cannot be built.
 fn host_decoder() -> Option<GfpDecoder> {
     if !Path::new(VMLINUX).exists() {
-        skip(&format!("no kernel BTF at {VMLINUX}"));
+        skip(format!("no kernel BTF at {VMLINUX}"));
         return None;
     }
     let btf = Btf::from_file(Path::new(VMLINUX)).unwrap();
@@ -327,7 +320,9 @@ fn host_decoder() -> Option<GfpDecoder> {
     eprintln!("GfpDecoder::from_btf took {:?}", started.elapsed());
     if btf.enum_value(None, "___GFP_LAST_BIT").is_err() {
         assert!(decoder.is_none());
-        eprintln!("SKIPPED: this kernel (before 6.10) has no ___GFP_*_BIT enumerators in BTF");
+        oomwatch_testkit::skip::not_applicable(
+            "this kernel (before 6.10) has no ___GFP_*_BIT enumerators in BTF",
+        );
         return None;
     }
     Some(decoder.expect("BTF has ___GFP_*_BIT enumerators but no decoder was built"))
@@ -339,11 +334,10 @@ fn host_btf_decodes_gfp_kernel_and_this_hosts_reports() {
     check(&d, 0xcc0, &["GFP_KERNEL"]);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     if !release.starts_with("6.18.") {
-        eprintln!(
-            "SKIPPED: the 6.18 fixtures do not apply to kernel {}",
+        return oomwatch_testkit::skip::not_applicable(format!(
+            "the 6.18 fixtures do not apply to kernel {}",
             release.trim()
-        );
-        return;
+        ));
     }
     assert_eq!(d.table, saved_v6_18(NameTable::Enumerated).table);
     let text = read_fixture("gfp/oom-invoked-v6.18-host.kmsg");
@@ -355,28 +349,31 @@ fn host_btf_decodes_gfp_kernel_and_this_hosts_reports() {
 #[test]
 fn host_btf_equals_the_running_kernels_table() {
     let Some(d) = host_decoder() else { return };
-    let Ok(format) = std::fs::read_to_string(PAGE_ALLOC_FORMAT) else {
-        return skip(&format!(
-            "cannot read {PAGE_ALLOC_FORMAT} (tracefs not mounted?)"
-        ));
+    let format = crate::source::tracefs::ensure_mounted()
+        .map_err(|e| e.to_string())
+        .and_then(|(tracefs, _)| {
+            let path = tracefs.join("events/kmem/mm_page_alloc/format");
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        });
+    let Some(format) = oomwatch_testkit::host_or_skip("tracefs", format) else {
+        return;
     };
     if format.contains("___GFP_") {
         // 6.10-6.12 before commit 60295b944ff6 left the enum names unresolved.
-        return eprintln!("SKIPPED: this kernel's tracefs format shows unresolved ___GFP_ enums");
+        return oomwatch_testkit::skip::not_applicable(
+            "this kernel's tracefs format shows unresolved ___GFP_ enums",
+        );
     }
     assert_eq!(d.table, kernel_table(&format));
 }
 
-#[test]
-fn host_btf_decodes_the_live_kernel_log() {
-    let Some(d) = host_decoder() else { return };
-    let file = std::fs::OpenOptions::new()
+/// Everything `/dev/kmsg` holds now, or why it cannot be read.
+fn kernel_log() -> Result<String, String> {
+    let mut kmsg = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg");
-    let Ok(mut kmsg) = file else {
-        return skip("cannot open /dev/kmsg");
-    };
+        .open("/dev/kmsg")
+        .map_err(|e| format!("/dev/kmsg: {e}"))?;
     let (mut buf, mut log) = (vec![0u8; 16 * 1024], String::new());
     loop {
         match kmsg.read(&mut buf) {
@@ -386,7 +383,36 @@ fn host_btf_decodes_the_live_kernel_log() {
             Err(_) => break,
         }
     }
+    Ok(log)
+}
+
+/// Every OOM report of the live kernel log decodes as the kernel printed it. When the log holds
+/// none, one is made: a `tail /dev/zero` OOM-killed in a memory cgroup of this test's own.
+#[test]
+fn host_btf_decodes_the_live_kernel_log() {
+    let Some(d) = host_decoder() else { return };
+    let Some(mut log) = oomwatch_testkit::host_or_skip("cannot read the kernel log", kernel_log())
+    else {
+        return;
+    };
+    // The report header is rate limited (10 per 5 s, shared with every OOM on the host).
+    for _ in 0..4 {
+        if !invoked(&log).is_empty() {
+            break;
+        }
+        if !oomwatch_testkit::root_or_skip("to OOM-kill a task in a memory cgroup of its own") {
+            return;
+        }
+        oomwatch_testkit::TestCgroup::new(32 << 20).oom_kill(0);
+        log = kernel_log().unwrap();
+        if invoked(&log).is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5500));
+        }
+    }
     let reports = invoked(&log);
+    let lines = log.matches(" invoked oom-killer: gfp_mask=0x").count();
+    assert!(!reports.is_empty(), "no OOM report in the kernel log");
+    assert_eq!(reports.len(), lines, "every report's gfp_mask line parses");
     for (mask, names) in &reports {
         assert_eq!(
             &d.decode(*mask),

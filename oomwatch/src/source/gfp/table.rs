@@ -170,9 +170,13 @@ mod tests {
 
     #[test]
     fn the_running_kernels_table_loads() {
-        let path = "/sys/kernel/tracing/events/kmem/mm_page_alloc/format";
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("SKIPPED: {path} unreadable (tracefs not mounted or not root)");
+        let text = crate::source::tracefs::ensure_mounted()
+            .map_err(|e| e.to_string())
+            .and_then(|(tracefs, _)| {
+                let path = tracefs.join("events/kmem/mm_page_alloc/format");
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+            });
+        let Some(text) = oomwatch_testkit::host_or_skip("tracefs", text) else {
             return;
         };
         let d = GfpDecoder::from_tracefs_format(&text).unwrap();

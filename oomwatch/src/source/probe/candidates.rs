@@ -266,16 +266,28 @@ mod tests {
     /// extracted it; the mm counters change layout between the two.
     #[test]
     fn debian_kernels_resolve_the_signature_and_mm_counters() {
-        let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm");
-        let Ok(dirs) = std::fs::read_dir(&vm) else {
-            eprintln!("SKIPPED: no {}", vm.display());
-            return;
+        // The workspace's target directory, as xtask (which extracts them) names it.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let vm = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => workspace.join(dir).join("vm"),
+            None => workspace.join("target/vm"),
         };
-        for d in dirs.flatten() {
-            let path = d.path().join("vmlinux.btf");
-            let Ok(btf) = Btf::from_file(&path) else {
-                continue;
-            };
+        let mut files: Vec<_> = std::fs::read_dir(&vm)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| d.path().join("vmlinux.btf"))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return oomwatch_testkit::skip(format!(
+                "no */vmlinux.btf under {} (run `cargo xtask vm-test --prepare-only`)",
+                vm.display()
+            ));
+        }
+        for path in &files {
+            let btf = Btf::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let p = prepare(Ok(&btf), Ok(()));
             assert!(p.ready.is_ok(), "{}: {:?}", path.display(), p.ready);
             let o = p.offsets;

@@ -336,12 +336,12 @@ mod tests {
 
     #[test]
     fn this_hosts_formats_and_btf_resolve() {
-        let Ok(btf) = Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
-            eprintln!("SKIPPED: no kernel BTF");
+        let btf = Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"));
+        let Some(btf) = oomwatch_testkit::host_or_skip("no kernel BTF", btf) else {
             return;
         };
-        if tracefs::ensure_mounted().is_err() {
-            eprintln!("SKIPPED: tracefs unavailable (not root?)");
+        let mounted = tracefs::ensure_mounted();
+        if oomwatch_testkit::host_or_skip("tracefs unavailable (not root?)", mounted).is_none() {
             return;
         }
         let p = prepare(Ok(&btf), Ok(()), &[]);
