@@ -494,5 +494,600 @@ impl Lru {
 }
 
 #[cfg(test)]
-#[path = "bundle_tests.rs"]
-mod tests;
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+    use tempfile::TempDir;
+
+    use super::*;
+    use BundleSource::{Containerd, Crio, Docker};
+
+    const POD_UID: &str = "6f1c2a8e-3b4d-4e5f-9a0b-1c2d3e4f5a6b";
+    const SANDBOX_ID: &str = "2c9f1e0d8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+    const CTR_ID: &str = "8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f";
+
+    /// A fake host: every runtime path lives under a temporary root.
+    fn host() -> (TempDir, BundleConfig) {
+        let dir = TempDir::new().expect("tempdir");
+        let config = BundleConfig {
+            host_root: dir.path().to_path_buf(),
+            ..BundleConfig::default()
+        };
+        (dir, config)
+    }
+
+    fn write(path: &Path, bytes: &[u8]) {
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(path, bytes).expect("write");
+    }
+
+    fn id(n: u32) -> String {
+        format!("{n:064x}")
+    }
+
+    /// An OCI runtime spec shaped like the ones runc-based runtimes write, with `annotations`.
+    fn oci_spec(id: &str, args: &[&str], annotations: Value) -> Value {
+        json!({
+            "ociVersion": "1.1.0",
+            "process": {
+                "user": {"uid": 65535, "gid": 65535, "additionalGids": [65535]},
+                "args": args,
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "cwd": "/",
+                "capabilities": {
+                    "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                    "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                    "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+                },
+                "noNewPrivileges": true,
+                "oomScoreAdj": 999
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "hostname": "web-7d4b9c",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]},
+                {"destination": "/dev/shm", "type": "bind",
+                 "source": format!("/run/containerd/io.containerd.grpc.v1.cri/sandboxes/{SANDBOX_ID}/shm"),
+                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
+            ],
+            "annotations": annotations,
+            "linux": {
+                "resources": {
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": 134217728, "swap": 134217728},
+                    "cpu": {"shares": 102, "quota": 10000, "period": 100000}
+                },
+                "cgroupsPath": format!("kubepods-burstable-pod{}.slice:cri-containerd:{id}",
+                    POD_UID.replace('-', "_")),
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                    {"type": "network", "path": "/var/run/netns/cni-4e1b2f3a-5c6d-7e8f-9a0b-1c2d3e4f5a6b"}
+                ],
+                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/sys/firmware"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"]
+            }
+        })
+    }
+
+    fn containerd_container(id: &str) -> Value {
+        oci_spec(
+            id,
+            &["nginx", "-g", "daemon off;"],
+            json!({
+                "io.kubernetes.cri.container-name": "web",
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.27",
+                "io.kubernetes.cri.sandbox-id": SANDBOX_ID,
+                "io.kubernetes.cri.sandbox-name": "web-7d4b9c-x2x9k",
+                "io.kubernetes.cri.sandbox-namespace": "shop",
+                "io.kubernetes.cri.sandbox-uid": POD_UID
+            }),
+        )
+    }
+
+    fn containerd_sandbox(id: &str) -> Value {
+        oci_spec(
+            id,
+            &["/pause"],
+            json!({
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-cpu-period": "100000",
+                "io.kubernetes.cri.sandbox-cpu-quota": "0",
+                "io.kubernetes.cri.sandbox-cpu-shares": "2",
+                "io.kubernetes.cri.sandbox-id": id,
+                "io.kubernetes.cri.sandbox-log-directory":
+                    format!("/var/log/pods/shop_web-7d4b9c-x2x9k_{POD_UID}"),
+                "io.kubernetes.cri.sandbox-memory": "0",
+                "io.kubernetes.cri.sandbox-name": "web-7d4b9c-x2x9k",
+                "io.kubernetes.cri.sandbox-namespace": "shop",
+                "io.kubernetes.cri.sandbox-uid": POD_UID
+            }),
+        )
+    }
+
+    fn crio_annotations(id: &str, sandbox: bool) -> Value {
+        let (name, kind) = if sandbox {
+            ("POD", "sandbox")
+        } else {
+            ("api", "container")
+        };
+        json!({
+            "io.container.manager": "cri-o",
+            "io.kubernetes.container.name": name,
+            "io.kubernetes.cri-o.ContainerID": id,
+            "io.kubernetes.cri-o.ContainerName": format!("k8s_{name}_api-5f6d7c-q8w7e_billing_{POD_UID}_0"),
+            "io.kubernetes.cri-o.ContainerType": kind,
+            "io.kubernetes.cri-o.Created": "2024-05-02T10:11:12.131415161Z",
+            "io.kubernetes.cri-o.Labels": format!(
+                "{{\"io.kubernetes.container.name\":\"{name}\",\"io.kubernetes.pod.name\":\"api-5f6d7c-q8w7e\",\"io.kubernetes.pod.namespace\":\"billing\",\"io.kubernetes.pod.uid\":\"{POD_UID}\"}}"
+            ),
+            "io.kubernetes.cri-o.LogPath":
+                format!("/var/log/pods/billing_api-5f6d7c-q8w7e_{POD_UID}/{name}/0.log"),
+            "io.kubernetes.cri-o.SandboxID": SANDBOX_ID,
+            "io.kubernetes.cri-o.TTY": "false",
+            "io.kubernetes.pod.name": "api-5f6d7c-q8w7e",
+            "io.kubernetes.pod.namespace": "billing",
+            "io.kubernetes.pod.uid": POD_UID,
+            "kubernetes.io/config.source": "api"
+        })
+    }
+
+    fn docker_config(id: &str, sandbox: bool) -> Value {
+        let (name, kind) = if sandbox {
+            ("POD", "podsandbox")
+        } else {
+            ("worker", "container")
+        };
+        json!({
+            "StreamConfig": {},
+            "State": {"Running": true, "Paused": false, "Restarting": false, "OOMKilled": false,
+                      "Dead": false, "Pid": 48213, "ExitCode": 0, "Error": "",
+                      "StartedAt": "2024-05-02T10:11:12.5Z", "FinishedAt": "0001-01-01T00:00:00Z"},
+            "ID": id,
+            "Created": "2024-05-02T10:11:12.1Z",
+            "Managed": false,
+            "Path": "/usr/bin/worker",
+            "Args": ["--queue", "jobs"],
+            "Config": {
+                "Hostname": "worker-6b8c9d-zz4lp",
+                "User": "1000",
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": null,
+                "Image": "sha256:4a7c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+                "Volumes": null,
+                "WorkingDir": "",
+                "Entrypoint": ["/usr/bin/worker", "--queue", "jobs"],
+                "OnBuild": null,
+                "Labels": {
+                    "annotation.io.kubernetes.container.hash": "9c1d2e3f",
+                    "annotation.io.kubernetes.container.restartCount": "0",
+                    "io.kubernetes.container.logpath":
+                        format!("/var/log/pods/batch_worker-6b8c9d-zz4lp_{POD_UID}/{name}/0.log"),
+                    "io.kubernetes.container.name": name,
+                    "io.kubernetes.docker.type": kind,
+                    "io.kubernetes.pod.name": "worker-6b8c9d-zz4lp",
+                    "io.kubernetes.pod.namespace": "batch",
+                    "io.kubernetes.pod.uid": POD_UID,
+                    "io.kubernetes.sandbox.id": SANDBOX_ID
+                }
+            },
+            "Image": "sha256:4a7c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+            "NetworkSettings": {"Bridge": "", "SandboxID": "", "Networks": null},
+            "LogPath": format!("/var/lib/docker/containers/{id}/{id}-json.log"),
+            "Name": format!("/k8s_{name}_worker-6b8c9d-zz4lp_batch_{POD_UID}_0"),
+            "Driver": "overlay2",
+            "OS": "linux",
+            "RestartCount": 0,
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "HostnamePath": format!("/var/lib/docker/containers/{SANDBOX_ID}/hostname"),
+            "HostsPath": format!("/var/lib/docker/containers/{SANDBOX_ID}/hosts")
+        })
+    }
+
+    const VAR_CRIO: &str = "var/lib/containers/storage";
+    const RUN_CRIO: &str = "run/containers/storage";
+
+    fn containerd_path(root: &Path, id: &str) -> PathBuf {
+        root.join(format!(
+            "run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"
+        ))
+    }
+
+    fn crio_path(root: &Path, storage: &str, id: &str) -> PathBuf {
+        root.join(format!(
+            "{storage}/overlay-containers/{id}/userdata/config.json"
+        ))
+    }
+
+    fn docker_path(root: &Path, id: &str) -> PathBuf {
+        root.join(format!("var/lib/docker/containers/{id}/config.v2.json"))
+    }
+
+    fn put(path: &Path, value: &Value) {
+        write(path, &serde_json::to_vec_pretty(value).expect("json"));
+    }
+
+    fn put_containerd(root: &Path, id: &str) {
+        put(&containerd_path(root, id), &containerd_container(id));
+    }
+
+    fn put_crio(root: &Path, storage: &str, id: &str, sandbox: bool) {
+        let args: &[&str] = if sandbox { &["/pause"] } else { &["/app"] };
+        let spec = oci_spec(id, args, crio_annotations(id, sandbox));
+        put(&crio_path(root, storage, id), &spec);
+    }
+
+    fn put_docker(root: &Path, id: &str, sandbox: bool) {
+        put(&docker_path(root, id), &docker_config(id, sandbox));
+    }
+
+    /// Fully named; `container: None` means the sandbox.
+    fn names(namespace: &str, pod: &str, container: Option<&str>, source: BundleSource) -> Names {
+        Names {
+            namespace: Some(namespace.into()),
+            pod: Some(pod.into()),
+            pod_uid: Some(POD_UID.into()),
+            container: container.map(Into::into),
+            sandbox: container.is_none(),
+            source,
+        }
+    }
+
+    fn named(reader: &mut BundleReader, id: &str, hint: Option<BundleSource>) -> Names {
+        let names = reader.lookup(id, hint).expect("named");
+        (*names).clone()
+    }
+
+    #[test]
+    fn defaults() {
+        let config = BundleConfig::default();
+        assert_eq!(config.host_root, PathBuf::from("/"));
+        assert_eq!(config.containerd_state, [PathBuf::from("/run/containerd")]);
+        assert_eq!(
+            config.crio_storage,
+            [
+                Path::new("/var/lib/containers/storage"),
+                Path::new("/run/containers/storage")
+            ]
+        );
+        assert_eq!(config.docker_root, [PathBuf::from("/var/lib/docker")]);
+        assert_eq!(config.cache_capacity, 4096);
+        let host = under(Path::new("/host"), Path::new("/run/containerd"));
+        assert_eq!(host, PathBuf::from("/host/run/containerd"));
+        let json = serde_json::to_string(&[Containerd, Crio, Docker]).expect("json");
+        assert_eq!(json, r#"["containerd","crio","docker"]"#);
+    }
+
+    #[test]
+    fn containerd_container_and_sandbox() {
+        let (dir, config) = host();
+        put_containerd(dir.path(), CTR_ID);
+        put(
+            &containerd_path(dir.path(), SANDBOX_ID),
+            &containerd_sandbox(SANDBOX_ID),
+        );
+        let mut reader = BundleReader::new(config);
+        let want = names("shop", "web-7d4b9c-x2x9k", Some("web"), Containerd);
+        assert_eq!(named(&mut reader, CTR_ID, Some(Containerd)), want);
+        let pause = names("shop", "web-7d4b9c-x2x9k", None, Containerd);
+        assert_eq!(named(&mut reader, SANDBOX_ID, None), pause);
+        assert_eq!(reader.cached(), 2);
+    }
+
+    #[test]
+    fn containerd_v1_shim_location() {
+        let (dir, config) = host();
+        let path = dir.path().join(format!(
+            "run/containerd/io.containerd.runtime.v1.linux/k8s.io/{CTR_ID}/config.json"
+        ));
+        put(&path, &containerd_container(CTR_ID));
+        let want = names("shop", "web-7d4b9c-x2x9k", Some("web"), Containerd);
+        assert_eq!(named(&mut BundleReader::new(config), CTR_ID, None), want);
+    }
+
+    #[test]
+    fn crio_container_and_sandbox_in_both_storage_locations() {
+        let (dir, config) = host();
+        put_crio(dir.path(), VAR_CRIO, CTR_ID, false);
+        put_crio(dir.path(), RUN_CRIO, SANDBOX_ID, true);
+        let mut reader = BundleReader::new(config);
+        let want = names("billing", "api-5f6d7c-q8w7e", Some("api"), Crio);
+        assert_eq!(named(&mut reader, CTR_ID, Some(Crio)), want);
+        let infra = names("billing", "api-5f6d7c-q8w7e", None, Crio);
+        assert_eq!(named(&mut reader, SANDBOX_ID, None), infra);
+    }
+
+    #[test]
+    fn docker_container_and_sandbox() {
+        let (dir, config) = host();
+        put_docker(dir.path(), CTR_ID, false);
+        put_docker(dir.path(), SANDBOX_ID, true);
+        // A plain Docker container (no kubelet labels) is not named.
+        let plain = id(7);
+        let mut bare = docker_config(&plain, false);
+        bare["Config"]["Labels"] = json!({"maintainer": "someone"});
+        put(&docker_path(dir.path(), &plain), &bare);
+        let mut reader = BundleReader::new(config);
+        let want = names("batch", "worker-6b8c9d-zz4lp", Some("worker"), Docker);
+        assert_eq!(named(&mut reader, CTR_ID, Some(Docker)), want);
+        let pod = names("batch", "worker-6b8c9d-zz4lp", None, Docker);
+        assert_eq!(named(&mut reader, SANDBOX_ID, None), pod);
+        assert_eq!(reader.lookup(&plain, None), None);
+    }
+
+    #[test]
+    fn hint_is_tried_first() {
+        let (dir, config) = host();
+        put_containerd(dir.path(), CTR_ID);
+        put_crio(dir.path(), VAR_CRIO, CTR_ID, false);
+        put_docker(dir.path(), CTR_ID, false);
+        let source = |hint| named(&mut BundleReader::new(config.clone()), CTR_ID, hint).source;
+        assert_eq!(source(None), Containerd);
+        assert_eq!(source(Some(Crio)), Crio);
+        assert_eq!(source(Some(Docker)), Docker);
+        // A wrong hint still finds the container through the other runtimes.
+        fs::remove_file(docker_path(dir.path(), CTR_ID)).expect("rm");
+        assert_eq!(source(Some(Docker)), Containerd);
+        assert_eq!(order(Some(Crio)), [Crio, Containerd, Docker]);
+        assert_eq!(order(None), [Containerd, Crio, Docker]);
+    }
+
+    #[test]
+    fn missing_id() {
+        let (_dir, config) = host();
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.lookup(CTR_ID, None), None);
+        assert_eq!(reader.cached(), 0);
+    }
+
+    #[test]
+    fn invalid_ids_never_reach_the_filesystem() {
+        let (dir, config) = host();
+        // Files these ids would reach if they were joined into a path.
+        let escaped = dir.path().join("run/containerd/etc/config.json");
+        put(&escaped, &containerd_container(CTR_ID));
+        let upper = CTR_ID.to_uppercase();
+        put(
+            &containerd_path(dir.path(), &upper),
+            &containerd_container(CTR_ID),
+        );
+        let long = format!("{CTR_ID}a");
+        put(
+            &containerd_path(dir.path(), &long),
+            &containerd_container(CTR_ID),
+        );
+        let mut reader = BundleReader::new(config);
+        for bad in ["../../etc", &upper, &long, "", "abc/def", "12 34", "0x1f"] {
+            assert_eq!(reader.lookup(bad, None), None, "{bad:?}");
+        }
+        assert!(valid_id("a") && valid_id(CTR_ID));
+        assert_eq!(reader.warm(), 0, "invalid directory names are not warmed");
+    }
+
+    #[test]
+    fn malformed_and_partial_files() {
+        let (dir, config) = host();
+        let root = dir.path();
+        let truncated = id(1);
+        let text = serde_json::to_string(&containerd_container(&truncated)).expect("json");
+        write(
+            &containerd_path(root, &truncated),
+            &text.as_bytes()[..text.len() / 2],
+        );
+
+        // Wrong value types and empty strings: the readable names are kept.
+        let partial = id(2);
+        let mut spec = containerd_container(&partial);
+        spec["annotations"]["io.kubernetes.cri.sandbox-name"] = json!(42);
+        spec["annotations"]["io.kubernetes.cri.container-name"] = json!(["web"]);
+        spec["annotations"]["io.kubernetes.cri.sandbox-uid"] = json!("");
+        put(&containerd_path(root, &partial), &spec);
+
+        let no_annotations = id(3);
+        let mut spec = containerd_container(&no_annotations);
+        spec.as_object_mut().expect("object").remove("annotations");
+        put(&containerd_path(root, &no_annotations), &spec);
+
+        let wrong_shape = id(4);
+        let mut spec = containerd_container(&wrong_shape);
+        spec["annotations"] = json!(["io.kubernetes.cri.sandbox-name"]);
+        put(&containerd_path(root, &wrong_shape), &spec);
+
+        let not_json = id(5);
+        write(&containerd_path(root, &not_json), b"\xff\xfe\x00garbage");
+
+        let no_labels = id(6);
+        let mut cfg = docker_config(&no_labels, false);
+        cfg["Config"]["Labels"] = Value::Null;
+        put(&docker_path(root, &no_labels), &cfg);
+
+        // A directory where the file should be.
+        let not_a_file = id(8);
+        fs::create_dir_all(containerd_path(root, &not_a_file)).expect("mkdir");
+
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.lookup(&truncated, None), None);
+        let got = named(&mut reader, &partial, None);
+        assert_eq!(got.namespace.as_deref(), Some("shop"));
+        assert_eq!(
+            (got.pod, got.pod_uid, got.container, got.sandbox),
+            (None, None, None, false)
+        );
+        for missing in [
+            &no_annotations,
+            &wrong_shape,
+            &not_json,
+            &no_labels,
+            &not_a_file,
+        ] {
+            assert_eq!(reader.lookup(missing, None), None, "{missing}");
+        }
+    }
+
+    #[test]
+    fn oversize_file_is_skipped() {
+        let (dir, config) = host();
+        let mut spec = containerd_container(CTR_ID);
+        // Valid JSON, names present, padded past the bound.
+        spec["process"]["env"] = json!(["X=".to_owned() + &"y".repeat(MAX_FILE_BYTES as usize)]);
+        put(&containerd_path(dir.path(), CTR_ID), &spec);
+        let len = fs::metadata(containerd_path(dir.path(), CTR_ID))
+            .expect("stat")
+            .len();
+        assert!(len > MAX_FILE_BYTES);
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.lookup(CTR_ID, None), None);
+        assert_eq!(reader.warm(), 0);
+    }
+
+    #[test]
+    fn warmed_names_survive_bundle_deletion() {
+        let (dir, config) = host();
+        put_containerd(dir.path(), CTR_ID);
+        // CRI-O keeps the userdata config.json in both roots: counted once.
+        put_crio(dir.path(), RUN_CRIO, &id(1), false);
+        put_crio(dir.path(), VAR_CRIO, &id(1), false);
+        put_docker(dir.path(), &id(2), false);
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.warm(), 3);
+        assert_eq!(reader.cached(), 3);
+        fs::remove_dir_all(dir.path().join("run")).expect("rm");
+        fs::remove_dir_all(dir.path().join("var")).expect("rm");
+
+        let want = names("shop", "web-7d4b9c-x2x9k", Some("web"), Containerd);
+        assert_eq!(named(&mut reader, CTR_ID, None), want);
+        assert_eq!(named(&mut reader, &id(1), None).source, Crio);
+        assert_eq!(named(&mut reader, &id(2), Some(Containerd)).source, Docker);
+        // Warming again (nothing on disk) keeps what was cached.
+        assert_eq!(reader.warm(), 0);
+        assert_eq!(reader.cached(), 3);
+    }
+
+    #[test]
+    fn capacity_bounds_the_cache_least_recently_used_first() {
+        let (dir, mut config) = host();
+        config.cache_capacity = 2;
+        for n in 1..=3 {
+            put_containerd(dir.path(), &id(n));
+        }
+        let mut reader = BundleReader::new(config);
+        assert!(reader.lookup(&id(1), None).is_some());
+        assert!(reader.lookup(&id(2), None).is_some());
+        assert!(reader.lookup(&id(1), None).is_some()); // 1 is now the most recently used
+        assert!(reader.lookup(&id(3), None).is_some()); // evicts 2
+        assert_eq!((reader.cached(), reader.evicted()), (2, 1));
+
+        fs::remove_dir_all(dir.path().join("run")).expect("rm");
+        assert!(reader.lookup(&id(1), None).is_some());
+        assert!(reader.lookup(&id(3), None).is_some());
+        assert_eq!(reader.lookup(&id(2), None), None);
+        assert_eq!(reader.evicted(), 1);
+    }
+
+    #[test]
+    fn warm_stops_at_capacity() {
+        let (dir, mut config) = host();
+        config.cache_capacity = 3;
+        for n in 1..=5 {
+            put_containerd(dir.path(), &id(n));
+        }
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.warm(), 3);
+        assert_eq!((reader.cached(), reader.evicted()), (3, 0));
+        // Looking up one left out reads it and evicts the least recently used.
+        let left_out = (1..=5).map(id).find(|i| !reader.cache.map.contains_key(i));
+        assert!(reader
+            .lookup(&left_out.expect("one left out"), None)
+            .is_some());
+        assert_eq!((reader.cached(), reader.evicted()), (3, 1));
+    }
+
+    #[test]
+    fn zero_capacity_reads_but_never_caches() {
+        let (dir, mut config) = host();
+        config.cache_capacity = 0;
+        put_containerd(dir.path(), CTR_ID);
+        let mut reader = BundleReader::new(config);
+        assert!(reader.lookup(CTR_ID, None).is_some());
+        assert_eq!(reader.warm(), 0);
+        assert_eq!((reader.cached(), reader.evicted()), (0, 0));
+    }
+
+    #[test]
+    fn a_miss_is_forgotten_after_the_negative_ttl() {
+        let (dir, config) = host();
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let clock = Arc::clone(&now);
+        let mut reader = BundleReader::new(config)
+            .with_negative_ttl(Duration::from_secs(10))
+            .with_clock(move || *clock.lock().expect("clock"));
+        let advance = |by: Duration| *now.lock().expect("clock") += by;
+
+        assert_eq!(reader.lookup(CTR_ID, None), None);
+        put_containerd(dir.path(), CTR_ID);
+        advance(Duration::from_secs(5));
+        assert_eq!(
+            reader.lookup(CTR_ID, None),
+            None,
+            "miss remembered within the TTL"
+        );
+        advance(Duration::from_secs(5));
+        assert_eq!(
+            named(&mut reader, CTR_ID, None).pod.as_deref(),
+            Some("web-7d4b9c-x2x9k")
+        );
+        assert!(reader.misses.is_empty());
+    }
+
+    #[test]
+    fn negative_cache_is_bounded_and_can_be_disabled() {
+        let (dir, config) = host();
+        let mut reader = BundleReader::new(config.clone());
+        for n in 0..(NEGATIVE_CAPACITY as u32 + 10) {
+            assert_eq!(reader.lookup(&id(n), None), None);
+        }
+        assert_eq!(reader.misses.len(), NEGATIVE_CAPACITY);
+        // The oldest misses were dropped: id(0) is read again (and now found).
+        put_containerd(dir.path(), &id(0));
+        assert!(reader.lookup(&id(0), None).is_some());
+        // A still-remembered miss is named once warm() reads it.
+        put_containerd(dir.path(), &id(200));
+        assert_eq!(reader.lookup(&id(200), None), None);
+        reader.warm();
+        assert!(reader.lookup(&id(200), None).is_some());
+
+        let mut no_negatives = BundleReader::new(config).with_negative_ttl(Duration::ZERO);
+        assert_eq!(no_negatives.lookup(CTR_ID, None), None);
+        put_containerd(dir.path(), CTR_ID);
+        assert!(no_negatives.lookup(CTR_ID, None).is_some());
+        assert!(no_negatives.misses.is_empty());
+    }
+
+    #[test]
+    fn configured_paths_are_taken_under_the_host_root() {
+        let (dir, mut config) = host();
+        config.containerd_state = vec![PathBuf::from("/run/k3s/containerd")];
+        config.crio_storage = vec![PathBuf::from("/data/crio")];
+        config.docker_root = vec![PathBuf::from("/srv/docker")];
+        let k3s = format!(
+            "run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{}/config.json",
+            id(1)
+        );
+        put(&dir.path().join(k3s), &containerd_container(&id(1)));
+        put_crio(dir.path(), "data/crio", &id(2), false);
+        let docker = format!("srv/docker/containers/{}/config.v2.json", id(3));
+        put(&dir.path().join(docker), &docker_config(&id(3), false));
+        let mut reader = BundleReader::new(config);
+        assert_eq!(named(&mut reader, &id(1), None).source, Containerd);
+        assert_eq!(named(&mut reader, &id(2), None).source, Crio);
+        assert_eq!(named(&mut reader, &id(3), None).source, Docker);
+    }
+}

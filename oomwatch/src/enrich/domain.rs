@@ -100,5 +100,252 @@ pub fn noisy_neighbour(
 }
 
 #[cfg(test)]
-#[path = "domain_tests.rs"]
-mod tests;
+mod tests {
+    //! Tests of [`super`]: every branch of [`classify`] and [`noisy_neighbour`].
+    use super::*;
+
+    const UID: &str = "7c3d8a6e-2f41-4b9a-8e5d-0c1f2a3b4d5e";
+    const UID_: &str = "7c3d8a6e_2f41_4b9a_8e5d_0c1f2a3b4d5e";
+    const UID2: &str = "0f9e8d7c-6b5a-4f3e-9d2c-1b0a9f8e7d6c";
+    const STATIC_UID: &str = "a81259cef8e959c624df1d456e5d3297";
+    const CID: &str = "2e7d2c03a9507ae265ecf5b5356885a53393a2029d241394997265a1a25aefc6";
+    const CID2: &str = "9c0abe51c6e6655d81de2d044d4fb194931f058c0426c67c7285d8f5657ed64a";
+
+    const ALL: [OomDomain; 8] = [
+        OomDomain::Container,
+        OomDomain::Pod,
+        OomDomain::Qos,
+        OomDomain::Kubepods,
+        OomDomain::System,
+        OomDomain::Global,
+        OomDomain::Cpuset,
+        OomDomain::Mempolicy,
+    ];
+
+    const MEMCG: Option<&str> = Some("CONSTRAINT_MEMCG");
+
+    fn sd_pod() -> String {
+        format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice")
+    }
+
+    fn sd_container() -> String {
+        format!("{}/crio-{CID}.scope", sd_pod())
+    }
+
+    fn fs_container(uid: &str, cid: &str) -> String {
+        format!("/kubepods/besteffort/pod{uid}/{cid}")
+    }
+
+    #[test]
+    fn as_str_matches_json() {
+        for d in ALL {
+            let json = serde_json::to_string(&d).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", d.as_str()));
+        }
+        assert_eq!(OomDomain::Mempolicy.as_str(), "mempolicy");
+        assert_eq!(OomDomain::Kubepods.as_str(), "kubepods");
+    }
+
+    #[test]
+    fn non_memcg_constraints_ignore_the_cgroups() {
+        let c = sd_container();
+        for memcg in [None, Some("/"), Some(c.as_str())] {
+            for victim in [None, Some(c.as_str())] {
+                let got = |k| classify(Some(k), memcg, victim);
+                assert_eq!(got("CONSTRAINT_NONE"), Some(OomDomain::Global));
+                assert_eq!(got("CONSTRAINT_CPUSET"), Some(OomDomain::Cpuset));
+                assert_eq!(got("CONSTRAINT_MEMORY_POLICY"), Some(OomDomain::Mempolicy));
+            }
+        }
+    }
+
+    #[test]
+    fn memcg_by_level() {
+        let pod = sd_pod();
+        let c = sd_container();
+        let crun = format!("{c}/container");
+        let fs = fs_container(UID, CID);
+        let cases: Vec<(String, Option<OomDomain>)> = vec![
+            (c.clone(), Some(OomDomain::Container)),
+            (crun.clone(), Some(OomDomain::Container)),
+            (format!("{fs}/a/b"), Some(OomDomain::Container)),
+            (fs.clone(), Some(OomDomain::Container)),
+            (pod.clone(), Some(OomDomain::Pod)),
+            (format!("/kubepods/pod{STATIC_UID}"), Some(OomDomain::Pod)),
+            (
+                "/kubepods.slice/kubepods-burstable.slice".into(),
+                Some(OomDomain::Qos),
+            ),
+            ("/kubepods/besteffort".into(), Some(OomDomain::Qos)),
+            ("/kubepods.slice".into(), Some(OomDomain::Kubepods)),
+            (
+                "/kubelet.slice/kubelet-kubepods.slice".into(),
+                Some(OomDomain::Kubepods),
+            ),
+            ("/kubepods".into(), Some(OomDomain::Kubepods)),
+            (
+                "/system.slice/nginx.service".into(),
+                Some(OomDomain::System),
+            ),
+            (
+                "/user.slice/user-1000.slice".into(),
+                Some(OomDomain::System),
+            ),
+            (
+                format!("/system.slice/docker-{CID}.scope"),
+                Some(OomDomain::System),
+            ),
+            (format!("/docker/{CID}"), Some(OomDomain::System)),
+            ("/foo".into(), Some(OomDomain::System)),
+            // Kubernetes, but neither a level nor below a container.
+            (format!("{pod}/crio-conmon-{CID}.scope"), None),
+            (format!("/kubepods/burstable/pod{UID}/kata-sandbox"), None),
+            (
+                format!("/kubepods.slice/kubepods-burstable-pod{UID_}.slice"),
+                None,
+            ),
+            // The root has no limit; malformed paths.
+            ("/".into(), None),
+            (String::new(), None),
+            ("kubepods/burstable".into(), None),
+            ("/kubepods/../system.slice".into(), None),
+        ];
+        for (memcg, want) in &cases {
+            assert_eq!(classify(MEMCG, Some(memcg), Some(&crun)), *want, "{memcg}");
+            assert_eq!(classify(MEMCG, Some(memcg), None), *want, "{memcg}");
+        }
+    }
+
+    #[test]
+    fn memcg_without_oom_memcg_is_unknown() {
+        assert_eq!(classify(MEMCG, None, Some(&sd_container())), None);
+        assert_eq!(classify(MEMCG, None, None), None);
+    }
+
+    #[test]
+    fn unknown_constraint_falls_back_to_oom_memcg() {
+        let c = sd_container();
+        for constraint in [
+            None,
+            Some("CONSTRAINT_SOMETHING_NEW"),
+            Some(""),
+            Some("constraint_none"),
+        ] {
+            assert_eq!(
+                classify(constraint, Some(&c), None),
+                Some(OomDomain::Container)
+            );
+            assert_eq!(
+                classify(constraint, Some(&sd_pod()), None),
+                Some(OomDomain::Pod)
+            );
+            assert_eq!(
+                classify(constraint, Some("/system.slice"), None),
+                Some(OomDomain::System)
+            );
+            assert_eq!(classify(constraint, Some("/"), Some(&c)), None);
+            assert_eq!(classify(constraint, None, Some(&c)), None);
+        }
+    }
+
+    #[test]
+    fn inconsistent_victim_is_ignored() {
+        // The victim is not below the limiting cgroup: classified from oom_memcg alone.
+        let other = fs_container(UID2, CID2);
+        assert_eq!(
+            classify(MEMCG, Some(&sd_pod()), Some(&other)),
+            Some(OomDomain::Pod)
+        );
+        assert_eq!(
+            classify(
+                MEMCG,
+                Some("/kubepods.slice"),
+                Some("/system.slice/sshd.service")
+            ),
+            Some(OomDomain::Kubepods)
+        );
+    }
+
+    /// (domain, victim cgroup, trigger cgroup, expected)
+    type NoisyCase<'a> = (
+        Option<OomDomain>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+    );
+
+    #[test]
+    fn noisy_neighbour_cases() {
+        let a1 = fs_container(UID, CID);
+        let a2 = fs_container(UID, CID2);
+        let a_crun = format!("{}/container", sd_container());
+        let b = fs_container(UID2, CID2);
+        let s = fs_container(STATIC_UID, CID2);
+        let a_pod = format!("/kubepods/besteffort/pod{UID}");
+        let sys = "/system.slice/dockerd.service";
+        let docker = format!("/docker/{CID2}");
+        let conmon = format!("{}/crio-conmon-{CID}.scope", sd_pod());
+        let unknown = format!("/kubepods/burstable/pod{UID2}/kata-sandbox");
+        let g = Some(OomDomain::Global);
+        let cases: Vec<NoisyCase> = vec![
+            // Different pods.
+            (g, Some(&a1), Some(&b), Some(true)),
+            (g, Some(&a1), Some(&s), Some(true)),
+            (Some(OomDomain::Kubepods), Some(&a1), Some(&b), Some(true)),
+            (Some(OomDomain::Qos), Some(&b), Some(&a1), Some(true)),
+            // The same pod: other container, another driver's path of the same UID, pod level.
+            (g, Some(&a1), Some(&a2), Some(false)),
+            (g, Some(&a1), Some(&a1), Some(false)),
+            (g, Some(&a1), Some(&a_crun), Some(false)),
+            (Some(OomDomain::Qos), Some(&a1), Some(&a_pod), Some(false)),
+            (g, Some(&a1), Some(&conmon), Some(false)),
+            // Outside Kubernetes on one side.
+            (g, Some(&a1), Some(sys), Some(true)),
+            (g, Some(&a1), Some("/"), Some(true)),
+            (g, Some(&a1), Some(&docker), Some(true)),
+            (g, Some(sys), Some(&a1), Some(true)),
+            // Both outside Kubernetes.
+            (g, Some(sys), Some(&docker), Some(false)),
+            (
+                g,
+                Some("/"),
+                Some("/user.slice/user-1000.slice/session-3.scope"),
+                Some(false),
+            ),
+            // Cannot be told.
+            (g, Some(&a1), None, None),
+            (g, None, Some(&a1), None),
+            (g, None, None, None),
+            (g, Some(&a1), Some(&unknown), None),
+            (g, Some(&unknown), Some(&a1), None),
+            (g, Some(&a1), Some("/kubepods/burstable"), None),
+            (g, Some(&a1), Some("/kubepods.slice"), None),
+            (g, Some(&a1), Some(""), None),
+            (g, Some(&a1), Some("relative/path"), None),
+            (g, Some("/kubepods/../x"), Some(&b), None),
+            // Not a global or node-level OOM.
+            (None, Some(&a1), Some(&b), None),
+            (Some(OomDomain::Container), Some(&a1), Some(&b), None),
+            (Some(OomDomain::Pod), Some(&a1), Some(&b), None),
+            (Some(OomDomain::System), Some(sys), Some(&b), None),
+            (Some(OomDomain::Cpuset), Some(&a1), Some(&b), None),
+            (Some(OomDomain::Mempolicy), Some(&a1), Some(&b), None),
+        ];
+        for (i, (domain, victim, trigger, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                noisy_neighbour(domain, victim, trigger),
+                want,
+                "case {i}: {domain:?} {victim:?} {trigger:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shared_domains() {
+        let shared: Vec<OomDomain> = ALL.into_iter().filter(|&d| is_shared(d)).collect();
+        assert_eq!(
+            shared,
+            [OomDomain::Qos, OomDomain::Kubepods, OomDomain::Global]
+        );
+    }
+}

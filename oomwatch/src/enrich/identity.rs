@@ -506,5 +506,509 @@ fn outside(comps: &[&str]) -> Identity {
 }
 
 #[cfg(test)]
-#[path = "identity_tests.rs"]
-mod tests;
+mod tests {
+    //! Tests of [`super`]: the kubelet layouts (driver × QoS × runtime × cgroup version), nested
+    //! nodes, sub-cgroups, conmon, static pods, non-Kubernetes paths, and malformed input that
+    //! must give no identity.
+    //!
+    //! cgroup v1 (the memory controller's hierarchy) and v2 carry the same names; what differs on
+    //! v2 is crun's `container` sub-cgroup below the runtime's scope (crun is CRI-O's default on
+    //! several distributions), so the v2 CRI-O victims below are in it.
+    use super::*;
+
+    const UID: &str = "7c3d8a6e-2f41-4b9a-8e5d-0c1f2a3b4d5e";
+    const UID_: &str = "7c3d8a6e_2f41_4b9a_8e5d_0c1f2a3b4d5e";
+    const UID2: &str = "0f9e8d7c-6b5a-4f3e-9d2c-1b0a9f8e7d6c";
+    /// A static pod's UID: the md5 config hash, 32 hex.
+    const STATIC_UID: &str = "a81259cef8e959c624df1d456e5d3297";
+    const CID: &str = "2e7d2c03a9507ae265ecf5b5356885a53393a2029d241394997265a1a25aefc6";
+    const CID2: &str = "9c0abe51c6e6655d81de2d044d4fb194931f058c0426c67c7285d8f5657ed64a";
+    const NODE: &str = "1b16b1df538ba12dc3f97edbb85caa7050d46c148134290feba80f8236c83db9";
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum V {
+        V1,
+        V2,
+    }
+
+    const QOS: [QosClass; 3] = [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ];
+    const RUNTIMES: [Runtime; 3] = [Runtime::Containerd, Runtime::Crio, Runtime::Docker];
+    const DRIVERS: [CgroupDriver; 2] = [CgroupDriver::Systemd, CgroupDriver::Cgroupfs];
+
+    /// The kubelet's and the runtime's paths for one combination.
+    struct Layout {
+        kubepods: String,
+        qos: Option<String>,
+        pod: String,
+        container: String,
+        /// What the path says of the runtime.
+        runtime: Option<Runtime>,
+        /// Where the victim is: the container's cgroup, or crun's sub-cgroup on v2.
+        victim: String,
+    }
+
+    fn layout(v: V, driver: CgroupDriver, qos: QosClass, rt: Runtime) -> Layout {
+        let q = match qos {
+            QosClass::Guaranteed => None,
+            QosClass::Burstable => Some("burstable"),
+            QosClass::BestEffort => Some("besteffort"),
+        };
+        let (kubepods, qos_cg, pod, container, runtime) = match driver {
+            CgroupDriver::Systemd => {
+                let kubepods = "/kubepods.slice".to_owned();
+                let qos_cg = q.map(|q| format!("{kubepods}/kubepods-{q}.slice"));
+                let pod = match q {
+                    Some(q) => {
+                        format!("{kubepods}/kubepods-{q}.slice/kubepods-{q}-pod{UID_}.slice")
+                    }
+                    None => format!("{kubepods}/kubepods-pod{UID_}.slice"),
+                };
+                let scope = match rt {
+                    Runtime::Containerd => format!("cri-containerd-{CID}.scope"),
+                    Runtime::Crio => format!("crio-{CID}.scope"),
+                    Runtime::Docker => format!("docker-{CID}.scope"),
+                };
+                (
+                    kubepods,
+                    qos_cg,
+                    pod.clone(),
+                    format!("{pod}/{scope}"),
+                    Some(rt),
+                )
+            }
+            CgroupDriver::Cgroupfs => {
+                let kubepods = "/kubepods".to_owned();
+                let qos_cg = q.map(|q| format!("{kubepods}/{q}"));
+                let pod = format!("{}/pod{UID}", qos_cg.as_deref().unwrap_or(&kubepods));
+                // containerd and Docker name the directory by the bare id; CRI-O prefixes `crio-`.
+                let (dir, runtime) = match rt {
+                    Runtime::Crio => (format!("crio-{CID}"), Some(Runtime::Crio)),
+                    _ => (CID.to_owned(), None),
+                };
+                (
+                    kubepods,
+                    qos_cg,
+                    pod.clone(),
+                    format!("{pod}/{dir}"),
+                    runtime,
+                )
+            }
+        };
+        let victim = if v == V::V2 && rt == Runtime::Crio {
+            format!("{container}/container")
+        } else {
+            container.clone()
+        };
+        Layout {
+            kubepods,
+            qos: qos_cg,
+            pod,
+            container,
+            runtime,
+            victim,
+        }
+    }
+
+    #[test]
+    fn ids_are_real_shapes() {
+        assert_eq!(CID.len(), 64);
+        assert_eq!(CID2.len(), 64);
+        assert_eq!(NODE.len(), 64);
+        assert_eq!(STATIC_UID.len(), 32);
+        assert_eq!(UID.len(), 36);
+    }
+
+    #[test]
+    fn matrix_of_kubelet_layouts() {
+        let mut n = 0;
+        for v in [V::V1, V::V2] {
+            for driver in DRIVERS {
+                for qos in QOS {
+                    for rt in RUNTIMES {
+                        let l = layout(v, driver, qos, rt);
+                        let ctx = format!("{v:?} {driver:?} {qos:?} {rt:?}: {}", l.victim);
+                        let pod = Pod {
+                            uid: UID.to_owned(),
+                            qos_class: qos,
+                            driver,
+                            kubepods_cgroup: l.kubepods.clone(),
+                            qos_cgroup: l.qos.clone(),
+                            pod_cgroup: l.pod.clone(),
+                        };
+                        let container = Container {
+                            runtime: l.runtime,
+                            id: CID.to_owned(),
+                            cgroup: l.container.clone(),
+                        };
+                        let want = Identity {
+                            pod: Some(pod.clone()),
+                            container: Some(container),
+                            systemd_unit: None,
+                            systemd_slice: None,
+                        };
+                        assert_eq!(parse(&l.victim), want, "{ctx}");
+                        assert_eq!(parse(&l.container), want, "{ctx}");
+                        assert_eq!(level(&l.container), Some(Level::Container), "{ctx}");
+                        // Below the container (crun's sub-cgroup) is not a level itself.
+                        let victim_level = (l.victim == l.container).then_some(Level::Container);
+                        assert_eq!(level(&l.victim), victim_level, "{ctx}");
+
+                        let at_pod = Identity {
+                            pod: Some(pod),
+                            ..Identity::default()
+                        };
+                        assert_eq!(parse(&l.pod), at_pod, "{ctx}");
+                        assert_eq!(level(&l.pod), Some(Level::Pod), "{ctx}");
+                        if let Some(q) = &l.qos {
+                            assert_eq!(parse(q), Identity::default(), "{ctx}");
+                            assert_eq!(level(q), Some(Level::Qos), "{ctx}");
+                        }
+                        assert_eq!(parse(&l.kubepods), Identity::default(), "{ctx}");
+                        assert_eq!(level(&l.kubepods), Some(Level::Kubepods), "{ctx}");
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 36);
+    }
+
+    /// Every cut of a valid path gives either nothing or the right pod/container: never another.
+    #[test]
+    fn truncations_never_give_a_wrong_identity() {
+        for driver in DRIVERS {
+            for qos in QOS {
+                for rt in RUNTIMES {
+                    let l = layout(V::V2, driver, qos, rt);
+                    for (cut, _) in l.victim.char_indices() {
+                        let id = parse(&l.victim[..cut]);
+                        if let Some(p) = &id.pod {
+                            assert_eq!(p.uid, UID, "{}", &l.victim[..cut]);
+                        }
+                        if let Some(c) = &id.container {
+                            assert_eq!(c.id, CID, "{}", &l.victim[..cut]);
+                        }
+                        assert_eq!(id.systemd_unit, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (path, kubepods level, qos level, pod level, qos, driver, container level, runtime, uid, id)
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        String,
+        QosClass,
+        CgroupDriver,
+        String,
+        Option<Runtime>,
+        &'static str,
+        &'static str,
+    );
+
+    fn check_rows(rows: Vec<Row>) {
+        for (path, kubepods, qos_cg, pod_cg, qos, driver, cont, runtime, uid, cid) in rows {
+            let want = Identity {
+                pod: Some(Pod {
+                    uid: uid.to_owned(),
+                    qos_class: qos,
+                    driver,
+                    kubepods_cgroup: kubepods,
+                    qos_cgroup: qos_cg,
+                    pod_cgroup: pod_cg,
+                }),
+                container: Some(Container {
+                    runtime,
+                    id: cid.to_owned(),
+                    cgroup: cont,
+                }),
+                systemd_unit: None,
+                systemd_slice: None,
+            };
+            assert_eq!(parse(&path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn nested_nodes_and_cgroup_roots() {
+        let s = |x: &str| x.to_owned();
+        let kind =
+            format!("/system.slice/docker-{NODE}.scope/kubelet.slice/kubelet-kubepods.slice");
+        let kind_pod = format!(
+            "{kind}/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{UID_}.slice"
+        );
+        let k3d1 = format!("/docker/{NODE}/kubepods");
+        let k3d2 = format!("/system.slice/docker-{NODE}.scope/kubepods");
+        let kind1 = format!("/docker/{NODE}/kubelet/kubepods");
+        let ab = s("/a.slice/a-b.slice/a-b-kubepods.slice");
+        let ab_pod =
+            format!("{ab}/a-b-kubepods-besteffort.slice/a-b-kubepods-besteffort-pod{UID_}.slice");
+        let sys = format!("/system.slice/docker-{NODE}.scope/kubepods.slice");
+        let outer = s("/kubepods/burstable");
+        let outer_pod = format!("{outer}/pod{UID}");
+        let rows = vec![
+        // kind on cgroup v2, seen from the host.
+        (format!("{kind_pod}/cri-containerd-{CID}.scope"), kind.clone(), Some(format!("{kind}/kubelet-kubepods-burstable.slice")), kind_pod.clone(), QosClass::Burstable, CgroupDriver::Systemd, format!("{kind_pod}/cri-containerd-{CID}.scope"), Some(Runtime::Containerd), UID, CID),
+        // kind seen from inside the node (cgroup namespace): `--cgroup-root=/kubelet`.
+        (format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope"), s("/kubelet.slice/kubelet-kubepods.slice"), None, format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice"), QosClass::Guaranteed, CgroupDriver::Systemd, format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope"), Some(Runtime::Containerd), UID, CID),
+        // kind (older, cgroupfs) on cgroup v1.
+        (format!("{kind1}/besteffort/pod{UID}/{CID}"), kind1.clone(), Some(format!("{kind1}/besteffort")), format!("{kind1}/besteffort/pod{UID}"), QosClass::BestEffort, CgroupDriver::Cgroupfs, format!("{kind1}/besteffort/pod{UID}/{CID}"), None, UID, CID),
+        // k3d on cgroup v1 and v2.
+        (format!("{k3d1}/burstable/pod{UID}/{CID}"), k3d1.clone(), Some(format!("{k3d1}/burstable")), format!("{k3d1}/burstable/pod{UID}"), QosClass::Burstable, CgroupDriver::Cgroupfs, format!("{k3d1}/burstable/pod{UID}/{CID}"), None, UID, CID),
+        (format!("{k3d2}/pod{UID}/{CID}"), k3d2.clone(), None, format!("{k3d2}/pod{UID}"), QosClass::Guaranteed, CgroupDriver::Cgroupfs, format!("{k3d2}/pod{UID}/{CID}"), None, UID, CID),
+        // A systemd node inside a container, default cgroup root.
+        (format!("{sys}/kubepods-pod{UID_}.slice/crio-{CID}.scope/container"), sys.clone(), None, format!("{sys}/kubepods-pod{UID_}.slice"), QosClass::Guaranteed, CgroupDriver::Systemd, format!("{sys}/kubepods-pod{UID_}.slice/crio-{CID}.scope"), Some(Runtime::Crio), UID, CID),
+        // A two-level `--cgroup-root=/a/b` with systemd.
+        (format!("{ab_pod}/crio-{CID}.scope"), ab.clone(), Some(format!("{ab}/a-b-kubepods-besteffort.slice")), ab_pod.clone(), QosClass::BestEffort, CgroupDriver::Systemd, format!("{ab_pod}/crio-{CID}.scope"), Some(Runtime::Crio), UID, CID),
+        // kind inside a pod: the outer pod and container (the ones this node runs).
+        (format!("{outer_pod}/{CID}/kubelet/kubepods/burstable/pod{UID2}/{CID2}"), s("/kubepods"), Some(outer.clone()), outer_pod.clone(), QosClass::Burstable, CgroupDriver::Cgroupfs, format!("{outer_pod}/{CID}"), None, UID, CID),
+        // Sub-cgroups below a container: crun's, crun-exec, deeper.
+        (format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope/crun-exec"), s("/kubepods.slice"), None, format!("/kubepods.slice/kubepods-pod{UID_}.slice"), QosClass::Guaranteed, CgroupDriver::Systemd, format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope"), Some(Runtime::Crio), UID, CID),
+        (format!("{outer_pod}/{CID}/a/b/c"), s("/kubepods"), Some(outer.clone()), outer_pod.clone(), QosClass::Burstable, CgroupDriver::Cgroupfs, format!("{outer_pod}/{CID}"), None, UID, CID),
+        // Static pods: the config hash as UID, both drivers.
+        (format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice/cri-containerd-{CID}.scope"), s("/kubepods.slice"), Some(s("/kubepods.slice/kubepods-burstable.slice")), format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice"), QosClass::Burstable, CgroupDriver::Systemd, format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice/cri-containerd-{CID}.scope"), Some(Runtime::Containerd), STATIC_UID, CID),
+        (format!("/kubepods/pod{STATIC_UID}/{CID}"), s("/kubepods"), None, format!("/kubepods/pod{STATIC_UID}"), QosClass::Guaranteed, CgroupDriver::Cgroupfs, format!("/kubepods/pod{STATIC_UID}/{CID}"), None, STATIC_UID, CID),
+    ];
+        check_rows(rows);
+    }
+
+    #[test]
+    fn conmon_is_the_pod_not_a_container() {
+        let sd_pod =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice");
+        let fs_pod = format!("/kubepods/besteffort/pod{UID}");
+        for (path, pod_cg, driver, qos) in [
+            (
+                format!("{sd_pod}/crio-conmon-{CID}.scope"),
+                &sd_pod,
+                CgroupDriver::Systemd,
+                QosClass::Burstable,
+            ),
+            (
+                format!("{sd_pod}/crio-conmon-{CID}.scope/sub"),
+                &sd_pod,
+                CgroupDriver::Systemd,
+                QosClass::Burstable,
+            ),
+            (
+                format!("{fs_pod}/crio-conmon-{CID}"),
+                &fs_pod,
+                CgroupDriver::Cgroupfs,
+                QosClass::BestEffort,
+            ),
+        ] {
+            let id = parse(&path);
+            assert_eq!(id.container, None, "{path}");
+            let pod = id.pod.unwrap_or_else(|| panic!("no pod: {path}"));
+            assert_eq!(
+                (pod.uid.as_str(), &pod.pod_cgroup, pod.driver, pod.qos_class),
+                (UID, pod_cg, driver, qos)
+            );
+            assert_eq!(level(&path), None, "{path}");
+            assert_eq!(class(&path), PathClass::OtherKubernetes, "{path}");
+        }
+    }
+
+    #[test]
+    fn static_pod_at_pod_level() {
+        let path = format!("/kubepods.slice/kubepods-pod{STATIC_UID}.slice");
+        let pod = parse(&path).pod;
+        assert_eq!(pod.map(|p| p.uid), Some(STATIC_UID.to_owned()));
+        assert_eq!(level(&path), Some(Level::Pod));
+    }
+
+    #[test]
+    fn class_of_paths() {
+        let c = format!("/kubepods/pod{UID}/{CID}");
+        assert_eq!(class(&c), PathClass::Level(Level::Container));
+        assert_eq!(class(&format!("{c}/container")), PathClass::BelowContainer);
+        assert_eq!(
+            class(&format!("/kubepods/pod{UID}/nope")),
+            PathClass::OtherKubernetes
+        );
+        assert_eq!(class("/system.slice/foo.service"), PathClass::NotKubernetes);
+        assert_eq!(class("/"), PathClass::NotKubernetes);
+        assert_eq!(class(""), PathClass::Invalid);
+        assert_eq!(class("/kubepods/../x"), PathClass::Invalid);
+    }
+
+    /// Unknown and malformed layouts: no pod, no container, no unit, no level.
+    #[test]
+    fn unknown_layouts_give_nothing() {
+        let up = CID.to_uppercase();
+        let short = &CID[..63];
+        let sd_b = "/kubepods.slice/kubepods-burstable.slice";
+        let fs_b = "/kubepods/burstable";
+        let long_garbage = "/".to_owned() + &"x".repeat(100_000);
+        let deep_garbage = "/kubepods".to_owned() + &"/zz".repeat(10_000);
+        let cases: Vec<String> = vec![
+        String::new(),
+        format!("kubepods/burstable/pod{UID}/{CID}"),
+        format!("//kubepods/burstable/pod{UID}/{CID}"),
+        format!("/kubepods/burstable/pod{UID}/{CID}/"),
+        format!("/kubepods/burstable/pod{UID}/../pod{UID2}/{CID2}"),
+        format!("/kubepods/./burstable/pod{UID}/{CID}"),
+        format!("{fs_b}/pod{UID}/{short}"),
+        format!("{fs_b}/pod{UID}/{CID}0"),
+        format!("{fs_b}/pod{UID}/{up}"),
+        format!("/kubepods/burstable/pod{}/{CID}", UID.to_uppercase()),
+        format!("/kubepods/burstable/pod{UID_}/{CID}"),
+        format!("/kubepods/burstable/pod{UID}/docker-{CID}"),
+        format!("/kubepods/burstable/pod{UID}/cri-containerd-{CID}.scope"),
+        format!("/kubepods/burstable/pod{UID}/crio-{short}"),
+        format!("/kubepods/burstable/pod{UID}/crio-conmon-{short}"),
+        format!("/kubepods/burstable/pod{UID}/kata_{CID}"),
+        format!("/kubepods/guaranteed/pod{UID}/{CID}"),
+        format!("/kubepods/burstable/{CID}"),
+        format!("/kubepods/burstable/besteffort/pod{UID}/{CID}"),
+        format!("/kubepods/burstable/pod/{CID}"),
+        format!("/kubepods/burstable/pod{}/{CID}", &UID[..35]),
+        format!("/kubepods/burstable/pod{}g/{CID}", &UID[..35]),
+        format!("/kubepods/burstable/pod{}/{CID}", UID.replacen('-', "", 1)),
+        format!("/kubepods/burstable/pod7c3d8a6e2-f41-4b9a-8e5d-0c1f2a3b4d5e/{CID}"),
+        format!("/kubepods/burstable/pod{}/{CID}", &STATIC_UID[..31]),
+        format!("/kubepods/burstable/pod{}/{CID}", STATIC_UID.to_uppercase()),
+        format!("{sd_b}/kubepods-burstable-pod{UID_}.slice/cri-containerd-{short}.scope"),
+        format!("{sd_b}/kubepods-burstable-pod{UID_}.slice/cri-containerd-{up}.scope"),
+        format!("{sd_b}/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}"),
+        format!("{sd_b}/kubepods-burstable-pod{UID_}.slice/{CID}"),
+        format!("{sd_b}/kubepods-burstable-pod{UID_}.slice/containerd-{CID}.scope"),
+        format!("{sd_b}/kubepods-burstable-pod{UID}.slice/crio-{CID}.scope"),
+        format!("{sd_b}/kubepods-besteffort-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("{sd_b}/kubepods-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("{sd_b}/pod{UID}/{CID}"),
+        format!("/kubepods.slice/kubepods-burstable-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/kubepods.slice/burstable/pod{UID}/{CID}"),
+        format!("/kubepods/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/other.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/system.slice/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/.slice/-kubepods.slice/-kubepods-pod{UID_}.slice/crio-{CID}.scope"),
+        format!("/kubepods.slice/kubepods-guaranteed.slice/kubepods-guaranteed-pod{UID_}.slice"),
+        format!("/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope.d"),
+        format!("/kubepods/burstable/pod{UID}/{CID}\n"),
+        format!("/kubepods/bürstable/pod{UID}/{CID}"),
+        format!("/kubepods/burstable/pöd{UID}/{CID}"),
+        "/kubepods/burstable/pod\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}".to_owned(),
+        long_garbage,
+        deep_garbage,
+        "/kubepods/".to_owned() + &"a".repeat(100_000),
+    ];
+        for path in &cases {
+            let short_path: String = path.chars().take(200).collect();
+            assert_eq!(parse(path), Identity::default(), "{short_path}");
+            assert_eq!(level(path), None, "{short_path}");
+        }
+    }
+
+    #[test]
+    fn outside_kubernetes() {
+        let unit = |u: &str, s: Option<&str>| Identity {
+            systemd_unit: Some(u.to_owned()),
+            systemd_slice: s.map(str::to_owned),
+            ..Identity::default()
+        };
+        let docker = |cg: String, id: &str, s: Option<&str>| Identity {
+            container: Some(Container {
+                runtime: Some(Runtime::Docker),
+                id: id.to_owned(),
+                cgroup: cg,
+            }),
+            systemd_slice: s.map(str::to_owned),
+            ..Identity::default()
+        };
+        let cases: Vec<(String, Identity)> = vec![
+        ("/".to_owned(), Identity::default()),
+        ("/system.slice/nginx.service".to_owned(), unit("nginx.service", Some("system.slice"))),
+        ("/user.slice/user-1000.slice/session-3.scope".to_owned(), unit("session-3.scope", Some("user-1000.slice"))),
+        (
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1f2e.scope".to_owned(),
+            unit("vte-spawn-1f2e.scope", Some("app-org.gnome.Terminal.slice")),
+        ),
+        ("/init.scope".to_owned(), unit("init.scope", None)),
+        ("/system.slice/containerd.service".to_owned(), unit("containerd.service", Some("system.slice"))),
+        ("/system.slice/containerd.service/shim".to_owned(), unit("containerd.service", Some("system.slice"))),
+        ("/system.slice/systemd-journald.socket".to_owned(), unit("systemd-journald.socket", Some("system.slice"))),
+        ("/system.slice".to_owned(), Identity { systemd_slice: Some("system.slice".to_owned()), ..Identity::default() }),
+        (format!("/system.slice/crio-conmon-{CID}.scope"), unit(&format!("crio-conmon-{CID}.scope"), Some("system.slice"))),
+        (format!("/machine.slice/libpod-{CID}.scope/container"), unit(&format!("libpod-{CID}.scope"), Some("machine.slice"))),
+        (format!("/system.slice/docker-{CID}.scope"), docker(format!("/system.slice/docker-{CID}.scope"), CID, Some("system.slice"))),
+        (format!("/docker/{CID}"), docker(format!("/docker/{CID}"), CID, None)),
+        (format!("/docker/{CID}/docker/{CID2}"), docker(format!("/docker/{CID}"), CID, None)),
+        (format!("/system.slice/docker-{CID}.scope/docker/{CID2}"), docker(format!("/system.slice/docker-{CID}.scope"), CID, Some("system.slice"))),
+        (
+            format!("/system.slice/docker-{NODE}.scope/system.slice/nginx.service"),
+            Identity {
+                systemd_unit: Some("nginx.service".to_owned()),
+                ..docker(format!("/system.slice/docker-{NODE}.scope"), NODE, Some("system.slice"))
+            },
+        ),
+        (
+            format!("/system.slice/cri-containerd-{CID}.scope"),
+            Identity {
+                container: Some(Container { runtime: Some(Runtime::Containerd), id: CID.to_owned(), cgroup: format!("/system.slice/cri-containerd-{CID}.scope") }),
+                systemd_slice: Some("system.slice".to_owned()),
+                ..Identity::default()
+            },
+        ),
+        (format!("/docker/{short}", short = &CID[..12]), Identity::default()),
+        ("/docker".to_owned(), Identity::default()),
+        ("/foo/bar".to_owned(), Identity::default()),
+        ("/.service/.slice".to_owned(), Identity::default()),
+        ("/system.slice/bad name.service".to_owned(), Identity { systemd_slice: Some("system.slice".to_owned()), ..Identity::default() }),
+    ];
+        for (path, want) in cases {
+            assert_eq!(parse(&path), want, "{path}");
+            assert_eq!(level(&path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn serializes_lowercase() {
+        let json = |v: &dyn erased::Ser| v.json();
+        assert_eq!(json(&Runtime::Containerd), "\"containerd\"");
+        assert_eq!(json(&Runtime::Crio), "\"crio\"");
+        assert_eq!(json(&Runtime::Docker), "\"docker\"");
+        assert_eq!(json(&QosClass::Guaranteed), "\"guaranteed\"");
+        assert_eq!(json(&QosClass::Burstable), "\"burstable\"");
+        assert_eq!(json(&QosClass::BestEffort), "\"besteffort\"");
+        assert_eq!(json(&CgroupDriver::Systemd), "\"systemd\"");
+        assert_eq!(json(&CgroupDriver::Cgroupfs), "\"cgroupfs\"");
+        assert_eq!(json(&Level::Kubepods), "\"kubepods\"");
+        for r in RUNTIMES {
+            assert_eq!(json(&r), format!("\"{}\"", r.as_str()));
+        }
+        for q in QOS {
+            assert_eq!(json(&q), format!("\"{}\"", q.as_str()));
+        }
+        for d in DRIVERS {
+            assert_eq!(json(&d), format!("\"{}\"", d.as_str()));
+        }
+        let id = parse(&format!("/kubepods/besteffort/pod{UID}/crio-{CID}"));
+        let v = serde_json::to_value(&id).unwrap_or_default();
+        assert_eq!(v["pod"]["uid"], UID);
+        assert_eq!(v["pod"]["qos_class"], "besteffort");
+        assert_eq!(v["pod"]["driver"], "cgroupfs");
+        assert_eq!(v["container"]["runtime"], "crio");
+        assert_eq!(v["systemd_unit"], serde_json::Value::Null);
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap_or_default()
+            }
+        }
+    }
+}

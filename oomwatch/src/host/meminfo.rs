@@ -7,7 +7,8 @@ use std::path::Path;
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use super::{read_optional, read_text, HostError, HostSnapshot, NumaNode};
+use super::read::{read_optional, read_text, HostError};
+use super::snapshot::{HostSnapshot, NumaNode};
 use crate::sink::metrics::prom::{f, family, gauge, single_gauge};
 
 /// NUMA nodes read at most (the kernel's MAX_NUMNODES is at most 1024).

@@ -20,7 +20,8 @@ use std::path::Path;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::{read_text_io, HostError, HostSnapshot, PsiAverages};
+use super::read::{read_text_io, HostError};
+use super::snapshot::{HostSnapshot, PsiAverages};
 use crate::sink::metrics::prom::{counter, family, gauge, single_gauge};
 
 /// One `some`/`full` line.

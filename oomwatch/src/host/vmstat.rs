@@ -5,7 +5,7 @@ use std::path::Path;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::{read_text, HostError};
+use super::read::{read_text, HostError};
 use crate::sink::metrics::prom::{counter, f, family};
 
 /// The value of the `oom_kill` line, if there is a valid one (the first wins).

@@ -4,25 +4,8 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use super::Tracked;
+use super::tracked::{Reaper, Tracked};
 use crate::sys::clock::wall_clock_of;
-
-/// How far the OOM reaper got with a victim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reaper {
-    /// Never woken for it: it exited (and freed its memory) before the reaper's delay, or it
-    /// was not a kernel OOM kill.
-    None,
-    /// `oom:wake_reaper` only.
-    Woken,
-    /// `oom:start_task_reaping`, not finished.
-    Started,
-    /// `oom:finish_task_reaping`: its memory was reaped.
-    Reaped,
-    /// `oom:skip_task_reaping`: the reaper gave up (e.g. could not take the mmap lock).
-    Skipped,
-}
 
 /// `{"type":"oom_kill_lifecycle", ...}`: written once per followed kill, when the task exited.
 #[derive(Clone, Debug, PartialEq, Serialize)]

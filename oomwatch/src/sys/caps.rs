@@ -72,49 +72,6 @@ pub fn allocating_task_risk(oom_kill_allocating_task: Option<i64>, own_adj: i16)
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_allocating_task_setting_spares_only_minus_1000() {
-        assert!(allocating_task_risk(Some(1), -999)
-            .unwrap()
-            .contains("--oom-score-adj -1000"));
-        assert_eq!(allocating_task_risk(Some(1), -1000), None);
-        assert_eq!(allocating_task_risk(Some(0), -999), None);
-        assert_eq!(allocating_task_risk(None, 0), None);
-    }
-
-    #[test]
-    fn root_without_sys_resource_passes() {
-        let eff = effective_from_status("Name:\tx\nCapEff:\t000001fffeffffff\n").unwrap();
-        assert!(check_effective(eff).is_ok());
-    }
-
-    #[test]
-    fn bpf_and_perfmon_without_sys_admin_pass() {
-        assert!(check_effective((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_ok());
-    }
-
-    #[test]
-    fn missing_capability_is_named() {
-        let e = check_effective(1 << CAP_PERFMON).unwrap_err();
-        assert!(e.to_string().starts_with("missing capability CAP_BPF"));
-        let e = check_effective(1 << CAP_BPF).unwrap_err();
-        assert!(e.to_string().contains("CAP_PERFMON"));
-        assert!(matches!(
-            check_effective(0),
-            Err(CapsError::Missing("CAP_BPF"))
-        ));
-    }
-
-    #[test]
-    fn unparsable_status_has_no_caps() {
-        assert_eq!(effective_from_status("CapEff:\tzz\n"), None);
-    }
-}
-
 /// Sets this process's nice value. Lowering it needs CAP_SYS_NICE; the error says so.
 pub fn set_own_nice(value: i32) -> io::Result<()> {
     // SAFETY: setpriority takes integer arguments only; `0` means this process.
@@ -194,4 +151,47 @@ pub fn own_sets() -> Option<(u64, u64)> {
             .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
     };
     Some((field("CapEff:")?, field("CapPrm:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocating_task_setting_spares_only_minus_1000() {
+        assert!(allocating_task_risk(Some(1), -999)
+            .unwrap()
+            .contains("--oom-score-adj -1000"));
+        assert_eq!(allocating_task_risk(Some(1), -1000), None);
+        assert_eq!(allocating_task_risk(Some(0), -999), None);
+        assert_eq!(allocating_task_risk(None, 0), None);
+    }
+
+    #[test]
+    fn root_without_sys_resource_passes() {
+        let eff = effective_from_status("Name:\tx\nCapEff:\t000001fffeffffff\n").unwrap();
+        assert!(check_effective(eff).is_ok());
+    }
+
+    #[test]
+    fn bpf_and_perfmon_without_sys_admin_pass() {
+        assert!(check_effective((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_ok());
+    }
+
+    #[test]
+    fn missing_capability_is_named() {
+        let e = check_effective(1 << CAP_PERFMON).unwrap_err();
+        assert!(e.to_string().starts_with("missing capability CAP_BPF"));
+        let e = check_effective(1 << CAP_BPF).unwrap_err();
+        assert!(e.to_string().contains("CAP_PERFMON"));
+        assert!(matches!(
+            check_effective(0),
+            Err(CapsError::Missing("CAP_BPF"))
+        ));
+    }
+
+    #[test]
+    fn unparsable_status_has_no_caps() {
+        assert_eq!(effective_from_status("CapEff:\tzz\n"), None);
+    }
 }

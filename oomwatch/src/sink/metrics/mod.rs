@@ -380,4 +380,493 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    //! Unit tests of the metrics sink.
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use crate::sink::metrics::prom::{counter, family, gauge};
+    use prometheus::proto::MetricType;
+
+    const BUILD: BuildInfo = BuildInfo {
+        version: "0.1.0",
+        git_commit: "abc1234",
+    };
+
+    fn event(comm: Option<&str>, cgroup: Option<&str>, secs: u64) -> OomEvent {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        OomEvent {
+            comm: comm.map(str::to_owned),
+            cgroup: cgroup.map(str::to_owned),
+            ..OomEvent::new(1, 0, time, "h".into())
+        }
+    }
+
+    /// The value of the sample line starting with `series` (name plus labels), if present.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn metrics_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Metrics>();
+    }
+
+    #[test]
+    fn observe_increments_the_right_series() {
+        let m = Metrics::new(10, BUILD);
+        m.observe(&event(Some("python3"), Some("/a"), 100));
+        m.observe(&event(Some("python3"), Some("/a"), 200));
+        m.observe(&event(Some("java"), Some("/a"), 150));
+        m.observe(&event(None, None, 50));
+        m.observe(&event(Some(""), Some("/b"), 60));
+        let t = m.render();
+        let kills = |l: &str| {
+            sample(
+            &t,
+            &format!("oomwatch_oom_kills_total{{{l},constraint=\"unknown\",container=\"\",namespace=\"\",oom_domain=\"unknown\",pod=\"\"}}"),
+        )
+        };
+        assert_eq!(kills(r#"cgroup="/a",comm="python3""#), Some(2.0));
+        assert_eq!(kills(r#"cgroup="/a",comm="java""#), Some(1.0));
+        assert_eq!(kills(r#"cgroup="unknown",comm="unknown""#), Some(1.0));
+        assert_eq!(kills(r#"cgroup="/b",comm="unknown""#), Some(1.0));
+        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
+        assert_eq!(sample(&t, "oomwatch_events_emitted_total"), Some(5.0));
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(4.0));
+        // The latest event time, not the last observed.
+        assert_eq!(
+            sample(&t, "oomwatch_last_oom_kill_timestamp_seconds"),
+            Some(200.0)
+        );
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_updated_and_counts_evictions() {
+        let m = Metrics::new(2, BUILD);
+        let kills = |t: &str, comm: &str| {
+            sample(
+                t,
+                &format!(
+                    r#"oomwatch_oom_kills_total{{cgroup="/x",comm="{comm}",constraint="unknown",container="",namespace="",oom_domain="unknown",pod=""}}"#
+                ),
+            )
+        };
+        m.observe(&event(Some("a"), Some("/x"), 1));
+        m.observe(&event(Some("b"), Some("/x"), 2));
+        // Touch `a`: now `b` is the least recently updated.
+        m.observe(&event(Some("a"), Some("/x"), 3));
+        m.observe(&event(Some("c"), Some("/x"), 4));
+        let t = m.render();
+        assert_eq!(kills(&t, "a"), Some(2.0));
+        assert_eq!(kills(&t, "b"), None);
+        assert_eq!(kills(&t, "c"), Some(1.0));
+        assert_eq!(
+            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(2.0));
+        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(4.0));
+
+        // `b` comes back as a new series starting from 1, evicting `a` (older than `c`).
+        m.observe(&event(Some("b"), Some("/x"), 5));
+        let t = m.render();
+        assert_eq!(kills(&t, "b"), Some(1.0));
+        assert_eq!(kills(&t, "a"), None);
+        assert_eq!(kills(&t, "c"), Some(1.0));
+        assert_eq!(
+            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+            Some(2.0)
+        );
+        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(5.0));
+    }
+
+    #[test]
+    fn zero_cap_keeps_one_label_set() {
+        let m = Metrics::new(0, BUILD);
+        m.observe(&event(Some("a"), None, 1));
+        m.observe(&event(Some("b"), None, 1));
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(1.0));
+        assert_eq!(
+            sample(&t, "oomwatch_metric_label_sets_evicted_total"),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn reader_counters_keep_counter_type_and_only_move_forward() {
+        let m = Metrics::new(10, BUILD);
+        let t = m.render();
+        // Exposed (as 0) before any reader is set, so `increase()` sees the first drop.
+        assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(0.0));
+
+        let drops = Arc::new(AtomicU64::new(5));
+        let errors = Arc::new(AtomicU64::new(2));
+        let (d, e) = (drops.clone(), errors.clone());
+        m.set_ebpf_counters_reader(Box::new(move || EbpfCounters {
+            ringbuf_drops: d.load(Ordering::SeqCst),
+            read_errors: e.load(Ordering::SeqCst),
+        }));
+        let t = m.render();
+        assert!(t.contains("# TYPE oomwatch_events_dropped_total counter\n"));
+        assert!(t.contains("# TYPE oomwatch_ebpf_read_errors_total counter\n"));
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
+        assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
+
+        // Read at every scrape; unchanged kernel values add nothing.
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(5.0));
+
+        drops.store(9, Ordering::SeqCst);
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(9.0));
+
+        // The kernel map was recreated: counting restarts at 0 there, never goes back here.
+        drops.store(3, Ordering::SeqCst);
+        errors.store(0, Ordering::SeqCst);
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(12.0));
+        assert_eq!(sample(&t, "oomwatch_ebpf_read_errors_total"), Some(2.0));
+        drops.store(4, Ordering::SeqCst);
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_events_dropped_total"), Some(13.0));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let m = Metrics::new(10, BUILD);
+        m.observe(&event(Some("a"), Some("/x"), 1));
+        m.set_probe_attached(ProbeId::MarkVictimTp, true);
+        let t = m.render();
+        let names = [
+            ("oomwatch_oom_kills_total", "counter"),
+            ("oomwatch_oom_kills_all_total", "counter"),
+            ("oomwatch_metric_label_sets_evicted_total", "counter"),
+            ("oomwatch_metric_label_sets", "gauge"),
+            ("oomwatch_last_oom_kill_timestamp_seconds", "gauge"),
+            ("oomwatch_events_emitted_total", "counter"),
+            ("oomwatch_oom_kills_replayed_total", "counter"),
+            ("oomwatch_oom_marks_without_kill_total", "counter"),
+            ("oomwatch_oom_last_kill_timestamp_seconds", "gauge"),
+            ("oomwatch_oom_invocations_total", "counter"),
+            ("oomwatch_events_dropped_total", "counter"),
+            ("oomwatch_ebpf_read_errors_total", "counter"),
+            ("oomwatch_probe_attached", "gauge"),
+            ("oomwatch_build_info", "gauge"),
+        ];
+        for (name, kind) in names {
+            assert!(t.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            assert!(
+                t.contains(&format!("# TYPE {name} {kind}\n")),
+                "no TYPE {kind} for {name}"
+            );
+        }
+        assert_eq!(t.matches("# HELP ").count(), names.len());
+        assert_eq!(t.matches("# TYPE ").count(), names.len());
+        let build = r#"oomwatch_build_info{git_commit="abc1234",version="0.1.0"}"#;
+        assert_eq!(sample(&t, build), Some(1.0));
+        let probe = r#"oomwatch_probe_attached{probe="tracepoint:oom/mark_victim"}"#;
+        assert_eq!(sample(&t, probe), Some(1.0));
+        m.set_probe_attached(ProbeId::MarkVictimTp, false);
+        assert_eq!(sample(&m.render(), probe), Some(0.0));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new(10, BUILD);
+        m.observe(&event(Some("a\"b\\c"), Some("/x\ny"), 1));
+        let t = m.render();
+        assert!(t.contains(
+        r#"oomwatch_oom_kills_total{cgroup="/x\ny",comm="a\"b\\c",constraint="unknown",container="",namespace="",oom_domain="unknown",pod=""} 1"#
+    ));
+    }
+
+    #[test]
+    fn render_10k_label_sets_timing() {
+        let n = 10_000;
+        let m = Metrics::new(n, BUILD);
+        for i in 0..n {
+            let comm = format!("worker-{}", i % 100);
+            let cgroup = format!("/kubepods.slice/pod-{i:05}/container");
+            m.observe(&event(Some(&comm), Some(&cgroup), i as u64));
+        }
+        // One more than the cap: eviction at full size is O(log n) too.
+        m.observe(&event(Some("extra"), Some("/extra"), 1));
+        let start = Instant::now();
+        let t = m.render();
+        let took = start.elapsed();
+        println!(
+            "render of {n} label sets: {took:?} ({} bytes, {} lines)",
+            t.len(),
+            t.lines().count()
+        );
+        assert_eq!(
+            t.lines()
+                .filter(|l| l.starts_with("oomwatch_oom_kills_total{"))
+                .count(),
+            n
+        );
+    }
+
+    #[test]
+    fn constraint_label_badness_and_invocations() {
+        let m = Metrics::new(10, BUILD);
+        let mut chosen = event(Some("dd"), Some("/g"), 1);
+        chosen.oom_id = Some(4);
+        chosen.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+        chosen.oom.badness = Some(16709);
+        let mut member = event(Some("sleep"), Some("/g"), 1);
+        member.oom_id = Some(4);
+        member.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+        member.oom.badness = Some(16709);
+        let mut global = event(Some("java"), Some("/"), 2);
+        global.oom_id = Some(5);
+        global.oom.constraint = Some("CONSTRAINT_NONE".into());
+        for ev in [&chosen, &member, &global] {
+            m.observe(ev);
+        }
+        let t = m.render();
+        let memcg = r#"cgroup="/g",comm="dd",constraint="CONSTRAINT_MEMCG",container="",namespace="",oom_domain="unknown",pod="""#;
+        assert_eq!(
+            sample(&t, &format!("oomwatch_oom_kills_total{{{memcg}}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, &format!("oomwatch_oom_victim_badness{{{memcg}}}")),
+            Some(16709.0)
+        );
+        let inv = |c: &str| {
+            sample(
+                &t,
+                &format!("oomwatch_oom_invocations_total{{constraint=\"{c}\"}}"),
+            )
+        };
+        assert_eq!(
+            inv("CONSTRAINT_MEMCG"),
+            Some(1.0),
+            "a group kill is one invocation"
+        );
+        assert_eq!(inv("CONSTRAINT_NONE"), Some(1.0));
+        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(3.0));
+    }
+
+    #[test]
+    fn kubernetes_victims_are_keyed_by_names_not_container_ids() {
+        use crate::record::OomDomain;
+        let m = Metrics::new(10, BUILD);
+        // The same container restarted: a new container id (cgroup path) each time.
+        for (i, id) in ["a1", "b2"].iter().enumerate() {
+            let mut ev = event(
+                Some("java"),
+                Some(&format!("/kubepods/burstable/pod1/{id}")),
+                i as u64,
+            );
+            ev.oom.constraint = Some("CONSTRAINT_MEMCG".into());
+            ev.workload.namespace = Some("shop".into());
+            ev.workload.pod = Some("cart-0".into());
+            ev.workload.container = Some("app".into());
+            ev.workload.container_id = Some((*id).into());
+            ev.workload.oom_domain = Some(OomDomain::Container);
+            m.observe(&ev);
+        }
+        let t = m.render();
+        let series = r#"oomwatch_oom_kills_total{cgroup="",comm="java",constraint="CONSTRAINT_MEMCG",container="app",namespace="shop",oom_domain="container",pod="cart-0"}"#;
+        assert_eq!(sample(&t, series), Some(2.0), "{t}");
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(1.0));
+        assert!(!t.contains("a1") && !t.contains("b2"), "{t}");
+    }
+
+    #[test]
+    fn collectors_add_their_families() {
+        let m = Metrics::new(10, BUILD);
+        m.add_collector(Box::new(|| {
+            vec![family(
+                "oomwatch_zz_test",
+                "A test family.",
+                MetricType::GAUGE,
+                vec![gauge(&[], 7.0)],
+            )]
+        }));
+        assert_eq!(sample(&m.render(), "oomwatch_zz_test"), Some(7.0));
+    }
+
+    #[test]
+    fn last_kill_time_and_rss_split_per_label_set() {
+        let m = Metrics::new(10, BUILD);
+        let mut ev = event(Some("java"), Some("/app"), 100);
+        ev.anon_rss = Some(3 << 20);
+        ev.file_rss = Some(1 << 20);
+        ev.shmem_rss = Some(0);
+        m.observe(&ev);
+        let mut later = event(Some("java"), Some("/app"), 160);
+        later.anon_rss = Some(5 << 20);
+        later.file_rss = Some(2 << 20);
+        later.shmem_rss = None;
+        m.observe(&later);
+        let t = m.render();
+        let l = r#"cgroup="/app",comm="java",constraint="unknown",container="""#;
+        let rest = r#"namespace="",oom_domain="unknown",pod="""#;
+        assert_eq!(
+            sample(
+                &t,
+                &format!("oomwatch_oom_last_kill_timestamp_seconds{{{l},{rest}}}")
+            ),
+            Some(160.0)
+        );
+        let rss = |kind: &str| {
+            sample(
+                &t,
+                &format!("oomwatch_oom_victim_rss_bytes{{{l},kind=\"{kind}\",{rest}}}"),
+            )
+        };
+        // The last kill's values; a kind it did not report is left out, not kept from before.
+        assert_eq!(rss("anon"), Some(f64::from(5u32 << 20)));
+        assert_eq!(rss("file"), Some(f64::from(2u32 << 20)));
+        assert_eq!(rss("shmem"), None);
+    }
+
+    /// Scrape cost at the bench's sizes: 10,000 synthetic label sets (about 60,000 series) and
+    /// 1,667 (about 10,000 series). Prints timings; asserts only the shape.
+    #[test]
+    fn render_synthetic_label_sets_timing() {
+        for n in [10_000, 1_667] {
+            let m = Metrics::new(2 * n, BUILD);
+            m.add_synthetic_label_sets(n);
+            let mut times = Vec::new();
+            let mut t = String::new();
+            for _ in 0..20 {
+                let start = Instant::now();
+                t = m.render();
+                times.push(start.elapsed());
+            }
+            times.sort();
+            let start = Instant::now();
+            let rows = lock(&m.kills).snapshot().rows.len();
+            let locked = start.elapsed();
+            let series = t.lines().filter(|l| !l.starts_with('#')).count();
+            println!(
+            "render of {n} synthetic label sets ({series} series, {} bytes): p50 {:?}, max {:?}; \
+             kills lock held {locked:?} ({rows} rows copied)",
+            t.len(),
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+            assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(n as f64));
+            assert_eq!(t.matches("oomwatch_oom_victim_rss_bytes{").count(), 3 * n);
+        }
+    }
+
+    /// `observe` waits only for the copy a scrape takes under the lock, not for the rendering.
+    /// Prints timings; asserts only that every kill landed.
+    #[test]
+    fn observe_during_scrapes_timing() {
+        let m = Arc::new(Metrics::new(20_000, BUILD));
+        m.add_synthetic_label_sets(10_000);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m2, s2) = (Arc::clone(&m), Arc::clone(&stop));
+        let scraper = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s2.load(Ordering::SeqCst) {
+                std::hint::black_box(m2.render());
+                n += 1;
+            }
+            n
+        });
+        let mut times = Vec::new();
+        for i in 0..200u64 {
+            let ev = event(Some("x"), Some(&format!("/c{}", i % 50)), i);
+            let start = Instant::now();
+            m.observe(&ev);
+            times.push(start.elapsed());
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let scrapes = scraper.join().unwrap();
+        times.sort();
+        println!(
+            "observe during {scrapes} scrapes of 10000 label sets: p50 {:?}, p99 {:?}, max {:?}",
+            times[100], times[197], times[199]
+        );
+        let t = m.render();
+        assert_eq!(sample(&t, "oomwatch_oom_kills_all_total"), Some(200.0));
+        assert_eq!(sample(&t, "oomwatch_metric_label_sets"), Some(10_050.0));
+    }
+
+    /// The hand-written text is what `prometheus::TextEncoder` writes for the same family:
+    /// escaping and number formatting included.
+    #[test]
+    fn own_families_are_written_as_the_encoder_writes_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -3.0,
+            1.5,
+            1e-7,
+            1_763_760_002.5,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            -9_007_199_254_740_993.0,
+            1e20,
+            u64::MAX as f64,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let label_values = ["", "plain", "a\"b\\c\nd", "\\n", "ünïcødé \"x\"", "\n\n"];
+        let help = "Help with \\ backslash, \"quotes\" and\na newline.";
+        for v in values {
+            for lv in label_values {
+                let mut want = String::new();
+                let proto = family(
+                    "x_total",
+                    help,
+                    MetricType::COUNTER,
+                    vec![counter(&[("a", lv), ("b", "y")], v)],
+                );
+                prometheus::TextEncoder::new()
+                    .encode_utf8(&[proto], &mut want)
+                    .unwrap();
+                let own = render::Family::small(
+                    "x_total",
+                    help,
+                    render::Kind::Counter,
+                    vec![render::Sample::new(&[("a", lv), ("b", "y")], v)],
+                );
+                assert_eq!(
+                    render::render(vec![own], 0),
+                    want,
+                    "value {v:?}, label {lv:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_label_sets_text_is_reused_until_a_kill_changes_it() {
+        let m = Metrics::new(10, BUILD);
+        m.observe(&event(Some("a"), Some("/x"), 1));
+        let first = m.render();
+        let joined: Vec<u8> = m.render_segments().concat();
+        assert_eq!(String::from_utf8(joined).unwrap(), first, "segments = text");
+        // Cached: the same text, the label-set count still right.
+        assert_eq!(m.render(), first);
+        assert_eq!(sample(&first, "oomwatch_metric_label_sets"), Some(1.0));
+        // A kill of the same label set and one of a new one: both show at the next scrape.
+        m.observe(&event(Some("a"), Some("/x"), 2));
+        m.observe(&event(Some("b"), Some("/y"), 3));
+        let next = m.render();
+        assert_ne!(next, first);
+        assert_eq!(sample(&next, "oomwatch_metric_label_sets"), Some(2.0));
+        assert_eq!(sample(&next, "oomwatch_oom_kills_all_total"), Some(3.0));
+        let joined: Vec<u8> = m.render_segments().concat();
+        assert_eq!(String::from_utf8(joined).unwrap(), next);
+    }
+}

@@ -5,8 +5,7 @@ use std::fs::File;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::reader::{KmsgEvent, KmsgReader, ReaderStats};
-use super::KmsgError;
+use super::reader::{KmsgError, KmsgEvent, KmsgReader, ReaderStats};
 
 /// An async `/dev/kmsg` reader. Build the [`KmsgReader`] (open, seek, `resume_after`) first,
 /// then wrap it; the file descriptor must be non-blocking, as [`KmsgReader::open`] makes it.

@@ -9,18 +9,12 @@
 //! case count becomes unlimited): `cargo xtask fuzz --secs N` runs them so. The seed is fixed
 //! unless `OOMWATCH_FUZZ_SEED` is set or a time bound is given; a failure prints it and the
 //! minimal (shrunk) input.
-#[path = "fuzz/harness.rs"]
 mod harness;
 
-#[path = "fuzz/btf.rs"]
 mod btf;
-#[path = "fuzz/cli.rs"]
 mod cli;
-#[path = "fuzz/files.rs"]
 mod files;
-#[path = "fuzz/kmsg.rs"]
 mod kmsg;
-#[path = "fuzz/text.rs"]
 mod text;
 
 #[global_allocator]
