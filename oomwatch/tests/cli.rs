@@ -41,6 +41,10 @@ fn out_of_range_values_are_rejected() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid --log-level"), "{}", stderr(&o));
+    // docs/metrics.md: the label-set cap is 1..=1,000,000; 0 is refused, not taken as 1.
+    let o = oomwatch(&["--max-label-sets", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--max-label-sets"), "{}", stderr(&o));
 }
 
 #[test]
@@ -137,6 +141,23 @@ fn disable_probe_takes_known_names_only() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--disable-probe"), "{}", stderr(&o));
+    // The probe table is the one list of names: every row is accepted, and the error lists
+    // them all.
+    for name in oomwatch::record::ProbeId::ALL.map(|p| p.name()) {
+        assert!(
+            stderr(&o).contains(name),
+            "{name} not listed: {}",
+            stderr(&o)
+        );
+        let o = oomwatch(&["check", "--no-probes", "--disable-probe", name])
+            .output()
+            .unwrap();
+        assert!(
+            !stderr(&o).contains("invalid value"),
+            "{name}: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

@@ -154,6 +154,9 @@ fn build_with(debug: bool, features: &[&str]) -> Result<PathBuf> {
             binary.display()
         );
     }
+    if features.is_empty() {
+        no_test_knobs(&binary)?;
+    }
     eprintln!("[build] agent binary: {}", binary.display());
     Ok(binary)
 }
@@ -173,4 +176,21 @@ fn run_agent(debug: bool, args: &[OsString]) -> Result<()> {
     eprintln!("[run] $ {}", util::describe(&cmd));
     let err = cmd.exec();
     Err(err).with_context(|| format!("[run] failed to exec {}", binary.display()))
+}
+
+/// The product build has no test knobs (`oomwatch/Cargo.toml`, feature `test-knobs`): the agent
+/// refuses `--force-pid-only` as an unknown flag.
+fn no_test_knobs(binary: &std::path::Path) -> Result<()> {
+    let out = Command::new(binary)
+        .args(["run", "--force-pid-only"])
+        .output()
+        .with_context(|| format!("[build] running {}", binary.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !stderr.contains("unexpected argument '--force-pid-only'") {
+        bail!(
+            "[build] the product binary accepts the test knob --force-pid-only (status {:?}): {stderr}",
+            out.status.code()
+        );
+    }
+    Ok(())
 }
