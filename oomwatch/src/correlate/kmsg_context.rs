@@ -13,7 +13,9 @@ use crate::explain::candidates;
 use crate::record::domain_memory::{self, DomainMemory};
 use crate::record::{OomContext, Task};
 use crate::source::gfp::names_from_log;
-use crate::source::kmsg::oom::{ConstraintKind, OomItem, OomReportParser, TaskDump};
+use crate::source::kmsg::oom::{
+    Constraint, ConstraintKind, Invoked, Killed, OomItem, OomReportParser, TaskDump,
+};
 use crate::source::kmsg::record::KmsgRecord;
 
 /// How long a victim's context is kept for its `mark_victim` event to claim.
@@ -102,125 +104,129 @@ impl KmsgContexts {
 
     fn push_item(&mut self, item: OomItem, now: Instant) -> Option<i32> {
         match item {
-            OomItem::Invoked(inv) => {
-                let id = self.new_id();
-                self.header = Some(Header {
-                    id,
-                    ctx: OomContext {
-                        gfp_mask: Some(format!("{:#x}", inv.gfp_mask)),
-                        gfp_flags: inv.gfp_flags.as_deref().map(names_from_log),
-                        order: Some(inv.order),
-                        ..OomContext::default()
-                    },
-                    ..Header::default()
-                });
-                None
-            }
+            OomItem::Invoked(inv) => self.invoked(inv),
             OomItem::TaskDump(dump) => {
                 if let Some(h) = self.header.as_mut() {
                     h.dump = Some(dump);
                 }
-                None
             }
-            OomItem::Constraint(c) => {
-                let page = self.page_size;
-                if let Some(h) = self.header.as_mut() {
-                    h.ctx.constraint = Some(constraint_name(&c.constraint));
-                    h.ctx.oom_memcg = c.oom_memcg;
-                    h.ctx.chosen_memcg = c.task_memcg.clone().map(|m| (c.pid, m));
-                    // The report names the victim's memcg (task_memcg), not the memcg of the
-                    // task that invoked the killer: the trigger's cgroup stays unknown here.
-                    let global = matches!(c.constraint, ConstraintKind::None);
-                    let total = domain_pages(h, global, self.host_totals, page);
-                    h.ctx.estimated_totalpages = total;
-                    h.ctx.badness = h.dump.as_ref().and_then(|d| {
-                        let row = d.rows.iter().find(|r| r.pid == c.pid)?;
-                        candidates::points(row, total, page)
-                    });
-                    if self.top > 0 {
-                        h.ctx.unscored = h
-                            .dump
-                            .as_ref()
-                            .map_or(0, |d| candidates::unscored(d, c.pid, total, page));
-                        h.ctx.candidates = h
-                            .dump
-                            .as_ref()
-                            .map(|d| candidates::from_dump(d, Some(c.pid), total, page, self.top));
-                    }
-                    h.ctx.chosen = Some(Task {
-                        pid: c.pid,
-                        tgid: c.pid,
-                        comm: c.comm,
-                    });
-                }
-                None
-            }
+            OomItem::Constraint(c) => self.constraint(c),
             OomItem::Counter(c) => {
                 if let Some(h) = self.header.as_mut() {
                     if h.counters.len() < 8 {
                         h.counters.push((c.name, c.usage_kb, c.limit_kb));
                     }
                 }
-                None
             }
             OomItem::MemcgStats { cgroup, stats } => {
                 if let Some(h) = self.header.as_mut() {
                     h.stats = Some((cgroup, stats));
                 }
-                None
             }
             OomItem::GlobalMemInfo { pages } => {
                 if let Some(h) = self.header.as_mut() {
                     h.global = Some(pages);
                 }
-                None
             }
             OomItem::GroupKill { .. } => {
                 if let Some(h) = self.header.as_mut() {
                     h.group = true;
                 }
-                None
             }
-            OomItem::Killed(k) => {
-                let message = k.reason.clone().unwrap_or_else(|| {
-                    if k.memcg {
-                        "Memory cgroup out of memory"
-                    } else {
-                        "Out of memory"
-                    }
-                    .into()
-                });
-                let (id, mut ctx) = match self.header.as_mut() {
-                    // The first kill after a header, or a member of its group kill.
-                    Some(h) if !h.killed_seen || h.group => {
-                        h.killed_seen = true;
-                        let mut ctx = h.ctx.clone();
-                        ctx.domain_memory = domain_of(h, self.page_size);
-                        (h.id, ctx)
-                    }
-                    // Another kill without a header of its own: the kernel rate-limited that
-                    // report's header, so all that is known is this line.
-                    _ => {
-                        self.header = None;
-                        (self.new_id(), OomContext::default())
-                    }
-                };
-                ctx.message = Some(message);
-                if self
-                    .by_pid
-                    .iter()
-                    .any(|(p, _, i, _)| *p == k.pid && *i == id)
-                {
-                    return None; // the kernel prints a group's chosen task twice
-                }
-                if self.by_pid.len() == KEPT {
-                    self.by_pid.pop_front();
-                }
-                self.by_pid.push_back((k.pid, now, id, ctx));
-                Some(k.pid)
-            }
-            _ => None,
+            OomItem::Killed(k) => return self.killed(k, now),
+            _ => {}
         }
+        None
+    }
+
+    /// "<comm> invoked oom-killer: gfp_mask=..., order=...": a new report begins.
+    fn invoked(&mut self, inv: Invoked) {
+        let id = self.new_id();
+        self.header = Some(Header {
+            id,
+            ctx: OomContext {
+                gfp_mask: Some(format!("{:#x}", inv.gfp_mask)),
+                gfp_flags: inv.gfp_flags.as_deref().map(names_from_log),
+                order: Some(inv.order),
+                ..OomContext::default()
+            },
+            ..Header::default()
+        });
+    }
+
+    /// "oom-kill:constraint=...": the chosen task, its domain, and the points from the dump.
+    fn constraint(&mut self, c: Constraint) {
+        let page = self.page_size;
+        let Some(h) = self.header.as_mut() else {
+            return;
+        };
+        h.ctx.constraint = Some(constraint_name(&c.constraint));
+        h.ctx.oom_memcg = c.oom_memcg;
+        h.ctx.chosen_memcg = c.task_memcg.clone().map(|m| (c.pid, m));
+        // The report names the victim's memcg (task_memcg), not the memcg of the
+        // task that invoked the killer: the trigger's cgroup stays unknown here.
+        let global = matches!(c.constraint, ConstraintKind::None);
+        let total = domain_pages(h, global, self.host_totals, page);
+        h.ctx.estimated_totalpages = total;
+        h.ctx.badness = h.dump.as_ref().and_then(|d| {
+            let row = d.rows.iter().find(|r| r.pid == c.pid)?;
+            candidates::points(row, total, page)
+        });
+        if self.top > 0 {
+            h.ctx.unscored = h
+                .dump
+                .as_ref()
+                .map_or(0, |d| candidates::unscored(d, c.pid, total, page));
+            h.ctx.candidates = h
+                .dump
+                .as_ref()
+                .map(|d| candidates::from_dump(d, Some(c.pid), total, page, self.top));
+        }
+        h.ctx.chosen = Some(Task {
+            pid: c.pid,
+            tgid: c.pid,
+            comm: c.comm,
+        });
+    }
+
+    /// "Killed process <pid> ...": the victim's context is ready; returns its pid.
+    fn killed(&mut self, k: Killed, now: Instant) -> Option<i32> {
+        let message = k.reason.clone().unwrap_or_else(|| {
+            if k.memcg {
+                "Memory cgroup out of memory"
+            } else {
+                "Out of memory"
+            }
+            .into()
+        });
+        let (id, mut ctx) = match self.header.as_mut() {
+            // The first kill after a header, or a member of its group kill.
+            Some(h) if !h.killed_seen || h.group => {
+                h.killed_seen = true;
+                let mut ctx = h.ctx.clone();
+                ctx.domain_memory = domain_of(h, self.page_size);
+                (h.id, ctx)
+            }
+            // Another kill without a header of its own: the kernel rate-limited that
+            // report's header, so all that is known is this line.
+            _ => {
+                self.header = None;
+                (self.new_id(), OomContext::default())
+            }
+        };
+        ctx.message = Some(message);
+        if self
+            .by_pid
+            .iter()
+            .any(|(p, _, i, _)| *p == k.pid && *i == id)
+        {
+            return None; // the kernel prints a group's chosen task twice
+        }
+        if self.by_pid.len() == KEPT {
+            self.by_pid.pop_front();
+        }
+        self.by_pid.push_back((k.pid, now, id, ctx));
+        Some(k.pid)
     }
 
     fn new_id(&mut self) -> u64 {

@@ -253,88 +253,110 @@ impl MemcgEvents {
 
     /// The metric families of a read (plus the watch-set gauges), empty families included.
     pub fn families(&self, read: &MemcgRead) -> Vec<MetricFamily> {
-        let series = |pick: fn(&MemcgCounts) -> Option<u64>, as_counter: bool| -> Vec<Metric> {
-            read.rows
-                .iter()
-                .filter_map(|r| {
-                    let l = [("cgroup", r.label.as_str())];
-                    pick(&r.counts).map(|v| {
-                        if as_counter {
-                            counter(&l, f(v))
-                        } else {
-                            gauge(&l, f(v))
-                        }
-                    })
-                })
-                .collect()
-        };
-        let c = MetricType::COUNTER;
-        let g = MetricType::GAUGE;
-        vec![
-            family(
-                "oomwatch_memcg_oom_events_total",
-                "Times the watched memory cgroup reached its limit and the OOM killer was to \
-                 run (cgroup v2 memory.events oom).",
-                c,
-                series(|c| c.oom, true),
-            ),
-            family(
-                "oomwatch_memcg_oom_kill_events_total",
-                "Processes the OOM killer killed in the watched memory cgroup (memory.events \
-                 oom_kill on v2, memory.oom_control oom_kill on v1).",
-                c,
-                series(|c| c.oom_kill, true),
-            ),
-            family(
-                "oomwatch_memcg_oom_group_kill_events_total",
-                "memory.oom.group kills in the watched memory cgroup (v2 memory.events \
-                 oom_group_kill, Linux 5.17+).",
-                c,
-                series(|c| c.oom_group_kill, true),
-            ),
-            family(
-                "oomwatch_memcg_max_events_total",
-                "Times usage of the watched memory cgroup was about to exceed memory.max (v2 \
-                 memory.events max).",
-                c,
-                series(|c| c.max, true),
-            ),
-            family(
-                "oomwatch_memcg_high_events_total",
-                "Times usage of the watched memory cgroup exceeded memory.high and was \
-                 throttled (v2 memory.events high).",
-                c,
-                series(|c| c.high, true),
-            ),
-            family(
-                "oomwatch_memcg_under_oom",
-                "Whether the watched v1 memory cgroup is under OOM now (memory.oom_control \
-                 under_oom).",
-                g,
-                series(|c| c.under_oom, false),
-            ),
-            family(
-                "oomwatch_memcg_oom_kill_disabled",
-                "Whether the OOM killer is disabled for the watched v1 memory cgroup \
-                 (memory.oom_control oom_kill_disable): its tasks hang instead of being killed.",
-                g,
-                series(|c| c.oom_kill_disable, false),
-            ),
-            family(
-                "oomwatch_memcg_watched_cgroups",
-                "Memory cgroups whose events are watched now.",
-                g,
-                vec![gauge(&[], f(self.watched.len() as u64))],
-            ),
-            family(
-                "oomwatch_memcg_watch_evicted_total",
-                "Memory cgroups dropped from the watch set to stay within its capacity.",
-                c,
-                vec![counter(&[], f(self.evicted))],
-            ),
-        ]
+        let (c, g) = (MetricType::COUNTER, MetricType::GAUGE);
+        let mut fams: Vec<MetricFamily> = PER_CGROUP
+            .iter()
+            .map(|&(name, help, as_counter, pick)| {
+                let kind = if as_counter { c } else { g };
+                family(name, help, kind, series(read, pick, as_counter))
+            })
+            .collect();
+        fams.push(family(
+            "oomwatch_memcg_watched_cgroups",
+            "Memory cgroups whose events are watched now.",
+            g,
+            vec![gauge(&[], f(self.watched.len() as u64))],
+        ));
+        fams.push(family(
+            "oomwatch_memcg_watch_evicted_total",
+            "Memory cgroups dropped from the watch set to stay within its capacity.",
+            c,
+            vec![counter(&[], f(self.evicted))],
+        ));
+        fams
     }
 }
+
+/// One sample per watched cgroup that has the value `pick` reads.
+fn series(
+    read: &MemcgRead,
+    pick: fn(&MemcgCounts) -> Option<u64>,
+    as_counter: bool,
+) -> Vec<Metric> {
+    read.rows
+        .iter()
+        .filter_map(|r| {
+            let l = [("cgroup", r.label.as_str())];
+            pick(&r.counts).map(|v| {
+                if as_counter {
+                    counter(&l, f(v))
+                } else {
+                    gauge(&l, f(v))
+                }
+            })
+        })
+        .collect()
+}
+
+/// The per-cgroup families: name, help, whether a counter (else a gauge), and the value.
+type PerCgroup = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(&MemcgCounts) -> Option<u64>,
+);
+
+const PER_CGROUP: [PerCgroup; 7] = [
+    (
+        "oomwatch_memcg_oom_events_total",
+        "Times the watched memory cgroup reached its limit and the OOM killer was to \
+         run (cgroup v2 memory.events oom).",
+        true,
+        |c| c.oom,
+    ),
+    (
+        "oomwatch_memcg_oom_kill_events_total",
+        "Processes the OOM killer killed in the watched memory cgroup (memory.events \
+         oom_kill on v2, memory.oom_control oom_kill on v1).",
+        true,
+        |c| c.oom_kill,
+    ),
+    (
+        "oomwatch_memcg_oom_group_kill_events_total",
+        "memory.oom.group kills in the watched memory cgroup (v2 memory.events \
+         oom_group_kill, Linux 5.17+).",
+        true,
+        |c| c.oom_group_kill,
+    ),
+    (
+        "oomwatch_memcg_max_events_total",
+        "Times usage of the watched memory cgroup was about to exceed memory.max (v2 \
+         memory.events max).",
+        true,
+        |c| c.max,
+    ),
+    (
+        "oomwatch_memcg_high_events_total",
+        "Times usage of the watched memory cgroup exceeded memory.high and was \
+         throttled (v2 memory.events high).",
+        true,
+        |c| c.high,
+    ),
+    (
+        "oomwatch_memcg_under_oom",
+        "Whether the watched v1 memory cgroup is under OOM now (memory.oom_control \
+         under_oom).",
+        false,
+        |c| c.under_oom,
+    ),
+    (
+        "oomwatch_memcg_oom_kill_disabled",
+        "Whether the OOM killer is disabled for the watched v1 memory cgroup \
+         (memory.oom_control oom_kill_disable): its tasks hang instead of being killed.",
+        false,
+        |c| c.oom_kill_disable,
+    ),
+];
 
 #[cfg(test)]
 mod tests {

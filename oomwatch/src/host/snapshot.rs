@@ -95,115 +95,140 @@ impl HostSnapshot {
     /// `4·√lowmem`, far less than 5% of memory on any machine over a few MB; khugepaged's value
     /// is capped at 5% of lowmem), so the low rule also fires below half the default.
     pub fn warnings(&self) -> Vec<Warning> {
-        let mut out = Vec::new();
-        let mut warn = |code: &'static str, message: String| out.push(Warning { code, message });
+        [
+            self.panic_on_oom_warning(),
+            self.allocating_task_warning(),
+            self.overcommit_warning(),
+            self.min_free_warning(),
+            self.dump_tasks_warning(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 
+    /// `panic_on_oom_always`, `panic_on_oom`.
+    fn panic_on_oom_warning(&self) -> Option<Warning> {
         match self.panic_on_oom {
-            Some(2) => warn(
+            Some(2) => Some(warning(
                 "panic_on_oom_always",
                 "vm.panic_on_oom=2: every OOM panics the node, even one confined to a \
                  container's memory cgroup or a cpuset; instead of one task being killed, the \
                  whole node goes down"
                     .into(),
-            ),
-            Some(1) => warn(
+            )),
+            Some(1) => Some(warning(
                 "panic_on_oom",
                 "vm.panic_on_oom=1: a system-wide OOM panics the node instead of killing a \
                  task (OOMs confined to a memory cgroup, cpuset or mempolicy still kill)"
                     .into(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// `oom_kill_allocating_task`.
+    fn allocating_task_warning(&self) -> Option<Warning> {
+        let v = self.oom_kill_allocating_task.filter(|&v| v != 0)?;
+        Some(warning(
+            "oom_kill_allocating_task",
+            format!(
+                "vm.oom_kill_allocating_task={v}: a system-wide OOM kills whichever task \
+                 happened to allocate, not the one using the most memory, so the real \
+                 consumer keeps running and OOMs repeat"
             ),
-            _ => {}
-        }
-        if let Some(v) = self.oom_kill_allocating_task.filter(|&v| v != 0) {
-            warn(
-                "oom_kill_allocating_task",
-                format!(
-                    "vm.oom_kill_allocating_task={v}: a system-wide OOM kills whichever task \
-                     happened to allocate, not the one using the most memory, so the real \
-                     consumer keeps running and OOMs repeat"
-                ),
-            );
-        }
+        ))
+    }
+
+    /// `overcommit_near_limit`, `overcommit_always`.
+    fn overcommit_warning(&self) -> Option<Warning> {
         match self.overcommit_memory {
             Some(2) => {
-                if let (Some(committed), Some(limit)) =
-                    (self.committed_as_bytes, self.commit_limit_bytes)
-                {
-                    if u128::from(committed) * 10 >= u128::from(limit) * 9 {
-                        let pct = (u128::from(committed) * 100)
-                            .checked_div(u128::from(limit))
-                            .map_or_else(|| "all".to_owned(), |p| format!("{p}%"));
-                        warn(
-                            "overcommit_near_limit",
-                            format!(
-                                "vm.overcommit_memory=2 and Committed_AS is {pct} of \
-                                 CommitLimit ({} of {}): new allocations (malloc, mmap, fork) \
-                                 are about to fail with ENOMEM",
-                                human(committed),
-                                human(limit)
-                            ),
-                        );
-                    }
+                let (committed, limit) = self.committed_as_bytes.zip(self.commit_limit_bytes)?;
+                if u128::from(committed) * 10 < u128::from(limit) * 9 {
+                    return None;
                 }
+                let pct = (u128::from(committed) * 100)
+                    .checked_div(u128::from(limit))
+                    .map_or_else(|| "all".to_owned(), |p| format!("{p}%"));
+                Some(warning(
+                    "overcommit_near_limit",
+                    format!(
+                        "vm.overcommit_memory=2 and Committed_AS is {pct} of \
+                         CommitLimit ({} of {}): new allocations (malloc, mmap, fork) \
+                         are about to fail with ENOMEM",
+                        human(committed),
+                        human(limit)
+                    ),
+                ))
             }
-            Some(1) => warn(
+            Some(1) => Some(warning(
                 "overcommit_always",
                 "vm.overcommit_memory=1: the kernel never refuses an allocation, so every \
                  overcommitment ends in the OOM killer instead of a failed malloc"
                     .into(),
-            ),
-            _ => {}
+            )),
+            _ => None,
         }
-        if let (Some(cur), Some(default), Some(expected)) = (
-            self.min_free_kbytes,
-            self.min_free_default_kbytes,
-            self.min_free_expected_kbytes(),
-        ) {
-            let whose = if expected > default {
+    }
+
+    /// `min_free_kbytes_high`, `min_free_kbytes_low`.
+    fn min_free_warning(&self) -> Option<Warning> {
+        let cur = self.min_free_kbytes?;
+        let default = self.min_free_default_kbytes?;
+        let expected = self.min_free_expected_kbytes()?;
+        let whose = if expected > default {
+            format!(
+                "the kernel's value for this machine ({} default raised by khugepaged \
+                 because transparent huge pages are enabled)",
+                human(expected.saturating_mul(1024))
+            )
+        } else {
+            format!(
+                "the kernel's default for this machine ({})",
+                human(default.saturating_mul(1024))
+            )
+        };
+        let margin = self.mem_total_bytes.map(|b| b / 1024 / 20);
+        if margin.is_some_and(|m| cur > expected.saturating_add(m)) {
+            Some(warning(
+                "min_free_kbytes_high",
                 format!(
-                    "the kernel's value for this machine ({} default raised by khugepaged \
-                     because transparent huge pages are enabled)",
-                    human(expected.saturating_mul(1024))
-                )
-            } else {
+                    "vm.min_free_kbytes={cur} is {} above {whose}, more than 5% of \
+                     MemTotal: that memory is held back from applications and the OOM \
+                     killer runs earlier",
+                    human((cur - expected).saturating_mul(1024))
+                ),
+            ))
+        } else if cur < default / 2 || margin.is_some_and(|m| cur.saturating_add(m) < expected) {
+            Some(warning(
+                "min_free_kbytes_low",
                 format!(
-                    "the kernel's default for this machine ({})",
-                    human(default.saturating_mul(1024))
-                )
-            };
-            let margin = self.mem_total_bytes.map(|b| b / 1024 / 20);
-            if margin.is_some_and(|m| cur > expected.saturating_add(m)) {
-                warn(
-                    "min_free_kbytes_high",
-                    format!(
-                        "vm.min_free_kbytes={cur} is {} above {whose}, more than 5% of \
-                         MemTotal: that memory is held back from applications and the OOM \
-                         killer runs earlier",
-                        human((cur - expected).saturating_mul(1024))
-                    ),
-                );
-            } else if cur < default / 2 || margin.is_some_and(|m| cur.saturating_add(m) < expected)
-            {
-                warn(
-                    "min_free_kbytes_low",
-                    format!(
-                        "vm.min_free_kbytes={cur} is far below {whose}: atomic allocations \
-                         (network receive, interrupt handlers) can fail and reclaim starts too \
-                         late"
-                    ),
-                );
-            }
+                    "vm.min_free_kbytes={cur} is far below {whose}: atomic allocations \
+                     (network receive, interrupt handlers) can fail and reclaim starts too \
+                     late"
+                ),
+            ))
+        } else {
+            None
         }
-        if self.oom_dump_tasks == Some(0) {
-            warn(
+    }
+
+    /// `oom_dump_tasks_off`.
+    fn dump_tasks_warning(&self) -> Option<Warning> {
+        (self.oom_dump_tasks == Some(0)).then(|| {
+            warning(
                 "oom_dump_tasks_off",
                 "vm.oom_dump_tasks=0: the kernel log of an OOM kill lacks the list of candidate \
                  tasks and their memory use, so the victim choice cannot be reviewed"
                     .into(),
-            );
-        }
-        out
+            )
+        })
     }
+}
+
+fn warning(code: &'static str, message: String) -> Warning {
+    Warning { code, message }
 }
 
 #[cfg(test)]

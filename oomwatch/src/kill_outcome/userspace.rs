@@ -25,16 +25,10 @@ pub fn event(
     proc_root: &Path,
     mut resolver: Option<&mut IdResolver>,
 ) -> Option<OomEvent> {
+    if !is_userspace_kill(s) {
+        return None;
+    }
     let has = |bit: u32| s.present & bit != 0;
-    if !has(signal_field::TARGET_PID) || s.target_pid <= 0 {
-        return None;
-    }
-    if has(signal_field::CODE) && s.code == SI_KERNEL {
-        return None;
-    }
-    if has(signal_field::RESULT) && s.result != DELIVERED {
-        return None;
-    }
     let src = match RecordKind::from_u32(s.kind) {
         Some(RecordKind::SignalBtf) => Source::SignalBtf,
         _ => Source::SignalTracepoint,
@@ -46,7 +40,29 @@ pub fn event(
     };
     let cgroup = resolve(signal_field::TARGET_MEMCG_ID, s.target_memcg_id);
     let killer_cgroup = resolve(signal_field::SENDER_MEMCG_ID, s.sender_memcg_id);
-    let killer = comm_str(&s.sender_comm);
+    let mut ev = from_record(s, src, host, cgroup);
+    // The victim has SIGKILL pending, not yet handled: /proc usually still has it.
+    fill_from_proc(&mut ev, proc_root);
+    set_killer(&mut ev, s, killer_cgroup);
+    Some(ev)
+}
+
+/// A new userspace kill: a target, not sent by the kernel, and delivered (not ignored, not
+/// already pending).
+fn is_userspace_kill(s: &SignalRecord) -> bool {
+    let has = |bit: u32| s.present & bit != 0;
+    if !has(signal_field::TARGET_PID) || s.target_pid <= 0 {
+        return false;
+    }
+    if has(signal_field::CODE) && s.code == SI_KERNEL {
+        return false;
+    }
+    !(has(signal_field::RESULT) && s.result != DELIVERED)
+}
+
+/// The event with what the signal record says of the victim.
+fn from_record(s: &SignalRecord, src: Source, host: &str, cgroup: Option<String>) -> OomEvent {
+    let has = |bit: u32| s.present & bit != 0;
     let mut ev = OomEvent::new(
         s.target_pid,
         s.ktime_ns,
@@ -71,8 +87,12 @@ pub fn event(
         ev.cgroup = cgroup;
         ev.sources.insert("cgroup", Source::Cgroupfs);
     }
-    // The victim has SIGKILL pending, not yet handled: /proc usually still has it.
-    let info = procfs::read(proc_root, s.target_pid);
+    ev
+}
+
+/// The victim's fields the record did not have, and its memory, from `/proc`.
+fn fill_from_proc(ev: &mut OomEvent, proc_root: &Path) {
+    let info = procfs::read(proc_root, ev.pid);
     if ev.tgid.is_none() && info.tgid.is_some() {
         ev.tgid = info.tgid;
         ev.sources.insert("tgid", Source::Procfs);
@@ -104,12 +124,17 @@ pub fn event(
         ev.oom_score_adj = info.oom_score_adj;
         ev.sources.insert("oom_score_adj", Source::Procfs);
     }
+}
+
+/// The sender as killer and trigger, and the victim block.
+fn set_killer(ev: &mut OomEvent, s: &SignalRecord, killer_cgroup: Option<String>) {
+    let killer = comm_str(&s.sender_comm);
     ev.trigger = Some(Trigger {
         pid: s.sender_pid,
         tgid: s.sender_tgid,
         comm: killer.clone(),
         cgroup: killer_cgroup.clone(),
-        cgroup_id: has(signal_field::SENDER_MEMCG_ID).then_some(s.sender_memcg_id),
+        cgroup_id: (s.present & signal_field::SENDER_MEMCG_ID != 0).then_some(s.sender_memcg_id),
         namespace: None,
         pod: None,
         pod_uid: None,
@@ -125,5 +150,4 @@ pub fn event(
     ev.killer = Some(killer);
     ev.killer_pid = Some(s.sender_tgid);
     ev.killer_cgroup = killer_cgroup;
-    Some(ev)
 }

@@ -316,6 +316,23 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
         out.push_str("<p class=\"mut\">Host values are not collected by this server.</p>\n");
         return;
     };
+    host_warnings(out, h);
+    out.push_str("<table class=\"set\"><tbody>\n");
+    oom_setting_rows(out, h);
+    memory_rows(out, h);
+    out.push_str("</tbody></table>\n");
+    for (name, err) in &h.collector_errors {
+        let _ = writeln!(
+            out,
+            "<p class=\"mut\">Collector <b>{}</b> failed: {}</p>",
+            escape(name),
+            shown(err)
+        );
+    }
+}
+
+/// The risky settings (the rules of `oomwatch check`), or a line saying there are none.
+fn host_warnings(out: &mut String, h: &HostSnapshot) {
     let warnings = h.warnings();
     if warnings.is_empty() {
         out.push_str(
@@ -331,31 +348,45 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
             escape(&w.message)
         );
     }
-    out.push_str("<table class=\"set\"><tbody>\n");
-    let row = |out: &mut String, name: &str, value: String, note: &str| {
-        let _ = writeln!(
-            out,
-            "<tr><td><span class=\"m\">{name}</span></td><td>{value}</td>\
-             <td class=\"mut\">{note}</td></tr>"
-        );
-    };
-    let num = |v: Option<i64>| v.map_or_else(|| UNKNOWN.to_owned(), |v| v.to_string());
+}
+
+/// One row of the host settings table.
+fn setting_row(out: &mut String, name: &str, value: String, note: &str) {
+    let _ = writeln!(
+        out,
+        "<tr><td><span class=\"m\">{name}</span></td><td>{value}</td>\
+         <td class=\"mut\">{note}</td></tr>"
+    );
+}
+
+fn num_or_unknown(v: Option<i64>) -> String {
+    v.map_or_else(|| UNKNOWN.to_owned(), |v| v.to_string())
+}
+
+/// The sysctls that decide what an OOM does: panic_on_oom, oom_kill_allocating_task,
+/// overcommit_memory.
+fn oom_setting_rows(out: &mut String, h: &HostSnapshot) {
     let panic_note = match h.panic_on_oom {
         Some(0) => "an OOM kills a task",
         Some(1) => "a system-wide OOM panics the node",
         Some(2) => "every OOM panics the node",
         _ => "",
     };
-    row(out, "vm.panic_on_oom", num(h.panic_on_oom), panic_note);
+    setting_row(
+        out,
+        "vm.panic_on_oom",
+        num_or_unknown(h.panic_on_oom),
+        panic_note,
+    );
     let alloc_note = match h.oom_kill_allocating_task {
         Some(0) => "the killer picks the task with the highest badness",
         Some(_) => "the killer kills whichever task allocated",
         None => "",
     };
-    row(
+    setting_row(
         out,
         "vm.oom_kill_allocating_task",
-        num(h.oom_kill_allocating_task),
+        num_or_unknown(h.oom_kill_allocating_task),
         alloc_note,
     );
     let over_note = match h.overcommit_memory {
@@ -364,12 +395,16 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
         Some(2) => "strict: no overcommit past CommitLimit",
         _ => "",
     };
-    row(
+    setting_row(
         out,
         "vm.overcommit_memory",
-        num(h.overcommit_memory),
+        num_or_unknown(h.overcommit_memory),
         over_note,
     );
+}
+
+/// Memory: commit charge, min_free_kbytes, what is available, pressure, kills since boot.
+fn memory_rows(out: &mut String, h: &HostSnapshot) {
     let commit = match (h.committed_as_bytes, h.commit_limit_bytes) {
         (Some(c), Some(l)) => {
             let pct = (u128::from(c) * 100)
@@ -379,7 +414,7 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
         }
         _ => UNKNOWN.to_owned(),
     };
-    row(
+    setting_row(
         out,
         "Committed_AS / CommitLimit",
         commit,
@@ -395,12 +430,17 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
         (Some(d), _) => format!("kernel default {d} kB"),
         _ => String::new(),
     };
-    row(out, "vm.min_free_kbytes", min_free, &min_note);
+    setting_row(out, "vm.min_free_kbytes", min_free, &min_note);
     let avail = match (h.mem_available_bytes, h.mem_total_bytes) {
         (Some(a), Some(t)) => format!("{} of {}", human(a), human(t)),
         _ => UNKNOWN.to_owned(),
     };
-    row(out, "MemAvailable / MemTotal", avail, "");
+    setting_row(out, "MemAvailable / MemTotal", avail, "");
+    pressure_rows(out, h);
+}
+
+/// PSI and the kernel's OOM kill count.
+fn pressure_rows(out: &mut String, h: &HostSnapshot) {
     let psi = match (h.psi_supported, h.psi_some, h.psi_full) {
         (Some(false), _, _) => "not supported by this kernel".to_owned(),
         (_, Some(s), f) => format!(
@@ -410,7 +450,7 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
         ),
         _ => UNKNOWN.to_owned(),
     };
-    row(
+    setting_row(
         out,
         "PSI memory avg10",
         psi,
@@ -419,21 +459,12 @@ fn host_section(out: &mut String, host: Option<&HostSnapshot>) {
     let kills = h
         .kernel_oom_kills
         .map_or_else(|| UNKNOWN.to_owned(), |k| k.to_string());
-    row(
+    setting_row(
         out,
         "OOM kills since boot",
         kills,
         "oom_kill in /proc/vmstat",
     );
-    out.push_str("</tbody></table>\n");
-    for (name, err) in &h.collector_errors {
-        let _ = writeln!(
-            out,
-            "<p class=\"mut\">Collector <b>{}</b> failed: {}</p>",
-            escape(name),
-            shown(err)
-        );
-    }
 }
 
 fn probes_section(out: &mut String, probes: &[(String, bool)]) {

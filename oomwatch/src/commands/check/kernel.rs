@@ -123,64 +123,9 @@ pub fn items(k: &Kernel, host_root: &Path, j: &Judge) -> Vec<Item> {
         ),
     )];
     let btf_ok = k.btf_error.is_none();
-    match &k.btf_error {
-        None => out.push(Item::ok(
-            "btf",
-            format!("BTF: {} parsed", k.btf_path.display()),
-        )),
-        Some(e) => out.push(
-            Item::new(
-                Status::Warn,
-                "btf",
-                format!(
-                    "BTF unusable: {}; falls back to tracepoint:oom/mark_victim only (no \
-                     tp_btf:mark_victim, no fentry:oom_kill_process)",
-                    one_line(e, 300)
-                ),
-            )
-            .with_fix(
-                "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y, or pass --btf with this \
-                 kernel's BTF",
-            ),
-        ),
-    }
-    let tracefs_ok = match &k.tracefs {
-        Tracefs::Mounted(p) => {
-            out.push(Item::ok("tracefs", format!("tracefs: mounted at {p}")));
-            true
-        }
-        Tracefs::Mountable if j.may_mount => {
-            out.push(Item::ok(
-                "tracefs",
-                "tracefs: not mounted; the agent mounts it at /sys/kernel/tracing",
-            ));
-            true
-        }
-        Tracefs::Mountable => {
-            out.push(
-                Item::new(
-                    Status::Warn,
-                    "tracefs",
-                    "tracefs: not mounted, and mounting it needs CAP_SYS_ADMIN: no \
-                     tracepoint:oom/mark_victim, no GFP flag names from tracefs",
-                )
-                .with_fix("mount -t tracefs tracefs /sys/kernel/tracing"),
-            );
-            false
-        }
-        Tracefs::Unavailable => {
-            out.push(
-                Item::new(
-                    Status::Warn,
-                    "tracefs",
-                    "tracefs: this kernel has none (CONFIG_TRACING off): no \
-                     tracepoint:oom/mark_victim",
-                )
-                .with_fix("boot a kernel with CONFIG_TRACING=y, or one with BTF for tp_btf"),
-            );
-            false
-        }
-    };
+    out.push(btf_item(k));
+    let (tracefs, tracefs_ok) = tracefs_item(k, j);
+    out.push(tracefs);
     if !btf_ok && !tracefs_ok && !j.probes_tried {
         out.push(
             Item::new(
@@ -191,55 +136,119 @@ pub fn items(k: &Kernel, host_root: &Path, j: &Judge) -> Vec<Item> {
             .with_fix("provide BTF (--btf) or mount tracefs, see the two lines above"),
         );
     }
+    out.push(kprobes_item(k));
+    out.push(cgroup_item(k, host_root));
+    out.push(kmsg_item(k, j));
+    out
+}
+
+fn btf_item(k: &Kernel) -> Item {
+    match &k.btf_error {
+        None => Item::ok("btf", format!("BTF: {} parsed", k.btf_path.display())),
+        Some(e) => Item::new(
+            Status::Warn,
+            "btf",
+            format!(
+                "BTF unusable: {}; falls back to tracepoint:oom/mark_victim only (no \
+                 tp_btf:mark_victim, no fentry:oom_kill_process)",
+                one_line(e, 300)
+            ),
+        )
+        .with_fix(
+            "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y, or pass --btf with this \
+             kernel's BTF",
+        ),
+    }
+}
+
+/// The tracefs item, and whether the agent will have tracefs.
+fn tracefs_item(k: &Kernel, j: &Judge) -> (Item, bool) {
+    match &k.tracefs {
+        Tracefs::Mounted(p) => (
+            Item::ok("tracefs", format!("tracefs: mounted at {p}")),
+            true,
+        ),
+        Tracefs::Mountable if j.may_mount => (
+            Item::ok(
+                "tracefs",
+                "tracefs: not mounted; the agent mounts it at /sys/kernel/tracing",
+            ),
+            true,
+        ),
+        Tracefs::Mountable => (
+            Item::new(
+                Status::Warn,
+                "tracefs",
+                "tracefs: not mounted, and mounting it needs CAP_SYS_ADMIN: no \
+                 tracepoint:oom/mark_victim, no GFP flag names from tracefs",
+            )
+            .with_fix("mount -t tracefs tracefs /sys/kernel/tracing"),
+            false,
+        ),
+        Tracefs::Unavailable => (
+            Item::new(
+                Status::Warn,
+                "tracefs",
+                "tracefs: this kernel has none (CONFIG_TRACING off): no \
+                 tracepoint:oom/mark_victim",
+            )
+            .with_fix("boot a kernel with CONFIG_TRACING=y, or one with BTF for tp_btf"),
+            false,
+        ),
+    }
+}
+
+fn kprobes_item(k: &Kernel) -> Item {
     if k.kprobes {
-        out.push(Item::ok(
+        Item::ok(
             "kprobes",
             "kprobes: available (fallback for fentry:oom_kill_process)",
-        ));
+        )
     } else {
-        out.push(Item::info(
+        Item::info(
             "kprobes",
             format!(
                 "kprobes: none ({KPROBE_PMU} absent, CONFIG_KPROBES off): no kprobe fallback \
                  for fentry:oom_kill_process"
             ),
-        ));
+        )
     }
+}
+
+fn cgroup_item(k: &Kernel, host_root: &Path) -> Item {
     match (k.cgroup_version, &k.cgroup_mount) {
-        (Some(v), Some(m)) => out.push(Item::ok(
+        (Some(v), Some(m)) => Item::ok(
             "cgroup",
             format!("memory cgroup: {v} hierarchy at {}", m.display()),
-        )),
-        _ => out.push(
-            Item::new(
-                Status::Warn,
-                "cgroup",
-                format!(
-                    "memory cgroup: no hierarchy with the memory controller under {}: victims' \
-                     cgroup paths come from /proc only (lost when the process is gone)",
-                    host_root.display()
-                ),
-            )
-            .with_fix(
-                "mount cgroup2 with the memory controller at <host-root>/sys/fs/cgroup (or v1 \
-                 at .../memory), or pass --host-root where the host's / is mounted",
+        ),
+        _ => Item::new(
+            Status::Warn,
+            "cgroup",
+            format!(
+                "memory cgroup: no hierarchy with the memory controller under {}: victims' \
+                 cgroup paths come from /proc only (lost when the process is gone)",
+                host_root.display()
             ),
+        )
+        .with_fix(
+            "mount cgroup2 with the memory controller at <host-root>/sys/fs/cgroup (or v1 \
+             at .../memory), or pass --host-root where the host's / is mounted",
         ),
     }
+}
+
+fn kmsg_item(k: &Kernel, j: &Judge) -> Item {
     match &k.kmsg_error {
-        None => out.push(Item::ok("kmsg", "/dev/kmsg: readable")),
-        Some(e) => out.push(
-            Item::new(
-                j.kmsg,
-                "kmsg",
-                format!(
-                    "{}: no OOM context from the kernel log (the fallback when no \
-                     oom_kill_process probe attaches)",
-                    one_line(e, 200)
-                ),
-            )
-            .with_fix("run as root or grant CAP_SYSLOG; in a container, expose /dev/kmsg"),
-        ),
+        None => Item::ok("kmsg", "/dev/kmsg: readable"),
+        Some(e) => Item::new(
+            j.kmsg,
+            "kmsg",
+            format!(
+                "{}: no OOM context from the kernel log (the fallback when no \
+                 oom_kill_process probe attaches)",
+                one_line(e, 200)
+            ),
+        )
+        .with_fix("run as root or grant CAP_SYSLOG; in a container, expose /dev/kmsg"),
     }
-    out
 }

@@ -169,6 +169,28 @@ pub fn items(
     host_root_error: Option<&str>,
 ) -> Vec<Item> {
     let mut out = Vec::new();
+    reading_items(&mut out, snap, host_root_error);
+    let mut left = warnings.to_vec();
+    oom_sysctl_items(&mut out, &mut left, snap);
+    let codes = ["overcommit_near_limit", "overcommit_always"];
+    setting(&mut out, &mut left, &codes, snap, overcommit_item(snap));
+    let codes = ["min_free_kbytes_high", "min_free_kbytes_low"];
+    setting(&mut out, &mut left, &codes, snap, min_free_item(snap));
+    // Rules added to the snapshot later still show up.
+    out.extend(left.iter().map(|w| warn_item(w, snap)));
+    out.extend(psi_item(snap));
+    if let Some(n) = snap.kernel_oom_kills {
+        out.push(Item::info(
+            "kernel_oom_kills",
+            format!("OOM kills since boot: {n}"),
+        ));
+    }
+    out.push(protected_item(protected));
+    out
+}
+
+/// What could not be read, then the host's memory.
+fn reading_items(out: &mut Vec<Item>, snap: &HostSnapshot, host_root_error: Option<&str>) {
     if let Some(e) = host_root_error {
         out.push(
             Item::new(Status::Fail, "host_root", e.to_string()).with_fix(
@@ -198,20 +220,25 @@ pub fn items(
             ),
         ));
     }
-    let mut left = warnings.to_vec();
-    // Codes of the "ok" lines are `vm_<name>`: the warnings own the bare names.
-    let ok_if = |v: Option<i64>, code: &'static str, text: &str| {
-        let name = code.trim_start_matches("vm_");
-        v.map(|v| Item::ok(code, format!("vm.{name}={v}: {text}")))
-    };
+}
+
+/// An "ok" line for a sysctl. Codes of the "ok" lines are `vm_<name>`: the warnings own the
+/// bare names.
+fn ok_if(v: Option<i64>, code: &'static str, text: &str) -> Option<Item> {
+    let name = code.trim_start_matches("vm_");
+    v.map(|v| Item::ok(code, format!("vm.{name}={v}: {text}")))
+}
+
+/// The OOM killer's own sysctls: panic_on_oom, oom_kill_allocating_task, oom_dump_tasks.
+fn oom_sysctl_items(out: &mut Vec<Item>, left: &mut Vec<Warning>, snap: &HostSnapshot) {
     let panic = ok_if(
         snap.panic_on_oom,
         "vm_panic_on_oom",
         "an OOM kills a task, the node stays up",
     );
     setting(
-        &mut out,
-        &mut left,
+        out,
+        left,
         &["panic_on_oom_always", "panic_on_oom"],
         snap,
         panic,
@@ -221,20 +248,18 @@ pub fn items(
         "vm_oom_kill_allocating_task",
         "the OOM killer picks the task with the highest oom_score",
     );
-    setting(
-        &mut out,
-        &mut left,
-        &["oom_kill_allocating_task"],
-        snap,
-        oakt,
-    );
+    setting(out, left, &["oom_kill_allocating_task"], snap, oakt);
     let dump = ok_if(
         snap.oom_dump_tasks,
         "vm_oom_dump_tasks",
         "the kernel log lists the candidate tasks of each OOM",
     );
-    setting(&mut out, &mut left, &["oom_dump_tasks_off"], snap, dump);
-    let overcommit = snap.overcommit_memory.map(|m| {
+    setting(out, left, &["oom_dump_tasks_off"], snap, dump);
+}
+
+/// The "ok" line of vm.overcommit_memory, with its ratio or kbytes and how full the commit is.
+fn overcommit_item(snap: &HostSnapshot) -> Option<Item> {
+    snap.overcommit_memory.map(|m| {
         let mut text = format!("vm.overcommit_memory={m}");
         match (snap.overcommit_kbytes, snap.overcommit_ratio) {
             (Some(kb), _) if kb > 0 => text.push_str(&format!(", vm.overcommit_kbytes={kb}")),
@@ -250,10 +275,12 @@ pub fn items(
             ));
         }
         Item::ok("vm_overcommit", text)
-    });
-    let codes = ["overcommit_near_limit", "overcommit_always"];
-    setting(&mut out, &mut left, &codes, snap, overcommit);
-    let min_free = snap.min_free_kbytes.map(|cur| {
+    })
+}
+
+/// The "ok" line of vm.min_free_kbytes, with the kernel's own value.
+fn min_free_item(snap: &HostSnapshot) -> Option<Item> {
+    snap.min_free_kbytes.map(|cur| {
         let mut text = format!("vm.min_free_kbytes={cur}");
         match (
             snap.min_free_default_kbytes,
@@ -267,13 +294,13 @@ pub fn items(
             _ => {}
         }
         Item::ok("vm_min_free_kbytes", text)
-    });
-    let codes = ["min_free_kbytes_high", "min_free_kbytes_low"];
-    setting(&mut out, &mut left, &codes, snap, min_free);
-    // Rules added to the snapshot later still show up.
-    out.extend(left.iter().map(|w| warn_item(w, snap)));
+    })
+}
+
+/// Memory pressure (PSI), when the kernel says whether it has it.
+fn psi_item(snap: &HostSnapshot) -> Option<Item> {
     match (snap.psi_supported, snap.psi_some, snap.psi_full) {
-        (Some(false), ..) => out.push(Item::info(
+        (Some(false), ..) => Some(Item::info(
             "psi",
             "memory pressure (PSI): not available (CONFIG_PSI off or booted with psi=0)",
         )),
@@ -281,25 +308,17 @@ pub fn items(
             let avg = |p: Option<crate::host::PsiAverages>| {
                 p.map_or("-".into(), |p| format!("{:.2}%", p.avg10_percent))
             };
-            out.push(Item::ok(
+            Some(Item::ok(
                 "psi",
                 format!(
                     "memory pressure (PSI avg10): some {}, full {}",
                     avg(some),
                     avg(full)
                 ),
-            ));
+            ))
         }
-        (None, ..) => {}
+        (None, ..) => None,
     }
-    if let Some(n) = snap.kernel_oom_kills {
-        out.push(Item::info(
-            "kernel_oom_kills",
-            format!("OOM kills since boot: {n}"),
-        ));
-    }
-    out.push(protected_item(protected));
-    out
 }
 
 fn protected_item(p: &Protected) -> Item {

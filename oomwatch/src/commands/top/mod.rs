@@ -219,30 +219,8 @@ pub fn render_table(r: &Ranking, domain: &Domain, limit: usize) -> String {
     let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|row| {
-            // The kernel's own /proc/<pid>/oom_score, when it disagrees with ours (memory
-            // changed between the reads), is shown next to ours.
-            let mut score = row.oom_score.to_string();
-            if domain.memcg.is_none() {
-                if let Some(k) = row
-                    .kernel_oom_score
-                    .filter(|k| k.abs_diff(row.oom_score) > 1)
-                {
-                    score = format!("{score}*{k}");
-                    drift = true;
-                }
-            }
-            let mut cells = vec![
-                row.rank.map_or_else(String::new, |n| n.to_string()),
-                row.pid.to_string(),
-                row.comm.clone(),
-                score,
-                row.oom_score_adj.to_string(),
-                row.points.map_or_else(|| "-".into(), |p| p.to_string()),
-                format!("{:.2}%", row.share * 100.0),
-            ];
-            cells.extend(memory_cells(row));
-            cells.push(opt(&row.cgroup));
-            cells.push(opt(&row.pod));
+            let (cells, drifted) = ranked_cells(row, domain);
+            drift |= drifted;
             cells
         })
         .collect();
@@ -266,33 +244,67 @@ pub fn render_table(r: &Ranking, domain: &Domain, limit: usize) -> String {
         r.protected.len()
     );
     if !r.protected.is_empty() {
-        let rows: Vec<Vec<String>> = r
-            .protected
-            .iter()
-            .map(|row| {
-                let mut cells = vec![
-                    row.pid.to_string(),
-                    row.comm.clone(),
-                    row.oom_score_adj.to_string(),
-                    opt(&row.protected_by),
-                    format!("{:.2}%", row.share * 100.0),
-                ];
-                cells.extend(memory_cells(row));
-                cells.push(opt(&row.cgroup));
-                cells.push(opt(&row.pod));
-                cells
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "PID", "<COMM", "ADJ", "<WHY", "SHARE", "ANON", "FILE", "SHMEM", "SWAP", "PGTBL",
-                "<CGROUP", "<POD",
-            ],
-            &rows,
-        );
+        protected_table(&mut out, &r.protected);
     }
     out
+}
+
+/// One ranked process's cells, and whether the kernel's score disagreed with ours.
+fn ranked_cells(row: &Row, domain: &Domain) -> (Vec<String>, bool) {
+    // The kernel's own /proc/<pid>/oom_score, when it disagrees with ours (memory
+    // changed between the reads), is shown next to ours.
+    let mut score = row.oom_score.to_string();
+    let mut drift = false;
+    if domain.memcg.is_none() {
+        if let Some(k) = row
+            .kernel_oom_score
+            .filter(|k| k.abs_diff(row.oom_score) > 1)
+        {
+            score = format!("{score}*{k}");
+            drift = true;
+        }
+    }
+    let mut cells = vec![
+        row.rank.map_or_else(String::new, |n| n.to_string()),
+        row.pid.to_string(),
+        row.comm.clone(),
+        score,
+        row.oom_score_adj.to_string(),
+        row.points.map_or_else(|| "-".into(), |p| p.to_string()),
+        format!("{:.2}%", row.share * 100.0),
+    ];
+    cells.extend(memory_cells(row));
+    cells.push(opt(&row.cgroup));
+    cells.push(opt(&row.pod));
+    (cells, drift)
+}
+
+/// The processes with `oom_score_adj=-1000`, and why.
+fn protected_table(out: &mut String, protected: &[Row]) {
+    let rows: Vec<Vec<String>> = protected
+        .iter()
+        .map(|row| {
+            let mut cells = vec![
+                row.pid.to_string(),
+                row.comm.clone(),
+                row.oom_score_adj.to_string(),
+                opt(&row.protected_by),
+                format!("{:.2}%", row.share * 100.0),
+            ];
+            cells.extend(memory_cells(row));
+            cells.push(opt(&row.cgroup));
+            cells.push(opt(&row.pod));
+            cells
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "PID", "<COMM", "ADJ", "<WHY", "SHARE", "ANON", "FILE", "SHMEM", "SWAP", "PGTBL",
+            "<CGROUP", "<POD",
+        ],
+        &rows,
+    );
 }
 
 #[cfg(test)]

@@ -439,27 +439,8 @@ pub fn families(w: &Walk, rows: &[Row], truncated: u64) -> Vec<MetricFamily> {
                 });
             }
         }
-        // Labels sorted by name: cgroup, container, kind, namespace, pod, pod_uid, window.
-        if let Some(p) = &r.detail.psi {
-            for (kind, line) in [("full", p.full), ("some", p.some)] {
-                let Some(l) = line else { continue };
-                for (window, avg) in [("10s", l.avg10), ("300s", l.avg300), ("60s", l.avg60)] {
-                    let mut lv = base.to_vec();
-                    lv.insert(2, ("kind", kind));
-                    lv.push(("window", window));
-                    pressure.push(gauge(&lv, avg / 100.0));
-                }
-            }
-        }
-        if let Some(v) = &r.victim {
-            let (pid, score) = (v.pid.to_string(), v.oom_score.to_string());
-            // cgroup, comm, container, namespace, oom_score, pid, pod, pod_uid.
-            let mut lv = base.to_vec();
-            lv.insert(1, ("comm", v.comm.as_str()));
-            lv.insert(4, ("oom_score", score.as_str()));
-            lv.insert(5, ("pid", pid.as_str()));
-            victims.push(gauge(&lv, 1.0));
-        }
+        pressure_metrics(&base, r, &mut pressure);
+        victims.extend(victim_metric(&base, r));
     }
     let (g, c) = (MetricType::GAUGE, MetricType::COUNTER);
     let mut fams: Vec<MetricFamily> = per
@@ -483,26 +464,61 @@ pub fn families(w: &Walk, rows: &[Row], truncated: u64) -> Vec<MetricFamily> {
         g,
         victims,
     ));
-    fams.push(family(
-        "oomwatch_memcg_headroom_cgroups_scanned",
-        "Memory cgroup directories the headroom walk read at this scrape.",
-        g,
-        vec![gauge(&[], w.scanned as f64)],
-    ));
-    fams.push(family(
-        "oomwatch_memcg_headroom_cgroups_limited",
-        "Memory cgroups with a limit of their own the headroom walk found at this scrape.",
-        g,
-        vec![gauge(&[], w.limited as f64)],
-    ));
-    fams.push(family(
-        "oomwatch_memcg_headroom_scans_truncated_total",
-        "Headroom walks that stopped at the directory bound before reading the whole \
-         hierarchy.",
-        c,
-        vec![counter(&[], f(truncated))],
-    ));
+    fams.extend(walk_families(w, truncated));
     fams
+}
+
+/// One cgroup's `oomwatch_memcg_pressure_ratio` samples; `base` are its labels.
+fn pressure_metrics(base: &[(&str, &str); 5], r: &Row, pressure: &mut Vec<Metric>) {
+    // Labels sorted by name: cgroup, container, kind, namespace, pod, pod_uid, window.
+    let Some(p) = &r.detail.psi else { return };
+    for (kind, line) in [("full", p.full), ("some", p.some)] {
+        let Some(l) = line else { continue };
+        for (window, avg) in [("10s", l.avg10), ("300s", l.avg300), ("60s", l.avg60)] {
+            let mut lv = base.to_vec();
+            lv.insert(2, ("kind", kind));
+            lv.push(("window", window));
+            pressure.push(gauge(&lv, avg / 100.0));
+        }
+    }
+}
+
+/// One cgroup's `oomwatch_memcg_next_victim_info` sample; `base` are its labels.
+fn victim_metric(base: &[(&str, &str); 5], r: &Row) -> Option<Metric> {
+    let v = r.victim.as_ref()?;
+    let (pid, score) = (v.pid.to_string(), v.oom_score.to_string());
+    // cgroup, comm, container, namespace, oom_score, pid, pod, pod_uid.
+    let mut lv = base.to_vec();
+    lv.insert(1, ("comm", v.comm.as_str()));
+    lv.insert(4, ("oom_score", score.as_str()));
+    lv.insert(5, ("pid", pid.as_str()));
+    Some(gauge(&lv, 1.0))
+}
+
+/// The walk itself: cgroups scanned and limited at this scrape, walks cut short.
+fn walk_families(w: &Walk, truncated: u64) -> [MetricFamily; 3] {
+    let (g, c) = (MetricType::GAUGE, MetricType::COUNTER);
+    [
+        family(
+            "oomwatch_memcg_headroom_cgroups_scanned",
+            "Memory cgroup directories the headroom walk read at this scrape.",
+            g,
+            vec![gauge(&[], w.scanned as f64)],
+        ),
+        family(
+            "oomwatch_memcg_headroom_cgroups_limited",
+            "Memory cgroups with a limit of their own the headroom walk found at this scrape.",
+            g,
+            vec![gauge(&[], w.limited as f64)],
+        ),
+        family(
+            "oomwatch_memcg_headroom_scans_truncated_total",
+            "Headroom walks that stopped at the directory bound before reading the whole \
+             hierarchy.",
+            c,
+            vec![counter(&[], f(truncated))],
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ mod render;
 mod state;
 
 use render::{Family, Kind, PerLabelSet, Sample};
-use state::{series_key, KillState, Last};
+use state::{series_key, KillState, Last, Snapshot};
 
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -237,6 +237,26 @@ impl Metrics {
     /// Every family, and the size of the label sets' text.
     fn families(&self) -> (Vec<Family>, usize) {
         let ebpf = lock(&self.ebpf).refresh();
+        let (snap, texts) = self.label_set_texts();
+        let mut fams = Vec::with_capacity(24);
+        fams.extend(
+            texts
+                .iter()
+                .map(|(f, text)| Family::Rendered(*f, text.clone())),
+        );
+        fams.extend(self.kill_families(&snap));
+        fams.extend(pipeline_families(&snap, ebpf));
+        fams.extend(self.agent_families());
+        fams.extend(self.missed_family());
+        for collect in lock(&self.collectors).iter() {
+            fams.extend(collect().into_iter().map(Family::Collected));
+        }
+
+        (fams, texts.iter().map(|(_, t)| t.len()).sum())
+    }
+
+    /// A snapshot of the kill state, and the label sets' families as text.
+    fn label_set_texts(&self) -> (Snapshot, Arc<Vec<(PerLabelSet, bytes::Bytes)>>) {
         // The only time the kills lock is held during a scrape. The label sets' text is
         // rendered again only when they changed since the last scrape (a kill): 10,000 label
         // sets are 13 MB of text.
@@ -254,19 +274,17 @@ impl Metrics {
             *lock(&self.label_set_text) = Some((snap.generation, Arc::clone(&t)));
             t
         });
-        let mut fams = Vec::with_capacity(24);
-        fams.extend(
-            texts
-                .iter()
-                .map(|(f, text)| Family::Rendered(*f, text.clone())),
-        );
-        let one = |v: u64| vec![Sample::new(&[], v as f64)];
+        (snap, texts)
+    }
+
+    /// Kills and invocations: totals, the label-set cap, the last kill, replays, marks.
+    fn kill_families(&self, snap: &Snapshot) -> [Family; 7] {
         let invocations = snap
             .invocations
             .iter()
             .map(|(c, n)| Sample::new(&[("constraint", c)], *n as f64))
             .collect();
-        fams.extend([
+        [
             Family::small(
                 "oomwatch_oom_invocations_total",
                 "OOM killer invocations that killed, by constraint; a memory.oom.group kill is \
@@ -314,69 +332,83 @@ impl Metrics {
                     .marks_without_kill
                     .load(std::sync::atomic::Ordering::Relaxed)),
             ),
-            Family::small(
-                "oomwatch_events_emitted_total",
-                "OOM records written.",
-                Kind::Counter,
-                one(snap.emitted),
-            ),
-            Family::small(
-                "oomwatch_events_dropped_total",
-                "Records the eBPF programs dropped because the ring buffer was full.",
-                Kind::Counter,
-                one(ebpf.ringbuf_drops),
-            ),
-            Family::small(
-                "oomwatch_ebpf_read_errors_total",
-                "Kernel memory reads that failed inside the eBPF programs.",
-                Kind::Counter,
-                one(ebpf.read_errors),
-            ),
-        ]);
+        ]
+    }
 
+    /// The agent itself: its probes and its build.
+    fn agent_families(&self) -> [Family; 2] {
         let probes = lock(&self.probes)
             .iter()
             .map(|(p, &up)| Sample::new(&[("probe", p)], if up { 1.0 } else { 0.0 }))
             .collect();
-        fams.push(Family::small(
-            "oomwatch_probe_attached",
-            "Whether each eBPF probe is attached (1) or not (0).",
-            Kind::Gauge,
-            probes,
-        ));
-        fams.push(Family::small(
-            "oomwatch_build_info",
-            "Build information of the running oomwatch; the value is always 1.",
-            Kind::Gauge,
-            vec![Sample::new(
-                &[
-                    ("git_commit", self.build.git_commit),
-                    ("version", self.build.version),
-                ],
-                1.0,
-            )],
-        ));
-
-        let counted = lock(&self.kills).kernel_counted;
-        if let Some((read, state)) = lock(&self.missed).as_mut() {
-            let missed = match read() {
-                Some(k) => state.update(Instant::now(), k, counted),
-                None => state.missed(),
-            };
-            fams.push(Family::small(
-                "oomwatch_oom_kills_missed_total",
-                "Kernel OOM kills since the agent started (oom_kill in /proc/vmstat) that \
-                 produced no record; should stay 0.",
-                Kind::Counter,
-                one(missed),
-            ));
-        }
-        for collect in lock(&self.collectors).iter() {
-            fams.extend(collect().into_iter().map(Family::Collected));
-        }
-
-        (fams, texts.iter().map(|(_, t)| t.len()).sum())
+        [
+            Family::small(
+                "oomwatch_probe_attached",
+                "Whether each eBPF probe is attached (1) or not (0).",
+                Kind::Gauge,
+                probes,
+            ),
+            Family::small(
+                "oomwatch_build_info",
+                "Build information of the running oomwatch; the value is always 1.",
+                Kind::Gauge,
+                vec![Sample::new(
+                    &[
+                        ("git_commit", self.build.git_commit),
+                        ("version", self.build.version),
+                    ],
+                    1.0,
+                )],
+            ),
+        ]
     }
+
+    /// `oomwatch_oom_kills_missed_total`, once the kernel's kill count is read.
+    fn missed_family(&self) -> Option<Family> {
+        let counted = lock(&self.kills).kernel_counted;
+        let mut missed = lock(&self.missed);
+        let (read, state) = missed.as_mut()?;
+        let missed = match read() {
+            Some(k) => state.update(Instant::now(), k, counted),
+            None => state.missed(),
+        };
+        Some(Family::small(
+            "oomwatch_oom_kills_missed_total",
+            "Kernel OOM kills since the agent started (oom_kill in /proc/vmstat) that \
+             produced no record; should stay 0.",
+            Kind::Counter,
+            one(missed),
+        ))
+    }
+}
+
+/// One unlabelled sample.
+fn one(v: u64) -> Vec<Sample> {
+    vec![Sample::new(&[], v as f64)]
+}
+
+/// Records through the pipeline: written, dropped by the ring buffer, failed kernel reads.
+fn pipeline_families(snap: &Snapshot, ebpf: EbpfCounters) -> [Family; 3] {
+    [
+        Family::small(
+            "oomwatch_events_emitted_total",
+            "OOM records written.",
+            Kind::Counter,
+            one(snap.emitted),
+        ),
+        Family::small(
+            "oomwatch_events_dropped_total",
+            "Records the eBPF programs dropped because the ring buffer was full.",
+            Kind::Counter,
+            one(ebpf.ringbuf_drops),
+        ),
+        Family::small(
+            "oomwatch_ebpf_read_errors_total",
+            "Kernel memory reads that failed inside the eBPF programs.",
+            Kind::Counter,
+            one(ebpf.read_errors),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -52,13 +52,43 @@ pub fn prepare(
             .and_then(|r| tracefs::read_format(r, cat, name).map_err(|e| e.to_string()))
     };
     let mut lifecycle = LifecycleOffsets::ABSENT;
+    let exit = exit_offsets(&format, &mut lifecycle, btf.clone(), task.clone());
+    let reaper = reaper_offsets(&format, &mut lifecycle);
+    let mut signal = SignalOffsets::ABSENT;
+    let (signal_tp, signal_btf) = signal_offsets(&format, &mut signal, btf, task);
+    let (killers, killer_names, signal_tp, signal_btf) = match killer_table(extra_killers) {
+        Ok((k, names)) => (k, names, signal_tp, signal_btf),
+        Err(e) => (KillerComms::EMPTY, Vec::new(), Err(e.clone()), Err(e)),
+    };
+    Prepared {
+        lifecycle,
+        signal,
+        killers,
+        killer_names,
+        exit,
+        reaper,
+        signal_tp,
+        signal_btf,
+    }
+}
+
+/// A trace record's format by category and name, or why it cannot be read.
+type FormatOf<'a> = &'a dyn Fn(&str, &str) -> Result<tracefs::Format, String>;
+
+/// `sched_process_exit`'s offsets; the row's detail says how a process's last exit is told.
+fn exit_offsets(
+    format: FormatOf<'_>,
+    lifecycle: &mut LifecycleOffsets,
+    btf: Result<&Btf, String>,
+    task: Result<(), String>,
+) -> Result<&'static str, String> {
     // The exit program needs to know when a process's last thread exits: `group_dead` in the
     // record (6.16+), else `signal_struct.live` through the task offsets (BTF).
-    let live = task.clone().and(btf.clone()).and_then(|b| {
+    let live = task.and(btf).and_then(|b| {
         b.member_offset("signal_struct", "live")
             .map_err(|e| e.to_string())
     });
-    let exit = format("sched", "sched_process_exit").map(|f| {
+    format("sched", "sched_process_exit").map(|f| {
         if let Some(g) = f.field("group_dead").filter(|g| g.size == 1) {
             lifecycle.exit_group_dead = g.offset;
             "exit of killed processes (group_dead of the trace record)"
@@ -68,7 +98,12 @@ pub fn prepare(
         } else {
             "exit of killed processes (of the leader thread: no group_dead field, no BTF)"
         }
-    });
+    })
+}
+
+/// The `pid` offset of each of the OOM reaper's events; all four or an error naming those
+/// that failed.
+fn reaper_offsets(format: FormatOf<'_>, lifecycle: &mut LifecycleOffsets) -> Result<(), String> {
     let mut reaper_errors = Vec::new();
     for (event, _) in REAPER_EVENTS {
         match format("oom", event).and_then(|f| int_field(&f, "pid")) {
@@ -81,12 +116,19 @@ pub fn prepare(
             Err(e) => reaper_errors.push(format!("oom/{event}: {e}")),
         }
     }
-    let reaper = match reaper_errors.is_empty() {
+    match reaper_errors.is_empty() {
         true => Ok(()),
         false => Err(reaper_errors.join("; ")),
-    };
+    }
+}
 
-    let mut signal = SignalOffsets::ABSENT;
+/// `signal_generate`'s record offsets (tracepoint row) and `si_code` (tp_btf row).
+fn signal_offsets(
+    format: FormatOf<'_>,
+    signal: &mut SignalOffsets,
+    btf: Result<&Btf, String>,
+    task: Result<(), String>,
+) -> (Result<(), String>, Result<(), String>) {
     let signal_tp = format("signal", "signal_generate").and_then(|f| {
         signal.sig = int_field(&f, "sig")?;
         signal.pid = int_field(&f, "pid")?;
@@ -104,32 +146,7 @@ pub fn prepare(
         signal.si_code = signal_btf_layout(btf)?;
         Ok(())
     });
-    let (killers, killer_names) = match killer_table(extra_killers) {
-        Ok((k, names)) => (k, names),
-        Err(e) => {
-            let err = Err(e);
-            return Prepared {
-                lifecycle,
-                signal,
-                killers: KillerComms::EMPTY,
-                killer_names: Vec::new(),
-                exit,
-                reaper,
-                signal_tp: err.clone(),
-                signal_btf: err,
-            };
-        }
-    };
-    Prepared {
-        lifecycle,
-        signal,
-        killers,
-        killer_names,
-        exit,
-        reaper,
-        signal_tp,
-        signal_btf,
-    }
+    (signal_tp, signal_btf)
 }
 
 /// The offset of a 4-byte integer field of a trace record.

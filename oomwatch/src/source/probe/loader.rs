@@ -11,6 +11,7 @@ use super::offsets;
 use super::table::{self, row, ProbeId, ProbeStatus};
 use crate::source::btf::Btf;
 use crate::source::gfp::GfpDecoder;
+use crate::source::tracefs::MarkVictimLayout;
 
 /// The eBPF object, built by `cargo xtask build` and embedded by `build.rs` (empty when it was
 /// not built, e.g. under a plain `cargo check`).
@@ -92,9 +93,67 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
     }
-    let mut status = Vec::new();
-
     // Offsets first, from BTF (ours, dropped before the kernel objects are created) and tracefs.
+    let resolved = resolve(opts);
+    let mut ebpf = load_object(opts, &resolved)?;
+    let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
+
+    let mut status = Vec::new();
+    attach_mark_victim(&mut ebpf, opts, &resolved, &kernel_btf, &mut status);
+    attach_oom_kill(&mut ebpf, opts, &resolved, &kernel_btf, &mut status);
+    let oom_kill = [ProbeId::OomKillFentry, ProbeId::OomKillKprobe];
+    let oom_kill_attached = status
+        .iter()
+        .any(|s| s.attached && oom_kill.contains(&s.probe));
+    status.extend(super::candidates::attach(
+        &mut ebpf,
+        &resolved.scored,
+        &opts.disabled,
+        kernel_btf.as_ref().map_err(Clone::clone),
+        oom_kill_attached,
+    ));
+    status.extend(super::lifecycle::attach(
+        &mut ebpf,
+        &resolved.lifecycle,
+        &opts.disabled,
+        kernel_btf.as_ref().map_err(Clone::clone),
+    ));
+    drop(kernel_btf);
+
+    require_victim_row(&status)?;
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let candidates = take_map(&mut ebpf, "CANDIDATES")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    Ok(Probes {
+        ebpf,
+        events,
+        candidates,
+        counters,
+        status,
+        logger,
+        constraints: resolved.constraints,
+        gfp: resolved.gfp,
+    })
+}
+
+/// What [`resolve`] found before the object is loaded: the globals' offsets, the kernel's names
+/// for constraints and GFP flags, and why a row cannot attach.
+struct Resolved {
+    task: Result<TaskOffsets, String>,
+    passes_task: Result<(), String>,
+    oom_control: Result<OomControlOffsets, String>,
+    constraints: Vec<(i64, String)>,
+    gfp: Option<(GfpDecoder, &'static str)>,
+    lifecycle: super::lifecycle::Prepared,
+    scored: super::candidates::Prepared,
+    /// The `oom/mark_victim` trace record: offsets, layout, and the row's detail.
+    tp: Result<(MarkVictimOffsets, MarkVictimLayout, String), String>,
+}
+
+/// Reads our own copy of the BTF for every offset, then drops it before the kernel objects are
+/// created; the trace record's offsets come from tracefs.
+fn resolve(opts: &LoadOptions) -> Resolved {
     let btf = Btf::from_file(&opts.btf_path).map_err(|e| e.to_string());
     let task = btf.as_ref().map_err(Clone::clone).and_then(offsets::task);
     let passes_task = btf
@@ -109,21 +168,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .as_ref()
         .map(offsets::constraint_names)
         .unwrap_or_default();
-    // GFP flag names: the kernel's own table (tracefs) on any kernel, else the bit layout in
-    // BTF (6.10+), else none (then only the kernel log's own decoding).
-    let gfp = crate::source::tracefs::ensure_mounted()
-        .ok()
-        .and_then(|(root, _)| {
-            std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()
-        })
-        .and_then(|text| GfpDecoder::from_tracefs_format(&text))
-        .map(|d| (d, GFP_FROM_TRACEFS))
-        .or_else(|| {
-            btf.as_ref()
-                .ok()
-                .and_then(GfpDecoder::from_btf)
-                .map(|d| (d, GFP_FROM_BTF))
-        });
+    let gfp = gfp_names(btf.as_ref().ok());
     let lifecycle = super::lifecycle::prepare(
         btf.as_ref().map_err(Clone::clone),
         task.as_ref().map(drop).map_err(Clone::clone),
@@ -135,50 +180,87 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     );
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);
+    Resolved {
+        task,
+        passes_task,
+        oom_control,
+        constraints,
+        gfp,
+        lifecycle,
+        scored,
+        tp,
+    }
+}
 
-    let mv = tp.as_ref().map_or(MarkVictimOffsets::ABSENT, |t| t.0);
-    let mut task_off = task.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
+/// GFP flag names: the kernel's own table (tracefs) on any kernel, else the bit layout in
+/// BTF (6.10+), else none (then only the kernel log's own decoding).
+fn gfp_names(btf: Option<&Btf>) -> Option<(GfpDecoder, &'static str)> {
+    crate::source::tracefs::ensure_mounted()
+        .ok()
+        .and_then(|(root, _)| {
+            std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()
+        })
+        .and_then(|text| GfpDecoder::from_tracefs_format(&text))
+        .map(|d| (d, GFP_FROM_TRACEFS))
+        .or_else(|| {
+            btf.and_then(GfpDecoder::from_btf)
+                .map(|d| (d, GFP_FROM_BTF))
+        })
+}
+
+/// Loads the object with the resolved offsets as its globals.
+fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
+    let mv = r.tp.as_ref().map_or(MarkVictimOffsets::ABSENT, |t| t.0);
+    let mut task_off = r.task.as_ref().map_or(TaskOffsets::ABSENT, |t| *t);
     if opts.inject_read_fault {
         task_off.task_signal = task_off.task_comm;
     }
-    let oc = oom_control
+    let oc = r
+        .oom_control
         .as_ref()
         .map_or(OomControlOffsets::ABSENT, |o| *o);
     // EbpfLoader::new() parses the kernel BTF for relocations and drops it when this statement
     // ends; the BTF-typed programs below parse it once more. Never two copies alive at once:
     // the parsed vmlinux BTF is the agent's largest start-up allocation.
-    let mut ebpf = EbpfLoader::new()
+    let ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
         .override_global("TASK_OFFSETS", &task_off, true)
         .override_global("OOM_CONTROL_OFFSETS", &oc, true)
-        .override_global("LIFECYCLE_OFFSETS", &lifecycle.lifecycle, true)
-        .override_global("SIGNAL_OFFSETS", &lifecycle.signal, true)
-        .override_global("KILLER_COMMS", &lifecycle.killers, true)
-        .override_global("CANDIDATE_OFFSETS", &scored.offsets, true)
+        .override_global("LIFECYCLE_OFFSETS", &r.lifecycle.lifecycle, true)
+        .override_global("SIGNAL_OFFSETS", &r.lifecycle.signal, true)
+        .override_global("KILLER_COMMS", &r.lifecycle.killers, true)
+        .override_global("CANDIDATE_OFFSETS", &r.scored.offsets, true)
         .map_max_entries(
             "CANDIDATES",
             super::candidates::ring_bytes(
-                &scored,
+                &r.scored,
                 &opts.disabled,
                 &[ProbeId::OomKillFentry, ProbeId::OomKillKprobe],
             ),
         )
         .load(EBPF_OBJECT)?;
-    let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
+    Ok(ebpf)
+}
 
+/// The victim rows: tp_btf `mark_victim` (the victim's task_struct), then the tracepoint
+/// `oom/mark_victim` (the kernel's trace record).
+fn attach_mark_victim(
+    ebpf: &mut Ebpf,
+    opts: &LoadOptions,
+    r: &Resolved,
+    kernel_btf: &Result<aya::Btf, String>,
+    status: &mut Vec<ProbeStatus>,
+) {
     let off = |probe: ProbeId| table::enabled(&opts.disabled, probe);
     // Row: tp_btf mark_victim — the victim's task_struct.
     let btf_row = if opts.force_pid_only {
         Err("disabled by --force-pid-only".to_string())
     } else {
         off(ProbeId::MarkVictimBtf)
-            .and(passes_task)
-            .and(task.clone())
+            .and(r.passes_task.clone())
+            .and(r.task.clone())
             .and(kernel_btf.as_ref().map_err(Clone::clone))
-            .and_then(|kbtf| {
-                attach::btf_tracepoint(&mut ebpf, "mark_victim_btf", "mark_victim", kbtf)
-            })
+            .and_then(|kbtf| attach::btf_tracepoint(ebpf, "mark_victim_btf", "mark_victim", kbtf))
     };
     status.push(row(
         ProbeId::MarkVictimBtf,
@@ -186,74 +268,56 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         "tgid, memory cgroup, oom_score_adj",
     ));
     // Row: tracepoint oom/mark_victim — the kernel's trace record.
-    match tp {
+    match &r.tp {
         Ok((_, _, detail)) => {
-            let r = off(ProbeId::MarkVictimTp).and_then(|()| {
-                attach::tracepoint(&mut ebpf, "mark_victim_tp", "oom", "mark_victim")
-            });
-            status.push(row(ProbeId::MarkVictimTp, r, &detail));
+            let res = off(ProbeId::MarkVictimTp)
+                .and_then(|()| attach::tracepoint(ebpf, "mark_victim_tp", "oom", "mark_victim"));
+            status.push(row(ProbeId::MarkVictimTp, res, detail));
         }
-        Err(why) => status.push(row(ProbeId::MarkVictimTp, Err(why), "")),
+        Err(why) => status.push(row(ProbeId::MarkVictimTp, Err(why.clone()), "")),
     }
-    // Rows: oom_kill_process — fentry, else kprobe.
-    let oom_ready = oom_control.and(task).map(drop);
+}
+
+/// Rows: oom_kill_process — fentry, else kprobe.
+fn attach_oom_kill(
+    ebpf: &mut Ebpf,
+    opts: &LoadOptions,
+    r: &Resolved,
+    kernel_btf: &Result<aya::Btf, String>,
+    status: &mut Vec<ProbeStatus>,
+) {
+    let off = |probe: ProbeId| table::enabled(&opts.disabled, probe);
+    let oom_ready = r.oom_control.clone().and(r.task.clone()).map(drop);
     let fentry = oom_ready
         .clone()
         .and(off(ProbeId::OomKillFentry))
         .and(kernel_btf.as_ref().map_err(Clone::clone))
-        .and_then(|kbtf| attach::fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", kbtf));
+        .and_then(|kbtf| attach::fentry(ebpf, "oom_kill_fentry", "oom_kill_process", kbtf));
     let fentry_ok = fentry.is_ok();
     status.push(row(ProbeId::OomKillFentry, fentry, OOM_KILL_READS));
     if !fentry_ok {
         let kprobe = oom_ready
             .and(off(ProbeId::OomKillKprobe))
-            .and_then(|()| attach::kprobe(&mut ebpf, "oom_kill_kprobe", "oom_kill_process"));
+            .and_then(|()| attach::kprobe(ebpf, "oom_kill_kprobe", "oom_kill_process"));
         status.push(row(ProbeId::OomKillKprobe, kprobe, OOM_KILL_READS));
     }
-    let oom_kill = [ProbeId::OomKillFentry, ProbeId::OomKillKprobe];
-    let oom_kill_attached = status
-        .iter()
-        .any(|s| s.attached && oom_kill.contains(&s.probe));
-    status.extend(super::candidates::attach(
-        &mut ebpf,
-        &scored,
-        &opts.disabled,
-        kernel_btf.as_ref().map_err(Clone::clone),
-        oom_kill_attached,
-    ));
-    status.extend(super::lifecycle::attach(
-        &mut ebpf,
-        &lifecycle,
-        &opts.disabled,
-        kernel_btf.as_ref().map_err(Clone::clone),
-    ));
-    drop(kernel_btf);
+}
 
+/// Fails unless a `mark_victim` row attached, naming every row's reason.
+fn require_victim_row(status: &[ProbeStatus]) -> Result<(), ProbeError> {
     let victims = [ProbeId::MarkVictimTp, ProbeId::MarkVictimBtf];
-    if !status
+    if status
         .iter()
         .any(|s| s.attached && victims.contains(&s.probe))
     {
-        let why = status
-            .iter()
-            .map(|s| format!("{}: {}", s.probe, s.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(ProbeError::NothingAttached(why));
+        return Ok(());
     }
-    let events = take_map(&mut ebpf, "EVENTS")?;
-    let candidates = take_map(&mut ebpf, "CANDIDATES")?;
-    let counters = take_map(&mut ebpf, "COUNTERS")?;
-    Ok(Probes {
-        ebpf,
-        events,
-        candidates,
-        counters,
-        status,
-        logger,
-        constraints,
-        gfp,
-    })
+    let why = status
+        .iter()
+        .map(|s| format!("{}: {}", s.probe, s.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ProbeError::NothingAttached(why))
 }
 
 const OOM_KILL_READS: &str =
