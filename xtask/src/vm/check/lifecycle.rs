@@ -3,10 +3,9 @@
 //! when the guest ran its earlyoom phase, the event of the real earlyoom's SIGKILL
 //! (`killer: "earlyoom"`).
 //!
-//! Each check applies when the agent says it can: the lifecycle check when its log has
-//! `tracepoint:sched/sched_process_exit` attached, the earlyoom check when the guest printed the
-//! `userspace-victims` section (it has earlyoom). A console of an older agent passes with a
-//! detail saying so.
+//! Both are required: every kernel of the matrix has the `sched_process_exit` tracepoint, so the
+//! exit row must attach (unless this agent disabled it with `--disable-probe`), and the guest
+//! always has earlyoom (`vm-test` puts Debian's in the initramfs), so its phase must have run.
 
 use crate::vm::{
     agent::Kernel,
@@ -44,12 +43,23 @@ pub fn checks(k: &Kernel, log: &[String], events: &[Value], others: &[Value]) ->
 
 fn lifecycle(k: &Kernel, log: &[String], events: &[Value], others: &[Value]) -> Check {
     let status = probe_status(log);
-    if !matches!(status.get(EXIT_PROBE), Some((true, _))) {
-        return check(
-            "kill lifecycle",
-            Vec::new(),
-            format!("not checked: {EXIT_PROBE} not attached in this run"),
-        );
+    match status.get(EXIT_PROBE) {
+        Some((true, _)) => {}
+        Some((false, why)) if why.contains("disabled by --disable-probe") => {
+            return check(
+                "kill lifecycle",
+                Vec::new(),
+                format!("not applicable: {EXIT_PROBE} disabled for this agent"),
+            )
+        }
+        other => {
+            let why = other.map_or("no such row in the agent's log", |(_, why)| why.as_str());
+            return check(
+                "kill lifecycle",
+                vec![format!("{EXIT_PROBE} did not attach: {why}")],
+                String::new(),
+            );
+        }
     }
     let mut problems = Vec::new();
     let mut times = Vec::new();
@@ -115,8 +125,8 @@ fn earlyoom(k: &Kernel, others: &[Value]) -> Check {
     if !k.console.sections.contains_key(USERSPACE_SECTION) {
         return check(
             "userspace killer",
-            Vec::new(),
-            "not checked: the guest ran no earlyoom phase".into(),
+            vec!["the guest ran no earlyoom phase (earlyoom missing from the initramfs?)".into()],
+            String::new(),
         );
     }
     let mut problems = Vec::new();
@@ -228,8 +238,43 @@ mod tests {
         let wrong = LIFECYCLE.replace(r#""oom_id":1"#, r#""oom_id":2"#);
         let c = run("", &[EVENT, &wrong]);
         assert!(!c[0].ok && c[0].detail.contains("oom_id"), "{c:#?}");
-        // Without the earlyoom phase that check does not apply.
-        assert!(c[1].ok && c[1].detail.starts_with("not checked"));
+        // Without the earlyoom phase that check fails: the guest always has earlyoom.
+        assert!(
+            !c[1].ok && c[1].detail.contains("no earlyoom phase"),
+            "{c:#?}"
+        );
+    }
+
+    #[test]
+    fn an_exit_row_that_did_not_attach_fails_unless_disabled() {
+        let console = Console::parse(PHASE);
+        let k = Kernel {
+            console: &console,
+            victims: &[],
+            kills: &[],
+            invocations: &[],
+        };
+        let row = |attached: &str| {
+            let (message, key, why) = match attached {
+                "disabled" => ("probe unavailable", "reason", "disabled by --disable-probe"),
+                _ => ("probe unavailable", "reason", "tracefs: no such event"),
+            };
+            format!(
+                r#"{{"level":"WARN","fields":{{"message":"{message}","probe":"{EXIT_PROBE}","{key}":"{why}"}}}}"#
+            )
+        };
+        let failed = checks(&k, &[row("failed")], &[], &[]);
+        assert!(
+            !failed[0].ok && failed[0].detail.contains("did not attach"),
+            "{failed:#?}"
+        );
+        let disabled = checks(&k, &[row("disabled")], &[], &[]);
+        assert!(
+            disabled[0].ok && disabled[0].detail.contains("not applicable"),
+            "{disabled:#?}"
+        );
+        let absent = checks(&k, &[], &[], &[]);
+        assert!(!absent[0].ok, "{absent:#?}");
     }
 
     #[test]
