@@ -240,3 +240,18 @@ fn no_path_attributes_and_no_test_files_beside_modules() {
         "path attributes, or *_tests.rs files in src: {offenders:?}"
     );
 }
+
+#[test]
+fn every_probe_row_is_documented() {
+    // The probe table's names come from `ProbeId` alone; the docs must name every row.
+    let root = workspace();
+    for doc in ["README.md", "docs/metrics.md"] {
+        let text = fs::read_to_string(root.join(doc)).unwrap();
+        for p in oomwatch::record::ProbeId::ALL {
+            assert!(
+                text.contains(p.name()),
+                "{doc} does not name the probe row {p}"
+            );
+        }
+    }
+}
