@@ -219,3 +219,24 @@ pub fn ensure_apt_tool(
     find_on_path(name)
         .with_context(|| format!("[{step}] {list} installed but {name} is still not on PATH"))
 }
+
+/// Compares `actual` with `xtask/tests/fixtures/pinned/<name>` (a test's pinned output);
+/// `XTASK_BLESS=1` writes it instead.
+#[cfg(test)]
+pub fn assert_pinned(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pinned")
+        .join(name);
+    if std::env::var_os("XTASK_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (XTASK_BLESS=1 writes it)", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs from {}:\n{actual}",
+        path.display()
+    );
+}

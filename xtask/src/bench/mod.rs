@@ -339,4 +339,163 @@ mod tests {
         }
         assert!(r.json().render().contains("\"targets\""));
     }
+
+    fn pct(base: f64) -> Option<stats::Pct> {
+        Some(stats::Pct {
+            n: 7,
+            p50: base,
+            p95: base * 1.5,
+            p99: base * 2.0,
+            max: base * 3.0,
+            mean: base * 1.1,
+        })
+    }
+
+    fn storm(base: f64) -> phases::Storm {
+        phases::Storm {
+            cgroups: 4,
+            limit_mib: 16,
+            secs: 12.5,
+            sigkilled: 1000,
+            kernel_kills: 1000,
+            records: 1000,
+            dropped: Some(0.0),
+            missed: Some(0.0),
+            latency_ms: pct(base),
+            drain_ms: pct(base / 2.0),
+            kill_to_exit_ms: pct(base / 4.0),
+            read_ms: pct(base * 1.2),
+            cpu_ms: 321.5,
+            cpu_us_per_record: Some(321.5),
+            peak_rss_kib: 6000,
+            wakeups: 4000,
+            runq_wait_us_per_wakeup: Some(87.0),
+            machine_busy_pct: 93.0,
+            other_host_kills: 2,
+            ..phases::Storm::default()
+        }
+    }
+
+    /// A report with every optional part present (and one without any: the default).
+    fn full_report() -> Report {
+        let idle = phases::Idle {
+            secs: 60.0,
+            rss_kib: 5000,
+            peak_rss_kib: 5200,
+            cpu_ms: 12.0,
+            cpu_pct: 0.02,
+            wakeups: 120,
+            wakeups_per_s: 2.0,
+            threads: 3,
+        };
+        let scrape = |n: usize| http::ScrapeStats {
+            scrapes: 200,
+            label_sets: Some(n as f64),
+            samples: n * 6,
+            bytes: n * 600,
+            latency_ms: pct(1.0 + n as f64 / 1000.0),
+        };
+        let variant = |key, what, base| diagnostic_storms::Variant {
+            key,
+            what,
+            storm: storm(base),
+        };
+        let mut r = Report {
+            date: "2026-01-02T03:04:05Z".into(),
+            commit: Some("abc123".into()),
+            machine: sys::Machine {
+                cpu_model: "Test CPU".into(),
+                cores: 2,
+                ram_mib: 4096,
+                kernel: "6.1.0-test".into(),
+                hz: Some(250),
+            },
+            agent: "/work/x/target/release/oomwatch".into(),
+            load_before: "0.10 0.20 0.30".into(),
+            load_after: "1.10 1.20 1.30".into(),
+            busy_pct: 55.0,
+            idle_busy_pct: 5.0,
+            console: kernel_log::Console {
+                consoles: vec!["ttyS0".into(), "tty0".into()],
+                loglevel: Some(7),
+                err_line_ms: Some(3.25),
+                info_line_ms: Some(0.01),
+            },
+            idle_activity: report::IdleActivity {
+                kernel_log_lines: 3,
+                kernel_oom_kills: 1,
+                agent_records: 1,
+                agent_ring_batches: 1,
+                attempts: 2,
+            },
+            startup: phases::Startup {
+                ms: 120.0,
+                peak_rss_kib: 7000,
+                rss_kib: 6500,
+                settled_after_ms: 1500.0,
+            },
+            idle,
+            storm: storm(3.0),
+            storm_plan: (4, 250),
+            scrape: scrape(1),
+            variants: vec![
+                variant("floor", "the floor", 1.0),
+                variant("floor+kmsg-context", "floor + kmsg", 2.0),
+                variant("floor+state-on-disk", "floor + disk", 1.5),
+                variant("floor+normal-priority", "floor + prio", 1.25),
+            ],
+            synthetic_sets: 10_000,
+            scrape_synthetic: scrape(10_000),
+            scrape_10k_series: Some(scrape(1666)),
+            wrk: Some((
+                tools::WrkResult {
+                    secs: 30,
+                    threads: 1,
+                    connections: 4,
+                    requests: 3000,
+                    rps: 100.5,
+                    p50_ms: Some(9.5),
+                    p99_ms: None,
+                    max_ms: Some(40.0),
+                    errors: 0,
+                },
+                storm(8.0),
+            )),
+            node_exporter: Some(report::NodeExporterReport {
+                version: "node_exporter, version 1.5.0 (branch: debian)".into(),
+                idle,
+                scrape: scrape(0),
+                delay: tools::VmstatDelay {
+                    kills: 20,
+                    delay_ms: pct(12.0),
+                    oomwatch_ms: pct(2.0),
+                    poll_ms: pct(4.0),
+                    log_lines_per_kill: 40.0,
+                },
+            }),
+            notes: vec!["wrk could not be installed: wrk not run".into()],
+            ..Report::default()
+        };
+        let analysis = diagnostic_storms::analysis(&r);
+        r.notes.extend(analysis);
+        r
+    }
+
+    /// The bench's output, pinned: `docs/benchmarks.md`'s markdown, the JSON results and the
+    /// notes, for a report with every part and for an empty one. `XTASK_BLESS=1` rewrites them.
+    #[test]
+    fn rendered_results_are_pinned() {
+        let full = full_report();
+        let empty = Report::default();
+        crate::util::assert_pinned(
+            "bench-full.md",
+            &markdown::markdown(&full, "target/bench/x.json"),
+        );
+        crate::util::assert_pinned("bench-full.json", &full.json().render());
+        crate::util::assert_pinned(
+            "bench-empty.md",
+            &markdown::markdown(&empty, "target/bench/x.json"),
+        );
+        crate::util::assert_pinned("bench-empty.json", &empty.json().render());
+    }
 }

@@ -430,6 +430,53 @@ mod tests {
         );
     }
 
+    /// Every verdict, worded exactly, for the repository and for each drift.
+    #[test]
+    fn containerfile_verdicts_are_pinned() {
+        let mut out = String::new();
+        let mut show = |what: &str, r: &RepoFacts| {
+            out.push_str(&format!("== {what}\n"));
+            for c in check_containerfile(r) {
+                out.push_str(&format!("{}: {:?}\n", c.name, c.result));
+            }
+        };
+        show("repository", &repo_facts());
+        for (from, to) in [
+            ("bpf-linker@0.13.0", "bpf-linker@0.12.0"),
+            ("llvm-22-dev", "llvm-19-dev"),
+            ("RUN cargo xtask build", "RUN cargo xtask build-all"),
+            ("RUN cargo xtask build", "RUN true"),
+            (
+                "ENTRYPOINT [\"/usr/local/bin/oomwatch\"]",
+                "ENTRYPOINT [\"/agent\"]",
+            ),
+            ("FROM gcr.io/distroless/cc-debian12", "FROM alpine:3"),
+            (
+                "FROM gcr.io/distroless/cc-debian12",
+                "FROM debian:bookworm-slim",
+            ),
+            ("target/release/oomwatch", "target/release/agent"),
+            ("--from=builder", "--from=nothing"),
+            ("BUILD_PACKAGES", "BUILD_PACKAGEZ"),
+            ("LLVM_PREFIX=", "LLVM_PREFIZ="),
+            (" AS builder", ""),
+        ] {
+            let mut r = repo_facts();
+            r.containerfile = r.containerfile.replacen(from, to, 1);
+            r.setup_rs = r.setup_rs.replacen(from, to, 1);
+            show(&format!("{from} -> {to}"), &r);
+        }
+        let mut r = repo_facts();
+        r.containerfile = "FROM scratch\n".into();
+        r.ignore_file = None;
+        r.ldd = None;
+        show("one stage, nothing else", &r);
+        let mut r = repo_facts();
+        r.ldd = Some("\tlibssl.so.3 => /lib/libssl.so.3 (0x1)\n".into());
+        show("libssl", &r);
+        crate::util::assert_pinned("containerfile-verdicts.txt", &out);
+    }
+
     #[test]
     fn containerfile_instructions_join_continuations_and_skip_comments() {
         let text =
