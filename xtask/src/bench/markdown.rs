@@ -11,13 +11,16 @@ use super::{
 /// `docs/benchmarks.md`.
 pub fn markdown(r: &Report, json_path: &str) -> String {
     let mut o = String::new();
+    machine(&mut o, r, json_path);
+    results(&mut o, r);
+    side_by_side(&mut o, r);
+    breakdown(&mut o, r);
+    notes(&mut o, r);
+    o
+}
+
+fn machine(o: &mut String, r: &Report, json_path: &str) {
     let m = &r.machine;
-    let checks = r.checks();
-    let check = |name: &str| checks.iter().find(|c| c.name == name);
-    let row = |o: &mut String, n: &str, what: &str, value: String, c: Option<&Check>| {
-        let (t, ok) = c.map_or(("—", ""), |c| (c.target, mark(c.ok)));
-        let _ = writeln!(o, "| {n} | {what} | {value} | {t} | {ok} |");
-    };
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
         o,
@@ -49,206 +52,218 @@ pub fn markdown(r: &Report, json_path: &str) -> String {
          included) |\n",
         r.load_before, r.load_after, r.busy_pct, r.idle_busy_pct
     );
+}
 
+/// A row of the results table: its number, what, the value, and the check (by name) whose
+/// target and verdict it shows.
+type Row = (&'static str, String, String, Option<&'static str>);
+
+fn row(
+    n: &'static str,
+    what: impl Into<String>,
+    value: String,
+    check: Option<&'static str>,
+) -> Row {
+    (n, what.into(), value, check)
+}
+
+fn results(o: &mut String, r: &Report) {
+    let checks = r.checks();
     let _ = writeln!(o, "## Results\n");
     let _ = writeln!(o, "| # | measurement | value | target | met |");
     let _ = writeln!(o, "|---|---|---|---|---|");
+    let rows = storm_rows(r)
+        .into_iter()
+        .chain(idle_rows(r))
+        .chain(scrape_rows(r));
+    for (n, what, value, check) in rows {
+        let c: Option<&Check> = check.and_then(|name| checks.iter().find(|c| c.name == name));
+        let (t, ok) = c.map_or(("—", ""), |c| (c.target, mark(c.ok)));
+        let _ = writeln!(o, "| {n} | {what} | {value} | {t} | {ok} |");
+    }
+    o.push('\n');
+}
+
+const STORM_OK: Option<&str> = Some("storm: records = kernel kills, none dropped");
+
+fn storm_rows(r: &Report) -> Vec<Row> {
     let s = &r.storm;
     let (ncg, per) = r.storm_plan;
-    row(
-        &mut o,
-        "1",
-        &format!(
-            "OOM storm ({ncg} cgroups × {per} kills, {} MiB limit): kills counted by the kernel",
-            s.limit_mib
-        ),
-        format!("{} in {:.1} s", s.kernel_kills, s.secs),
-        None,
-    );
-    let storm_ok = check("storm: records = kernel kills, none dropped");
-    row(
-        &mut o,
-        "1",
-        "records emitted",
-        s.records.to_string(),
-        storm_ok,
-    );
-    row(
-        &mut o,
-        "1",
-        "records dropped (ring buffer) / replayed / missed",
-        format!(
-            "{} / {} / {}",
-            opt_num(s.dropped),
-            s.replayed,
-            opt_num(s.missed)
-        ),
-        storm_ok,
-    );
-    row(
-        &mut o,
-        "1",
-        "kill → record latency p50 / p95 / p99 / max",
-        pcts(&s.latency_ms),
-        check("storm: kill → record p99"),
-    );
-    row(
-        &mut o,
-        "1",
-        "agent CPU time per record",
-        s.cpu_us_per_record
-            .map_or("n/a".into(), |v| format!("{v:.0} µs")),
-        None,
-    );
-    row(
-        &mut o,
-        "1",
-        "agent peak RSS during the storm",
-        format!("{:.2} MiB", mib(s.peak_rss_kib)),
-        None,
-    );
-    let i = &r.idle;
-    row(
-        &mut o,
-        "2",
-        &format!("idle RSS ({:.0} s)", i.secs),
-        format!(
-            "{:.2} MiB (peak {:.2} MiB)",
-            mib(i.rss_kib),
-            mib(i.peak_rss_kib)
-        ),
-        check("idle RSS"),
-    );
-    row(
-        &mut o,
-        "2",
-        "idle CPU",
-        format!("{:.4} % of a core ({:.1} ms)", i.cpu_pct, i.cpu_ms),
-        check("idle CPU"),
-    );
-    row(
-        &mut o,
-        "2",
-        "idle wake-ups (context switches, all threads)",
-        format!(
-            "{:.2}/s ({} in {:.0} s, {} threads)",
-            i.wakeups_per_s, i.wakeups, i.secs, i.threads
-        ),
-        None,
-    );
-    let ia = &r.idle_activity;
-    row(
-        &mut o,
-        "2",
-        "meanwhile on the host: kernel log lines (OOM kills) / agent records / ring-buffer batches",
-        format!(
-            "{} ({}) / {} / {}",
-            ia.kernel_log_lines, ia.kernel_oom_kills, ia.agent_records, ia.agent_ring_batches
-        ),
-        None,
-    );
-    row(
-        &mut o,
-        "2",
-        "start-up to \"probes ready\" (all probes attached)",
-        format!("{:.0} ms", r.startup.ms),
-        None,
-    );
-    row(
-        &mut o,
-        "2",
-        "ready → start-up work done (no CPU for 1 s)",
-        format!("{:.0} ms", r.startup.settled_after_ms),
-        None,
-    );
-    row(
-        &mut o,
-        "2",
-        "peak RSS during start-up",
-        format!("{:.2} MiB", mib(r.startup.peak_rss_kib)),
-        None,
-    );
-    let sc = &r.scrape_synthetic;
-    row(
-        &mut o,
-        "3",
-        &format!(
-            "scrape with {} label sets ({} samples), p50 / p99",
-            r.synthetic_sets, sc.samples
-        ),
-        sc.latency_ms.map_or("n/a".into(), |p| {
-            format!("{:.2} / {:.2} ms (n={})", p.p50, p.p99, p.n)
-        }),
-        check("scrape p99"),
-    );
-    row(
-        &mut o,
-        "3",
-        "response size",
-        format!("{} bytes", sc.bytes),
-        None,
-    );
-    if let Some(t) = &r.scrape_10k_series {
+    vec![
         row(
-            &mut o,
+            "1",
+            format!(
+                "OOM storm ({ncg} cgroups × {per} kills, {} MiB limit): kills counted by the kernel",
+                s.limit_mib
+            ),
+            format!("{} in {:.1} s", s.kernel_kills, s.secs),
+            None,
+        ),
+        row("1", "records emitted", s.records.to_string(), STORM_OK),
+        row(
+            "1",
+            "records dropped (ring buffer) / replayed / missed",
+            format!(
+                "{} / {} / {}",
+                opt_num(s.dropped),
+                s.replayed,
+                opt_num(s.missed)
+            ),
+            STORM_OK,
+        ),
+        row(
+            "1",
+            "kill → record latency p50 / p95 / p99 / max",
+            pcts(&s.latency_ms),
+            Some("storm: kill → record p99"),
+        ),
+        row(
+            "1",
+            "agent CPU time per record",
+            s.cpu_us_per_record
+                .map_or("n/a".into(), |v| format!("{v:.0} µs")),
+            None,
+        ),
+        row(
+            "1",
+            "agent peak RSS during the storm",
+            format!("{:.2} MiB", mib(s.peak_rss_kib)),
+            None,
+        ),
+    ]
+}
+
+fn idle_rows(r: &Report) -> Vec<Row> {
+    let (i, ia) = (&r.idle, &r.idle_activity);
+    vec![
+        row(
+            "2",
+            format!("idle RSS ({:.0} s)", i.secs),
+            format!(
+                "{:.2} MiB (peak {:.2} MiB)",
+                mib(i.rss_kib),
+                mib(i.peak_rss_kib)
+            ),
+            Some("idle RSS"),
+        ),
+        row(
+            "2",
+            "idle CPU",
+            format!("{:.4} % of a core ({:.1} ms)", i.cpu_pct, i.cpu_ms),
+            Some("idle CPU"),
+        ),
+        row(
+            "2",
+            "idle wake-ups (context switches, all threads)",
+            format!(
+                "{:.2}/s ({} in {:.0} s, {} threads)",
+                i.wakeups_per_s, i.wakeups, i.secs, i.threads
+            ),
+            None,
+        ),
+        row(
+            "2",
+            "meanwhile on the host: kernel log lines (OOM kills) / agent records / ring-buffer batches",
+            format!(
+                "{} ({}) / {} / {}",
+                ia.kernel_log_lines, ia.kernel_oom_kills, ia.agent_records, ia.agent_ring_batches
+            ),
+            None,
+        ),
+        row(
+            "2",
+            "start-up to \"probes ready\" (all probes attached)",
+            format!("{:.0} ms", r.startup.ms),
+            None,
+        ),
+        row(
+            "2",
+            "ready → start-up work done (no CPU for 1 s)",
+            format!("{:.0} ms", r.startup.settled_after_ms),
+            None,
+        ),
+        row(
+            "2",
+            "peak RSS during start-up",
+            format!("{:.2} MiB", mib(r.startup.peak_rss_kib)),
+            None,
+        ),
+    ]
+}
+
+/// `p50 / p99 ms (n=N)` of a scrape series.
+fn scrape_p50_p99(s: &ScrapeStats) -> String {
+    s.latency_ms.map_or("n/a".into(), |p| {
+        format!("{:.2} / {:.2} ms (n={})", p.p50, p.p99, p.n)
+    })
+}
+
+fn scrape_rows(r: &Report) -> Vec<Row> {
+    let sc = &r.scrape_synthetic;
+    let mut rows = vec![
+        row(
             "3",
-            &format!(
+            format!(
+                "scrape with {} label sets ({} samples), p50 / p99",
+                r.synthetic_sets, sc.samples
+            ),
+            scrape_p50_p99(sc),
+            Some("scrape p99"),
+        ),
+        row("3", "response size", format!("{} bytes", sc.bytes), None),
+    ];
+    if let Some(t) = &r.scrape_10k_series {
+        rows.push(row(
+            "3",
+            format!(
                 "for comparison: {} label sets, {} samples in all ({} bytes), p50 / p99",
                 t.label_sets.unwrap_or(0.0),
                 t.samples,
                 t.bytes
             ),
-            t.latency_ms.map_or("n/a".into(), |p| {
-                format!("{:.2} / {:.2} ms (n={})", p.p50, p.p99, p.n)
-            }),
+            scrape_p50_p99(t),
             None,
-        );
+        ));
     }
-    match &r.wrk {
-        Some((w, st)) => {
-            row(
-                &mut o,
-                "3",
-                &format!(
-                    "wrk {} s, {} connections, during a storm: req/s, p50 / p99",
-                    w.secs, w.connections
-                ),
-                format!(
-                    "{:.1} req/s, {} / {} ({} errors)",
-                    w.rps,
-                    ms(w.p50_ms),
-                    ms(w.p99_ms),
-                    w.errors
-                ),
-                None,
-            );
-            row(
-                &mut o,
-                "3",
-                "records = kernel kills during wrk (dropped)",
-                format!(
-                    "{} = {} ({})",
-                    st.records,
-                    st.kernel_kills,
-                    opt_num(st.dropped)
-                ),
-                check("wrk + storm: records = kernel kills, none dropped"),
-            );
-            row(
-                &mut o,
-                "3",
-                "kill → record during wrk p50 / p95 / p99 / max",
-                pcts(&st.latency_ms),
-                None,
-            );
-        }
-        None => row(&mut o, "3", "wrk", "not run (wrk missing)".into(), None),
-    }
-    o.push('\n');
-    side_by_side(&mut o, r);
-    breakdown(&mut o, r);
-    notes(&mut o, r);
-    o
+    let Some((w, st)) = &r.wrk else {
+        rows.push(row("3", "wrk", "not run (wrk missing)".into(), None));
+        return rows;
+    };
+    rows.extend([
+        row(
+            "3",
+            format!(
+                "wrk {} s, {} connections, during a storm: req/s, p50 / p99",
+                w.secs, w.connections
+            ),
+            format!(
+                "{:.1} req/s, {} / {} ({} errors)",
+                w.rps,
+                ms(w.p50_ms),
+                ms(w.p99_ms),
+                w.errors
+            ),
+            None,
+        ),
+        row(
+            "3",
+            "records = kernel kills during wrk (dropped)",
+            format!(
+                "{} = {} ({})",
+                st.records,
+                st.kernel_kills,
+                opt_num(st.dropped)
+            ),
+            Some("wrk + storm: records = kernel kills, none dropped"),
+        ),
+        row(
+            "3",
+            "kill → record during wrk p50 / p95 / p99 / max",
+            pcts(&st.latency_ms),
+            None,
+        ),
+    ]);
+    rows
 }
 
 fn side_by_side(o: &mut String, r: &Report) {
