@@ -87,25 +87,7 @@ impl Agent {
         let _ = fs::remove_dir_all(&state_dir);
         fs::create_dir_all(&state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args(["--log-format", "json"])
-            // debug: the per-record `event written` latency; trace for the run loop only:
-            // `ring buffer drained` with the kernel → user-space age of each batch.
-            .args(["--log-level", "debug,oomwatch::commands::run=trace"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = command(wrapper, binary, port, &state_dir, extra);
         eprintln!("[bench] $ {}", crate::util::describe(&cmd));
         let spawned = Instant::now();
         let mut child = cmd
@@ -130,35 +112,7 @@ impl Agent {
             state_dir,
             data,
         };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            match ready_rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(at) => {
-                    agent.startup = at.duration_since(spawned);
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                    if let Some(status) = agent.child.try_wait()? {
-                        bail!(
-                            "the agent exited ({status}) before it was ready; log:\n{}",
-                            agent.log_tail()
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
-                    "the agent did not log \"probes ready\" within 120 s; log:\n{}",
-                    agent.log_tail()
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = agent.child.wait()?;
-                    thread::sleep(Duration::from_millis(100));
-                    bail!(
-                        "the agent exited ({status}) before it was ready; log:\n{}",
-                        agent.log_tail()
-                    );
-                }
-            }
-        }
+        agent.startup = agent.wait_ready(&ready_rx)?.duration_since(spawned);
         let s = sys::sample(pid)?;
         agent.startup_hwm_kib = s.hwm_kib;
         agent.ready_rss_kib = s.rss_kib;
@@ -170,6 +124,37 @@ impl Agent {
             thread::sleep(Duration::from_millis(20));
         }
         Ok(agent)
+    }
+
+    /// When the agent logged "probes ready"; an error with its log if it exits or takes
+    /// over 120 s.
+    fn wait_ready(&mut self, ready: &mpsc::Receiver<Instant>) -> Result<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match ready.recv_timeout(Duration::from_millis(200)) {
+                Ok(at) => return Ok(at),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Some(status) = self.child.try_wait()? {
+                        bail!(
+                            "the agent exited ({status}) before it was ready; log:\n{}",
+                            self.log_tail()
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "the agent did not log \"probes ready\" within 120 s; log:\n{}",
+                    self.log_tail()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait()?;
+                    thread::sleep(Duration::from_millis(100));
+                    bail!(
+                        "the agent exited ({status}) before it was ready; log:\n{}",
+                        self.log_tail()
+                    );
+                }
+            }
+        }
     }
 
     pub fn mark(&self) -> Mark {
@@ -291,6 +276,36 @@ impl Drop for Agent {
         }
         let _ = fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// `oomwatch run` on `port` with `state_dir`, JSON debug logs, stdout and stderr piped.
+fn command(
+    wrapper: &[&str],
+    binary: &Path,
+    port: u16,
+    state_dir: &Path,
+    extra: &[String],
+) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--log-format", "json"])
+        // debug: the per-record `event written` latency; trace for the run loop only:
+        // `ring buffer drained` with the kernel → user-space age of each batch.
+        .args(["--log-level", "debug,oomwatch::commands::run=trace"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 fn read_events(out: impl std::io::Read, data: Arc<Mutex<Collected>>) {
