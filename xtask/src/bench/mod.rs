@@ -19,7 +19,12 @@ mod storm;
 mod sys;
 mod tools;
 
-use std::{fs, thread, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -74,43 +79,20 @@ const SMOKE: Config = Config {
 };
 
 pub fn bench(smoke: bool) -> Result<()> {
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-    if !util::is_root() {
-        if smoke && !ci {
-            eprintln!(
-                "[bench] note: not root, bench smoke skipped (it loads eBPF programs and \
-                 creates memory cgroups: run `sudo cargo xtask bench --smoke`)"
-            );
-            return Ok(());
-        }
-        bail!("[bench] needs root (eBPF programs, memory cgroups): run it as root");
+    if !may_run(smoke)? {
+        return Ok(());
     }
     let cfg = if smoke { SMOKE } else { FULL };
     // OOMWATCH_BENCH_AGENT=PATH benchmarks that binary instead of building one.
     let binary = match std::env::var_os("OOMWATCH_BENCH_AGENT").filter(|p| !p.is_empty()) {
-        Some(path) => std::path::PathBuf::from(path),
+        Some(path) => PathBuf::from(path),
         // The label-set scrape bench uses the `--synthetic-label-sets` test knob.
         None => crate::build_with(smoke, &["test-knobs"]).context("[bench] build")?,
     };
     let out_dir = crate::target_dir().join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
     let mut notes = Vec::new();
-    let have_wrk = match tools::ensure_packages(&["wrk"]) {
-        Ok(()) => true,
-        Err(e) if smoke => {
-            notes.push(format!("wrk could not be installed ({e:#}): wrk not run"));
-            false
-        }
-        Err(e) => return Err(e.context("[bench] installing wrk")),
-    };
-    if !smoke {
-        tools::ensure_packages(&["prometheus-node-exporter"])
-            .context("[bench] installing prometheus-node-exporter")?;
-    }
-    let have_ne = tools::have(tools::NODE_EXPORTER);
-    if !have_ne {
-        notes.push("prometheus-node-exporter is not installed: not compared".into());
-    }
+    let (have_wrk, have_ne) = install_tools(smoke, &mut notes)?;
 
     let (date, stamp) = sys::utc_now();
     let mut r = Report {
@@ -127,36 +109,196 @@ pub fn bench(smoke: bool) -> Result<()> {
     // The console set-up explains much of the latency; the full run also times one line.
     r.console = kernel_log::Console::probe(!smoke);
     let cpu0 = sys::cpu_times();
-    let state = |n: &str| out_dir.join(format!("state-{stamp}-{n}"));
-
-    // 1, 2 and 4: one agent with default flags, node_exporter beside it.
-    let a = Agent::start(&binary, state("a"), &[])?;
-    r.startup = phases::Startup::of(&a);
-    eprintln!(
-        "[bench] agent ready in {:.0} ms (peak RSS {} KiB)",
-        r.startup.ms, r.startup.peak_rss_kib
-    );
-    let ne = if have_ne {
-        Some(tools::NodeExporter::start()?)
-    } else {
-        None
+    let run = Run {
+        cfg: &cfg,
+        binary: &binary,
+        out_dir: &out_dir,
+        stamp: &stamp,
     };
-    // Let both settle (the agent's first kernel-log read, node_exporter's start).
-    thread::sleep(Duration::from_secs(1));
-    let settled = phases::settle(a.pid, Duration::from_secs(30))?;
-    r.startup.settled_after_ms = (settled.as_secs_f64() + 1.0) * 1000.0;
-    eprintln!(
-        "[bench] agent idle {:.0} ms after ready",
-        r.startup.settled_after_ms
-    );
-    let mut pids = vec![a.pid];
-    pids.extend(ne.as_ref().map(|n| n.pid));
-    // "Nothing happening" is the premise: when others' OOM kills land in the window (the
-    // machine is shared), the window is repeated (full run: up to 3 tries, the quietest kept).
+    run.default_agent(&mut r, have_ne)?;
+    // Where the latency goes: the same kind of storm with one thing changed at a time.
+    if cfg.variant_kills_per_cgroup > 0 {
+        r.variants = diagnostic_storms::variants(&binary, &out_dir, &stamp, |tag, a| {
+            phases::storm(
+                a,
+                tag,
+                cfg.cgroups,
+                cfg.variant_kills_per_cgroup,
+                cfg.limit,
+                None,
+            )
+        })?;
+    }
+    run.label_sets(&mut r, have_wrk, smoke)?;
+
+    r.load_after = sys::loadavg();
+    r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
+    r.notes.extend(notes);
+    r.notes.extend(diagnostic_storms::analysis(&r));
+    write_results(&r, &out_dir, &stamp)?;
+    summarize(&r)
+}
+
+/// Whether to run: root is needed; without it the smoke run outside CI is skipped (with a
+/// note), everything else fails.
+fn may_run(smoke: bool) -> Result<bool> {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    if util::is_root() {
+        return Ok(true);
+    }
+    if smoke && !ci {
+        eprintln!(
+            "[bench] note: not root, bench smoke skipped (it loads eBPF programs and \
+             creates memory cgroups: run `sudo cargo xtask bench --smoke`)"
+        );
+        return Ok(false);
+    }
+    bail!("[bench] needs root (eBPF programs, memory cgroups): run it as root");
+}
+
+/// wrk (optional in --smoke) and node_exporter (installed by the full run): whether each is
+/// there, with a note when not.
+fn install_tools(smoke: bool, notes: &mut Vec<String>) -> Result<(bool, bool)> {
+    let have_wrk = match tools::ensure_packages(&["wrk"]) {
+        Ok(()) => true,
+        Err(e) if smoke => {
+            notes.push(format!("wrk could not be installed ({e:#}): wrk not run"));
+            false
+        }
+        Err(e) => return Err(e.context("[bench] installing wrk")),
+    };
+    if !smoke {
+        tools::ensure_packages(&["prometheus-node-exporter"])
+            .context("[bench] installing prometheus-node-exporter")?;
+    }
+    let have_ne = tools::have(tools::NODE_EXPORTER);
+    if !have_ne {
+        notes.push("prometheus-node-exporter is not installed: not compared".into());
+    }
+    Ok((have_wrk, have_ne))
+}
+
+/// What every phase of one run shares.
+struct Run<'a> {
+    cfg: &'a Config,
+    binary: &'a Path,
+    out_dir: &'a Path,
+    stamp: &'a str,
+}
+
+impl Run<'_> {
+    fn start(&self, name: &str, args: &[String]) -> Result<Agent> {
+        let state = self.out_dir.join(format!("state-{}-{name}", self.stamp));
+        Agent::start(self.binary, state, args)
+    }
+
+    /// 1, 2 and 4: one agent with default flags, node_exporter beside it.
+    fn default_agent(&self, r: &mut Report, have_ne: bool) -> Result<()> {
+        let cfg = self.cfg;
+        let a = self.start("a", &[])?;
+        r.startup = phases::Startup::of(&a);
+        eprintln!(
+            "[bench] agent ready in {:.0} ms (peak RSS {} KiB)",
+            r.startup.ms, r.startup.peak_rss_kib
+        );
+        let ne = if have_ne {
+            Some(tools::NodeExporter::start()?)
+        } else {
+            None
+        };
+        // Let both settle (the agent's first kernel-log read, node_exporter's start).
+        thread::sleep(Duration::from_secs(1));
+        let settled = phases::settle(a.pid, Duration::from_secs(30))?;
+        r.startup.settled_after_ms = (settled.as_secs_f64() + 1.0) * 1000.0;
+        eprintln!(
+            "[bench] agent idle {:.0} ms after ready",
+            r.startup.settled_after_ms
+        );
+        let mut pids = vec![a.pid];
+        pids.extend(ne.as_ref().map(|n| n.pid));
+        let (idle, busy, act) = quietest_idle(&a, &pids, cfg)?;
+        r.idle_activity = act;
+        r.idle = idle[0];
+        r.idle_busy_pct = busy;
+        r.storm = phases::storm(
+            &a,
+            "storm",
+            cfg.cgroups,
+            cfg.kills_per_cgroup,
+            cfg.limit,
+            None,
+        )?;
+        r.scrape = http::scrape_series(a.port, cfg.scrapes)?;
+        if let Some(ne) = &ne {
+            let scrape = http::scrape_series(ne.port, cfg.scrapes)?;
+            let delay = phases::vmstat_delay(&a, ne, cfg.vmstat_kills, cfg.limit)?;
+            r.node_exporter = Some(NodeExporterReport {
+                version: ne.version.clone(),
+                idle: idle[1],
+                scrape,
+                delay,
+            });
+        }
+        drop(ne);
+        check_agent_output(&a)?;
+        a.stop()
+    }
+
+    /// 3: many label sets, scraped alone, then under wrk while a storm runs; the full run
+    /// also scrapes 10,000 series in all.
+    fn label_sets(&self, r: &mut Report, have_wrk: bool, smoke: bool) -> Result<()> {
+        let cfg = self.cfg;
+        let n = cfg.synthetic_sets;
+        let b = self.start("b", &synthetic_args(n))?;
+        r.scrape_synthetic = http::scrape_series(b.port, cfg.scrapes)?;
+        eprintln!(
+            "[bench] scrape of {n} label sets: {:?} ms p99, {} bytes",
+            r.scrape_synthetic.latency_ms.map(|p| p.p99),
+            r.scrape_synthetic.bytes
+        );
+        if have_wrk {
+            r.wrk = Some(phases::wrk_with_storm(
+                &b,
+                cfg.wrk_secs,
+                cfg.cgroups,
+                cfg.wrk_kills_per_cgroup,
+                cfg.limit,
+            )?);
+        }
+        check_agent_output(&b)?;
+        b.stop()?;
+        // The same with 10,000 series in all: every label set is 6 series (the counter,
+        // badness, last-kill time and 3 RSS gauges).
+        if !smoke {
+            let c = self.start("c", &synthetic_args(n / 6))?;
+            r.scrape_10k_series = Some(http::scrape_series(c.port, cfg.scrapes)?);
+            c.stop()?;
+        }
+        Ok(())
+    }
+}
+
+/// The agent flags for `n` synthetic label sets (with room for twice as many).
+fn synthetic_args(n: u64) -> [String; 4] {
+    [
+        "--max-label-sets".to_string(),
+        (2 * n).to_string(),
+        "--synthetic-label-sets".into(),
+        n.to_string(),
+    ]
+}
+
+/// "Nothing happening" is the premise: when others' OOM kills land in the window (the
+/// machine is shared), the window is repeated (full run: up to 3 tries, the quietest kept).
+fn quietest_idle(
+    a: &Agent,
+    pids: &[u32],
+    cfg: &Config,
+) -> Result<(Vec<phases::Idle>, f64, report::IdleActivity)> {
     let mut best: Option<(Vec<phases::Idle>, f64, report::IdleActivity)> = None;
     for attempt in 1..=cfg.idle_tries {
         let (mark, mut kmsg) = (a.mark(), kernel_log::KmsgCounter::open());
-        let (idle, busy) = phases::idle(&pids, cfg.idle_secs)?;
+        let (idle, busy) = phases::idle(pids, cfg.idle_secs)?;
         let (kernel_log_lines, kernel_oom_kills) = kmsg.count();
         let (agent_records, agent_ring_batches) = a.activity_since(mark);
         let act = report::IdleActivity {
@@ -183,94 +325,13 @@ pub fn bench(smoke: bool) -> Result<()> {
             break;
         }
     }
-    let (idle, busy, act) = best.context("no idle window")?;
-    r.idle_activity = act;
-    r.idle = idle[0];
-    r.idle_busy_pct = busy;
-    r.storm = phases::storm(
-        &a,
-        "storm",
-        cfg.cgroups,
-        cfg.kills_per_cgroup,
-        cfg.limit,
-        None,
-    )?;
-    r.scrape = http::scrape_series(a.port, cfg.scrapes)?;
-    if let Some(ne) = &ne {
-        let scrape = http::scrape_series(ne.port, cfg.scrapes)?;
-        let delay = phases::vmstat_delay(&a, ne, cfg.vmstat_kills, cfg.limit)?;
-        r.node_exporter = Some(NodeExporterReport {
-            version: ne.version.clone(),
-            idle: idle[1],
-            scrape,
-            delay,
-        });
-    }
-    drop(ne);
-    check_agent_output(&a)?;
-    a.stop()?;
+    best.context("no idle window")
+}
 
-    // Where the latency goes: the same kind of storm with one thing changed at a time.
-    if cfg.variant_kills_per_cgroup > 0 {
-        r.variants = diagnostic_storms::variants(&binary, &out_dir, &stamp, |tag, a| {
-            phases::storm(
-                a,
-                tag,
-                cfg.cgroups,
-                cfg.variant_kills_per_cgroup,
-                cfg.limit,
-                None,
-            )
-        })?;
-    }
-
-    // 3: many label sets, scraped alone, then under wrk while a storm runs.
-    let n = cfg.synthetic_sets;
-    let args = [
-        "--max-label-sets".to_string(),
-        (2 * n).to_string(),
-        "--synthetic-label-sets".into(),
-        n.to_string(),
-    ];
-    let b = Agent::start(&binary, state("b"), &args)?;
-    r.scrape_synthetic = http::scrape_series(b.port, cfg.scrapes)?;
-    eprintln!(
-        "[bench] scrape of {n} label sets: {:?} ms p99, {} bytes",
-        r.scrape_synthetic.latency_ms.map(|p| p.p99),
-        r.scrape_synthetic.bytes
-    );
-    if have_wrk {
-        r.wrk = Some(phases::wrk_with_storm(
-            &b,
-            cfg.wrk_secs,
-            cfg.cgroups,
-            cfg.wrk_kills_per_cgroup,
-            cfg.limit,
-        )?);
-    }
-    check_agent_output(&b)?;
-    b.stop()?;
-    // The same with 10,000 series in all: every label set is 6 series (the counter, badness,
-    // last-kill time and 3 RSS gauges).
-    if !smoke {
-        let sets = n / 6;
-        let args = [
-            "--max-label-sets".to_string(),
-            (2 * sets).to_string(),
-            "--synthetic-label-sets".into(),
-            sets.to_string(),
-        ];
-        let c = Agent::start(&binary, state("c"), &args)?;
-        r.scrape_10k_series = Some(http::scrape_series(c.port, cfg.scrapes)?);
-        c.stop()?;
-    }
-
-    r.load_after = sys::loadavg();
-    r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
-    r.notes.extend(notes);
-    r.notes.extend(diagnostic_storms::analysis(&r));
-
-    let name = if smoke {
+/// The JSON under `target/bench/`, and the markdown: `docs/benchmarks.md` (full run) or
+/// stderr (--smoke).
+fn write_results(r: &Report, out_dir: &Path, stamp: &str) -> Result<()> {
+    let name = if r.smoke {
         format!("bench-smoke-{stamp}.json")
     } else {
         format!("bench-{stamp}.json")
@@ -279,15 +340,15 @@ pub fn bench(smoke: bool) -> Result<()> {
     fs::write(&json_path, r.json().render())
         .with_context(|| format!("write {}", json_path.display()))?;
     eprintln!("[bench] results: {}", json_path.display());
-    let md = markdown::markdown(&r, &format!("target/bench/{name}"));
-    if smoke {
+    let md = markdown::markdown(r, &format!("target/bench/{name}"));
+    if r.smoke {
         eprintln!("{md}");
     } else {
         let doc = util::repo_root().join("docs/benchmarks.md");
         fs::write(&doc, &md).with_context(|| format!("write {}", doc.display()))?;
         eprintln!("[bench] table: {}", doc.display());
     }
-    summarize(&r)
+    Ok(())
 }
 
 /// Every stdout line of the agent must be an event.
