@@ -366,7 +366,7 @@ fn check_agent_output(a: &Agent) -> Result<()> {
 fn summarize(r: &Report) -> Result<()> {
     let mut failed = Vec::new();
     for c in r.checks() {
-        let ok = if c.ok { "✓" } else { "✗" };
+        let ok = report::mark(c.ok);
         let note = if r.smoke && !c.correctness {
             ", not checked in --smoke"
         } else {

@@ -191,39 +191,14 @@ impl Report {
     }
 
     pub fn json(&self) -> J {
-        let m = &self.machine;
-        let mut top = vec![
+        J::obj(vec![
             ("mode", J::str(if self.smoke { "smoke" } else { "full" })),
             ("date", J::str(&self.date)),
             ("git_commit", self.commit.clone().map_or(J::Null, J::Str)),
             ("agent_binary", J::str(&self.agent)),
-            (
-                "machine",
-                J::obj(vec![
-                    ("cpu_model", J::str(&m.cpu_model)),
-                    ("cores", J::Num(m.cores as f64)),
-                    ("ram_mib", J::Num(m.ram_mib as f64)),
-                    ("kernel", J::str(&m.kernel)),
-                    ("config_hz", J::opt(m.hz.map(|h| h as f64))),
-                    ("loadavg_before", J::str(&self.load_before)),
-                    ("loadavg_after", J::str(&self.load_after)),
-                    ("all_cpus_busy_pct_whole_run", J::Num(self.busy_pct)),
-                    ("all_cpus_busy_pct_idle_window", J::Num(self.idle_busy_pct)),
-                ]),
-            ),
+            ("machine", self.machine_json()),
             ("console", self.console.json()),
-            (
-                "startup",
-                J::obj(vec![
-                    ("to_probes_ready_ms", J::Num(self.startup.ms)),
-                    ("peak_rss_kib", J::Num(self.startup.peak_rss_kib as f64)),
-                    ("rss_when_ready_kib", J::Num(self.startup.rss_kib as f64)),
-                    (
-                        "quiet_after_ready_ms",
-                        J::Num(self.startup.settled_after_ms),
-                    ),
-                ]),
-            ),
+            ("startup", startup_json(&self.startup)),
             ("idle", idle_json(&self.idle)),
             ("idle_host_activity", self.idle_activity.json()),
             ("storm", storm_json(&self.storm)),
@@ -245,46 +220,69 @@ impl Report {
                     .as_ref()
                     .map_or(J::Null, |s| s.json()),
             ),
-        ];
-        top.push((
-            "wrk_with_storm",
-            match &self.wrk {
-                Some((w, s)) => J::obj(vec![("wrk", w.json()), ("storm", storm_json(s))]),
-                None => J::Null,
-            },
-        ));
-        top.push((
-            "node_exporter",
-            match &self.node_exporter {
-                Some(n) => J::obj(vec![
-                    ("version", J::str(&n.version)),
-                    ("idle", idle_json(&n.idle)),
-                    ("scrape", n.scrape.json()),
-                    ("kill_visibility", n.delay.json()),
-                ]),
-                None => J::Null,
-            },
-        ));
-        let checks = self
-            .checks()
-            .into_iter()
-            .map(|c| {
-                J::obj(vec![
-                    ("name", J::str(c.name)),
-                    ("value", J::str(c.value)),
-                    ("target", J::str(c.target)),
-                    ("met", J::Bool(c.ok)),
-                    ("correctness", J::Bool(c.correctness)),
-                ])
-            })
-            .collect();
-        top.push(("targets", J::Arr(checks)));
-        top.push((
-            "notes",
-            J::Arr(self.notes.iter().map(|n| J::str(n.as_str())).collect()),
-        ));
-        J::obj(top)
+            (
+                "wrk_with_storm",
+                self.wrk.as_ref().map_or(J::Null, |(w, s)| {
+                    J::obj(vec![("wrk", w.json()), ("storm", storm_json(s))])
+                }),
+            ),
+            (
+                "node_exporter",
+                self.node_exporter.as_ref().map_or(J::Null, |n| {
+                    J::obj(vec![
+                        ("version", J::str(&n.version)),
+                        ("idle", idle_json(&n.idle)),
+                        ("scrape", n.scrape.json()),
+                        ("kill_visibility", n.delay.json()),
+                    ])
+                }),
+            ),
+            (
+                "targets",
+                J::Arr(self.checks().iter().map(Check::json).collect()),
+            ),
+            (
+                "notes",
+                J::Arr(self.notes.iter().map(|n| J::str(n.as_str())).collect()),
+            ),
+        ])
     }
+
+    fn machine_json(&self) -> J {
+        let m = &self.machine;
+        J::obj(vec![
+            ("cpu_model", J::str(&m.cpu_model)),
+            ("cores", J::Num(m.cores as f64)),
+            ("ram_mib", J::Num(m.ram_mib as f64)),
+            ("kernel", J::str(&m.kernel)),
+            ("config_hz", J::opt(m.hz.map(|h| h as f64))),
+            ("loadavg_before", J::str(&self.load_before)),
+            ("loadavg_after", J::str(&self.load_after)),
+            ("all_cpus_busy_pct_whole_run", J::Num(self.busy_pct)),
+            ("all_cpus_busy_pct_idle_window", J::Num(self.idle_busy_pct)),
+        ])
+    }
+}
+
+impl Check {
+    fn json(&self) -> J {
+        J::obj(vec![
+            ("name", J::str(self.name)),
+            ("value", J::str(&self.value)),
+            ("target", J::str(self.target)),
+            ("met", J::Bool(self.ok)),
+            ("correctness", J::Bool(self.correctness)),
+        ])
+    }
+}
+
+fn startup_json(s: &Startup) -> J {
+    J::obj(vec![
+        ("to_probes_ready_ms", J::Num(s.ms)),
+        ("peak_rss_kib", J::Num(s.peak_rss_kib as f64)),
+        ("rss_when_ready_kib", J::Num(s.rss_kib as f64)),
+        ("quiet_after_ready_ms", J::Num(s.settled_after_ms)),
+    ])
 }
 
 fn idle_json(i: &Idle) -> J {
