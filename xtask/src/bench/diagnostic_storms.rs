@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{agent::Agent, json::J, phases::Storm, report::Report};
+use super::{agent::Agent, json::J, phases::Storm, report::Report, stats::Pct};
 
 /// A diagnostic storm.
 #[derive(Clone, Debug)]
@@ -107,7 +107,7 @@ const KMSG: &str = "floor+kmsg-context";
 const DISK: &str = "floor+state-on-disk";
 const PRIO: &str = "floor+normal-priority";
 
-fn ms3(p: Option<super::stats::Pct>) -> String {
+fn ms3(p: Option<Pct>) -> String {
     p.map_or("n/a".into(), |p| {
         format!(
             "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -118,121 +118,147 @@ fn ms3(p: Option<super::stats::Pct>) -> String {
 
 /// Notes that read the numbers: where the kill → record time goes.
 pub fn analysis(r: &Report) -> Vec<String> {
-    let mut out = Vec::new();
     let (Some(lat), Some(drain)) = (r.storm.latency_ms, r.storm.drain_ms) else {
-        return out;
+        return Vec::new();
     };
-    let variant = |k: &str| r.variants.iter().find(|v| v.key == k).map(|v| &v.storm);
+    let mut out = Vec::new();
+    out.extend(console_note(r, drain));
+    out.extend(floor_note(r, lat));
+    out.extend(delay_notes(r));
+    out.extend(window_note(r));
+    out.extend(isolated_kills_note(r));
+    out.extend(scrape_note(r));
+    out
+}
+
+fn variant<'a>(r: &'a Report, key: &str) -> Option<&'a Storm> {
+    r.variants.iter().find(|v| v.key == key).map(|v| &v.storm)
+}
+
+fn console_note(r: &Report, drain: Pct) -> Option<String> {
     let c = &r.console;
-    if c.err_on_console() {
-        let cost = c
-            .err_line_ms
-            .map_or(String::new(), |ms| format!(", {ms:.2} ms per line here"));
-        out.push(format!(
-            "Kernel side: the OOM killer logs \"Killed process ...\" at KERN_ERR right after \
-             `mark_victim`; with console_loglevel {} that line is written synchronously to the \
-             console ({}){cost}, by the killing task with preemption off. An agent woken on \
-             that CPU runs only afterwards. Kill → ring buffer drained: p50 {:.2} ms, p99 {:.2} \
-             ms. A host that keeps KERN_ERR off slow consoles (`kernel.printk = 3 4 1 7`, or \
-             `loglevel=3`) does not pay this.",
-            c.loglevel.unwrap_or(0),
-            c.consoles.join(", "),
-            drain.p50,
-            drain.p99
-        ));
+    if !c.err_on_console() {
+        return None;
     }
+    let cost = c
+        .err_line_ms
+        .map_or(String::new(), |ms| format!(", {ms:.2} ms per line here"));
+    Some(format!(
+        "Kernel side: the OOM killer logs \"Killed process ...\" at KERN_ERR right after \
+         `mark_victim`; with console_loglevel {} that line is written synchronously to the \
+         console ({}){cost}, by the killing task with preemption off. An agent woken on \
+         that CPU runs only afterwards. Kill → ring buffer drained: p50 {:.2} ms, p99 {:.2} \
+         ms. A host that keeps KERN_ERR off slow consoles (`kernel.printk = 3 4 1 7`, or \
+         `loglevel=3`) does not pay this.",
+        c.loglevel.unwrap_or(0),
+        c.consoles.join(", "),
+        drain.p50,
+        drain.p99
+    ))
+}
+
+fn floor_note(r: &Report, lat: Pct) -> Option<String> {
+    let floor = variant(r, FLOOR)?;
+    let f = floor.latency_ms?;
+    Some(format!(
+        "Floor: with none of the three delays below (no kernel-log context, state on tmpfs, \
+         SCHED_FIFO) the same kind of storm gives {}, drain p99 {:.2} ms; the main storm \
+         (all three present): {}. Each delay alone, put back on the floor:",
+        ms3(Some(f)),
+        floor.drain_ms.map_or(f64::NAN, |d| d.p99),
+        ms3(Some(lat))
+    ))
+}
+
+/// What putting one delay back on the floor costs, at p50 and p99.
+fn cost(r: &Report, key: &str) -> String {
+    let floor = variant(r, FLOOR).and_then(|s| s.latency_ms);
+    match (floor, variant(r, key).and_then(|s| s.latency_ms)) {
+        (Some(f), Some(v)) => format!(
+            "floor + this: {}, i.e. {:+.2} ms at p50 and {:+.2} ms at p99 over the floor",
+            ms3(Some(v)),
+            v.p50 - f.p50,
+            v.p99 - f.p99
+        ),
+        _ => "not measured in this run".into(),
+    }
+}
+
+/// The three suspected delays, each with what it costs on the floor.
+fn delay_notes(r: &Report) -> [String; 3] {
     let tick = r.machine.hz.map_or("one timer tick".to_string(), |hz| {
         format!(
             "one timer tick ({:.0} ms at CONFIG_HZ={hz})",
             1000.0 / hz as f64
         )
     });
-    let floor = variant(FLOOR).and_then(|s| s.latency_ms);
-    // What putting one delay back on the floor costs, at p50 and p99.
-    let cost = |k: &str| -> String {
-        match (floor, variant(k).and_then(|s| s.latency_ms)) {
-            (Some(f), Some(v)) => format!(
-                "floor + this: {}, i.e. {:+.2} ms at p50 and {:+.2} ms at p99 over the floor",
-                ms3(Some(v)),
-                v.p50 - f.p50,
-                v.p99 - f.p99
-            ),
-            _ => "not measured in this run".into(),
-        }
-    };
-    if let Some(f) = floor {
-        out.push(format!(
-            "Floor: with none of the three delays below (no kernel-log context, state on tmpfs, \
-             SCHED_FIFO) the same kind of storm gives {}, drain p99 {:.2} ms; the main storm \
-             (all three present): {}. Each delay alone, put back on the floor:",
-            ms3(Some(f)),
-            variant(FLOOR)
-                .and_then(|s| s.drain_ms)
-                .map_or(f64::NAN, |d| d.p99),
-            ms3(Some(lat))
-        ));
-    }
-    out.push(format!(
-        "1. Kernel-log context ({}). With no `oom_kill_process` probe here the agent holds each \
-         victim until its \"Killed process\" line comes from `/dev/kmsg`. The kernel stores that \
-         line before the console write but wakes `/dev/kmsg` readers only after it, from a lazy \
-         irq_work (`wake_up_klogd`) run at the next timer tick: up to {tick} more. So while a \
-         victim is held the run loop reads `/dev/kmsg` without blocking at once and every \
-         1 ms (within the 250 ms bound) instead of waiting for that wake-up.",
-        cost(KMSG)
-    ));
-    out.push(format!(
-        "2. State file ({}). The position (`kmsg-position.json`) is saved after each record \
-         (not after other kernel-log lines), with one `pwrite` of a page-sized slot, round 8 \
-         slots: no temporary file, no rename, and no write to a page the kernel may be writing \
-         back (which can stall on stable-page devices).",
-        cost(DISK)
-    ));
-    out.push(format!(
-        "3. Scheduling ({}). Under the storm the victims (`tail`), their exits and others' \
-         builds keep both CPUs busy: the agent's threads waited {:.0} µs per wake-up for a CPU \
-         in the main storm. The agent lowers its own nice value (`--nice`, default -10, needs \
-         CAP_SYS_NICE); SCHED_FIFO or a reserved CPU would cut this further.",
-        cost(PRIO),
-        r.storm.runq_wait_us_per_wakeup.unwrap_or(0.0)
-    ));
-    if let Some(max) = variant(PRIO).and_then(|s| s.latency_ms).map(|p| p.max) {
-        if max < 50.0 {
-            out.push(format!(
-                "Correlation window (`--correlation-window-ms` 50): never waited on. Without \
-                 the kernel-log context the slowest record took {max:.1} ms, less than the \
-                 window: both `mark_victim` records of a victim arrive in the same batch."
-            ));
-        }
-    }
-    if let Some(d) = r.node_exporter.as_ref().map(|n| &n.delay) {
-        if let Some(p) = d.oomwatch_ms {
-            out.push(format!(
-                "Isolated kills (side by side above): p50 {:.1} ms. The kernel rate-limits its \
-                 full OOM report (header, memory state, task list) to 10 per 5 s, so kills \
-                 400 ms apart are mostly reported in full: {:.0} kernel-log lines per kill here.",
-                p.p50, d.log_lines_per_kill
-            ));
-        }
-    }
-    if let Some(p) = r.scrape_synthetic.latency_ms {
-        let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
-        out.push(format!(
-            "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
-             at the median. The label sets' families are rendered to text only when a kill \
-             changed them and kept between scrapes; a scrape renders the small families (the \
-             host collectors' included) and sends the kept text from shared buffers, without \
-             copying it (`Content-Length` known), so most of the time is moving the body; \
-             records never wait for scrapes{}.",
-            r.synthetic_sets,
-            r.scrape_synthetic.bytes,
-            r.scrape_synthetic.samples,
-            p.p50,
-            wrk.map_or(String::new(), |w| format!(
-                " (under wrk, kill → record p50 {:.0} ms, p99 {:.0} ms, with both cores busy)",
-                w.p50, w.p99
-            ))
-        ));
-    }
-    out
+    [
+        format!(
+            "1. Kernel-log context ({}). With no `oom_kill_process` probe here the agent holds \
+             each victim until its \"Killed process\" line comes from `/dev/kmsg`. The kernel \
+             stores that line before the console write but wakes `/dev/kmsg` readers only after \
+             it, from a lazy irq_work (`wake_up_klogd`) run at the next timer tick: up to {tick} \
+             more. So while a victim is held the run loop reads `/dev/kmsg` without blocking at \
+             once and every 1 ms (within the 250 ms bound) instead of waiting for that wake-up.",
+            cost(r, KMSG)
+        ),
+        format!(
+            "2. State file ({}). The position (`kmsg-position.json`) is saved after each record \
+             (not after other kernel-log lines), with one `pwrite` of a page-sized slot, round 8 \
+             slots: no temporary file, no rename, and no write to a page the kernel may be \
+             writing back (which can stall on stable-page devices).",
+            cost(r, DISK)
+        ),
+        format!(
+            "3. Scheduling ({}). Under the storm the victims (`tail`), their exits and others' \
+             builds keep both CPUs busy: the agent's threads waited {:.0} µs per wake-up for a \
+             CPU in the main storm. The agent lowers its own nice value (`--nice`, default -10, \
+             needs CAP_SYS_NICE); SCHED_FIFO or a reserved CPU would cut this further.",
+            cost(r, PRIO),
+            r.storm.runq_wait_us_per_wakeup.unwrap_or(0.0)
+        ),
+    ]
+}
+
+fn window_note(r: &Report) -> Option<String> {
+    let max = variant(r, PRIO)?.latency_ms?.max;
+    (max < 50.0).then(|| {
+        format!(
+            "Correlation window (`--correlation-window-ms` 50): never waited on. Without \
+             the kernel-log context the slowest record took {max:.1} ms, less than the \
+             window: both `mark_victim` records of a victim arrive in the same batch."
+        )
+    })
+}
+
+fn isolated_kills_note(r: &Report) -> Option<String> {
+    let d = &r.node_exporter.as_ref()?.delay;
+    let p = d.oomwatch_ms?;
+    Some(format!(
+        "Isolated kills (side by side above): p50 {:.1} ms. The kernel rate-limits its \
+         full OOM report (header, memory state, task list) to 10 per 5 s, so kills \
+         400 ms apart are mostly reported in full: {:.0} kernel-log lines per kill here.",
+        p.p50, d.log_lines_per_kill
+    ))
+}
+
+fn scrape_note(r: &Report) -> Option<String> {
+    let p = r.scrape_synthetic.latency_ms?;
+    let wrk = r.wrk.as_ref().and_then(|(_, s)| s.latency_ms);
+    Some(format!(
+        "Scrapes: with {} label sets the answer is {} bytes ({} samples) and takes {:.1} ms \
+         at the median. The label sets' families are rendered to text only when a kill \
+         changed them and kept between scrapes; a scrape renders the small families (the \
+         host collectors' included) and sends the kept text from shared buffers, without \
+         copying it (`Content-Length` known), so most of the time is moving the body; \
+         records never wait for scrapes{}.",
+        r.synthetic_sets,
+        r.scrape_synthetic.bytes,
+        r.scrape_synthetic.samples,
+        p.p50,
+        wrk.map_or(String::new(), |w| format!(
+            " (under wrk, kill → record p50 {:.0} ms, p99 {:.0} ms, with both cores busy)",
+            w.p50, w.p99
+        ))
+    ))
 }
