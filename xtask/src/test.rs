@@ -133,6 +133,53 @@ fn run_steps(
     passed: &mut Vec<&'static str>,
     counts: &mut Counts,
 ) -> Result<()> {
+    build_and_lint(passed)?;
+
+    crate::deploy::check().context("[test] step deploy")?;
+    passed.push("deploy");
+
+    crate::dashboards::check().context("[test] step dashboards")?;
+    passed.push("dashboards");
+
+    // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
+    // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
+    // `OOMWATCH_REQUIRE_REAL_KERNEL=1` (set by .ci/run) or a runner's `CI`: nothing may skip.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
+    if util::is_root() || ci {
+        crate::vm::vm_test("all", false, true).context("[test] step vm-prepare")?;
+        passed.push("vm-prepare");
+    } else {
+        eprintln!(
+            "[{STEP}] note: not root, Debian kernel BTF not fetched (run `cargo xtask vm-test \
+             --prepare-only` as root); the tests on it will be skipped"
+        );
+    }
+
+    cargo_test(extra_args, ci, counts)?;
+    passed.push("cargo-test");
+
+    // The bench's short version: a few kills, correctness only (records = kernel kills, none
+    // dropped), never timings, so the bench does not rot.
+    crate::bench::bench(true).context("[test] step bench-smoke")?;
+    passed.push("bench-smoke");
+
+    crate::fuzz::fuzz(5).context("[test] step fuzz")?;
+    passed.push("fuzz");
+
+    // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
+    // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.
+    if util::is_root() || ci {
+        crate::vm::vm_test("all", false, false).context("[test] step vm-test")?;
+        passed.push("vm-test");
+    } else {
+        eprintln!("[{STEP}] note: not root, vm-test skipped (run `cargo xtask vm-test` as root)");
+    }
+    Ok(())
+}
+
+/// Steps setup, build-ebpf, clippy-ebpf, fmt (both workspaces) and clippy.
+fn build_and_lint(passed: &mut Vec<&'static str>) -> Result<()> {
     let root = util::repo_root();
     let cargo = util::host_cargo();
 
@@ -173,40 +220,23 @@ fn run_steps(
         .current_dir(&root);
     run("clippy", &mut clippy).context("[test] step clippy")?;
     passed.push("clippy");
+    Ok(())
+}
 
-    crate::deploy::check().context("[test] step deploy")?;
-    passed.push("deploy");
-
-    crate::dashboards::check().context("[test] step dashboards")?;
-    passed.push("dashboards");
-
-    // The Debian kernels' BTF (target/vm/<release>/vmlinux.btf, cached) must exist before the
-    // offset tests (tests/btf_debian.rs) run: download and extract them now, boot them later.
-    // `OOMWATCH_REQUIRE_REAL_KERNEL=1` (set by .ci/run) or a runner's `CI`: nothing may skip.
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-        || std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
-    if util::is_root() || ci {
-        crate::vm::vm_test("all", false, true).context("[test] step vm-prepare")?;
-        passed.push("vm-prepare");
-    } else {
-        eprintln!(
-            "[{STEP}] note: not root, Debian kernel BTF not fetched (run `cargo xtask vm-test \
-             --prepare-only` as root); the tests on it will be skipped"
-        );
-    }
-
+/// Step cargo-test: `cargo test --workspace`, counting its results and the runtime skips.
+fn cargo_test(extra_args: &[OsString], ci: bool, counts: &mut Counts) -> Result<()> {
     // Each test that skips at run time appends a line here (a fresh file per run).
     let skip_log =
         std::env::temp_dir().join(format!("oomwatch-test-skips-{}.log", std::process::id()));
     std::fs::write(&skip_log, "")
         .with_context(|| format!("[test] creating {}", skip_log.display()))?;
-    let mut tests = Command::new(&cargo);
+    let mut tests = Command::new(util::host_cargo());
     tests
         .args(["test", "--workspace"])
         .args(extra_args)
         .env_remove("RUST_TEST_THREADS")
         .env(SKIP_LOG_ENV, &skip_log)
-        .current_dir(&root);
+        .current_dir(util::repo_root());
     if ci {
         // In CI the real-kernel tests must run: they fail instead of skipping.
         tests.env(REQUIRE_ENV, "1");
@@ -216,26 +246,7 @@ fn run_steps(
     let result = run_counting(&mut tests, counts);
     counts.add_skip_log(&std::fs::read_to_string(&skip_log).unwrap_or_default());
     let _ = std::fs::remove_file(&skip_log);
-    result.context("[test] step cargo test")?;
-    passed.push("cargo-test");
-
-    // The bench's short version: a few kills, correctness only (records = kernel kills, none
-    // dropped), never timings, so the bench does not rot.
-    crate::bench::bench(true).context("[test] step bench-smoke")?;
-    passed.push("bench-smoke");
-
-    crate::fuzz::fuzz(5).context("[test] step fuzz")?;
-    passed.push("fuzz");
-
-    // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
-    // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.
-    if util::is_root() || ci {
-        crate::vm::vm_test("all", false, false).context("[test] step vm-test")?;
-        passed.push("vm-test");
-    } else {
-        eprintln!("[{STEP}] note: not root, vm-test skipped (run `cargo xtask vm-test` as root)");
-    }
-    Ok(())
+    result.context("[test] step cargo test")
 }
 
 #[cfg(test)]
