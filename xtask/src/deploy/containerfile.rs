@@ -92,27 +92,76 @@ pub(super) fn containerfile_checks(root: &Path) -> Vec<Check> {
     check_containerfile(&repo)
 }
 
-fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
-    let ins = instructions(&repo.containerfile);
-    let mut checks = Vec::new();
+/// The Containerfile, parsed once for every check.
+struct Parsed<'a> {
+    repo: &'a RepoFacts,
+    ins: Vec<(String, String)>,
+    /// (image, alias) of each FROM.
+    stages: Vec<(String, Option<String>)>,
+    /// Every RUN's arguments, one per line.
+    runs: String,
+}
 
-    // Stages.
-    let stages: Vec<(String, Option<String>)> = ins
-        .iter()
-        .filter(|(k, _)| k == "FROM")
-        .map(|(_, a)| {
-            let words: Vec<&str> = a
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let alias = match words.as_slice() {
-                [_, as_, alias] if as_.eq_ignore_ascii_case("as") => Some(alias.to_string()),
-                _ => None,
-            };
-            (words.first().unwrap_or(&"").to_string(), alias)
-        })
+impl<'a> Parsed<'a> {
+    fn new(repo: &'a RepoFacts) -> Self {
+        let ins = instructions(&repo.containerfile);
+        let stages = ins
+            .iter()
+            .filter(|(k, _)| k == "FROM")
+            .map(|(_, a)| stage(a))
+            .collect();
+        let runs = ins
+            .iter()
+            .filter(|(k, _)| k == "RUN")
+            .map(|(_, a)| a.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        Parsed {
+            repo,
+            ins,
+            stages,
+            runs,
+        }
+    }
+
+    fn runtime(&self) -> &str {
+        self.stages.last().map_or("", |(image, _)| image.as_str())
+    }
+
+    fn distroless(&self) -> bool {
+        self.runtime().contains("gcr.io/distroless/cc-debian12")
+    }
+}
+
+/// (image, alias) of a FROM's arguments.
+fn stage(args: &str) -> (String, Option<String>) {
+    let words: Vec<&str> = args
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
         .collect();
-    let runtime = stages.last().map_or("", |(image, _)| image.as_str());
+    let alias = match words.as_slice() {
+        [_, as_, alias] if as_.eq_ignore_ascii_case("as") => Some(alias.to_string()),
+        _ => None,
+    };
+    (words.first().unwrap_or(&"").to_string(), alias)
+}
+
+fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
+    let p = Parsed::new(repo);
+    [
+        check_stages,
+        check_builder,
+        check_subcommands,
+        check_binary,
+        check_libraries,
+    ]
+    .iter()
+    .map(|check| check(&p))
+    .collect()
+}
+
+fn check_stages(p: &Parsed) -> Check {
+    let (stages, runtime) = (&p.stages, p.runtime());
     let mut problems = Vec::new();
     if stages.len() < 2 {
         problems.push(format!(
@@ -120,8 +169,7 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
             stages.len()
         ));
     }
-    let distroless = runtime.contains("gcr.io/distroless/cc-debian12");
-    if !(distroless || runtime.contains("debian:bookworm-slim")) {
+    if !(p.distroless() || runtime.contains("debian:bookworm-slim")) {
         problems.push(format!(
             "runtime stage is {runtime:?}; fix: FROM gcr.io/distroless/cc-debian12 (glibc and \
              libgcc, like the builder's Debian 12) or debian:bookworm-slim"
@@ -138,7 +186,7 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
                 .to_string(),
         );
     }
-    checks.push(verdict(
+    verdict(
         "stages",
         problems,
         stages
@@ -146,49 +194,49 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
             .map(|(i, a)| a.as_ref().map_or(i.clone(), |a| format!("{i} AS {a}")))
             .collect::<Vec<_>>()
             .join(" -> "),
-    ));
+    )
+}
 
-    // Build recipe = xtask/src/setup.rs.
-    let runs: String = ins
-        .iter()
-        .filter(|(k, _)| k == "RUN")
-        .map(|(_, a)| a.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+/// The first string of const `name` in xtask/src/setup.rs, or "".
+fn setup_const(p: &Parsed, name: &str) -> String {
+    rust_const_strings(&p.repo.setup_rs, name)
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default()
+}
+
+/// The build recipe = xtask/src/setup.rs: packages, bpf-linker's version and LLVM.
+fn check_builder(p: &Parsed) -> Check {
+    let runs = &p.runs;
     let words: BTreeSet<&str> = runs
         .split(|c: char| c.is_whitespace() || c == '&' || c == ';')
         .filter(|w| !w.is_empty())
         .collect();
     let mut problems = Vec::new();
-    match rust_const_strings(&repo.setup_rs, "BUILD_PACKAGES") {
-        Some(pkgs) if !pkgs.is_empty() => {
-            for p in pkgs {
-                if !words.contains(p.as_str()) {
-                    problems.push(format!(
-                        "the builder does not install {p} (BUILD_PACKAGES in xtask/src/setup.rs); \
-                         fix: add it to the apt-get install line"
-                    ));
-                }
-            }
-        }
+    match rust_const_strings(&p.repo.setup_rs, "BUILD_PACKAGES") {
+        Some(pkgs) if !pkgs.is_empty() => problems.extend(
+            pkgs.iter()
+                .filter(|p| !words.contains(p.as_str()))
+                .map(|p| {
+                    format!(
+                        "the builder does not install {p} (BUILD_PACKAGES in \
+                         xtask/src/setup.rs); fix: add it to the apt-get install line"
+                    )
+                }),
+        ),
         _ => problems.push(
             "cannot find BUILD_PACKAGES in xtask/src/setup.rs; fix: update \
              rust_const_strings' caller in xtask/src/deploy/containerfile.rs"
                 .to_string(),
         ),
     }
-    let version = rust_const_strings(&repo.setup_rs, "BPF_LINKER_VERSION")
-        .and_then(|v| v.into_iter().next())
-        .unwrap_or_default();
+    let version = setup_const(p, "BPF_LINKER_VERSION");
     if version.is_empty() || !runs.contains(&format!("bpf-linker@{version}")) {
         problems.push(format!(
             "the builder does not install bpf-linker@{version} (BPF_LINKER_VERSION in \
              xtask/src/setup.rs); fix: cargo install bpf-linker@{version} in the Containerfile"
         ));
     }
-    let llvm_prefix = rust_const_strings(&repo.setup_rs, "LLVM_PREFIX")
-        .and_then(|v| v.into_iter().next())
-        .unwrap_or_default();
+    let llvm_prefix = setup_const(p, "LLVM_PREFIX");
     let llvm = llvm_prefix.rsplit('/').next().unwrap_or("");
     if llvm.is_empty()
         || !runs.contains(&format!("LLVM_PREFIX={llvm_prefix}"))
@@ -199,27 +247,32 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
              --features {llvm}); fix: the same in the Containerfile"
         ));
     }
-    checks.push(verdict(
+    verdict(
         "builder matches xtask/src/setup.rs",
         problems,
         format!("bpf-linker {version}, {llvm}"),
-    ));
+    )
+}
 
-    // xtask subcommands.
-    let subcommands = xtask_subcommands(&repo.main_rs);
-    let mut used = Vec::new();
-    let mut problems = Vec::new();
-    for w in runs.split("cargo xtask ").skip(1) {
-        let sub = w.split_whitespace().next().unwrap_or("");
-        used.push(sub.to_string());
-        if !subcommands.iter().any(|s| s == sub) {
-            problems.push(format!(
+fn check_subcommands(p: &Parsed) -> Check {
+    let subcommands = xtask_subcommands(&p.repo.main_rs);
+    let used: Vec<&str> = p
+        .runs
+        .split("cargo xtask ")
+        .skip(1)
+        .map(|w| w.split_whitespace().next().unwrap_or(""))
+        .collect();
+    let mut problems: Vec<String> = used
+        .iter()
+        .filter(|sub| !subcommands.iter().any(|s| s == *sub))
+        .map(|sub| {
+            format!(
                 "`cargo xtask {sub}` is not a subcommand of xtask (it has: {}); fix: call one \
                  that builds the release binary",
                 subcommands.join(", ")
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     if used.is_empty() {
         problems.push(
             "the Containerfile never runs `cargo xtask ...`; fix: build with `cargo xtask build` \
@@ -227,19 +280,21 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
                 .to_string(),
         );
     }
-    checks.push(verdict(
+    verdict(
         "xtask subcommands exist",
         problems,
         format!("cargo xtask {}", used.join(", ")),
-    ));
+    )
+}
 
-    // The binary: built, copied, started.
-    let names = agent_binary_names(&repo.agent_cargo_toml);
+/// The binary: built, copied out of a stage, started, and the build context without target.
+fn check_binary(p: &Parsed) -> Check {
+    let names = agent_binary_names(&p.repo.agent_cargo_toml);
     let mut problems = Vec::new();
     let release_path = names.first().map(|n| format!("target/release/{n}"));
     if !release_path
         .as_ref()
-        .is_some_and(|p| runs.contains(p.as_str()))
+        .is_some_and(|r| p.runs.contains(r.as_str()))
     {
         problems.push(format!(
             "the builder does not take {} (the agent's binary, per oomwatch/Cargo.toml); fix: \
@@ -247,30 +302,18 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
             release_path.as_deref().unwrap_or("target/release/<binary>")
         ));
     }
-    let copies: Vec<Vec<&str>> = ins
+    let destination = check_copies(p, &mut problems);
+    let entrypoint = p
+        .ins
         .iter()
-        .filter(|(k, a)| k == "COPY" && a.starts_with("--from="))
-        .map(|(_, a)| a.split_whitespace().collect())
-        .collect();
-    let aliases: Vec<&str> = stages.iter().filter_map(|(_, a)| a.as_deref()).collect();
-    let mut destination = None;
-    for c in &copies {
-        let from = c[0].trim_start_matches("--from=");
-        if !aliases.contains(&from) {
-            problems.push(format!(
-                "COPY --from={from} names no stage (stages: {}); fix: use the builder's alias",
-                aliases.join(", ")
-            ));
-        }
-        destination = c.last().map(|d| d.to_string());
-    }
-    let entrypoint = ins.iter().rfind(|(k, _)| k == "ENTRYPOINT").map(|(_, a)| {
-        a.trim_start_matches('[')
-            .split('"')
-            .nth(1)
-            .unwrap_or("")
-            .to_string()
-    });
+        .rfind(|(k, _)| k == "ENTRYPOINT")
+        .map(|(_, a)| {
+            a.trim_start_matches('[')
+                .split('"')
+                .nth(1)
+                .unwrap_or("")
+                .to_string()
+        });
     match (&destination, &entrypoint) {
         (Some(dst), Some(ep)) if dst == ep => {}
         (dst, ep) => problems.push(format!(
@@ -287,19 +330,18 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
             ));
         }
     }
-    match &repo.ignore_file {
-        Some(text)
-            if text
-                .lines()
-                .any(|l| l.trim().trim_end_matches('/') == "target") => {}
-        _ => problems.push(
+    if !p.repo.ignore_file.as_deref().is_some_and(|text| {
+        text.lines()
+            .any(|l| l.trim().trim_end_matches('/') == "target")
+    }) {
+        problems.push(
             "deploy/Containerfile.dockerignore is missing or does not exclude target; fix: list \
              `target` and `oomwatch-ebpf/target` (gigabytes of build output otherwise go into \
              the build context)"
                 .to_string(),
-        ),
+        );
     }
-    checks.push(verdict(
+    verdict(
         "binary copied and started",
         problems,
         format!(
@@ -307,41 +349,66 @@ fn check_containerfile(repo: &RepoFacts) -> Vec<Check> {
             release_path.unwrap_or_default(),
             destination.unwrap_or_default()
         ),
-    ));
+    )
+}
 
-    // What the binary links against must exist in the runtime image.
-    checks.push(match (&repo.ldd, distroless) {
-        (None, _) => ok(
-            "runtime libraries",
-            "skipped: target/release/oomwatch not built (`cargo xtask build`)",
-        ),
-        (Some(_), false) => ok("runtime libraries", "skipped: not a distroless runtime"),
-        (Some(ldd), true) => {
-            let libs: Vec<&str> = ldd
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(|l| l.rsplit('/').next().unwrap_or(l))
-                .collect();
-            let missing: Vec<&str> = libs
-                .iter()
-                .copied()
-                .filter(|l| !DISTROLESS_CC_LIBS.contains(l))
-                .collect();
-            if missing.is_empty() {
-                ok("runtime libraries", libs.join(" "))
-            } else {
-                fail(
-                    "runtime libraries",
-                    format!(
-                        "target/release/oomwatch links {}, which {runtime} lacks; fix: link it \
-                         statically, or use debian:bookworm-slim plus the package that has it",
-                        missing.join(", ")
-                    ),
-                )
-            }
+/// Each `COPY --from=` names a stage; the last one's destination.
+fn check_copies(p: &Parsed, problems: &mut Vec<String>) -> Option<String> {
+    let aliases: Vec<&str> = p.stages.iter().filter_map(|(_, a)| a.as_deref()).collect();
+    let mut destination = None;
+    for (_, a) in p
+        .ins
+        .iter()
+        .filter(|(k, a)| k == "COPY" && a.starts_with("--from="))
+    {
+        let c: Vec<&str> = a.split_whitespace().collect();
+        let from = c[0].trim_start_matches("--from=");
+        if !aliases.contains(&from) {
+            problems.push(format!(
+                "COPY --from={from} names no stage (stages: {}); fix: use the builder's alias",
+                aliases.join(", ")
+            ));
         }
-    });
-    checks
+        destination = c.last().map(|d| d.to_string());
+    }
+    destination
+}
+
+/// What the binary links against must exist in the runtime image.
+fn check_libraries(p: &Parsed) -> Check {
+    const NAME: &str = "runtime libraries";
+    let ldd = match (&p.repo.ldd, p.distroless()) {
+        (None, _) => {
+            return ok(
+                NAME,
+                "skipped: target/release/oomwatch not built (`cargo xtask build`)",
+            )
+        }
+        (Some(_), false) => return ok(NAME, "skipped: not a distroless runtime"),
+        (Some(ldd), true) => ldd,
+    };
+    let libs: Vec<&str> = ldd
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|l| l.rsplit('/').next().unwrap_or(l))
+        .collect();
+    let missing: Vec<&str> = libs
+        .iter()
+        .copied()
+        .filter(|l| !DISTROLESS_CC_LIBS.contains(l))
+        .collect();
+    if missing.is_empty() {
+        return ok(NAME, libs.join(" "));
+    }
+    fail(
+        NAME,
+        format!(
+            "target/release/oomwatch links {}, which {} lacks; fix: link it statically, or use \
+             debian:bookworm-slim plus the package that has it",
+            missing.join(", "),
+            p.runtime()
+        ),
+    )
 }
 
 #[cfg(test)]
