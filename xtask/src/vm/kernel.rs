@@ -174,6 +174,30 @@ fn apt_cache(args: &[&str]) -> Result<String> {
 
 /// Step 2: pick the newest package of a series, download and extract it (both cached).
 pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel> {
+    let (package, version) = pick_package(series)?;
+    eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
+    let dir = vm_dir.join(&package);
+    let vmlinuz = match find_vmlinuz(&dir) {
+        Some(vmlinuz) => {
+            eprintln!("[{STEP}] {}: cached", vmlinuz.display());
+            vmlinuz
+        }
+        None => {
+            let deb = download(vm_dir, &package, &version)?;
+            extract(vm_dir, &deb, &package, &dir, keep)?
+        }
+    };
+    Ok(Kernel {
+        label: series.label,
+        package,
+        version,
+        vmlinuz,
+    })
+}
+
+/// The newest package of `series` (after an apt-get update if none is listed) and its
+/// candidate version.
+fn pick_package(series: &Series) -> Result<(String, String)> {
     let search = ["search", "--names-only", series.pattern];
     let mut found = newest(&apt_cache(&search)?);
     if found.is_none() && util::is_root() {
@@ -197,63 +221,50 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
         .map(|v| v.trim().to_string())
         .filter(|v| v != "(none)")
         .with_context(|| format!("[vm] {package} has no installation candidate"))?;
-    eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
+    Ok((package, version))
+}
 
-    let dir = vm_dir.join(&package);
-    if let Some(vmlinuz) = find_vmlinuz(&dir) {
-        eprintln!("[{STEP}] {}: cached", vmlinuz.display());
-        return Ok(Kernel {
-            label: series.label,
-            package,
-            version,
-            vmlinuz,
-        });
-    }
+/// The package's .deb in `vm_dir/debs`, downloaded unless cached.
+fn download(vm_dir: &Path, package: &str, version: &str) -> Result<PathBuf> {
     let debs = vm_dir.join("debs");
     fs::create_dir_all(&debs)?;
-    let deb = match find_deb(&debs, &package, &version) {
-        Some(deb) => {
-            eprintln!("[{STEP}] {}: cached", deb.display());
-            deb
-        }
-        None => {
-            let t = Instant::now();
-            run(
-                STEP,
-                util::apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
-            )?;
-            let deb = find_deb(&debs, &package, &version).with_context(|| {
-                format!("[vm] apt-get download wrote no {package} {version} .deb")
-            })?;
-            eprintln!(
-                "[{STEP}] downloaded {} ({} MiB, {:.1}s)",
-                deb.display(),
-                fs::metadata(&deb)?.len() >> 20,
-                t.elapsed().as_secs_f64()
-            );
-            deb
-        }
-    };
+    if let Some(deb) = find_deb(&debs, package, version) {
+        eprintln!("[{STEP}] {}: cached", deb.display());
+        return Ok(deb);
+    }
+    let t = Instant::now();
+    run(
+        STEP,
+        util::apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
+    )?;
+    let deb = find_deb(&debs, package, version)
+        .with_context(|| format!("[vm] apt-get download wrote no {package} {version} .deb"))?;
+    eprintln!(
+        "[{STEP}] downloaded {} ({} MiB, {:.1}s)",
+        deb.display(),
+        fs::metadata(&deb)?.len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(deb)
+}
+
+/// Extracts `deb` into `dir` (without the modules unless `keep`): its boot/vmlinuz-*.
+fn extract(vm_dir: &Path, deb: &Path, package: &str, dir: &Path, keep: bool) -> Result<PathBuf> {
     let tmp = vm_dir.join(format!("{package}.partial"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
-    run(STEP, Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    run(STEP, Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
     if !keep {
         // Only boot/vmlinuz-* is booted; the modules are most of the package.
         let _ = fs::remove_dir_all(tmp.join("lib"));
         let _ = fs::remove_dir_all(tmp.join("usr/lib/modules"));
     }
-    fs::rename(&tmp, &dir)?;
+    fs::rename(&tmp, dir)?;
     let vmlinuz =
-        find_vmlinuz(&dir).with_context(|| format!("[vm] {package} has no boot/vmlinuz-*"))?;
+        find_vmlinuz(dir).with_context(|| format!("[vm] {package} has no boot/vmlinuz-*"))?;
     eprintln!("[{STEP}] extracted {}", vmlinuz.display());
-    Ok(Kernel {
-        label: series.label,
-        package,
-        version,
-        vmlinuz,
-    })
+    Ok(vmlinuz)
 }
 
 /// `apt-get download` names files `PKG_VERSION_ARCH.deb`, percent-encoding `:` (and maybe
