@@ -64,10 +64,6 @@ pub(super) fn check_podmonitor(f: &Facts) -> Check {
         .and_then(|r| r.get(2))
         .cloned()
         .unwrap_or_default();
-    let port_names: Vec<&str> = f
-        .all("c.port")
-        .filter_map(|p| p.get(1).map(String::as_str))
-        .collect();
     let mut problems = Vec::new();
     for pm in monitors {
         let (pm_name, namespace, job_label) = (
@@ -82,23 +78,7 @@ pub(super) fn check_podmonitor(f: &Facts) -> Check {
                  own namespace)"
             ));
         }
-        let selectors: Vec<&[String]> = f.all("pm.selector").filter(|s| s[0] == pm_name).collect();
-        if selectors.is_empty() {
-            problems.push(format!(
-                "PodMonitor {pm_name} has no selector.matchLabels; fix: select \
-                 app.kubernetes.io/name: oomwatch"
-            ));
-        }
-        for sel in selectors {
-            let pair = (sel[1].clone(), sel.get(2).cloned().unwrap_or_default());
-            if !labels.contains(&pair) {
-                problems.push(format!(
-                    "PodMonitor {pm_name} selects {}={} but the pods have no such label; fix: use \
-                     the pod template's labels",
-                    pair.0, pair.1
-                ));
-            }
-        }
+        selector_problems(f, pm_name, &labels, &mut problems);
         match labels.iter().find(|(k, _)| k == job_label) {
             Some((_, job)) if job == JOB => {}
             found => problems.push(format!(
@@ -108,28 +88,63 @@ pub(super) fn check_podmonitor(f: &Facts) -> Check {
                 found.map_or("<namespace>/<name>", |(_, v)| v.as_str())
             )),
         }
-        let endpoints: Vec<&[String]> = f.all("pm.endpoint").filter(|e| e[0] == pm_name).collect();
-        if endpoints.is_empty() {
-            problems.push(format!("PodMonitor {pm_name} has no podMetricsEndpoints"));
-        }
-        for ep in endpoints {
-            let port = ep.get(1).map_or("", String::as_str);
-            if !port_names.contains(&port) {
-                problems.push(format!(
-                    "PodMonitor {pm_name} scrapes port {port:?}, which no container declares; fix: \
-                     port: metrics"
-                ));
-            }
-            if ep.get(2).map_or("", String::as_str) != "/metrics" {
-                problems.push(format!("PodMonitor {pm_name}: fix: path: /metrics"));
-            }
-            if !is_true(ep.get(3).map(String::as_str)) {
-                problems.push(format!(
-                    "PodMonitor {pm_name} lacks honorLabels: true, so the victims' namespace/pod/ \
-                     container labels would be replaced by the agent pod's; fix: honorLabels: true"
-                ));
-            }
-        }
+        endpoint_problems(f, pm_name, &mut problems);
     }
     verdict(name, problems, format!("job={JOB}, honorLabels"))
+}
+
+/// The PodMonitor's selector must select the pods by their labels.
+fn selector_problems(
+    f: &Facts,
+    pm_name: &str,
+    labels: &[(String, String)],
+    problems: &mut Vec<String>,
+) {
+    let selectors: Vec<&[String]> = f.all("pm.selector").filter(|s| s[0] == pm_name).collect();
+    if selectors.is_empty() {
+        problems.push(format!(
+            "PodMonitor {pm_name} has no selector.matchLabels; fix: select \
+             app.kubernetes.io/name: oomwatch"
+        ));
+    }
+    for sel in selectors {
+        let pair = (sel[1].clone(), sel.get(2).cloned().unwrap_or_default());
+        if !labels.contains(&pair) {
+            problems.push(format!(
+                "PodMonitor {pm_name} selects {}={} but the pods have no such label; fix: use \
+                 the pod template's labels",
+                pair.0, pair.1
+            ));
+        }
+    }
+}
+
+/// The PodMonitor's endpoints: a declared port, /metrics, honorLabels.
+fn endpoint_problems(f: &Facts, pm_name: &str, problems: &mut Vec<String>) {
+    let port_names: Vec<&str> = f
+        .all("c.port")
+        .filter_map(|p| p.get(1).map(String::as_str))
+        .collect();
+    let endpoints: Vec<&[String]> = f.all("pm.endpoint").filter(|e| e[0] == pm_name).collect();
+    if endpoints.is_empty() {
+        problems.push(format!("PodMonitor {pm_name} has no podMetricsEndpoints"));
+    }
+    for ep in endpoints {
+        let port = ep.get(1).map_or("", String::as_str);
+        if !port_names.contains(&port) {
+            problems.push(format!(
+                "PodMonitor {pm_name} scrapes port {port:?}, which no container declares; fix: \
+                 port: metrics"
+            ));
+        }
+        if ep.get(2).map_or("", String::as_str) != "/metrics" {
+            problems.push(format!("PodMonitor {pm_name}: fix: path: /metrics"));
+        }
+        if !is_true(ep.get(3).map(String::as_str)) {
+            problems.push(format!(
+                "PodMonitor {pm_name} lacks honorLabels: true, so the victims' namespace/pod/ \
+                 container labels would be replaced by the agent pod's; fix: honorLabels: true"
+            ));
+        }
+    }
 }
