@@ -217,67 +217,81 @@ mod tests {
             "{victims}"
         );
         for a in &AGENTS {
-            let (agent, source) = (a.name, a.oom_probe);
-            assert_eq!(
-                get(&r, agent, "one event per victim").detail,
-                format!("{n} events for {n} victims")
-            );
-            let mem = get(&r, agent, "memory.events").detail;
+            assert_agent_passes(&r, &s, a);
+        }
+        assert_kmsg_agent(&r, n);
+        assert_uptime_after_dmesg(&s);
+    }
+
+    /// What every agent's checks say on the sample: events, memory.events, context, oom_ids,
+    /// lifecycle, earlyoom and probes.
+    fn assert_agent_passes(r: &Report, s: &Sample, a: &crate::vm::agent::Agent) {
+        let (agent, source) = (a.name, a.oom_probe);
+        let n = T_VICTIMS + G_VICTIMS;
+        let g_lines = G_VICTIMS + 1;
+        assert_eq!(
+            get(r, agent, "one event per victim").detail,
+            format!("{n} events for {n} victims")
+        );
+        let mem = get(r, agent, "memory.events").detail;
+        assert!(
+            mem.contains(&format!(
+                "/g oom_kill {g_lines} = {g_lines} kernel lines \
+             ({G_VICTIMS} events + 1 chosen task counted twice)"
+            )),
+            "{mem}"
+        );
+        let oom = get(r, agent, "oom context").detail;
+        assert!(
+            oom.starts_with(&format!("{n} events from {source}: ")),
+            "{oom}"
+        );
+        // One oom_id per invocation, in the kernel's order, all different; the group kill
+        // (the last) shares its id among its victims.
+        let ids: Vec<String> = s
+            .invocations
+            .iter()
+            .map(|i| s.value(&a.section("events"), i.killed[0], "oom_id"))
+            .collect();
+        assert_eq!(
+            ids.iter().collect::<BTreeSet<_>>().len(),
+            ids.len(),
+            "{ids:?}"
+        );
+        assert!(
+            oom.ends_with(&format!(
+                "oom_id {} (shared by {G_VICTIMS} victims)",
+                ids.join(", ")
+            )),
+            "{oom}"
+        );
+        // The fixture's agents attached the exit probe and the guest ran its earlyoom phase:
+        // both checks of check::lifecycle applied.
+        let lifecycle = get(r, agent, "kill lifecycle").detail;
+        assert!(
+            lifecycle.starts_with("kill→exit per victim: "),
+            "{lifecycle}"
+        );
+        for pid in s.victims.iter().map(|v| v.pid) {
             assert!(
-                mem.contains(&format!(
-                    "/g oom_kill {g_lines} = {g_lines} kernel lines \
-                 ({G_VICTIMS} events + 1 chosen task counted twice)"
-                )),
-                "{mem}"
-            );
-            let oom = get(&r, agent, "oom context").detail;
-            assert!(
-                oom.starts_with(&format!("{n} events from {source}: ")),
-                "{oom}"
-            );
-            // One oom_id per invocation, in the kernel's order, all different; the group kill
-            // (the last) shares its id among its victims.
-            let ids: Vec<String> = s
-                .invocations
-                .iter()
-                .map(|i| s.value(&a.section("events"), i.killed[0], "oom_id"))
-                .collect();
-            assert_eq!(
-                ids.iter().collect::<BTreeSet<_>>().len(),
-                ids.len(),
-                "{ids:?}"
-            );
-            assert!(
-                oom.ends_with(&format!(
-                    "oom_id {} (shared by {G_VICTIMS} victims)",
-                    ids.join(", ")
-                )),
-                "{oom}"
-            );
-            // The fixture's agents attached the exit probe and the guest ran its earlyoom phase:
-            // both checks of check::lifecycle applied.
-            let lifecycle = get(&r, agent, "kill lifecycle").detail;
-            assert!(
-                lifecycle.starts_with("kill→exit per victim: "),
-                "{lifecycle}"
-            );
-            for pid in s.victims.iter().map(|v| v.pid) {
-                assert!(
-                    lifecycle.contains(&format!(" {pid} ")),
-                    "{pid}: {lifecycle}"
-                );
-            }
-            let userspace = get(&r, agent, "userspace killer").detail;
-            assert!(userspace.starts_with("earlyoom killed "), "{userspace}");
-            let probes = get(&r, agent, "probes attached").detail;
-            assert!(probes.contains(&format!("{source} attached")), "{probes}");
-            assert!(probes.contains("tp_btf:mark_victim attached"), "{probes}");
-            assert!(
-                probes.contains("tracepoint:oom/mark_victim attached"),
-                "{probes}"
+                lifecycle.contains(&format!(" {pid} ")),
+                "{pid}: {lifecycle}"
             );
         }
-        let probes = get(&r, "kmsg", "probes attached").detail;
+        let userspace = get(r, agent, "userspace killer").detail;
+        assert!(userspace.starts_with("earlyoom killed "), "{userspace}");
+        let probes = get(r, agent, "probes attached").detail;
+        assert!(probes.contains(&format!("{source} attached")), "{probes}");
+        assert!(probes.contains("tp_btf:mark_victim attached"), "{probes}");
+        assert!(
+            probes.contains("tracepoint:oom/mark_victim attached"),
+            "{probes}"
+        );
+    }
+
+    /// The kmsg agent's probes and metrics.
+    fn assert_kmsg_agent(r: &Report, n: usize) {
+        let probes = get(r, "kmsg", "probes attached").detail;
         assert!(probes.contains(
         "kmsg:oom_report attached (OOM context (constraint, gfp_mask, order, memcg) from the kernel log)"
     ));
@@ -285,7 +299,7 @@ mod tests {
             probes.contains("kprobe:oom_kill_process unavailable (disabled by --disable-probe)")
         );
         assert_eq!(
-            get(&r, "kmsg", "metrics").detail,
+            get(r, "kmsg", "metrics").detail,
             format!(
                 "oomwatch_oom_kills_all_total {}, probe_attached kmsg:oom_report 1, \
              fentry:oom_kill_process 0, kprobe:oom_kill_process 0",
@@ -293,7 +307,10 @@ mod tests {
                 n + crate::vm::initramfs::M_VICTIMS + 5
             )
         );
-        // /init prints its uptime after the run: later than the kernel's last line.
+    }
+
+    /// /init prints its uptime after the run: later than the kernel's last line.
+    fn assert_uptime_after_dmesg(s: &Sample) {
         let last_stamp: f64 = s
             .console
             .section("dmesg")
