@@ -437,9 +437,8 @@ mod tests {
         }
     }
 
-    /// A report with every optional part present (and one without any: the default).
-    fn full_report() -> Report {
-        let idle = phases::Idle {
+    fn idle() -> phases::Idle {
+        phases::Idle {
             secs: 60.0,
             rss_kib: 5000,
             peak_rss_kib: 5200,
@@ -448,19 +447,66 @@ mod tests {
             wakeups: 120,
             wakeups_per_s: 2.0,
             threads: 3,
-        };
-        let scrape = |n: usize| http::ScrapeStats {
+        }
+    }
+
+    fn scrape(n: usize) -> http::ScrapeStats {
+        http::ScrapeStats {
             scrapes: 200,
             label_sets: Some(n as f64),
             samples: n * 6,
             bytes: n * 600,
             latency_ms: pct(1.0 + n as f64 / 1000.0),
-        };
-        let variant = |key, what, base| diagnostic_storms::Variant {
+        }
+    }
+
+    fn variants() -> Vec<diagnostic_storms::Variant> {
+        [
+            ("floor", "the floor", 1.0),
+            ("floor+kmsg-context", "floor + kmsg", 2.0),
+            ("floor+state-on-disk", "floor + disk", 1.5),
+            ("floor+normal-priority", "floor + prio", 1.25),
+        ]
+        .map(|(key, what, base)| diagnostic_storms::Variant {
             key,
             what,
             storm: storm(base),
+        })
+        .to_vec()
+    }
+
+    fn wrk() -> (tools::WrkResult, phases::Storm) {
+        let w = tools::WrkResult {
+            secs: 30,
+            threads: 1,
+            connections: 4,
+            requests: 3000,
+            rps: 100.5,
+            p50_ms: Some(9.5),
+            p99_ms: None,
+            max_ms: Some(40.0),
+            errors: 0,
         };
+        (w, storm(8.0))
+    }
+
+    fn node_exporter() -> report::NodeExporterReport {
+        report::NodeExporterReport {
+            version: "node_exporter, version 1.5.0 (branch: debian)".into(),
+            idle: idle(),
+            scrape: scrape(0),
+            delay: tools::VmstatDelay {
+                kills: 20,
+                delay_ms: pct(12.0),
+                oomwatch_ms: pct(2.0),
+                poll_ms: pct(4.0),
+                log_lines_per_kill: 40.0,
+            },
+        }
+    }
+
+    /// A report with every optional part present (and one without any: the default).
+    fn full_report() -> Report {
         let mut r = Report {
             date: "2026-01-02T03:04:05Z".into(),
             commit: Some("abc123".into()),
@@ -495,45 +541,16 @@ mod tests {
                 rss_kib: 6500,
                 settled_after_ms: 1500.0,
             },
-            idle,
+            idle: idle(),
             storm: storm(3.0),
             storm_plan: (4, 250),
             scrape: scrape(1),
-            variants: vec![
-                variant("floor", "the floor", 1.0),
-                variant("floor+kmsg-context", "floor + kmsg", 2.0),
-                variant("floor+state-on-disk", "floor + disk", 1.5),
-                variant("floor+normal-priority", "floor + prio", 1.25),
-            ],
+            variants: variants(),
             synthetic_sets: 10_000,
             scrape_synthetic: scrape(10_000),
             scrape_10k_series: Some(scrape(1666)),
-            wrk: Some((
-                tools::WrkResult {
-                    secs: 30,
-                    threads: 1,
-                    connections: 4,
-                    requests: 3000,
-                    rps: 100.5,
-                    p50_ms: Some(9.5),
-                    p99_ms: None,
-                    max_ms: Some(40.0),
-                    errors: 0,
-                },
-                storm(8.0),
-            )),
-            node_exporter: Some(report::NodeExporterReport {
-                version: "node_exporter, version 1.5.0 (branch: debian)".into(),
-                idle,
-                scrape: scrape(0),
-                delay: tools::VmstatDelay {
-                    kills: 20,
-                    delay_ms: pct(12.0),
-                    oomwatch_ms: pct(2.0),
-                    poll_ms: pct(4.0),
-                    log_lines_per_kill: 40.0,
-                },
-            }),
+            wrk: Some(wrk()),
+            node_exporter: Some(node_exporter()),
             notes: vec!["wrk could not be installed: wrk not run".into()],
             ..Report::default()
         };
