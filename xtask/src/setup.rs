@@ -71,7 +71,7 @@ pub fn setup(with_test_deps: bool) -> Result<()> {
             );
         }
         eprintln!("[{STEP}] installing {list}...");
-        install_packages(&missing)?;
+        util::apt_install(STEP, &missing)?;
         for pkg in &missing {
             if !dpkg_installed(pkg)? {
                 bail!("[{STEP}] {pkg} is still not installed after apt-get install");
@@ -113,10 +113,6 @@ fn dpkg_installed(pkg: &str) -> Result<bool> {
     // Exit status 1 means "no such package known": not installed.
     Ok(out.status.success()
         && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
-}
-
-fn install_packages(packages: &[&str]) -> Result<()> {
-    crate::util::apt_install(STEP, packages)
 }
 
 /// A `bpf-linker` that reports version 0.13.0: first on PATH, then in `~/.cargo/bin`.
