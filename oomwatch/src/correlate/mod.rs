@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use oomwatch_common::{field, CandidateRecord, RecordKind, VictimRecord};
 
-use crate::record::{OomContext, OomEvent, Source, Trigger, Victim};
+use crate::record::{OomContext, OomEvent, Source, Trigger};
 use crate::source::gfp::GfpDecoder;
 use crate::source::kmsg::KmsgRecord;
 use crate::source::probe::ringbuf::Record;
@@ -311,14 +311,7 @@ impl Correlator {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         };
-        ev.victim = Victim {
-            pid: ev.pid,
-            tgid: ev.tgid,
-            comm: ev.comm.clone(),
-            cgroup: ev.cgroup.clone(),
-            cgroup_id: ev.cgroup_id,
-            ..Victim::default()
-        };
+        ev.sync_victim();
         ev.panic_on_oom = sysctl("panic_on_oom");
         ev.oom_kill_allocating_task = sysctl("oom_kill_allocating_task");
         ev

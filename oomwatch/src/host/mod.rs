@@ -275,30 +275,7 @@ mod tests {
     //! random numbers never panic a host parser, the risk rules or a whole collection.
     use super::*;
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        /// A number biased towards edge values.
-        fn number(&mut self) -> u64 {
-            match self.below(4) {
-                0 => u64::MAX - self.below(3) as u64,
-                1 => self.below(3) as u64,
-                2 => self.next() >> self.below(64),
-                _ => self.next(),
-            }
-        }
-    }
+    use oomwatch_testkit::XorShift;
 
     /// Bytes biased towards the characters the parsers care about.
     fn random_text(rng: &mut XorShift, max_len: usize) -> String {
@@ -308,7 +285,7 @@ mod tests {
             .map(|_| match rng.below(3) {
                 0 => INTERESTING[rng.below(INTERESTING.len())],
                 1 => b'a' + rng.below(26) as u8,
-                _ => rng.next() as u8,
+                _ => rng.next_u64() as u8,
             })
             .collect();
         String::from_utf8_lossy(&bytes).into_owned()
@@ -324,7 +301,7 @@ mod tests {
                 1 if !b.is_empty() => {
                     b.remove(at);
                 }
-                2 if !b.is_empty() => b[at] = rng.next() as u8,
+                2 if !b.is_empty() => b[at] = rng.next_u64() as u8,
                 3 => {
                     let piece = b[at..].to_vec();
                     b.extend_from_slice(&piece);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use oomwatch_common::{signal_field, RecordKind, SignalRecord};
 
-use crate::record::{OomEvent, Source, Trigger, Victim};
+use crate::record::{OomEvent, Source, Trigger};
 use crate::sys::cgroup::IdResolver;
 use crate::sys::clock::wall_clock_of;
 use crate::sys::procfs;
@@ -139,14 +139,7 @@ fn set_killer(ev: &mut OomEvent, s: &SignalRecord, killer_cgroup: Option<String>
         pod: None,
         pod_uid: None,
     });
-    ev.victim = Victim {
-        pid: ev.pid,
-        tgid: ev.tgid,
-        comm: ev.comm.clone(),
-        cgroup: ev.cgroup.clone(),
-        cgroup_id: ev.cgroup_id,
-        ..Victim::default()
-    };
+    ev.sync_victim();
     ev.killer = Some(killer);
     ev.killer_pid = Some(s.sender_tgid);
     ev.killer_cgroup = killer_cgroup;

@@ -230,6 +230,19 @@ fn rfc3339_nanos<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error>
 }
 
 impl OomEvent {
+    /// Sets [`OomEvent::victim`] from the top-level victim fields (`pid`, `tgid`, `comm`,
+    /// `cgroup`, `cgroup_id`); its pod is filled by enrichment.
+    pub fn sync_victim(&mut self) {
+        self.victim = Victim {
+            pid: self.pid,
+            tgid: self.tgid,
+            comm: self.comm.clone(),
+            cgroup: self.cgroup.clone(),
+            cgroup_id: self.cgroup_id,
+            ..Victim::default()
+        };
+    }
+
     /// A victim known only by pid and kernel timestamp: every other field absent, to be filled
     /// by whoever learns it.
     pub fn new(pid: i32, ktime_ns: u64, time: SystemTime, host: String) -> Self {

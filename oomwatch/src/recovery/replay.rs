@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::correlate::kmsg_context::KmsgContexts;
-use crate::record::{OomEvent, Source, Victim};
+use crate::record::{OomEvent, Source};
 use crate::source::kmsg::oom::{Killed, OomItem, OomReportParser};
 use crate::source::kmsg::record::KmsgRecord;
 use crate::sys::clock::wall_clock_of;
@@ -112,13 +112,8 @@ impl LogKills {
             });
             ev.sources.insert("oom", Source::Kmsg);
         }
-        ev.victim = Victim {
-            pid: ev.pid,
-            tgid: None,
-            comm: ev.comm.clone(),
-            cgroup: ev.cgroup.clone(),
-            ..Victim::default()
-        };
+        // The kernel log names neither the tgid nor the cgroup id: both stay null.
+        ev.sync_victim();
         ev
     }
 }

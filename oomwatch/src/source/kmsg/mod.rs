@@ -374,21 +374,7 @@ pub(crate) mod tests {
         use crate::source::kmsg::reader::{KmsgReader, KmsgSource, SeekTo};
         use crate::source::kmsg::record::{parse_record, MAX_RECORD_BYTES};
 
-        struct XorShift(u64);
-
-        impl XorShift {
-            fn next(&mut self) -> u64 {
-                let mut x = self.0;
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                self.0 = x;
-                x
-            }
-            fn below(&mut self, n: usize) -> usize {
-                (self.next() % n as u64) as usize
-            }
-        }
+        use oomwatch_testkit::XorShift;
 
         /// Bytes biased towards the characters the parsers care about.
         fn random_bytes(rng: &mut XorShift, max_len: usize) -> Vec<u8> {
@@ -398,7 +384,7 @@ pub(crate) mod tests {
                 .map(|_| match rng.below(3) {
                     0 => INTERESTING[rng.below(INTERESTING.len())],
                     1 => b'a' + rng.below(26) as u8,
-                    _ => rng.next() as u8,
+                    _ => rng.next_u64() as u8,
                 })
                 .collect()
         }
@@ -413,7 +399,7 @@ pub(crate) mod tests {
                     1 if !b.is_empty() => {
                         b.remove(at);
                     }
-                    2 if !b.is_empty() => b[at] = rng.next() as u8,
+                    2 if !b.is_empty() => b[at] = rng.next_u64() as u8,
                     3 => b.truncate(at),
                     _ => {
                         let piece = b[at..].to_vec();
@@ -456,7 +442,12 @@ pub(crate) mod tests {
             for _ in 0..20_000 {
                 let mut buf = random_bytes(&mut rng, 300);
                 if rng.below(2) == 0 {
-                    let header = format!("{},{},{},-;", rng.below(300), rng.next(), rng.next());
+                    let header = format!(
+                        "{},{},{},-;",
+                        rng.below(300),
+                        rng.next_u64(),
+                        rng.next_u64()
+                    );
                     buf.splice(0..0, header.bytes());
                 }
                 if let Ok(rec) = parse_record(&buf) {
