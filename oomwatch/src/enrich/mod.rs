@@ -2,6 +2,7 @@
 //! ([`identity`]), runtime bundle files → Kubernetes names ([`bundle`]), and which memory limit
 //! the OOM hit ([`domain`]).
 pub mod bundle;
+pub mod container_kill;
 pub mod domain;
 pub mod domain_memory;
 pub mod identity;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::record::{DomainMemory, Runtime};
-use crate::record::{OomEvent, Workload};
+use crate::record::{OomEvent, Source, Workload};
 use crate::sys::cgroup::MemoryHierarchy;
 use crate::sys::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
@@ -105,6 +106,9 @@ impl Enricher {
         if !ev.replayed && ev.domain_memory.is_none() {
             ev.domain_memory = self.domain_memory(ev);
         }
+        if !ev.replayed {
+            self.container_kill(ev, w.container_id.is_some());
+        }
         ev.victim.namespace = w.namespace.clone();
         ev.victim.pod = w.pod.clone();
         ev.victim.pod_uid = w.pod_uid.clone();
@@ -132,6 +136,25 @@ impl Enricher {
             }
         }
         ev.oom.candidates = Some(list);
+    }
+
+    /// `partial_kill`, `container_init` and `oom_group` from the victim's cgroup as the kill
+    /// left it (see [`container_kill`]); not for a kill recorded later from the log.
+    fn container_kill(&self, ev: &mut OomEvent, in_container: bool) {
+        let (Some(h), Some(cg)) = (self.hierarchy.as_ref(), ev.cgroup.as_deref()) else {
+            return;
+        };
+        let domain = ev.oom.oom_memcg.as_deref();
+        let victim = ev.tgid.unwrap_or(ev.pid);
+        let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim);
+        let k = container_kill::decide(in_container, ev.oom.group_kill, &seen);
+        if k.partial_kill.is_some() || k.container_init.is_some() {
+            ev.sources.insert("partial_kill", Source::CgroupNspid);
+        }
+        if k.oom_group.is_some() {
+            ev.sources.insert("oom_group", Source::Cgroupfs);
+        }
+        ev.container_kill = k;
     }
 
     fn domain_memory(&self, ev: &OomEvent) -> Option<DomainMemory> {
