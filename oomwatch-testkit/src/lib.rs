@@ -8,10 +8,14 @@
 //!   counted (see [`skip::SKIP_LOG_ENV`]).
 //! - [`cgroup`]: memory cgroups of a test's own, removed on drop.
 //! - [`mem`]: the page size and helper processes that hold touched memory.
+//! - [`pidns`]: kubelet-style container cgroups and a process tree whose init is pid 1 of its
+//!   own pid namespace, as a runtime starts a container.
 pub mod cgroup;
 pub mod mem;
+pub mod pidns;
 pub mod skip;
 
 pub use cgroup::TestCgroup;
 pub use mem::{page_size, MemoryHolder};
+pub use pidns::{ContainerCgroup, NsInit};
 pub use skip::{host_or_skip, is_root, require_real_kernel, root_or_skip, skip};

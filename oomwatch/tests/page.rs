@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use oomwatch::host::HostSnapshot;
 use oomwatch::record::OomDomain;
 use oomwatch::record::OomEvent;
+use oomwatch::record::{ContainerInit, ContainerKill};
 use oomwatch::server::page::{render, Page};
 use serde_json::Value;
 
@@ -93,6 +94,30 @@ fn kubernetes_victims_show_namespace_pod_and_container() {
     assert!(html.contains("container app"));
     assert!(html.contains("title=\"/kubepods/burstable/pod1234/abcd\""));
     assert!(html.contains(">container<"), "the OOM domain");
+    assert!(!html.contains("silent partial kill"), "{html}");
+}
+
+#[test]
+fn partial_kills_are_marked() {
+    let mut ev = event(8, "worker", "/kubepods/burstable/pod1234/abcd");
+    ev.workload.pod = Some("cart".into());
+    ev.container_kill = ContainerKill {
+        partial_kill: Some(true),
+        container_init: Some(ContainerInit {
+            pid: 4200,
+            comm: Some("<sh>".into()),
+        }),
+        oom_group: None,
+    };
+    let mut whole = event(9, "app", "/kubepods/burstable/pod1234/abcd");
+    whole.container_kill.partial_kill = Some(false);
+    let html = page_of(&[ev, whole], None);
+    assert_eq!(html.matches("<tr class=\"pk\">").count(), 1, "{html}");
+    assert_eq!(html.matches("silent partial kill</span>").count(), 1);
+    assert!(
+        html.contains("its init &lt;sh&gt; (pid 4200) lives"),
+        "{html}"
+    );
 }
 
 #[test]
