@@ -123,7 +123,10 @@ fn a_child_killed_while_init_lives_is_partial_and_the_init_killed_is_not() {
     let ev = event_in(&mut agent, &cg.path);
     assert_eq!(ev["pid"], init_b.pid, "the init is the victim: {ev}");
     assert_eq!(kmsg.killed(init_b.pid, WAIT).comm, "tail");
-    assert!(init_b.wait(WAIT).is_some(), "the namespace ended with its init");
+    assert!(
+        init_b.wait(WAIT).is_some(),
+        "the namespace ended with its init"
+    );
     assert!(!init_b.alive());
     assert_eq!(cg.oom_kills(), 1);
     eprintln!("init {} killed: {}", init_b.pid, show(&ev));
