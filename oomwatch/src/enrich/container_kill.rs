@@ -97,10 +97,7 @@ pub fn observe(
     victim: i32,
 ) -> Seen {
     let dir = h.dir(cgroup);
-    let oom_group = match h.version {
-        Version::V1 => None,
-        Version::V2 => oom_group(h, cgroup, oom_memcg),
-    };
+    let oom_group = oom_group(h, cgroup, oom_memcg);
     let victim_task = task(proc_root, victim);
     let procs = read_bounded(&dir.join("cgroup.procs"), MAX_PROCS_BYTES);
     let mut seen = Seen {
@@ -125,9 +122,12 @@ pub fn observe(
 }
 
 /// As the kernel decides a group kill (`mem_cgroup_get_oom_group()`): set when the victim's
-/// cgroup or an ancestor up to the OOM domain has `memory.oom.group` 1. `None` when the
-/// victim's own file cannot be read.
-fn oom_group(h: &MemoryHierarchy, cgroup: &str, oom_memcg: Option<&str>) -> Option<bool> {
+/// cgroup or an ancestor up to the OOM domain has `memory.oom.group` 1. `None` on cgroup v1
+/// and when the victim's own file cannot be read.
+pub fn oom_group(h: &MemoryHierarchy, cgroup: &str, oom_memcg: Option<&str>) -> Option<bool> {
+    if h.version == Version::V1 {
+        return None;
+    }
     let domain = oom_memcg.map(|d| d.trim_end_matches('/'));
     let mut path = cgroup.trim_end_matches('/');
     let mut set = None;

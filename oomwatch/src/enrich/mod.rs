@@ -10,8 +10,8 @@ pub mod identity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::record::{ContainerKill, OomEvent, Source, Workload};
 use crate::record::{DomainMemory, Runtime};
-use crate::record::{OomEvent, Source, Workload};
 use crate::sys::cgroup::MemoryHierarchy;
 use crate::sys::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
@@ -145,9 +145,17 @@ impl Enricher {
             return;
         };
         let domain = ev.oom.oom_memcg.as_deref();
-        let victim = ev.tgid.unwrap_or(ev.pid);
-        let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim);
-        let k = container_kill::decide(in_container, ev.oom.group_kill, &seen);
+        let k = if in_container {
+            let victim = ev.tgid.unwrap_or(ev.pid);
+            let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim);
+            container_kill::decide(true, ev.oom.group_kill, &seen)
+        } else {
+            // Outside containers only the group setting: no tasks to read.
+            ContainerKill {
+                oom_group: container_kill::oom_group(h, cg, domain),
+                ..ContainerKill::default()
+            }
+        };
         if k.partial_kill.is_some() || k.container_init.is_some() {
             ev.sources.insert("partial_kill", Source::CgroupNspid);
         }
