@@ -70,6 +70,7 @@ fn scenario() -> String {
             comm: Some("sh".into()),
         }),
         oom_group: None,
+        at_kill: None,
     };
     m.observe(&pod);
     m.observe(&event(

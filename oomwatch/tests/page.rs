@@ -109,6 +109,7 @@ fn partial_kills_are_marked() {
             comm: Some("<sh>".into()),
         }),
         oom_group: None,
+        at_kill: None,
     };
     let mut whole = event(9, "app", "/kubepods/burstable/pod1234/abcd");
     whole.container_kill.partial_kill = Some(false);

@@ -64,16 +64,34 @@ fn a_child_killed_while_init_lives_is_partial_and_the_init_killed_is_not() {
     if !real_kernel_or_skip() {
         return;
     }
+    cases(&[]);
+}
+
+/// The same without the task read at the kill: decided from the cgroup right after it.
+#[test]
+fn the_same_from_the_cgroup_when_the_task_is_not_read_at_the_kill() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    cases(&["--disable-probe", "tp_btf:mark_victim"]);
+}
+
+fn cases(extra: &[&str]) {
     let root = tempfile::tempdir().unwrap();
     symlink("/proc", root.path().join("proc")).unwrap();
     symlink("/sys", root.path().join("sys")).unwrap();
-    let base = format!("/oomwatch-partial-{}", std::process::id());
-    let partial = ContainerCgroup::kubelet(&format!("{base}-a"), 0, LIMIT);
-    let whole = ContainerCgroup::kubelet(&format!("{base}-b"), 1, LIMIT);
-    write_bundle(root.path(), &partial, 0);
-    write_bundle(root.path(), &whole, 1);
+    let run = if extra.is_empty() { "btf" } else { "cg" };
+    let base = format!("/oomwatch-partial-{}-{run}", std::process::id());
+    // Container numbers unique to this run (the two tests run at once; each agent sees both).
+    let (n_partial, n_whole) = if extra.is_empty() { (0, 1) } else { (2, 3) };
+    let partial = ContainerCgroup::kubelet(&format!("{base}-a"), n_partial, LIMIT);
+    let whole = ContainerCgroup::kubelet(&format!("{base}-b"), n_whole, LIMIT);
+    write_bundle(root.path(), &partial, n_partial);
+    write_bundle(root.path(), &whole, n_whole);
     let host_root = root.path().to_str().unwrap().to_string();
-    let mut agent = Agent::start(&["--host-root", &host_root]);
+    let mut args = vec!["--host-root", host_root.as_str()];
+    args.extend_from_slice(extra);
+    let mut agent = Agent::start(&args);
     let v2 = partial.container().v2;
 
     // 1. `sh` is the init; its child `tail` grows until the kernel kills it; `sh` lives on.
@@ -102,18 +120,29 @@ fn a_child_killed_while_init_lives_is_partial_and_the_init_killed_is_not() {
             v["pid"], v["comm"], v["partial_kill"], v["container_init"], v["oom_group"]
         )
     };
-    eprintln!("child killed, init {} alive: {}", init.pid, show(&ev));
+    eprintln!(
+        "[{run}] child killed, init {} alive: {}",
+        init.pid,
+        show(&ev)
+    );
     assert_eq!(ev["partial_kill"], true, "{ev}");
     assert_eq!(
         ev["container_init"],
         json!({"pid": init.pid, "comm": "sh"}),
         "{ev}"
     );
-    assert_eq!(ev["sources"]["partial_kill"], "cgroupfs:nspid", "{ev}");
+    // Read at the kill where the victim's task_struct is (tp_btf), else from the cgroup.
+    let source = if ev["sources"]["tgid"] == "tp_btf:mark_victim" {
+        "tp_btf:mark_victim"
+    } else {
+        "cgroupfs:nspid"
+    };
+    assert_eq!(extra.is_empty(), source == "tp_btf:mark_victim", "{ev}");
+    assert_eq!(ev["sources"]["partial_kill"], source, "{ev}");
     // memory.oom.group exists only on cgroup v2 (the VM); this host has v1.
     let want_group = if v2 { json!(false) } else { Value::Null };
     assert_eq!(ev["oom_group"], want_group, "{ev}");
-    assert_eq!(ev["pod"], names(0).1, "{ev}");
+    assert_eq!(ev["pod"], names(n_partial).1, "{ev}");
 
     // 2. The init itself grows and is killed: the namespace dies with it.
     let cg = whole.container();
@@ -129,7 +158,8 @@ fn a_child_killed_while_init_lives_is_partial_and_the_init_killed_is_not() {
     );
     assert!(!init_b.alive());
     assert_eq!(cg.oom_kills(), 1);
-    eprintln!("init {} killed: {}", init_b.pid, show(&ev));
+    eprintln!("[{run}] init {} killed: {}", init_b.pid, show(&ev));
+    assert_eq!(ev["sources"]["partial_kill"], source, "{ev}");
     assert_eq!(ev["partial_kill"], false, "{ev}");
     // The init is named when it was still there to read; a reaped one leaves an empty cgroup.
     let init_seen = &ev["container_init"];
@@ -141,14 +171,14 @@ fn a_child_killed_while_init_lives_is_partial_and_the_init_killed_is_not() {
 
     // 3. The metric counts the partial kill only, and the alert fires on its real value.
     let metrics = agent.get("/metrics");
-    let (ns, pod, container) = names(0);
+    let (ns, pod, container) = names(n_partial);
     let series = format!(
         "oomwatch_oom_partial_kills_total{{container=\"{container}\",namespace=\"{ns}\",pod=\"{pod}\"}}"
     );
     let value = common::metric_value(&metrics, &series)
         .unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
     assert_eq!(value, 1.0);
-    let whole_pod = names(1).1;
+    let whole_pod = names(n_whole).1;
     assert!(
         !metrics
             .lines()

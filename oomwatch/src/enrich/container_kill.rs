@@ -1,15 +1,17 @@
 //! Partial kills: whether an OOM kill in a container took the container or left it running.
 //!
-//! Read from the victim's memory cgroup right after the kill (the event is enriched within the
-//! correlation window, tens of milliseconds later): the tasks in its `cgroup.procs` and, for
-//! each, the `NSpid` line of `/proc/<pid>/status` (the pid in every pid namespace the task is
-//! in, the host's first). The container's init is the task whose innermost pid is 1 in a pid
-//! namespace other than the host's. The rules (see `docs/events.md`):
+//! Decided from the victim's pid namespace as the kernel showed it at the kill
+//! ([`decide_at_kill`], `tp_btf:mark_victim`), else from the victim's memory cgroup right after
+//! the kill ([`observe`], [`decide`]; the event is enriched within the correlation window): the
+//! tasks in its `cgroup.procs` and, for each, the `NSpid` line of `/proc/<pid>/status` (the pid
+//! in every pid namespace the task is in, the host's first). The container's init is the task
+//! whose innermost pid is 1 in a pid namespace other than the host's. The rules (see
+//! `docs/events.md`):
 //! - a `memory.oom.group` kill (`oom_group` set, or the victim killed as a group member) → the
 //!   kill took every task of the cgroup: `false`;
-//! - the victim is the container's init (its own `NSpid` ends in 1, while it is still there) →
-//!   `false`: the kernel kills the rest of the namespace when its init dies;
-//! - the init is another task, alive in the cgroup → `true`;
+//! - the victim is the container's init (its pid in its namespace is 1) → `false`: the kernel
+//!   kills the rest of the namespace when its init dies;
+//! - the init is another task, in the victim's cgroup → `true`;
 //! - no task is left in the cgroup → `false` (the container ended);
 //! - otherwise (tasks left, none of them an init: a container sharing the host's or the pod's
 //!   pid namespace) → `null`.
@@ -17,7 +19,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use crate::record::{ContainerInit, ContainerKill};
+use crate::record::{ContainerInit, ContainerKill, PidNsAtKill};
 use crate::sys::cgroup::{MemoryHierarchy, Version};
 
 /// Most bytes read from one `cgroup.procs` (about 150,000 pids).
@@ -84,7 +86,54 @@ pub fn decide(in_container: bool, group_member: Option<bool>, seen: &Seen) -> Co
         partial_kill,
         container_init,
         oom_group: seen.oom_group,
+        at_kill: None,
     }
+}
+
+/// The victim as the kill decision needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Victim<'a> {
+    /// Its process id as the host sees it.
+    pub tgid: i32,
+    pub comm: Option<&'a str>,
+    /// Its memory cgroup's id.
+    pub memcg_id: Option<u64>,
+}
+
+/// The same rules from the pid namespace the kernel showed at the kill (`tp_btf:mark_victim`):
+/// exact, and independent of what is left to read afterwards. `None` when it cannot decide, and
+/// the cgroup is read instead: the victim is in the host's pid namespace, or its namespace's
+/// init lives in another memory cgroup (a pod sharing one pid namespace, whose init is the
+/// sandbox's pause: the container's own main process is then no namespace init).
+pub fn decide_at_kill(
+    group_member: Option<bool>,
+    oom_group: Option<bool>,
+    victim: Victim<'_>,
+    ns: &PidNsAtKill,
+) -> Option<ContainerKill> {
+    if ns.level == 0 {
+        return None;
+    }
+    let victim_init = ns.ns_tgid == 1;
+    let init = if victim_init {
+        ContainerInit {
+            pid: victim.tgid,
+            comm: victim.comm.map(str::to_string),
+        }
+    } else {
+        let i = ns.init.as_ref()?;
+        (victim.memcg_id? == i.memcg_id).then(|| ContainerInit {
+            pid: i.tgid,
+            comm: Some(i.comm.clone()),
+        })?
+    };
+    let whole = victim_init || oom_group == Some(true) || group_member == Some(true);
+    Some(ContainerKill {
+        partial_kill: Some(!whole),
+        container_init: Some(init),
+        oom_group,
+        at_kill: None,
+    })
 }
 
 /// Reads the cgroup `cgroup` (a path below the hierarchy), the victim `victim` (its tgid) and
@@ -266,6 +315,59 @@ mod tests {
         assert_eq!(decide(true, None, &s).partial_kill, None);
         let unread = Seen::default();
         assert_eq!(decide(true, None, &unread), ContainerKill::default());
+    }
+
+    fn ns(level: u32, ns_tgid: i32, init_memcg: u64) -> PidNsAtKill {
+        PidNsAtKill {
+            level,
+            ns_tgid,
+            init: Some(crate::record::NsInit {
+                tgid: 800,
+                comm: "sh".into(),
+                memcg_id: init_memcg,
+            }),
+        }
+    }
+
+    const VICTIM: Victim<'static> = Victim {
+        tgid: 801,
+        comm: Some("worker"),
+        memcg_id: Some(7),
+    };
+
+    #[test]
+    fn at_the_kill_a_child_with_its_init_in_the_cgroup_is_partial() {
+        let k = decide_at_kill(None, None, VICTIM, &ns(1, 5, 7)).unwrap();
+        assert_eq!(k.partial_kill, Some(true));
+        assert_eq!(k.container_init.unwrap().pid, 800);
+        let k = decide_at_kill(Some(false), Some(true), VICTIM, &ns(1, 5, 7)).unwrap();
+        assert_eq!(k.partial_kill, Some(false), "a memory.oom.group kill");
+        let k = decide_at_kill(Some(true), None, VICTIM, &ns(1, 5, 7)).unwrap();
+        assert_eq!(k.partial_kill, Some(false), "a group member");
+    }
+
+    #[test]
+    fn at_the_kill_the_init_itself_is_not_partial() {
+        let k = decide_at_kill(None, None, VICTIM, &ns(2, 1, 99)).unwrap();
+        assert_eq!(k.partial_kill, Some(false));
+        let init = k.container_init.unwrap();
+        assert_eq!((init.pid, init.comm.as_deref()), (801, Some("worker")));
+    }
+
+    #[test]
+    fn at_the_kill_undecided_in_the_host_namespace_or_with_the_init_elsewhere() {
+        assert_eq!(decide_at_kill(None, None, VICTIM, &ns(0, 801, 7)), None);
+        assert_eq!(decide_at_kill(None, None, VICTIM, &ns(1, 5, 8)), None);
+        let no_id = Victim {
+            memcg_id: None,
+            ..VICTIM
+        };
+        assert_eq!(decide_at_kill(None, None, no_id, &ns(1, 5, 7)), None);
+        let unread = PidNsAtKill {
+            init: None,
+            ..ns(1, 5, 7)
+        };
+        assert_eq!(decide_at_kill(None, None, VICTIM, &unread), None);
     }
 
     #[test]

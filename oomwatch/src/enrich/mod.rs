@@ -138,31 +138,50 @@ impl Enricher {
         ev.oom.candidates = Some(list);
     }
 
-    /// `partial_kill`, `container_init` and `oom_group` from the victim's cgroup as the kill
-    /// left it (see [`container_kill`]); not for a kill recorded later from the log.
+    /// `partial_kill`, `container_init` and `oom_group` (see [`container_kill`]): from the pid
+    /// namespace the kernel showed at the kill, else from the victim's cgroup as the kill left
+    /// it; not for a kill recorded later from the log.
     fn container_kill(&self, ev: &mut OomEvent, in_container: bool) {
         let (Some(h), Some(cg)) = (self.hierarchy.as_ref(), ev.cgroup.as_deref()) else {
             return;
         };
         let domain = ev.oom.oom_memcg.as_deref();
-        let k = if in_container {
-            let victim = ev.tgid.unwrap_or(ev.pid);
-            let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim);
-            container_kill::decide(true, ev.oom.group_kill, &seen)
-        } else {
-            // Outside containers only the group setting: no tasks to read.
-            ContainerKill {
-                oom_group: container_kill::oom_group(h, cg, domain),
-                ..ContainerKill::default()
+        let oom_group = container_kill::oom_group(h, cg, domain);
+        let victim = container_kill::Victim {
+            tgid: ev.tgid.unwrap_or(ev.pid),
+            comm: ev.comm.as_deref(),
+            memcg_id: ev.cgroup_id,
+        };
+        let at_kill = ev.container_kill.at_kill.as_ref().filter(|_| in_container);
+        let decided = at_kill.and_then(|ns| {
+            container_kill::decide_at_kill(ev.oom.group_kill, oom_group, victim, ns)
+        });
+        let (k, source) = match decided {
+            Some(k) => (k, Source::MarkVictimBtf),
+            None if in_container => {
+                let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim.tgid);
+                let k = container_kill::decide(true, ev.oom.group_kill, &seen);
+                (k, Source::CgroupNspid)
             }
+            // Outside containers only the group setting: no tasks to read.
+            None => (
+                ContainerKill {
+                    oom_group,
+                    ..ContainerKill::default()
+                },
+                Source::CgroupNspid,
+            ),
         };
         if k.partial_kill.is_some() || k.container_init.is_some() {
-            ev.sources.insert("partial_kill", Source::CgroupNspid);
+            ev.sources.insert("partial_kill", source);
         }
         if k.oom_group.is_some() {
             ev.sources.insert("oom_group", Source::Cgroupfs);
         }
-        ev.container_kill = k;
+        ev.container_kill = ContainerKill {
+            at_kill: ev.container_kill.at_kill.take(),
+            ..k
+        };
     }
 
     fn domain_memory(&self, ev: &OomEvent) -> Option<DomainMemory> {

@@ -23,4 +23,29 @@ pub struct ContainerKill {
     /// The victim cgroup's `memory.oom.group` right after the kill (cgroup v2 only; `null` on
     /// v1, where the file does not exist).
     pub oom_group: Option<bool>,
+    /// The victim's pid namespace as the kernel had it at the kill (read by
+    /// `tp_btf:mark_victim`); the fields above are decided from it when present.
+    #[serde(skip)]
+    pub at_kill: Option<PidNsAtKill>,
+}
+
+/// The victim's pid namespace at the kill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PidNsAtKill {
+    /// 0: the host's (initial) pid namespace.
+    pub level: u32,
+    /// The victim's process id in that namespace (1: it is the namespace's init).
+    pub ns_tgid: i32,
+    /// The namespace's init (`child_reaper`), when read.
+    pub init: Option<NsInit>,
+}
+
+/// A pid namespace's init as read at the kill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsInit {
+    /// Its process id as the host sees it.
+    pub tgid: i32,
+    pub comm: String,
+    /// Its memory cgroup's id.
+    pub memcg_id: u64,
 }

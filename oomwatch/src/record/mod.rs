@@ -14,7 +14,7 @@ pub mod source;
 pub mod workload;
 
 pub use candidate::Candidate;
-pub use container_kill::{ContainerInit, ContainerKill};
+pub use container_kill::{ContainerInit, ContainerKill, NsInit, PidNsAtKill};
 pub use domain_memory::DomainMemory;
 pub use source::{ProbeId, Source};
 pub use workload::{OomDomain, QosClass, Runtime};
