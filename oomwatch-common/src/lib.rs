@@ -93,6 +93,12 @@ pub mod field {
     /// (`__oom_kill_process()`), not a task already exiting that is only let go first.
     /// Meaningful only while a `signal_generate` program is attached.
     pub const KILL_SENT: u32 = 1 << 13;
+    /// The victim's pid namespace was read: [`VictimRecord::ns_level`] and
+    /// [`VictimRecord::ns_tgid`].
+    pub const PIDNS: u32 = 1 << 14;
+    /// The init of that namespace (`pid_namespace.child_reaper`) was read:
+    /// [`VictimRecord::init_tgid`], `init_comm` and `init_memcg_id`.
+    pub const PIDNS_INIT: u32 = 1 << 15;
     /// At least one kernel read failed (the failure was also logged through aya-log).
     pub const READ_ERROR: u32 = 1 << 31;
 }
@@ -127,9 +133,19 @@ pub struct VictimRecord {
     pub trigger_tgid: i32,
     pub comm: [u8; COMM_LEN],
     pub trigger_comm: [u8; COMM_LEN],
+    /// The level of the victim's pid namespace (0: the initial one).
+    pub ns_level: u32,
+    /// The victim's process id in its own pid namespace (1: it is that namespace's init).
+    pub ns_tgid: i32,
+    /// That namespace's init (`child_reaper`): process id as the host sees it.
+    pub init_tgid: i32,
+    pub _pad1: u32,
+    /// The init's memory cgroup id.
+    pub init_memcg_id: u64,
+    pub init_comm: [u8; COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<VictimRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<VictimRecord>() == 160);
 
 impl VictimRecord {
     pub const fn zeroed() -> Self {
@@ -152,9 +168,51 @@ impl VictimRecord {
             trigger_tgid: 0,
             comm: [0; COMM_LEN],
             trigger_comm: [0; COMM_LEN],
+            ns_level: 0,
+            ns_tgid: 0,
+            init_tgid: 0,
+            _pad1: 0,
+            init_memcg_id: 0,
+            init_comm: [0; COMM_LEN],
         }
     }
 }
+
+/// Member offsets (BTF) to a task's pid namespace and its init: `task->group_leader->thread_pid`
+/// (`struct pid`), its `level` and `numbers[level]` (`struct upid`: `nr`, `ns`), and
+/// `pid_namespace.child_reaper`. [`OFFSET_ABSENT`] where this kernel's BTF lacks one (then the
+/// fields are left absent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidNsOffsets {
+    pub task_group_leader: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`.
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    pub pidns_child_reaper: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PidNsOffsets>() == 32);
+
+impl PidNsOffsets {
+    pub const ABSENT: Self = Self {
+        task_group_leader: OFFSET_ABSENT,
+        task_thread_pid: OFFSET_ABSENT,
+        pid_level: OFFSET_ABSENT,
+        pid_numbers: OFFSET_ABSENT,
+        upid_size: OFFSET_ABSENT,
+        upid_nr: OFFSET_ABSENT,
+        upid_ns: OFFSET_ABSENT,
+        pidns_child_reaper: OFFSET_ABSENT,
+    };
+}
+
+/// Deepest pid namespace level the kernel allows (`MAX_PID_NS_LEVEL`).
+pub const MAX_PID_NS_LEVEL: u32 = 32;
 
 /// Byte offsets of `oom/mark_victim` fields inside the trace record, from the tracefs `format`
 /// file. [`OFFSET_ABSENT`] where this kernel's format lacks the field (kernels 4.13–6.8 have
@@ -391,6 +449,8 @@ mod pod {
     unsafe impl aya::Pod for super::MarkVictimOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PidNsOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomKillRecord {}
     // SAFETY: as above.

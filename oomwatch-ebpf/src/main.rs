@@ -12,6 +12,7 @@ mod lifecycle;
 mod maps;
 mod mark_victim;
 mod oom_kill;
+mod pidns;
 mod read;
 mod signal;
 

@@ -5,7 +5,8 @@
 //! - `mark_victim_tp` (tracepoint): the trace record's own fields. Their offsets come from the
 //!   tracefs `format` file (kernels 4.13–6.8 without the 2024 backport only have `pid`).
 //! - `mark_victim_btf` (tp_btf): the victim's `task_struct`: tgid, comm, memory cgroup id and
-//!   `signal->oom_score_adj`, through BTF-resolved offsets. Loaded only where the tracepoint's
+//!   `signal->oom_score_adj`, its pid namespace and that namespace's init (`pidns`), through
+//!   BTF-resolved offsets. Loaded only where the tracepoint's
 //!   first argument is a `struct task_struct *`.
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes},
@@ -146,6 +147,7 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
         rec.memcg_id = id;
         rec.present |= field::MEMCG_ID;
     }
+    crate::pidns::fill(&ctx, task, &off, rec);
     track(rec);
     entry.submit(0);
     0

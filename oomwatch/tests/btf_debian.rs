@@ -15,7 +15,7 @@ use std::time::Instant;
 use common_btf::{bpftool_dump, Dump};
 use oomwatch::source::btf::Btf;
 use oomwatch::source::probe::offsets;
-use oomwatch_common::{OomControlOffsets, TaskOffsets};
+use oomwatch_common::{OomControlOffsets, PidNsOffsets, TaskOffsets};
 
 const HOST: &str = "/sys/kernel/btf/vmlinux";
 
@@ -167,6 +167,32 @@ fn debian_task_offsets_match_bpftool() {
             .collect();
         println!("{:<28}{}", k.release, row.concat());
         assert_eq!(got, want, "TaskOffsets of {}", k.release);
+    }
+}
+
+/// `PidNsOffsets` as the dump has them.
+fn pidns_truth(d: &Dump) -> PidNsOffsets {
+    let off = |s: &str, m: &str| u32::try_from(d.path(s, m).0).expect("offset fits u32");
+    let upid = d.get(d.find(&["STRUCT"], "upid")).num("size");
+    PidNsOffsets {
+        task_group_leader: off("task_struct", "group_leader"),
+        task_thread_pid: off("task_struct", "thread_pid"),
+        pid_level: off("pid", "level"),
+        pid_numbers: off("pid", "numbers"),
+        upid_size: u32::try_from(upid).expect("size fits u32"),
+        upid_nr: off("upid", "nr"),
+        upid_ns: off("upid", "ns"),
+        pidns_child_reaper: off("pid_namespace", "child_reaper"),
+    }
+}
+
+#[test]
+fn debian_pidns_offsets_match_bpftool() {
+    let Some(kernels) = debian() else { return };
+    for k in kernels {
+        let got = offsets::pidns(&k.btf).unwrap_or_else(|e| panic!("{}: {e}", k.release));
+        println!("{:<28}{got:?}", k.release);
+        assert_eq!(got, pidns_truth(&k.dump), "PidNsOffsets of {}", k.release);
     }
 }
 

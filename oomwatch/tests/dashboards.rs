@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::{real_kernel_or_skip, Agent, TestCgroup};
+use oomwatch_testkit::{ContainerCgroup, NsInit};
 use prometheus::{now, Prometheus};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -78,6 +79,21 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         agent.wait_event(WAIT, |v| v["pid"] == pid);
         eprintln!("OOM kill of pid {pid} in {} seen by the agent", cg.path);
     }
+    // A silent partial kill: a worker of a kubelet-style container whose init (pid 1 of its
+    // own pid namespace) lives on; the partial-kill panel needs it.
+    let container = ContainerCgroup::kubelet(
+        &format!("/oomwatch-dash-{}", std::process::id()),
+        0,
+        64 << 20,
+    );
+    let in_container = container.container().path.clone();
+    let mut init = NsInit::start(container.container(), "tail /dev/zero; read forever");
+    init.go();
+    let partial = agent.wait_event(WAIT, |v| {
+        common::kill_pid(v).is_some() && v["cgroup"] == in_container
+    });
+    assert_eq!(partial["partial_kill"], true, "{partial}");
+    prom.wait_for("sum(oomwatch_oom_partial_kills_total)", |v| v >= 1.0);
     // Other processes on the host may be OOM-killed too: wait for the series of ours.
     let ours = format!(
         "sum(oomwatch_oom_kills_total{{cgroup=~\"{}|{}\"}})",
@@ -102,6 +118,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         }
     }
     println!("{queries} queries run, {} failed", failures.len());
+    drop(init);
+    drop(container);
     assert!(
         failures.is_empty(),
         "{} dashboard queries returned no data or failed:\n  {}\nPrometheus log:\n{}",

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use oomwatch::record::OomDomain;
-use oomwatch::record::{OomEvent, ProbeId, Source, Workload};
+use oomwatch::record::{ContainerInit, ContainerKill, OomEvent, ProbeId, Source, Workload};
 use oomwatch::sink::metrics::EbpfCounters;
 
 fn golden_path() -> PathBuf {
@@ -62,6 +62,16 @@ fn scenario() -> String {
     pod.workload.pod = Some("cart-7d9f8b6c5-x2x4q".into());
     pod.workload.container = Some("worker".into());
     pod.workload.oom_domain = Some(OomDomain::Container);
+    // A worker killed while the container's init lives: a partial kill.
+    pod.container_kill = ContainerKill {
+        partial_kill: Some(true),
+        container_init: Some(ContainerInit {
+            pid: 4200,
+            comm: Some("sh".into()),
+        }),
+        oom_group: None,
+        at_kill: None,
+    };
     m.observe(&pod);
     m.observe(&event(
         4343,

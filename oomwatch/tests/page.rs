@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use oomwatch::host::HostSnapshot;
 use oomwatch::record::OomDomain;
 use oomwatch::record::OomEvent;
+use oomwatch::record::{ContainerInit, ContainerKill};
 use oomwatch::server::page::{render, Page};
 use serde_json::Value;
 
-use common::{real_kernel_or_skip, Agent, TestCgroup};
+use common::{kill_pid, real_kernel_or_skip, Agent, TestCgroup};
+use oomwatch_testkit::{ContainerCgroup, NsInit};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -93,6 +95,31 @@ fn kubernetes_victims_show_namespace_pod_and_container() {
     assert!(html.contains("container app"));
     assert!(html.contains("title=\"/kubepods/burstable/pod1234/abcd\""));
     assert!(html.contains(">container<"), "the OOM domain");
+    assert!(!html.contains("silent partial kill"), "{html}");
+}
+
+#[test]
+fn partial_kills_are_marked() {
+    let mut ev = event(8, "worker", "/kubepods/burstable/pod1234/abcd");
+    ev.workload.pod = Some("cart".into());
+    ev.container_kill = ContainerKill {
+        partial_kill: Some(true),
+        container_init: Some(ContainerInit {
+            pid: 4200,
+            comm: Some("<sh>".into()),
+        }),
+        oom_group: None,
+        at_kill: None,
+    };
+    let mut whole = event(9, "app", "/kubepods/burstable/pod1234/abcd");
+    whole.container_kill.partial_kill = Some(false);
+    let html = page_of(&[ev, whole], None);
+    assert_eq!(html.matches("<tr class=\"pk\">").count(), 1, "{html}");
+    assert_eq!(html.matches("silent partial kill</span>").count(), 1);
+    assert!(
+        html.contains("its init &lt;sh&gt; (pid 4200) lives"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -200,6 +227,18 @@ fn page_and_events_after_real_kills_in_headless_chromium() {
         return;
     }
     let mut agent = Agent::start(&["--recent-events", "50"]);
+    // First a silent partial kill: a worker of a kubelet-style container whose init (pid 1 of
+    // its own pid namespace) lives on.
+    let base = format!("/oomwatch-page-{}", std::process::id());
+    let container = ContainerCgroup::kubelet(&base, 0, 64 << 20);
+    let mut init = NsInit::start(container.container(), "tail /dev/zero; read forever");
+    init.go();
+    let in_container = container.container().path.clone();
+    let partial = agent.wait_event(WAIT, |v| {
+        kill_pid(v).is_some() && v["cgroup"] == in_container
+    });
+    assert_eq!(partial["partial_kill"], true, "{partial}");
+    let partial_pid = partial["pid"].as_i64().unwrap();
     let cg = TestCgroup::new(64 << 20);
     let mut kills: Vec<(i32, Value)> = Vec::new();
     for _ in 0..2 {
@@ -264,6 +303,15 @@ fn page_and_events_after_real_kills_in_headless_chromium() {
         );
     }
     assert!(dom.contains(">tail<"), "comm in the DOM:\n{dom}");
+    // The partial kill's row is marked, and only it.
+    let at = dom
+        .find(&format!(">{partial_pid}<"))
+        .unwrap_or_else(|| panic!("pid {partial_pid} in the DOM:\n{dom}"));
+    let row = &dom[dom[..at].rfind("<tr").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.starts_with("<tr class=\"pk\">"), "{row}");
+    assert!(row.contains("silent partial kill"), "{row}");
+    assert_eq!(dom.matches("<tr class=\"pk\">").count(), 1, "{dom}");
     let cgroup = newest["cgroup"].as_str().expect("cgroup known");
     assert!(cgroup.ends_with(&cg.path), "{newest}");
     assert!(dom.contains(cgroup), "cgroup {cgroup} in the DOM:\n{dom}");
@@ -303,4 +351,6 @@ fn page_and_events_after_real_kills_in_headless_chromium() {
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(bytes.len() > 20_000, "{} bytes: a blank page?", bytes.len());
     eprintln!("screenshot: {}", png.display());
+    drop(init);
+    drop(container);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use oomwatch_common::{field, CandidateRecord, RecordKind, VictimRecord};
 
-use crate::record::{OomContext, OomEvent, Source, Trigger};
+use crate::record::{ContainerKill, NsInit, OomContext, OomEvent, PidNsAtKill, Source, Trigger};
 use crate::source::gfp::GfpDecoder;
 use crate::source::kmsg::KmsgRecord;
 use crate::source::probe::ringbuf::Record;
@@ -512,6 +512,15 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
     let pgtables = take("pgtables", field::PGTABLES).map(|r| r.pgtables_kb * 1024);
     let oom_score_adj = take("oom_score_adj", field::OOM_SCORE_ADJ).map(|r| r.oom_score_adj);
     let cgroup_id = take("cgroup", field::MEMCG_ID).map(|r| r.memcg_id);
+    let at_kill = has(&p.btf, field::PIDNS).map(|r| PidNsAtKill {
+        level: r.ns_level,
+        ns_tgid: r.ns_tgid,
+        init: (r.present & field::PIDNS_INIT != 0).then(|| NsInit {
+            tgid: r.init_tgid,
+            comm: comm_str(&r.init_comm),
+            memcg_id: r.init_memcg_id,
+        }),
+    });
     // Any record carries the kernel timestamp and the triggering task; take the earliest.
     let first = [p.tp, p.btf]
         .into_iter()
@@ -548,6 +557,10 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
         cgroup_id,
         trigger,
         sources,
+        container_kill: ContainerKill {
+            at_kill,
+            ..ContainerKill::default()
+        },
         ..OomEvent::new(p.pid, ktime_ns, wall_clock_of(ktime_ns), host.to_string())
     }
 }

@@ -2,6 +2,7 @@
 //! ([`identity`]), runtime bundle files → Kubernetes names ([`bundle`]), and which memory limit
 //! the OOM hit ([`domain`]).
 pub mod bundle;
+pub mod container_kill;
 pub mod domain;
 pub mod domain_memory;
 pub mod identity;
@@ -9,8 +10,8 @@ pub mod identity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::record::{ContainerKill, OomEvent, Source, Workload};
 use crate::record::{DomainMemory, Runtime};
-use crate::record::{OomEvent, Workload};
 use crate::sys::cgroup::MemoryHierarchy;
 use crate::sys::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
@@ -105,6 +106,9 @@ impl Enricher {
         if !ev.replayed && ev.domain_memory.is_none() {
             ev.domain_memory = self.domain_memory(ev);
         }
+        if !ev.replayed {
+            self.container_kill(ev, w.container_id.is_some());
+        }
         ev.victim.namespace = w.namespace.clone();
         ev.victim.pod = w.pod.clone();
         ev.victim.pod_uid = w.pod_uid.clone();
@@ -132,6 +136,52 @@ impl Enricher {
             }
         }
         ev.oom.candidates = Some(list);
+    }
+
+    /// `partial_kill`, `container_init` and `oom_group` (see [`container_kill`]): from the pid
+    /// namespace the kernel showed at the kill, else from the victim's cgroup as the kill left
+    /// it; not for a kill recorded later from the log.
+    fn container_kill(&self, ev: &mut OomEvent, in_container: bool) {
+        let (Some(h), Some(cg)) = (self.hierarchy.as_ref(), ev.cgroup.as_deref()) else {
+            return;
+        };
+        let domain = ev.oom.oom_memcg.as_deref();
+        let oom_group = container_kill::oom_group(h, cg, domain);
+        let victim = container_kill::Victim {
+            tgid: ev.tgid.unwrap_or(ev.pid),
+            comm: ev.comm.as_deref(),
+            memcg_id: ev.cgroup_id,
+        };
+        let at_kill = ev.container_kill.at_kill.as_ref().filter(|_| in_container);
+        let decided = at_kill.and_then(|ns| {
+            container_kill::decide_at_kill(ev.oom.group_kill, oom_group, victim, ns)
+        });
+        let (k, source) = match decided {
+            Some(k) => (k, Source::MarkVictimBtf),
+            None if in_container => {
+                let seen = container_kill::observe(h, &self.proc_root, cg, domain, victim.tgid);
+                let k = container_kill::decide(true, ev.oom.group_kill, &seen);
+                (k, Source::CgroupNspid)
+            }
+            // Outside containers only the group setting: no tasks to read.
+            None => (
+                ContainerKill {
+                    oom_group,
+                    ..ContainerKill::default()
+                },
+                Source::CgroupNspid,
+            ),
+        };
+        if k.partial_kill.is_some() || k.container_init.is_some() {
+            ev.sources.insert("partial_kill", source);
+        }
+        if k.oom_group.is_some() {
+            ev.sources.insert("oom_group", Source::Cgroupfs);
+        }
+        ev.container_kill = ContainerKill {
+            at_kill: ev.container_kill.at_kill.take(),
+            ..k
+        };
     }
 
     fn domain_memory(&self, ev: &OomEvent) -> Option<DomainMemory> {

@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, Serializer};
 
 pub mod candidate;
+pub mod container_kill;
 pub mod domain_memory;
 pub mod source;
 pub mod workload;
 
 pub use candidate::Candidate;
+pub use container_kill::{ContainerInit, ContainerKill, NsInit, PidNsAtKill};
 pub use domain_memory::DomainMemory;
 pub use source::{ProbeId, Source};
 pub use workload::{OomDomain, QosClass, Runtime};
@@ -217,8 +219,12 @@ pub struct OomEvent {
     /// Kubernetes or systemd identity and the OOM domain, flattened into the event.
     #[serde(flatten)]
     pub workload: Workload,
+    /// Whether a kill in a container left it running (`partial_kill`, `container_init`,
+    /// `oom_group`), flattened into the event.
+    #[serde(flatten)]
+    pub container_kill: ContainerKill,
     /// Field group → where it came from. Groups: `pid`, `tgid`, `comm`, `uid`, `memory`,
-    /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`.
+    /// `pgtables`, `oom_score_adj`, `cgroup`, `trigger`, `oom`, `partial_kill`, `oom_group`.
     pub sources: BTreeMap<&'static str, Source>,
 }
 
@@ -275,6 +281,7 @@ impl OomEvent {
             oom: OomContext::default(),
             domain_memory: None,
             workload: Workload::default(),
+            container_kill: ContainerKill::default(),
             sources: BTreeMap::new(),
         }
     }

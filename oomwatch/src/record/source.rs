@@ -125,8 +125,12 @@ pub enum Source {
     CandidatesFexit,
     /// `kretprobe/oom_badness`: the same, where fexit is not allowed.
     CandidatesKretprobe,
-    /// The memory cgroup hierarchy searched for the cgroup id the kernel gave.
+    /// The memory cgroup hierarchy searched for the cgroup id the kernel gave, or a cgroup's
+    /// own file (`memory.oom.group`).
     Cgroupfs,
+    /// The victim cgroup's tasks (`cgroup.procs`) and their `NSpid` in `/proc/<pid>/status`,
+    /// read right after the kill: the container's init and whether it lives.
+    CgroupNspid,
     /// `tracepoint/signal/signal_generate`: a SIGKILL from a userspace OOM killer.
     SignalTracepoint,
     /// `tp_btf/signal_generate`: the same, with the target's `task_struct`.
@@ -146,7 +150,9 @@ impl Source {
             Source::CandidatesKretprobe => ProbeId::BadnessKretprobe,
             Source::SignalTracepoint => ProbeId::SignalTp,
             Source::SignalBtf => ProbeId::SignalBtf,
-            Source::Procfs | Source::ProcCgroup | Source::Cgroupfs => return None,
+            Source::Procfs | Source::ProcCgroup | Source::Cgroupfs | Source::CgroupNspid => {
+                return None
+            }
         })
     }
 
@@ -156,6 +162,7 @@ impl Source {
             Source::Procfs => "procfs",
             Source::ProcCgroup => "procfs:cgroup",
             Source::Cgroupfs => "cgroupfs",
+            Source::CgroupNspid => "cgroupfs:nspid",
             Source::MarkVictimTracepoint => ProbeId::MarkVictimTp.name(),
             Source::MarkVictimBtf => ProbeId::MarkVictimBtf.name(),
             Source::OomKillFentry => ProbeId::OomKillFentry.name(),

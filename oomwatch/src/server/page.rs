@@ -70,6 +70,8 @@ vertical-align:-1px}\
 .badge{display:inline-block;font-size:11px;line-height:16px;padding:0 7px;border-radius:9px;\
 border:1px solid var(--bd);color:var(--mut);white-space:nowrap}\
 .badge.r{border-color:#d4a72c;color:#7d4e00;background:#fff8c5}\
+.badge.pk{border-color:#bf3989;color:#99286e;background:#ffeff7}\
+tr.pk td:first-child{box-shadow:inset 4px 0 #bf3989}\
 .warn{border-left:4px solid #d4a72c;background:#fff8c5;padding:6px 10px;margin:6px 0;\
 border-radius:0 4px 4px 0}\
 .ok{border-left:4px solid #1a7f37;background:#dafbe1;padding:6px 10px;margin:6px 0;\
@@ -181,9 +183,11 @@ fn events_section(out: &mut String, p: &Page<'_>) {
 }
 
 fn event_row(out: &mut String, ev: &OomEvent, now: SystemTime) {
+    let partial = ev.container_kill.partial_kill == Some(true);
     let _ = write!(
         out,
-        "<tr><td><span class=\"m\" title=\"{}\">{}</span><br><span class=\"mut\">{}</span>",
+        "<tr{}><td><span class=\"m\" title=\"{}\">{}</span><br><span class=\"mut\">{}</span>",
+        if partial { " class=\"pk\"" } else { "" },
         humantime::format_rfc3339_nanos(ev.time),
         short_time(ev.time),
         age(now, ev.time)
@@ -202,6 +206,9 @@ fn event_row(out: &mut String, ev: &OomEvent, now: SystemTime) {
     opt_text(out, ev.comm.as_deref());
     out.push_str("</td><td class=\"wl\">");
     workload_cell(out, ev);
+    if partial {
+        partial_badge(out, ev);
+    }
     out.push_str("</td><td>");
     opt_text(out, ev.oom.constraint.as_deref());
     out.push_str("</td><td>");
@@ -264,6 +271,24 @@ fn workload_cell(out: &mut String, ev: &OomEvent) {
     if let Some(unit) = &w.systemd_unit {
         let _ = write!(out, "<br><span class=\"mut\">unit {}</span>", shown(unit));
     }
+}
+
+/// The mark of a partial kill: the container kept running, Kubernetes shows nothing.
+fn partial_badge(out: &mut String, ev: &OomEvent) {
+    let init = match &ev.container_kill.container_init {
+        Some(i) => format!(
+            "; its init {} (pid {}) lives",
+            i.comm.as_deref().map(shown).unwrap_or_default(),
+            i.pid
+        ),
+        None => String::new(),
+    };
+    let _ = write!(
+        out,
+        "<br><span class=\"badge pk\" title=\"partial kill: the victim was not the \
+         container&#39;s init, the container kept running{init}; no restart, no OOMKilled\">\
+         silent partial kill</span>"
+    );
 }
 
 /// The anon/file/shmem split as a bar (widths in % of their sum) and the values as text.

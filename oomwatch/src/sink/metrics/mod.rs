@@ -30,10 +30,12 @@ use crate::record::{OomEvent, ProbeId};
 use crate::sink::missed::MissedKills;
 
 mod labels;
+mod partial;
 pub(crate) mod prom;
 mod render;
 mod state;
 
+use partial::PartialKills;
 use render::{Family, Kind, PerLabelSet, Sample};
 use state::{series_key, KillState, Last, Snapshot};
 
@@ -110,6 +112,7 @@ fn delta(last: u64, new: u64) -> u64 {
 pub struct Metrics {
     build: BuildInfo,
     kills: Mutex<KillState>,
+    partial: Mutex<PartialKills>,
     probes: Mutex<BTreeMap<String, bool>>,
     ebpf: Mutex<EbpfState>,
     collectors: Mutex<Vec<FamiliesReader>>,
@@ -144,6 +147,7 @@ impl Metrics {
         Metrics {
             build,
             kills: Mutex::new(KillState::new(max_label_sets)),
+            partial: Mutex::new(PartialKills::new(max_label_sets)),
             probes: Mutex::new(BTreeMap::new()),
             ebpf: Mutex::new(EbpfState::default()),
             collectors: Mutex::new(Vec::new()),
@@ -167,6 +171,7 @@ impl Metrics {
             badness: ev.oom.badness,
             rss: [ev.anon_rss, ev.file_rss, ev.shmem_rss],
         };
+        lock(&self.partial).observe(ev);
         let mut k = lock(&self.kills);
         if ev.replayed {
             k.replayed += 1;
@@ -278,7 +283,19 @@ impl Metrics {
     }
 
     /// Kills and invocations: totals, the label-set cap, the last kill, replays, marks.
-    fn kill_families(&self, snap: &Snapshot) -> [Family; 7] {
+    fn kill_families(&self, snap: &Snapshot) -> [Family; 8] {
+        let (partial, partial_evicted) = {
+            let p = lock(&self.partial);
+            let rows = p.rows().map(|(k, n)| {
+                let labels = [
+                    ("container", &*k[2]),
+                    ("namespace", &*k[0]),
+                    ("pod", &*k[1]),
+                ];
+                Sample::new(&labels, n as f64)
+            });
+            (rows.collect(), p.evicted)
+        };
         let invocations = snap
             .invocations
             .iter()
@@ -300,9 +317,10 @@ impl Metrics {
             ),
             Family::small(
                 "oomwatch_metric_label_sets_evicted_total",
-                "Label sets of oomwatch_oom_kills_total removed to stay within the cap.",
+                "Label sets of oomwatch_oom_kills_total and oomwatch_oom_partial_kills_total \
+                 removed to stay within the cap.",
                 Kind::Counter,
-                one(snap.evicted),
+                one(snap.evicted + partial_evicted),
             ),
             Family::small(
                 "oomwatch_metric_label_sets",
@@ -315,6 +333,13 @@ impl Metrics {
                 "Time of the most recent OOM kill, Unix seconds (0 before the first).",
                 Kind::Gauge,
                 vec![Sample::new(&[], snap.last_kill)],
+            ),
+            Family::small(
+                "oomwatch_oom_partial_kills_total",
+                "OOM kills in a container that left it running (the victim was not the \
+                 container's init; no restart, no OOMKilled status), by container.",
+                Kind::Counter,
+                partial,
             ),
             Family::small(
                 "oomwatch_oom_kills_replayed_total",

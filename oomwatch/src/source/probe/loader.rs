@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
-use oomwatch_common::{counter, MarkVictimOffsets, OomControlOffsets, TaskOffsets};
+use oomwatch_common::{counter, MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets};
 
 use super::attach;
 use super::offsets;
@@ -141,6 +141,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
 /// for constraints and GFP flags, and why a row cannot attach.
 struct Resolved {
     task: Result<TaskOffsets, String>,
+    /// The victim's pid namespace and its init (for `partial_kill`); absent: those fields are.
+    pidns: Result<PidNsOffsets, String>,
     passes_task: Result<(), String>,
     oom_control: Result<OomControlOffsets, String>,
     constraints: Vec<(i64, String)>,
@@ -156,6 +158,10 @@ struct Resolved {
 fn resolve(opts: &LoadOptions) -> Resolved {
     let btf = Btf::from_file(&opts.btf_path).map_err(|e| e.to_string());
     let task = btf.as_ref().map_err(Clone::clone).and_then(offsets::task);
+    let pidns = btf.as_ref().map_err(Clone::clone).and_then(offsets::pidns);
+    if let Err(e) = &pidns {
+        tracing::info!(reason = %e, "victim pid namespace not read at the kill (partial_kill from the cgroup only)");
+    }
     let passes_task = btf
         .as_ref()
         .map_err(Clone::clone)
@@ -182,6 +188,7 @@ fn resolve(opts: &LoadOptions) -> Resolved {
     let tp = offsets::mark_victim(opts.force_pid_only);
     Resolved {
         task,
+        pidns,
         passes_task,
         oom_control,
         constraints,
@@ -215,6 +222,7 @@ fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
     if opts.inject_read_fault {
         task_off.task_signal = task_off.task_comm;
     }
+    let pidns_off = r.pidns.as_ref().map_or(PidNsOffsets::ABSENT, |p| *p);
     let oc = r
         .oom_control
         .as_ref()
@@ -225,6 +233,7 @@ fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
     let ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_OFFSETS", &mv, true)
         .override_global("TASK_OFFSETS", &task_off, true)
+        .override_global("PIDNS_OFFSETS", &pidns_off, true)
         .override_global("OOM_CONTROL_OFFSETS", &oc, true)
         .override_global("LIFECYCLE_OFFSETS", &r.lifecycle.lifecycle, true)
         .override_global("SIGNAL_OFFSETS", &r.lifecycle.signal, true)
@@ -265,7 +274,7 @@ fn attach_mark_victim(
     status.push(row(
         ProbeId::MarkVictimBtf,
         btf_row,
-        "tgid, memory cgroup, oom_score_adj",
+        "tgid, memory cgroup, oom_score_adj, pid namespace",
     ));
     // Row: tracepoint oom/mark_victim — the kernel's trace record.
     match &r.tp {

@@ -1,7 +1,7 @@
 //! Offsets handed to the eBPF programs, resolved at start-up: `task_struct` and friends and
 //! `struct oom_control` from BTF, the `mark_victim` record from its tracefs format file. Nothing
 //! here is a number written in the source: every offset comes from the running kernel.
-use oomwatch_common::{MarkVictimOffsets, OomControlOffsets, TaskOffsets};
+use oomwatch_common::{MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets};
 
 use crate::source::btf::Btf;
 use crate::source::tracefs::{self, MarkVictimLayout};
@@ -45,6 +45,22 @@ pub fn task(btf: &Btf) -> Result<TaskOffsets, String> {
         kernfs_node_id: m("kernfs_node", "id")?,
         task_pending_signal: m("task_struct", "pending.signal.sig")?,
         _pad0: 0,
+    })
+}
+
+/// `task->group_leader->thread_pid` (4.19+), `struct pid`'s `level` and `numbers[]`, `struct
+/// upid` and `pid_namespace.child_reaper`: the victim's pid namespace and its init.
+pub fn pidns(btf: &Btf) -> Result<PidNsOffsets, String> {
+    let m = |s: &str, f: &str| btf.member_offset(s, f).map_err(err);
+    Ok(PidNsOffsets {
+        task_group_leader: m("task_struct", "group_leader")?,
+        task_thread_pid: m("task_struct", "thread_pid")?,
+        pid_level: m("pid", "level")?,
+        pid_numbers: m("pid", "numbers")?,
+        upid_size: btf.struct_size("upid").map_err(err)?,
+        upid_nr: m("upid", "nr")?,
+        upid_ns: m("upid", "ns")?,
+        pidns_child_reaper: m("pid_namespace", "child_reaper")?,
     })
 }
 
@@ -158,6 +174,19 @@ mod tests {
         ];
         assert!(all.iter().all(|&o| o != OFFSET_ABSENT), "{off:?}");
         assert!(mark_victim_passes_task(&btf).is_ok());
+    }
+
+    #[test]
+    fn pidns_offsets_resolve_on_this_kernel() {
+        let Some(btf) = host_btf() else { return };
+        let p = pidns(&btf).unwrap();
+        assert_eq!(
+            p.upid_size, 16,
+            "struct upid is {{ int nr; struct pid_namespace *ns; }}"
+        );
+        assert_eq!((p.upid_nr, p.upid_ns), (0, 8), "{p:?}");
+        let pid_size = btf.struct_size("pid").unwrap();
+        assert!(p.pid_level < pid_size && p.pid_numbers <= pid_size, "{p:?}");
     }
 
     #[test]
