@@ -201,6 +201,12 @@ fn docker_containers_named_and_classified_and_faults_survived() {
     for c in &cases {
         one_case(&d, &mut agent, c, &mut failures);
     }
+    removed_right_after_kill(&d, &mut agent, &mut failures);
+    let page = agent.get("/");
+    assert!(
+        page.contains(&format!("container shop-cart-1 ({})", IMAGE)),
+        "the page names the container: {page}"
+    );
 
     // Faults: two running containers (created after the agent's start, so not read ahead).
     let alive = run_hog_sleeping(&d, "alive");
@@ -259,6 +265,39 @@ fn docker_containers_named_and_classified_and_faults_survived() {
         "{failures:#?}\ndockerd log:\n{}",
         d.log()
     );
+}
+
+/// `docker run --rm`: the kill ends the container and Docker deletes its state right away;
+/// the names must still be right (read before they went).
+fn removed_right_after_kill(d: &Docker, agent: &mut Agent, failures: &mut Vec<String>) {
+    let (ins, ev) = retry_rate_limited(|n| {
+        let name = format!("rm-{n}");
+        let id = d.run(&[
+            "create",
+            "--rm",
+            "--name",
+            &name,
+            "--memory",
+            "32m",
+            "--memory-swap",
+            "32m",
+            IMAGE,
+            "tail",
+            "/dev/zero",
+        ]);
+        let ins = d.inspect(&id);
+        let mut kmsg = Kmsg::open();
+        d.run(&["start", &id]);
+        let (ev, _) = kill_in(agent, &mut kmsg, &format!("/docker/{id}"))?;
+        Some((ins, ev))
+    });
+    let mut want = identity(&ins);
+    want.push(("oom_domain", json!("container")));
+    let says = format!(
+        "Id={} Name={} Config.Image={} (inspected before start; removed by --rm)",
+        ins["Id"], ins["Name"], ins["Config"]["Image"]
+    );
+    check("run --rm", &ev, &want, &says, failures);
 }
 
 /// A running container that only sleeps (the fault cases kill inside it from the host).
