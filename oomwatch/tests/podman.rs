@@ -50,6 +50,16 @@ struct Case<'a> {
     domain: &'a str,
 }
 
+/// The container's Compose labels as `podman inspect` gives them (`Config.Labels`).
+fn compose(ins: &Value) -> [(&'static str, Value); 2] {
+    let labels = &ins["Config"]["Labels"];
+    let get = |k: &str| labels.get(k).cloned().unwrap_or(Value::Null);
+    [
+        ("compose_project", get("com.docker.compose.project")),
+        ("compose_service", get("com.docker.compose.service")),
+    ]
+}
+
 fn one_case(p: &Podman, agent: &mut Agent, c: &Case, f: &mut Vec<String>) {
     let (ev, inv, id) = retry_rate_limited(|n| {
         let mut kmsg = Kmsg::open();
@@ -69,14 +79,19 @@ fn one_case(p: &Podman, agent: &mut Agent, c: &Case, f: &mut Vec<String>) {
     let ins = p.inspect(&id);
     assert_eq!(kernel_count, 1, "kernel count in {}", inv.task_memcg);
     let says = format!(
-        "Id={} Name={} ImageName={} State.OOMKilled={} kernel oom_kill=1 oom_memcg={}",
+        "Id={} Name={} ImageName={} Config.Labels={} State.OOMKilled={} kernel oom_kill=1 \
+         oom_memcg={}",
         ins["Id"],
         ins["Name"],
         ins["ImageName"],
+        ins["Config"]["Labels"],
         ins["State"]["OOMKilled"],
         inv.oom_memcg.as_deref().unwrap_or("?")
     );
+    let [project, service] = compose(&ins);
     let want = [
+        project,
+        service,
         ("container_runtime", json!("podman")),
         ("container_id", ins["Id"].clone()),
         ("container_name", ins["Name"].clone()),
@@ -97,7 +112,16 @@ fn podman_containers_named_and_classified() {
     let root = p.root().to_str().unwrap().to_owned();
     let mut agent = Agent::start(&["--podman-root", &root]);
     let mut failures = Vec::new();
-    let mem = ["--memory", "32m", "--memory-swap", "32m"];
+    let mem = [
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "--label",
+        "com.docker.compose.project=shop",
+        "--label",
+        "com.docker.compose.service=web",
+    ];
     let web = Case {
         name: "web",
         extra: &mem,

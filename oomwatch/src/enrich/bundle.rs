@@ -9,7 +9,7 @@
 //! | containerd (CRI) | `<state>/io.containerd.runtime.v2.task/k8s.io/<id>/config.json`, then the v1 shim's `<state>/io.containerd.runtime.v1.linux/k8s.io/<id>/config.json` (state: `/run/containerd`) | OCI `annotations`: `io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`, `…sandbox-uid`, `…container-name`, `…container-type` |
 //! | CRI-O | `<storage>/overlay-containers/<id>/userdata/config.json` (storage: `/var/lib/containers/storage`, then `/run/containers/storage`) | OCI `annotations`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.cri-o.ContainerType` |
 //! | Docker (also cri-dockerd, dockershim) | `<root>/containers/<id>/config.v2.json` (root: `/var/lib/docker`, `--docker-root`) | `Name`, `Config.Image`; `Config.Labels`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.docker.type`, `com.docker.compose.project`, `com.docker.compose.service` |
-//! | podman | `<root>/overlay-containers/containers.json` (root: `/var/lib/containers/storage`, `--podman-root`; see [`super::podman`]) | `names`, `metadata`'s `image-name` |
+//! | podman | `<root>/overlay-containers/containers.json` (root: `/var/lib/containers/storage`, `--podman-root`; see [`super::podman`]), and for labels podman 4's BoltDB `<root>/libpod/bolt_state.db` | `names`, `metadata`'s `image-name`; `labels` `com.docker.compose.project`, `com.docker.compose.service` |
 //!
 //! containerd and CRI-O also give the image (`io.kubernetes.cri.image-name`,
 //! `io.kubernetes.cri-o.ImageName`). Only these fields are parsed; the rest (a container's
@@ -36,6 +36,8 @@ use crate::record::Runtime;
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Bound on podman's container list (all containers of a storage root in one file).
 pub const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
+/// Bound on podman's BoltDB state (read for labels only; a larger file is skipped).
+pub const MAX_PODMAN_DB_BYTES: u64 = 32 * 1024 * 1024;
 /// Default bound on cached names.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 /// How long a miss is remembered (a container may be created after it).
@@ -505,13 +507,21 @@ fn read_podman_list(dir: &Path) -> Vec<(String, Names)> {
     let Some(bytes) = read_bounded_to(&path, MAX_LIST_BYTES) else {
         return Vec::new();
     };
+    // The labels are in podman's database, next to the storage driver's directory.
+    let db = dir
+        .parent()
+        .and_then(|root| read_bounded_to(&root.join(podman::BOLT_DB), MAX_PODMAN_DB_BYTES));
     match podman::parse(&bytes) {
         Ok(list) => list
             .into_iter()
             .map(|c| {
+                let labels = db.as_deref().and_then(|db| podman::labels(db, &c.id));
+                let label = |k: &str| labels.as_ref()?.get(k).filter(|v| !v.is_empty()).cloned();
                 let names = Names {
                     name: c.name,
                     image: c.image,
+                    compose_project: label(compose_keys::PROJECT),
+                    compose_service: label(compose_keys::SERVICE),
                     ..Names::empty(BundleSource::Podman)
                 };
                 (c.id, names)

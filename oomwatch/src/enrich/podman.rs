@@ -10,7 +10,20 @@
 //!
 //! Only `id`, `names` and `metadata`'s `image-name` are kept; everything else is skipped
 //! unparsed. CRI-O keeps its containers in the same list.
+//!
+//! Labels (`com.docker.compose.project`/`service`, which podman-compose sets) are only in
+//! podman's own database: podman 4's BoltDB `<storage root>/libpod/bolt_state.db`, bucket
+//! `ctr` → bucket `<id>` → key `config`, a JSON object whose `labels` are read ([`labels`];
+//! the rest, the OCI spec with the container's environment among it, is skipped unparsed).
+//! podman 5's SQLite database (`db.sql`) is not read.
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use super::boltdb::Db;
+
+/// podman 4's BoltDB state, below the storage root.
+pub const BOLT_DB: &str = "libpod/bolt_state.db";
 
 /// Directories below a storage root holding `containers.json`, one per storage driver.
 pub const CONTAINER_DIRS: [&str; 2] = ["overlay-containers", "vfs-containers"];
@@ -42,6 +55,19 @@ struct Metadata {
     image_name: Option<String>,
 }
 
+/// The container's labels in podman's BoltDB state (`bytes`: the whole file); None when the
+/// file is not such a database or does not hold the container.
+pub fn labels(bytes: &[u8], id: &str) -> Option<BTreeMap<String, String>> {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    let db = Db::open(bytes)?;
+    let config = db.get(&[b"ctr", id.as_bytes()], b"config")?;
+    serde_json::from_slice::<Config>(config).ok()?.labels
+}
+
 /// Parses `containers.json`; an error when it is not a JSON array of entries. An entry's
 /// unreadable `metadata` only loses the image.
 pub fn parse(bytes: &[u8]) -> Result<Vec<StorageContainer>, serde_json::Error> {
@@ -63,7 +89,28 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<StorageContainer>, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::boltdb::tests::{bucket_at, file, inline_bucket, leaf};
     use super::*;
+
+    #[test]
+    fn labels_from_a_bolt_state() {
+        let config = serde_json::json!({
+            "spec": {"process": {"env": ["SECRET=hunter2"]}},
+            "id": ID, "name": "web",
+            "labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+        })
+        .to_string()
+        .into_bytes();
+        let ctr = inline_bucket(&[(0, b"config", config)]);
+        let root = leaf(2, &[(1, b"ctr", bucket_at(3))]);
+        let ctrs = leaf(3, &[(1, ID.as_bytes(), ctr)]);
+        let db = file(2, &[root, ctrs]);
+        let got = labels(&db, ID).expect("labels");
+        assert_eq!(got["com.docker.compose.project"], "shop");
+        assert_eq!(got["com.docker.compose.service"], "web");
+        assert_eq!(labels(&db, &ID.replace('a', "b")), None);
+        assert_eq!(labels(b"not a database", ID), None);
+    }
 
     const ID: &str = "a2029b539c9f174cb8f9d21b0fca3dc46d08447f7877fc7ec5c925489399990a";
 
