@@ -172,8 +172,11 @@ fn leaf_find<'a>(buf: &'a [u8], base: usize, count: usize, key: &[u8]) -> Option
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::super::podman;
     use super::*;
+
+    const ID: &str = "a2029b539c9f174cb8f9d21b0fca3dc46d08447f7877fc7ec5c925489399990a";
 
     const PS: usize = 4096;
 
@@ -184,7 +187,7 @@ pub(crate) mod tests {
     }
 
     /// A leaf page's bytes (header and elements) holding `items` (flags, key, value), sorted.
-    pub(crate) fn leaf(id: u64, items: &[(u32, &[u8], Vec<u8>)]) -> Vec<u8> {
+    fn leaf(id: u64, items: &[(u32, &[u8], Vec<u8>)]) -> Vec<u8> {
         let mut page = vec![0u8; PAGE_HEADER + ELEMENT * items.len()];
         header(&mut page, id, LEAF, items.len() as u16);
         for (i, (flags, key, value)) in items.iter().enumerate() {
@@ -201,14 +204,14 @@ pub(crate) mod tests {
     }
 
     /// A sub-bucket's value with its page inline.
-    pub(crate) fn inline_bucket(items: &[(u32, &[u8], Vec<u8>)]) -> Vec<u8> {
+    fn inline_bucket(items: &[(u32, &[u8], Vec<u8>)]) -> Vec<u8> {
         let mut v = vec![0u8; 16];
         v.extend(leaf(0, items));
         v
     }
 
     /// A sub-bucket's value pointing at page `root`.
-    pub(crate) fn bucket_at(root: u64) -> Vec<u8> {
+    fn bucket_at(root: u64) -> Vec<u8> {
         let mut v = root.to_le_bytes().to_vec();
         v.extend([0u8; 8]);
         v
@@ -216,7 +219,7 @@ pub(crate) mod tests {
 
     /// A file: meta pages 0 and 1 (the second newer, naming `root`), then `pages` from page 2
     /// (each padded to whole pages).
-    pub(crate) fn file(root: u64, pages: &[Vec<u8>]) -> Vec<u8> {
+    fn file(root: u64, pages: &[Vec<u8>]) -> Vec<u8> {
         let mut data = vec![0u8; 2 * PS];
         for (p, txid) in [(0usize, 1u64), (1, 2)] {
             let page = &mut data[p * PS..(p + 1) * PS];
@@ -303,5 +306,26 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn podmans_layout_gives_the_labels() {
+        // podman 4's state: bucket `ctr` → bucket `<id>` (inline) → `config` (JSON).
+        let config = serde_json::json!({
+            "spec": {"process": {"env": ["SECRET=hunter2"]}},
+            "id": ID, "name": "web",
+            "labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+        })
+        .to_string()
+        .into_bytes();
+        let ctr = inline_bucket(&[(0, b"config", config)]);
+        let root = leaf(2, &[(1, b"ctr", bucket_at(3))]);
+        let ctrs = leaf(3, &[(1, ID.as_bytes(), ctr)]);
+        let db = file(2, &[root, ctrs]);
+        let got = podman::labels(&db, ID).expect("labels");
+        assert_eq!(got["com.docker.compose.project"], "shop");
+        assert_eq!(got["com.docker.compose.service"], "web");
+        assert_eq!(podman::labels(&db, &ID.replace('a', "b")), None);
+        assert_eq!(podman::labels(b"not a database", ID), None);
     }
 }

@@ -89,28 +89,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<StorageContainer>, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::boltdb::tests::{bucket_at, file, inline_bucket, leaf};
     use super::*;
-
-    #[test]
-    fn labels_from_a_bolt_state() {
-        let config = serde_json::json!({
-            "spec": {"process": {"env": ["SECRET=hunter2"]}},
-            "id": ID, "name": "web",
-            "labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
-        })
-        .to_string()
-        .into_bytes();
-        let ctr = inline_bucket(&[(0, b"config", config)]);
-        let root = leaf(2, &[(1, b"ctr", bucket_at(3))]);
-        let ctrs = leaf(3, &[(1, ID.as_bytes(), ctr)]);
-        let db = file(2, &[root, ctrs]);
-        let got = labels(&db, ID).expect("labels");
-        assert_eq!(got["com.docker.compose.project"], "shop");
-        assert_eq!(got["com.docker.compose.service"], "web");
-        assert_eq!(labels(&db, &ID.replace('a', "b")), None);
-        assert_eq!(labels(b"not a database", ID), None);
-    }
 
     const ID: &str = "a2029b539c9f174cb8f9d21b0fca3dc46d08447f7877fc7ec5c925489399990a";
 

@@ -370,7 +370,9 @@ impl Podman {
     pub fn cli(&self) -> Command {
         let d = self.dir.path();
         let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", d.join("containers.conf"))
+        // conmon writes an `oom` marker file into its working directory.
+        c.current_dir(d)
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
             .arg("--root")
             .arg(self.root())
             .arg("--runroot")
