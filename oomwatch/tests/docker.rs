@@ -202,10 +202,15 @@ fn docker_containers_named_and_classified_and_faults_survived() {
         one_case(&d, &mut agent, c, &mut failures);
     }
     removed_right_after_kill(&d, &mut agent, &mut failures);
+    // The page names a plain container by its name and image.
+    let compose = agent.seen.iter().find(|v| v["compose_project"] == "shop");
+    let name = compose
+        .and_then(|v| v["container_name"].as_str())
+        .unwrap_or("?");
     let page = agent.get("/");
     assert!(
-        page.contains(&format!("container shop-cart-1 ({})", IMAGE)),
-        "the page names the container: {page}"
+        page.contains(&format!("container {name} ({IMAGE})")),
+        "the page names the container {name}: {page}"
     );
 
     // Faults: two running containers (created after the agent's start, so not read ahead).

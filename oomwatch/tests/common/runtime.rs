@@ -40,12 +40,27 @@ pub fn tools_or_skip(tools: &[&str]) -> bool {
     false
 }
 
+/// The system's directories, searched first: the Debian packages' own binaries, not another
+/// copy earlier on PATH (e.g. a docker CLI in /usr/local/bin).
+const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+/// PATH for the daemons (runc, shims, conmon).
+const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file())
-    })
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    SYSTEM_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join(tool))
+        .find(|f| f.is_file())
+}
+
+/// A command for `tool` as found by [`which`], with the system PATH.
+fn tool(name: &str) -> Command {
+    let mut c = Command::new(which(name).unwrap_or_else(|| PathBuf::from(name)));
+    c.env("PATH", SYSTEM_PATH);
+    c
 }
 
 /// Runs `cmd`, returning its trimmed stdout; panics with its stderr when it fails.
@@ -75,7 +90,7 @@ fn image_files(dir: &Path) -> (PathBuf, PathBuf) {
     .unwrap();
     let tar = dir.join("rootfs.tar");
     output(
-        Command::new("tar")
+        tool("tar")
             .arg("-C")
             .arg(&ctx)
             .arg("-cf")
@@ -175,7 +190,7 @@ impl Docker {
         )
         .unwrap();
         let log = fs::File::create(root.join("containerd.log")).unwrap();
-        let containerd = Command::new("containerd")
+        let containerd = tool("containerd")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -209,7 +224,7 @@ impl Docker {
             .append(true)
             .open(r.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        let child = tool("dockerd")
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--exec-root")
@@ -261,7 +276,7 @@ impl Docker {
     }
 
     pub fn cli(&self) -> Command {
-        let mut c = Command::new("docker");
+        let mut c = tool("docker");
         c.args(["-H", &self.host()]);
         c
     }
@@ -369,7 +384,7 @@ impl Podman {
 
     pub fn cli(&self) -> Command {
         let d = self.dir.path();
-        let mut c = Command::new("podman");
+        let mut c = tool("podman");
         // conmon writes an `oom` marker file into its working directory.
         c.current_dir(d)
             .env("CONTAINERS_CONF", d.join("containers.conf"))
