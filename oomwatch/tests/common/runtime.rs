@@ -151,7 +151,8 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Waits until `ok`; else fails with the daemon's own log (`log`: its file).
+fn wait_for(what: &str, log: &Path, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if ok() {
@@ -159,7 +160,13 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    panic!("{what} not ready within {timeout:?}");
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{what} not ready within {timeout:?}; its log:\n{}",
+        tail.join("\n")
+    );
 }
 
 /// `containerd` and `dockerd` of our own (cgroupfs driver, no iptables, no bridge, live
@@ -204,7 +211,10 @@ impl Docker {
             dockerd: None,
         };
         let sock = d.dir.path().join("containerd.sock");
-        wait_for("containerd", Duration::from_secs(20), || sock.exists());
+        let log = d.dir.path().join("containerd.log");
+        wait_for("containerd", &log, Duration::from_secs(20), || {
+            sock.exists()
+        });
         d.start_dockerd();
         let (ctx, _) = image_files(d.dir.path());
         output(
@@ -249,7 +259,8 @@ impl Docker {
             .spawn()
             .expect("start dockerd");
         self.dockerd = Some(child);
-        wait_for("dockerd", Duration::from_secs(30), || {
+        let log = r.join("dockerd.log");
+        wait_for("dockerd", &log, Duration::from_secs(30), || {
             self.cli()
                 .arg("version")
                 .stdout(Stdio::null())
