@@ -312,7 +312,7 @@ impl BundleReader {
     /// podman's list holds every container of a storage root: read it once.
     fn warm_podman(&mut self, dir: &Path, named: &mut HashSet<String>) {
         let capacity = self.config.cache_capacity;
-        for (id, names) in read_podman_list(dir) {
+        for (id, names) in read_podman_list(dir, None) {
             if named.len() >= capacity {
                 return;
             }
@@ -338,10 +338,15 @@ impl BundleReader {
             .collect::<Vec<_>>()
             .join(", ");
         if dirs.iter().all(|d| !d.is_dir()) {
+            let hint = match source {
+                BundleSource::Docker => " (set --docker-root for a non-default data root)",
+                BundleSource::Podman => " (set --podman-root for a non-default storage root)",
+                BundleSource::Containerd | BundleSource::Crio => "",
+            };
             if self.logged.insert(format!("{runtime} dirs")) {
                 tracing::warn!(runtime, dirs = %shown, container = container_id,
-                    "container runtime state directory missing: its containers get no names \
-                     (set --docker-root / --podman-root for non-default roots); logged once");
+                    "container runtime state directory missing: its containers get no \
+                     names{hint}; logged once");
             }
         } else if self.logged.insert(format!("{runtime} gone")) {
             tracing::warn!(runtime, dirs = %shown, container = container_id,
@@ -489,9 +494,9 @@ struct DockerConfig {
 /// The names of container `id` from its runtime's file in `dir`.
 fn read_names(source: BundleSource, dir: &Path, id: &str) -> Option<Names> {
     if source == BundleSource::Podman {
-        return read_podman_list(dir)
-            .into_iter()
-            .find_map(|(cid, names)| (cid == id).then_some(names));
+        return read_podman_list(dir, Some(id))
+            .pop()
+            .map(|(_, names)| names);
     }
     let path = bundle_file(source, dir, id);
     let bytes = read_bounded(&path)?;
@@ -501,8 +506,9 @@ fn read_names(source: BundleSource, dir: &Path, id: &str) -> Option<Names> {
     })
 }
 
-/// Every container of podman's list in `dir` (none when it is missing, too large or not a list).
-fn read_podman_list(dir: &Path) -> Vec<(String, Names)> {
+/// The containers of podman's list in `dir` (all, or `only` the one with that id); none when
+/// the list is missing, too large or not a list.
+fn read_podman_list(dir: &Path, only: Option<&str>) -> Vec<(String, Names)> {
     let path = dir.join(podman::LIST_FILE);
     let Some(bytes) = read_bounded_to(&path, MAX_LIST_BYTES) else {
         return Vec::new();
@@ -514,6 +520,7 @@ fn read_podman_list(dir: &Path) -> Vec<(String, Names)> {
     match podman::parse(&bytes) {
         Ok(list) => list
             .into_iter()
+            .filter(|c| only.is_none_or(|id| c.id == id))
             .map(|c| {
                 let labels = db.as_deref().and_then(|db| podman::labels(db, &c.id));
                 let label = |k: &str| labels.as_ref()?.get(k).filter(|v| !v.is_empty()).cloned();
