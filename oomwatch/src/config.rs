@@ -45,6 +45,10 @@ pub struct Config {
     /// Scored tasks put in each event (0: none).
     pub candidates: usize,
     pub host_root: PathBuf,
+    /// Docker data roots (`dockerd --data-root`), under `host_root`.
+    pub docker_roots: Vec<PathBuf>,
+    /// podman storage roots (`podman --root`), under `host_root`.
+    pub podman_roots: Vec<PathBuf>,
     /// Memory cgroups the headroom collector reports (0: off).
     pub headroom_cgroups: usize,
     pub state_dir: PathBuf,

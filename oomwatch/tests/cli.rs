@@ -181,3 +181,26 @@ fn with_every_victim_probe_disabled_the_agent_says_so_and_exits_1() {
     assert!(last.contains("no OOM probe could attach"), "{err}");
     assert!(last.contains("disabled by --disable-probe"), "{err}");
 }
+
+/// The text log written to a pipe (a container runtime's log, a file, journald) carries no ANSI
+/// colour codes; the warnings the start-up logs before binding the port are enough to see it.
+#[test]
+fn text_log_to_a_pipe_has_no_colour_codes() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let o = oomwatch(&["run", "--log-format", "text", "--log-level", "debug"])
+        .args(["--listen", &addr, "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.contains("oomwatch::agent")),
+        "no log line from the agent: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in a piped log: {err:?}"
+    );
+}

@@ -1,8 +1,9 @@
 //! `cargo xtask setup [--test]`: install only what is missing.
 //!
 //! * Debian packages for the eBPF toolchain: `rustc-web cargo-web rust-web-src llvm-22-dev`
-//!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth and
-//!   `rust-web-clippy` for `clippy-ebpf`);
+//!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth,
+//!   `rust-web-clippy` for `clippy-ebpf`, and `docker.io`, `podman`, `containerd`, `runc`,
+//!   `crun`, `busybox-static` for the real-runtime tests);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -21,6 +22,14 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "rust-web-clippy",
     "chromium-headless-shell",
+    // Real container runtimes for the Docker/podman tests (started by the tests themselves,
+    // never as services; images are built from busybox-static, no registry).
+    "docker.io",
+    "podman",
+    "containerd",
+    "runc",
+    "crun",
+    "busybox-static",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

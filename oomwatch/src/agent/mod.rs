@@ -15,7 +15,7 @@ pub mod startup;
 
 pub use error::RunError;
 
-use std::io;
+use std::io::{self, IsTerminal};
 
 use tracing_subscriber::EnvFilter;
 
@@ -27,8 +27,10 @@ pub fn init_logging(cfg: &Config) -> Result<(), RunError> {
     let level_error =
         |e: &dyn std::fmt::Display| RunError::LogLevel(cfg.log_level.clone(), e.to_string());
     let filter = EnvFilter::try_new(&cfg.log_level).map_err(|e| level_error(&e))?;
+    // Colour codes only for a terminal: a file, a pipe or a container runtime's log gets text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
     match cfg.log_format {
         LogFormat::Text => builder.try_init(),

@@ -17,6 +17,7 @@ use super::event_loop::{Agent, Shutdown};
 use super::sink::Sink;
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::enrich::bundle::BundleConfig;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
 use crate::kill_outcome::{self, Lifecycle};
@@ -115,7 +116,13 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         out: JsonLines::new(io::stdout()),
         metrics: Arc::clone(&metrics),
         recent,
-        enricher: Enricher::new(&cfg.host_root).with_hierarchy(hierarchy.clone()),
+        enricher: Enricher::with_bundles(BundleConfig {
+            host_root: cfg.host_root.clone(),
+            docker_root: cfg.docker_roots.clone(),
+            podman_root: cfg.podman_roots.clone(),
+            ..BundleConfig::default()
+        })
+        .with_hierarchy(hierarchy.clone()),
         host,
         lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()),
         hierarchy,

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the probes and write one JSON line per OOM victim to stdout (default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Rank processes by the kernel's oom_score: who the OOM killer would pick next.
     Top(top::TopArgs),
     /// Preflight: can the agent run here, what will it capture, which settings are risky.
@@ -84,6 +84,19 @@ pub struct RunArgs {
     /// are read below it (`/host` in a pod that mounts the host's directories there).
     #[arg(long, default_value = "/")]
     pub host_root: PathBuf,
+    /// Docker's data root (`dockerd --data-root`), below `--host-root`, where the container
+    /// names, images and labels are read (repeatable; replaces the default).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/docker")]
+    pub docker_root: Vec<PathBuf>,
+    /// podman's storage root (`podman --root`; rootless: `~/.local/share/containers/storage`),
+    /// below `--host-root`, where the container names and images are read (repeatable;
+    /// replaces the default).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/containers/storage"
+    )]
+    pub podman_root: Vec<PathBuf>,
     /// How many memory cgroups with a limit of their own to expose headroom, pressure and next
     /// victim for: those closest to their limit (0..=1000; 0 turns the walk off).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]

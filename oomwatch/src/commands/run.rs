@@ -25,6 +25,8 @@ pub fn config(args: RunArgs) -> Config {
         host: args.host.unwrap_or_else(config::hostname),
         candidates: count(args.candidates),
         host_root: args.host_root,
+        docker_roots: args.docker_root,
+        podman_roots: args.podman_root,
         headroom_cgroups: count(args.headroom_cgroups),
         state_dir: args.state_dir,
         btf: args.btf,

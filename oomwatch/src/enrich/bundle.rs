@@ -8,7 +8,12 @@
 //! |---|---|---|
 //! | containerd (CRI) | `<state>/io.containerd.runtime.v2.task/k8s.io/<id>/config.json`, then the v1 shim's `<state>/io.containerd.runtime.v1.linux/k8s.io/<id>/config.json` (state: `/run/containerd`) | OCI `annotations`: `io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`, `…sandbox-uid`, `…container-name`, `…container-type` |
 //! | CRI-O | `<storage>/overlay-containers/<id>/userdata/config.json` (storage: `/var/lib/containers/storage`, then `/run/containers/storage`) | OCI `annotations`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.cri-o.ContainerType` |
-//! | Docker (cri-dockerd, dockershim) | `<root>/containers/<id>/config.v2.json` (root: `/var/lib/docker`) | `Config.Labels`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.docker.type` |
+//! | Docker (also cri-dockerd, dockershim) | `<root>/containers/<id>/config.v2.json` (root: `/var/lib/docker`, `--docker-root`) | `Name`, `Config.Image`; `Config.Labels`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.docker.type`, `com.docker.compose.project`, `com.docker.compose.service` |
+//! | podman | `<root>/overlay-containers/containers.json` (root: `/var/lib/containers/storage`, `--podman-root`; see [`super::podman`]), and for labels podman 4's BoltDB `<root>/libpod/bolt_state.db` | `names`, `metadata`'s `image-name`; `labels` `com.docker.compose.project`, `com.docker.compose.service` |
+//!
+//! containerd and CRI-O also give the image (`io.kubernetes.cri.image-name`,
+//! `io.kubernetes.cri-o.ImageName`). Only these fields are parsed; the rest (a container's
+//! environment above all) is skipped unparsed and never kept.
 //!
 //! The runtime deletes a bundle when its container goes away, which for an OOM-killed container
 //! can be before the agent asks; [`BundleReader::warm`] reads every bundle present into a
@@ -24,8 +29,15 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::podman;
+use crate::record::Runtime;
+
 /// Files larger than this are skipped, never read.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Bound on podman's container list (all containers of a storage root in one file).
+pub const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
+/// Bound on podman's BoltDB state (read for labels only; a larger file is skipped).
+pub const MAX_PODMAN_DB_BYTES: u64 = 32 * 1024 * 1024;
 /// Default bound on cached names.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 /// How long a miss is remembered (a container may be created after it).
@@ -62,6 +74,17 @@ pub mod kubelet_keys {
     pub const DOCKER_TYPE: &str = "io.kubernetes.docker.type";
     /// The container name kubelet gives the sandbox.
     pub const SANDBOX_CONTAINER_NAME: &str = "POD";
+    /// CRI-O's image annotation.
+    pub const CRIO_IMAGE: &str = "io.kubernetes.cri-o.ImageName";
+}
+
+/// containerd CRI's image annotation.
+pub const CONTAINERD_IMAGE: &str = "io.kubernetes.cri.image-name";
+
+/// Docker Compose's labels (podman-compose sets them too).
+pub mod compose_keys {
+    pub const PROJECT: &str = "com.docker.compose.project";
+    pub const SERVICE: &str = "com.docker.compose.service";
 }
 
 /// Kubernetes names of one container.
@@ -74,6 +97,12 @@ pub struct Names {
     pub container: Option<String>,
     /// The pod's sandbox (pause / infra) container.
     pub sandbox: bool,
+    /// The runtime's own name of the container (Docker's `Name` without its `/`, podman's).
+    pub name: Option<String>,
+    /// The image, as the runtime names it.
+    pub image: Option<String>,
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
     pub source: BundleSource,
 }
 
@@ -86,12 +115,37 @@ pub enum BundleSource {
     Crio,
     #[serde(rename = "docker")]
     Docker,
+    #[serde(rename = "podman")]
+    Podman,
 }
 
-const ALL_SOURCES: [BundleSource; 3] = [
+impl BundleSource {
+    /// The runtime whose files these are.
+    pub fn runtime(self) -> Runtime {
+        match self {
+            Self::Containerd => Runtime::Containerd,
+            Self::Crio => Runtime::Crio,
+            Self::Docker => Runtime::Docker,
+            Self::Podman => Runtime::Podman,
+        }
+    }
+
+    /// Where the runtime a cgroup path names keeps its files.
+    pub fn of(runtime: Runtime) -> Self {
+        match runtime {
+            Runtime::Containerd => Self::Containerd,
+            Runtime::Crio => Self::Crio,
+            Runtime::Docker => Self::Docker,
+            Runtime::Podman => Self::Podman,
+        }
+    }
+}
+
+const ALL_SOURCES: [BundleSource; 4] = [
     BundleSource::Containerd,
     BundleSource::Crio,
     BundleSource::Docker,
+    BundleSource::Podman,
 ];
 
 /// Where the runtimes keep their files. Every path is taken under `host_root`.
@@ -105,6 +159,8 @@ pub struct BundleConfig {
     pub crio_storage: Vec<PathBuf>,
     /// Docker data roots (`--data-root`).
     pub docker_root: Vec<PathBuf>,
+    /// podman storage roots (`--root`).
+    pub podman_root: Vec<PathBuf>,
     /// Bound on cached names; 0 disables the cache.
     pub cache_capacity: usize,
 }
@@ -119,6 +175,7 @@ impl Default for BundleConfig {
                 PathBuf::from("/run/containers/storage"),
             ],
             docker_root: vec![PathBuf::from("/var/lib/docker")],
+            podman_root: vec![PathBuf::from("/var/lib/containers/storage")],
             cache_capacity: DEFAULT_CACHE_CAPACITY,
         }
     }
@@ -132,6 +189,8 @@ pub struct BundleReader {
     misses: VecDeque<(String, Instant)>,
     negative_ttl: Duration,
     clock: Box<dyn Fn() -> Instant + Send + Sync>,
+    /// Causes of missing names already logged (one line each).
+    logged: HashSet<String>,
 }
 
 impl fmt::Debug for BundleReader {
@@ -155,6 +214,7 @@ impl BundleReader {
             misses: VecDeque::new(),
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             clock: Box::new(Instant::now),
+            logged: HashSet::new(),
         }
     }
 
@@ -186,13 +246,16 @@ impl BundleReader {
         }
         for source in order(hint) {
             for dir in self.dirs(source) {
-                if let Some(names) = read_names(source, &bundle_file(source, &dir, container_id)) {
+                if let Some(names) = read_names(source, &dir, container_id) {
                     let names = Arc::new(names);
                     self.cache
                         .insert(container_id.to_owned(), Arc::clone(&names));
                     return Some(names);
                 }
             }
+        }
+        if let Some(source) = hint {
+            self.log_miss(source, container_id);
         }
         if !self.negative_ttl.is_zero() {
             if self.misses.len() >= NEGATIVE_CAPACITY {
@@ -212,6 +275,10 @@ impl BundleReader {
         let mut named: HashSet<String> = HashSet::new();
         for source in ALL_SOURCES {
             for dir in self.dirs(source) {
+                if source == BundleSource::Podman {
+                    self.warm_podman(&dir, &mut named);
+                    continue;
+                }
                 let Ok(entries) = fs::read_dir(&dir) else {
                     continue;
                 };
@@ -227,7 +294,7 @@ impl BundleReader {
                         continue;
                     }
                     if !self.cache.touch(id) {
-                        let Some(names) = read_names(source, &bundle_file(source, &dir, id)) else {
+                        let Some(names) = read_names(source, &dir, id) else {
                             continue;
                         };
                         self.cache.insert(id.to_owned(), Arc::new(names));
@@ -240,6 +307,52 @@ impl BundleReader {
             self.misses.retain(|(id, _)| !named.contains(id));
         }
         named.len()
+    }
+
+    /// podman's list holds every container of a storage root: read it once.
+    fn warm_podman(&mut self, dir: &Path, named: &mut HashSet<String>) {
+        let capacity = self.config.cache_capacity;
+        for (id, names) in read_podman_list(dir, None) {
+            if named.len() >= capacity {
+                return;
+            }
+            if !valid_id(&id) || named.contains(&id) {
+                continue;
+            }
+            if !self.cache.touch(&id) {
+                self.cache.insert(id.clone(), Arc::new(names));
+            }
+            named.insert(id);
+        }
+    }
+
+    /// One log line per cause: the runtime's state directories are all missing (a wrong or
+    /// missing flag, another runtime on this node), or the container's state file is gone
+    /// (removed with the container before the lookup, and not read ahead).
+    fn log_miss(&mut self, source: BundleSource, container_id: &str) {
+        let dirs = self.dirs(source);
+        let runtime = source.runtime().as_str();
+        let shown = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if dirs.iter().all(|d| !d.is_dir()) {
+            let hint = match source {
+                BundleSource::Docker => " (set --docker-root for a non-default data root)",
+                BundleSource::Podman => " (set --podman-root for a non-default storage root)",
+                BundleSource::Containerd | BundleSource::Crio => "",
+            };
+            if self.logged.insert(format!("{runtime} dirs")) {
+                tracing::warn!(runtime, dirs = %shown, container = container_id,
+                    "container runtime state directory missing: its containers get no \
+                     names{hint}; logged once");
+            }
+        } else if self.logged.insert(format!("{runtime} gone")) {
+            tracing::warn!(runtime, dirs = %shown, container = container_id,
+                "container state file not found (removed before the lookup): the event has \
+                 the container id and runtime, not its names; logged once");
+        }
     }
 
     /// Names currently cached.
@@ -286,6 +399,15 @@ impl BundleReader {
                 .iter()
                 .map(|docker| under(root, docker).join("containers"))
                 .collect(),
+            BundleSource::Podman => self
+                .config
+                .podman_root
+                .iter()
+                .flat_map(|storage| {
+                    let storage = under(root, storage);
+                    podman::CONTAINER_DIRS.map(|d| storage.join(d))
+                })
+                .collect(),
         }
     }
 }
@@ -313,25 +435,31 @@ fn bundle_file(source: BundleSource, dir: &Path, id: &str) -> PathBuf {
         BundleSource::Containerd => dir.join(id).join("config.json"),
         BundleSource::Crio => dir.join(id).join("userdata").join("config.json"),
         BundleSource::Docker => dir.join(id).join("config.v2.json"),
+        BundleSource::Podman => dir.join(podman::LIST_FILE),
     }
 }
 
 /// A regular file of at most [`MAX_FILE_BYTES`], or None.
 fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    read_bounded_to(path, MAX_FILE_BYTES)
+}
+
+/// A regular file of at most `max` bytes, or None.
+fn read_bounded_to(path: &Path, max: u64) -> Option<Vec<u8>> {
     // Checked before opening: opening a FIFO would block, a huge file is never read.
     let meta = fs::metadata(path).ok()?;
     if !meta.is_file() {
         return None;
     }
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > max {
         tracing::debug!(path = %path.display(), bytes = meta.len(), "bundle file too large, skipped");
         return None;
     }
     let file = fs::File::open(path).ok()?;
     let mut buf = Vec::with_capacity(usize::try_from(meta.len()).ok()?);
     // The file may have grown since the check: never read more than the bound (+1 to see it).
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).ok()?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
+    file.take(max + 1).read_to_end(&mut buf).ok()?;
+    if buf.len() as u64 > max {
         tracing::debug!(path = %path.display(), "bundle file grew too large, skipped");
         return None;
     }
@@ -345,35 +473,130 @@ struct OciSpec {
     annotations: Value,
 }
 
-/// Docker's `config.v2.json`; only `Config.Labels` matters.
+/// Docker's `config.v2.json`: `Name`, `Config.Image`, `Config.Labels` (`Config.Env` and
+/// everything else skipped unparsed).
 #[derive(Deserialize)]
 struct DockerContainer {
+    #[serde(default, rename = "Name")]
+    name: Option<String>,
     #[serde(default, rename = "Config")]
-    config: Value,
+    config: Option<DockerConfig>,
 }
 
-fn read_names(source: BundleSource, path: &Path) -> Option<Names> {
-    let bytes = read_bounded(path)?;
+#[derive(Deserialize)]
+struct DockerConfig {
+    #[serde(default, rename = "Image")]
+    image: Option<String>,
+    #[serde(default, rename = "Labels")]
+    labels: Option<Map<String, Value>>,
+}
+
+/// The names of container `id` from its runtime's file in `dir`.
+fn read_names(source: BundleSource, dir: &Path, id: &str) -> Option<Names> {
+    if source == BundleSource::Podman {
+        return read_podman_list(dir, Some(id))
+            .pop()
+            .map(|(_, names)| names);
+    }
+    let path = bundle_file(source, dir, id);
+    let bytes = read_bounded(&path)?;
     parse_names(source, &bytes).unwrap_or_else(|err| {
         tracing::debug!(path = %path.display(), %err, "unreadable bundle file");
         None
     })
 }
 
+/// The containers of podman's list in `dir` (all, or `only` the one with that id); none when
+/// the list is missing, too large or not a list.
+fn read_podman_list(dir: &Path, only: Option<&str>) -> Vec<(String, Names)> {
+    let path = dir.join(podman::LIST_FILE);
+    let Some(bytes) = read_bounded_to(&path, MAX_LIST_BYTES) else {
+        return Vec::new();
+    };
+    // The labels are in podman's database, next to the storage driver's directory.
+    let db = dir
+        .parent()
+        .and_then(|root| read_bounded_to(&root.join(podman::BOLT_DB), MAX_PODMAN_DB_BYTES));
+    match podman::parse(&bytes) {
+        Ok(list) => list
+            .into_iter()
+            .filter(|c| only.is_none_or(|id| c.id == id))
+            .map(|c| {
+                let labels = db.as_deref().and_then(|db| podman::labels(db, &c.id));
+                let label = |k: &str| labels.as_ref()?.get(k).filter(|v| !v.is_empty()).cloned();
+                let names = Names {
+                    name: c.name,
+                    image: c.image,
+                    compose_project: label(compose_keys::PROJECT),
+                    compose_service: label(compose_keys::SERVICE),
+                    ..Names::empty(BundleSource::Podman)
+                };
+                (c.id, names)
+            })
+            .collect(),
+        Err(err) => {
+            tracing::debug!(path = %path.display(), %err, "unreadable podman container list");
+            Vec::new()
+        }
+    }
+}
+
+impl Names {
+    /// Nothing known yet.
+    pub fn empty(source: BundleSource) -> Self {
+        Self {
+            namespace: None,
+            pod: None,
+            pod_uid: None,
+            container: None,
+            sandbox: false,
+            name: None,
+            image: None,
+            compose_project: None,
+            compose_service: None,
+            source,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.namespace,
+            &self.pod,
+            &self.pod_uid,
+            &self.container,
+            &self.name,
+            &self.image,
+            &self.compose_project,
+            &self.compose_service,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+    }
+}
+
 /// The names in the contents of a bundle file (an OCI runtime spec's `config.json`, or
 /// Docker's `config.v2.json`); `Ok(None)` when it names nothing, an error when it is not JSON.
 pub fn parse_names(source: BundleSource, bytes: &[u8]) -> Result<Option<Names>, serde_json::Error> {
-    let parsed = match source {
-        BundleSource::Containerd | BundleSource::Crio => {
-            serde_json::from_slice::<OciSpec>(bytes).map(|spec| spec.annotations)
+    let names = match source {
+        BundleSource::Containerd | BundleSource::Crio | BundleSource::Podman => {
+            match serde_json::from_slice::<OciSpec>(bytes)?.annotations {
+                Value::Object(map) => names_from(source, &map),
+                _ => Names::empty(source),
+            }
         }
-        BundleSource::Docker => serde_json::from_slice::<DockerContainer>(bytes)
-            .map(|c| c.config.get("Labels").cloned().unwrap_or(Value::Null)),
+        BundleSource::Docker => {
+            let c = serde_json::from_slice::<DockerContainer>(bytes)?;
+            let (image, labels) = c.config.map_or((None, None), |k| (k.image, k.labels));
+            let mut names = labels.map_or(Names::empty(source), |l| names_from(source, &l));
+            names.name = c
+                .name
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .filter(|n| !n.is_empty());
+            names.image = image.filter(|i| !i.is_empty());
+            names
+        }
     };
-    match parsed? {
-        Value::Object(map) => Ok(names_from(source, &map)),
-        _ => Ok(None),
-    }
+    Ok((!names.is_empty()).then_some(names))
 }
 
 /// A non-empty string value.
@@ -384,7 +607,7 @@ fn string(map: &Map<String, Value>, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn names_from(source: BundleSource, map: &Map<String, Value>) -> Option<Names> {
+fn names_from(source: BundleSource, map: &Map<String, Value>) -> Names {
     use containerd_keys as cd;
     use kubelet_keys as kl;
     let (namespace, pod, pod_uid, container, sandbox) = match source {
@@ -395,7 +618,7 @@ fn names_from(source: BundleSource, map: &Map<String, Value>) -> Option<Names> {
             string(map, cd::CONTAINER),
             string(map, cd::CONTAINER_TYPE).as_deref() == Some("sandbox"),
         ),
-        BundleSource::Crio | BundleSource::Docker => {
+        BundleSource::Crio | BundleSource::Docker | BundleSource::Podman => {
             let container = string(map, kl::CONTAINER);
             let (type_key, sandbox_type) = match source {
                 BundleSource::Crio => (kl::CRIO_CONTAINER_TYPE, "sandbox"),
@@ -413,17 +636,22 @@ fn names_from(source: BundleSource, map: &Map<String, Value>) -> Option<Names> {
         }
     };
     let container = if sandbox { None } else { container };
-    if namespace.is_none() && pod.is_none() && pod_uid.is_none() && container.is_none() {
-        return None;
-    }
-    Some(Names {
+    let image = match source {
+        BundleSource::Containerd => string(map, CONTAINERD_IMAGE),
+        BundleSource::Crio => string(map, kl::CRIO_IMAGE),
+        BundleSource::Docker | BundleSource::Podman => None,
+    };
+    Names {
         namespace,
         pod,
         pod_uid,
         container,
         sandbox,
-        source,
-    })
+        image,
+        compose_project: string(map, compose_keys::PROJECT),
+        compose_service: string(map, compose_keys::SERVICE),
+        ..Names::empty(source)
+    }
 }
 
 /// Least-recently-used map from container id to names.
@@ -501,7 +729,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use BundleSource::{Containerd, Crio, Docker};
+    use BundleSource::{Containerd, Crio, Docker, Podman};
 
     const POD_UID: &str = "6f1c2a8e-3b4d-4e5f-9a0b-1c2d3e4f5a6b";
     const SANDBOX_ID: &str = "2c9f1e0d8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
@@ -737,13 +965,21 @@ mod tests {
             pod_uid: Some(POD_UID.into()),
             container: container.map(Into::into),
             sandbox: container.is_none(),
-            source,
+            ..Names::empty(source)
         }
     }
 
+    /// The Kubernetes names only (the runtime's own name, image and labels are checked by
+    /// the tests of those).
     fn named(reader: &mut BundleReader, id: &str, hint: Option<BundleSource>) -> Names {
         let names = reader.lookup(id, hint).expect("named");
-        (*names).clone()
+        Names {
+            name: None,
+            image: None,
+            compose_project: None,
+            compose_service: None,
+            ..(*names).clone()
+        }
     }
 
     #[test]
@@ -810,17 +1046,24 @@ mod tests {
         let (dir, config) = host();
         put_docker(dir.path(), CTR_ID, false);
         put_docker(dir.path(), SANDBOX_ID, true);
-        // A plain Docker container (no kubelet labels) is not named.
+        // A plain Docker container (no kubelet labels) has no Kubernetes names.
         let plain = id(7);
         let mut bare = docker_config(&plain, false);
         bare["Config"]["Labels"] = json!({"maintainer": "someone"});
         put(&docker_path(dir.path(), &plain), &bare);
+        // Nothing at all: no names.
+        let empty = id(8);
+        put(
+            &docker_path(dir.path(), &empty),
+            &json!({"Config": {"Labels": {}}}),
+        );
         let mut reader = BundleReader::new(config);
         let want = names("batch", "worker-6b8c9d-zz4lp", Some("worker"), Docker);
         assert_eq!(named(&mut reader, CTR_ID, Some(Docker)), want);
         let pod = names("batch", "worker-6b8c9d-zz4lp", None, Docker);
         assert_eq!(named(&mut reader, SANDBOX_ID, None), pod);
-        assert_eq!(reader.lookup(&plain, None), None);
+        assert_eq!(named(&mut reader, &plain, None), Names::empty(Docker));
+        assert_eq!(reader.lookup(&empty, None), None);
     }
 
     #[test]
@@ -836,8 +1079,8 @@ mod tests {
         // A wrong hint still finds the container through the other runtimes.
         fs::remove_file(docker_path(dir.path(), CTR_ID)).expect("rm");
         assert_eq!(source(Some(Docker)), Containerd);
-        assert_eq!(order(Some(Crio)), [Crio, Containerd, Docker]);
-        assert_eq!(order(None), [Containerd, Crio, Docker]);
+        assert_eq!(order(Some(Crio)), [Crio, Containerd, Docker, Podman]);
+        assert_eq!(order(None), [Containerd, Crio, Docker, Podman]);
     }
 
     #[test]
@@ -921,15 +1164,98 @@ mod tests {
             (got.pod, got.pod_uid, got.container, got.sandbox),
             (None, None, None, false)
         );
-        for missing in [
-            &no_annotations,
-            &wrong_shape,
-            &not_json,
-            &no_labels,
-            &not_a_file,
-        ] {
+        for missing in [&no_annotations, &wrong_shape, &not_json, &not_a_file] {
             assert_eq!(reader.lookup(missing, None), None, "{missing}");
         }
+        // Without labels, a Docker container still has its own name and image.
+        let got = reader.lookup(&no_labels, None).expect("named");
+        assert_eq!((got.pod.as_deref(), got.name.is_some()), (None, true));
+    }
+
+    #[test]
+    fn plain_docker_container_name_image_and_compose_labels() {
+        let (dir, config) = host();
+        let plain = id(9);
+        let mut cfg = docker_config(&plain, false);
+        cfg["Name"] = json!("/shop-cart-1");
+        cfg["Config"]["Image"] = json!("shop/cart:2.1");
+        cfg["Config"]["Env"] = json!(["SECRET=hunter2"]);
+        cfg["Config"]["Labels"] = json!({
+            "com.docker.compose.project": "shop",
+            "com.docker.compose.service": "cart",
+            "com.docker.compose.container-number": "1"
+        });
+        put(&docker_path(dir.path(), &plain), &cfg);
+        let mut reader = BundleReader::new(config);
+        let got = reader.lookup(&plain, Some(Docker)).expect("named");
+        let want = Names {
+            name: Some("shop-cart-1".into()),
+            image: Some("shop/cart:2.1".into()),
+            compose_project: Some("shop".into()),
+            compose_service: Some("cart".into()),
+            ..Names::empty(Docker)
+        };
+        assert_eq!(*got, want);
+        // Wrong types are an unreadable file, never a panic.
+        let bad = id(10);
+        put(
+            &docker_path(dir.path(), &bad),
+            &json!({"Name": 7, "Config": {"Image": []}}),
+        );
+        assert_eq!(reader.lookup(&bad, None), None);
+    }
+
+    fn podman_list(root: &Path, storage: &str, entries: &[(&str, &str, &str)]) {
+        let list: Vec<Value> = entries
+            .iter()
+            .map(|(id, name, image)| {
+                json!({"id": id, "names": [name], "image": "0b88dc99", "layer": "93952a7c",
+                    "metadata": json!({"image-name": image, "name": name}).to_string(),
+                    "created": "2026-12-05T11:45:21.694367071Z"})
+            })
+            .collect();
+        let storage = storage.trim_start_matches('/');
+        put(
+            &root
+                .join(storage)
+                .join("overlay-containers/containers.json"),
+            &json!(list),
+        );
+    }
+
+    #[test]
+    fn podman_names_from_its_storage_list_default_and_flag_roots() {
+        let (dir, mut config) = host();
+        let (a, b) = (id(11), id(12));
+        podman_list(
+            dir.path(),
+            "/var/lib/containers/storage",
+            &[(&a, "web", "localhost/web:1")],
+        );
+        podman_list(dir.path(), "/srv/podman", &[(&b, "db", "localhost/db:2")]);
+        let mut reader = BundleReader::new(config.clone());
+        let got = reader.lookup(&a, Some(Podman)).expect("named");
+        assert_eq!(
+            (got.name.as_deref(), got.image.as_deref()),
+            (Some("web"), Some("localhost/web:1"))
+        );
+        assert_eq!(got.source, Podman);
+        assert_eq!(
+            reader.lookup(&b, Some(Podman)),
+            None,
+            "not under the default root"
+        );
+        config.podman_root = vec![PathBuf::from("/srv/podman")];
+        let mut reader = BundleReader::new(config);
+        assert_eq!(reader.warm(), 1);
+        // Read ahead: still named after podman removed it.
+        fs::remove_file(
+            dir.path()
+                .join("srv/podman/overlay-containers/containers.json"),
+        )
+        .unwrap();
+        let got = reader.lookup(&b, None).expect("cached");
+        assert_eq!(got.name.as_deref(), Some("db"));
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //! ([`identity::level`]): a container's cgroup, or any cgroup below it (crun applies the
 //! limits to its `container` sub-cgroup) → [`Container`](OomDomain::Container); a pod's →
 //! [`Pod`](OomDomain::Pod); a QoS level's → [`Qos`](OomDomain::Qos); the kubepods level's
-//! (node allocatable) → [`Kubepods`](OomDomain::Kubepods); a cgroup outside Kubernetes
-//! (a systemd unit or slice, a standalone Docker container) → [`System`](OomDomain::System).
+//! (node allocatable) → [`Kubepods`](OomDomain::Kubepods). Outside Kubernetes: a plain
+//! container's cgroup (Docker `/docker/<id>`, podman `libpod-<id>`, a `--cgroup-parent` of one's
+//! own with the id below it) or below it → [`Container`](OomDomain::Container); a podman pod's
+//! cgroup → [`Pod`](OomDomain::Pod); any other cgroup (a systemd unit or slice, the parent a
+//! container was given with `--cgroup-parent`) → [`System`](OomDomain::System).
 //! A cgroup under a kubepods level that is none of these (CRI-O's conmon cgroup, an unknown
 //! layout) gives None, as does an unknown `oom_memcg`, the root `/`, or a malformed path.
 //! When the constraint is unknown (absent, or a name this code does not know), an `oom_memcg`
@@ -51,10 +54,10 @@ pub fn classify(
 
 fn memcg_domain(oom_memcg: &str) -> Option<OomDomain> {
     match identity::class(oom_memcg) {
-        PathClass::Level(Level::Container) | PathClass::BelowContainer => {
-            Some(OomDomain::Container)
-        }
-        PathClass::Level(Level::Pod) => Some(OomDomain::Pod),
+        PathClass::Level(Level::Container)
+        | PathClass::BelowContainer
+        | PathClass::OutsideContainer => Some(OomDomain::Container),
+        PathClass::Level(Level::Pod) | PathClass::PodmanPod => Some(OomDomain::Pod),
         PathClass::Level(Level::Qos) => Some(OomDomain::Qos),
         PathClass::Level(Level::Kubepods) => Some(OomDomain::Kubepods),
         PathClass::NotKubernetes => Some(OomDomain::System),
@@ -74,7 +77,9 @@ fn whereabouts(cgroup: &str) -> Option<Whereabouts> {
         return Some(Whereabouts::Pod(pod.uid));
     }
     match identity::class(cgroup) {
-        PathClass::NotKubernetes => Some(Whereabouts::OutsideKubernetes),
+        PathClass::NotKubernetes | PathClass::OutsideContainer | PathClass::PodmanPod => {
+            Some(Whereabouts::OutsideKubernetes)
+        }
         // Kubernetes, but no pod (a qos or kubepods level, an unknown layout), or malformed.
         _ => None,
     }
@@ -193,9 +198,27 @@ mod tests {
             ),
             (
                 format!("/system.slice/docker-{CID}.scope"),
+                Some(OomDomain::Container),
+            ),
+            // Plain containers outside Kubernetes: their own limit is the container's; a
+            // podman pod's is the pod's; a parent's (`--cgroup-parent`, `/docker`) is not.
+            (format!("/docker/{CID}"), Some(OomDomain::Container)),
+            (
+                format!("/libpod_parent/libpod-{CID}"),
+                Some(OomDomain::Container),
+            ),
+            (format!("/my-parent/{CID}"), Some(OomDomain::Container)),
+            (format!("/libpod_parent/{CID2}"), Some(OomDomain::Pod)),
+            (
+                format!("/machine.slice/machine-libpod_pod_{CID2}.slice"),
+                Some(OomDomain::Pod),
+            ),
+            (
+                format!("/libpod_parent/{CID2}/conmon"),
                 Some(OomDomain::System),
             ),
-            (format!("/docker/{CID}"), Some(OomDomain::System)),
+            ("/docker".into(), Some(OomDomain::System)),
+            ("/my-parent".into(), Some(OomDomain::System)),
             ("/foo".into(), Some(OomDomain::System)),
             // Kubernetes, but neither a level nor below a container.
             (format!("{pod}/crio-conmon-{CID}.scope"), None),

@@ -78,9 +78,19 @@
 //! /docker/<id>                                   Docker container <id>
 //! /system.slice/containerd.service               unit containerd.service (the runtime and its
 //!                                                shims are not a container)
-//! /machine.slice/libpod-<id>.scope               unit libpod-<id>.scope (Podman has no Runtime)
+//! /machine.slice/libpod-<id>.scope               podman container <id> (systemd cgroup manager)
+//! /libpod_parent/libpod-<id>                     podman container <id> (cgroupfs manager)
+//! /libpod_parent/<pod id>/libpod-<id>            podman container <id> in podman pod <pod id>
+//! /machine.slice/machine-libpod_pod_<pod id>.slice/libpod-<id>.scope   likewise, systemd
+//! /my-parent/<id>                                a container <id> whose runtime the path does
+//!                                                not say (`docker run --cgroup-parent`): its
+//!                                                runtime's state files tell
+//! /libpod_parent/libpod-conmon-<id>, …/conmon    podman's conmon: no container
 //! /                                              nothing
 //! ```
+//!
+//! A path exactly at a podman pod's cgroup (`/libpod_parent/<pod id>`,
+//! `machine-libpod_pod_<pod id>.slice`) sets `podman_pod`: a limit there is the pod's.
 use crate::record::{QosClass, Runtime};
 use serde::Serialize;
 
@@ -138,6 +148,8 @@ pub struct Identity {
     pub systemd_unit: Option<String>,
     /// Outside Kubernetes: the innermost slice (`system.slice`, `user-1000.slice`).
     pub systemd_slice: Option<String>,
+    /// Outside Kubernetes: the cgroup path of the podman pod the path is in (or is).
+    pub podman_pod: Option<String>,
 }
 
 /// Which Kubernetes level a cgroup path is exactly (not below it).
@@ -203,7 +215,12 @@ pub(crate) enum PathClass {
     /// Under a kubepods level, but neither a level nor below a container: a conmon cgroup,
     /// or an unknown layout.
     OtherKubernetes,
-    /// No kubepods level in the path (includes `/`).
+    /// No kubepods level in the path, at or below a plain (Docker, podman, containerd)
+    /// container's cgroup.
+    OutsideContainer,
+    /// No kubepods level in the path, exactly a podman pod's cgroup.
+    PodmanPod,
+    /// No kubepods level in the path (includes `/`), and neither of the above.
     NotKubernetes,
     /// Not a well-formed cgroup path (empty, relative, `..`).
     Invalid,
@@ -214,7 +231,16 @@ pub(crate) fn class(cgroup: &str) -> PathClass {
         return PathClass::Invalid;
     };
     match scan(&comps) {
-        Scan::NotKubernetes => PathClass::NotKubernetes,
+        Scan::NotKubernetes => {
+            let id = outside(&comps);
+            if id.container.is_some() {
+                PathClass::OutsideContainer
+            } else if id.podman_pod.as_deref() == Some(cgroup) {
+                PathClass::PodmanPod
+            } else {
+                PathClass::NotKubernetes
+            }
+        }
         Scan::Unknown => PathClass::OtherKubernetes,
         Scan::Kube(k) => match (k.child, k.pod, k.qos) {
             (Some((idx, Child::Container(..))), _, _) if idx + 1 == comps.len() => {
@@ -476,29 +502,66 @@ fn is_slice(c: &str) -> bool {
     is_unit_text(c) && has_stem(c, ".slice")
 }
 
+/// podman's container cgroup: `libpod-<id>` (cgroupfs) or `libpod-<id>.scope` (systemd);
+/// never its conmon (`libpod-conmon-<id>`).
+fn podman_container(c: &str) -> Option<&str> {
+    let id = c
+        .strip_suffix(".scope")
+        .unwrap_or(c)
+        .strip_prefix("libpod-")?;
+    is_container_id(id).then_some(id)
+}
+
+/// A podman pod's cgroup: `<pod id>` below `libpod_parent` (cgroupfs), or
+/// `machine-libpod_pod_<pod id>.slice` (systemd).
+fn is_podman_pod(parent: Option<&str>, c: &str) -> bool {
+    let systemd = c
+        .strip_suffix(".slice")
+        .and_then(|n| n.strip_prefix("machine-libpod_pod_"))
+        .is_some_and(is_container_id);
+    systemd || (parent == Some("libpod_parent") && is_container_id(c))
+}
+
+/// The container component at `i`, if any: a runtime's scope, podman's `libpod-<id>`,
+/// Docker's `docker/<id>`, or a bare id (a `--cgroup-parent` of one's own: runtime unknown).
+/// Returns the runtime, the id, and the index of the container's own component.
+fn outside_container<'a>(comps: &[&'a str], i: usize) -> Option<(Option<Runtime>, &'a str, usize)> {
+    let c = comps[i];
+    let parent = i.checked_sub(1).map(|p| comps[p]);
+    if let Some((rt, id)) = scope_container(c) {
+        return Some((Some(rt), id, i));
+    }
+    if let Some(id) = podman_container(c) {
+        return Some((Some(Runtime::Podman), id, i));
+    }
+    if is_container_id(c) && !is_podman_pod(parent, c) {
+        let runtime = (parent == Some("docker")).then_some(Runtime::Docker);
+        return Some((runtime, c, i));
+    }
+    None
+}
+
 /// A path without a kubepods level.
 fn outside(comps: &[&str]) -> Identity {
     let mut id = Identity::default();
     for (i, &c) in comps.iter().enumerate() {
-        let scope = scope_container(c);
+        let found = outside_container(comps, i);
         if id.container.is_none() {
-            let found = scope.or_else(|| {
-                let next = comps.get(i + 1).copied()?;
-                (c == "docker" && is_container_id(next)).then_some((Runtime::Docker, next))
-            });
-            if let Some((runtime, cid)) = found {
-                let end = if scope.is_some() { i } else { i + 1 };
+            if let Some((runtime, cid, end)) = found {
                 id.container = Some(Container {
-                    runtime: Some(runtime),
+                    runtime,
                     id: cid.to_owned(),
                     cgroup: join(&comps[..=end]),
                 });
             }
         }
-        if scope.is_none() && is_unit(c) {
+        if id.container.is_none() && is_podman_pod(i.checked_sub(1).map(|p| comps[p]), c) {
+            id.podman_pod = Some(join(&comps[..=i]));
+        }
+        if found.is_none() && is_unit(c) {
             id.systemd_unit = Some(c.to_owned());
         }
-        if is_slice(c) {
+        if is_slice(c) && !is_podman_pod(None, c) {
             id.systemd_slice = Some(c.to_owned());
         }
     }
@@ -571,6 +634,7 @@ mod tests {
                     Runtime::Containerd => format!("cri-containerd-{CID}.scope"),
                     Runtime::Crio => format!("crio-{CID}.scope"),
                     Runtime::Docker => format!("docker-{CID}.scope"),
+                    Runtime::Podman => unreachable!("podman is not a kubelet runtime"),
                 };
                 (
                     kubepods,
@@ -649,6 +713,7 @@ mod tests {
                             container: Some(container),
                             systemd_unit: None,
                             systemd_slice: None,
+                            podman_pod: None,
                         };
                         assert_eq!(parse(&l.victim), want, "{ctx}");
                         assert_eq!(parse(&l.container), want, "{ctx}");
@@ -731,6 +796,7 @@ mod tests {
                 }),
                 systemd_unit: None,
                 systemd_slice: None,
+                podman_pod: None,
             };
             assert_eq!(parse(&path), want, "{path}");
         }
@@ -925,6 +991,17 @@ mod tests {
             systemd_slice: s.map(str::to_owned),
             ..Identity::default()
         };
+        const POD: &str = "6d73ff2a0ca702a46b27f2b4be46ee864d5126288777743fab170f5277256cd0";
+        let podman = |cgroup: String, slice: Option<&str>, pod: Option<String>| Identity {
+            container: Some(Container {
+                runtime: Some(Runtime::Podman),
+                id: CID.to_owned(),
+                cgroup,
+            }),
+            systemd_slice: slice.map(str::to_owned),
+            podman_pod: pod,
+            ..Identity::default()
+        };
         let cases: Vec<(String, Identity)> = vec![
         ("/".to_owned(), Identity::default()),
         ("/system.slice/nginx.service".to_owned(), unit("nginx.service", Some("system.slice"))),
@@ -939,7 +1016,15 @@ mod tests {
         ("/system.slice/systemd-journald.socket".to_owned(), unit("systemd-journald.socket", Some("system.slice"))),
         ("/system.slice".to_owned(), Identity { systemd_slice: Some("system.slice".to_owned()), ..Identity::default() }),
         (format!("/system.slice/crio-conmon-{CID}.scope"), unit(&format!("crio-conmon-{CID}.scope"), Some("system.slice"))),
-        (format!("/machine.slice/libpod-{CID}.scope/container"), unit(&format!("libpod-{CID}.scope"), Some("machine.slice"))),
+        (format!("/machine.slice/libpod-{CID}.scope/container"), podman(format!("/machine.slice/libpod-{CID}.scope"), Some("machine.slice"), None)),
+        (format!("/libpod_parent/libpod-{CID}"), podman(format!("/libpod_parent/libpod-{CID}"), None, None)),
+        (format!("/libpod_parent/{POD}/libpod-{CID}"), podman(format!("/libpod_parent/{POD}/libpod-{CID}"), None, Some(format!("/libpod_parent/{POD}")))),
+        (format!("/machine.slice/machine-libpod_pod_{POD}.slice/libpod-{CID}.scope"), podman(format!("/machine.slice/machine-libpod_pod_{POD}.slice/libpod-{CID}.scope"), Some("machine.slice"), Some(format!("/machine.slice/machine-libpod_pod_{POD}.slice")))),
+        (format!("/libpod_parent/{POD}"), Identity { podman_pod: Some(format!("/libpod_parent/{POD}")), ..Identity::default() }),
+        (format!("/libpod_parent/{POD}/conmon"), Identity { podman_pod: Some(format!("/libpod_parent/{POD}")), ..Identity::default() }),
+        (format!("/libpod_parent/libpod-conmon-{CID}"), Identity::default()),
+        (format!("/machine.slice/libpod-conmon-{CID}.scope"), unit(&format!("libpod-conmon-{CID}.scope"), Some("machine.slice"))),
+        (format!("/my-parent/{CID}"), Identity { container: Some(Container { runtime: None, id: CID.to_owned(), cgroup: format!("/my-parent/{CID}") }), ..Identity::default() }),
         (format!("/system.slice/docker-{CID}.scope"), docker(format!("/system.slice/docker-{CID}.scope"), CID, Some("system.slice"))),
         (format!("/docker/{CID}"), docker(format!("/docker/{CID}"), CID, None)),
         (format!("/docker/{CID}/docker/{CID2}"), docker(format!("/docker/{CID}"), CID, None)),

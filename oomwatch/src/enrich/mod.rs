@@ -1,17 +1,19 @@
 //! Enrichment: who a victim is beyond its pid. Cgroup path → container/pod/QoS
 //! ([`identity`]), runtime bundle files → Kubernetes names ([`bundle`]), and which memory limit
 //! the OOM hit ([`domain`]).
+pub mod boltdb;
 pub mod bundle;
 pub mod container_kill;
 pub mod domain;
 pub mod domain_memory;
 pub mod identity;
+pub mod podman;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::record::DomainMemory;
 use crate::record::{ContainerKill, OomEvent, Source, Workload};
-use crate::record::{DomainMemory, Runtime};
 use crate::sys::cgroup::MemoryHierarchy;
 use crate::sys::procfs;
 use bundle::{BundleConfig, BundleReader, BundleSource, Names};
@@ -29,10 +31,17 @@ impl Enricher {
     /// Reads runtime bundles and `/proc` under `host_root` (`/` on the host, `/host` in a pod),
     /// and caches the names of every container present now.
     pub fn new(host_root: &Path) -> Self {
-        let mut bundles = BundleReader::new(BundleConfig {
+        Self::with_bundles(BundleConfig {
             host_root: host_root.to_path_buf(),
             ..BundleConfig::default()
-        });
+        })
+    }
+
+    /// Like [`Enricher::new`], with the runtimes' state directories of `config` (all under its
+    /// `host_root`).
+    pub fn with_bundles(config: BundleConfig) -> Self {
+        let host_root = config.host_root.clone();
+        let mut bundles = BundleReader::new(config);
         let n = bundles.warm();
         tracing::debug!(containers = n, "runtime bundles read");
         Self {
@@ -198,11 +207,7 @@ impl Enricher {
     /// pod the cgroup path names.
     fn names(&mut self, id: &Identity) -> Option<Arc<Names>> {
         let c = id.container.as_ref()?;
-        let hint = c.runtime.map(|r| match r {
-            Runtime::Containerd => BundleSource::Containerd,
-            Runtime::Crio => BundleSource::Crio,
-            Runtime::Docker => BundleSource::Docker,
-        });
+        let hint = c.runtime.map(BundleSource::of);
         let names = self.bundles.lookup(&c.id, hint)?;
         // Never a wrong name: a bundle that names another pod than the cgroup path is ignored.
         match (&id.pod, &names.pod_uid) {
@@ -224,11 +229,7 @@ fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
     }
     if let Some(c) = &id.container {
         w.container_id = Some(c.id.clone());
-        w.container_runtime = c.runtime.or(names.map(|n| match n.source {
-            BundleSource::Containerd => Runtime::Containerd,
-            BundleSource::Crio => Runtime::Crio,
-            BundleSource::Docker => Runtime::Docker,
-        }));
+        w.container_runtime = c.runtime.or(names.map(|n| n.source.runtime()));
     }
     if let Some(n) = names {
         // Names from a bundle count only for a container in a pod the path identified, or a
@@ -241,6 +242,10 @@ fn fill(w: &mut Workload, id: &Identity, names: Option<&Names>) {
         if !n.sandbox {
             w.container = n.container.clone();
         }
+        w.container_name = n.name.clone();
+        w.container_image = n.image.clone();
+        w.compose_project = n.compose_project.clone();
+        w.compose_service = n.compose_service.clone();
     }
     w.systemd_unit = id.systemd_unit.clone();
     w.systemd_slice = id.systemd_slice.clone();

@@ -68,8 +68,15 @@ pub struct Workload {
     pub pod_uid: Option<String>,
     pub container: Option<String>,
     pub container_id: Option<String>,
-    /// `containerd`, `crio` or `docker`.
+    /// `containerd`, `crio`, `docker` or `podman`.
     pub container_runtime: Option<Runtime>,
+    /// The runtime's own name of the container (`docker ps`/`podman ps` NAMES).
+    pub container_name: Option<String>,
+    /// The image the container was created from, as the runtime names it.
+    pub container_image: Option<String>,
+    /// Compose labels `com.docker.compose.project` and `com.docker.compose.service`.
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
     /// `guaranteed`, `burstable` or `besteffort`.
     pub qos_class: Option<QosClass>,
     /// Which limit the OOM hit: `container`, `pod`, `qos`, `kubepods` (node allocatable),
@@ -344,5 +351,30 @@ mod tests {
     #[test]
     fn unix_seconds_keeps_fraction() {
         assert!((sample().unix_seconds() - 1_763_760_000.123_456_7).abs() < 1e-6);
+    }
+
+    /// The event's schema: every top-level field the JSON carries has its row in
+    /// `docs/events.md`, and the Docker/podman identity fields are among them.
+    #[test]
+    fn every_event_field_is_documented() {
+        let doc = include_str!("../../../docs/events.md");
+        let json = serde_json::to_value(sample()).expect("serialize");
+        let keys: Vec<&String> = json.as_object().expect("object").keys().collect();
+        for key in [
+            "container_name",
+            "container_image",
+            "compose_project",
+            "compose_service",
+        ] {
+            assert!(keys.iter().any(|k| *k == key), "{key} not in the event");
+        }
+        let missing: Vec<&&String> = keys
+            .iter()
+            .filter(|k| !doc.contains(&format!("| `{k}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "fields without a row in docs/events.md: {missing:?}"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub enum Runtime {
     Containerd,
     Crio,
     Docker,
+    Podman,
 }
 
 impl Runtime {
@@ -18,6 +19,7 @@ impl Runtime {
             Self::Containerd => "containerd",
             Self::Crio => "crio",
             Self::Docker => "docker",
+            Self::Podman => "podman",
         }
     }
 }
@@ -45,9 +47,10 @@ impl QosClass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OomDomain {
-    /// A Kubernetes container's memory limit.
+    /// A container's own memory limit: Kubernetes, or a plain Docker/podman container.
     Container,
-    /// A Kubernetes pod's memory limit (the sum of its containers', plus overhead).
+    /// A Kubernetes pod's memory limit (the sum of its containers', plus overhead), or a
+    /// podman pod's.
     Pod,
     /// A Kubernetes QoS level (`burstable`, `besteffort`).
     Qos,

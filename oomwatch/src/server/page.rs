@@ -271,6 +271,14 @@ fn workload_cell(out: &mut String, ev: &OomEvent) {
     if let Some(unit) = &w.systemd_unit {
         let _ = write!(out, "<br><span class=\"mut\">unit {}</span>", shown(unit));
     }
+    // A plain Docker/podman container: the runtime's own name and image.
+    if let Some(name) = &w.container_name {
+        let _ = write!(out, "<br><span class=\"mut\">container {}", shown(name));
+        if let Some(image) = &w.container_image {
+            let _ = write!(out, " ({})", shown(image));
+        }
+        out.push_str("</span>");
+    }
 }
 
 /// The mark of a partial kill: the container kept running, Kubernetes shows nothing.

@@ -17,6 +17,8 @@ use serde_json::Value;
 
 pub use oomwatch_testkit::TestCgroup;
 
+pub mod runtime;
+
 /// True when the test may touch the kernel (root). Otherwise it skips, or fails under
 /// `OOMWATCH_REQUIRE_REAL_KERNEL=1` (see `oomwatch_testkit::skip`).
 pub fn real_kernel_or_skip() -> bool {
@@ -302,6 +304,19 @@ impl Kmsg {
         pids: &[i32],
         timeout: Duration,
     ) -> (KernelInvocation, KernelKill) {
+        self.invocation_where(timeout, |_, kill| pids.contains(&kill.pid))
+            .unwrap_or_else(|| {
+                panic!("no 'Killed process' line for {pids:?} in /dev/kmsg within {timeout:?}")
+            })
+    }
+
+    /// Reads until a kill whose invocation and "Killed process" line match `pred` (e.g. the
+    /// victim's `task_memcg`, when its pid is not known beforehand).
+    pub fn invocation_where(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&KernelInvocation, &KernelKill) -> bool,
+    ) -> Option<(KernelInvocation, KernelKill)> {
         let mut inv = KernelInvocation::default();
         let end = Instant::now() + timeout;
         let mut buf = vec![0u8; 8192];
@@ -335,12 +350,12 @@ impl Kmsg {
                 }
             } else if let Some(i) = msg.find("Killed process ") {
                 let kill = parse_killed(&msg[i..]).unwrap_or_else(|| panic!("unparsed: {msg}"));
-                if pids.contains(&kill.pid) {
-                    return (inv, kill);
+                if pred(&inv, &kill) {
+                    return Some((inv, kill));
                 }
             }
         }
-        panic!("no 'Killed process' line for {pids:?} in /dev/kmsg within {timeout:?}");
+        None
     }
 }
 

@@ -66,7 +66,8 @@ fn bundle_corpus() -> Vec<Vec<u8>> {
     });
     let oci = json!({"ociVersion": "1.1.0", "process": {"args": ["nginx"], "env": ["A=b"]},
         "root": {"path": "rootfs"}, "annotations": annotations});
-    let docker = json!({"ID": CID, "Config": {"Hostname": "web", "Labels": annotations}});
+    let docker = json!({"ID": CID, "Name": "/shop-web-1", "Config": {"Hostname": "web",
+        "Image": "shop/web:1", "Env": ["SECRET=x"], "Labels": annotations}});
     [oci, docker, json!({"annotations": {}})]
         .iter()
         .map(|v| serde_json::to_vec_pretty(v).unwrap())
@@ -78,7 +79,14 @@ fn check_names(source: BundleSource, bytes: &[u8]) {
         bundle::parse_names(source, bytes)
     });
     if let Ok(Some(n)) = parsed {
-        let fields = [&n.namespace, &n.pod, &n.pod_uid, &n.container];
+        let fields = [
+            &n.namespace,
+            &n.pod,
+            &n.pod_uid,
+            &n.container,
+            &n.name,
+            &n.image,
+        ];
         for f in fields.into_iter().flatten() {
             assert!(!f.is_empty() && f.len() <= bytes.len());
         }
@@ -92,6 +100,7 @@ fn bundle_config_json() {
         BundleSource::Containerd,
         BundleSource::Crio,
         BundleSource::Docker,
+        BundleSource::Podman,
     ];
     let strategy = (
         prop_oneof![
@@ -101,7 +110,7 @@ fn bundle_config_json() {
         any::<Index>(),
     );
     check("bundle_config_json", 1, strategy, |(bytes, which)| {
-        check_names(sources[which.index(3)], &bytes.0);
+        check_names(sources[which.index(sources.len())], &bytes.0);
     });
 }
 
@@ -344,6 +353,47 @@ fn top_proc_and_limits() {
                 let _ = rank::classify(s, &domain, &|_| None);
             }
             let _ = rank::rank(&proc, &domain, &|c| Some(c.to_string()));
+        }
+    });
+}
+
+/// podman 4.3's own BoltDB state (Debian 12), with container `lab1` labelled
+/// `com.docker.compose.project=shop`, `com.docker.compose.service=web`.
+const PODMAN_DB: &[u8] = include_bytes!("../fixtures/podman/bolt_state.db");
+const PODMAN_LAB1: &str = "d657790fed6e5c8d718fca48ff0d01a0f6616a3e7d985a18102a15b65b14529d";
+
+#[test]
+fn podman_bolt_state_as_podman_wrote_it() {
+    let labels = oomwatch::enrich::podman::labels(PODMAN_DB, PODMAN_LAB1).expect("labels");
+    assert_eq!(labels["com.docker.compose.project"], "shop");
+    assert_eq!(labels["com.docker.compose.service"], "web");
+}
+
+#[test]
+fn podman_bolt_state_mutated() {
+    let strategy = harness::mutated(vec![PODMAN_DB.to_vec()], b"\x00\x01\x02\x04\xff{}\"", 16);
+    check("podman_bolt_state", 1, strategy, |bytes| {
+        bounded("podman::labels", bytes.0.len(), 2, || {
+            let _ = oomwatch::enrich::podman::labels(&bytes.0, PODMAN_LAB1);
+        });
+    });
+}
+
+#[test]
+fn podman_container_list_mutated() {
+    let list = format!(
+        r#"[{{"id":"{CID}","names":["web"],"image":"0b88dc99","metadata":"{{\"image-name\":\"localhost/web:1\",\"name\":\"web\"}}"}}]"#
+    );
+    let strategy = prop_oneof![
+        3 => harness::mutated(vec![list.into_bytes()], JSON_ALPHABET, 8),
+        1 => harness::soup(JSON_TOKENS, 60),
+    ];
+    check("podman_container_list", 1, strategy, |bytes| {
+        let parsed = bounded("podman::parse", bytes.0.len(), 64, || {
+            oomwatch::enrich::podman::parse(&bytes.0)
+        });
+        for c in parsed.into_iter().flatten() {
+            assert!(c.name.is_none_or(|n| !n.is_empty()));
         }
     });
 }

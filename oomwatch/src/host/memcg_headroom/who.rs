@@ -8,7 +8,6 @@ use crate::enrich::bundle::{BundleReader, BundleSource, Names};
 use crate::enrich::identity::{self, Identity};
 use crate::explain::domain::{self, Domain};
 use crate::explain::rank;
-use crate::record::Runtime;
 use crate::sys::cgroup::Version;
 use crate::sys::procfs;
 
@@ -28,11 +27,7 @@ pub struct Who {
 /// than the path (never a wrong name), as the event enricher does.
 fn names_of(bundles: &mut BundleReader, id: &Identity) -> Option<Arc<Names>> {
     let c = id.container.as_ref()?;
-    let hint = c.runtime.map(|r| match r {
-        Runtime::Containerd => BundleSource::Containerd,
-        Runtime::Crio => BundleSource::Crio,
-        Runtime::Docker => BundleSource::Docker,
-    });
+    let hint = c.runtime.map(BundleSource::of);
     let names = bundles.lookup(&c.id, hint)?;
     match (&id.pod, &names.pod_uid) {
         (Some(p), Some(uid)) if !uid.eq_ignore_ascii_case(&p.uid) => None,
