@@ -4,7 +4,11 @@
 //! `oom_kill_process()` entry, then the `mark_victim` of its chosen task, then (with
 //! `memory.oom.group=1`) those of the rest of the group, all before the next invocation starts.
 //! A victim therefore belongs to the newest invocation that came before it, if that invocation
-//! chose it, or chose a task of the same group within [`GROUP_WINDOW_NS`]. A `mark_victim` that
+//! chose it, or (a group member) was marked within [`GROUP_WINDOW_NS`] of that invocation's
+//! previous victim: the kernel marks the members one after another, printing each one's
+//! "Killed process" line in between, which on a slow console takes tens of milliseconds per
+//! line (seen: 90 ms under qemu TCG), so the window runs from the last member, not from the
+//! invocation. A `mark_victim` that
 //! matches neither is a victim marked without a kill decision (a task already exiting, which
 //! the kernel lets go first): it gets no invocation context.
 use std::collections::VecDeque;
@@ -14,7 +18,7 @@ use oomwatch_common::{oom_field, OomKillRecord};
 use crate::record::{OomContext, Source, Task};
 use crate::sys::text::comm_str;
 
-/// How long after an invocation its group's other victims may still be marked.
+/// How long after an invocation's previous victim the next member of its group may be marked.
 pub const GROUP_WINDOW_NS: u64 = 100_000_000;
 /// Invocations remembered for matching (they arrive just before their victims).
 const KEPT: usize = 64;
@@ -27,6 +31,8 @@ pub struct Invocation {
     pub source: Source,
     /// Whether its chosen task's `mark_victim` has been seen (group victims come after it).
     pub chosen_seen: bool,
+    /// When its latest victim was marked (the group window runs from there).
+    pub last_mark_ns: u64,
 }
 
 /// Recent invocations, newest last.
@@ -59,6 +65,7 @@ impl Invocations {
             rec,
             source,
             chosen_seen: false,
+            last_mark_ns: rec.ktime_ns,
         });
         id
     }
@@ -71,9 +78,12 @@ impl Invocations {
             .rposition(|inv| inv.rec.ktime_ns <= ktime_ns)?;
         let inv = &mut self.recent[idx];
         let chosen = inv.rec.present & oom_field::CHOSEN != 0 && inv.rec.chosen_pid == pid;
-        let group = inv.chosen_seen && ktime_ns - inv.rec.ktime_ns <= GROUP_WINDOW_NS;
+        let group = inv.chosen_seen && ktime_ns.saturating_sub(inv.last_mark_ns) <= GROUP_WINDOW_NS;
         if chosen {
             inv.chosen_seen = true;
+        }
+        if chosen || group {
+            inv.last_mark_ns = inv.last_mark_ns.max(ktime_ns);
         }
         (chosen || group).then_some(&self.recent[idx])
     }
@@ -160,7 +170,29 @@ mod tests {
             Some(id),
             "group member"
         );
-        assert!(invs.match_victim(12, 1_000 + GROUP_WINDOW_NS + 1).is_none());
+        assert!(invs.match_victim(12, 2_000 + GROUP_WINDOW_NS + 1).is_none());
+    }
+
+    #[test]
+    fn a_slowly_printed_group_is_one_invocation() {
+        // Each member is marked 90 ms after the previous one (the console prints its "Killed
+        // process" line in between): the whole group belongs to the invocation even though the
+        // last member comes long after the window from the invocation itself.
+        let mut invs = Invocations::new(names());
+        let id = invs.push(inv(1_000, 10), Source::OomKillFentry);
+        let step = GROUP_WINDOW_NS * 9 / 10;
+        assert_eq!(invs.match_victim(10, 1_000 + step).map(|i| i.id), Some(id));
+        for (n, pid) in (11..15).enumerate() {
+            let t = 1_000 + step * (n as u64 + 2);
+            assert_eq!(
+                invs.match_victim(pid, t).map(|i| i.id),
+                Some(id),
+                "member {pid}"
+            );
+        }
+        // A pause longer than the window ends the group.
+        let last = 1_000 + step * 5;
+        assert!(invs.match_victim(20, last + GROUP_WINDOW_NS + 1).is_none());
     }
 
     #[test]
