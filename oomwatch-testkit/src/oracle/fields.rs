@@ -79,6 +79,30 @@ pub fn cgroup_is(e: &Value, want: Option<&str>) -> Vec<String> {
     )]
 }
 
+/// `one event per victim`: each victim (pid, cgroup as the problems name it) has exactly one
+/// of `events`, every event is of a victim, and each was recorded live (`replayed` false: a
+/// record rebuilt from the kernel log means the live one was lost, or a mark was taken for a
+/// kill).
+pub fn one_event_per_victim(victims: &[(i64, &str)], events: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (pid, cgroup) in victims {
+        let n = events.iter().filter(|e| pid_of(e) == *pid).count();
+        if n != 1 {
+            problems.push(format!("pid {pid} ({cgroup}): {n} events"));
+        }
+    }
+    for e in events {
+        let pid = pid_of(e);
+        if !victims.iter().any(|(p, _)| *p == pid) {
+            problems.push(format!("event for pid {pid}, which is no test victim"));
+        }
+        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
+            problems.push(format!("pid {pid}: not recorded live"));
+        }
+    }
+    problems
+}
+
 /// One memory cgroup's kills, as the kernel and the agent account for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillCount<'a> {
@@ -159,6 +183,25 @@ mod tests {
         assert_eq!(
             match_kernel(&e, None),
             ["pid 7: no kernel line to compare with"]
+        );
+    }
+
+    #[test]
+    fn each_victim_has_one_live_event_and_every_event_a_victim() {
+        let ev = |pid: i64, replayed: bool| json!({"pid": pid, "replayed": replayed});
+        let victims = [(5, "/t"), (6, "/g")];
+        assert_eq!(
+            one_event_per_victim(&victims, &[ev(5, false), ev(6, false)]),
+            [] as [String; 0]
+        );
+        assert_eq!(
+            one_event_per_victim(&victims, &[ev(5, false), ev(5, false), ev(7, true)]),
+            [
+                "pid 5 (/t): 2 events",
+                "pid 6 (/g): 0 events",
+                "event for pid 7, which is no test victim",
+                "pid 7: not recorded live",
+            ]
         );
     }
 

@@ -3,7 +3,6 @@
 //! `kmsg:oom_report`), and the checks of one agent's output against the kernel's log.
 
 use serde_json::Value;
-use std::collections::BTreeSet;
 
 use oomwatch_testkit::oracle::{self, fields::KillCount, pid_of};
 
@@ -191,28 +190,17 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     checks
 }
 
-/// Events: one per victim, recorded live; `problems` are those found parsing them.
+/// Events: one per victim, recorded live (`oracle::fields`, as the host tests); `problems` are
+/// those found parsing them.
 fn one_event_per_victim(k: &Kernel, events: &[Value], mut problems: Vec<String>) -> Check {
-    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
-    for v in k.victims {
-        let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
-        if n != 1 {
-            problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
-        }
-    }
-    for e in events {
-        if !victim_pids.contains(&pid_of(e)) {
-            problems.push(format!(
-                "event for pid {}, which is no test victim",
-                pid_of(e)
-            ));
-        }
-        // The agent ran through every kill: a record rebuilt from the kernel log means the
-        // live one was lost (or taken for a mark without a kill).
-        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
-            problems.push(format!("pid {}: not recorded live", pid_of(e)));
-        }
-    }
+    let cgroups: Vec<String> = k.victims.iter().map(|v| format!("/{}", v.cgroup)).collect();
+    let victims: Vec<(i64, &str)> = k
+        .victims
+        .iter()
+        .zip(&cgroups)
+        .map(|(v, c)| (v.pid, c.as_str()))
+        .collect();
+    problems.extend(oracle::fields::one_event_per_victim(&victims, events));
     check(
         "one event per victim",
         problems,
