@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{real_kernel_or_skip, Agent, KernelInvocation, Kmsg, TestCgroup};
+use common::{attached, real_kernel_or_skip, Agent, KernelInvocation, Kmsg, TestCgroup};
 use oomwatch_testkit::oracle::oom::{self, Setting};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -18,11 +18,6 @@ const CONTEXT_PROBES: [&str; 3] = [
     "kprobe:oom_kill_process",
     "kmsg:oom_report",
 ];
-
-fn attached(log: &str, probe: &str) -> bool {
-    log.lines()
-        .any(|l| l.contains("probe attached") && l.contains(&format!("\"probe\":\"{probe}\"")))
-}
 
 /// One OOM kill in `cg` whose report header the kernel printed (it rate-limits the header, 10
 /// per 5 s host-wide, so under other tests' kills it can be missing: try again after the

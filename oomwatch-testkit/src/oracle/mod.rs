@@ -7,9 +7,12 @@
 //! - [`fields`]: an event against the kernel's "Killed process" line, its tgid and cgroup,
 //!   and a cgroup's `oom_kill` count against the kernel's lines and the events.
 //! - [`oom`]: an event's invocation context against the kernel's report of that invocation.
+//! - [`candidates`]: an event's candidates against the kernel's task dump, ranked and scored
+//!   as the kernel does.
 
 use serde_json::Value;
 
+pub mod candidates;
 pub mod fields;
 pub mod oom;
 

@@ -246,6 +246,12 @@ pub fn parse_killed(s: &str) -> Option<KernelKill> {
     })
 }
 
+/// Whether the agent's log says `probe` attached.
+pub fn attached(log: &str, probe: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("probe attached") && l.contains(&format!("\"probe\":\"{probe}\"")))
+}
+
 /// The value of one sample line of `/metrics`, e.g. `oomwatch_oom_kills_total{...}`.
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {

@@ -19,11 +19,6 @@ pub const PAGE_SIZE: i64 = 4096;
 /// `totalpages` of the test cgroups' OOMs: their `memory.max` in pages (no swap).
 pub const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 
-/// `oom_badness()` of a task-dump row of the guest's OOMs (`oomwatch_testkit::kernel_log`).
-pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64) -> Option<i64> {
-    oomwatch_testkit::kernel_log::badness(row, totalpages, PAGE_SIZE)
-}
-
 pub fn check_oom(
     agent: &Agent,
     events: &[Value],
@@ -150,6 +145,7 @@ mod tests {
         console::oom_invocations,
         initramfs::{G_VICTIMS, T_VICTIMS},
     };
+    use oomwatch_testkit::kernel_log::badness;
 
     /// The `oom context` check of `agent`, asserting that no other check failed (but its
     /// `candidates` check, when the mutation removed the candidates with the rest of the context).
@@ -224,12 +220,16 @@ mod tests {
             // The probes read the kernel's own `oom_control.chosen_points`.
             for section in ["events", "events-kprobe"] {
                 let points = s.number(section, chosen, "badness");
-                assert_eq!(badness(row, totalpages), Some(points), "{chosen}");
+                assert_eq!(
+                    badness(row, totalpages, PAGE_SIZE),
+                    Some(points),
+                    "{chosen}"
+                );
             }
             // 6.1's dump: rss + swapents + pgtables_bytes / 4096, plus adj * (16384 / 1000).
             let adj = row["oom_score_adj"];
             assert_eq!(
-                badness(row, totalpages),
+                badness(row, totalpages, PAGE_SIZE),
                 Some(row["rss"] + row["swapents"] + row["pgtables_bytes"] / 4096 + adj * 16)
             );
         }
