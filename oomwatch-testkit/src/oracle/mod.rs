@@ -9,12 +9,15 @@
 //! - [`oom`]: an event's invocation context against the kernel's report of that invocation.
 //! - [`candidates`]: an event's candidates against the kernel's task dump, ranked and scored
 //!   as the kernel does.
+//! - [`threads`]: one event per killed thread of a multi-threaded victim, none per thread only
+//!   marked.
 
 use serde_json::Value;
 
 pub mod candidates;
 pub mod fields;
 pub mod oom;
+pub mod threads;
 
 /// An event value as the problems print it: `null`, `42`, `"dd"`, `[1,2]`, `{3 keys}`.
 pub fn render(v: &Value) -> String {
