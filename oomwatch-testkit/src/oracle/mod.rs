@@ -6,6 +6,8 @@
 //!
 //! - [`fields`]: an event against the kernel's "Killed process" line, its tgid and cgroup,
 //!   and a cgroup's `oom_kill` count against the kernel's lines and the events.
+//! - [`lifecycle`]: how a kill ended (the `oom_kill_lifecycle` record) and a userspace
+//!   killer's SIGKILL as an event.
 //! - [`oom`]: an event's invocation context against the kernel's report of that invocation.
 //! - [`candidates`]: an event's candidates against the kernel's task dump, ranked and scored
 //!   as the kernel does.
@@ -16,6 +18,7 @@ use serde_json::Value;
 
 pub mod candidates;
 pub mod fields;
+pub mod lifecycle;
 pub mod oom;
 pub mod threads;
 
