@@ -1,6 +1,6 @@
-//! Test helpers shared by `oomwatch`'s unit tests (`oomwatch/src`) and integration tests
-//! (`oomwatch/tests`). It does not depend on `oomwatch`: what it checks is written out here,
-//! independently of the code under test.
+//! Test helpers shared by `oomwatch`'s unit tests (`oomwatch/src`), its integration tests
+//! (`oomwatch/tests`) and `cargo xtask vm-test`'s checks. It does not depend on `oomwatch`:
+//! what it checks is written out here, independently of the code under test.
 //!
 //! - [`skip`]: the one way a test that needs the host (root, BTF, tracefs, `/dev/kmsg`,
 //!   `/dev/fuse`, a trace instance, a tool) leaves early. Under
@@ -11,8 +11,13 @@
 //! - [`pidns`]: kubelet-style container cgroups and a process tree whose init is pid 1 of its
 //!   own pid namespace, as a runtime starts a container.
 //! - [`rng`]: the seeded generator of the property tests.
+//! - [`kernel_log`]: the kernel's own lines of an OOM kill, parsed.
+//! - [`oracle`]: the assertions on an agent's events that the host tests and the `vm-test`
+//!   guest checks share (one implementation, a list of problems each).
 pub mod cgroup;
+pub mod kernel_log;
 pub mod mem;
+pub mod oracle;
 pub mod pidns;
 pub mod rng;
 pub mod skip;

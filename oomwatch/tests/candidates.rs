@@ -2,12 +2,12 @@
 //! scored as the kernel does, checked against the dump the kernel printed for a real OOM kill.
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use common::{attached, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use oomwatch_testkit::oracle::{self, candidates::Setting};
 use oomwatch_testkit::page_size;
 
 /// A shell in `cg` holding about `mib` MiB in a variable, then sleeping.
@@ -24,36 +24,13 @@ fn holder(cg: &TestCgroup, mib: u32) -> Child {
         .unwrap()
 }
 
-/// The rows of the kernel's last task dump for these pids: pid -> (rss, swapents, pgtables_bytes,
-/// oom_score_adj), from `dmesg`.
-fn dump_rows(pids: &[i32]) -> HashMap<i32, (i64, i64, i64, i64)> {
-    let out = Command::new("dmesg").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut rows = HashMap::new();
-    for line in text.lines() {
-        let Some((_, rest)) = line.split_once("] [") else {
-            continue;
-        };
-        let Some((pid, cols)) = rest.split_once(']') else {
-            continue;
-        };
-        let Ok(pid) = pid.trim().parse::<i32>() else {
-            continue;
-        };
-        if !pids.contains(&pid) {
-            continue;
-        }
-        // uid tgid total_vm rss rss_anon rss_file rss_shmem pgtables_bytes swapents adj name
-        let n: Vec<i64> = cols
-            .split_whitespace()
-            .take(10)
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        if n.len() == 10 {
-            rows.insert(pid, (n[3], n[8], n[7], n[9]));
-        }
-    }
-    rows
+/// Where the agent's candidates come from: the first `oom_badness` row that attached, else
+/// the kernel's report.
+fn candidates_source(log: &str) -> &'static str {
+    ["fexit:oom_badness", "kretprobe:oom_badness"]
+        .into_iter()
+        .find(|p| attached(log, p))
+        .unwrap_or(oracle::oom::KMSG)
 }
 
 #[test]
@@ -74,18 +51,20 @@ fn candidates_are_the_kernels_dump_ranked_by_its_points() {
     }
     // The kernel rate-limits its report header; retry until one has a task dump.
     let mut attempt = 0;
-    let ev = loop {
+    let (ev, report) = loop {
         attempt += 1;
         let mut kmsg = Kmsg::open();
         let pid = cg.oom_kill(0);
-        kmsg.killed(pid, Duration::from_secs(10));
+        let (kernel, _) = kmsg.invocation_of(pid, Duration::from_secs(10));
         let ev = agent.wait_event(Duration::from_secs(10), |v| v["pid"] == pid);
-        if !ev["candidates"].is_null() || attempt == 4 {
-            break ev;
+        let report = kernel.report(pid).expect("the kernel's report of the kill");
+        if report.header || attempt == 4 {
+            break (ev, report);
         }
         eprintln!("kernel report header rate-limited (attempt {attempt}); retrying in 5.5 s");
         thread::sleep(Duration::from_millis(5500));
     };
+    assert!(report.header && !report.tasks.is_empty(), "{report:?}");
     let cands = ev["candidates"]
         .as_array()
         .unwrap_or_else(|| panic!("{ev}"));
@@ -97,19 +76,20 @@ fn candidates_are_the_kernels_dump_ranked_by_its_points() {
     // The victim first, then the two holders, the bigger one before the smaller.
     assert_eq!(pids[0], ev["pid"].as_i64().unwrap() as i32, "{ev}");
     assert_eq!(&pids[1..3], &[holder_pids[1], holder_pids[0]], "{ev}");
-    // Points equal the kernel's own numbers from its dump: rss + swap + pgtables pages.
-    let rows = dump_rows(&pids);
+    // The comparison `vm-test` runs on its guests' events: the kernel's ranking of its dump,
+    // each candidate's points (rss + swap + pgtables pages + adj term), rss, swap, page tables
+    // and oom_score_adj equal to its row.
     let page = i64::try_from(page_size()).unwrap();
+    let setting = Setting {
+        source: candidates_source(&agent.log_text()),
+        totalpages: (96 << 20) / page,
+        page_size: page,
+        top: 5,
+    };
+    let problems = oracle::candidates::match_dump(&ev, &report, &setting);
+    assert!(problems.is_empty(), "{}\nevent: {ev}", problems.join("\n"));
     for c in cands {
-        let pid = c["pid"].as_i64().unwrap() as i32;
-        let (rss, swap, pgt, adj) = rows[&pid];
-        assert_eq!(adj, 0);
-        assert_eq!(
-            c["points"].as_i64().unwrap(),
-            rss + swap + pgt / page,
-            "{c}"
-        );
-        assert_eq!(c["rss"].as_i64().unwrap(), rss * page);
+        assert_eq!(c["oom_score_adj"], 0, "{c}");
         assert_eq!(c["cgroup"], cg.path.as_str(), "{c}");
     }
     assert_eq!(ev["badness"], cands[0]["points"]);

@@ -6,6 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::{kills_for, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use oomwatch_testkit::oracle::fields::{self, KillCount};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
@@ -15,49 +16,12 @@ fn for_pid(pid: i32) -> impl Fn(&Value) -> bool {
     move |v| v["pid"] == pid
 }
 
-/// Every field the kernel printed, compared with the agent's event for the same pid.
+/// Every field the kernel printed, compared with the agent's event for the same pid, with the
+/// assertions `vm-test` runs on its guests' events (`fields = kernel`, `tgid`, the cgroup).
 fn assert_matches_kernel(ev: &Value, k: &common::KernelKill, cgroup: &str) {
-    let diff: Vec<String> = [
-        ("pid", ev["pid"].clone(), Value::from(k.pid)),
-        ("tgid", ev["tgid"].clone(), Value::from(k.pid)),
-        ("comm", ev["comm"].clone(), Value::from(k.comm.clone())),
-        (
-            "total_vm",
-            ev["total_vm"].clone(),
-            Value::from(k.total_vm_kb * 1024),
-        ),
-        (
-            "anon_rss",
-            ev["anon_rss"].clone(),
-            Value::from(k.anon_rss_kb * 1024),
-        ),
-        (
-            "file_rss",
-            ev["file_rss"].clone(),
-            Value::from(k.file_rss_kb * 1024),
-        ),
-        (
-            "shmem_rss",
-            ev["shmem_rss"].clone(),
-            Value::from(k.shmem_rss_kb * 1024),
-        ),
-        (
-            "pgtables",
-            ev["pgtables"].clone(),
-            Value::from(k.pgtables_kb * 1024),
-        ),
-        ("uid", ev["uid"].clone(), Value::from(k.uid)),
-        (
-            "oom_score_adj",
-            ev["oom_score_adj"].clone(),
-            Value::from(k.oom_score_adj),
-        ),
-        ("cgroup", ev["cgroup"].clone(), Value::from(cgroup)),
-    ]
-    .into_iter()
-    .filter(|(_, got, want)| got != want)
-    .map(|(f, got, want)| format!("{f}: agent {got}, kernel {want}"))
-    .collect();
+    let mut diff = fields::match_kernel(ev, Some(&k.record));
+    diff.extend(fields::tgid_is_pid(ev));
+    diff.extend(fields::cgroup_is(ev, Some(cgroup)));
     assert!(
         diff.is_empty(),
         "event differs from the kernel's record:\n{}\nevent: {ev}",
@@ -127,23 +91,29 @@ fn twenty_kills_make_exactly_twenty_events() {
         pids.push(pid);
     }
     agent.drain(Duration::from_millis(500));
-    let ours: Vec<i64> = agent
+    let ours: Vec<Value> = agent
         .seen
         .iter()
         // Events only: follow-up lines (`type`, e.g. oom_kill_lifecycle) share the pid.
         .filter(|v| v["type"].is_null() && v["cgroup"] == cg.path.as_str())
-        .map(|v| v["pid"].as_i64().unwrap())
+        .cloned()
         .collect();
-    let mut want: Vec<i64> = pids.iter().map(|&p| i64::from(p)).collect();
-    let mut got = ours.clone();
-    want.sort_unstable();
-    got.sort_unstable();
-    assert_eq!(got, want, "one event per victim, no duplicates");
-    assert_eq!(
-        cg.oom_kills(),
-        20,
-        "the kernel counted 20 kills in the cgroup"
+    let victims: Vec<i64> = pids.iter().map(|&p| i64::from(p)).collect();
+    // One live event per victim, no duplicates, and the kernel counted 20 kills in the cgroup:
+    // `vm-test`'s "one event per victim" and "memory.events" checks.
+    let named: Vec<(i64, &str)> = victims.iter().map(|&p| (p, cg.path.as_str())).collect();
+    let mut problems = fields::one_event_per_victim(&named, &ours);
+    problems.extend(
+        KillCount {
+            cgroup: &cg.path,
+            oom_kill: Some(i64::try_from(cg.oom_kills()).unwrap()),
+            killed: &victims,
+            events: ours.len(),
+        }
+        .problems(),
     );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(victims.len(), 20);
     let metrics = agent.get("/metrics");
     assert_eq!(kills_for(&metrics, "tail", &cg.path), Some(20.0));
     report_latency(&agent, &pids);

@@ -197,6 +197,9 @@ pub struct KernelKill {
     pub uid: u32,
     pub pgtables_kb: u64,
     pub oom_score_adj: i16,
+    /// The same line as `oomwatch_testkit` parses it, for its shared assertions
+    /// (`oomwatch_testkit::oracle`).
+    pub record: oomwatch_testkit::kernel_log::KernelKill,
 }
 
 /// `/dev/kmsg`, positioned at its end when opened.
@@ -227,30 +230,28 @@ impl Kmsg {
 }
 
 /// Parses "Killed process N (comm) total-vm:XkB, anon-rss:XkB, file-rss:XkB, shmem-rss:XkB,
-/// UID:N pgtables:XkB oom_score_adj:N".
+/// UID:N pgtables:XkB oom_score_adj:N" (with `oomwatch_testkit::kernel_log`, as `vm-test`).
 pub fn parse_killed(s: &str) -> Option<KernelKill> {
-    let rest = s.strip_prefix("Killed process ")?;
-    let (pid, rest) = rest.split_once(" (")?;
-    let (comm, rest) = rest.rsplit_once(") ")?;
-    let num = |key: &str| -> Option<i64> {
-        let i = rest.find(key)? + key.len();
-        let digits: String = rest[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '-')
-            .collect();
-        digits.parse().ok()
-    };
+    let record = oomwatch_testkit::kernel_log::parse_killed(s)?;
+    let num = |key: &str| record.numbers.get(key).copied();
     Some(KernelKill {
-        pid: pid.parse().ok()?,
-        comm: comm.to_string(),
-        total_vm_kb: num("total-vm:")? as u64,
-        anon_rss_kb: num("anon-rss:")? as u64,
-        file_rss_kb: num("file-rss:")? as u64,
-        shmem_rss_kb: num("shmem-rss:")? as u64,
-        uid: num("UID:")? as u32,
-        pgtables_kb: num("pgtables:")? as u64,
-        oom_score_adj: num("oom_score_adj:")? as i16,
+        pid: i32::try_from(record.pid).ok()?,
+        comm: record.comm.clone(),
+        total_vm_kb: u64::try_from(num("total-vm")?).ok()?,
+        anon_rss_kb: u64::try_from(num("anon-rss")?).ok()?,
+        file_rss_kb: u64::try_from(num("file-rss")?).ok()?,
+        shmem_rss_kb: u64::try_from(num("shmem-rss")?).ok()?,
+        uid: u32::try_from(num("UID")?).ok()?,
+        pgtables_kb: u64::try_from(num("pgtables")?).ok()?,
+        oom_score_adj: i16::try_from(num("oom_score_adj")?).ok()?,
+        record,
     })
+}
+
+/// Whether the agent's log says `probe` attached.
+pub fn attached(log: &str, probe: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("probe attached") && l.contains(&format!("\"probe\":\"{probe}\"")))
 }
 
 /// The value of one sample line of `/metrics`, e.g. `oomwatch_oom_kills_total{...}`.
@@ -289,6 +290,19 @@ pub struct KernelInvocation {
     pub constraint: String,
     pub oom_memcg: Option<String>,
     pub task_memcg: String,
+    /// Every `/dev/kmsg` message read up to the "Killed process" line, for
+    /// [`KernelInvocation::report`].
+    pub log: Vec<String>,
+}
+
+impl KernelInvocation {
+    /// The invocation whose "Killed process" lines name `pid`, as `oomwatch_testkit::kernel_log`
+    /// parses the kernel's report (header, task dump, summary), for the shared assertions.
+    pub fn report(&self, pid: i32) -> Option<oomwatch_testkit::kernel_log::Invocation> {
+        oomwatch_testkit::kernel_log::oom_invocations(&self.log)
+            .into_iter()
+            .find(|i| i.killed.contains(&i64::from(pid)))
+    }
 }
 
 impl Kmsg {
@@ -330,6 +344,7 @@ impl Kmsg {
             let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
             let msg = rec.split_once(';').map_or(rec.as_str(), |(_, m)| m);
             let msg = msg.lines().next().unwrap_or("");
+            inv.log.push(msg.to_string());
             if let Some(rest) = msg
                 .split_once(" invoked oom-killer: gfp_mask=")
                 .map(|x| x.1)

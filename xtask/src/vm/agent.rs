@@ -3,11 +3,12 @@
 //! `kmsg:oom_report`), and the checks of one agent's output against the kernel's log.
 
 use serde_json::Value;
-use std::collections::BTreeSet;
+
+use oomwatch_testkit::oracle::{self, fields::KillCount, pid_of};
 
 use crate::vm::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    check::{at, candidates, check, global, lifecycle, oom, render, threads, Check},
+    check::{candidates, check, global, lifecycle, oom, threads, Check},
     console::*,
 };
 
@@ -31,7 +32,7 @@ pub struct Agent {
 
 pub const FENTRY: &str = "fentry:oom_kill_process";
 pub const KPROBE: &str = "kprobe:oom_kill_process";
-pub const KMSG: &str = "kmsg:oom_report";
+pub const KMSG: &str = oracle::oom::KMSG;
 
 pub const AGENTS: [Agent; 3] = [
     Agent {
@@ -98,17 +99,6 @@ pub struct Kernel<'a> {
     pub invocations: &'a [Invocation],
 }
 
-/// Event field -> key of the kernel's "Killed process" line and its multiplier to bytes.
-const NUMERIC_FIELDS: [(&str, &str, i64); 7] = [
-    ("total_vm", "total-vm", 1024),
-    ("anon_rss", "anon-rss", 1024),
-    ("file_rss", "file-rss", 1024),
-    ("shmem_rss", "shmem-rss", 1024),
-    ("pgtables", "pgtables", 1024),
-    ("oom_score_adj", "oom_score_adj", 1),
-    ("uid", "UID", 1),
-];
-
 /// One agent's event lines, by the checks that read them.
 struct Events {
     /// Kernel OOM kills of the memory-cgroup phases (`t`, `g`).
@@ -149,10 +139,6 @@ impl Events {
             global,
         }
     }
-}
-
-fn pid_of(e: &Value) -> i64 {
-    e.get("pid").and_then(Value::as_i64).unwrap_or(-1)
 }
 
 /// Every check of one agent's events, metrics, log and exit status.
@@ -204,28 +190,17 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     checks
 }
 
-/// Events: one per victim, recorded live; `problems` are those found parsing them.
+/// Events: one per victim, recorded live (`oracle::fields`, as the host tests); `problems` are
+/// those found parsing them.
 fn one_event_per_victim(k: &Kernel, events: &[Value], mut problems: Vec<String>) -> Check {
-    let victim_pids: BTreeSet<i64> = k.victims.iter().map(|v| v.pid).collect();
-    for v in k.victims {
-        let n = events.iter().filter(|e| pid_of(e) == v.pid).count();
-        if n != 1 {
-            problems.push(format!("pid {} (/{}): {n} events", v.pid, v.cgroup));
-        }
-    }
-    for e in events {
-        if !victim_pids.contains(&pid_of(e)) {
-            problems.push(format!(
-                "event for pid {}, which is no test victim",
-                pid_of(e)
-            ));
-        }
-        // The agent ran through every kill: a record rebuilt from the kernel log means the
-        // live one was lost (or taken for a mark without a kill).
-        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
-            problems.push(format!("pid {}: not recorded live", pid_of(e)));
-        }
-    }
+    let cgroups: Vec<String> = k.victims.iter().map(|v| format!("/{}", v.cgroup)).collect();
+    let victims: Vec<(i64, &str)> = k
+        .victims
+        .iter()
+        .zip(&cgroups)
+        .map(|(v, c)| (v.pid, c.as_str()))
+        .collect();
+    problems.extend(oracle::fields::one_event_per_victim(&victims, events));
     check(
         "one event per victim",
         problems,
@@ -234,56 +209,19 @@ fn one_event_per_victim(k: &Kernel, events: &[Value], mut problems: Vec<String>)
 }
 
 /// `fields = kernel`, `cgroup v2 path`, `tgid`: each event against the kernel's "Killed
-/// process" line and the cgroup `/init` put the victim in.
+/// process" line and the cgroup `/init` put the victim in (`oracle::fields`, as the host tests).
 fn kernel_fields(k: &Kernel, events: &[Value]) -> [Check; 3] {
     let mut fields = Vec::new();
     let mut cgroups = Vec::new();
     let mut tgids = Vec::new();
     for e in events {
         let pid = pid_of(e);
-        let show = |f: &str| e.get(f).map(render).unwrap_or("absent".into());
-        match k.kills.iter().find(|kill| kill.pid == pid) {
-            None => fields.push(format!("pid {pid}: no kernel line to compare with")),
-            Some(kill) => {
-                if e.get("comm").and_then(Value::as_str) != Some(kill.comm.as_str()) {
-                    fields.push(format!(
-                        "pid {pid} comm: agent {} kernel {:?}",
-                        show("comm"),
-                        kill.comm
-                    ));
-                }
-                for (field, key, mult) in NUMERIC_FIELDS {
-                    let want = kill.numbers.get(key).map(|n| n * mult);
-                    if e.get(field).and_then(Value::as_i64) != want || want.is_none() {
-                        fields.push(format!(
-                            "pid {pid} {field}: agent {} kernel {}",
-                            show(field),
-                            want.map_or("absent".into(), |w| w.to_string())
-                        ));
-                    }
-                }
-            }
-        }
-        let want_cg = k
-            .victims
-            .iter()
-            .find(|v| v.pid == pid)
-            .map(|v| format!("/{}", v.cgroup));
-        let got_cg = e.get("cgroup").and_then(Value::as_str).map(str::to_string);
-        if got_cg.is_none() || got_cg != want_cg {
-            cgroups.push(format!(
-                "pid {pid} cgroup: agent {} expected {} (source {})",
-                show("cgroup"),
-                want_cg.unwrap_or("?".into()),
-                at(e, "sources.cgroup").map(render).unwrap_or("none".into())
-            ));
-        }
-        if e.get("tgid").and_then(Value::as_i64) != Some(pid) {
-            tgids.push(format!(
-                "pid {pid} tgid: agent {} expected {pid}",
-                show("tgid")
-            ));
-        }
+        let kill = k.kills.iter().find(|kill| kill.pid == pid);
+        fields.extend(oracle::fields::match_kernel(e, kill));
+        let victim = k.victims.iter().find(|v| v.pid == pid);
+        let want_cg = victim.map(|v| format!("/{}", v.cgroup));
+        cgroups.extend(oracle::fields::cgroup_is(e, want_cg.as_deref()));
+        tgids.extend(oracle::fields::tgid_is_pid(e));
     }
     let n = events.len();
     [
@@ -304,21 +242,29 @@ fn memory_events(k: &Kernel, events: &[Value]) -> Check {
     let mut counts = Vec::new();
     for cg in ["t", "g"] {
         let section = k.console.section(&format!("memory.events-{cg}"));
-        let got = key_value(section, "oom_kill");
-        let in_cg = |e: &&Value| e.get("cgroup").and_then(Value::as_str) == Some(&format!("/{cg}"));
-        let n_events = events.iter().filter(in_cg).count() as i64;
-        let in_phase: Vec<&KernelKill> = k.kills.iter().filter(|kill| kill.phase == cg).collect();
-        let lines = in_phase.len() as i64;
-        let distinct = in_phase
+        let path = format!("/{cg}");
+        let killed: Vec<i64> = k
+            .kills
             .iter()
+            .filter(|kill| kill.phase == cg)
             .map(|kill| kill.pid)
-            .collect::<BTreeSet<_>>()
-            .len() as i64;
+            .collect();
+        let count = KillCount {
+            cgroup: &path,
+            oom_kill: key_value(section, "oom_kill"),
+            killed: &killed,
+            events: events
+                .iter()
+                .filter(|e| e.get("cgroup").and_then(Value::as_str) == Some(&path))
+                .count(),
+        };
         let group = key_value(section, "oom_group_kill");
         let render = |v: Option<i64>| v.map_or("absent".into(), |g| g.to_string());
+        let (lines, distinct) = (killed.len(), count.victims());
         counts.push(format!(
-            "/{cg} oom_kill {} = {lines} kernel lines ({n_events} events{}), oom_group_kill {}",
-            render(got),
+            "{path} oom_kill {} = {lines} kernel lines ({} events{}), oom_group_kill {}",
+            render(count.oom_kill),
+            count.events,
             if lines > distinct {
                 format!(" + {} chosen task counted twice", lines - distinct)
             } else {
@@ -326,17 +272,11 @@ fn memory_events(k: &Kernel, events: &[Value]) -> Check {
             },
             render(group)
         ));
-        if got != Some(lines) || n_events != distinct {
-            problems.push(format!(
-                "/{cg}: memory.events oom_kill {}, kernel 'Killed process' lines {lines} \
-                 ({distinct} distinct pids), agent events with cgroup /{cg}: {n_events}",
-                render(got),
-            ));
-        }
+        problems.extend(count.problems());
         let want_group = i64::from(cg == "g");
         if group.is_some_and(|g| g != want_group) {
             problems.push(format!(
-                "/{cg}: memory.events oom_group_kill {group:?}, expected {want_group}"
+                "{path}: memory.events oom_group_kill {group:?}, expected {want_group}"
             ));
         }
     }

@@ -1,8 +1,11 @@
-//! Parsing of one `vm-test` guest's serial console: the sections `/init` prints, the kernel's
-//! "Killed process" lines, `KEY VALUE` files and the agent's JSON log.
+//! Parsing of one `vm-test` guest's serial console: the sections `/init` prints, the phases of
+//! the kernel's "Killed process" lines, `KEY VALUE` files and the agent's JSON log. The
+//! kernel's lines themselves are parsed by `oomwatch_testkit::kernel_log`, as in the host tests.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+pub use oomwatch_testkit::kernel_log::{oom_invocations, parse_killed, Invocation, KernelKill};
 
 /// Sections `/init` prints once per boot between `@@OWVM BEGIN name@@` and `@@OWVM END name@@`.
 pub const BOOT_SECTIONS: [&str; 5] = [
@@ -60,40 +63,6 @@ impl Console {
     pub fn section(&self, name: &str) -> &[String] {
         self.sections.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
-}
-
-/// One "Killed process" line of the kernel log, sizes in kB as printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelKill {
-    pub pid: i64,
-    pub comm: String,
-    pub numbers: BTreeMap<String, i64>,
-    /// The `oomwatch-vm: phase X` mark that preceded it in the log.
-    pub phase: String,
-}
-
-/// `... Killed process 123 (dd) total-vm:104660kB, anon-rss:65536kB, file-rss:1024kB,
-/// shmem-rss:0kB, UID:0 pgtables:252kB oom_score_adj:0`
-pub fn parse_killed(line: &str) -> Option<KernelKill> {
-    let rest = &line[line.find("Killed process ")? + "Killed process ".len()..];
-    let (pid, rest) = rest.split_once(' ')?;
-    let rest = rest.strip_prefix('(')?;
-    let close = rest.rfind(") total-vm:")?;
-    let comm = rest[..close].to_string();
-    let mut numbers = BTreeMap::new();
-    for token in rest[close + 2..]
-        .split([' ', ','])
-        .filter(|t| !t.is_empty())
-    {
-        let (k, v) = token.split_once(':')?;
-        numbers.insert(k.to_string(), v.trim_end_matches("kB").parse().ok()?);
-    }
-    Some(KernelKill {
-        pid: pid.parse().ok()?,
-        comm,
-        numbers,
-        phase: String::new(),
-    })
 }
 
 /// All "Killed process" lines of the dmesg section, each tagged with its phase.
@@ -191,116 +160,4 @@ pub fn agent_problems(log: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-/// One OOM-killer invocation as the kernel logs it: the "invoked oom-killer" header, the task
-/// dump, the "oom-kill:" summary, and the "Killed process" lines that follow.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    /// The task whose allocation invoked the killer (its comm).
-    pub invoker: String,
-    /// As printed, without the flag names: `0xcc0`.
-    pub gfp_mask: String,
-    /// The kernel's own decoding of the mask, split at `|`: `["GFP_KERNEL"]`.
-    pub gfp_flags: Vec<String>,
-    pub order: Option<i64>,
-    /// `oom-kill:constraint=...,oom_memcg=/t,task_memcg=/t,task=dd,pid=94,uid=0` as a map.
-    pub summary: BTreeMap<String, String>,
-    /// Task dump: pid -> numeric column (named by the dump's own header) -> value.
-    pub tasks: BTreeMap<i64, BTreeMap<String, i64>>,
-    /// The text before ": Killed process" (`Memory cgroup out of memory`).
-    pub message: String,
-    /// Pids of its "Killed process" lines, in order (a group kill repeats the chosen task).
-    pub killed: Vec<i64>,
-    /// The kernel printed the "invoked oom-killer" header (and task dump and "oom-kill:"
-    /// summary); false for a "Killed process" line alone, after the kernel's rate limit (10
-    /// reports per 5 s) suppressed them.
-    pub header: bool,
-    /// A "Tasks in ... are going to be killed due to memory.oom.group set" line was seen.
-    pub group: bool,
-}
-
-impl Invocation {
-    /// The task the kernel chose (`pid=` of its "oom-kill:" summary), -1 without one.
-    pub fn chosen(&self) -> i64 {
-        self.summary
-            .get("pid")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(-1)
-    }
-}
-
-/// The line without its `[    3.221813] ` dmesg time stamp.
-fn strip_stamp(line: &str) -> &str {
-    line.strip_prefix('[')
-        .and_then(|r| r.split_once("] "))
-        .filter(|(stamp, _)| stamp.trim().parse::<f64>().is_ok())
-        .map_or(line, |(_, rest)| rest)
-}
-
-/// Every OOM-killer invocation of the dmesg section, in order. A "Killed process" line after
-/// the first one of an invocation belongs to it only in a `memory.oom.group` kill (of a task in
-/// its dump); otherwise it starts an invocation whose header the kernel suppressed.
-pub fn oom_invocations(dmesg: &[String]) -> Vec<Invocation> {
-    let mut out: Vec<Invocation> = Vec::new();
-    let mut columns: Vec<String> = Vec::new();
-    for line in dmesg.iter().map(|l| strip_stamp(l)) {
-        if let Some((invoker, rest)) = line.split_once(" invoked oom-killer: ") {
-            let field = |key: &str| {
-                let v = &rest[rest.find(key)? + key.len()..];
-                Some(v[..v.find([',', '(']).unwrap_or(v.len())].to_string())
-            };
-            out.push(Invocation {
-                invoker: invoker.to_string(),
-                gfp_mask: field("gfp_mask=").unwrap_or_default(),
-                gfp_flags: rest
-                    .split_once("gfp_mask=")
-                    .and_then(|(_, r)| r.split_once('(')?.1.split_once(')'))
-                    .map(|(names, _)| names.split('|').map(str::to_string).collect())
-                    .unwrap_or_default(),
-                order: field("order=").and_then(|o| o.parse().ok()),
-                header: true,
-                ..Invocation::default()
-            });
-            continue;
-        }
-        if let Some(k) = parse_killed(line) {
-            let same = |i: &Invocation| {
-                i.killed.is_empty()
-                    || (i.group && (i.tasks.is_empty() || i.tasks.contains_key(&k.pid)))
-            };
-            if !out.last().is_some_and(same) {
-                out.push(Invocation::default());
-            }
-            let inv = out.last_mut().expect("pushed above");
-            if inv.killed.is_empty() {
-                inv.message = line[..line.find(": Killed process").unwrap_or(0)].to_string();
-            }
-            inv.killed.push(k.pid);
-            continue;
-        }
-        let Some(inv) = out.last_mut() else { continue };
-        if let Some(summary) = line.strip_prefix("oom-kill:") {
-            inv.summary = summary
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        } else if line.contains("are going to be killed due to memory.oom.group set") {
-            inv.group = true;
-        } else if let Some(header) = line.strip_prefix("[  pid  ]") {
-            columns = header.split_whitespace().map(str::to_string).collect();
-        } else if let Some((pid, row)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
-            let Ok(pid) = pid.trim().parse::<i64>() else {
-                continue;
-            };
-            let values = columns
-                .iter()
-                .zip(row.split_whitespace())
-                .filter_map(|(c, v)| Some((c.clone(), v.parse::<i64>().ok()?)))
-                .collect();
-            inv.tasks.insert(pid, values);
-        }
-    }
-    out
 }

@@ -1,5 +1,6 @@
 //! The `candidates` check of `vm-test`: "why this victim" against the kernel's own task dump
-//! of the same invocation. For the agents whose candidates come from the `oom_badness` probe
+//! of the same invocation, by `oomwatch_testkit::oracle::candidates` (the host test
+//! `tests/candidates.rs` runs the same comparison on the host's kernel). For the agents whose candidates come from the `oom_badness` probe
 //! (`fexit:oom_badness` for the fentry agent, `kretprobe:oom_badness` for the kprobe agent),
 //! `sources.candidates` names the probe, the first candidate is the task the kernel chose
 //! (`oom-kill:...,pid=`), the order is the kernel's ranking (points descending, ties by pid)
@@ -15,9 +16,11 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+use oomwatch_testkit::oracle::{self, candidates::Setting, pid_of};
+
 use crate::vm::{
     agent::{Agent, KMSG},
-    check::oom::{badness, PAGE_SIZE, TOTALPAGES},
+    check::oom::{PAGE_SIZE, TOTALPAGES},
     check::{at, check, Check},
     console::{key_value, probe_status, Invocation, DISABLED},
 };
@@ -27,23 +30,14 @@ pub const KRETPROBE: &str = "kretprobe:oom_badness";
 /// The agent's default `--candidates`.
 const TOP: usize = 5;
 
-/// The kernel's ranking of an invocation from its dump: (pid, points), the chosen task first,
-/// then by points descending, ties by pid; tasks with oom_score_adj -1000 are never candidates.
-pub fn kernel_ranking(inv: &Invocation, chosen: i64, totalpages: i64) -> Vec<(i64, i64)> {
-    let mut rows: Vec<(i64, i64)> = inv
-        .tasks
-        .iter()
-        .filter(|(_, r)| r.get("oom_score_adj") != Some(&-1000))
-        .filter_map(|(pid, r)| Some((*pid, badness(r, totalpages)?)))
-        .collect();
-    rows.sort_by(|a, b| {
-        (b.0 == chosen)
-            .cmp(&(a.0 == chosen))
-            .then(b.1.cmp(&a.1))
-            .then(a.0.cmp(&b.0))
-    });
-    rows.truncate(TOP);
-    rows
+/// The guest's setting: its cgroups' limit, 4 kB pages, the agent's default `--candidates`.
+fn setting(source: &str) -> Setting<'_> {
+    Setting {
+        source,
+        totalpages: TOTALPAGES,
+        page_size: PAGE_SIZE,
+        top: TOP,
+    }
 }
 
 pub fn check_candidates(
@@ -65,13 +59,15 @@ pub fn check_candidates(
     let mut seen = Vec::new();
     let mut notes = Vec::new();
     for e in events {
-        let pid = e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
+        let pid = pid_of(e);
         let Some(inv) = invocations.iter().find(|i| i.killed.contains(&pid)) else {
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
         if inv.header {
-            seen.push(against_the_dump(agent, e, pid, inv, &mut problems));
+            let setting = setting(agent.candidates_probe);
+            problems.extend(oracle::candidates::match_dump(e, inv, &setting));
+            seen.push(format!("pid {pid}: {:?}", oracle::candidates::of_event(e)));
         } else {
             match without_a_dump(agent, e, pid) {
                 Ok(note) => notes.push(note),
@@ -100,23 +96,11 @@ pub fn check_candidates(
     }
 }
 
-/// `pid`'s candidates (pid, points) of event `e`.
-fn candidates_of(e: &Value) -> Vec<(i64, i64)> {
-    let list = e.get("candidates").and_then(Value::as_array);
-    list.into_iter()
-        .flatten()
-        .map(|c| {
-            let n = |k: &str| c.get(k).and_then(Value::as_i64).unwrap_or(i64::MIN);
-            (n("pid"), n("points"))
-        })
-        .collect()
-}
-
 /// The kernel suppressed the report (rate limit): no dump to compare with. The probe still
 /// scores, the chosen task first; the dump source has nothing. A note when it is so.
 fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> {
     let source = at(e, "sources.candidates").and_then(Value::as_str);
-    let pids: Vec<i64> = candidates_of(e)
+    let pids: Vec<i64> = oracle::candidates::of_event(e)
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| *p != i64::MIN)
@@ -137,63 +121,6 @@ fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> 
             "pid {pid}: report header suppressed, points not compared"
         )),
     }
-}
-
-/// The candidates of `pid`'s event `e` against the dump of `inv`: the source, the kernel's
-/// ranking and each row's fields; returns what was seen.
-fn against_the_dump(
-    agent: &Agent,
-    e: &Value,
-    pid: i64,
-    inv: &Invocation,
-    problems: &mut Vec<String>,
-) -> String {
-    let source = at(e, "sources.candidates").and_then(Value::as_str);
-    if source != Some(agent.candidates_probe) {
-        problems.push(format!(
-            "pid {pid} sources.candidates: agent {source:?}, expected {:?}",
-            agent.candidates_probe
-        ));
-    }
-    let chosen = inv.chosen();
-    let want = kernel_ranking(inv, chosen, TOTALPAGES);
-    let got = candidates_of(e);
-    if got != want {
-        problems.push(format!(
-            "pid {pid} candidates (pid, points): agent {got:?}, kernel {want:?} (chosen {chosen})"
-        ));
-    }
-    let list = e.get("candidates").and_then(Value::as_array);
-    for c in list.into_iter().flatten() {
-        problems.extend(row_fields(pid, c, &inv.tasks));
-    }
-    format!("pid {pid}: {got:?}")
-}
-
-/// A candidate's memory and `oom_score_adj` against its dump row.
-fn row_fields(pid: i64, c: &Value, tasks: &BTreeMap<i64, BTreeMap<String, i64>>) -> Vec<String> {
-    let cpid = c.get("pid").and_then(Value::as_i64).unwrap_or(-1);
-    let Some(row) = tasks.get(&cpid) else {
-        return vec![format!(
-            "pid {pid}: candidate {cpid} is not in the kernel's dump"
-        )];
-    };
-    let mut out = Vec::new();
-    for (field, column, mult) in [
-        ("rss", "rss", PAGE_SIZE),
-        ("swap", "swapents", PAGE_SIZE),
-        ("pgtables", "pgtables_bytes", 1),
-        ("oom_score_adj", "oom_score_adj", 1),
-    ] {
-        let want = row.get(column).map(|v| v * mult);
-        let got = c.get(field).and_then(Value::as_i64);
-        if want.is_none() || got != want {
-            out.push(format!(
-                "pid {pid} candidate {cpid} {field}: agent {got:?}, kernel {want:?}"
-            ));
-        }
-    }
-    out
 }
 
 /// The agent's candidates row attached, the rows it disabled unavailable, in its log and its
@@ -311,14 +238,6 @@ mod tests {
             candidate(11, 1 + 7 + adj_term, 1, 28672, 500),
             candidate(12, 1 + 7, 1, 28672, 0),
         ]
-    }
-
-    #[test]
-    fn the_kernels_ranking_puts_the_chosen_first_and_leaves_out_adj_min() {
-        let r = kernel_ranking(&invocation(), 10, TOTALPAGES);
-        assert_eq!(r, [(10, 16709), (11, 8 + 500 * 16), (12, 8)]);
-        // The chosen first even when another task has more points.
-        assert_eq!(kernel_ranking(&invocation(), 12, TOTALPAGES)[0], (12, 8));
     }
 
     #[test]

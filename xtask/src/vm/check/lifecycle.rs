@@ -3,16 +3,19 @@
 //! when the guest ran its earlyoom phase, the event of the real earlyoom's SIGKILL
 //! (`killer: "earlyoom"`).
 //!
-//! Both are required: every kernel of the matrix has the `sched_process_exit` tracepoint, so the
+//! The assertions on the records are `oomwatch_testkit::oracle::lifecycle`'s, which the host
+//! test `tests/lifecycle.rs` runs too. Both are required: every kernel of the matrix has the `sched_process_exit` tracepoint, so the
 //! exit row must attach (unless this agent disabled it with `--disable-probe`), and the guest
 //! always has earlyoom (`vm-test` puts Debian's in the initramfs), so its phase must have run.
 
+use oomwatch_testkit::oracle::lifecycle;
+use serde_json::Value;
+
 use crate::vm::{
     agent::Kernel,
-    check::{check, render, Check},
+    check::{check, Check},
     console::probe_status,
 };
-use serde_json::Value;
 
 /// The exit probe's row in the probe table.
 const EXIT_PROBE: &str = "tracepoint:sched/sched_process_exit";
@@ -64,54 +67,18 @@ fn lifecycle(k: &Kernel, log: &[String], events: &[Value], others: &[Value]) -> 
     let mut problems = Vec::new();
     let mut times = Vec::new();
     for v in k.victims {
-        let of_pid = |l: &&Value| num(l, "pid") == Some(v.pid);
-        let lines: Vec<&Value> = others
-            .iter()
-            .filter(of_pid)
-            .filter(|l| text(l, "type") == Some("oom_kill_lifecycle"))
-            .collect();
-        let [line] = lines.as_slice() else {
-            problems.push(format!(
-                "pid {}: {} oom_kill_lifecycle lines",
+        let event = events.iter().find(|e| num(e, "pid") == Some(v.pid));
+        let found = lifecycle::exit_record(v.pid, event, others, "kernel");
+        let lines = lifecycle::records_of(others, v.pid, "oom_kill_lifecycle");
+        if let ([line], Some(_)) = (lines.as_slice(), event) {
+            times.push(format!(
+                "{} {}µs reaper {}",
                 v.pid,
-                lines.len()
+                num(line, "kill_to_exit_ns").unwrap_or(0) / 1000,
+                text(line, "reaper").unwrap_or("?")
             ));
-            continue;
-        };
-        if let Some(stuck) = others
-            .iter()
-            .filter(of_pid)
-            .find(|l| text(l, "type") == Some("oom_kill_stuck"))
-        {
-            problems.push(format!("pid {}: reported stuck: {}", v.pid, render(stuck)));
         }
-        let Some(ev) = events.iter().find(of_pid) else {
-            continue; // "one event per victim" says so
-        };
-        let to_exit = num(line, "kill_to_exit_ns");
-        if !to_exit.is_some_and(|n| n > 0 && n < 60_000_000_000) {
-            problems.push(format!("pid {}: kill_to_exit_ns {to_exit:?}", v.pid));
-        }
-        for (l, e) in [("kill_ktime_ns", "ktime_ns"), ("oom_id", "oom_id")] {
-            let (a, b) = (line.get(l), ev.get(e));
-            if a != b {
-                problems.push(format!(
-                    "pid {}: lifecycle {l} {} != event {e} {}",
-                    v.pid,
-                    a.map_or("absent".into(), render),
-                    b.map_or("absent".into(), render)
-                ));
-            }
-        }
-        if text(line, "killer") != Some("kernel") {
-            problems.push(format!("pid {}: killer {:?}", v.pid, text(line, "killer")));
-        }
-        times.push(format!(
-            "{} {}µs reaper {}",
-            v.pid,
-            to_exit.unwrap_or(0) / 1000,
-            text(line, "reaper").unwrap_or("?")
-        ));
+        problems.extend(found);
     }
     check(
         "kill lifecycle",
@@ -147,38 +114,19 @@ fn earlyoom(k: &Kernel, others: &[Value]) -> Check {
         if *status != "137" {
             problems.push(format!("{comm} {pid} exited {status}, not 137 (SIGKILL)"));
         }
-        let evs: Vec<&Value> = others
-            .iter()
-            .filter(|e| num(e, "pid") == Some(pid) && e.get("type").is_none())
-            .collect();
-        let [ev] = evs.as_slice() else {
-            problems.push(format!("{killer} kill of {pid}: {} events", evs.len()));
-            continue;
-        };
-        for (key, want) in [("killer", *killer), ("comm", *comm)] {
-            if text(ev, key) != Some(want) {
-                problems.push(format!("{pid}: {key} {:?}, expected {want}", text(ev, key)));
-            }
-        }
-        let trigger = ev
-            .get("trigger")
-            .and_then(|t| t.get("comm"))
-            .and_then(Value::as_str);
-        if trigger != Some(killer) {
-            problems.push(format!(
-                "{pid}: trigger.comm {trigger:?}, expected {killer}"
-            ));
-        }
-        let lc = others
-            .iter()
-            .find(|l| num(l, "pid") == Some(pid) && text(l, "type") == Some("oom_kill_lifecycle"));
-        match lc.and_then(|l| num(l, "kill_to_exit_ns")) {
-            Some(n) if n > 0 => said.push(format!(
+        let found = lifecycle::userspace_kill(killer, pid, comm, others);
+        if found.is_empty() {
+            let lc = lifecycle::records_of(others, pid, "oom_kill_lifecycle");
+            let n = lc
+                .first()
+                .and_then(|l| num(l, "kill_to_exit_ns"))
+                .unwrap_or(0);
+            said.push(format!(
                 "{killer} killed {comm} {pid}, exit after {}µs",
                 n / 1000
-            )),
-            other => problems.push(format!("{pid}: lifecycle kill_to_exit_ns {other:?}")),
+            ));
         }
+        problems.extend(found);
     }
     check("userspace killer", problems, said.join("; "))
 }

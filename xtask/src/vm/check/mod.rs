@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+pub use oomwatch_testkit::oracle::{at, render};
 
 pub mod candidates;
 #[cfg(test)]
@@ -39,20 +39,6 @@ pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Ch
             problems.join("\n")
         },
     }
-}
-
-/// An event value as the checks print it: `null`, `42`, `"dd"`, `[1,2]`, `{3 keys}`.
-pub fn render(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        Value::Object(m) => format!("{{{} keys}}", m.len()),
-        v => v.to_string(),
-    }
-}
-
-/// The value at the dotted `path` (`a.b`, `candidates.0.pid`) inside `v`.
-pub fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    v.pointer(&format!("/{}", path.replace('.', "/")))
 }
 
 /// The checks of one boot: those of the boot itself, then each agent's.
@@ -379,20 +365,6 @@ mod tests {
             assert_eq!(s.adj_of(pid) != 0, pid == last, "{k:?}");
         }
         assert_eq!(s.adjusted_victim(), last);
-    }
-
-    #[test]
-    fn comm_with_spaces_and_parentheses_is_kept_whole() {
-        let k = parse_killed(
-            "[ 1.0] Memory cgroup out of memory: Killed process 7 (my (odd) cmd) total-vm:10kB, \
-         anon-rss:1kB, file-rss:2kB, shmem-rss:3kB, UID:1000 pgtables:4kB oom_score_adj:-5",
-        )
-        .unwrap();
-        assert_eq!(k.pid, 7);
-        assert_eq!(k.comm, "my (odd) cmd");
-        assert_eq!(k.numbers["UID"], 1000);
-        assert_eq!(k.numbers["oom_score_adj"], -5);
-        assert_eq!(parse_killed("oom_reaper: reaped process 7 (dd)"), None);
     }
 
     #[test]

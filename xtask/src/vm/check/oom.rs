@@ -1,16 +1,16 @@
 //! The `oom` context check of `vm-test`: each event's `oom_id` and `oom` object against the
-//! kernel's own report of the same invocation ("invoked oom-killer" header, task dump,
-//! "oom-kill:" summary, "Killed process" lines). The `oom_kill_process` probes (fentry or
-//! kprobe) read `struct oom_control`; the kernel-log source `kmsg:oom_report` has only what the
-//! report prints, so `totalpages` and the cgroup ids are null, and its `badness` (from the
-//! report's memcg limit) must be the same points as the probes'.
+//! kernel's own report of the same invocation, by `oomwatch_testkit::oracle::oom` (the host
+//! test `tests/oom_kill.rs` runs the same comparison on the host's kernel); here also one
+//! `oom_id` per invocation across the boot's events.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+use oomwatch_testkit::oracle::{self, oom::Setting, pid_of};
+
 use crate::vm::{
     agent::{Agent, KMSG},
-    check::{at, check, render, Check},
+    check::{check, Check},
     console::{Invocation, Victim},
     initramfs::MEMORY_MAX,
 };
@@ -19,31 +19,23 @@ pub const PAGE_SIZE: i64 = 4096;
 /// `totalpages` of the test cgroups' OOMs: their `memory.max` in pages (no swap).
 pub const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 
-/// `oom_badness()` of a task-dump row: rss + swapents + pgtables_bytes / PAGE_SIZE, plus
-/// `oom_score_adj * (totalpages / 1000)` (integer division first, as the kernel does).
-pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64) -> Option<i64> {
-    let adj = row.get("oom_score_adj")?;
-    Some(
-        row.get("rss")?
-            + row.get("swapents")?
-            + row.get("pgtables_bytes")? / PAGE_SIZE
-            + adj * (totalpages / 1000),
-    )
-}
-
 pub fn check_oom(
     agent: &Agent,
     events: &[Value],
     victims: &[Victim],
     invocations: &[Invocation],
 ) -> Check {
-    let kmsg = agent.oom_probe == KMSG;
+    let setting = Setting {
+        source: agent.oom_probe,
+        totalpages: TOTALPAGES,
+        page_size: PAGE_SIZE,
+    };
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     // Invocation index -> oom_ids of its victims' events.
     let mut ids: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
     for e in events {
-        let pid = e.get("pid").and_then(Value::as_i64).unwrap_or(-1);
+        let pid = pid_of(e);
         let Some((index, inv)) = invocations
             .iter()
             .enumerate()
@@ -52,37 +44,27 @@ pub fn check_oom(
             problems.push(format!("pid {pid}: no kernel OOM invocation killed it"));
             continue;
         };
-        if matches!(e.get("oom_id"), None | Some(Value::Null)) {
-            problems.push(format!("pid {pid}: oom_id is null: no invocation context"));
-            continue;
-        }
-        match e.get("oom_id").and_then(Value::as_i64) {
-            Some(id) => {
-                ids.entry(index).or_default().insert(id);
-            }
-            None => problems.push(format!("pid {pid}: oom_id is not a number")),
-        }
-        let source = at(e, "sources.oom");
-        if source.and_then(Value::as_str) != Some(agent.oom_probe) {
-            problems.push(format!(
-                "pid {pid} sources.oom: agent {} expected {:?}",
-                source.map_or("absent".into(), render),
-                agent.oom_probe
-            ));
+        if let Some(id) = e.get("oom_id").and_then(Value::as_i64) {
+            ids.entry(index).or_default().insert(id);
         }
         let victim_cg = victims
             .iter()
             .find(|v| v.pid == pid)
             .map(|v| format!("/{}", v.cgroup));
-        let expected = expected_context(kmsg, e, pid, inv, victim_cg.as_deref(), &mut notes);
-        diff_fields(e, pid, expected, &mut problems);
+        problems.extend(oracle::oom::context(
+            e,
+            inv,
+            victim_cg.as_deref(),
+            &setting,
+            &mut notes,
+        ));
     }
     problems.extend(oom_id_problems(&ids, invocations));
     let ok_detail = format!(
         "{} events from {}: {}; oom_id {}",
         events.len(),
         agent.oom_probe,
-        if kmsg {
+        if agent.oom_probe == KMSG {
             "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = \
              kernel, trigger.cgroup = victim's when the victim triggered, totalpages \
              oom_memcg_id null"
@@ -99,100 +81,6 @@ pub fn check_oom(
     } else {
         problems.extend(notes.into_iter().map(|n| format!("note: {n}")));
         check("oom context", problems, String::new())
-    }
-}
-
-/// What the kernel's report says each context field of `pid`'s event `e` must be: (field,
-/// expected); fields are the event's own (`oom` fields are flattened into it), `event.` names
-/// one that is not part of the context. A report without its header gives only `message`.
-fn expected_context<'a>(
-    kmsg: bool,
-    e: &Value,
-    pid: i64,
-    inv: &Invocation,
-    victim_cg: Option<&str>,
-    notes: &mut Vec<String>,
-) -> Vec<(&'a str, Option<Value>)> {
-    let totalpages = TOTALPAGES;
-    let s = |v: &str| Some(Value::String(v.to_string()));
-    let n = |v: i64| Some(Value::from(v));
-    let str_of = |v: Option<&String>| v.map_or(Some(Value::Null), |v| s(v));
-    let mut expected: Vec<(&str, Option<Value>)> = vec![("message", s(&inv.message))];
-    if !inv.header {
-        let what = if kmsg {
-            expected.extend(NOT_IN_A_BARE_KILLED_LINE.map(|f| (f, Some(Value::Null))));
-            expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg));
-            "the context has only message, as documented: accepted"
-        } else {
-            "only message compared"
-        };
-        notes.push(format!(
-            "pid {pid}: the kernel suppressed the report header (rate limit); {what}"
-        ));
-        return expected;
-    }
-    let chosen = inv.chosen();
-    let points = inv
-        .tasks
-        .get(&chosen)
-        .and_then(|r| badness(r, totalpages))
-        .and_then(n);
-    let flags = inv.gfp_flags.iter().map(|f| Value::String(f.clone()));
-    expected.extend([
-        ("constraint", str_of(inv.summary.get("constraint"))),
-        ("gfp_mask", s(&inv.gfp_mask)),
-        ("gfp_flags", Some(Value::Array(flags.collect()))),
-        ("order", inv.order.and_then(n)),
-        ("chosen.pid", n(chosen)),
-        ("chosen.comm", str_of(inv.summary.get("task"))),
-        ("oom_memcg", str_of(inv.summary.get("oom_memcg"))),
-        ("group_kill", Some(Value::Bool(pid != chosen))),
-        // Why this victim: the chosen task heads the candidates, with its points.
-        ("candidates.0.pid", n(chosen)),
-        ("candidates.0.points", points.clone()),
-        ("event.trigger.comm", s(&inv.invoker)),
-        // For kmsg too: the kernel log has no totalpages; the agent takes the memcg limit from
-        // the report's `memory: usage …, limit …` line (no swap here): the same points as the
-        // kernel's.
-        ("badness", points),
-    ]);
-    if kmsg {
-        expected.extend([
-            ("totalpages", Some(Value::Null)),
-            ("oom_memcg_id", Some(Value::Null)),
-        ]);
-        expected.extend(kmsg_trigger_cgroup(e, pid, victim_cg));
-    } else {
-        let cgroup_id = e.get("cgroup_id").cloned();
-        expected.extend([
-            ("totalpages", n(totalpages)),
-            ("oom_memcg_id", cgroup_id.clone()),
-            ("trigger.cgroup", victim_cg.and_then(s)),
-            ("trigger.cgroup_id", cgroup_id),
-        ]);
-    }
-    expected
-}
-
-/// One problem per field of `e` that is not as `expected` (or expected without a value).
-fn diff_fields(
-    e: &Value,
-    pid: i64,
-    expected: Vec<(&str, Option<Value>)>,
-    problems: &mut Vec<String>,
-) {
-    for (field, want) in expected {
-        let (name, got) = match field.strip_prefix("event.") {
-            Some(path) => (path.to_string(), at(e, path)),
-            None => (format!("oom.{field}"), at(e, field)),
-        };
-        if want.is_none() || want.as_ref() != got {
-            problems.push(format!(
-                "pid {pid} {name}: agent {} kernel {}",
-                got.map_or("absent".into(), render),
-                want.map_or("not in the log".into(), |w| render(&w))
-            ));
-        }
     }
 }
 
@@ -240,41 +128,6 @@ fn oom_ids_per_invocation(
     per_inv.join(", ")
 }
 
-/// Context fields a "Killed process" line without its report header cannot give.
-/// The trigger's cgroup a kmsg-only agent must give: the report names the victim's memcg, not
-/// the trigger's, so the agent knows the trigger's only when the trigger is the victim itself
-/// (its own allocation). For another task it reads /proc, which the dying task may have left
-/// already: that case is not compared.
-fn kmsg_trigger_cgroup(
-    e: &Value,
-    pid: i64,
-    victim_cg: Option<&str>,
-) -> Vec<(&'static str, Option<Value>)> {
-    let trigger_pid = at(e, "trigger.pid").and_then(Value::as_i64);
-    if trigger_pid != Some(pid) {
-        return Vec::new();
-    }
-    vec![
-        (
-            "trigger.cgroup",
-            victim_cg.map(|c| Value::String(c.to_string())),
-        ),
-        ("trigger.cgroup_id", e.get("cgroup_id").cloned()),
-    ]
-}
-
-const NOT_IN_A_BARE_KILLED_LINE: [&str; 9] = [
-    "constraint",
-    "gfp_mask",
-    "gfp_flags",
-    "order",
-    "totalpages",
-    "badness",
-    "chosen",
-    "oom_memcg",
-    "oom_memcg_id",
-];
-
 #[cfg(test)]
 mod tests {
     //! Tests of the `oom` context check on the real console fixture; pids and values come from
@@ -292,6 +145,7 @@ mod tests {
         console::oom_invocations,
         initramfs::{G_VICTIMS, T_VICTIMS},
     };
+    use oomwatch_testkit::kernel_log::badness;
 
     /// The `oom context` check of `agent`, asserting that no other check failed (but its
     /// `candidates` check, when the mutation removed the candidates with the rest of the context).
@@ -366,34 +220,21 @@ mod tests {
             // The probes read the kernel's own `oom_control.chosen_points`.
             for section in ["events", "events-kprobe"] {
                 let points = s.number(section, chosen, "badness");
-                assert_eq!(badness(row, totalpages), Some(points), "{chosen}");
+                assert_eq!(
+                    badness(row, totalpages, PAGE_SIZE),
+                    Some(points),
+                    "{chosen}"
+                );
             }
             // 6.1's dump: rss + swapents + pgtables_bytes / 4096, plus adj * (16384 / 1000).
             let adj = row["oom_score_adj"];
             assert_eq!(
-                badness(row, totalpages),
+                badness(row, totalpages, PAGE_SIZE),
                 Some(row["rss"] + row["swapents"] + row["pgtables_bytes"] / 4096 + adj * 16)
             );
         }
         let adjusted = s.row(s.adjusted_victim());
         assert_ne!(adjusted["oom_score_adj"], 0);
-    }
-
-    #[test]
-    fn badness_uses_the_dump_header_of_6_12() {
-        let dmesg = [
-            "[    5.655671] [  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem \
-         pgtables_bytes swapents oom_score_adj name",
-            "[    5.655692] [    152]     0   152    26165    16747    16352        0       395   \
-         172032        0           500 dd",
-        ];
-        let mut lines =
-            vec!["[ 5.6] dd invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0,".to_string()];
-        lines.extend(dmesg.iter().map(|l| l.to_string()));
-        let inv = oom_invocations(&lines);
-        assert_eq!(inv[0].gfp_flags, ["GFP_KERNEL"]);
-        // The agent reported 24789 for this kill on 6.12.117: 16747 + 42 + 500 * 16.
-        assert_eq!(badness(&inv[0].tasks[&152], 16384), Some(24789));
     }
 
     /// The fixture without the header, task dump and summary of the invocation that killed `pid`

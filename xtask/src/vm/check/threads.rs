@@ -7,8 +7,8 @@
 //! The phase runs last, so the other checks see the kernel log only up to its mark
 //! ([`before_phase`]) and the agents' events outside `/m` ([`in_phase`]).
 
+use oomwatch_testkit::oracle;
 use serde_json::Value;
-use std::collections::BTreeSet;
 
 use crate::vm::{
     check::{check, Check},
@@ -115,55 +115,16 @@ pub fn boot_check(c: &Console) -> Check {
     )
 }
 
-/// One agent's side: one live event per kill, for the killed thread, in the right process.
+/// One agent's side: one live event per kill, for the killed thread, in the right process
+/// (`oracle::threads`, as the host test `tests/threads.rs`).
 pub fn agent_check(c: &Console, events: &[Value]) -> Check {
     if !c.sections.contains_key(SECTION) {
         return check("threaded victims", vec![], "no m phase".into());
     }
     let runs = runs(c);
     let kills = phase_kills(c);
-    let tgids: BTreeSet<i64> = runs.iter().map(|r| r.pid).collect();
-    let num = |e: &Value, k: &str| e.get(k).and_then(Value::as_i64);
-    let mut problems = Vec::new();
-    for k in &kills {
-        let n = events
-            .iter()
-            .filter(|e| num(e, "pid") == Some(k.pid))
-            .count();
-        if n != 1 {
-            problems.push(format!("killed thread {}: {n} events", k.pid));
-        }
-    }
-    let killed: BTreeSet<i64> = kills.iter().map(|k| k.pid).collect();
-    for e in events {
-        let pid = num(e, "pid").unwrap_or(-1);
-        if !killed.contains(&pid) {
-            problems.push(format!(
-                "event for thread {pid} of {:?}, which the kernel did not kill",
-                num(e, "tgid")
-            ));
-            continue;
-        }
-        if !num(e, "tgid").is_some_and(|t| tgids.contains(&t)) {
-            problems.push(format!(
-                "pid {pid}: tgid {:?}, runs {tgids:?}",
-                num(e, "tgid")
-            ));
-        }
-        if e.get("replayed").and_then(Value::as_bool) != Some(false) {
-            problems.push(format!("pid {pid}: not recorded live"));
-        }
-        let kill = kills.iter().find(|k| k.pid == pid);
-        let want = kill
-            .and_then(|k| k.numbers.get("anon-rss"))
-            .map(|n| n * 1024);
-        if num(e, "anon_rss") != want {
-            problems.push(format!(
-                "pid {pid} anon_rss: agent {:?} kernel {want:?}",
-                num(e, "anon_rss")
-            ));
-        }
-    }
+    let processes: Vec<i64> = runs.iter().map(|r| r.pid).collect();
+    let problems = oracle::threads::one_event_per_killed_thread(&kills, &processes, events);
     let leader_gone = runs.iter().filter(|r| r.leader_exits).count();
     check(
         "threaded victims",
