@@ -44,8 +44,7 @@ pub fn fill<C: EbpfContext>(ctx: &C, task: *const u8, off: &TaskOffsets, rec: &m
     let Some(ns) = read::at::<*const u8, _>(ctx, upid, p.upid_ns, "upid.ns") else {
         return;
     };
-    let Some(init) = read::at::<*const u8, _>(ctx, ns, p.pidns_child_reaper, "child_reaper")
-    else {
+    let Some(init) = read::at::<*const u8, _>(ctx, ns, p.pidns_child_reaper, "child_reaper") else {
         return;
     };
     let Some(tgid) = read::at::<i32, _>(ctx, init, off.task_tgid, "child_reaper.tgid") else {
@@ -59,7 +58,10 @@ pub fn fill<C: EbpfContext>(ctx: &C, task: *const u8, off: &TaskOffsets, rec: &m
     }
     // SAFETY: the helper checks the address; the copy is bounded by the buffer's length.
     match unsafe {
-        bpf_probe_read_kernel_buf(init.wrapping_add(off.task_comm as usize), &mut rec.init_comm)
+        bpf_probe_read_kernel_buf(
+            init.wrapping_add(off.task_comm as usize),
+            &mut rec.init_comm,
+        )
     } {
         Ok(()) => {
             rec.init_tgid = tgid;
