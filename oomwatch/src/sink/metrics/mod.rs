@@ -646,6 +646,7 @@ mod tests {
             ("oomwatch_events_dropped_total", "counter"),
             ("oomwatch_ebpf_read_errors_total", "counter"),
             ("oomwatch_probe_attached", "gauge"),
+            ("oomwatch_probe_silent_total", "counter"),
             ("oomwatch_build_info", "gauge"),
         ];
         for (name, kind) in names {
@@ -663,6 +664,21 @@ mod tests {
         assert_eq!(sample(&t, probe), Some(1.0));
         m.set_probe_attached(ProbeId::MarkVictimTp, false);
         assert_eq!(sample(&m.render(), probe), Some(0.0));
+        // Every listed row has its silent count, 0 until the row is found silent.
+        let silent = r#"oomwatch_probe_silent_total{probe="tracepoint:oom/mark_victim"}"#;
+        assert_eq!(sample(&t, silent), Some(0.0));
+        let silence = Silence::new();
+        m.set_probe_silence(silence.clone());
+        silence.observe(ProbeId::MarkVictimTp, "a record", "the kill line");
+        silence.observe(ProbeId::ProcessExit, "an exit", "none");
+        let t = m.render();
+        assert_eq!(sample(&t, silent), Some(1.0));
+        let exit = r#"oomwatch_probe_silent_total{probe="tracepoint:sched/sched_process_exit"}"#;
+        assert_eq!(
+            sample(&t, exit),
+            Some(1.0),
+            "a silent row is listed even if not reported"
+        );
     }
 
     #[test]
