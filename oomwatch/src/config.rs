@@ -24,6 +24,8 @@ pub struct TestKnobs {
     pub inject_read_fault: bool,
     /// Pre-populate this many fake label sets of `oomwatch_oom_kills_total`.
     pub synthetic_label_sets: usize,
+    /// Drop these rows' records right after decoding (a hook that fires nowhere useful).
+    pub drop_probe_records: Vec<ProbeId>,
 }
 
 /// Everything `oomwatch run` needs, validated.

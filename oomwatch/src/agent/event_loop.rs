@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::error::RunError;
 use super::sink::{Sink, KMSG_POLL};
 use crate::correlate::Correlator;
-use crate::record::OomEvent;
+use crate::record::{OomEvent, ProbeId};
 use crate::server::ServerError;
 use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::source::probe::candidates as candidates_probe;
@@ -39,6 +39,10 @@ pub struct Agent {
     pub(super) sigterm: Signal,
     /// Kept until the end: dropping them detaches the probes and stops the server.
     pub(super) shutdown: Shutdown,
+    /// Test knob: rows whose records are dropped right after decoding.
+    pub(super) drop_rows: Vec<ProbeId>,
+    /// The attached `oom_kill_process` row (the one its records come from).
+    pub(super) oom_row: ProbeId,
 }
 
 impl Agent {
@@ -53,14 +57,19 @@ impl Agent {
                 _ = self.sigint.recv() => return Ok("SIGINT"),
                 _ = self.sigterm.recv() => return Ok("SIGTERM"),
                 guard = self.ring.readable_mut() => {
-                    let batch = drain_ring(guard)?;
+                    let mut batch = drain_ring(guard)?;
+                    self.drop_knob(&mut batch);
                     self.on_records(batch)?;
                 }
                 guard = self.scored_ring.readable_mut() => {
                     let mut g = guard.map_err(RunError::RingBuf)?;
                     g.clear_ready();
-                    let correlator = &mut self.correlator;
-                    candidates_probe::drain(g.get_inner_mut(), |r| correlator.push_candidate(r));
+                    let (correlator, drop) = (&mut self.correlator, &self.drop_rows);
+                    candidates_probe::drain(g.get_inner_mut(), |r| {
+                        if !candidates_probe::dropped(drop, &r) {
+                            correlator.push_candidate(r);
+                        }
+                    });
                 }
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
                 ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
@@ -121,8 +130,23 @@ impl Agent {
 
     /// Reads every record waiting in the scored-tasks ring into the correlator.
     pub(super) fn drain_scored(&mut self) {
-        let correlator = &mut self.correlator;
-        candidates_probe::drain(self.scored_ring.get_mut(), |r| correlator.push_candidate(r));
+        let (correlator, drop) = (&mut self.correlator, &self.drop_rows);
+        candidates_probe::drain(self.scored_ring.get_mut(), |r| {
+            if !candidates_probe::dropped(drop, &r) {
+                correlator.push_candidate(r);
+            }
+        });
+    }
+
+    /// Test knob (`--drop-probe-records`): forgets the records of the named rows, as if their
+    /// hooks fired nowhere useful. Empty in the product build.
+    pub(super) fn drop_knob(&self, batch: &mut Vec<Record>) {
+        if !self.drop_rows.is_empty() {
+            batch.retain(|r| {
+                r.row(self.oom_row)
+                    .is_none_or(|p| !self.drop_rows.contains(&p))
+            });
+        }
     }
 
     fn on_deadline(&mut self) -> Result<(), RunError> {

@@ -33,6 +33,7 @@ use crate::source::kmsg::{AsyncKmsgReader, KmsgReader};
 use crate::source::probe::candidates as candidates_probe;
 use crate::source::probe::loader::{self, LoadOptions, Probes};
 use crate::source::probe::ringbuf::{self, Record};
+use crate::source::probe::silence::Silence;
 use crate::sys::caps;
 use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
@@ -44,6 +45,8 @@ struct Hooks {
     /// The `oom_kill_process` row in use, if any.
     oom_kill: Option<Source>,
     scored: bool,
+    /// The `oom_badness` row in use, if any.
+    badness: Option<ProbeId>,
     exits: bool,
     kill_signals: bool,
     /// `reclaim_retry_zone`, `compact_retry`.
@@ -51,6 +54,17 @@ struct Hooks {
 }
 
 impl Hooks {
+    /// The attached `mark_victim` rows.
+    fn victim_rows(&self) -> Vec<ProbeId> {
+        [
+            (self.victim_btf, ProbeId::MarkVictimBtf),
+            (self.victim_tp, ProbeId::MarkVictimTp),
+        ]
+        .into_iter()
+        .filter_map(|(up, row)| up.then_some(row))
+        .collect()
+    }
+
     fn of(p: &Probes) -> Self {
         let oom_kill = if p.attached(ProbeId::OomKillFentry) {
             Some(Source::OomKillFentry)
@@ -64,6 +78,9 @@ impl Hooks {
             victim_btf: p.attached(ProbeId::MarkVictimBtf),
             oom_kill,
             scored: candidates_probe::PROBES.iter().any(|&r| p.attached(r)),
+            badness: candidates_probe::PROBES
+                .into_iter()
+                .find(|&r| p.attached(r)),
             exits: p.attached(ProbeId::ProcessExit),
             kill_signals: p.attached(ProbeId::SignalBtf) || p.attached(ProbeId::SignalTp),
             near_oom: (
@@ -103,9 +120,16 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     } = probes;
     wire_ebpf_counters(&metrics, counters, &hooks);
     let hierarchy = find_hierarchy(cfg);
-    let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp);
+    let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
+    let silence = Silence::with_file(&cfg.state_dir, boot_id);
+    metrics.set_probe_silence(silence.clone());
+    let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp)
+        .with_silence(silence.clone(), hooks.badness);
     let host = new_host_collectors(cfg, &metrics);
-    let log = open_kernel_log(cfg, state_file)?;
+    let mut log = open_kernel_log(cfg, state_file)?;
+    log.recovery = log
+        .recovery
+        .map(|r| r.with_silence(silence.clone(), hooks.victim_rows()));
     let (correlator, kmsg_context) =
         choose_context_source(cfg, &hooks, correlator, &log, &metrics, constraints);
     let recent = Arc::new(RecentEvents::new(cfg.recent_events));
@@ -124,7 +148,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         })
         .with_hierarchy(hierarchy.clone()),
         host,
-        lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()),
+        lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()).with_silence(silence),
         hierarchy,
         recovery: log.recovery,
     };
@@ -140,6 +164,11 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
         shutdown: Shutdown::new(stop, server, ebpf),
+        drop_rows: cfg.test.drop_probe_records.clone(),
+        oom_row: hooks
+            .oom_kill
+            .and_then(Source::probe)
+            .unwrap_or(ProbeId::OomKillFentry),
     };
     if let Some(up) = log.missed {
         record_missed(&mut agent, up)?;
@@ -408,6 +437,7 @@ fn record_missed(agent: &mut Agent, up: StartUp) -> Result<(), RunError> {
     while let Some(item) = agent.ring.get_mut().next() {
         batch.extend(ringbuf::decode(&item));
     }
+    agent.drop_knob(&mut batch);
     // The scored tasks of these kills were submitted before them: read them after.
     agent.drain_scored();
     let now = Instant::now();

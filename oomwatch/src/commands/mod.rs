@@ -135,6 +135,11 @@ pub struct RunArgs {
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true)]
     pub inject_read_fault: bool,
+    /// Test knob: drop this row's records right after decoding (repeatable), as on a kernel
+    /// where its hook attaches but fires nowhere useful.
+    #[cfg(feature = "test-knobs")]
+    #[arg(long, hide = true, value_name = "PROBE", value_enum)]
+    pub drop_probe_records: Vec<ProbeId>,
     /// Benchmark knob: pre-populates N fake label sets of oomwatch_oom_kills_total.
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, default_value_t = 0)]

@@ -44,6 +44,7 @@ fn test_knobs(args: &RunArgs) -> TestKnobs {
         force_pid_only: args.force_pid_only,
         inject_read_fault: args.inject_read_fault,
         synthetic_label_sets: args.synthetic_label_sets,
+        drop_probe_records: args.drop_probe_records.clone(),
     }
 }
 

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 
 use oomwatch_common::{field, CandidateRecord, RecordKind, VictimRecord};
 
-use crate::record::{ContainerKill, NsInit, OomContext, OomEvent, PidNsAtKill, Source, Trigger};
+use crate::record::{
+    ContainerKill, NsInit, OomContext, OomEvent, PidNsAtKill, ProbeId, Source, Trigger,
+};
 use crate::source::gfp::GfpDecoder;
 use crate::source::kmsg::KmsgRecord;
 use crate::source::probe::ringbuf::Record;
+use crate::source::probe::silence::Silence;
 use crate::sys::cgroup::IdResolver;
 use crate::sys::clock::wall_clock_of;
 use crate::sys::procfs;
@@ -62,6 +65,10 @@ pub struct Correlator {
     scored: Scored,
     /// Which marks are kills (the others get no event).
     verdict: KillVerdict,
+    /// Rows that attached but gave nothing an OOM kill must have made them give.
+    silence: Silence,
+    /// The attached `oom_badness` row, if any.
+    badness: Option<ProbeId>,
 }
 
 impl Correlator {
@@ -89,7 +96,17 @@ impl Correlator {
             gfp: None,
             scored: Scored::new(crate::explain::candidates::DEFAULT_TOP),
             verdict: KillVerdict::default(),
+            silence: Silence::new(),
+            badness: None,
         }
+    }
+
+    /// Reports attached rows that stay silent to `silence`; `badness` is the attached
+    /// `oom_badness` row, if any.
+    pub fn with_silence(mut self, silence: Silence, badness: Option<ProbeId>) -> Self {
+        self.silence = silence;
+        self.badness = badness;
+        self
     }
 
     /// A `signal_generate` program is attached since `ktime_ns`: from then on a mark is a kill
@@ -199,6 +216,7 @@ impl Correlator {
         if let Some((id, ctx)) = k.take(ev.pid) {
             cgroup_from_report(&mut ev, &ctx);
             if ev.oom_id.is_some() {
+                self.check_badness(&ev, &ctx);
                 supplement(&mut ev, ctx);
             } else {
                 set_context(&mut ev, id, ctx);
@@ -210,6 +228,29 @@ impl Correlator {
             out.push(ev);
         } else {
             self.held.push((ev, now + KMSG_WAIT));
+        }
+    }
+
+    /// The `oom_badness` row attached but reported no task of an invocation whose report lists
+    /// scored tasks (the kernel scores every task it dumps, unless `oom_kill_allocating_task`
+    /// chose the allocating task without scoring): silent. Counted once per invocation (at
+    /// its chosen victim, not at the other members of a group kill).
+    fn check_badness(&self, ev: &OomEvent, ctx: &OomContext) {
+        let Some(row) = self.badness else {
+            return;
+        };
+        let dumped = ctx.candidates.as_ref().is_some_and(|c| !c.is_empty());
+        let allocating = ev.allocating_task_kill == Some(true)
+            || ctx
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("oom_kill_allocating_task"));
+        if dumped && !allocating && ev.oom.candidates.is_none() && ev.oom.group_kill != Some(true) {
+            self.silence.observe(
+                row,
+                "the tasks scored by an OOM invocation whose report lists tasks",
+                "candidates from the kernel's task dump (kmsg:oom_report)",
+            );
         }
     }
 
@@ -287,11 +328,38 @@ impl Correlator {
         self.pending = kept;
         let (late, held): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, d)| *d <= now);
         self.held = held;
+        for _ in &late {
+            self.silence.observe(
+                ProbeId::KmsgOomReport,
+                "the kernel's OOM report of each victim the probes reported",
+                "the event without the report's context",
+            );
+        }
         let mut out: Vec<OomEvent> = late.into_iter().map(|(ev, _)| ev).collect();
         for p in expired {
-            self.complete(p, now, &mut out);
+            let missing = [
+                (self.expect_tp && p.tp.is_none(), ProbeId::MarkVictimTp),
+                (self.expect_btf && p.btf.is_none(), ProbeId::MarkVictimBtf),
+            ];
+            if let Some(ev) = self.build_kill(p) {
+                self.partner_silent(missing);
+                self.finish(ev, now, &mut out);
+            }
         }
         out
+    }
+
+    /// A kill whose window ran out with an attached `mark_victim` row's record missing: that
+    /// row is silent (the other row's fields are the event's). Marks that were not kills are
+    /// not judged (they too have both records, but one alone cannot tell).
+    fn partner_silent(&self, missing: [(bool, ProbeId); 2]) {
+        for (_, row) in missing.into_iter().filter(|(m, _)| *m) {
+            self.silence.observe(
+                row,
+                "a record for each victim the other mark_victim row reported",
+                "the other mark_victim row's fields (and /proc)",
+            );
+        }
     }
 
     /// Emits everything pending or held (at shutdown).
@@ -320,6 +388,13 @@ impl Correlator {
     /// The OOM invocation that chose this victim: its id and context.
     fn add_invocation(&mut self, ev: &mut OomEvent) {
         let Some(inv) = self.invocations.match_victim(ev.pid, ev.ktime_ns).cloned() else {
+            if let Some(row) = self.oom_source.and_then(Source::probe) {
+                self.silence.observe(
+                    row,
+                    "an oom_kill_process record before each killed victim",
+                    "the OOM context from the kernel's report (kmsg:oom_report)",
+                );
+            }
             return;
         };
         let resolver = &mut self.resolver;
@@ -578,6 +653,7 @@ impl Source {
 mod tests {
     use super::*;
     use crate::sys::clock::monotonic_ns;
+    use invocation::GROUP_WINDOW_NS;
     use oomwatch_common::COMM_LEN;
 
     fn rec(kind: RecordKind, pid: i32, present: u32) -> VictimRecord {
@@ -922,5 +998,125 @@ mod tests {
         }
         let ev = c.push_victim(tp(GONE), now).remove(0);
         assert_eq!(ev.cgroup, None);
+    }
+    /// An `oom_kill_process` record choosing `pid`, of the invocation keyed `inv_ktime`.
+    fn invocation(pid: i32, ktime_ns: u64, inv_ktime: u64) -> oomwatch_common::OomKillRecord {
+        use oomwatch_common::{oom_field, OomKillRecord};
+        let mut k = OomKillRecord::zeroed();
+        k.kind = RecordKind::OomKill as u32;
+        k.ktime_ns = ktime_ns;
+        k.invocation_ktime_ns = inv_ktime;
+        k.trigger_pid = 9;
+        k.chosen_pid = pid;
+        k.present = oom_field::CHOSEN | oom_field::INVOCATION;
+        k
+    }
+
+    #[test]
+    fn a_mark_victim_row_whose_partner_never_comes_is_silent() {
+        let silence = Silence::new();
+        let mut c = correlator(true, true).with_silence(silence.clone(), None);
+        let now = Instant::now();
+        assert!(c.push_victim(tp(GONE), now).is_empty());
+        let evs = c.flush_expired(now + DEFAULT_WINDOW);
+        assert_eq!(
+            evs.len(),
+            1,
+            "the event goes out with the tracepoint's fields"
+        );
+        assert_eq!(evs[0].anon_rss, Some(64 * 1024));
+        assert_eq!(silence.count(ProbeId::MarkVictimBtf), 1);
+        assert_eq!(silence.count(ProbeId::MarkVictimTp), 0);
+        // A complete pair counts nothing; shutdown's flush does not judge.
+        c.push_victim(tp(GONE + 1), now);
+        c.push_victim(btf(GONE + 1), now);
+        c.push_victim(btf(GONE + 2), now);
+        c.flush_all();
+        assert_eq!(silence.count(ProbeId::MarkVictimBtf), 1);
+        assert_eq!(silence.count(ProbeId::MarkVictimTp), 0);
+    }
+
+    #[test]
+    fn a_kill_without_its_invocation_record_makes_the_oom_kill_row_silent() {
+        let silence = Silence::new();
+        let mut c = correlator(true, false)
+            .with_oom_kill(Source::OomKillFentry, vec![])
+            .with_silence(silence.clone(), None);
+        let now = Instant::now();
+        let v = tp(GONE);
+        c.push(
+            Record::OomKill(invocation(GONE, v.ktime_ns - 5, v.ktime_ns - 10)),
+            now,
+        );
+        assert_eq!(c.push_victim(v, now)[0].oom_id, Some(1));
+        assert_eq!(silence.count(ProbeId::OomKillFentry), 0);
+        let mut later = tp(GONE + 1);
+        later.ktime_ns = v.ktime_ns + 10 * GROUP_WINDOW_NS;
+        assert_eq!(c.push_victim(later, now)[0].oom_id, None);
+        assert_eq!(silence.count(ProbeId::OomKillFentry), 1);
+    }
+
+    #[test]
+    fn an_invocation_with_a_task_dump_but_no_scored_tasks_makes_the_badness_row_silent() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kmsg/oom-memcg-v6.18-host-tail.kmsg"
+        ));
+        let pid = 12531;
+        let run = |scored: bool| {
+            let silence = Silence::new();
+            let mut c = correlator(true, false)
+                .with_oom_kill(Source::OomKillFentry, vec![])
+                .with_kmsg()
+                .with_candidates(5)
+                .with_silence(silence.clone(), Some(ProbeId::BadnessFexit));
+            let now = Instant::now();
+            let v = tp(pid);
+            if scored {
+                let mut r = CandidateRecord::zeroed();
+                r.kind = RecordKind::CandidateFexit as u32;
+                r.invocation_ktime_ns = v.ktime_ns - 10;
+                r.trigger_pid = 9;
+                (r.pid, r.tgid, r.points) = (pid, pid, 900);
+                r.present = oomwatch_common::candidate_field::PID;
+                c.push_candidate(r);
+            }
+            c.push(
+                Record::OomKill(invocation(pid, v.ktime_ns - 5, v.ktime_ns - 10)),
+                now,
+            );
+            assert!(c.push_victim(v, now).is_empty(), "held for the report");
+            let mut evs = Vec::new();
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+            {
+                evs.extend(c.push_kmsg(&kmsg(line), now));
+            }
+            (silence.count(ProbeId::BadnessFexit), evs.remove(0))
+        };
+        let (silent, ev) = run(false);
+        assert_eq!(silent, 1);
+        assert_eq!(
+            ev.sources["candidates"],
+            Source::Kmsg,
+            "the dump is the fallback"
+        );
+        assert_eq!(ev.oom.candidates.as_ref().unwrap()[0].pid, pid);
+        let (silent, ev) = run(true);
+        assert_eq!(silent, 0);
+        assert_eq!(ev.sources["candidates"], Source::CandidatesFexit);
+    }
+
+    #[test]
+    fn a_victim_whose_report_never_comes_makes_the_kernel_log_row_silent() {
+        let silence = Silence::new();
+        let mut c = correlator(true, false)
+            .with_kmsg()
+            .with_silence(silence.clone(), None);
+        let now = Instant::now();
+        assert!(c.push_victim(tp(GONE), now).is_empty());
+        assert_eq!(c.flush_expired(now + KMSG_WAIT).len(), 1);
+        assert_eq!(silence.count(ProbeId::KmsgOomReport), 1);
     }
 }

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use oomwatch_common::{lifecycle_field, LifecycleRecord, RecordKind};
 
-use crate::record::{OomEvent, KILLER_KERNEL};
+use crate::record::{OomEvent, ProbeId, KILLER_KERNEL};
 use crate::source::probe::ringbuf::Record;
+use crate::source::probe::silence::Silence;
 use crate::sys::cgroup::IdResolver;
 
 pub use metrics::{collector, near_oom_collector, Hist, Stats, BUCKETS};
@@ -63,6 +64,8 @@ pub struct Lifecycle {
     early: Vec<(LifecycleRecord, Instant)>,
     next_seq: u64,
     stats: Arc<Mutex<Stats>>,
+    /// Where a victim gone without its exit record makes the exit row silent.
+    silence: Silence,
 }
 
 impl Lifecycle {
@@ -77,7 +80,15 @@ impl Lifecycle {
             early: Vec::new(),
             next_seq: 0,
             stats: Arc::new(Mutex::new(Stats::default())),
+            silence: Silence::new(),
         }
+    }
+
+    /// A victim gone from `/proc` without an exit record makes the exit row silent in
+    /// `silence`.
+    pub fn with_silence(mut self, silence: Silence) -> Self {
+        self.silence = silence;
+        self
     }
 
     /// Reads `/proc` below this directory (`/host/proc` in a pod).
@@ -280,6 +291,11 @@ impl Lifecycle {
                 None | Some(('Z' | 'X' | 'x', _)) => {
                     self.tracked.remove(&pid);
                     if self.exits {
+                        self.silence.observe(
+                            ProbeId::ProcessExit,
+                            "the exit of each killed process",
+                            "the lifecycle record without kill_to_exit_ns",
+                        );
                         out.push(Output::Line(self.finish(&t, false)));
                     } else {
                         self.drop_tracked(&t);

@@ -15,11 +15,12 @@ pub mod replay;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::record::OomEvent;
+use crate::record::{OomEvent, ProbeId};
 use crate::recovery::position::{Position, Prepared, StateFile, Tracker};
 use crate::recovery::replay::{LogKills, LoggedKill};
 use crate::source::kmsg::record::KmsgRecord;
 use crate::source::kmsg::{KmsgError, KmsgEvent, KmsgReader, KmsgSource};
+use crate::source::probe::silence::Silence;
 
 /// How long a "Killed process" line waits for its live record before it is recorded from the
 /// line itself (the live path takes at most the correlation window plus the kernel-log wait).
@@ -36,6 +37,10 @@ pub struct Recovery {
     held: VecDeque<(Instant, LoggedKill)>,
     /// The last position written, to skip identical writes.
     saved: Option<Position>,
+    /// Where a kill line without a live record makes the attached `mark_victim` rows silent.
+    silence: Silence,
+    /// The attached `mark_victim` rows.
+    victim_rows: Vec<ProbeId>,
 }
 
 /// A position ready to be written (see [`Recovery::prepare_recorded`]).
@@ -107,8 +112,18 @@ impl Recovery {
             boot_id,
             held: VecDeque::new(),
             saved: None,
+            silence: Silence::new(),
+            victim_rows: Vec::new(),
         };
         Ok((r, up))
+    }
+
+    /// A kill line with no live record makes each of `victim_rows` (the attached `mark_victim`
+    /// rows) silent in `silence`.
+    pub fn with_silence(mut self, silence: Silence, victim_rows: Vec<ProbeId>) -> Self {
+        self.silence = silence;
+        self.victim_rows = victim_rows;
+        self
     }
 
     /// A live kernel-log record.
@@ -170,6 +185,13 @@ impl Recovery {
                         pid = k.event.pid,
                         "no live record for a kill in the kernel log; recording it from the log"
                     );
+                    for &row in &self.victim_rows {
+                        self.silence.observe(
+                            row,
+                            "a record for each \"Killed process\" line in the kernel log",
+                            "the kill line itself (replayed: true)",
+                        );
+                    }
                     out.push(k.event);
                 }
             }

@@ -9,11 +9,13 @@
 //! | Kernel        | [`kernel`]       | release, BTF, tracefs, kprobes, memory cgroup, /dev/kmsg |
 //! | Capture       | [`capture`]      | the probe table, really loaded (then detached)           |
 //! | Host settings | [`settings`]     | [`HostCollectors::snapshot`], `oom_score_adj=-1000` RSS  |
+//! | Run time      | [`silent`]       | probes a running agent found silent after an OOM kill    |
 pub mod capture;
 pub mod kernel;
 pub mod privileges;
 pub mod report;
 pub mod settings;
+pub mod silent;
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use kernel::Kernel;
 use privileges::Privileges;
 use report::{Section, Status};
 use settings::Protected;
+use silent::Silent;
 
 /// Preflight: can the agent run here, what will it capture, which settings are risky.
 ///
@@ -55,6 +58,10 @@ pub struct CheckArgs {
     /// Check as `oomwatch run --disable-probe PROBE` would run (repeatable).
     #[arg(long = "disable-probe", value_name = "PROBE", value_enum)]
     pub disable_probe: Vec<ProbeId>,
+    /// The agent's `--state-dir`: the probes a running agent found attached but silent after
+    /// an OOM kill are read from it (section Run time).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/oomwatch")]
+    pub state_dir: PathBuf,
 }
 
 /// The exit statuses, as `--help` shows them.
@@ -77,6 +84,8 @@ pub struct Report {
     pub kernel: Kernel,
     pub capture: Capture,
     pub host: HostReport,
+    /// The probes a running agent found silent (see [`silent`]).
+    pub silent: Silent,
 }
 
 /// The host settings' values and the snapshot's warnings.
@@ -134,7 +143,8 @@ pub fn gather(args: &CheckArgs) -> Report {
         warnings,
         protected,
     };
-    let sections = sections(
+    let silent = Silent::gather(&args.state_dir, &args.host_root);
+    let mut sections = sections(
         args,
         &privileges,
         &kernel,
@@ -142,6 +152,11 @@ pub fn gather(args: &CheckArgs) -> Report {
         &host,
         host_root_error.as_deref(),
     );
+    sections.push(Section {
+        name: "run_time",
+        title: "Run time",
+        items: silent::items(&silent),
+    });
     let exit_code = report::exit_code(&sections);
     Report {
         exit_code,
@@ -152,6 +167,7 @@ pub fn gather(args: &CheckArgs) -> Report {
         kernel,
         capture,
         host,
+        silent,
     }
 }
 

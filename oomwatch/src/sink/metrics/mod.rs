@@ -28,6 +28,7 @@ pub use labels::UNKNOWN;
 
 use crate::record::{OomEvent, ProbeId};
 use crate::sink::missed::MissedKills;
+use crate::source::probe::silence::Silence;
 
 mod labels;
 mod partial;
@@ -114,6 +115,8 @@ pub struct Metrics {
     kills: Mutex<KillState>,
     partial: Mutex<PartialKills>,
     probes: Mutex<BTreeMap<String, bool>>,
+    /// Rows that attached but stayed silent after an OOM kill.
+    silence: Mutex<Silence>,
     ebpf: Mutex<EbpfState>,
     collectors: Mutex<Vec<FamiliesReader>>,
     missed: Mutex<Option<(KernelKillsReader, MissedKills)>>,
@@ -149,6 +152,7 @@ impl Metrics {
             kills: Mutex::new(KillState::new(max_label_sets)),
             partial: Mutex::new(PartialKills::new(max_label_sets)),
             probes: Mutex::new(BTreeMap::new()),
+            silence: Mutex::new(Silence::new()),
             ebpf: Mutex::new(EbpfState::default()),
             collectors: Mutex::new(Vec::new()),
             missed: Mutex::new(None),
@@ -208,6 +212,12 @@ impl Metrics {
     /// Sets `oomwatch_probe_attached{probe}` to 1 or 0.
     pub fn set_probe_attached(&self, probe: ProbeId, attached: bool) {
         lock(&self.probes).insert(probe.name().to_owned(), attached);
+    }
+
+    /// Reads `oomwatch_probe_silent_total{probe}` from `silence` (the agent's, shared with the
+    /// stages that notice a silent row).
+    pub fn set_probe_silence(&self, silence: Silence) {
+        *lock(&self.silence) = silence;
     }
 
     /// Each probe and whether it is attached, sorted by name (as `oomwatch_probe_attached`).
@@ -361,12 +371,13 @@ impl Metrics {
     }
 
     /// The agent itself: its probes and its build.
-    fn agent_families(&self) -> [Family; 2] {
+    fn agent_families(&self) -> [Family; 3] {
         let probes = lock(&self.probes)
             .iter()
             .map(|(p, &up)| Sample::new(&[("probe", p)], if up { 1.0 } else { 0.0 }))
             .collect();
         [
+            self.silent_family(),
             Family::small(
                 "oomwatch_probe_attached",
                 "Whether each eBPF probe is attached (1) or not (0).",
@@ -386,6 +397,25 @@ impl Metrics {
                 )],
             ),
         ]
+    }
+
+    /// `oomwatch_probe_silent_total`: one series per row reported by `oomwatch_probe_attached`
+    /// (0 until that row is found silent), and any other row found silent.
+    fn silent_family(&self) -> Family {
+        let silence = lock(&self.silence).clone();
+        let listed = lock(&self.probes).keys().cloned().collect::<Vec<_>>();
+        let samples = ProbeId::ALL
+            .iter()
+            .filter(|p| silence.count(**p) > 0 || listed.iter().any(|n| n == p.name()))
+            .map(|p| Sample::new(&[("probe", p.name())], silence.count(*p) as f64))
+            .collect();
+        Family::small(
+            "oomwatch_probe_silent_total",
+            "OOM kills after which an attached probe had delivered nothing it must have (the \
+             hook fires nowhere useful on this kernel); the fallback's data was used.",
+            Kind::Counter,
+            samples,
+        )
     }
 
     /// `oomwatch_oom_kills_missed_total`, once the kernel's kill count is read.
@@ -616,6 +646,7 @@ mod tests {
             ("oomwatch_events_dropped_total", "counter"),
             ("oomwatch_ebpf_read_errors_total", "counter"),
             ("oomwatch_probe_attached", "gauge"),
+            ("oomwatch_probe_silent_total", "counter"),
             ("oomwatch_build_info", "gauge"),
         ];
         for (name, kind) in names {
@@ -633,6 +664,21 @@ mod tests {
         assert_eq!(sample(&t, probe), Some(1.0));
         m.set_probe_attached(ProbeId::MarkVictimTp, false);
         assert_eq!(sample(&m.render(), probe), Some(0.0));
+        // Every listed row has its silent count, 0 until the row is found silent.
+        let silent = r#"oomwatch_probe_silent_total{probe="tracepoint:oom/mark_victim"}"#;
+        assert_eq!(sample(&t, silent), Some(0.0));
+        let silence = Silence::new();
+        m.set_probe_silence(silence.clone());
+        silence.observe(ProbeId::MarkVictimTp, "a record", "the kill line");
+        silence.observe(ProbeId::ProcessExit, "an exit", "none");
+        let t = m.render();
+        assert_eq!(sample(&t, silent), Some(1.0));
+        let exit = r#"oomwatch_probe_silent_total{probe="tracepoint:sched/sched_process_exit"}"#;
+        assert_eq!(
+            sample(&t, exit),
+            Some(1.0),
+            "a silent row is listed even if not reported"
+        );
     }
 
     #[test]

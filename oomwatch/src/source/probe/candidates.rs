@@ -218,6 +218,16 @@ pub fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(CandidateRecord))
     }
 }
 
+/// Whether `rec` comes from one of `rows` (the `--drop-probe-records` test knob).
+pub fn dropped(rows: &[ProbeId], rec: &CandidateRecord) -> bool {
+    let row = match RecordKind::from_u32(rec.kind) {
+        Some(RecordKind::CandidateFexit) => ProbeId::BadnessFexit,
+        Some(RecordKind::CandidateKretprobe) => ProbeId::BadnessKretprobe,
+        _ => return false,
+    };
+    rows.contains(&row)
+}
+
 /// Decodes one item of the `CANDIDATES` ring; `None` for a wrong size or kind.
 pub fn decode(bytes: &[u8]) -> Option<CandidateRecord> {
     if bytes.len() != std::mem::size_of::<CandidateRecord>() {

@@ -1,6 +1,8 @@
 //! Decoding ring-buffer items into records.
 use oomwatch_common::{LifecycleRecord, OomKillRecord, RecordKind, SignalRecord, VictimRecord};
 
+use crate::record::ProbeId;
+
 /// One item of the `EVENTS` ring buffer.
 #[derive(Clone, Copy, Debug)]
 pub enum Record {
@@ -23,6 +25,31 @@ impl Record {
             Record::Lifecycle(r) => r.ktime_ns,
             Record::Signal(r) => r.ktime_ns,
         }
+    }
+
+    /// The probe-table row that wrote it; `oom_kill` is the attached `oom_kill_process` row
+    /// (fentry and kprobe write the same kind).
+    pub fn row(&self, oom_kill: ProbeId) -> Option<ProbeId> {
+        let kind = match self {
+            Record::Victim(r) => r.kind,
+            Record::OomKill(_) => return Some(oom_kill),
+            Record::Lifecycle(r) => r.kind,
+            Record::Signal(r) => r.kind,
+        };
+        Some(match RecordKind::from_u32(kind)? {
+            RecordKind::MarkVictimTracepoint => ProbeId::MarkVictimTp,
+            RecordKind::MarkVictimBtf => ProbeId::MarkVictimBtf,
+            RecordKind::OomKill => oom_kill,
+            RecordKind::CandidateFexit => ProbeId::BadnessFexit,
+            RecordKind::CandidateKretprobe => ProbeId::BadnessKretprobe,
+            RecordKind::VictimExit => ProbeId::ProcessExit,
+            RecordKind::WakeReaper
+            | RecordKind::StartReaping
+            | RecordKind::FinishReaping
+            | RecordKind::SkipReaping => ProbeId::Reaper,
+            RecordKind::SignalTracepoint => ProbeId::SignalTp,
+            RecordKind::SignalBtf => ProbeId::SignalBtf,
+        })
     }
 
     /// Whether the OOM correlator takes this record; the others go to `crate::kill_outcome`.
