@@ -36,14 +36,25 @@ fn silent(metrics: &str, probe: &str) -> Option<f64> {
 }
 
 /// How many log lines say `probe` is attached but silent.
+/// How many "probe attached but silent" lines the agent logged for `probe`. The log arrives
+/// through a reader thread: give it a moment to catch up with the metric before counting.
 fn silent_lines(agent: &Agent, probe: &str) -> usize {
-    agent
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("probe attached but silent") && l.contains(&format!("\"{probe}\"")))
-        .count()
+    let count = || {
+        agent
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.contains("probe attached but silent") && l.contains(&format!("\"{probe}\""))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while count() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    count()
 }
 
 /// One OOM kill in `cg`: its event (a kill, not a lifecycle record) and the kernel's line.
