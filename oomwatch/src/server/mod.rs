@@ -1,5 +1,5 @@
 //! HTTP server: `GET /` (a read-only HTML page, see [`page`]), `GET /events` (the recent events
-//! as JSON, newest first, `?limit=N`), `GET /metrics` (Prometheus text format), `GET /healthz`.
+//! as JSON, newest first, `?limit=N`, 100 by default), `GET /metrics` (Prometheus text format), `GET /healthz`.
 //!
 //! Any other path answers 404 with a short text body; another method on a known path
 //! answers 405 with an `Allow` header. The server stops accepting connections when the
@@ -27,6 +27,7 @@ use crate::sink::metrics::{Metrics, CONTENT_TYPE};
 use crate::sink::recent::RecentEvents;
 
 mod accept;
+mod conn;
 pub mod limits;
 pub mod page;
 mod segments;
@@ -191,8 +192,9 @@ fn text_error(status: StatusCode, body: String) -> Response {
 }
 
 /// A page or document that changes at every event: never cached.
+/// Its bytes are this request's alone: they draw on the answer budget until written.
 fn fresh(content_type: &'static str, body: String) -> Response {
-    (
+    let mut r = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, content_type),
@@ -200,7 +202,9 @@ fn fresh(content_type: &'static str, body: String) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(conn::Owned);
+    r
 }
 
 async fn index(State(state): State<ServerState>) -> Response {
@@ -246,9 +250,12 @@ fn limit_param(query: Option<&str>) -> Result<Option<usize>, String> {
     Ok(limit)
 }
 
+/// Events `/events` answers without `?limit=` (the ring may keep up to 10,000).
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+
 async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
     let limit = match limit_param(uri.query()) {
-        Ok(l) => l.unwrap_or(usize::MAX),
+        Ok(l) => l.unwrap_or(DEFAULT_EVENTS_LIMIT),
         Err(msg) => return text_error(StatusCode::BAD_REQUEST, msg),
     };
     let recent = Arc::clone(&state.recent);
