@@ -1,8 +1,9 @@
 //! `cargo xtask setup [--test]`: install only what is missing.
 //!
 //! * Debian packages for the eBPF toolchain: `rustc-web cargo-web rust-web-src llvm-22-dev`
-//!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth and
-//!   `rust-web-clippy` for `clippy-ebpf`);
+//!   (with `--test` also `prometheus` for promtool and the TLS scrape test, `bpftool` as test
+//!   ground truth, `rust-web-clippy` for `clippy-ebpf`, `curl` and `openssl` for the web
+//!   configuration tests);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -21,6 +22,9 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "rust-web-clippy",
     "chromium-headless-shell",
+    // tests/web_config.rs: a real TLS client and the test certificates.
+    "curl",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

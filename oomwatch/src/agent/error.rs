@@ -13,6 +13,8 @@ pub enum RunError {
     #[error(transparent)]
     Server(#[from] server::ServerError),
     #[error(transparent)]
+    WebConfig(#[from] server::WebConfigError),
+    #[error(transparent)]
     Probe(#[from] loader::ProbeError),
     #[error("cannot install the {0} signal handler: {1}")]
     Signal(&'static str, io::Error),

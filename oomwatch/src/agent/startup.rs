@@ -84,7 +84,12 @@ struct KernelLog {
 /// Runs every start-up step; the agent is then ready for its event loop.
 pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let state_file = prepare_process(cfg)?;
-    // Bind before touching the kernel: a busy port fails fast with nothing attached.
+    // Read the web configuration and bind before touching the kernel: a bad file or a busy
+    // port fails fast with nothing attached.
+    let web = match &cfg.web_config_file {
+        Some(p) => server::WebConfig::load(p)?,
+        None => server::WebConfig::default(),
+    };
     let listener = server::bind(cfg.listen).await?;
     let probes = loader::load(&load_options(cfg))?;
     let metrics = new_metrics(cfg);
@@ -108,7 +113,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (correlator, kmsg_context) =
         choose_context_source(cfg, &hooks, correlator, &log, &metrics, constraints);
     let recent = Arc::new(RecentEvents::new(cfg.recent_events));
-    let (stop, server) = start_server(cfg, listener, &metrics, &recent, &host);
+    let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
     let sink = Sink {
@@ -356,7 +361,7 @@ fn choose_context_source(
 
 fn start_server(
     cfg: &Config,
-    listener: TcpListener,
+    (listener, web): (TcpListener, server::WebConfig),
     metrics: &Arc<Metrics>,
     recent: &Arc<RecentEvents>,
     host: &Arc<HostCollectors>,
@@ -368,17 +373,30 @@ fn start_server(
     let state = server::ServerState::new(Arc::clone(metrics))
         .with_recent(Arc::clone(recent))
         .with_host(Arc::clone(host))
-        .with_node(&cfg.host);
+        .with_node(&cfg.host)
+        .metrics_only(cfg.metrics_only);
     let limits = server::Limits::default().with_max_connections(cfg.max_connections);
-    let task = tokio::spawn(server::serve_with_limits(
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    let auth = if web.auth.is_some() {
+        ", basic auth"
+    } else {
+        ""
+    };
+    let task = tokio::spawn(server::serve_with(
         listener,
         state,
         limits,
+        web,
         async move {
             let _ = stop_rx.await;
         },
     ));
-    tracing::info!(listen = %cfg.listen, "serving /, /events, /metrics and /healthz");
+    let paths = if cfg.metrics_only {
+        "/metrics and /healthz"
+    } else {
+        "/, /events, /metrics and /healthz"
+    };
+    tracing::info!(listen = %cfg.listen, "serving {paths} ({scheme}{auth})");
     (stop_tx, task)
 }
 

@@ -21,6 +21,8 @@ pub fn config(args: RunArgs) -> Config {
         nice: args.nice,
         max_label_sets: count(args.max_label_sets),
         max_connections: count(args.max_connections),
+        web_config_file: args.web_config_file,
+        metrics_only: args.metrics_only,
         recent_events: count(args.recent_events),
         host: args.host.unwrap_or_else(config::hostname),
         candidates: count(args.candidates),

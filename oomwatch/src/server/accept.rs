@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,13 +32,16 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::conn::{self, Conn, InFlight, Owned, Tracked, Watched};
 use super::limits::{ConnError, HttpStats, Limits};
+use super::web_config::WebConfig;
 
 /// Longest wait of the accept loop for an evicted connection to close.
 const EVICT_WAIT: Duration = Duration::from_secs(1);
@@ -149,6 +152,8 @@ struct Shared {
     http: http1::Builder,
     handlers: Semaphore,
     stats: Arc<HttpStats>,
+    tls: Option<TlsAcceptor>,
+    web: WebConfig,
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` completes.
@@ -156,6 +161,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    web: WebConfig,
     stats: Arc<HttpStats>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -172,6 +178,8 @@ pub(super) async fn serve(
         http,
         handlers: Semaphore::new(limits.max_concurrent_requests),
         stats: Arc::clone(&stats),
+        tls: web.tls.clone().map(TlsAcceptor::from),
+        web,
     });
     let registry = Arc::new(Registry {
         stats,
@@ -250,13 +258,36 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it ends, the client misbehaves, it is told to close, or an
-/// answer is not written by its deadline (then the connection is reset, dropping what the
-/// kernel still holds for it).
+/// Serves one connection (after its TLS handshake, within the header timeout, when the web
+/// configuration asks for TLS).
 async fn connection(stream: TcpStream, registered: Registered, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     conn::cap_send_buffer(fd, shared.limits.send_buffer_bytes);
+    let Some(acceptor) = shared.tls.clone() else {
+        return serve_io(stream, fd, registered, shared).await;
+    };
+    let timeout = shared.limits.header_read_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_io(tls, fd, registered, shared).await,
+        Ok(Err(e)) => {
+            shared.stats.conn_error(ConnError::TlsHandshake);
+            tracing::debug!("HTTP connection closed: TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            shared.stats.conn_error(ConnError::TlsHandshake);
+            tracing::debug!("HTTP connection closed: no TLS handshake within {timeout:?}");
+        }
+    }
+}
+
+/// Serves one connection until it ends, the client misbehaves, it is told to close, or an
+/// answer is not written by its deadline (then the connection is reset, dropping what the
+/// kernel still holds for it).
+async fn serve_io<S>(stream: S, fd: RawFd, registered: Registered, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::clone(&registered.conn);
     let service = {
         let shared = Arc::clone(&shared);
@@ -323,6 +354,10 @@ async fn handle(
             true => Some(shared.handlers.acquire().await),
             false => None,
         };
+        // Within the turn: a flood of wrong passwords costs at most the handlers' bcrypt time.
+        if queued && !authorized(&shared, &req).await {
+            return Ok(unauthorized());
+        }
         poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut router, cx)).await?;
         router.call(req).await
     })
@@ -343,8 +378,61 @@ async fn handle(
         }
     }
     shared.stats.answered(response.status().as_u16());
+    decorate(response.headers_mut(), &shared.web.headers);
     conn.arm(shared.limits.write_timeout);
     Ok(response.map(|body| Body::new(Tracked::new(body, mark))))
+}
+
+/// Whether the request may be answered: no basic authentication configured, or right
+/// credentials (bcrypt is checked on a blocking thread).
+async fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(auth) = shared.web.auth.clone() else {
+        return true;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = Response::new(Body::from("unauthorized\n"));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = r.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"oomwatch\""),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Headers on every answer: no scripts, frames, sniffing or referrers (the page has none of
+/// its own), then those of the web configuration (which may replace them).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+fn decorate(h: &mut header::HeaderMap, configured: &[(header::HeaderName, header::HeaderValue)]) {
+    for (k, v) in SECURITY_HEADERS {
+        h.insert(k, header::HeaderValue::from_static(v));
+    }
+    for (k, v) in configured {
+        h.insert(k.clone(), v.clone());
+    }
 }
 
 /// A 503 with `text`.

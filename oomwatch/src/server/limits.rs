@@ -107,15 +107,18 @@ pub(crate) enum ConnError {
     Io,
     /// An answer not read by the client within the write timeout (the connection is reset).
     WriteTimeout,
+    /// A TLS handshake that failed or did not finish within the header timeout.
+    TlsHandshake,
 }
 
 impl ConnError {
-    const ALL: [ConnError; 5] = [
+    const ALL: [ConnError; 6] = [
         ConnError::HeaderTimeout,
         ConnError::HeaderTooLarge,
         ConnError::Malformed,
         ConnError::Io,
         ConnError::WriteTimeout,
+        ConnError::TlsHandshake,
     ];
 
     pub(crate) fn of(e: &hyper::Error) -> ConnError {
@@ -137,6 +140,7 @@ impl ConnError {
             ConnError::Malformed => "malformed",
             ConnError::Io => "io",
             ConnError::WriteTimeout => "write_timeout",
+            ConnError::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -153,7 +157,7 @@ pub struct HttpStats {
     evicted: AtomicU64,
     rejected: AtomicU64,
     accept_errors: AtomicU64,
-    errors: [AtomicU64; 5],
+    errors: [AtomicU64; 6],
     over_budget: AtomicU64,
     /// Answers by status code: the router only produces a handful of codes.
     requests: Mutex<BTreeMap<u16, u64>>,
@@ -226,7 +230,8 @@ impl HttpStats {
                 "HTTP connections that ended in error, by reason: header_timeout (no complete \
                  request head in time: slow or idle clients), header_too_large (431/414), \
                  malformed (400), io (client gone, socket error), write_timeout (an answer \
-                 not read within 10 s: the connection is reset).",
+                 not read within 10 s: the connection is reset), tls_handshake (failed or \
+                 not done within 5 s).",
                 MetricType::COUNTER,
                 errors,
             ),

@@ -31,8 +31,10 @@ mod conn;
 pub mod limits;
 pub mod page;
 mod segments;
+pub mod web_config;
 
 pub use limits::{HttpStats, Limits};
+pub use web_config::{WebConfig, WebConfigError};
 
 /// What the handlers read: the metrics, the recent events, the host collectors.
 #[derive(Clone, Debug)]
@@ -41,6 +43,7 @@ pub struct ServerState {
     recent: Arc<RecentEvents>,
     host: Option<Arc<HostCollectors>>,
     node: Option<Arc<str>>,
+    metrics_only: bool,
 }
 
 impl ServerState {
@@ -51,6 +54,7 @@ impl ServerState {
             recent: Arc::new(RecentEvents::default()),
             host: None,
             node: None,
+            metrics_only: false,
         }
     }
 
@@ -63,6 +67,12 @@ impl ServerState {
     /// Host collectors whose snapshot and warnings the page shows.
     pub fn with_host(mut self, host: Arc<HostCollectors>) -> Self {
         self.host = Some(host);
+        self
+    }
+
+    /// Serve only `/metrics` and `/healthz` when `on` (`/` and `/events` answer 404).
+    pub fn metrics_only(mut self, on: bool) -> Self {
+        self.metrics_only = on;
         self
     }
 
@@ -155,12 +165,24 @@ pub async fn serve(
     serve_with_limits(listener, state, Limits::default(), shutdown).await
 }
 
-/// [`serve`] under `limits`. The server's own counters (`oomwatch_http_*`) are added to the
-/// state's metrics, so call this once per [`Metrics`].
+/// [`serve`] under `limits`, with no TLS nor authentication.
 pub async fn serve_with_limits(
     listener: TcpListener,
     state: impl Into<ServerState>,
     limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    serve_with(listener, state, limits, WebConfig::default(), shutdown).await
+}
+
+/// [`serve`] under `limits` and the web configuration `web` (TLS, basic authentication,
+/// headers). The server's own counters (`oomwatch_http_*`) are added to the state's metrics,
+/// so call this once per [`Metrics`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: impl Into<ServerState>,
+    limits: Limits,
+    web: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state = state.into();
@@ -168,16 +190,18 @@ pub async fn serve_with_limits(
     state
         .metrics
         .add_collector(limits::collector(Arc::clone(&stats)));
-    accept::serve(listener, router(state), limits, stats, shutdown).await;
+    accept::serve(listener, router(state), limits, web, stats, shutdown).await;
     Ok(())
 }
 
 /// The routes, separate from the socket so they can be exercised on their own.
 fn router(state: ServerState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/events", get(events))
-        .route("/metrics", get(metrics_handler))
+    let r = Router::new();
+    let r = match state.metrics_only {
+        true => r,
+        false => r.route("/", get(index)).route("/events", get(events)),
+    };
+    r.route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
