@@ -24,7 +24,7 @@ use crate::record::{OomEvent, ProbeId, Source};
 use crate::recovery::position::{self, StateFile};
 use crate::recovery::{Recovery, StartUp};
 use crate::server;
-use crate::sink::json::JsonLines;
+use crate::sink::json::{self, JsonLines};
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 use crate::sink::recent::RecentEvents;
 use crate::source::gfp::GfpDecoder;
@@ -116,8 +116,11 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
+    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES).map_err(RunError::Stdout)?;
+    let stdout_stats = out.stats();
+    metrics.add_collector(Box::new(move || stdout_stats.families()));
     let sink = Sink {
-        out: JsonLines::new(io::stdout()),
+        out,
         metrics: Arc::clone(&metrics),
         recent,
         enricher: Enricher::new(&cfg.host_root).with_hierarchy(hierarchy.clone()),
