@@ -28,6 +28,8 @@ pub enum RunError {
     State(#[from] crate::recovery::position::StateError),
     #[error("kernel log: {0}")]
     Kmsg(#[from] KmsgError),
+    #[error("could not drop capabilities after start-up: {0}; refusing to run privileged (--allow-cap-drop-failure runs anyway)")]
+    DropPrivileges(io::Error),
     #[error("invalid --log-level {0:?}: {1}")]
     LogLevel(String, String),
 }

@@ -116,7 +116,9 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
-    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES).map_err(RunError::Stdout)?;
+    // Its thread holds no capability from its first instruction on.
+    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES, caps::drop_this_thread)
+        .map_err(RunError::Stdout)?;
     let stdout_stats = out.stats();
     metrics.add_collector(Box::new(move || stdout_stats.families()));
     let sink = Sink {
@@ -145,7 +147,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     if let Some(up) = log.missed {
         record_missed(&mut agent, up)?;
     }
-    drop_privileges();
+    drop_privileges(cfg)?;
     tracing::info!("probes ready; waiting for OOM kills");
     Ok(agent)
 }
@@ -451,10 +453,21 @@ fn record_missed(agent: &mut Agent, up: StartUp) -> Result<(), RunError> {
 }
 
 /// Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
-fn drop_privileges() {
+/// Drops every capability (and the bounding set as far as allowed); a failure is fatal
+/// unless `--allow-cap-drop-failure`: an agent left privileged is what an attacker wants.
+fn drop_privileges(cfg: &Config) -> Result<(), RunError> {
     match caps::drop_all() {
-        Ok(()) => tracing::info!("dropped all capabilities"),
-        Err(e) => tracing::warn!("could not drop capabilities: {e}"),
+        Ok(bounding) => {
+            tracing::info!(bounding_set_dropped = bounding, "dropped all capabilities");
+            Ok(())
+        }
+        Err(e) if cfg.allow_cap_drop_failure => {
+            tracing::error!(
+                "could not drop capabilities: {e}; running privileged (--allow-cap-drop-failure)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(RunError::DropPrivileges(e)),
     }
 }
 

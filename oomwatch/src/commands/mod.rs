@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// metrics may be exposed).
     #[arg(long)]
     pub metrics_only: bool,
+    /// Keep running, privileged, when dropping every capability after start-up fails (by
+    /// default that stops the agent).
+    #[arg(long)]
+    pub allow_cap_drop_failure: bool,
     /// How many recent events the HTTP server keeps for `/` and `/events` (1..=10000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub recent_events: u64,

@@ -23,6 +23,7 @@ pub fn config(args: RunArgs) -> Config {
         max_connections: count(args.max_connections),
         web_config_file: args.web_config_file,
         metrics_only: args.metrics_only,
+        allow_cap_drop_failure: args.allow_cap_drop_failure,
         recent_events: count(args.recent_events),
         host: args.host.unwrap_or_else(config::hostname),
         candidates: count(args.candidates),

@@ -65,14 +65,27 @@ pub struct JsonLines {
 }
 
 impl JsonLines {
-    /// Starts the writer thread on `out`, with at most `capacity` lines queued.
-    pub fn spawn<W: Write + Send + 'static>(mut out: W, capacity: usize) -> io::Result<Self> {
+    /// Starts the writer thread on `out`, with at most `capacity` lines queued. The thread
+    /// runs `prelude` first (the agent drops the thread's capabilities there) and the call
+    /// returns its error.
+    pub fn spawn<W: Write + Send + 'static>(
+        mut out: W,
+        capacity: usize,
+        prelude: impl FnOnce() -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<String>(capacity.max(1));
+        let (ready_tx, ready) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let s = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("oomwatch-stdout".into())
             .spawn(move || {
+                let r = prelude();
+                let failed = r.is_err();
+                let _ = ready_tx.send(r);
+                if failed {
+                    return;
+                }
                 for line in rx {
                     let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
                     s.queued.fetch_sub(1, Ordering::Relaxed);
@@ -82,6 +95,9 @@ impl JsonLines {
                     }
                 }
             })?;
+        ready
+            .recv()
+            .map_err(|_| io::Error::other("the stdout writer thread died"))??;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -198,7 +214,7 @@ mod tests {
     #[test]
     fn one_line_per_event() {
         let out = Shared::default();
-        let mut w = JsonLines::spawn(out.clone(), 8).unwrap();
+        let mut w = JsonLines::spawn(out.clone(), 8, || Ok(())).unwrap();
         w.write(&event()).unwrap();
         w.write(&event()).unwrap();
         w.close(Duration::from_secs(5));
@@ -214,7 +230,7 @@ mod tests {
     fn a_stalled_stdout_never_blocks_and_drops_are_counted() {
         let out = Shared::default();
         let stall = out.stall.lock().unwrap();
-        let mut w = JsonLines::spawn(out.clone(), 4).unwrap();
+        let mut w = JsonLines::spawn(out.clone(), 4, || Ok(())).unwrap();
         let t = Instant::now();
         for _ in 0..100 {
             w.write(&event()).unwrap();
@@ -245,7 +261,7 @@ mod tests {
                 Ok(())
             }
         }
-        let mut w = JsonLines::spawn(Closed, 4).unwrap();
+        let mut w = JsonLines::spawn(Closed, 4, || Ok(())).unwrap();
         w.write_line("{}").unwrap();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
