@@ -73,6 +73,15 @@ fn parse_cgroup_any(text: &str) -> Option<String> {
     v2
 }
 
+/// A `/proc` text file, bytes that are not UTF-8 replaced by U+FFFD: `status` and `stat` hold
+/// the comm, which any process may set to any bytes; reading them as strict UTF-8 would make
+/// such a process invisible.
+pub fn read_text(path: &Path) -> Option<String> {
+    fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Reads what is still readable of `<proc_root>/<pid>`.
 pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     let dir = proc_root.join(pid.to_string());
@@ -84,7 +93,7 @@ pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     let cgroup = fs::read_to_string(dir.join("cgroup"))
         .ok()
         .and_then(|s| parse_cgroup(&s));
-    if let Ok(text) = fs::read_to_string(dir.join("status")) {
+    if let Some(text) = read_text(&dir.join("status")) {
         parse_status(&text, &mut info);
     }
     info.oom_score_adj = fs::read_to_string(dir.join("oom_score_adj"))
@@ -124,7 +133,7 @@ pub fn parse_cap_kill(status: &str) -> Option<bool> {
 pub fn executable(proc_root: &Path, pid: i32) -> Option<Executable> {
     use std::os::unix::fs::MetadataExt;
     let dir = proc_root.join(pid.to_string());
-    let status = fs::read_to_string(dir.join("status")).ok()?;
+    let status = read_text(&dir.join("status"))?;
     let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let exe = fs::read_link(dir.join("exe")).ok().and_then(|link| {
         let meta = fs::metadata(dir.join("exe")).ok()?;
