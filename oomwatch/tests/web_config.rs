@@ -321,3 +321,91 @@ fn client_certificates_and_metrics_only() {
         "{err}"
     );
 }
+
+/// The status of `GET http://127.0.0.1:port/metrics` with `user:password`.
+fn plain_status(port: u16, creds: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            creds,
+        ])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// Polls until `user:password` gets `want`, for at most `within`.
+fn until_status(port: u16, creds: &str, want: u16, within: Duration) -> u16 {
+    let end = Instant::now() + within;
+    loop {
+        let got = plain_status(port, creds);
+        if got == want || Instant::now() >= end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_file_is_reloaded_on_sighup_and_when_it_changes() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let web = tmp.path().join("web.yml");
+    let users = |user: &str| {
+        let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+        // Written aside and renamed: a reader never sees half a file.
+        let next = tmp.path().join("web.yml.new");
+        fs::write(&next, format!("basic_auth_users:\n  {user}: {hash}\n")).unwrap();
+        fs::rename(&next, &web).unwrap();
+    };
+    users("alice");
+    let agent = Agent::start(&["--web.config.file", web.to_str().unwrap()]);
+    let port = agent.port;
+    let creds = |u: &str| format!("{u}:{PASSWORD}");
+    assert_eq!(plain_status(port, &creds("alice")), 200);
+    assert_eq!(plain_status(port, &creds("bob")), 401);
+
+    // SIGHUP: at once.
+    users("bob");
+    // SAFETY: kill with our own child's pid.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    assert_eq!(
+        until_status(port, &creds("bob"), 200, Duration::from_secs(3)),
+        200
+    );
+    assert_eq!(plain_status(port, &creds("alice")), 401);
+
+    // A broken file: a warning, and the configuration in use stays.
+    fs::write(&web, "basic_auth_users:\n  carol: not-a-hash\n").unwrap();
+    // SAFETY: kill with our own child's pid.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(plain_status(port, &creds("bob")), 200);
+    assert!(
+        agent
+            .log_text()
+            .contains("keeping the web configuration in use"),
+        "{}",
+        agent.log_text()
+    );
+
+    // A change without a signal: within the 5 s check.
+    users("carol");
+    let t = Instant::now();
+    assert_eq!(
+        until_status(port, &creds("carol"), 200, Duration::from_secs(12)),
+        200
+    );
+    eprintln!("change picked up after {:?}", t.elapsed());
+    assert_eq!(plain_status(port, &creds("bob")), 401);
+}

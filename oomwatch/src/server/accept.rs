@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -152,8 +152,14 @@ struct Shared {
     http: http1::Builder,
     handlers: Semaphore,
     stats: Arc<HttpStats>,
-    tls: Option<TlsAcceptor>,
-    web: WebConfig,
+    /// The web configuration now (replaced when its file is reloaded, see [`reload`]).
+    web: RwLock<Arc<WebConfig>>,
+}
+
+impl Shared {
+    fn web(&self) -> Arc<WebConfig> {
+        Arc::clone(&self.web.read().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` completes.
@@ -178,9 +184,9 @@ pub(super) async fn serve(
         http,
         handlers: Semaphore::new(limits.max_concurrent_requests),
         stats: Arc::clone(&stats),
-        tls: web.tls.clone().map(TlsAcceptor::from),
-        web,
+        web: RwLock::new(Arc::new(web)),
     });
+    let reloader = tokio::spawn(reload(Arc::clone(&shared)));
     let registry = Arc::new(Registry {
         stats,
         ..Registry::default()
@@ -218,6 +224,7 @@ pub(super) async fn serve(
         tokio::spawn(connection(stream, registered, Arc::clone(&shared)));
     }
     drop(listener);
+    reloader.abort();
 
     registry.close_all();
     let deadline = Instant::now() + limits.shutdown_grace + Duration::from_millis(100);
@@ -226,6 +233,60 @@ pub(super) async fn serve(
             open = registry.len(),
             "HTTP server: connections still open at shutdown are dropped"
         );
+    }
+}
+
+/// How often the web configuration file is checked for a change.
+const RELOAD_POLL: Duration = Duration::from_secs(5);
+
+/// Reloads the web configuration on SIGHUP and when its file changes (modification time, size
+/// or inode): new connections and requests get the new one. A file that does not load is a
+/// warning; the one in use stays.
+async fn reload(shared: Arc<Shared>) {
+    let Some(path) = shared.web().path.clone() else {
+        return;
+    };
+    let stamp = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch SIGHUP for --web.config.file: {e}; reloading on change only"
+            );
+            None
+        }
+    };
+    let mut seen = stamp(&path);
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            _ = hangup => "SIGHUP",
+            () = tokio::time::sleep(RELOAD_POLL) => {
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match WebConfig::load(&path) {
+            Ok(web) => {
+                *shared.web.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(web);
+                tracing::info!(reason = why, "web configuration reloaded");
+            }
+            Err(e) => tracing::warn!(reason = why, "{e}; keeping the web configuration in use"),
+        }
     }
 }
 
@@ -264,7 +325,7 @@ async fn connection(stream: TcpStream, registered: Registered, shared: Arc<Share
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     conn::cap_send_buffer(fd, shared.limits.send_buffer_bytes);
-    let Some(acceptor) = shared.tls.clone() else {
+    let Some(acceptor) = shared.web().tls.clone().map(TlsAcceptor::from) else {
         return serve_io(stream, fd, registered, shared).await;
     };
     let timeout = shared.limits.header_read_timeout;
@@ -378,7 +439,7 @@ async fn handle(
         }
     }
     shared.stats.answered(response.status().as_u16());
-    decorate(response.headers_mut(), &shared.web.headers);
+    decorate(response.headers_mut(), &shared.web().headers);
     conn.arm(shared.limits.write_timeout);
     Ok(response.map(|body| Body::new(Tracked::new(body, mark))))
 }
@@ -386,7 +447,7 @@ async fn handle(
 /// Whether the request may be answered: no basic authentication configured, or right
 /// credentials (bcrypt is checked on a blocking thread).
 async fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(auth) = shared.web.auth.clone() else {
+    let Some(auth) = shared.web().auth.clone() else {
         return true;
     };
     let header = req

@@ -15,7 +15,9 @@
 //!     Strict-Transport-Security: max-age=31536000
 //! ```
 //!
-//! Unknown keys are an error (as in exporter-toolkit), as are keys of that format this server
+//! The file is read again on SIGHUP and when it changes (checked every 5 s): new connections
+//! and requests get the new configuration; one that does not load is a warning and the one in
+//! use stays. Unknown keys are an error (as in exporter-toolkit), as are keys of that format this server
 //! does not implement (`cipher_suites`, `curve_preferences`, `client_allowed_sans`, `http2:
 //! true`), so a file never silently means less than it says.
 use std::collections::{BTreeMap, HashSet};
@@ -90,6 +92,8 @@ pub struct WebConfig {
     pub auth: Option<Arc<BasicAuth>>,
     /// Added to every answer (after the server's own security headers, which they replace).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The file it was read from: reloaded on SIGHUP and when it changes.
+    pub path: Option<PathBuf>,
 }
 
 impl WebConfig {
@@ -121,7 +125,12 @@ impl WebConfig {
             ));
         }
         let headers = headers(http.and_then(|h| h.headers).unwrap_or_default()).map_err(err)?;
-        Ok(WebConfig { tls, auth, headers })
+        Ok(WebConfig {
+            tls,
+            auth,
+            headers,
+            path: Some(path.to_path_buf()),
+        })
     }
 }
 
