@@ -40,6 +40,12 @@ pub struct Config {
     pub max_label_sets: usize,
     /// Open HTTP connections at most (≥ 1).
     pub max_connections: usize,
+    /// `--web.config.file`: TLS, basic authentication, headers (exporter-toolkit format).
+    pub web_config_file: Option<PathBuf>,
+    /// Serve only `/metrics` and `/healthz` (no `/` nor `/events`).
+    pub metrics_only: bool,
+    /// Keep running when dropping capabilities after start-up fails (else fatal).
+    pub allow_cap_drop_failure: bool,
     /// Recent events kept for `/` and `/events` (≥ 1).
     pub recent_events: usize,
     /// Host name put in every event.

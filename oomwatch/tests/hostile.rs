@@ -333,6 +333,135 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
     );
 }
 
+/// The agent's time to hand a whole answer to the kernel, after at most the handler time
+/// (`docs/metrics.md`): the longest a request can hold its connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent's sockets on `port` that can hold bytes (established, closing with data queued):
+/// how many, and the bytes queued to send in all of them (`/proc/net/tcp{,6}`).
+fn server_sockets(port: u16) -> (usize, u64) {
+    let (mut n, mut queued) = (0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
+            // ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK: states that may still hold data.
+            if local_port != Some(Ok(port)) || !matches!(*state, "01" | "04" | "08" | "09") {
+                continue;
+            }
+            n += 1;
+            let tx = queues.split(':').next().unwrap_or("0");
+            queued += u64::from_str_radix(tx, 16).unwrap_or(0);
+        }
+    }
+    (n, queued)
+}
+
+/// GET /healthz on a new connection within `timeout`: the status, or what failed.
+fn healthz(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
+    let raw = exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        timeout,
+    )
+    .map_err(|e| e.to_string())?;
+    statuses(&raw)
+        .first()
+        .copied()
+        .ok_or("no status line".into())
+}
+
+/// Clients that ask for a big answer and never read it: the agent's socket memory and RSS stay
+/// bounded, `/healthz` keeps answering, and every such connection is closed (reset) within the
+/// write timeout, counted as `write_timeout`.
+#[test]
+fn slow_readers_are_closed_and_pin_no_memory() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    raise_nofile(4096);
+    // 10,000 label sets: /metrics is ~13 MB.
+    let agent = Agent::start(&["--synthetic-label-sets", "10000"]);
+    let (pid, port) = (agent.pid(), agent.port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(scrape(addr).map(|s| s.0), Ok(200));
+    let base_rss = rss_kib(pid);
+
+    const SLOW: usize = 200;
+    let start = Instant::now();
+    let slow: Vec<TcpStream> = (0..SLOW)
+        .map(|i| {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            let path = if i % 4 == 0 { "/events" } else { "/metrics" };
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let (mut peak_socks, mut peak_queued, mut peak_rss, mut health) = (0, 0, 0, Vec::new());
+    let mut closed_after = None;
+    let bound = REQUEST_TIMEOUT + WRITE_TIMEOUT + Duration::from_secs(2);
+    while start.elapsed() < bound + Duration::from_secs(3) {
+        let (socks, queued) = server_sockets(port);
+        peak_socks = peak_socks.max(socks);
+        peak_queued = peak_queued.max(queued);
+        peak_rss = peak_rss.max(rss_kib(pid));
+        let t = Instant::now();
+        health.push(healthz(addr, Duration::from_secs(1)).map(|c| (c, t.elapsed())));
+        if socks == 0 && start.elapsed() > Duration::from_secs(2) {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = agent.get("/metrics");
+    let write_timeouts = metric_value(
+        &metrics,
+        "oomwatch_http_connection_errors_total{reason=\"write_timeout\"}",
+    );
+    eprintln!(
+        "{SLOW} slow readers: agent sockets peaked at {peak_socks} holding {} KiB queued; \
+         VmRSS {base_rss} -> peak {peak_rss} KiB; all closed after {closed_after:?}; \
+         {} health checks, failed {:?}; write timeouts counted {write_timeouts:?}",
+        peak_queued / 1024,
+        health.len(),
+        health
+            .iter()
+            .filter(|h| !matches!(h, Ok((200, _))))
+            .collect::<Vec<_>>(),
+    );
+    let left = server_sockets(port);
+    drop(slow);
+    assert!(
+        closed_after.is_some_and(|d| d <= bound),
+        "slow readers still connected {:?} after they stopped reading ({left:?} left)",
+        start.elapsed(),
+    );
+    // 64 KiB of kernel send buffer per socket at most (see docs/metrics.md), with slack; the
+    // health checks add a few short-lived sockets.
+    assert!(peak_socks <= SLOW + 64, "{peak_socks} sockets");
+    assert!(
+        peak_queued <= (peak_socks as u64) * 80 * 1024,
+        "{} KiB queued to {peak_socks} sockets",
+        peak_queued / 1024
+    );
+    assert!(
+        peak_rss <= base_rss + 32 * 1024,
+        "VmRSS grew from {base_rss} to {peak_rss} KiB"
+    );
+    for h in &health {
+        assert!(matches!(h, Ok((200, _))), "a health check failed: {h:?}");
+    }
+    assert!(
+        write_timeouts.unwrap_or(0.0) >= 1.0,
+        "write timeouts not counted"
+    );
+}
+
 fn metrics() -> Arc<Metrics> {
     Arc::new(common::metrics_sink(10, "test"))
 }

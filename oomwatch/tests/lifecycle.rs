@@ -174,19 +174,22 @@ fn an_oom_victims_exit_is_timed_and_matches_the_kernels_trace() {
     );
 }
 
-/// Sends SIGKILL to `target` from a thread named `comm` (the sender's comm is the thread's).
-fn kill_from_thread_named(comm: &str, target: i32) {
-    let name = std::ffi::CString::new(comm).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; kill has no
-        // memory arguments.
-        unsafe {
-            assert_eq!(libc::prctl(libc::PR_SET_NAME, name.as_ptr()), 0);
-            assert_eq!(libc::kill(target, libc::SIGKILL), 0);
-        }
-    })
-    .join()
-    .unwrap();
+/// Sends SIGKILL to `target` from a root-owned executable named `comm` (a copy of dash in
+/// `dir`, which stays up a second after the kill, as a killer daemon does: the agent checks
+/// the sender's executable and privilege in `/proc`); returns the sender's pid.
+fn kill_from_executable_named(dir: &Path, comm: &str, target: i32) -> u32 {
+    let exe = dir.join(comm);
+    if !exe.exists() {
+        fs::copy("/bin/dash", &exe).expect("copy /bin/dash");
+    }
+    let mut sender = Command::new(&exe)
+        .args(["-c", &format!("kill -9 {target}; sleep 1")])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn the killer");
+    let pid = sender.id();
+    std::thread::spawn(move || sender.wait());
+    pid
 }
 
 fn sleeper() -> std::process::Child {
@@ -221,16 +224,20 @@ fn userspace_killers_sigkills_are_events_and_others_are_not() {
     let custom_pid = custom.id() as i32;
     let mut unlisted = sleeper();
     let unlisted_pid = unlisted.id() as i32;
-    kill_from_thread_named("earlyoom", listed_pid);
-    kill_from_thread_named("my-oom-killer", custom_pid);
-    kill_from_thread_named("not-a-killer", unlisted_pid);
+    let bin = tempfile::tempdir().unwrap();
+    let killer = kill_from_executable_named(bin.path(), "earlyoom", listed_pid);
+    kill_from_executable_named(bin.path(), "my-oom-killer", custom_pid);
+    kill_from_executable_named(bin.path(), "not-a-killer", unlisted_pid);
     for c in [&mut listed, &mut custom, &mut unlisted] {
         c.wait().unwrap();
     }
 
     let ev = agent.wait_event(WAIT, |v| v["pid"] == listed_pid && v["type"].is_null());
     eprintln!("userspace kill event: {ev}");
-    assert_eq!(ev["killer_pid"], std::process::id(), "{ev}");
+    assert_eq!(ev["killer"], "earlyoom", "{ev}");
+    assert_eq!(ev["killer_pid"], killer, "{ev}");
+    assert_eq!(ev["comm"], "sleep", "{ev}");
+    assert_eq!(ev["trigger"]["comm"], "earlyoom", "{ev}");
     assert_eq!(ev["sources"]["killer"], row, "{ev}");
     assert!(ev["oom_id"].is_null() && ev["replayed"] == false, "{ev}");
     if row == "tp_btf:signal_generate" {

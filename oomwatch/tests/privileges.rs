@@ -1,5 +1,7 @@
 //! Least privilege: once its programs are attached and its descriptors open, the agent holds
-//! no capability at all, and still records OOM kills and answers scrapes.
+//! no capability at all (in any thread, the stdout writer's included; bounding set emptied),
+//! and still records OOM kills and answers scrapes. A failed drop stops the agent unless
+//! `--allow-cap-drop-failure`.
 mod common;
 
 use std::fs;
@@ -46,6 +48,11 @@ fn agent_drops_every_capability_after_attaching_and_keeps_working() {
     }
     let status = fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
     assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    // Started as root (with CAP_SETPCAP): the bounding set is empty too.
+    assert!(
+        status.lines().any(|l| l == "CapBnd:\t0000000000000000"),
+        "{status}"
+    );
 
     // Still recording: a real kill arrives as an event, and /metrics answers.
     let cg = TestCgroup::new(48 << 20);

@@ -464,3 +464,34 @@ fn errors_name_the_problem_and_the_fix() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {o:?}");
     }
 }
+
+/// A process whose name is not UTF-8 (any process may choose its comm) is ranked like any
+/// other, its name shown with U+FFFD for the bytes that are not.
+#[test]
+fn a_process_with_a_non_utf8_name_is_ranked() {
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import ctypes,sys,time\n\
+             ctypes.CDLL(None).prctl(15, b'\\xffbad\\xfe', 0, 0, 0)\n\
+             sys.stdout.write('named\\n'); sys.stdout.flush(); time.sleep(60)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid = i64::from(child.id());
+    let rows = json(&["--json", "--limit", "0"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = rows
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} with a non-UTF-8 name not ranked"));
+    assert_eq!(row["comm"], "\u{fffd}bad\u{fffd}", "{row}");
+}

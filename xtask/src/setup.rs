@@ -1,9 +1,10 @@
 //! `cargo xtask setup [--test]`: install only what is missing.
 //!
 //! * Debian packages for the eBPF toolchain: `rustc-web cargo-web rust-web-src llvm-22-dev`
-//!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth,
-//!   `rust-web-clippy` for `clippy-ebpf`, and `docker.io`, `podman`, `containerd`, `runc`,
-//!   `crun`, `busybox-static` for the real-runtime tests);
+//!   (with `--test` also `prometheus` for promtool and the TLS scrape test, `bpftool` as test
+//!   ground truth, `rust-web-clippy` for `clippy-ebpf`, `curl` and `openssl` for the web
+//!   configuration tests, and `docker.io`, `podman`, `containerd`, `runc`, `crun`,
+//!   `busybox-static` for the real-runtime tests);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -30,6 +31,9 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
+    // tests/web_config.rs: a real TLS client and the test certificates.
+    "curl",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -13,6 +13,8 @@ pub enum RunError {
     #[error(transparent)]
     Server(#[from] server::ServerError),
     #[error(transparent)]
+    WebConfig(#[from] server::WebConfigError),
+    #[error(transparent)]
     Probe(#[from] loader::ProbeError),
     #[error("cannot install the {0} signal handler: {1}")]
     Signal(&'static str, io::Error),
@@ -26,6 +28,8 @@ pub enum RunError {
     State(#[from] crate::recovery::position::StateError),
     #[error("kernel log: {0}")]
     Kmsg(#[from] KmsgError),
+    #[error("could not drop capabilities after start-up: {0}; refusing to run privileged (--allow-cap-drop-failure runs anyway)")]
+    DropPrivileges(io::Error),
     #[error("invalid --log-level {0:?}: {1}")]
     LogLevel(String, String),
 }

@@ -210,6 +210,8 @@ impl Agent {
         let leftover = self.correlator.flush_all();
         let flushed = self.sink.emit(leftover);
         self.sink.save_position();
+        // What stdout has not taken yet gets 2 s (a stalled reader must not hold the exit).
+        self.sink.out.close(std::time::Duration::from_secs(2));
         self.shutdown.stop().await;
         drop(self.ring);
         drop(self.shutdown);

@@ -1,6 +1,5 @@
 //! Where the agent's finished records go ([`Sink`]): enriched, written as JSON, counted, kept
 //! for the page, and the kernel-log position saved.
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use crate::sys::clock::monotonic_ns;
 /// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
 /// is watched for its `memory.events`.
 pub(super) struct Sink {
-    pub(super) out: JsonLines<io::Stdout>,
+    pub(super) out: JsonLines,
     pub(super) metrics: Arc<Metrics>,
     pub(super) recent: Arc<RecentEvents>,
     pub(super) enricher: Enricher,

@@ -25,7 +25,7 @@ use crate::record::{OomEvent, ProbeId, Source};
 use crate::recovery::position::{self, StateFile};
 use crate::recovery::{Recovery, StartUp};
 use crate::server;
-use crate::sink::json::JsonLines;
+use crate::sink::json::{self, JsonLines};
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 use crate::sink::recent::RecentEvents;
 use crate::source::gfp::GfpDecoder;
@@ -102,7 +102,12 @@ struct KernelLog {
 /// Runs every start-up step; the agent is then ready for its event loop.
 pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let state_file = prepare_process(cfg)?;
-    // Bind before touching the kernel: a busy port fails fast with nothing attached.
+    // Read the web configuration and bind before touching the kernel: a bad file or a busy
+    // port fails fast with nothing attached.
+    let web = match &cfg.web_config_file {
+        Some(p) => server::WebConfig::load(p)?,
+        None => server::WebConfig::default(),
+    };
     let listener = server::bind(cfg.listen).await?;
     let probes = loader::load(&load_options(cfg))?;
     let metrics = new_metrics(cfg);
@@ -133,11 +138,16 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (correlator, kmsg_context) =
         choose_context_source(cfg, &hooks, correlator, &log, &metrics, constraints);
     let recent = Arc::new(RecentEvents::new(cfg.recent_events));
-    let (stop, server) = start_server(cfg, listener, &metrics, &recent, &host);
+    let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
+    // Its thread holds no capability from its first instruction on.
+    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES, caps::drop_this_thread)
+        .map_err(RunError::Stdout)?;
+    let stdout_stats = out.stats();
+    metrics.add_collector(Box::new(move || stdout_stats.families()));
     let sink = Sink {
-        out: JsonLines::new(io::stdout()),
+        out,
         metrics: Arc::clone(&metrics),
         recent,
         enricher: Enricher::with_bundles(BundleConfig {
@@ -173,7 +183,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     if let Some(up) = log.missed {
         record_missed(&mut agent, up)?;
     }
-    drop_privileges();
+    drop_privileges(cfg)?;
     tracing::info!("probes ready; waiting for OOM kills");
     Ok(agent)
 }
@@ -392,7 +402,7 @@ fn choose_context_source(
 
 fn start_server(
     cfg: &Config,
-    listener: TcpListener,
+    (listener, web): (TcpListener, server::WebConfig),
     metrics: &Arc<Metrics>,
     recent: &Arc<RecentEvents>,
     host: &Arc<HostCollectors>,
@@ -404,17 +414,30 @@ fn start_server(
     let state = server::ServerState::new(Arc::clone(metrics))
         .with_recent(Arc::clone(recent))
         .with_host(Arc::clone(host))
-        .with_node(&cfg.host);
+        .with_node(&cfg.host)
+        .metrics_only(cfg.metrics_only);
     let limits = server::Limits::default().with_max_connections(cfg.max_connections);
-    let task = tokio::spawn(server::serve_with_limits(
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    let auth = if web.auth.is_some() {
+        ", basic auth"
+    } else {
+        ""
+    };
+    let task = tokio::spawn(server::serve_with(
         listener,
         state,
         limits,
+        web,
         async move {
             let _ = stop_rx.await;
         },
     ));
-    tracing::info!(listen = %cfg.listen, "serving /, /events, /metrics and /healthz");
+    let paths = if cfg.metrics_only {
+        "/metrics and /healthz"
+    } else {
+        "/, /events, /metrics and /healthz"
+    };
+    tracing::info!(listen = %cfg.listen, "serving {paths} ({scheme}{auth})");
     (stop_tx, task)
 }
 
@@ -467,10 +490,21 @@ fn record_missed(agent: &mut Agent, up: StartUp) -> Result<(), RunError> {
 }
 
 /// Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
-fn drop_privileges() {
+/// Drops every capability (and the bounding set as far as allowed); a failure is fatal
+/// unless `--allow-cap-drop-failure`: an agent left privileged is what an attacker wants.
+fn drop_privileges(cfg: &Config) -> Result<(), RunError> {
     match caps::drop_all() {
-        Ok(()) => tracing::info!("dropped all capabilities"),
-        Err(e) => tracing::warn!("could not drop capabilities: {e}"),
+        Ok(bounding) => {
+            tracing::info!(bounding_set_dropped = bounding, "dropped all capabilities");
+            Ok(())
+        }
+        Err(e) if cfg.allow_cap_drop_failure => {
+            tracing::error!(
+                "could not drop capabilities: {e}; running privileged (--allow-cap-drop-failure)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(RunError::DropPrivileges(e)),
     }
 }
 

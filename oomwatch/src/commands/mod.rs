@@ -71,6 +71,19 @@ pub struct RunArgs {
     /// (1..=65536).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_connections: u64,
+    /// TLS, basic authentication and response headers for the HTTP server, in the Prometheus
+    /// exporter-toolkit web configuration format (tls_server_config, basic_auth_users,
+    /// http_server_config.headers).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve only /metrics and /healthz: no / page and no /events (for nodes where only the
+    /// metrics may be exposed).
+    #[arg(long)]
+    pub metrics_only: bool,
+    /// Keep running, privileged, when dropping every capability after start-up fails (by
+    /// default that stops the agent).
+    #[arg(long)]
+    pub allow_cap_drop_failure: bool,
     /// How many recent events the HTTP server keeps for `/` and `/events` (1..=10000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub recent_events: u64,

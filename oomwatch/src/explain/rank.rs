@@ -125,7 +125,7 @@ fn parse_status_extra(status: &str) -> (Option<u64>, bool) {
 /// Reads `<proc>/<pid>`; `None` when the process vanished meanwhile.
 pub fn read_sample(proc: &Path, pid: i32) -> Option<Sample> {
     let dir = proc.join(pid.to_string());
-    let status = fs::read_to_string(dir.join("status")).ok()?;
+    let status = procfs::read_text(&dir.join("status"))?;
     let kernel_oom_score = fs::read_to_string(dir.join("oom_score"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
@@ -134,9 +134,7 @@ pub fn read_sample(proc: &Path, pid: i32) -> Option<Sample> {
         .trim()
         .parse()
         .ok()?;
-    let stat_flags = fs::read_to_string(dir.join("stat"))
-        .ok()
-        .and_then(|s| parse_stat_flags(&s));
+    let stat_flags = procfs::read_text(&dir.join("stat")).and_then(|s| parse_stat_flags(&s));
     let cgroup = fs::read_to_string(dir.join("cgroup"))
         .ok()
         .and_then(|s| procfs::parse_cgroup(&s));

@@ -24,7 +24,7 @@
 //! 1; it fails only when the hierarchy's root cannot be listed (no hierarchy: nothing listed).
 use crate::sink::metrics::prom;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use prometheus::proto::{MetricFamily, MetricType};
@@ -113,6 +113,10 @@ pub struct HostCollectors {
     page_size: u64,
     memcg: Mutex<MemcgEvents>,
     headroom: Mutex<memcg_headroom::MemcgHeadroom>,
+    /// The last collection and when it finished, shared by scrapes that waited for it.
+    last: Mutex<Option<(Instant, Arc<Vec<MetricFamily>>)>>,
+    /// Collections run (for tests).
+    runs: std::sync::atomic::AtomicU64,
 }
 
 impl HostCollectors {
@@ -131,6 +135,8 @@ impl HostCollectors {
             )),
             root,
             page_size: system_page_size(),
+            last: Mutex::new(None),
+            runs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -174,7 +180,29 @@ impl HostCollectors {
     /// Reads everything now; returns the metric families sorted by name (empty ones left out),
     /// including `oomwatch_host_collector_success{collector}` and
     /// `oomwatch_host_collector_duration_seconds{collector}`.
+    ///
+    /// Scrapes arriving together share one walk (up to 10,000 cgroups and `/proc`): a scrape
+    /// that waited while another collected takes that result, which finished after it
+    /// arrived, so nothing older than the scrape is ever served and a flood of scrapes costs
+    /// one walk per walk's duration, not one each.
     pub fn collect(&self) -> Vec<MetricFamily> {
+        let arrived = Instant::now();
+        let mut last = lock(&self.last);
+        if let Some((_, fams)) = last.as_ref().filter(|(done, _)| *done >= arrived) {
+            return fams.as_ref().clone();
+        }
+        let fams = Arc::new(self.collect_now());
+        *last = Some((Instant::now(), Arc::clone(&fams)));
+        Arc::unwrap_or_clone(fams)
+    }
+
+    /// Collections run since start.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn collect_now(&self) -> Vec<MetricFamily> {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (_, mut fams, mut statuses) = self.gather(true);
         statuses.sort_unstable_by_key(|s| s.name);
         let success = statuses
@@ -274,6 +302,28 @@ mod tests {
     //! Property tests with a seeded xorshift generator: random bytes, mutated real files and
     //! random numbers never panic a host parser, the risk rules or a whole collection.
     use super::*;
+
+    #[test]
+    fn scrapes_that_wait_for_a_collection_share_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/basic");
+        let hc = Arc::new(HostCollectors::new(root).with_page_size(4096));
+        let held = lock(&hc.last);
+        let scrapes: Vec<_> = (0..4)
+            .map(|_| {
+                let hc = Arc::clone(&hc);
+                std::thread::spawn(move || hc.collect())
+            })
+            .collect();
+        // Let all four arrive and wait behind the lock.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+        let results: Vec<_> = scrapes.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(hc.runs(), 1, "four waiting scrapes, one walk");
+        assert!(results.iter().all(|r| r == &results[0] && !r.is_empty()));
+        // A scrape arriving after it finished walks again: never older than the scrape.
+        hc.collect();
+        assert_eq!(hc.runs(), 2);
+    }
 
     use oomwatch_testkit::XorShift;
 

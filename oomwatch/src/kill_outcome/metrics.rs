@@ -9,6 +9,8 @@ use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use crate::sink::metrics::prom::{self, counter, f, family, gauge};
 use crate::source::probe::loader::read_counter;
 
+use super::sender::Refusal;
+
 /// Upper bounds (seconds) of the kill→exit and kill→reaped histograms: 1 ms to 60 s. An exit
 /// within a few ms is a healthy kill; seconds mean the victim was blocked in the kernel.
 pub const BUCKETS: [f64; 15] = [
@@ -71,6 +73,8 @@ pub struct Stats {
     pub stuck_total: u64,
     /// Userspace kills by killer.
     pub userspace_kills: BTreeMap<String, u64>,
+    /// Listed comms' SIGKILLs not reported, by why.
+    pub userspace_dropped: BTreeMap<Refusal, u64>,
 }
 
 impl Stats {
@@ -92,8 +96,19 @@ impl Stats {
         *self.userspace_kills.entry(k).or_default() += 1;
     }
 
+    pub fn userspace_dropped(&mut self, why: Refusal) {
+        *self.userspace_dropped.entry(why).or_default() += 1;
+    }
+
     /// The families, at scrape time.
     pub fn families(&self) -> Vec<MetricFamily> {
+        let dropped = Refusal::ALL
+            .iter()
+            .map(|r| {
+                let n = self.userspace_dropped.get(r).copied().unwrap_or(0);
+                counter(&[("reason", r.label())], f(n))
+            })
+            .collect();
         let to_exit = self
             .to_exit
             .iter()
@@ -142,6 +157,15 @@ impl Stats {
                 "SIGKILLs by userspace OOM killers (earlyoom, systemd-oomd, ...), by killer comm.",
                 MetricType::COUNTER,
                 userspace,
+            ),
+            family(
+                "oomwatch_userspace_oom_kills_dropped_total",
+                "SIGKILLs sent under a userspace OOM killer's comm that are not reported, by \
+                 reason: executable (not that killer's root-owned executable), unprivileged \
+                 (no CAP_KILL), sender_gone (exited before it was checked), rate_limited \
+                 (beyond 20 at once, 5 a second, per sender).",
+                MetricType::COUNTER,
+                dropped,
             ),
         ]
     }

@@ -9,9 +9,11 @@
 //!
 //! Inputs: the events written ([`Lifecycle::on_event`]) and the probe records the correlator
 //! does not take ([`Lifecycle::push`]): exits of killed tasks, the reaper's steps, and SIGKILLs
-//! of listed userspace killers (which become events themselves, `killer` set to their comm).
+//! of listed userspace killers (which become events themselves, `killer` set to their comm)
+//! when [`sender`] finds the sender is that killer's privileged executable, within its rate.
 mod metrics;
 mod records;
+pub mod sender;
 mod tracked;
 mod userspace;
 
@@ -66,6 +68,7 @@ pub struct Lifecycle {
     stats: Arc<Mutex<Stats>>,
     /// Where a victim gone without its exit record makes the exit row silent.
     silence: Silence,
+    senders: sender::Senders,
 }
 
 impl Lifecycle {
@@ -81,6 +84,7 @@ impl Lifecycle {
             next_seq: 0,
             stats: Arc::new(Mutex::new(Stats::default())),
             silence: Silence::new(),
+            senders: sender::Senders::default(),
         }
     }
 
@@ -117,6 +121,17 @@ impl Lifecycle {
     pub fn push(&mut self, rec: &Record, now: Instant) -> Vec<Output> {
         match rec {
             Record::Signal(s) => {
+                if !userspace::is_userspace_kill(s) {
+                    return Vec::new();
+                }
+                let comm = crate::sys::text::comm_str(&s.sender_comm);
+                let admitted = self
+                    .senders
+                    .admit(&self.proc_root, s.sender_tgid, &comm, now);
+                if let Err(why) = admitted {
+                    self.stats_mut().userspace_dropped(why);
+                    return Vec::new();
+                }
                 let ev = userspace::event(s, &self.host, &self.proc_root, self.resolver.as_mut());
                 match ev {
                     Some(ev) => {
@@ -570,24 +585,57 @@ mod tests {
         s
     }
 
+    /// `/proc/899` of a sender running `exe` (root-owned `/bin/sh`: comm `sh`), with or
+    /// without `CAP_KILL`.
+    fn sender_proc(proc_root: &std::path::Path, cap_kill: bool) {
+        let d = proc_root.join("899");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", d.join("exe")).unwrap();
+        let caps = if cap_kill { "0000000000000020" } else { "0" };
+        std::fs::write(d.join("status"), format!("Name:\tsh\nCapEff:\t{caps}\n")).unwrap();
+        std::fs::write(d.join("cmdline"), "/bin/sh\0-c\0").unwrap();
+    }
+
     #[test]
-    fn a_userspace_killers_sigkill_is_an_event_with_killer_set() {
+    fn a_forged_or_unprivileged_killer_is_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut lc = tracker(dir.path(), true);
         let now = Instant::now();
-        let out = lc.push(&Record::Signal(sigkill("earlyoom")), now);
+        // Gone, then not the killer's executable (sh named earlyoom), then no CAP_KILL.
+        assert!(lc.push(&Record::Signal(sigkill("sh")), now).is_empty());
+        sender_proc(dir.path(), false);
+        assert!(lc
+            .push(&Record::Signal(sigkill("earlyoom")), now)
+            .is_empty());
+        assert!(lc.push(&Record::Signal(sigkill("sh")), now).is_empty());
+        let stats = lc.stats();
+        let s = stats.lock().unwrap();
+        assert!(s.userspace_kills.is_empty());
+        assert_eq!(
+            s.userspace_dropped.values().copied().collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn a_userspace_killers_sigkill_is_an_event_with_killer_set() {
+        let dir = tempfile::tempdir().unwrap();
+        sender_proc(dir.path(), true);
+        let mut lc = tracker(dir.path(), true);
+        let now = Instant::now();
+        let out = lc.push(&Record::Signal(sigkill("sh")), now);
         let [Output::Kill(ev)] = out.as_slice() else {
             panic!("{out:?}")
         };
-        assert_eq!(ev.killer.as_deref(), Some("earlyoom"));
+        assert_eq!(ev.killer.as_deref(), Some("sh"));
         assert_eq!(ev.killer_pid, Some(899));
         assert_eq!((ev.pid, ev.comm.as_deref()), (70, Some("java")));
-        assert_eq!(ev.trigger.as_ref().unwrap().comm, "earlyoom");
+        assert_eq!(ev.trigger.as_ref().unwrap().comm, "sh");
         assert!(ev.oom_id.is_none() && !ev.replayed);
         let v: Value = serde_json::from_str(&ev.to_json_line()).unwrap();
         assert_eq!(v["sources"]["killer"], "tracepoint:signal/signal_generate");
         assert_eq!(v["victim"]["comm"], "java");
-        assert_eq!(lc.stats().lock().unwrap().userspace_kills["earlyoom"], 1);
+        assert_eq!(lc.stats().lock().unwrap().userspace_kills["sh"], 1);
         // Followed to its exit like a kernel kill.
         let ktime = ev.ktime_ns;
         lc.on_event(ev, now);
@@ -597,9 +645,9 @@ mod tests {
                 out[0]["killer"].as_str(),
                 out[0]["kill_to_exit_ns"].as_u64()
             ),
-            (Some("earlyoom"), Some(3_000))
+            (Some("sh"), Some(3_000))
         );
-        assert_eq!(lc.stats().lock().unwrap().to_exit["earlyoom"].count(), 1);
+        assert_eq!(lc.stats().lock().unwrap().to_exit["sh"].count(), 1);
     }
 
     #[test]

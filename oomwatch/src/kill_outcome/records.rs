@@ -144,7 +144,7 @@ pub fn task_state(proc_root: &Path, pid: i32) -> Option<(char, i32)> {
         .flatten()
         .filter_map(|e| {
             let tid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let stat = crate::sys::procfs::read_text(&e.path().join("stat"))?;
             Some((parse_state(&stat)?, tid))
         })
         .max_by_key(|&(c, tid)| (rank(c), -tid))

@@ -49,7 +49,7 @@ pub fn event(
 
 /// A new userspace kill: a target, not sent by the kernel, and delivered (not ignored, not
 /// already pending).
-fn is_userspace_kill(s: &SignalRecord) -> bool {
+pub(super) fn is_userspace_kill(s: &SignalRecord) -> bool {
     let has = |bit: u32| s.present & bit != 0;
     if !has(signal_field::TARGET_PID) || s.target_pid <= 0 {
         return false;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::owned_dir::OwnedDir;
+
 /// File name below the state directory.
 pub const FILE: &str = "kmsg-position.json";
 /// Live-recorded pids remembered.
@@ -20,9 +22,7 @@ const RECENT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error(
-        "cannot create state directory {0}: {1}: create it or choose another with --state-dir"
-    )]
+    #[error("cannot use state directory {0}: {1}; or choose another with --state-dir")]
     Dir(PathBuf, io::Error),
     #[error("cannot write {0}: {1}: make it writable or choose another --state-dir")]
     Write(PathBuf, io::Error),
@@ -38,9 +38,11 @@ pub struct Position {
     pub recent: Vec<i32>,
 }
 
-/// The state file.
+/// The state file, in a directory only the agent writes ([`OwnedDir`]: nothing planted there
+/// is followed, hung on or read whole).
 #[derive(Debug)]
 pub struct StateFile {
+    dir: OwnedDir,
     path: PathBuf,
     /// Opened at the first save (after the saved position was read).
     file: std::sync::Mutex<Option<fs::File>>,
@@ -52,6 +54,10 @@ pub struct StateFile {
 const RECORD: usize = 4096;
 /// Records written in turn; the newest (highest `gen`) is the position.
 const SLOTS: usize = 8;
+/// The largest state file read: the slots, or a position written whole by rename.
+const MAX_FILE: u64 = 64 * 1024;
+/// The write probe's name.
+const PROBE: &str = ".write-test";
 
 /// A position encoded for its slot, not yet written.
 #[derive(Debug)]
@@ -80,32 +86,38 @@ fn trim_slot(c: &[u8]) -> &[u8] {
 }
 
 impl StateFile {
-    /// Creates the directory if needed and checks it is writable.
+    /// Creates the directory (0700) if needed, checks only the agent can write it (else a
+    /// one-line error), and that it is writable.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        fs::create_dir_all(dir).map_err(|e| StateError::Dir(dir.to_path_buf(), e))?;
-        let probe = dir.join(".write-test");
-        fs::write(&probe, b"").map_err(|e| StateError::Write(probe.clone(), e))?;
-        let _ = fs::remove_file(&probe);
+        let dir = OwnedDir::open(dir).map_err(|e| StateError::Dir(dir.to_path_buf(), e))?;
+        let probe_err = |e| StateError::Write(dir.path().join(PROBE), e);
+        dir.create_new(PROBE).map_err(probe_err)?;
+        dir.remove(PROBE).map_err(probe_err)?;
         Ok(Self {
-            path: dir.join(FILE),
+            path: dir.path().join(FILE),
+            dir,
             file: std::sync::Mutex::new(None),
             next_gen: std::sync::Mutex::new(0),
         })
     }
 
-    /// The saved position; `None` when there is none or it is unreadable (logged).
+    /// The saved position; `None` when there is none or it is unusable (a one-line warning:
+    /// not a regular file of the agent's own, too big, malformed; it is replaced at the next
+    /// save).
     pub fn load(&self) -> Option<Position> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        let bytes = match self.dir.read_own(FILE, MAX_FILE) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), "state file unreadable: {e}; no replay");
+                tracing::warn!(
+                    "state file {} {e}: ignored (no replay), replaced at the next save",
+                    self.path.display()
+                );
                 return None;
             }
         };
         // The newest of the slots that parse; else the whole file (written by rename).
-        let newest = text
-            .as_bytes()
+        let newest = bytes
             .chunks(RECORD)
             .filter_map(|c| serde_json::from_slice::<Slot>(trim_slot(c)).ok())
             .max_by_key(|s| s.gen);
@@ -113,7 +125,7 @@ impl StateFile {
             *self.next_gen.lock().unwrap_or_else(|p| p.into_inner()) = slot.gen + 1;
             return Some(slot.pos);
         }
-        match serde_json::from_str::<Slot>(&text) {
+        match serde_json::from_slice::<Slot>(&bytes) {
             Ok(s) => Some(s.pos),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), "state file malformed: {e}; no replay");
@@ -163,19 +175,7 @@ impl StateFile {
         }
         let file = match slot.as_ref() {
             Some(f) => f,
-            None => {
-                let f = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&self.path)
-                    .map_err(|e| StateError::Write(self.path.clone(), e))?;
-                // Drop any longer content an older format left behind.
-                f.set_len((RECORD * SLOTS) as u64)
-                    .map_err(|e| StateError::Write(self.path.clone(), e))?;
-                slot.insert(f)
-            }
+            None => slot.insert(self.open_slots()?),
         };
         // Each save goes to the next slot: a page the kernel is writing back can stall a write
         // to it (stable pages), and consecutive saves never touch the same page.
@@ -184,14 +184,45 @@ impl StateFile {
             .map_err(|e| StateError::Write(self.path.clone(), e))
     }
 
+    /// The file to write slots into: the agent's own, or a new one in its place.
+    fn open_slots(&self) -> Result<fs::File, StateError> {
+        let err = |e| StateError::Write(self.path.clone(), e);
+        let len = (RECORD * SLOTS) as u64;
+        match self.dir.open_own(FILE) {
+            Ok(Some(f)) => {
+                // Drop any longer content an older format (or anyone) left behind.
+                f.set_len(len).map_err(err)?;
+                f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .map_err(err)?;
+                Ok(f)
+            }
+            Ok(None) => self.replace_with(|f| f.set_len(len)),
+            Err(e) => {
+                tracing::info!("state file {} {e}: replaced", self.path.display());
+                self.replace_with(|f| f.set_len(len))
+            }
+        }
+    }
+
     fn save_by_rename(&self, body: &[u8]) -> Result<(), StateError> {
+        self.replace_with(|mut f| io::Write::write_all(&mut f, body))
+            .map(drop)
+    }
+
+    /// A new file, filled by `fill`, renamed over the state file (whatever is there is
+    /// replaced, not followed); returns it open.
+    fn replace_with(
+        &self,
+        fill: impl FnOnce(&fs::File) -> io::Result<()>,
+    ) -> Result<fs::File, StateError> {
         // A temporary name of this process's own: two agents given the same directory by
         // mistake must not rename each other's half-written file.
-        let tmp = self
-            .path
-            .with_extension(format!("json.{}.tmp", std::process::id()));
-        fs::write(&tmp, body).map_err(|e| StateError::Write(tmp.clone(), e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| StateError::Write(self.path.clone(), e))
+        let tmp = format!("{FILE}.{}.tmp", std::process::id());
+        let err = |e| StateError::Write(self.dir.path().join(&tmp), e);
+        let f = self.dir.create_new(&tmp).map_err(err)?;
+        fill(&f).map_err(err)?;
+        self.dir.rename(&tmp, FILE).map_err(err)?;
+        Ok(f)
     }
 }
 

@@ -7,7 +7,11 @@
 //!   between scrapes); the accept loop waits for it to go (at most [`EVICT_WAIT`]) before it
 //!   accepts again. So at most `max_connections + 1` sockets are open, and a well-behaved
 //!   client that connects and sends its request right away is served even while the table is
-//!   full of idle or slow connections. When every connection is busy, the new one is closed.
+//!   full of idle or slow connections. When none is idle, the one whose answer has waited
+//!   longest (over [`SLOW_READER`]) for its reader is reset; else the new one is closed.
+//! * A request is in progress until its answer's last byte is in the kernel's hands, which
+//!   must happen within `write_timeout` of the handler's answer, else the connection is reset
+//!   (see [`super::conn`]). `/healthz` does not wait for a handler turn.
 //! * Accept errors (`EMFILE`, `ENFILE`, `ENOBUFS`, ...) are counted and followed by a
 //!   [`ACCEPT_BACKOFF`] pause instead of a busy loop.
 //! * At shutdown the listener is closed, connections without a request in progress are closed
@@ -16,9 +20,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,12 +32,16 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use super::conn::{self, Conn, InFlight, Owned, Tracked, Watched};
 use super::limits::{ConnError, HttpStats, Limits};
+use super::web_config::WebConfig;
 
 /// Longest wait of the accept loop for an evicted connection to close.
 const EVICT_WAIT: Duration = Duration::from_secs(1);
@@ -40,28 +49,8 @@ const EVICT_WAIT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, of memory, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// One open connection, as the accept loop sees it.
-#[derive(Debug, Default)]
-struct Conn {
-    /// Requests of this connection in a handler now.
-    in_flight: AtomicUsize,
-    /// Requests of this connection answered so far.
-    served: AtomicU64,
-    /// Set once the connection was told to close.
-    closing: AtomicBool,
-    close: Notify,
-}
-
-impl Conn {
-    fn idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-    }
-
-    fn tell_to_close(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.close.notify_one();
-    }
-}
+/// An answer unread this long may be reset to make room for a new connection at the cap.
+const SLOW_READER: Duration = Duration::from_secs(1);
 
 /// The open connections, by accept order.
 #[derive(Debug, Default)]
@@ -71,6 +60,8 @@ struct Registry {
     gone: Notify,
     next_id: AtomicU64,
     stats: Arc<HttpStats>,
+    /// Bytes of [`Owned`] answers held by all connections.
+    budget: Arc<AtomicUsize>,
 }
 
 impl Registry {
@@ -85,7 +76,7 @@ impl Registry {
     /// Registers a new connection; it leaves the registry when the returned guard drops.
     fn add(self: &Arc<Self>) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::default());
+        let conn = Arc::new(Conn::new(Arc::clone(&self.budget)));
         let mut conns = self.lock();
         conns.insert(id, Arc::clone(&conn));
         self.stats.set_open(conns.len());
@@ -97,18 +88,22 @@ impl Registry {
     }
 
     /// The connection to close to make room: the oldest idle one that never completed a
-    /// request, else the oldest idle one; none when all are busy or already closing.
-    fn victim(&self) -> Option<Arc<Conn>> {
+    /// request, else the oldest idle one, else (to be reset) the one whose answer has been
+    /// waiting longest for its reader, if for more than [`SLOW_READER`]; none when all are
+    /// busy or already closing.
+    fn victim(&self, write_timeout: Duration) -> Option<(Arc<Conn>, bool)> {
         let conns = self.lock();
-        let candidates = || {
-            conns
-                .values()
-                .filter(|c| c.idle() && !c.closing.load(Ordering::Acquire))
-        };
-        candidates()
-            .find(|c| c.served.load(Ordering::Relaxed) == 0)
-            .or_else(|| candidates().next())
-            .cloned()
+        let open = || conns.values().filter(|c| !c.closing());
+        let idle = || open().filter(|c| c.idle());
+        if let Some(c) = idle().find(|c| c.served() == 0).or_else(|| idle().next()) {
+            return Some((Arc::clone(c), false));
+        }
+        let slow_before = Instant::now() + write_timeout.saturating_sub(SLOW_READER);
+        open()
+            .filter_map(|c| Some((c.deadline()?, c)))
+            .filter(|(d, _)| *d <= slow_before)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, c)| (Arc::clone(c), true))
     }
 
     fn close_all(&self) {
@@ -141,6 +136,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
+        self.conn.release();
         let mut conns = self.registry.lock();
         conns.remove(&self.id);
         self.registry.stats.set_open(conns.len());
@@ -156,6 +152,14 @@ struct Shared {
     http: http1::Builder,
     handlers: Semaphore,
     stats: Arc<HttpStats>,
+    /// The web configuration now (replaced when its file is reloaded, see [`reload`]).
+    web: RwLock<Arc<WebConfig>>,
+}
+
+impl Shared {
+    fn web(&self) -> Arc<WebConfig> {
+        Arc::clone(&self.web.read().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` completes.
@@ -163,6 +167,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    web: WebConfig,
     stats: Arc<HttpStats>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -179,7 +184,9 @@ pub(super) async fn serve(
         http,
         handlers: Semaphore::new(limits.max_concurrent_requests),
         stats: Arc::clone(&stats),
+        web: RwLock::new(Arc::new(web)),
     });
+    let reloader = tokio::spawn(reload(Arc::clone(&shared)));
     let registry = Arc::new(Registry {
         stats,
         ..Registry::default()
@@ -217,6 +224,7 @@ pub(super) async fn serve(
         tokio::spawn(connection(stream, registered, Arc::clone(&shared)));
     }
     drop(listener);
+    reloader.abort();
 
     registry.close_all();
     let deadline = Instant::now() + limits.shutdown_grace + Duration::from_millis(100);
@@ -228,13 +236,71 @@ pub(super) async fn serve(
     }
 }
 
+/// How often the web configuration file is checked for a change.
+const RELOAD_POLL: Duration = Duration::from_secs(5);
+
+/// Reloads the web configuration on SIGHUP and when its file changes (modification time, size
+/// or inode): new connections and requests get the new one. A file that does not load is a
+/// warning; the one in use stays.
+async fn reload(shared: Arc<Shared>) {
+    let Some(path) = shared.web().path.clone() else {
+        return;
+    };
+    let stamp = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch SIGHUP for --web.config.file: {e}; reloading on change only"
+            );
+            None
+        }
+    };
+    let mut seen = stamp(&path);
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            _ = hangup => "SIGHUP",
+            () = tokio::time::sleep(RELOAD_POLL) => {
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match WebConfig::load(&path) {
+            Ok(web) => {
+                *shared.web.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(web);
+                tracing::info!(reason = why, "web configuration reloaded");
+            }
+            Err(e) => tracing::warn!(reason = why, "{e}; keeping the web configuration in use"),
+        }
+    }
+}
+
 /// Closes the connection [`Registry::victim`] picks and waits for it to go; false when there
 /// is none or it did not go in time.
 async fn make_room(registry: &Registry, limits: &Limits) -> bool {
-    let Some(victim) = registry.victim() else {
+    let Some((victim, slow)) = registry.victim(limits.write_timeout) else {
         return false;
     };
-    victim.tell_to_close();
+    if slow {
+        victim.tell_to_reset();
+    } else {
+        victim.tell_to_close();
+    }
     registry.stats.evicted();
     registry
         .wait_below(limits.max_connections, Instant::now() + EVICT_WAIT)
@@ -253,9 +319,36 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it ends, the client misbehaves or it is told to close.
+/// Serves one connection (after its TLS handshake, within the header timeout, when the web
+/// configuration asks for TLS).
 async fn connection(stream: TcpStream, registered: Registered, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    conn::cap_send_buffer(fd, shared.limits.send_buffer_bytes);
+    let Some(acceptor) = shared.web().tls.clone().map(TlsAcceptor::from) else {
+        return serve_io(stream, fd, registered, shared).await;
+    };
+    let timeout = shared.limits.header_read_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_io(tls, fd, registered, shared).await,
+        Ok(Err(e)) => {
+            shared.stats.conn_error(ConnError::TlsHandshake);
+            tracing::debug!("HTTP connection closed: TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            shared.stats.conn_error(ConnError::TlsHandshake);
+            tracing::debug!("HTTP connection closed: no TLS handshake within {timeout:?}");
+        }
+    }
+}
+
+/// Serves one connection until it ends, the client misbehaves, it is told to close, or an
+/// answer is not written by its deadline (then the connection is reset, dropping what the
+/// kernel still holds for it).
+async fn serve_io<S>(stream: S, fd: RawFd, registered: Registered, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::clone(&registered.conn);
     let service = {
         let shared = Arc::clone(&shared);
@@ -264,17 +357,37 @@ async fn connection(stream: TcpStream, registered: Registered, shared: Arc<Share
             handle(req, Arc::clone(&shared), Arc::clone(&conn))
         })
     };
-    let mut http = pin!(shared.http.serve_connection(TokioIo::new(stream), service));
-    let result = tokio::select! {
-        r = http.as_mut() => r,
-        () = conn.close.notified() => {
-            if conn.idle() {
-                Ok(())
-            } else {
-                http.as_mut().graceful_shutdown();
-                tokio::time::timeout(shared.limits.shutdown_grace, http)
-                    .await
-                    .unwrap_or(Ok(()))
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&conn)));
+    let mut http = pin!(shared.http.serve_connection(io, service));
+    let result = loop {
+        let deadline = conn.deadline();
+        let overdue = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = http.as_mut() => break r,
+            () = conn.armed.notified() => {}
+            () = overdue => if conn.overdue(Instant::now()) {
+                shared.stats.conn_error(ConnError::WriteTimeout);
+                tracing::debug!("HTTP connection reset: its answer was not read in time");
+                conn::reset_on_close(fd);
+                break Ok(());
+            },
+            () = conn.close.notified() => {
+                if conn.idle() {
+                    break Ok(());
+                }
+                if !conn.resetting() {
+                    http.as_mut().graceful_shutdown();
+                    if let Ok(r) = tokio::time::timeout(shared.limits.shutdown_grace, http.as_mut()).await {
+                        break r;
+                    }
+                }
+                conn::reset_on_close(fd);
+                break Ok(());
             }
         }
     };
@@ -286,23 +399,6 @@ async fn connection(stream: TcpStream, registered: Registered, shared: Arc<Share
     drop(registered);
 }
 
-/// Marks a request in progress on its connection while alive.
-struct InFlight(Arc<Conn>);
-
-impl InFlight {
-    fn new(conn: Arc<Conn>) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(conn)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.served.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Runs one request through the router: waits its turn among the concurrent requests, then
 /// the handler, both within the request timeout (else 503).
 async fn handle(
@@ -310,27 +406,103 @@ async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
 ) -> Result<Response<Body>, Infallible> {
-    let _in_flight = InFlight::new(conn);
+    let mark = InFlight::new(Arc::clone(&conn));
     let mut router = shared.router.clone();
+    // /healthz waits for no turn: a flood of scrapes never fails liveness.
+    let queued = req.uri().path() != "/healthz";
     let answer = tokio::time::timeout(shared.limits.request_timeout, async {
-        let _turn = shared.handlers.acquire().await;
+        let _turn = match queued {
+            true => Some(shared.handlers.acquire().await),
+            false => None,
+        };
+        // Within the turn: a flood of wrong passwords costs at most the handlers' bcrypt time.
+        if queued && !authorized(&shared, &req).await {
+            return Ok(unauthorized());
+        }
         poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut router, cx)).await?;
         router.call(req).await
     })
     .await;
-    let response = match answer {
+    let mut response = match answer {
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
-        Err(_elapsed) => {
-            let mut r = Response::new(Body::from("the request took too long; try again later\n"));
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        }
+        Err(_elapsed) => unavailable("the request took too long; try again later\n"),
     };
+    if response.extensions().get::<Owned>().is_some() {
+        let size = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if !conn.hold(size, shared.limits.max_answer_bytes) {
+            shared.stats.over_budget();
+            response = unavailable("too many answers are being sent; try again later\n");
+        }
+    }
     shared.stats.answered(response.status().as_u16());
-    Ok(response)
+    decorate(response.headers_mut(), &shared.web().headers);
+    conn.arm(shared.limits.write_timeout);
+    Ok(response.map(|body| Body::new(Tracked::new(body, mark))))
+}
+
+/// Whether the request may be answered: no basic authentication configured, or right
+/// credentials (bcrypt is checked on a blocking thread).
+async fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(auth) = shared.web().auth.clone() else {
+        return true;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = Response::new(Body::from("unauthorized\n"));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = r.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"oomwatch\""),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Headers on every answer: no scripts, frames, sniffing or referrers (the page has none of
+/// its own), then those of the web configuration (which may replace them).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+fn decorate(h: &mut header::HeaderMap, configured: &[(header::HeaderName, header::HeaderValue)]) {
+    for (k, v) in SECURITY_HEADERS {
+        h.insert(k, header::HeaderValue::from_static(v));
+    }
+    for (k, v) in configured {
+        h.insert(k.clone(), v.clone());
+    }
+}
+
+/// A 503 with `text`.
+fn unavailable(text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }

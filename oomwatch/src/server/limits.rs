@@ -6,7 +6,8 @@
 //! most [`Limits::max_header_bytes`] of request head, a head must arrive within
 //! [`Limits::header_read_timeout`] (which also closes idle keep-alive connections), and at most
 //! [`Limits::max_concurrent_requests`] requests are handled at once, each within
-//! [`Limits::request_timeout`].
+//! [`Limits::request_timeout`], and each answer must be written within
+//! [`Limits::write_timeout`] into a send buffer of [`Limits::send_buffer_bytes`].
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,14 @@ pub struct Limits {
     /// At shutdown (and when a connection is closed to make room), how long a request already
     /// in progress may take to finish before its connection is dropped.
     pub shutdown_grace: Duration,
+    /// Time an answer has, from its handler's return, to be written to the last byte into the
+    /// kernel's send buffer; a client that does not read it is reset after it.
+    pub write_timeout: Duration,
+    /// The kernel send buffer of each connection (`SO_SNDBUF`; the kernel doubles it).
+    pub send_buffer_bytes: usize,
+    /// Bytes of answers built for one request (`/`, `/events`) all connections may hold until
+    /// written; an answer beyond it is replaced by a 503.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +64,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 4,
             shutdown_grace: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(10),
+            send_buffer_bytes: 32 * 1024,
+            max_answer_bytes: 16 << 20,
         }
     }
 }
@@ -75,6 +87,7 @@ impl Limits {
             max_connections: self.max_connections.max(1),
             max_header_bytes: self.max_header_bytes.max(MIN_HEADER_BYTES),
             max_concurrent_requests: self.max_concurrent_requests.max(1),
+            send_buffer_bytes: self.send_buffer_bytes.max(4096),
             ..self
         }
     }
@@ -92,14 +105,20 @@ pub(crate) enum ConnError {
     Malformed,
     /// The client went away mid-request, or a socket error.
     Io,
+    /// An answer not read by the client within the write timeout (the connection is reset).
+    WriteTimeout,
+    /// A TLS handshake that failed or did not finish within the header timeout.
+    TlsHandshake,
 }
 
 impl ConnError {
-    const ALL: [ConnError; 4] = [
+    const ALL: [ConnError; 6] = [
         ConnError::HeaderTimeout,
         ConnError::HeaderTooLarge,
         ConnError::Malformed,
         ConnError::Io,
+        ConnError::WriteTimeout,
+        ConnError::TlsHandshake,
     ];
 
     pub(crate) fn of(e: &hyper::Error) -> ConnError {
@@ -120,6 +139,8 @@ impl ConnError {
             ConnError::HeaderTooLarge => "header_too_large",
             ConnError::Malformed => "malformed",
             ConnError::Io => "io",
+            ConnError::WriteTimeout => "write_timeout",
+            ConnError::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -136,7 +157,8 @@ pub struct HttpStats {
     evicted: AtomicU64,
     rejected: AtomicU64,
     accept_errors: AtomicU64,
-    errors: [AtomicU64; 4],
+    errors: [AtomicU64; 6],
+    over_budget: AtomicU64,
     /// Answers by status code: the router only produces a handful of codes.
     requests: Mutex<BTreeMap<u16, u64>>,
 }
@@ -172,6 +194,10 @@ impl HttpStats {
         self.errors[e.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn over_budget(&self) {
+        self.over_budget.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn answered(&self, status: u16) {
         let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *r.entry(status).or_insert(0) += 1;
@@ -203,9 +229,18 @@ impl HttpStats {
                 "oomwatch_http_connection_errors_total",
                 "HTTP connections that ended in error, by reason: header_timeout (no complete \
                  request head in time: slow or idle clients), header_too_large (431/414), \
-                 malformed (400), io (client gone, socket error).",
+                 malformed (400), io (client gone, socket error), write_timeout (an answer \
+                 not read within 10 s: the connection is reset), tls_handshake (failed or \
+                 not done within 5 s).",
                 MetricType::COUNTER,
                 errors,
+            ),
+            family(
+                "oomwatch_http_answers_over_budget_total",
+                "Answers of / and /events replaced by a 503 because the answers not yet read \
+                 by their clients already held 16 MiB.",
+                MetricType::COUNTER,
+                vec![counter(&[], get(&self.over_budget))],
             ),
             family(
                 "oomwatch_http_connections",

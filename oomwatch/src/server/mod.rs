@@ -1,5 +1,5 @@
 //! HTTP server: `GET /` (a read-only HTML page, see [`page`]), `GET /events` (the recent events
-//! as JSON, newest first, `?limit=N`), `GET /metrics` (Prometheus text format), `GET /healthz`.
+//! as JSON, newest first, `?limit=N`, 100 by default), `GET /metrics` (Prometheus text format), `GET /healthz`.
 //!
 //! Any other path answers 404 with a short text body; another method on a known path
 //! answers 405 with an `Allow` header. The server stops accepting connections when the
@@ -27,11 +27,14 @@ use crate::sink::metrics::{Metrics, CONTENT_TYPE};
 use crate::sink::recent::RecentEvents;
 
 mod accept;
+mod conn;
 pub mod limits;
 pub mod page;
 mod segments;
+pub mod web_config;
 
 pub use limits::{HttpStats, Limits};
+pub use web_config::{WebConfig, WebConfigError};
 
 /// What the handlers read: the metrics, the recent events, the host collectors.
 #[derive(Clone, Debug)]
@@ -40,6 +43,7 @@ pub struct ServerState {
     recent: Arc<RecentEvents>,
     host: Option<Arc<HostCollectors>>,
     node: Option<Arc<str>>,
+    metrics_only: bool,
 }
 
 impl ServerState {
@@ -50,6 +54,7 @@ impl ServerState {
             recent: Arc::new(RecentEvents::default()),
             host: None,
             node: None,
+            metrics_only: false,
         }
     }
 
@@ -62,6 +67,12 @@ impl ServerState {
     /// Host collectors whose snapshot and warnings the page shows.
     pub fn with_host(mut self, host: Arc<HostCollectors>) -> Self {
         self.host = Some(host);
+        self
+    }
+
+    /// Serve only `/metrics` and `/healthz` when `on` (`/` and `/events` answer 404).
+    pub fn metrics_only(mut self, on: bool) -> Self {
+        self.metrics_only = on;
         self
     }
 
@@ -154,12 +165,24 @@ pub async fn serve(
     serve_with_limits(listener, state, Limits::default(), shutdown).await
 }
 
-/// [`serve`] under `limits`. The server's own counters (`oomwatch_http_*`) are added to the
-/// state's metrics, so call this once per [`Metrics`].
+/// [`serve`] under `limits`, with no TLS nor authentication.
 pub async fn serve_with_limits(
     listener: TcpListener,
     state: impl Into<ServerState>,
     limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    serve_with(listener, state, limits, WebConfig::default(), shutdown).await
+}
+
+/// [`serve`] under `limits` and the web configuration `web` (TLS, basic authentication,
+/// headers). The server's own counters (`oomwatch_http_*`) are added to the state's metrics,
+/// so call this once per [`Metrics`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: impl Into<ServerState>,
+    limits: Limits,
+    web: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state = state.into();
@@ -167,16 +190,18 @@ pub async fn serve_with_limits(
     state
         .metrics
         .add_collector(limits::collector(Arc::clone(&stats)));
-    accept::serve(listener, router(state), limits, stats, shutdown).await;
+    accept::serve(listener, router(state), limits, web, stats, shutdown).await;
     Ok(())
 }
 
 /// The routes, separate from the socket so they can be exercised on their own.
 fn router(state: ServerState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/events", get(events))
-        .route("/metrics", get(metrics_handler))
+    let r = Router::new();
+    let r = match state.metrics_only {
+        true => r,
+        false => r.route("/", get(index)).route("/events", get(events)),
+    };
+    r.route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -191,8 +216,9 @@ fn text_error(status: StatusCode, body: String) -> Response {
 }
 
 /// A page or document that changes at every event: never cached.
+/// Its bytes are this request's alone: they draw on the answer budget until written.
 fn fresh(content_type: &'static str, body: String) -> Response {
-    (
+    let mut r = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, content_type),
@@ -200,7 +226,9 @@ fn fresh(content_type: &'static str, body: String) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(conn::Owned);
+    r
 }
 
 async fn index(State(state): State<ServerState>) -> Response {
@@ -246,9 +274,12 @@ fn limit_param(query: Option<&str>) -> Result<Option<usize>, String> {
     Ok(limit)
 }
 
+/// Events `/events` answers without `?limit=` (the ring may keep up to 10,000).
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+
 async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
     let limit = match limit_param(uri.query()) {
-        Ok(l) => l.unwrap_or(usize::MAX),
+        Ok(l) => l.unwrap_or(DEFAULT_EVENTS_LIMIT),
         Err(msg) => return text_error(StatusCode::BAD_REQUEST, msg),
     };
     let recent = Arc::clone(&state.recent);

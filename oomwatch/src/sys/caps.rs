@@ -106,11 +106,25 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Empties this process's effective, permitted and inheritable capability sets (the ambient
-/// set follows the permitted one), for every thread that exists now, and sets no_new_privs.
-/// Open descriptors (attached programs, maps, `/dev/kmsg`, the listening socket) keep working;
-/// nothing can be loaded or attached afterwards.
-pub fn drop_all() -> io::Result<()> {
+/// Empties this process's capability bounding set as far as it may (each drop needs
+/// `CAP_SETPCAP`, which a pod granted only BPF, PERFMON and SYSLOG lacks; with no_new_privs set
+/// the bounding set no longer matters to it) and returns how many capabilities left it.
+fn drop_bounding_set() -> u32 {
+    let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    (0..=last)
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) takes integer arguments only.
+        .filter(
+            |&c| unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) } == 0,
+        )
+        .count() as u32
+}
+
+/// Sets no_new_privs and empties the calling thread's effective, permitted and inheritable
+/// capability sets (capabilities are per thread: capset(2) changes only the caller's).
+pub fn drop_this_thread() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -126,9 +140,18 @@ pub fn drop_all() -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // Capabilities are per thread and capset(2) changes only the caller's. The agent's runtime
-    // is single-threaded, so no other thread should exist; if one does, say so rather than
-    // leave it privileged unnoticed.
+    Ok(())
+}
+
+/// Empties this process's effective, permitted and inheritable capability sets (the ambient
+/// set follows the permitted one) and, as far as it may, its bounding set, and sets
+/// no_new_privs. Fails when any thread still holds a capability afterwards: threads started
+/// before must have dropped theirs ([`drop_this_thread`]). Returns how many capabilities left
+/// the bounding set. Open descriptors (attached programs, maps, `/dev/kmsg`, the listening
+/// socket) keep working; nothing can be loaded or attached afterwards.
+pub fn drop_all() -> io::Result<u32> {
+    let bounding = drop_bounding_set();
+    drop_this_thread()?;
     for entry in fs::read_dir("/proc/self/task")?.flatten() {
         let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
         if effective_from_status(&status).is_some_and(|e| e != 0) {
@@ -138,7 +161,7 @@ pub fn drop_all() -> io::Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(bounding)
 }
 
 /// The `CapEff`, `CapPrm` of `/proc/self/status` (for tests and `oomwatch check`).

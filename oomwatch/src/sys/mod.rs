@@ -1,6 +1,8 @@
-//! The system below every stage: privileges, the memory cgroup tree, `/proc`, clocks and text.
+//! The system below every stage: privileges, the memory cgroup tree, `/proc`, clocks, text,
+//! and the agent's own directory (`owned_dir`: nothing planted there is followed).
 pub mod caps;
 pub mod cgroup;
 pub mod clock;
+pub mod owned_dir;
 pub mod procfs;
 pub mod text;

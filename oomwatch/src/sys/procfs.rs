@@ -73,6 +73,15 @@ fn parse_cgroup_any(text: &str) -> Option<String> {
     v2
 }
 
+/// A `/proc` text file, bytes that are not UTF-8 replaced by U+FFFD: `status` and `stat` hold
+/// the comm, which any process may set to any bytes; reading them as strict UTF-8 would make
+/// such a process invisible.
+pub fn read_text(path: &Path) -> Option<String> {
+    fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Reads what is still readable of `<proc_root>/<pid>`.
 pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     let dir = proc_root.join(pid.to_string());
@@ -84,7 +93,7 @@ pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
     let cgroup = fs::read_to_string(dir.join("cgroup"))
         .ok()
         .and_then(|s| parse_cgroup(&s));
-    if let Ok(text) = fs::read_to_string(dir.join("status")) {
+    if let Some(text) = read_text(&dir.join("status")) {
         parse_status(&text, &mut info);
     }
     info.oom_score_adj = fs::read_to_string(dir.join("oom_score_adj"))
@@ -92,6 +101,57 @@ pub fn read(proc_root: &Path, pid: i32) -> ProcInfo {
         .and_then(|s| s.trim().parse().ok());
     info.cgroup = cgroup.filter(|_| info.total_vm.is_some());
     info
+}
+
+/// `CAP_KILL`'s bit in the capability sets of `/proc/<pid>/status` (uapi capability.h).
+const CAP_KILL: u32 = 5;
+
+/// What `/proc/<pid>` says of a signal's sender, read while it runs: its executable (the
+/// inode `exe` points to, whatever mount namespace named it) and its privilege.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Executable {
+    /// The file name of `exe` (a `" (deleted)"` suffix, after an upgrade, removed), and
+    /// whether that file is owned by root and not writable by group or others. `None` when
+    /// `exe` cannot be read: it needs ptrace access to the sender, which a process without
+    /// capabilities (the agent after start-up) lacks for a more privileged sender.
+    pub exe: Option<(String, bool)>,
+    /// `CAP_KILL` in the effective set (root has it): allowed to kill other users' processes.
+    /// From `status`, which anyone may read.
+    pub cap_kill: bool,
+    /// The file names of its first arguments (for an interpreter: the script).
+    pub args: Vec<String>,
+}
+
+/// Whether `CapEff` of a `/proc/<pid>/status` text holds `CAP_KILL`.
+pub fn parse_cap_kill(status: &str) -> Option<bool> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let caps = u64::from_str_radix(hex.trim(), 16).ok()?;
+    Some(caps & (1 << CAP_KILL) != 0)
+}
+
+/// The sender `pid`'s executable and privilege; `None` when it is gone.
+pub fn executable(proc_root: &Path, pid: i32) -> Option<Executable> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = proc_root.join(pid.to_string());
+    let status = read_text(&dir.join("status"))?;
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let exe = fs::read_link(dir.join("exe")).ok().and_then(|link| {
+        let meta = fs::metadata(dir.join("exe")).ok()?;
+        let path = link.to_string_lossy();
+        let name = base(path.strip_suffix(" (deleted)").unwrap_or(&path));
+        Some((name, meta.uid() == 0 && meta.mode() & 0o022 == 0))
+    });
+    let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+    Some(Executable {
+        exe,
+        cap_kill: parse_cap_kill(&status)?,
+        args: cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .take(4)
+            .map(|a| base(&String::from_utf8_lossy(a)))
+            .collect(),
+    })
 }
 
 /// `PF_KTHREAD` in `task_struct.flags` (include/linux/sched.h, unchanged since 2.6.27).

@@ -1,6 +1,6 @@
 //! Property tests ("fuzzing") of every parser that reads outside input: the kernel log, tracefs
 //! format files, BTF, cgroup paths, OCI runtime bundle files, `/proc` and `/sys` files, the
-//! state file and the command line. Each target checks that arbitrary and mutated-real input
+//! state file, the command line and the web configuration file. Each target checks that arbitrary and mutated-real input
 //! never panics and that the parser's peak heap use stays proportional to its input (or within
 //! its documented caps), measured by the counting allocator below.
 //!
@@ -16,6 +16,7 @@ mod cli;
 mod files;
 mod kmsg;
 mod text;
+mod web;
 
 #[global_allocator]
 static ALLOC: harness::Counting = harness::Counting;

@@ -82,6 +82,14 @@ pub enum Block {
 }
 
 impl Block {
+    /// Whether `line` is a line of this block.
+    pub fn accepts(&self, line: &str) -> bool {
+        match self {
+            Block::Memcg { .. } => parse_stat_line(line).is_some(),
+            Block::Global { .. } => parse_meminfo_line(line).is_some(),
+        }
+    }
+
     /// Adds a line if it belongs to the block; `false` ends the block.
     pub fn push(&mut self, line: &str) -> bool {
         match self {

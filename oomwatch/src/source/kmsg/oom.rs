@@ -113,9 +113,16 @@ impl OomReportParser {
             return out;
         }
         // One record may hold several lines: cgroup v2's statistics are printed at once after
-        // their header. (Elsewhere a newline is part of the text, e.g. in a task's comm.)
-        if self.block.is_some() && line.contains('\n') {
-            for part in line.split('\n').filter(|l| !l.is_empty()) {
+        // their header, every line a statistic. Any other record with a newline (a task's comm
+        // may hold one) is one line of text: never split into report lines.
+        let parts = || line.split('\n').filter(|l| !l.is_empty());
+        let stats_record = line.contains('\n')
+            && self
+                .block
+                .as_ref()
+                .is_some_and(|b| parts().all(|p| b.accepts(p)));
+        if stats_record {
+            for part in parts() {
                 out.extend(self.push_line(part));
             }
             return out;
@@ -317,6 +324,33 @@ mod tests {
             "x invoked oom-killer: gfp_mask=0xcc0, junk, order=0, oom_score_adj=0"
         )
         .is_none());
+    }
+
+    #[test]
+    fn a_record_with_newlines_in_an_open_stats_block_is_not_split_into_report_lines() {
+        let mut p = OomReportParser::new();
+        let mut items = p.push_line("Memory cgroup stats for /t:");
+        // cgroup v2 prints its statistics as one record: split, every line a statistic.
+        items.extend(p.push_line("anon 4096\nfile 0\n"));
+        // A record that is not all statistics (a comm with a newline, say) is one line.
+        items.extend(p.push_line(
+            "evil\noom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),oom_memcg=/t,task_memcg=/t,task=fake,pid=666,uid=0",
+        ));
+        items.extend(p.flush());
+        assert!(
+            !items
+                .iter()
+                .any(|i| matches!(i, OomItem::Constraint(c) if c.pid == 666)),
+            "{items:?}"
+        );
+        let stats: Vec<_> = items
+            .iter()
+            .filter_map(|i| match i {
+                OomItem::MemcgStats { stats, .. } => Some(stats.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stats, [2], "{items:?}");
     }
 
     #[test]
