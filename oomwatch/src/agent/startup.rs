@@ -104,10 +104,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let state_file = prepare_process(cfg)?;
     // Read the web configuration and bind before touching the kernel: a bad file or a busy
     // port fails fast with nothing attached.
-    let web = match &cfg.web_config_file {
-        Some(p) => server::WebConfig::load(p)?,
-        None => server::WebConfig::default(),
-    };
+    let web = web_config(cfg)?;
     let listener = server::bind(cfg.listen).await?;
     let probes = loader::load(&load_options(cfg))?;
     let metrics = new_metrics(cfg);
@@ -141,28 +138,16 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
-    // Its thread holds no capability from its first instruction on.
-    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES, caps::drop_this_thread)
-        .map_err(RunError::Stdout)?;
-    let stdout_stats = out.stats();
-    metrics.add_collector(Box::new(move || stdout_stats.families()));
-    let sink = Sink {
-        out,
-        metrics: Arc::clone(&metrics),
+    let lifecycle = new_lifecycle(cfg, &hooks, hierarchy.as_ref()).with_silence(silence);
+    let sink = new_sink(
+        cfg,
+        &metrics,
         recent,
-        enricher: Enricher::with_bundles(BundleConfig {
-            host_root: cfg.host_root.clone(),
-            docker_root: cfg.docker_roots.clone(),
-            podman_root: cfg.podman_roots.clone(),
-            ..BundleConfig::default()
-        })
-        .with_hierarchy(hierarchy.clone()),
         host,
-        lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()).with_silence(silence),
         hierarchy,
-        recovery: log.recovery,
-    };
-    metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
+        lifecycle,
+        log.recovery,
+    )?;
     let mut agent = Agent {
         correlator,
         sink,
@@ -186,6 +171,50 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     drop_privileges(cfg)?;
     tracing::info!("probes ready; waiting for OOM kills");
     Ok(agent)
+}
+
+/// Where finished records go: the JSON lines on stdout (their own thread), metrics, the recent
+/// ring, enrichment, the kill-outcome tracker and recovery.
+fn new_sink(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    recent: Arc<RecentEvents>,
+    host: Arc<HostCollectors>,
+    hierarchy: Option<MemoryHierarchy>,
+    lifecycle: Lifecycle,
+    recovery: Option<Recovery>,
+) -> Result<Sink, RunError> {
+    // Its thread holds no capability from its first instruction on.
+    let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES, caps::drop_this_thread)
+        .map_err(RunError::Stdout)?;
+    let stdout_stats = out.stats();
+    metrics.add_collector(Box::new(move || stdout_stats.families()));
+    let sink = Sink {
+        out,
+        metrics: Arc::clone(metrics),
+        recent,
+        enricher: Enricher::with_bundles(BundleConfig {
+            host_root: cfg.host_root.clone(),
+            docker_root: cfg.docker_roots.clone(),
+            podman_root: cfg.podman_roots.clone(),
+            ..BundleConfig::default()
+        })
+        .with_hierarchy(hierarchy.clone()),
+        host,
+        lifecycle,
+        hierarchy,
+        recovery,
+    };
+    metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
+    Ok(sink)
+}
+
+/// `--web.config.file`, read before anything touches the kernel (a bad file fails fast).
+fn web_config(cfg: &Config) -> Result<server::WebConfig, RunError> {
+    Ok(match &cfg.web_config_file {
+        Some(p) => server::WebConfig::load(p)?,
+        None => server::WebConfig::default(),
+    })
 }
 
 /// Checks privileges and `--host-root`, opens the state file, and protects the agent from the
