@@ -3,7 +3,8 @@
 //! * Debian packages for the eBPF toolchain: `rustc-web cargo-web rust-web-src llvm-22-dev`
 //!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth,
 //!   `rust-web-clippy` for `clippy-ebpf`, and `docker.io`, `podman`, `containerd`, `runc`,
-//!   `crun`, `busybox-static` for the real-runtime tests);
+//!   `crun`, `busybox-static` for the real-runtime tests, `protobuf-compiler` for the CRI
+//!   bindings those tests use);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -30,6 +31,8 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
+    // protoc: the `k8s-cri` dev-dependency compiles the CRI protobufs (containerd CRI tests).
+    "protobuf-compiler",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
