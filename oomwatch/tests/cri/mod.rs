@@ -6,6 +6,8 @@
 //! Pods go below a private kubelet `--cgroup-root` (`/oomwatch-cri-<pid>`), so
 //! `…/kubepods/{burstable,besteffort,}/pod<uid>` is ours alone. Dropped: pods stopped and
 //! removed, containerd stopped, leftovers killed, mounts and cgroups undone.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,23 @@ pub struct Containerd {
     /// The kubelet `--cgroup-root` of our pods.
     pub cgroup_root: String,
     pods: Vec<String>,
+    /// The CNI bridge of pods not on the host network (deleted on drop).
+    bridge: String,
+}
+
+/// `oomw-<tempdir suffix>`: an interface name (at most 15 bytes) of our own.
+fn bridge_name(dir: &Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let suffix: String = name.chars().rev().take(6).collect();
+    format!("oomw-{}", suffix.to_lowercase())
+}
+
+/// A bridge + host-local network of our own (no masquerade, no port maps, no firewall).
+fn cni(r: &Path, bridge: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"{bridge}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{r}/cni-ipam","ranges":[[{{"subnet":"10.254.77.0/24"}}]]}}}}]}}"#,
+        r = r.display()
+    )
 }
 
 fn config(r: &Path) -> String {
@@ -59,8 +78,8 @@ state = "{r}/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{r}/cni/bin"
-    conf_dir = "{r}/cni/conf"
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{r}/cni"
 "#,
         r = r.display()
     )
@@ -74,6 +93,9 @@ impl Containerd {
             .unwrap();
         let r = dir.path();
         fs::write(r.join("containerd.toml"), config(r)).unwrap();
+        let bridge = bridge_name(r);
+        fs::create_dir_all(r.join("cni")).unwrap();
+        fs::write(r.join("cni/10-oomwatch.conflist"), cni(r, &bridge)).unwrap();
         let log = fs::File::create(r.join("containerd.log")).unwrap();
         let child = tool("containerd")
             .arg("--config")
@@ -110,7 +132,8 @@ impl Containerd {
             )
             .expect("connect to containerd's CRI");
         let mut c = Containerd {
-            cgroup_root: format!("/oomwatch-cri-{}", std::process::id()),
+            cgroup_root: format!("/{bridge}"),
+            bridge,
             dir,
             child: Some(child),
             rt,
@@ -148,6 +171,59 @@ impl Containerd {
             entrypoint,
         );
         output(self.ctr().args(["images", "import"]).arg(&tar));
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Imports an OCI archive into the CRI's `k8s.io` namespace.
+    pub fn import_archive(&self, tar: &Path) {
+        output(self.ctr().args(["images", "import"]).arg(tar));
+    }
+
+    /// RunPodSandbox with a config of the caller's.
+    pub fn run_pod_config(&mut self, config: cri::PodSandboxConfig) -> String {
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        };
+        let id = self
+            .call(|mut c| async move { c.run_pod_sandbox(req).await })
+            .pod_sandbox_id;
+        self.pods.push(id.clone());
+        id
+    }
+
+    /// CreateContainer + StartContainer with a config of the caller's.
+    pub fn run_container_config(
+        &mut self,
+        sandbox: &str,
+        config: cri::ContainerConfig,
+        sandbox_config: cri::PodSandboxConfig,
+    ) -> String {
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        let id = self
+            .call(|mut c| async move { c.create_container(req).await })
+            .container_id;
+        let start = cri::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.call(|mut c| async move { c.start_container(start).await });
+        id
+    }
+
+    /// StopContainer with a grace period, as kubelet stops a pod's container.
+    pub fn stop_container_grace(&mut self, id: &str, timeout: i64) {
+        let req = cri::StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout,
+        };
+        self.call(|mut c| async move { c.stop_container(req).await });
     }
 
     /// RunPodSandbox as kubelet (cgroupfs driver) does it; `qos` is "burstable",
@@ -266,6 +342,10 @@ impl Drop for Containerd {
         kill_leftovers(self.dir.path());
         unmount_under(self.dir.path());
         remove_cgroup_trees(&self.cgroup_root);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -325,7 +405,7 @@ impl Pod {
         format!("{cgroup_root}/kubepods{qos}/pod{}", self.uid)
     }
 
-    fn config(&self, cgroup_root: &str, dir: &Path) -> cri::PodSandboxConfig {
+    pub fn config(&self, cgroup_root: &str, dir: &Path) -> cri::PodSandboxConfig {
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), self.name.clone()),
             (
