@@ -57,6 +57,8 @@ pub struct Config {
     pub docker_roots: Vec<PathBuf>,
     /// podman storage roots (`podman --root`), under `host_root`.
     pub podman_roots: Vec<PathBuf>,
+    /// containerd state directories (`containerd --state`), under `host_root`.
+    pub containerd_states: Vec<PathBuf>,
     /// Memory cgroups the headroom collector reports (0: off).
     pub headroom_cgroups: usize,
     pub state_dir: PathBuf,

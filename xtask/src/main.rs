@@ -1,10 +1,11 @@
-//! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|run|test>`.
+//! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|image|run|test>`.
 
 mod bench;
 mod dashboards;
 mod deploy;
 mod ebpf;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -42,6 +43,9 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
+    /// Build the release agent and its OCI image without network (the binary and the libraries
+    /// it links): target/image/oomwatch-oci.tar, for `ctr -n k8s.io images import`.
+    Image,
     /// Build, then run `oomwatch run ARGS...` (needs root).
     Run {
         /// Run the dev-profile binary.
@@ -99,6 +103,7 @@ fn main() {
         Cmd::BuildEbpf => ebpf::build_ebpf(),
         Cmd::ClippyEbpf => ebpf::clippy_ebpf(),
         Cmd::Build { debug } => build(debug).map(|_| ()),
+        Cmd::Image => image::image().map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
         Cmd::Bench { smoke } => bench::bench(smoke),

@@ -4,7 +4,8 @@
 //!   (with `--test` also `prometheus` for promtool and the TLS scrape test, `bpftool` as test
 //!   ground truth, `rust-web-clippy` for `clippy-ebpf`, `curl` and `openssl` for the web
 //!   configuration tests, and `docker.io`, `podman`, `containerd`, `runc`, `crun`,
-//!   `busybox-static` for the real-runtime tests);
+//!   `busybox-static` for the real-runtime tests, `protobuf-compiler` for the CRI bindings
+//!   those tests use);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -34,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     // tests/web_config.rs: a real TLS client and the test certificates.
     "curl",
     "openssl",
+    // protoc: the `k8s-cri` dev-dependency compiles the CRI protobufs (containerd CRI tests).
+    "protobuf-compiler",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

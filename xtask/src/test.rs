@@ -156,6 +156,11 @@ fn run_steps(
         );
     }
 
+    // The agent's OCI image, which tests/containerd_agent.rs runs under the DaemonSet's
+    // security context through containerd's CRI.
+    crate::image::image().context("[test] step image")?;
+    passed.push("image");
+
     cargo_test(extra_args, ci, counts)?;
     passed.push("cargo-test");
 

@@ -197,6 +197,7 @@ fn new_sink(
             host_root: cfg.host_root.clone(),
             docker_root: cfg.docker_roots.clone(),
             podman_root: cfg.podman_roots.clone(),
+            containerd_state: cfg.containerd_states.clone(),
             ..BundleConfig::default()
         })
         .with_hierarchy(hierarchy.clone()),

@@ -110,6 +110,16 @@ pub struct RunArgs {
         default_value = "/var/lib/containers/storage"
     )]
     pub podman_root: Vec<PathBuf>,
+    /// containerd's state directory (`containerd --state`, the `state` key of its config),
+    /// below `--host-root`, where the CRI's bundles (`config.json`) name pods and containers
+    /// (repeatable; replaces the default: `/run/containerd` and k3s/RKE2's
+    /// `/run/k3s/containerd`; microk8s: `/var/snap/microk8s/common/run/containerd`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_values = ["/run/containerd", "/run/k3s/containerd"]
+    )]
+    pub containerd_state: Vec<PathBuf>,
     /// How many memory cgroups with a limit of their own to expose headroom, pressure and next
     /// victim for: those closest to their limit (0..=1000; 0 turns the walk off).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]

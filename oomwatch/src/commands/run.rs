@@ -30,6 +30,7 @@ pub fn config(args: RunArgs) -> Config {
         host_root: args.host_root,
         docker_roots: args.docker_root,
         podman_roots: args.podman_root,
+        containerd_states: args.containerd_state,
         headroom_cgroups: count(args.headroom_cgroups),
         state_dir: args.state_dir,
         btf: args.btf,

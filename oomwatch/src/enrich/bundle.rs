@@ -6,7 +6,7 @@
 //!
 //! | runtime | file (under `--host-root`) | keys |
 //! |---|---|---|
-//! | containerd (CRI) | `<state>/io.containerd.runtime.v2.task/k8s.io/<id>/config.json`, then the v1 shim's `<state>/io.containerd.runtime.v1.linux/k8s.io/<id>/config.json` (state: `/run/containerd`) | OCI `annotations`: `io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`, `…sandbox-uid`, `…container-name`, `…container-type` |
+//! | containerd (CRI) | `<state>/io.containerd.runtime.v2.task/k8s.io/<id>/config.json`, then the v1 shim's `<state>/io.containerd.runtime.v1.linux/k8s.io/<id>/config.json` (state: `/run/containerd`, `/run/k3s/containerd`, `--containerd-state`) | OCI `annotations`: `io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`, `…sandbox-uid`, `…container-name`, `…container-type` |
 //! | CRI-O | `<storage>/overlay-containers/<id>/userdata/config.json` (storage: `/var/lib/containers/storage`, then `/run/containers/storage`) | OCI `annotations`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.cri-o.ContainerType` |
 //! | Docker (also cri-dockerd, dockershim) | `<root>/containers/<id>/config.v2.json` (root: `/var/lib/docker`, `--docker-root`) | `Name`, `Config.Image`; `Config.Labels`: `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.docker.type`, `com.docker.compose.project`, `com.docker.compose.service` |
 //! | podman | `<root>/overlay-containers/containers.json` (root: `/var/lib/containers/storage`, `--podman-root`; see [`super::podman`]), and for labels podman 4's BoltDB `<root>/libpod/bolt_state.db` | `names`, `metadata`'s `image-name`; `labels` `com.docker.compose.project`, `com.docker.compose.service` |
@@ -169,7 +169,10 @@ impl Default for BundleConfig {
     fn default() -> Self {
         Self {
             host_root: PathBuf::from("/"),
-            containerd_state: vec![PathBuf::from("/run/containerd")],
+            containerd_state: vec![
+                PathBuf::from("/run/containerd"),
+                PathBuf::from("/run/k3s/containerd"),
+            ],
             crio_storage: vec![
                 PathBuf::from("/var/lib/containers/storage"),
                 PathBuf::from("/run/containers/storage"),
@@ -341,7 +344,8 @@ impl BundleReader {
             let hint = match source {
                 BundleSource::Docker => " (set --docker-root for a non-default data root)",
                 BundleSource::Podman => " (set --podman-root for a non-default storage root)",
-                BundleSource::Containerd | BundleSource::Crio => "",
+                BundleSource::Containerd => " (set --containerd-state for a non-default state dir)",
+                BundleSource::Crio => "",
             };
             if self.logged.insert(format!("{runtime} dirs")) {
                 tracing::warn!(runtime, dirs = %shown, container = container_id,
@@ -986,7 +990,13 @@ mod tests {
     fn defaults() {
         let config = BundleConfig::default();
         assert_eq!(config.host_root, PathBuf::from("/"));
-        assert_eq!(config.containerd_state, [PathBuf::from("/run/containerd")]);
+        assert_eq!(
+            config.containerd_state,
+            [
+                PathBuf::from("/run/containerd"),
+                PathBuf::from("/run/k3s/containerd")
+            ]
+        );
         assert_eq!(
             config.crio_storage,
             [
@@ -1415,5 +1425,17 @@ mod tests {
         assert_eq!(named(&mut reader, &id(1), None).source, Containerd);
         assert_eq!(named(&mut reader, &id(2), None).source, Crio);
         assert_eq!(named(&mut reader, &id(3), None).source, Docker);
+    }
+
+    #[test]
+    fn k3s_containerd_state_is_a_default_layout() {
+        let (dir, config) = host();
+        let k3s = format!(
+            "run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{}/config.json",
+            id(7)
+        );
+        put(&dir.path().join(k3s), &containerd_container(&id(7)));
+        let mut reader = BundleReader::new(config);
+        assert_eq!(named(&mut reader, &id(7), None).source, Containerd);
     }
 }

@@ -18,7 +18,7 @@ use super::{Agent, KernelInvocation, Kmsg};
 pub const IMAGE: &str = "oomwatch-test/busybox:1";
 /// podman's pod infra image: busybox sleeping.
 pub const PAUSE_IMAGE: &str = "oomwatch-test/pause:1";
-const BUSYBOX: &str = "/bin/busybox";
+pub const BUSYBOX: &str = "/bin/busybox";
 /// How long a kill may take to show up in the kernel log and as an event.
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -57,7 +57,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// A command for `tool` as found by [`which`], with the system PATH.
-fn tool(name: &str) -> Command {
+pub fn tool(name: &str) -> Command {
     let mut c = Command::new(which(name).unwrap_or_else(|| PathBuf::from(name)));
     c.env("PATH", SYSTEM_PATH);
     c
@@ -101,7 +101,7 @@ fn image_files(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// SIGTERM, then SIGKILL after `grace`; always reaped.
-fn stop_child(child: &mut Child, grace: Duration) {
+pub fn stop_child(child: &mut Child, grace: Duration) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let end = Instant::now() + grace;
@@ -116,7 +116,7 @@ fn stop_child(child: &mut Child, grace: Duration) {
 }
 
 /// Processes the runtimes left behind (shims, conmon) whose command line names `dir`: ours.
-fn kill_leftovers(dir: &Path) {
+pub fn kill_leftovers(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -135,7 +135,7 @@ fn kill_leftovers(dir: &Path) {
 }
 
 /// Unmounts everything the runtimes mounted below `dir`, deepest first.
-fn unmount_under(dir: &Path) {
+pub fn unmount_under(dir: &Path) {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let prefix = dir.to_string_lossy().into_owned();
     let mut points: Vec<&str> = info
@@ -152,7 +152,7 @@ fn unmount_under(dir: &Path) {
 }
 
 /// Waits until `ok`; else fails with the daemon's own log (`log`: its file).
-fn wait_for(what: &str, log: &Path, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, log: &Path, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if ok() {
@@ -336,7 +336,7 @@ impl Drop for Docker {
 }
 
 /// Kills what is left in a container's memory cgroup (ours: a test's container) and removes it.
-fn remove_cgroup(cgroup: &str) {
+pub fn remove_cgroup(cgroup: &str) {
     let dir = oomwatch_testkit::TestCgroup::mount().join(cgroup.trim_start_matches('/'));
     let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else {
         return;
