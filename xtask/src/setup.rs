@@ -30,6 +30,9 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
+    // The stack tests build their C allocator with frame pointers and strip a copy.
+    "gcc",
+    "binutils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

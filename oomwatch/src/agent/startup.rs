@@ -18,10 +18,11 @@ use super::sink::Sink;
 use crate::config::Config;
 use crate::correlate::Correlator;
 use crate::enrich::bundle::BundleConfig;
+use crate::enrich::stack::StackSymbolizer;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
 use crate::kill_outcome::{self, Lifecycle};
-use crate::record::{OomEvent, ProbeId, Source};
+use crate::record::{OomEvent, ProbeId, Source, StackMode};
 use crate::recovery::position::{self, StateFile};
 use crate::recovery::{Recovery, StartUp};
 use crate::server;
@@ -95,13 +96,16 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         ebpf,
         events,
         candidates,
+        stacks,
         counters,
         logger,
         constraints,
         gfp,
         ..
     } = probes;
-    wire_ebpf_counters(&metrics, counters, &hooks);
+    // While privileged: the copy of kallsyms keeps the kernel's addresses.
+    let symbolizer = StackSymbolizer::new(cfg.stacks, &cfg.host_root);
+    wire_ebpf_counters(&metrics, counters, &hooks, cfg.stacks);
     let hierarchy = find_hierarchy(cfg);
     let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp);
     let host = new_host_collectors(cfg, &metrics);
@@ -127,6 +131,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         lifecycle: new_lifecycle(cfg, &hooks, hierarchy.as_ref()),
         hierarchy,
         recovery: log.recovery,
+        stacks: symbolizer,
     };
     metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
     let mut agent = Agent {
@@ -136,6 +141,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         kmsg_context,
         ring: register(events)?,
         scored_ring: register(candidates)?,
+        stack_ring: register(stacks)?,
         log_fd: logger.map(register).transpose()?,
         sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
@@ -190,6 +196,7 @@ fn load_options(cfg: &Config) -> LoadOptions {
         inject_read_fault: cfg.test.inject_read_fault,
         disabled: cfg.disabled.clone(),
         userspace_killers: cfg.userspace_killers.clone(),
+        stacks: cfg.stacks,
     }
 }
 
@@ -219,8 +226,17 @@ fn report_probes(probes: &Probes, metrics: &Metrics) {
 
 /// The eBPF side's own counters: near-OOM retries, dropped scored tasks, ring-buffer drops and
 /// failed kernel reads.
-fn wire_ebpf_counters(metrics: &Metrics, counters: PerCpuArray<MapData, u64>, hooks: &Hooks) {
+fn wire_ebpf_counters(
+    metrics: &Metrics,
+    counters: PerCpuArray<MapData, u64>,
+    hooks: &Hooks,
+    stacks: StackMode,
+) {
     let counters = Arc::new(Mutex::new(counters));
+    metrics.add_collector(crate::enrich::stack::drops_collector(
+        Arc::clone(&counters),
+        stacks,
+    ));
     metrics.add_collector(kill_outcome::near_oom_collector(
         Arc::clone(&counters),
         hooks.near_oom,

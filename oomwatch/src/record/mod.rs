@@ -11,12 +11,14 @@ pub mod candidate;
 pub mod container_kill;
 pub mod domain_memory;
 pub mod source;
+pub mod stack;
 pub mod workload;
 
 pub use candidate::Candidate;
 pub use container_kill::{ContainerInit, ContainerKill, NsInit, PidNsAtKill};
 pub use domain_memory::DomainMemory;
 pub use source::{ProbeId, Source};
+pub use stack::{Frame, StackMode, TriggerStack};
 pub use workload::{OomDomain, QosClass, Runtime};
 
 /// A task other than the victim (the one the killer chose).
@@ -56,6 +58,9 @@ pub struct Trigger {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub pod_uid: Option<String>,
+    /// Its kernel and user stacks when the victim was marked (`--stacks`); `null` when not
+    /// captured.
+    pub stack: Option<TriggerStack>,
 }
 
 /// Who the victim is beyond its pid: Kubernetes identity from its cgroup path and the container

@@ -5,4 +5,5 @@ pub mod lifecycle;
 pub mod loader;
 pub mod offsets;
 pub mod ringbuf;
+pub mod stacks;
 pub mod table;

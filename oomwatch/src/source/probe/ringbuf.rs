@@ -50,6 +50,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         // Their own ring (`probe::candidates::decode`), never this one.
         RecordKind::CandidateFexit | RecordKind::CandidateKretprobe => None,
+        // Their own ring too (`probe::stacks::decode`).
+        RecordKind::TriggerStack => None,
     }
 }
 
