@@ -119,6 +119,11 @@ fn in_order(names: &[String], a: &str, b: &str) -> bool {
 /// The kernel stack goes through the OOM killer, by names this kernel's kallsyms has.
 fn assert_kernel_stack(ev: &Value) {
     let kernel = symbols(&ev["trigger"]["stack"]["kernel"]);
+    // The capturing program's and the tracepoint's frames are not reported.
+    assert!(
+        !kernel[0].starts_with("bpf_") && kernel[0] != "__traceiter_mark_victim",
+        "{kernel:?}"
+    );
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
     let known = |name: &str| {
         kallsyms

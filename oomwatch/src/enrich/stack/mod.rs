@@ -70,6 +70,10 @@ impl StackSymbolizer {
                 }
             },
         };
+        let mut build_ids = HashMap::new();
+        if mode == StackMode::All {
+            seed_build_ids(&mut build_ids);
+        }
         Self {
             mode,
             host_root: host_root.to_path_buf(),
@@ -77,7 +81,7 @@ impl StackSymbolizer {
             user: Symbolizer::new(),
             normalizer: Normalizer::builder().enable_build_ids(true).build(),
             files: HashSet::new(),
-            build_ids: HashMap::new(),
+            build_ids,
             recent: VecDeque::new(),
         }
     }
@@ -89,7 +93,13 @@ impl StackSymbolizer {
     /// Symbolizes one stack record and keeps it for the victims of its invocation.
     pub fn push(&mut self, rec: &StackRecord) {
         let user = self.user_frames(rec);
-        let kernel = self.kernel_frames(rec.kernel_frames());
+        let mut kernel = self.kernel_frames(rec.kernel_frames());
+        // The capturing program and the tracepoint's own frames are not the kernel's path.
+        let ours = kernel
+            .iter()
+            .take_while(|f| f.symbol.as_deref().is_some_and(is_tracing_frame))
+            .count();
+        kernel.drain(..ours);
         let summary = summary::summary(&user);
         let stack = TriggerStack {
             kernel,
@@ -368,6 +378,32 @@ pub fn drops_collector(
     })
 }
 
+/// The frames of the eBPF program that took the stack and of the tracepoint that ran it.
+fn is_tracing_frame(symbol: &str) -> bool {
+    ["bpf_prog_", "bpf_trace_run", "__traceiter_", "__bpf_trace_"]
+        .iter()
+        .any(|p| symbol.starts_with(p))
+}
+
+/// The agent's own mapped files by build id: the C library and loader are the host's, the ones
+/// most triggers map, so their frames are named even when the trigger is gone before its
+/// mappings are read.
+fn seed_build_ids(ids: &mut HashMap<Vec<u8>, PathBuf>) {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let files: HashSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .collect();
+    for f in files {
+        if let Ok(Some(id)) = blazesym::helper::read_elf_build_id(f) {
+            ids.insert(id.to_vec(), PathBuf::from(f));
+        }
+    }
+}
+
 fn unnamed(module: &str, offset: u64) -> Frame {
     Frame {
         symbol: None,
@@ -382,4 +418,125 @@ fn lossy(s: &OsStr) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Trigger;
+    use oomwatch_common::{stack_field, RecordKind};
+    use std::time::SystemTime;
+
+    #[inline(never)]
+    fn marker_for_stack_test() -> u64 {
+        std::hint::black_box(marker_for_stack_test as *const () as usize as u64)
+    }
+
+    fn record(pid: i32) -> StackRecord {
+        // SAFETY: StackRecord is plain #[repr(C)] integers and byte arrays (aya::Pod): all
+        // zeroes is a valid value.
+        let mut r: StackRecord = unsafe { std::mem::zeroed() };
+        r.kind = RecordKind::TriggerStack as u32;
+        r.trigger_pid = pid;
+        r.trigger_tgid = pid;
+        r.ktime_ns = 1_000;
+        r
+    }
+
+    fn event(trigger_pid: i32) -> OomEvent {
+        let mut ev = OomEvent::new(7, 1_500, SystemTime::UNIX_EPOCH, "h".into());
+        ev.trigger = Some(Trigger {
+            pid: trigger_pid,
+            tgid: trigger_pid,
+            comm: "t".into(),
+            cgroup: None,
+            cgroup_id: None,
+            namespace: None,
+            pod: None,
+            pod_uid: None,
+            stack: None,
+        });
+        ev
+    }
+
+    #[test]
+    fn a_live_processes_frames_are_named_and_go_to_its_events_only() {
+        let me = std::process::id() as i32;
+        let mut s = StackSymbolizer::new(StackMode::All, Path::new("/"));
+        let mut r = record(me);
+        r.present = stack_field::USER;
+        r.user[0] = marker_for_stack_test() + 1;
+        r.user_bytes = 8;
+        s.push(&r);
+        let mut ev = event(me);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.expect("the trigger's stack");
+        let leaf = &stack.user[0];
+        assert!(
+            leaf.symbol
+                .as_deref()
+                .is_some_and(|n| n.contains("marker_for_stack_test")),
+            "{leaf:?}"
+        );
+        assert!(leaf
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("oomwatch")));
+        // Another trigger's event gets nothing.
+        let mut other = event(me + 1);
+        s.attach(&mut other);
+        assert!(other.trigger.unwrap().stack.is_none());
+    }
+
+    #[test]
+    fn kernel_frames_are_named_from_the_kallsyms_copy_without_the_tracing_frames() {
+        if !oomwatch_testkit::root_or_skip("to read kernel addresses in /proc/kallsyms") {
+            return;
+        }
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let addr = |name: &str| {
+            kallsyms
+                .lines()
+                .find(|l| l.split_whitespace().nth(2) == Some(name))
+                .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
+                .unwrap_or_else(|| panic!("{name} not in kallsyms"))
+        };
+        let mut s = StackSymbolizer::new(StackMode::Kernel, Path::new("/"));
+        let mut r = record(1);
+        r.present = stack_field::KERNEL;
+        r.kernel[0] = addr("bpf_trace_run2") + 8;
+        r.kernel[1] = addr("out_of_memory") + 8;
+        r.kernel_bytes = 16;
+        s.push(&r);
+        let mut ev = event(1);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.unwrap();
+        assert_eq!(stack.kernel.len(), 1, "{stack:?}");
+        assert_eq!(stack.kernel[0].symbol.as_deref(), Some("out_of_memory"));
+        assert_eq!(stack.kernel[0].offset, 8);
+        assert!(stack.user.is_empty() && stack.summary.is_none());
+    }
+
+    #[test]
+    fn unknown_build_ids_and_gone_processes_give_module_offset_frames() {
+        let mut s = StackSymbolizer::new(StackMode::All, Path::new("/nonexistent-root"));
+        // No process has pid i32::MAX: its mappings cannot be read.
+        let mut r = record(i32::MAX);
+        r.present = stack_field::USER | stack_field::USER_BUILD_ID;
+        r.user[0] = 0x1234;
+        r.user_bytes = 8;
+        r.user_build_ids[0].status = BUILD_ID_VALID;
+        r.user_build_ids[0].build_id = [0xab; 20];
+        r.user_build_ids[0].offset_or_ip = 0x99;
+        r.build_id_bytes = 32;
+        s.push(&r);
+        let mut ev = event(i32::MAX);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.unwrap();
+        assert_eq!(stack.user[0].symbol, None);
+        assert_eq!(
+            stack.user[0].display(),
+            format!("buildid:{}+0x99", "ab".repeat(20))
+        );
+    }
 }
