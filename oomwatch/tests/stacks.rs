@@ -243,3 +243,34 @@ fn a_trigger_that_is_not_the_victim_gets_its_own_stack() {
     );
     assert_kernel_stack(&ev);
 }
+
+/// `--stacks kernel` takes the kernel stack only; `--stacks none` no stack at all (and no drop
+/// counter).
+#[test]
+fn the_stacks_flag_limits_what_is_taken() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let programs = build_programs();
+    let cg = TestCgroup::new(64 << 20);
+    let mut agent = Agent::start(&["--stacks", "kernel"]);
+    let pid = run_until_killed(&cg, &programs.leaky);
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
+    let stack = &ev["trigger"]["stack"];
+    assert_eq!(stack["user"], serde_json::json!([]), "{ev}");
+    assert!(stack["summary"].is_null(), "{ev}");
+    assert_kernel_stack(&ev);
+    assert!(agent
+        .get("/metrics")
+        .contains("oomwatch_stacks_dropped_total 0"));
+    drop(agent);
+
+    let mut agent = Agent::start(&["--stacks", "none"]);
+    let pid = run_until_killed(&cg, &programs.leaky);
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
+    assert_eq!(ev["trigger"]["pid"], pid, "{ev}");
+    assert!(ev["trigger"]["stack"].is_null(), "{ev}");
+    assert!(!agent
+        .get("/metrics")
+        .contains("oomwatch_stacks_dropped_total"));
+}
