@@ -250,6 +250,10 @@ impl StackSymbolizer {
             rel.push(p);
         }
         let file = self.host_root.join(&rel);
+        // The names are the workload's: never open a FIFO or device that happens to have them.
+        if !file.is_file() {
+            return;
+        }
         if let Ok(Some(id)) = blazesym::helper::read_elf_build_id(&file) {
             if self.build_ids.len() >= MAX_BUILD_IDS {
                 self.build_ids.clear();
@@ -538,5 +542,40 @@ mod tests {
             stack.user[0].display(),
             format!("buildid:{}+0x99", "ab".repeat(20))
         );
+    }
+
+    /// The program path comes from the workload's own file names: a FIFO at that path under
+    /// the host root is never opened (it would block), `..` is never followed.
+    #[test]
+    fn a_hostile_program_path_is_not_opened() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        let fifo = std::ffi::CString::new(root.path().join("a/fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut s = StackSymbolizer::new(StackMode::All, root.path());
+        for parts in [[&b"fifo"[..], &b"a"[..]], [&b"passwd"[..], &b".."[..]]] {
+            let mut r = record(i32::MAX);
+            r.present = stack_field::USER | stack_field::USER_BUILD_ID;
+            r.user[0] = 0x1234;
+            r.user_bytes = 8;
+            r.user_build_ids[0].status = BUILD_ID_VALID;
+            r.user_build_ids[0].build_id = [0xcd; 20];
+            r.user_build_ids[0].offset_or_ip = 0x10;
+            r.build_id_bytes = 32;
+            for (i, p) in parts.iter().enumerate() {
+                r.exe_path[i][..p.len()].copy_from_slice(p);
+            }
+            r.exe_depth = 2;
+            s.push(&r);
+            let mut ev = event(i32::MAX);
+            s.attach(&mut ev);
+            let stack = ev.trigger.unwrap().stack.unwrap();
+            assert!(stack.user[0]
+                .module
+                .as_deref()
+                .unwrap()
+                .starts_with("buildid:"));
+        }
     }
 }
