@@ -8,8 +8,10 @@
 
 mod candidate;
 mod lifecycle;
+mod stack;
 pub use candidate::*;
 pub use lifecycle::*;
+pub use stack::*;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -47,6 +49,9 @@ pub enum RecordKind {
     SignalTracepoint = 21,
     /// `tp_btf/signal_generate`: the same, with the target's `task_struct` ([`SignalRecord`]).
     SignalBtf = 22,
+    /// The trigger's kernel and user stacks at the first mark of an OOM invocation
+    /// ([`StackRecord`], the `STACKS` ring).
+    TriggerStack = 23,
 }
 
 impl RecordKind {
@@ -64,6 +69,7 @@ impl RecordKind {
             20 => Some(Self::SkipReaping),
             21 => Some(Self::SignalTracepoint),
             22 => Some(Self::SignalBtf),
+            23 => Some(Self::TriggerStack),
             _ => None,
         }
     }
@@ -437,7 +443,10 @@ pub mod counter {
     /// Tasks the OOM killer scored that were not reported: over
     /// [`crate::MAX_CANDIDATES_PER_INVOCATION`] in one invocation, or the `CANDIDATES` ring full.
     pub const CANDIDATE_DROPS: u32 = 4;
-    pub const LEN: u32 = 5;
+    /// Trigger stacks lost because the `STACKS` ring was full (victim records are never
+    /// displaced: they have their own ring).
+    pub const STACK_DROPS: u32 = 5;
+    pub const LEN: u32 = 6;
 }
 
 #[cfg(feature = "user")]
@@ -455,4 +464,8 @@ mod pod {
     unsafe impl aya::Pod for super::OomKillRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomControlOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StackRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExeOffsets {}
 }

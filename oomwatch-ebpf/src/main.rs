@@ -15,6 +15,7 @@ mod oom_kill;
 mod pidns;
 mod read;
 mod signal;
+mod stack;
 
 #[cfg(not(test))]
 #[panic_handler]

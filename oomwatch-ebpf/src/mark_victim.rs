@@ -32,6 +32,7 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
     };
     let rec = entry.write(VictimRecord::zeroed());
     fill_header(rec, RecordKind::MarkVictimTracepoint);
+    crate::stack::capture(&ctx, rec.ktime_ns, rec.trigger_pid, rec.trigger_tgid);
     let base = ctx.as_ptr() as *const u8;
 
     if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "pid") {
@@ -98,6 +99,7 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     };
     let rec = entry.write(VictimRecord::zeroed());
     fill_header(rec, RecordKind::MarkVictimBtf);
+    crate::stack::capture(&ctx, rec.ktime_ns, rec.trigger_pid, rec.trigger_tgid);
 
     if let Some(pid) = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid") {
         rec.pid = pid;

@@ -69,6 +69,8 @@ pub struct Config {
     pub disabled: Vec<ProbeId>,
     /// Extra comms whose SIGKILLs are userspace OOM kills.
     pub userspace_killers: Vec<String>,
+    /// `--stacks`: the trigger's stacks captured at the kill.
+    pub stacks: crate::record::StackMode,
     /// A killed task not exited this long after the kill is reported as stuck.
     pub stuck_after: Duration,
     pub test: TestKnobs,

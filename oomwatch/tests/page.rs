@@ -12,6 +12,7 @@ use oomwatch::host::HostSnapshot;
 use oomwatch::record::OomDomain;
 use oomwatch::record::OomEvent;
 use oomwatch::record::{ContainerInit, ContainerKill};
+use oomwatch::record::{Trigger, TriggerStack};
 use oomwatch::server::page::{render, Page};
 use serde_json::Value;
 
@@ -53,6 +54,39 @@ fn page_of(events: &[OomEvent], host: Option<&HostSnapshot>) -> String {
         probes: &probes,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_760_042),
     })
+}
+
+/// The allocation that invoked the killer (`trigger.stack.summary`) is shown under the comm; its
+/// symbol names come from the workload's own ELF files and are escaped like any workload text.
+#[test]
+fn renderer_shows_the_allocation_summary_escaped() {
+    let mut ev = event(4242, "leaky", "/t");
+    ev.trigger = Some(Trigger {
+        pid: 4243,
+        tgid: 4243,
+        comm: "alloc<er>".into(),
+        cgroup: None,
+        cgroup_id: None,
+        namespace: None,
+        pod: None,
+        pod_uid: None,
+        stack: Some(TriggerStack {
+            kernel: Vec::new(),
+            user: Vec::new(),
+            summary: Some("<img src=x onerror=alert(1)> <- serve_request".into()),
+        }),
+    });
+    let html = page_of(&[ev], None);
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains(
+            "alloc <span class=\"m\">&lt;img src=x onerror=alert(1)&gt; &lt;- serve_request</span>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("alloc&lt;er&gt; (pid 4243)"), "{html}");
+    // No stack: nothing shown.
+    assert!(!page_of(&[event(1, "x", "/t")], None).contains("alloc <span"));
 }
 
 #[test]

@@ -37,6 +37,9 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     // protoc: the `k8s-cri` dev-dependency compiles the CRI protobufs (containerd CRI tests).
     "protobuf-compiler",
+    // The stack tests build their C allocator with frame pointers and strip a copy.
+    "gcc",
+    "binutils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -18,6 +18,7 @@ use crate::server::ServerError;
 use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::source::probe::candidates as candidates_probe;
 use crate::source::probe::ringbuf::{self, Record};
+use crate::source::probe::stacks as stacks_probe;
 use crate::sys::clock::monotonic_ns;
 
 /// The aya-log reader of the eBPF programs' own log.
@@ -34,6 +35,8 @@ pub struct Agent {
     pub(super) kmsg_context: bool,
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
     pub(super) scored_ring: AsyncFd<RingBuf<MapData>>,
+    /// The triggers' stacks (`probe::stacks`).
+    pub(super) stack_ring: AsyncFd<RingBuf<MapData>>,
     pub(super) log_fd: Option<AsyncFd<EbpfLog>>,
     pub(super) sigint: Signal,
     pub(super) sigterm: Signal,
@@ -71,6 +74,12 @@ impl Agent {
                         }
                     });
                 }
+                guard = self.stack_ring.readable_mut() => {
+                    let mut g = guard.map_err(RunError::RingBuf)?;
+                    g.clear_ready();
+                    let stacks = &mut self.sink.stacks;
+                    stacks_probe::drain(g.get_inner_mut(), |r| stacks.push(&r));
+                }
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
                 ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
                 guard = readable_opt(&mut self.log_fd) => {
@@ -104,8 +113,11 @@ impl Agent {
     /// Victim records make events; exits, reaper steps and userspace kills go to the lifecycle
     /// tracker, after the events they may follow.
     fn on_records(&mut self, batch: Vec<Record>) -> Result<(), RunError> {
-        // The scored tasks of these kills were submitted before them: read them after.
+        // The scored tasks and the trigger's stack of these kills were submitted before them:
+        // read them after.
         self.drain_scored();
+        let stacks = &mut self.sink.stacks;
+        stacks_probe::drain(self.stack_ring.get_mut(), |r| stacks.push(&r));
         let now = Instant::now();
         if let Some(first) = batch.first() {
             let age_us = monotonic_ns().saturating_sub(first.ktime_ns()) / 1000;

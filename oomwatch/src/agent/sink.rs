@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::RunError;
+use crate::enrich::stack::StackSymbolizer;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
 use crate::kill_outcome::{self, Lifecycle};
@@ -26,6 +27,8 @@ pub(super) struct Sink {
     pub(super) hierarchy: Option<MemoryHierarchy>,
     pub(super) recovery: Option<Recovery>,
     pub(super) lifecycle: Lifecycle,
+    /// The triggers' stacks, symbolized as they arrive, for the events of their invocation.
+    pub(super) stacks: StackSymbolizer,
 }
 
 impl Sink {
@@ -34,6 +37,7 @@ impl Sink {
             return Ok(());
         }
         for mut ev in evs {
+            self.stacks.attach(&mut ev);
             self.enricher.enrich(&mut ev);
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);

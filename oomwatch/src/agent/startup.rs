@@ -18,10 +18,11 @@ use super::sink::Sink;
 use crate::config::Config;
 use crate::correlate::Correlator;
 use crate::enrich::bundle::BundleConfig;
+use crate::enrich::stack::StackSymbolizer;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
 use crate::kill_outcome::{self, Lifecycle};
-use crate::record::{OomEvent, ProbeId, Source};
+use crate::record::{OomEvent, ProbeId, Source, StackMode};
 use crate::recovery::position::{self, StateFile};
 use crate::recovery::{Recovery, StartUp};
 use crate::server;
@@ -114,13 +115,16 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         ebpf,
         events,
         candidates,
+        stacks,
         counters,
         logger,
         constraints,
         gfp,
         ..
     } = probes;
-    wire_ebpf_counters(&metrics, counters, &hooks);
+    // While privileged: the copy of kallsyms keeps the kernel's addresses.
+    let symbolizer = StackSymbolizer::new(cfg.stacks, &cfg.host_root);
+    wire_ebpf_counters(&metrics, counters, &hooks, cfg.stacks);
     let hierarchy = find_hierarchy(cfg);
     let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
     let silence = Silence::with_file(&cfg.state_dir, boot_id);
@@ -142,11 +146,14 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let sink = new_sink(
         cfg,
         &metrics,
-        recent,
-        host,
-        hierarchy,
-        lifecycle,
-        log.recovery,
+        SinkParts {
+            recent,
+            host,
+            hierarchy,
+            lifecycle,
+            recovery: log.recovery,
+            stacks: symbolizer,
+        },
     )?;
     let mut agent = Agent {
         correlator,
@@ -155,6 +162,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         kmsg_context,
         ring: register(events)?,
         scored_ring: register(candidates)?,
+        stack_ring: register(stacks)?,
         log_fd: logger.map(register).transpose()?,
         sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
@@ -175,15 +183,25 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
 
 /// Where finished records go: the JSON lines on stdout (their own thread), metrics, the recent
 /// ring, enrichment, the kill-outcome tracker and recovery.
-fn new_sink(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
+/// What [`new_sink`] wires together besides the configuration and the metrics.
+struct SinkParts {
     recent: Arc<RecentEvents>,
     host: Arc<HostCollectors>,
     hierarchy: Option<MemoryHierarchy>,
     lifecycle: Lifecycle,
     recovery: Option<Recovery>,
-) -> Result<Sink, RunError> {
+    stacks: StackSymbolizer,
+}
+
+fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Sink, RunError> {
+    let SinkParts {
+        recent,
+        host,
+        hierarchy,
+        lifecycle,
+        recovery,
+        stacks,
+    } = parts;
     // Its thread holds no capability from its first instruction on.
     let out = JsonLines::spawn(io::stdout(), json::QUEUE_LINES, caps::drop_this_thread)
         .map_err(RunError::Stdout)?;
@@ -205,6 +223,7 @@ fn new_sink(
         lifecycle,
         hierarchy,
         recovery,
+        stacks,
     };
     metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
     Ok(sink)
@@ -259,6 +278,7 @@ fn load_options(cfg: &Config) -> LoadOptions {
         inject_read_fault: cfg.test.inject_read_fault,
         disabled: cfg.disabled.clone(),
         userspace_killers: cfg.userspace_killers.clone(),
+        stacks: cfg.stacks,
     }
 }
 
@@ -288,8 +308,17 @@ fn report_probes(probes: &Probes, metrics: &Metrics) {
 
 /// The eBPF side's own counters: near-OOM retries, dropped scored tasks, ring-buffer drops and
 /// failed kernel reads.
-fn wire_ebpf_counters(metrics: &Metrics, counters: PerCpuArray<MapData, u64>, hooks: &Hooks) {
+fn wire_ebpf_counters(
+    metrics: &Metrics,
+    counters: PerCpuArray<MapData, u64>,
+    hooks: &Hooks,
+    stacks: StackMode,
+) {
     let counters = Arc::new(Mutex::new(counters));
+    metrics.add_collector(crate::enrich::stack::drops_collector(
+        Arc::clone(&counters),
+        stacks,
+    ));
     metrics.add_collector(kill_outcome::near_oom_collector(
         Arc::clone(&counters),
         hooks.near_oom,

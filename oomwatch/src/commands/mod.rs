@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::record::ProbeId;
+use crate::record::{ProbeId, StackMode};
 
 /// Default HTTP address. 9837 is not a well-known exporter's port (node_exporter is 9100).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9837";
@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// (repeatable; besides earlyoom, systemd-oomd, oomd, nohang and lmkd).
     #[arg(long = "userspace-killer", value_name = "COMM")]
     pub userspace_killer: Vec<String>,
+    /// The trigger's stacks at the kill (`trigger.stack`): `none`, `kernel`, or `all` (kernel
+    /// and user, symbolized).
+    #[arg(long, value_enum, default_value_t = StackMode::All)]
+    pub stacks: StackMode,
     /// A killed task not exited this many ms after the kill is reported as stuck.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub stuck_after_ms: u64,

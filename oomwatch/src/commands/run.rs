@@ -37,6 +37,7 @@ pub fn config(args: RunArgs) -> Config {
         correlation_window: std::time::Duration::from_millis(args.correlation_window_ms),
         disabled: args.disable_probe,
         userspace_killers: args.userspace_killer,
+        stacks: args.stacks,
         stuck_after: std::time::Duration::from_millis(args.stuck_after_ms),
         test,
     }

@@ -614,6 +614,7 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
                 namespace: None,
                 pod: None,
                 pod_uid: None,
+                stack: None,
             };
             (r.ktime_ns, Some(t))
         }

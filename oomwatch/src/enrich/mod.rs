@@ -8,6 +8,7 @@ pub mod domain;
 pub mod domain_memory;
 pub mod identity;
 pub mod podman;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -138,6 +138,7 @@ fn set_killer(ev: &mut OomEvent, s: &SignalRecord, killer_cgroup: Option<String>
         namespace: None,
         pod: None,
         pod_uid: None,
+        stack: None,
     });
     ev.sync_victim();
     ev.killer = Some(killer);

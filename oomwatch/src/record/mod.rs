@@ -11,12 +11,14 @@ pub mod candidate;
 pub mod container_kill;
 pub mod domain_memory;
 pub mod source;
+pub mod stack;
 pub mod workload;
 
 pub use candidate::Candidate;
 pub use container_kill::{ContainerInit, ContainerKill, NsInit, PidNsAtKill};
 pub use domain_memory::DomainMemory;
 pub use source::{ProbeId, Source};
+pub use stack::{Frame, StackMode, TriggerStack};
 pub use workload::{OomDomain, QosClass, Runtime};
 
 /// A task other than the victim (the one the killer chose).
@@ -56,6 +58,9 @@ pub struct Trigger {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub pod_uid: Option<String>,
+    /// Its kernel and user stacks when the victim was marked (`--stacks`); `null` when not
+    /// captured.
+    pub stack: Option<TriggerStack>,
 }
 
 /// Who the victim is beyond its pid: Kubernetes identity from its cgroup path and the container
@@ -376,5 +381,54 @@ mod tests {
             missing.is_empty(),
             "fields without a row in docs/events.md: {missing:?}"
         );
+    }
+
+    /// The documented example event (docs/events.md, also in the README) carries every field
+    /// an event has, the trigger's stack and its frames included.
+    #[test]
+    fn the_documented_example_carries_every_field() {
+        let doc = include_str!("../../../docs/events.md");
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with("{\"time\""))
+            .expect("an example event");
+        let example: serde_json::Value = serde_json::from_str(line).expect("example is JSON");
+        let frame = Frame {
+            symbol: Some("out_of_memory".into()),
+            module: Some("vmlinux".into()),
+            offset: 1,
+        };
+        let mut ev = sample();
+        ev.trigger = Some(Trigger {
+            pid: 1,
+            tgid: 1,
+            comm: "t".into(),
+            cgroup: None,
+            cgroup_id: None,
+            namespace: None,
+            pod: None,
+            pod_uid: None,
+            stack: Some(TriggerStack {
+                kernel: vec![frame.clone()],
+                user: vec![frame],
+                summary: None,
+            }),
+        });
+        let got = serde_json::to_value(&ev).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&example), keys(&got));
+        for path in [
+            "/trigger",
+            "/trigger/stack",
+            "/trigger/stack/kernel/0",
+            "/trigger/stack/user/0",
+        ] {
+            let (e, g) = (example.pointer(path), got.pointer(path));
+            assert_eq!(e.map(keys), g.map(keys), "{path}");
+        }
     }
 }

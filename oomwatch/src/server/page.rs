@@ -204,6 +204,7 @@ fn event_row(out: &mut String, ev: &OomEvent, now: SystemTime) {
         ev.pid
     );
     opt_text(out, ev.comm.as_deref());
+    allocation(out, ev);
     out.push_str("</td><td class=\"wl\">");
     workload_cell(out, ev);
     if partial {
@@ -229,6 +230,22 @@ fn event_row(out: &mut String, ev: &OomEvent, now: SystemTime) {
     out.push_str("</td><td>");
     memory_cell(out, ev);
     out.push_str("</td></tr>\n");
+}
+
+/// The allocation that invoked the killer (`trigger.stack.summary`), when known.
+fn allocation(out: &mut String, ev: &OomEvent) {
+    let Some(t) = &ev.trigger else { return };
+    let Some(summary) = t.stack.as_ref().and_then(|s| s.summary.as_deref()) else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "<br><span class=\"mut\" title=\"the allocation that invoked the OOM killer: {} \
+         (pid {})\">alloc <span class=\"m\">{}</span></span>",
+        shown(&t.comm),
+        t.pid,
+        shown(summary)
+    );
 }
 
 fn opt_text(out: &mut String, v: Option<&str>) {

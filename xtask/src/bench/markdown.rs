@@ -131,6 +131,49 @@ fn storm_rows(r: &Report) -> Vec<Row> {
             None,
         ),
     ]
+    .into_iter()
+    .chain(stacks_rows(r))
+    .collect()
+}
+
+/// The storm again with `--stacks none`: what taking and symbolizing the triggers' stacks
+/// costs (the main storm has them on).
+fn stacks_rows(r: &Report) -> Vec<Row> {
+    let Some(off) = &r.storm_stacks_off else {
+        return Vec::new();
+    };
+    let on = &r.storm;
+    let cpu = |s: &super::phases::Storm| {
+        s.cpu_us_per_record
+            .map_or("n/a".into(), |v| format!("{v:.0} µs"))
+    };
+    vec![
+        row(
+            "1b",
+            format!(
+                "same storm, `--stacks none` ({} kills): kill → record p50 / p95 / p99 / max",
+                off.kernel_kills
+            ),
+            pcts(&off.latency_ms),
+            None,
+        ),
+        row(
+            "1b",
+            "stacks on / off: agent CPU time per record",
+            format!("{} / {}", cpu(on), cpu(off)),
+            None,
+        ),
+        row(
+            "1b",
+            "stacks on / off: agent peak RSS during the storm (symbol caches warm)",
+            format!(
+                "{:.2} / {:.2} MiB",
+                mib(on.peak_rss_kib),
+                mib(off.peak_rss_kib)
+            ),
+            None,
+        ),
+    ]
 }
 
 fn idle_rows(r: &Report) -> Vec<Row> {

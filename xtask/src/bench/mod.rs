@@ -116,6 +116,7 @@ pub fn bench(smoke: bool) -> Result<()> {
         stamp: &stamp,
     };
     run.default_agent(&mut r, have_ne)?;
+    run.stacks_off(&mut r)?;
     // Where the latency goes: the same kind of storm with one thing changed at a time.
     if cfg.variant_kills_per_cgroup > 0 {
         r.variants = diagnostic_storms::variants(&binary, &out_dir, &stamp, |tag, a| {
@@ -240,6 +241,25 @@ impl Run<'_> {
             });
         }
         drop(ne);
+        check_agent_output(&a)?;
+        a.stop()
+    }
+
+    /// 1b: the same storm with `--stacks none`, against which the main storm's stacks are
+    /// weighed (kill → record, CPU per record, peak RSS with the symbol caches warm).
+    fn stacks_off(&self, r: &mut Report) -> Result<()> {
+        let cfg = self.cfg;
+        let a = self.start("stacks-off", &["--stacks".to_string(), "none".to_string()])?;
+        thread::sleep(Duration::from_secs(1));
+        phases::settle(a.pid, Duration::from_secs(30))?;
+        r.storm_stacks_off = Some(phases::storm(
+            &a,
+            "stacks-off",
+            cfg.cgroups,
+            cfg.kills_per_cgroup,
+            cfg.limit,
+            None,
+        )?);
         check_agent_output(&a)?;
         a.stop()
     }
@@ -543,6 +563,7 @@ mod tests {
             },
             idle: idle(),
             storm: storm(3.0),
+            storm_stacks_off: Some(storm(2.5)),
             storm_plan: (4, 250),
             scrape: scrape(1),
             variants: variants(),

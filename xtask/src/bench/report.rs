@@ -42,6 +42,9 @@ pub struct Report {
     pub startup: Startup,
     pub idle: Idle,
     pub storm: Storm,
+    /// The same storm against a fresh agent with `--stacks none` (the main storm takes the
+    /// triggers' stacks, the default): what the stacks cost.
+    pub storm_stacks_off: Option<Storm>,
     pub storm_plan: (usize, u64),
     pub scrape: ScrapeStats,
     /// Diagnostic storms: the same kind of storm with one thing changed.
@@ -202,6 +205,10 @@ impl Report {
             ("idle", idle_json(&self.idle)),
             ("idle_host_activity", self.idle_activity.json()),
             ("storm", storm_json(&self.storm)),
+            (
+                "storm_stacks_off",
+                self.storm_stacks_off.as_ref().map_or(J::Null, storm_json),
+            ),
             ("scrape_default_state", self.scrape.json()),
             (
                 "diagnostic_storms",

@@ -85,6 +85,7 @@ pub fn load(btf: PathBuf, disabled: &[ProbeId], kmsg_error: Option<&str>) -> Cap
         disabled: disabled.to_vec(),
         inject_read_fault: false,
         userspace_killers: Vec::new(),
+        stacks: crate::record::StackMode::None,
     });
     match result {
         Ok(probes) => {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
-use oomwatch_common::{counter, MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets};
+use oomwatch_common::{
+    counter, ExeOffsets, MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets,
+};
 
 use super::attach;
 use super::offsets;
@@ -53,6 +55,8 @@ pub struct LoadOptions {
     pub inject_read_fault: bool,
     /// `--userspace-killer`: comms whose SIGKILLs are reported, besides the defaults.
     pub userspace_killers: Vec<String>,
+    /// `--stacks`: which of the trigger's stacks the `mark_victim` programs capture.
+    pub stacks: crate::record::StackMode,
 }
 
 /// Loaded, attached programs and the maps the agent reads.
@@ -62,6 +66,8 @@ pub struct Probes {
     pub events: RingBuf<MapData>,
     /// Tasks the OOM killer scored (the `oom_badness` rows), a ring of their own.
     pub candidates: RingBuf<MapData>,
+    /// The trigger's stacks, a ring of their own (`probe::stacks`).
+    pub stacks: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub status: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -124,11 +130,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     require_victim_row(&status)?;
     let events = take_map(&mut ebpf, "EVENTS")?;
     let candidates = take_map(&mut ebpf, "CANDIDATES")?;
+    let stacks = take_map(&mut ebpf, "STACKS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     Ok(Probes {
         ebpf,
         events,
         candidates,
+        stacks,
         counters,
         status,
         logger,
@@ -143,6 +151,8 @@ struct Resolved {
     task: Result<TaskOffsets, String>,
     /// The victim's pid namespace and its init (for `partial_kill`); absent: those fields are.
     pidns: Result<PidNsOffsets, String>,
+    /// The trigger's program file (`trigger.stack`); absent: user frames need its mappings.
+    exe: ExeOffsets,
     passes_task: Result<(), String>,
     oom_control: Result<OomControlOffsets, String>,
     constraints: Vec<(i64, String)>,
@@ -159,6 +169,10 @@ fn resolve(opts: &LoadOptions) -> Resolved {
     let btf = Btf::from_file(&opts.btf_path).map_err(|e| e.to_string());
     let task = btf.as_ref().map_err(Clone::clone).and_then(offsets::task);
     let pidns = btf.as_ref().map_err(Clone::clone).and_then(offsets::pidns);
+    let exe = btf.as_ref().map_err(Clone::clone).and_then(offsets::exe);
+    if let Err(e) = &exe {
+        tracing::info!(reason = %e, "the trigger's program file is not read at the kill (its user frames need its mappings)");
+    }
     if let Err(e) = &pidns {
         tracing::info!(reason = %e, "victim pid namespace not read at the kill (partial_kill from the cgroup only)");
     }
@@ -189,6 +203,7 @@ fn resolve(opts: &LoadOptions) -> Resolved {
     Resolved {
         task,
         pidns,
+        exe: exe.unwrap_or(ExeOffsets::ABSENT),
         passes_task,
         oom_control,
         constraints,
@@ -239,6 +254,8 @@ fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
         .override_global("SIGNAL_OFFSETS", &r.lifecycle.signal, true)
         .override_global("KILLER_COMMS", &r.lifecycle.killers, true)
         .override_global("CANDIDATE_OFFSETS", &r.scored.offsets, true)
+        .override_global("STACK_MODE", &opts.stacks.ebpf_value(), true)
+        .override_global("EXE_OFFSETS", &r.exe, true)
         .map_max_entries(
             "CANDIDATES",
             super::candidates::ring_bytes(

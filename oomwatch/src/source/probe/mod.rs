@@ -6,4 +6,5 @@ pub mod loader;
 pub mod offsets;
 pub mod ringbuf;
 pub mod silence;
+pub mod stacks;
 pub mod table;

@@ -1,7 +1,9 @@
 //! Offsets handed to the eBPF programs, resolved at start-up: `task_struct` and friends and
 //! `struct oom_control` from BTF, the `mark_victim` record from its tracefs format file. Nothing
 //! here is a number written in the source: every offset comes from the running kernel.
-use oomwatch_common::{MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets};
+use oomwatch_common::{
+    ExeOffsets, MarkVictimOffsets, OomControlOffsets, PidNsOffsets, TaskOffsets,
+};
 
 use crate::source::btf::Btf;
 use crate::source::tracefs::{self, MarkVictimLayout};
@@ -44,6 +46,20 @@ pub fn task(btf: &Btf) -> Result<TaskOffsets, String> {
         cgroup_kn: m("cgroup", "kn")?,
         kernfs_node_id: m("kernfs_node", "id")?,
         task_pending_signal: m("task_struct", "pending.signal.sig")?,
+        _pad0: 0,
+    })
+}
+
+/// `task->mm->exe_file` and its dentry chain: the trigger's program file, for the symbols of
+/// its stack once it has exited.
+pub fn exe(btf: &Btf) -> Result<ExeOffsets, String> {
+    let m = |s: &str, f: &str| btf.member_offset(s, f).map_err(err);
+    Ok(ExeOffsets {
+        task_mm: m("task_struct", "mm")?,
+        mm_exe_file: m("mm_struct", "exe_file")?,
+        file_dentry: m("file", "f_path.dentry")?,
+        dentry_parent: m("dentry", "d_parent")?,
+        dentry_name: m("dentry", "d_name.name")?,
         _pad0: 0,
     })
 }

@@ -49,6 +49,8 @@ impl Record {
             | RecordKind::SkipReaping => ProbeId::Reaper,
             RecordKind::SignalTracepoint => ProbeId::SignalTp,
             RecordKind::SignalBtf => ProbeId::SignalBtf,
+            // Stacks travel in a ring of their own (`super::stacks`), never as a `Record`.
+            RecordKind::TriggerStack => return None,
         })
     }
 
@@ -77,6 +79,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         // Their own ring (`probe::candidates::decode`), never this one.
         RecordKind::CandidateFexit | RecordKind::CandidateKretprobe => None,
+        // Their own ring too (`probe::stacks::decode`).
+        RecordKind::TriggerStack => None,
     }
 }
 

@@ -1,0 +1,581 @@
+//! The trigger's stacks, symbolized (`trigger.stack`, issue 18) with blazesym: kernel frames from
+//! a copy of `/proc/kallsyms` taken at start-up (while the agent may still see addresses), user
+//! frames from the ELF files of the trigger's mappings, read the moment the stack record arrives.
+//!
+//! Time bound: a stack record is symbolized once, in the event loop, when it arrives — before
+//! the victim records of its invocation leave the correlator (they wait for their window). The
+//! work is bounded: at most 64 kernel and 64 user frames, ELF symbol tables only (no DWARF line
+//! tables), each file parsed once and kept (at most [`MAX_CACHED_FILES`] files; then the cache
+//! starts over), and only the stacks of the last [`MAX_RECENT`] invocations are kept.
+pub mod summary;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{MapData, PerCpuArray};
+use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
+
+use blazesym::normalize::{NormalizeOpts, Normalizer, UserMeta};
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use blazesym::{MaybeDefault, Pid};
+use oomwatch_common::{counter, StackRecord, BUILD_ID_VALID};
+
+use crate::record::{Frame, OomEvent, StackMode, TriggerStack};
+use crate::source::probe::loader::read_counter;
+
+/// Parsed ELF files kept at most; past it the user-side cache starts over.
+pub const MAX_CACHED_FILES: usize = 32;
+/// Invocations whose stacks are kept for their victims.
+pub const MAX_RECENT: usize = 64;
+/// Build ids whose file is remembered.
+const MAX_BUILD_IDS: usize = 256;
+/// A victim takes the stack of its trigger captured at most this long before its own mark.
+const MATCH_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Symbolizes stack records and hands them to the events of their invocation.
+pub struct StackSymbolizer {
+    mode: StackMode,
+    host_root: PathBuf,
+    kernel: Option<KernelSyms>,
+    user: Symbolizer,
+    normalizer: Normalizer,
+    files: HashSet<PathBuf>,
+    build_ids: HashMap<Vec<u8>, PathBuf>,
+    recent: VecDeque<(i32, u64, TriggerStack)>,
+}
+
+/// A private copy of `/proc/kallsyms` (a memfd) and the symbolizer that parsed it.
+struct KernelSyms {
+    _copy: std::fs::File,
+    path: PathBuf,
+    symbolizer: Symbolizer,
+}
+
+impl StackSymbolizer {
+    /// Copies `/proc/kallsyms` now (call while privileged); user files are read under
+    /// `host_root`.
+    pub fn new(mode: StackMode, host_root: &Path) -> Self {
+        let kernel = match mode {
+            StackMode::None => None,
+            _ => match KernelSyms::copy(&host_root.join("proc/kallsyms")) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!("kernel stacks left unsymbolized: {e}");
+                    None
+                }
+            },
+        };
+        let mut build_ids = HashMap::new();
+        if mode == StackMode::All {
+            seed_build_ids(&mut build_ids);
+        }
+        Self {
+            mode,
+            host_root: host_root.to_path_buf(),
+            kernel,
+            user: Symbolizer::new(),
+            normalizer: Normalizer::builder().enable_build_ids(true).build(),
+            files: HashSet::new(),
+            build_ids,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn mode(&self) -> StackMode {
+        self.mode
+    }
+
+    /// Symbolizes one stack record and keeps it for the victims of its invocation.
+    pub fn push(&mut self, rec: &StackRecord) {
+        let user = self.user_frames(rec);
+        let mut kernel = self.kernel_frames(rec.kernel_frames());
+        // The capturing program and the tracepoint's own frames are not the kernel's path.
+        let ours = kernel
+            .iter()
+            .take_while(|f| f.symbol.as_deref().is_some_and(is_tracing_frame))
+            .count();
+        kernel.drain(..ours);
+        let summary = summary::summary(&user);
+        let stack = TriggerStack {
+            kernel,
+            user,
+            summary,
+        };
+        if self.recent.len() == MAX_RECENT {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((rec.trigger_pid, rec.ktime_ns, stack));
+    }
+
+    /// Puts the stack of the event's trigger, captured at its invocation, into `trigger.stack`.
+    pub fn attach(&self, ev: &mut OomEvent) {
+        let Some(t) = ev.trigger.as_mut() else { return };
+        let found = self.recent.iter().rev().find(|(pid, ktime, _)| {
+            *pid == t.pid
+                && *ktime <= ev.ktime_ns.saturating_add(MATCH_WINDOW_NS)
+                && ev.ktime_ns.saturating_sub(*ktime) <= MATCH_WINDOW_NS
+        });
+        if let Some((_, _, stack)) = found {
+            t.stack = Some(stack.clone());
+        }
+    }
+
+    fn kernel_frames(&self, addrs: &[u64]) -> Vec<Frame> {
+        let Some(k) = &self.kernel else {
+            return addrs.iter().map(|a| unnamed("kernel", *a)).collect();
+        };
+        let src = Source::Kernel(Kernel {
+            kallsyms: MaybeDefault::Some(k.path.clone()),
+            vmlinux: MaybeDefault::None,
+            kaslr_offset: Some(0),
+            debug_syms: false,
+            ..Kernel::default()
+        });
+        let syms = k
+            .symbolizer
+            .symbolize(&src, Input::AbsAddr(addrs))
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match syms.get(i) {
+                Some(Symbolized::Sym(s)) => Frame {
+                    symbol: Some(s.name.to_string()),
+                    module: Some(
+                        s.module
+                            .as_deref()
+                            .map(lossy)
+                            .unwrap_or_else(|| "vmlinux".into()),
+                    ),
+                    offset: s.offset as u64,
+                },
+                _ => unnamed("kernel", *a),
+            })
+            .collect()
+    }
+
+    /// User frames: the trigger's mappings now (file + offset), else the kernel's build id +
+    /// offset with the file remembered for that build id, else `buildid:<hex>+0xoffset`.
+    fn user_frames(&mut self, rec: &StackRecord) -> Vec<Frame> {
+        let addrs = rec.user_frames();
+        if addrs.is_empty() || rec.trigger_tgid <= 0 {
+            return Vec::new();
+        }
+        let mut located = self.locate_live(rec.trigger_tgid, addrs);
+        if located.iter().any(Option::is_none) {
+            self.learn_exe(rec);
+        }
+        for (i, b) in rec.build_id_frames().iter().enumerate() {
+            let Some(slot) = located.get_mut(i) else {
+                break;
+            };
+            if slot.is_some() || b.status != BUILD_ID_VALID {
+                continue;
+            }
+            let id = b.build_id.to_vec();
+            *slot = Some(match self.build_ids.get(&id) {
+                Some(p) => Located::File(p.clone(), b.offset_or_ip),
+                None => Located::BuildId(hex(&id), b.offset_or_ip),
+            });
+        }
+        located
+            .into_iter()
+            .zip(addrs)
+            .map(|(l, a)| match l {
+                Some(Located::File(path, off)) => self.symbolize_file(&path, off),
+                Some(Located::BuildId(id, off)) => unnamed(&format!("buildid:{id}"), off),
+                None => unnamed("[unknown]", *a),
+            })
+            .collect()
+    }
+
+    /// Each address's file and file offset from the live process's mappings (none once it has
+    /// exited); remembers each file's build id.
+    fn locate_live(&mut self, tgid: i32, addrs: &[u64]) -> Vec<Option<Located>> {
+        let opts = NormalizeOpts {
+            map_files: false,
+            ..NormalizeOpts::default()
+        };
+        let Ok(out) =
+            self.normalizer
+                .normalize_user_addrs_opts(Pid::from(tgid as u32), addrs, &opts)
+        else {
+            return vec![None; addrs.len()];
+        };
+        let elfs: Vec<Option<(PathBuf, Option<Vec<u8>>)>> = out
+            .meta
+            .iter()
+            .map(|meta| match meta {
+                UserMeta::Elf(e) => {
+                    Some((e.path.clone(), e.build_id.as_deref().map(<[u8]>::to_vec)))
+                }
+                _ => None,
+            })
+            .collect();
+        let outputs = out.outputs.clone();
+        drop(out);
+        let metas: Vec<Option<PathBuf>> = elfs
+            .into_iter()
+            .map(|e| e.and_then(|(path, id)| self.openable(tgid, &path, id.as_deref())))
+            .collect();
+        outputs
+            .iter()
+            .map(|(off, idx)| {
+                metas
+                    .get(*idx)
+                    .cloned()
+                    .flatten()
+                    .map(|p| Located::File(p, *off))
+            })
+            .collect()
+    }
+
+    /// The program file whose path the eBPF side read (the trigger may be gone): remembered by
+    /// its build id, read from the file itself, so a path that names another file is never
+    /// used.
+    fn learn_exe(&mut self, rec: &StackRecord) {
+        let Some(parts) = rec.exe_path() else { return };
+        let mut rel = PathBuf::new();
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            let p = std::str::from_utf8(p).unwrap_or_default();
+            if p.is_empty() || p == ".." || p.contains('/') {
+                return;
+            }
+            rel.push(p);
+        }
+        let file = self.host_root.join(&rel);
+        // The names are the workload's: never open a FIFO or device that happens to have them.
+        if !file.is_file() {
+            return;
+        }
+        if let Ok(Some(id)) = blazesym::helper::read_elf_build_id(&file) {
+            if self.build_ids.len() >= MAX_BUILD_IDS {
+                self.build_ids.clear();
+            }
+            self.build_ids.insert(id.to_vec(), file);
+        }
+    }
+
+    /// A path to the mapped file the agent can open later: below `host_root`, else through the
+    /// process's root; remembered by build id.
+    fn openable(&mut self, tgid: i32, path: &Path, build_id: Option<&[u8]>) -> Option<PathBuf> {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        let host = self.host_root.join(rel);
+        let via_proc = self.host_root.join(format!("proc/{tgid}/root")).join(rel);
+        let chosen = [host, via_proc].into_iter().find(|p| p.is_file())?;
+        if let Some(id) = build_id {
+            if self.build_ids.len() >= MAX_BUILD_IDS {
+                self.build_ids.clear();
+            }
+            self.build_ids.insert(id.to_vec(), chosen.clone());
+        }
+        Some(chosen)
+    }
+
+    fn symbolize_file(&mut self, path: &Path, offset: u64) -> Frame {
+        if !self.files.contains(path) {
+            if self.files.len() >= MAX_CACHED_FILES {
+                self.files.clear();
+                self.user = Symbolizer::new();
+            }
+            self.files.insert(path.to_path_buf());
+        }
+        let module = path
+            .file_name()
+            .map(lossy)
+            .unwrap_or_else(|| lossy(path.as_os_str()));
+        let src = Source::Elf(Elf {
+            debug_syms: false,
+            ..Elf::new(path)
+        });
+        match self.user.symbolize_single(&src, Input::FileOffset(offset)) {
+            Ok(Symbolized::Sym(s)) => Frame {
+                symbol: Some(s.name.to_string()),
+                module: Some(module),
+                offset: s.offset as u64,
+            },
+            _ => unnamed(&module, offset),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Located {
+    File(PathBuf, u64),
+    BuildId(String, u64),
+}
+
+impl KernelSyms {
+    /// Copies kallsyms into a memfd (addresses stay readable after privileges are dropped) and
+    /// parses it once.
+    fn copy(kallsyms: &Path) -> Result<Self, String> {
+        let text = std::fs::read(kallsyms).map_err(|e| format!("{}: {e}", kallsyms.display()))?;
+        if !text
+            .split(|b| *b == b'\n')
+            .take(64)
+            .any(|l| l.iter().take_while(|b| **b != b' ').any(|b| *b != b'0'))
+        {
+            return Err(format!(
+                "{}: addresses are hidden (kptr_restrict)",
+                kallsyms.display()
+            ));
+        }
+        // SAFETY: memfd_create with a NUL-terminated name and no flags beyond CLOEXEC; the
+        // returned descriptor is owned by the File from here on.
+        let fd = unsafe { libc::memfd_create(c"oomwatch-kallsyms".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(&text)
+            .map_err(|e| format!("kallsyms copy: {e}"))?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let k = KernelSyms {
+            _copy: file,
+            path,
+            symbolizer: Symbolizer::new(),
+        };
+        // Parse now, so the first kill does not pay for it.
+        let src = Source::Kernel(Kernel {
+            kallsyms: MaybeDefault::Some(k.path.clone()),
+            vmlinux: MaybeDefault::None,
+            kaslr_offset: Some(0),
+            debug_syms: false,
+            ..Kernel::default()
+        });
+        let _ = k.symbolizer.symbolize_single(&src, Input::AbsAddr(0));
+        Ok(k)
+    }
+}
+
+/// `oomwatch_stacks_dropped_total`: trigger stacks lost because the `STACKS` ring was full.
+pub fn drops_collector(
+    counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    mode: StackMode,
+) -> Box<dyn Fn() -> Vec<MetricFamily> + Send + Sync> {
+    Box::new(move || {
+        if mode == StackMode::None {
+            return Vec::new();
+        }
+        let c = counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut value = Counter::default();
+        value.set_value(read_counter(&c, counter::STACK_DROPS) as f64);
+        let mut m = Metric::default();
+        m.set_counter(value);
+        let mut fam = MetricFamily::default();
+        fam.set_name("oomwatch_stacks_dropped_total".to_owned());
+        fam.set_help(
+            "Trigger stacks lost because their ring buffer was full (the victim records were \
+             kept; their trigger.stack is null)."
+                .to_owned(),
+        );
+        fam.set_field_type(MetricType::COUNTER);
+        fam.set_metric(vec![m]);
+        vec![fam]
+    })
+}
+
+/// The frames of the eBPF program that took the stack and of the tracepoint that ran it.
+fn is_tracing_frame(symbol: &str) -> bool {
+    ["bpf_prog_", "bpf_trace_run", "__traceiter_", "__bpf_trace_"]
+        .iter()
+        .any(|p| symbol.starts_with(p))
+}
+
+/// The agent's own mapped files by build id: the C library and loader are the host's, the ones
+/// most triggers map, so their frames are named even when the trigger is gone before its
+/// mappings are read.
+fn seed_build_ids(ids: &mut HashMap<Vec<u8>, PathBuf>) {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let files: HashSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .collect();
+    for f in files {
+        if let Ok(Some(id)) = blazesym::helper::read_elf_build_id(f) {
+            ids.insert(id.to_vec(), PathBuf::from(f));
+        }
+    }
+}
+
+fn unnamed(module: &str, offset: u64) -> Frame {
+    Frame {
+        symbol: None,
+        module: Some(module.to_string()),
+        offset,
+    }
+}
+
+fn lossy(s: &OsStr) -> String {
+    s.to_string_lossy().into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Trigger;
+    use oomwatch_common::{stack_field, RecordKind};
+    use std::time::SystemTime;
+
+    #[inline(never)]
+    fn marker_for_stack_test() -> u64 {
+        std::hint::black_box(marker_for_stack_test as *const () as usize as u64)
+    }
+
+    fn record(pid: i32) -> StackRecord {
+        // SAFETY: StackRecord is plain #[repr(C)] integers and byte arrays (aya::Pod): all
+        // zeroes is a valid value.
+        let mut r: StackRecord = unsafe { std::mem::zeroed() };
+        r.kind = RecordKind::TriggerStack as u32;
+        r.trigger_pid = pid;
+        r.trigger_tgid = pid;
+        r.ktime_ns = 1_000;
+        r
+    }
+
+    fn event(trigger_pid: i32) -> OomEvent {
+        let mut ev = OomEvent::new(7, 1_500, SystemTime::UNIX_EPOCH, "h".into());
+        ev.trigger = Some(Trigger {
+            pid: trigger_pid,
+            tgid: trigger_pid,
+            comm: "t".into(),
+            cgroup: None,
+            cgroup_id: None,
+            namespace: None,
+            pod: None,
+            pod_uid: None,
+            stack: None,
+        });
+        ev
+    }
+
+    #[test]
+    fn a_live_processes_frames_are_named_and_go_to_its_events_only() {
+        let me = std::process::id() as i32;
+        let mut s = StackSymbolizer::new(StackMode::All, Path::new("/"));
+        let mut r = record(me);
+        r.present = stack_field::USER;
+        r.user[0] = marker_for_stack_test() + 1;
+        r.user_bytes = 8;
+        s.push(&r);
+        let mut ev = event(me);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.expect("the trigger's stack");
+        let leaf = &stack.user[0];
+        assert!(
+            leaf.symbol
+                .as_deref()
+                .is_some_and(|n| n.contains("marker_for_stack_test")),
+            "{leaf:?}"
+        );
+        assert!(leaf
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("oomwatch")));
+        // Another trigger's event gets nothing.
+        let mut other = event(me + 1);
+        s.attach(&mut other);
+        assert!(other.trigger.unwrap().stack.is_none());
+    }
+
+    #[test]
+    fn kernel_frames_are_named_from_the_kallsyms_copy_without_the_tracing_frames() {
+        if !oomwatch_testkit::root_or_skip("to read kernel addresses in /proc/kallsyms") {
+            return;
+        }
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let addr = |name: &str| {
+            kallsyms
+                .lines()
+                .find(|l| l.split_whitespace().nth(2) == Some(name))
+                .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
+                .unwrap_or_else(|| panic!("{name} not in kallsyms"))
+        };
+        let mut s = StackSymbolizer::new(StackMode::Kernel, Path::new("/"));
+        let mut r = record(1);
+        r.present = stack_field::KERNEL;
+        r.kernel[0] = addr("bpf_trace_run2") + 8;
+        r.kernel[1] = addr("out_of_memory") + 8;
+        r.kernel_bytes = 16;
+        s.push(&r);
+        let mut ev = event(1);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.unwrap();
+        assert_eq!(stack.kernel.len(), 1, "{stack:?}");
+        assert_eq!(stack.kernel[0].symbol.as_deref(), Some("out_of_memory"));
+        assert_eq!(stack.kernel[0].offset, 8);
+        assert!(stack.user.is_empty() && stack.summary.is_none());
+    }
+
+    #[test]
+    fn unknown_build_ids_and_gone_processes_give_module_offset_frames() {
+        let mut s = StackSymbolizer::new(StackMode::All, Path::new("/nonexistent-root"));
+        // No process has pid i32::MAX: its mappings cannot be read.
+        let mut r = record(i32::MAX);
+        r.present = stack_field::USER | stack_field::USER_BUILD_ID;
+        r.user[0] = 0x1234;
+        r.user_bytes = 8;
+        r.user_build_ids[0].status = BUILD_ID_VALID;
+        r.user_build_ids[0].build_id = [0xab; 20];
+        r.user_build_ids[0].offset_or_ip = 0x99;
+        r.build_id_bytes = 32;
+        s.push(&r);
+        let mut ev = event(i32::MAX);
+        s.attach(&mut ev);
+        let stack = ev.trigger.unwrap().stack.unwrap();
+        assert_eq!(stack.user[0].symbol, None);
+        assert_eq!(
+            stack.user[0].display(),
+            format!("buildid:{}+0x99", "ab".repeat(20))
+        );
+    }
+
+    /// The program path comes from the workload's own file names: a FIFO at that path under
+    /// the host root is never opened (it would block), `..` is never followed.
+    #[test]
+    fn a_hostile_program_path_is_not_opened() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        let fifo = std::ffi::CString::new(root.path().join("a/fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut s = StackSymbolizer::new(StackMode::All, root.path());
+        for parts in [[&b"fifo"[..], &b"a"[..]], [&b"passwd"[..], &b".."[..]]] {
+            let mut r = record(i32::MAX);
+            r.present = stack_field::USER | stack_field::USER_BUILD_ID;
+            r.user[0] = 0x1234;
+            r.user_bytes = 8;
+            r.user_build_ids[0].status = BUILD_ID_VALID;
+            r.user_build_ids[0].build_id = [0xcd; 20];
+            r.user_build_ids[0].offset_or_ip = 0x10;
+            r.build_id_bytes = 32;
+            for (i, p) in parts.iter().enumerate() {
+                r.exe_path[i][..p.len()].copy_from_slice(p);
+            }
+            r.exe_depth = 2;
+            s.push(&r);
+            let mut ev = event(i32::MAX);
+            s.attach(&mut ev);
+            let stack = ev.trigger.unwrap().stack.unwrap();
+            assert!(stack.user[0]
+                .module
+                .as_deref()
+                .unwrap()
+                .starts_with("buildid:"));
+        }
+    }
+}
