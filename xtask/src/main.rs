@@ -80,7 +80,7 @@ enum Cmd {
     /// OOM kills on cgroup v2 (single, memory.oom.group, multi-threaded) and check the events.
     VmTest {
         /// Which kernel series to boot.
-        #[arg(long, default_value = "all", value_parser = ["6.1", "6.12", "all"])]
+        #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "newest", "all"])]
         kernel: String,
         /// Keep the initramfs staging tree and the kernel packages' modules under target/vm/.
         #[arg(long)]

@@ -3,6 +3,8 @@
 //! * Debian packages for the eBPF toolchain: `rustc-web cargo-web rust-web-src llvm-22-dev`
 //!   (with `--test` also `prometheus` for promtool, `bpftool` as test ground truth and
 //!   `rust-web-clippy` for `clippy-ebpf`);
+//! * with `--test`, the apt sources of `vm-test`'s 5.10 (`bullseye`) and newest (`sid`) kernels,
+//!   pinned at priority 1 so that nothing else is installed from them (`vm/sources.rs`);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -30,6 +32,10 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 
 pub fn setup(with_test_deps: bool) -> Result<()> {
     let started = Instant::now();
+    if with_test_deps {
+        // vm-test's kernels from Debian 11 and sid: apt sources pinned at priority 1.
+        crate::vm::sources::ensure()?;
+    }
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if with_test_deps {
         packages.extend_from_slice(TEST_PACKAGES);
