@@ -89,6 +89,10 @@ enum Cmd {
         /// target/vm/<release>/vmlinux.btf (for the offset tests): build nothing, boot nothing.
         #[arg(long)]
         prepare_only: bool,
+        /// Only rewrite docs/kernels.md from the last console of each kernel under target/vm/
+        /// (every run does it at its end): boot nothing.
+        #[arg(long)]
+        doc_only: bool,
     },
 }
 
@@ -105,10 +109,12 @@ fn main() {
         Cmd::Fuzz { secs } => fuzz::fuzz(secs),
         Cmd::Deploy => deploy::check(),
         Cmd::Dashboards => dashboards::check(),
+        Cmd::VmTest { doc_only: true, .. } => vm::kernels_doc(),
         Cmd::VmTest {
             kernel,
             keep,
             prepare_only,
+            doc_only: false,
         } => vm::vm_test(&kernel, keep, prepare_only),
     };
     if let Err(e) = result {

@@ -182,7 +182,8 @@ fn render(runs: &[Run]) -> String {
          by the first of the three guest agents that did not disable it (`fentry`, then \
          `kprobe`, then `kmsg`): **attached** (the first choice of its family), **fallback** \
          (attached because an earlier row of its family could not be), **unavailable** (the \
-         agent's reason). The development host (Linux 6.18, cgroup v1) is not booted here: \
+         agent's reason), **not tried** (an earlier row of its family attached in every agent). \
+         The development host (Linux 6.18, cgroup v1) is not booted here: \
          there fentry is refused (EPERM) and kprobes are absent, so OOM context comes from \
          `kmsg:oom_report` (see `oomwatch check` on a host).\n"
     );
@@ -204,7 +205,7 @@ fn render(runs: &[Run]) -> String {
                     notes.push(format!("{} `{hook}` ({state}): {why}", r.release));
                     format!("{state} [{}]", notes.len())
                 }
-                None => "not logged".to_string(),
+                None => "not tried".to_string(),
             };
             let _ = write!(row, " {cell} |");
         }
