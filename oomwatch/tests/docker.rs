@@ -52,7 +52,16 @@ fn run_hog(d: &Docker, name: &str, extra: &[&str]) -> String {
 fn inspected(d: &Docker, id: &str) -> (Value, String) {
     d.run(&["kill", id]);
     d.run(&["wait", id]);
-    let ins = d.inspect(id);
+    // dockerd learns of the OOM from containerd's event, which can come after the exit it
+    // already reported: give its own account a moment to settle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut ins = d.inspect(id);
+    while ins["State"]["OOMKilled"] != serde_json::json!(true)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        ins = d.inspect(id);
+    }
     let says = format!(
         "Id={} Name={} Config.Image={} State.OOMKilled={}",
         ins["Id"], ins["Name"], ins["Config"]["Image"], ins["State"]["OOMKilled"]

@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::{kills_for, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
+use common::{kills_for, real_kernel_or_skip, Agent, KernelKill, Kmsg, TestCgroup};
 use oomwatch_testkit::oracle::fields::{self, KillCount};
 use serde_json::Value;
 
@@ -190,14 +190,9 @@ fn pid_only_kernels_fill_from_proc_or_leave_absent() {
         assert_eq!(ev["sources"][group], "procfs", "{field}: {ev}");
     }
     assert_eq!(kernel.oom_score_adj, 250);
-    // Memory and the cgroup only if `/proc` still showed the task's memory when the agent read
-    // it (else the cgroup may come from the kernel's report); never a wrong value.
-    if ev["anon_rss"].is_null() {
-        assert!(ev["sources"]["memory"].is_null(), "{ev}");
-    } else {
-        assert_eq!(ev["sources"]["memory"], "procfs", "{ev}");
-        assert!(ev["anon_rss"].as_u64().unwrap() > 0, "{ev}");
-    }
+    // Memory: the kernel's own "Killed process" line (the agent reads the kernel log), else
+    // `/proc` if it still showed the task's memory when the agent read it; never a wrong value.
+    memory_from_the_line_or_proc(&ev, &kernel);
     if ev["cgroup"].is_null() {
         assert!(ev["sources"]["cgroup"].is_null(), "{ev}");
     } else {
@@ -276,8 +271,21 @@ fn tp_btf_alone_still_reports_every_victim() {
     assert_eq!(ev["sources"]["oom_score_adj"], "tp_btf:mark_victim");
     assert_eq!(ev["cgroup"], cg.path.as_str());
     assert_eq!(ev["sources"]["cgroup"], "cgroupfs");
-    // Memory is not in the task read: from /proc while the victim was there, or absent.
-    if !ev["anon_rss"].is_null() {
-        assert_eq!(ev["sources"]["memory"], "procfs", "{ev}");
+    // Memory is not in the task read: from the kernel's line, or /proc while the victim was
+    // there, or absent.
+    memory_from_the_line_or_proc(&ev, &kernel);
+}
+
+/// Without the trace record's memory: the "Killed process" line's figures, equal to the
+/// kernel's; else `/proc`'s (non-zero); else none.
+fn memory_from_the_line_or_proc(ev: &Value, kernel: &KernelKill) {
+    match ev["sources"]["memory"].as_str() {
+        Some("kmsg:oom_report") => {
+            assert_eq!(ev["anon_rss"], kernel.anon_rss_kb * 1024, "{ev}");
+            assert_eq!(ev["file_rss"], kernel.file_rss_kb * 1024, "{ev}");
+        }
+        Some("procfs") => assert!(ev["anon_rss"].as_u64().unwrap() > 0, "{ev}"),
+        None => assert!(ev["anon_rss"].is_null(), "{ev}"),
+        Some(other) => panic!("memory from {other}: {ev}"),
     }
 }

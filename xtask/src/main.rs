@@ -84,7 +84,7 @@ enum Cmd {
     /// OOM kills on cgroup v2 (single, memory.oom.group, multi-threaded) and check the events.
     VmTest {
         /// Which kernel series to boot.
-        #[arg(long, default_value = "all", value_parser = ["6.1", "6.12", "all"])]
+        #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "newest", "all"])]
         kernel: String,
         /// Keep the initramfs staging tree and the kernel packages' modules under target/vm/.
         #[arg(long)]
@@ -93,6 +93,10 @@ enum Cmd {
         /// target/vm/<release>/vmlinux.btf (for the offset tests): build nothing, boot nothing.
         #[arg(long)]
         prepare_only: bool,
+        /// Only rewrite docs/kernels.md from the last console of each kernel under target/vm/
+        /// (every run does it at its end): boot nothing.
+        #[arg(long)]
+        doc_only: bool,
     },
 }
 
@@ -110,10 +114,12 @@ fn main() {
         Cmd::Fuzz { secs } => fuzz::fuzz(secs),
         Cmd::Deploy => deploy::check(),
         Cmd::Dashboards => dashboards::check(),
+        Cmd::VmTest { doc_only: true, .. } => vm::kernels_doc(),
         Cmd::VmTest {
             kernel,
             keep,
             prepare_only,
+            doc_only: false,
         } => vm::vm_test(&kernel, keep, prepare_only),
     };
     if let Err(e) = result {

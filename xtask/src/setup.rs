@@ -6,6 +6,8 @@
 //!   configuration tests, and `docker.io`, `podman`, `containerd`, `runc`, `crun`,
 //!   `busybox-static` for the real-runtime tests, `protobuf-compiler` for the CRI bindings
 //!   those tests use);
+//! * with `--test`, the apt sources of `vm-test`'s 5.10 (`bullseye`) and newest (`sid`) kernels,
+//!   pinned at priority 1 so that nothing else is installed from them (`vm/sources.rs`);
 //! * `bpf-linker` 0.13.0 built against LLVM 22 with Debian's cargo/rustc (no rustup needed).
 
 use std::{path::PathBuf, process::Command, time::Instant};
@@ -49,6 +51,10 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 
 pub fn setup(with_test_deps: bool) -> Result<()> {
     let started = Instant::now();
+    if with_test_deps {
+        // vm-test's kernels from Debian 11 and sid: apt sources pinned at priority 1.
+        crate::vm::sources::ensure()?;
+    }
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if with_test_deps {
         packages.extend_from_slice(TEST_PACKAGES);

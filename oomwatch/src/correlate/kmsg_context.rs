@@ -7,6 +7,7 @@
 //! rate-limited by the kernel (10 reports per 5 s, host-wide): a victim whose header was
 //! suppressed gets what its "Killed process" line says and nothing more.
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::explain::candidates;
@@ -27,7 +28,7 @@ const KEPT: usize = 1024;
 struct Header {
     id: u64,
     ctx: OomContext,
-    dump: Option<TaskDump>,
+    dump: Option<Arc<TaskDump>>,
     /// A "Killed process" line has been seen for this header.
     killed_seen: bool,
     /// "Tasks in <memcg> are going to be killed due to memory.oom.group set" followed the first
@@ -40,12 +41,17 @@ struct Header {
     global: Option<Vec<(String, u64)>>,
 }
 
+/// One victim's context: pid, when its line was read, the invocation id, the context, the
+/// invocation's dump when some of its tasks could not be scored (see [`KmsgContexts::take`]),
+/// and the "Killed process" line itself (the victim's memory as the kernel reported it).
+type Kept = (i32, Instant, u64, OomContext, Option<Arc<TaskDump>>, Killed);
+
 /// Turns kernel-log records into per-victim invocation contexts.
 #[derive(Debug)]
 pub struct KmsgContexts {
     parser: OomReportParser,
     header: Option<Header>,
-    by_pid: VecDeque<(i32, Instant, u64, OomContext)>,
+    by_pid: VecDeque<Kept>,
     next_id: u64,
     page_size: u64,
     /// The host's `MemTotal` and `SwapTotal` (bytes), for the domain size of the points.
@@ -95,7 +101,7 @@ impl KmsgContexts {
         while self
             .by_pid
             .front()
-            .is_some_and(|(_, t, _, _)| now.duration_since(*t) > KEEP_FOR)
+            .is_some_and(|(_, t, ..)| now.duration_since(*t) > KEEP_FOR)
         {
             self.by_pid.pop_front();
         }
@@ -107,7 +113,7 @@ impl KmsgContexts {
             OomItem::Invoked(inv) => self.invoked(inv),
             OomItem::TaskDump(dump) => {
                 if let Some(h) = self.header.as_mut() {
-                    h.dump = Some(dump);
+                    h.dump = Some(Arc::new(dump));
                 }
             }
             OomItem::Constraint(c) => self.constraint(c),
@@ -199,34 +205,36 @@ impl KmsgContexts {
             }
             .into()
         });
-        let (id, mut ctx) = match self.header.as_mut() {
+        let (id, mut ctx, dump) = match self.header.as_mut() {
             // The first kill after a header, or a member of its group kill.
             Some(h) if !h.killed_seen || h.group => {
                 h.killed_seen = true;
                 let mut ctx = h.ctx.clone();
                 ctx.domain_memory = domain_of(h, self.page_size);
-                (h.id, ctx)
+                let dump = h.dump.clone().filter(|_| ctx.unscored > 0);
+                (h.id, ctx, dump)
             }
             // Another kill without a header of its own: the kernel rate-limited that
             // report's header, so all that is known is this line.
             _ => {
                 self.header = None;
-                (self.new_id(), OomContext::default())
+                (self.new_id(), OomContext::default(), None)
             }
         };
         ctx.message = Some(message);
         if self
             .by_pid
             .iter()
-            .any(|(p, _, i, _)| *p == k.pid && *i == id)
+            .any(|(p, _, i, ..)| *p == k.pid && *i == id)
         {
             return None; // the kernel prints a group's chosen task twice
         }
         if self.by_pid.len() == KEPT {
             self.by_pid.pop_front();
         }
-        self.by_pid.push_back((k.pid, now, id, ctx));
-        Some(k.pid)
+        let pid = k.pid;
+        self.by_pid.push_back((pid, now, id, ctx, dump, k));
+        Some(pid)
     }
 
     fn new_id(&mut self) -> u64 {
@@ -236,9 +244,34 @@ impl KmsgContexts {
     }
 
     /// Takes the context of victim `pid`, if its "Killed process" line has been read.
-    pub fn take(&mut self, pid: i32) -> Option<(u64, OomContext)> {
-        let i = self.by_pid.iter().position(|(p, _, _, _)| *p == pid)?;
-        self.by_pid.remove(i).map(|(_, _, id, ctx)| (id, ctx))
+    /// `totalpages`: the domain's size from a probe (`oom_kill_process`), which the report does
+    /// not print for a cpuset or memory-policy OOM; with it, the dump's tasks with an
+    /// `oom_score_adj` that could not be scored are scored after all.
+    pub fn take(&mut self, pid: i32, totalpages: Option<u64>) -> Option<(u64, OomContext)> {
+        self.take_with_line(pid, totalpages)
+            .map(|(id, ctx, _)| (id, ctx))
+    }
+
+    /// [`Self::take`], with the victim's "Killed process" line.
+    pub fn take_with_line(
+        &mut self,
+        pid: i32,
+        totalpages: Option<u64>,
+    ) -> Option<(u64, OomContext, Killed)> {
+        let i = self.by_pid.iter().position(|(p, ..)| *p == pid)?;
+        let (_, _, id, mut ctx, dump, line) = self.by_pid.remove(i)?;
+        if let (Some(dump), Some(total), Some(chosen)) = (dump, totalpages, &ctx.chosen) {
+            let page = self.page_size;
+            ctx.candidates = Some(candidates::from_dump(
+                &dump,
+                Some(chosen.pid),
+                Some(total),
+                page,
+                self.top,
+            ));
+            ctx.unscored = candidates::unscored(&dump, chosen.pid, Some(total), page);
+        }
+        Some((id, ctx, line))
     }
 }
 
@@ -312,7 +345,7 @@ mod tests {
         ));
         let ready = feed(&mut c, text);
         assert_eq!(ready.len(), 1, "{ready:?}");
-        let (id, ctx) = c.take(ready[0]).unwrap();
+        let (id, ctx) = c.take(ready[0], None).unwrap();
         assert_eq!(id, 1);
         assert_eq!(ctx.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
         assert_eq!(ctx.gfp_mask.as_deref(), Some("0xcc0"));
@@ -325,7 +358,7 @@ mod tests {
         assert_eq!(ctx.chosen.as_ref().map(|t| t.pid), Some(ready[0]));
         assert_eq!(ctx.message.as_deref(), Some("Memory cgroup out of memory"));
         assert!(ctx.badness.is_some_and(|p| p > 16_000), "{ctx:?}");
-        assert!(c.take(ready[0]).is_none(), "taken once");
+        assert!(c.take(ready[0], None).is_none(), "taken once");
     }
 
     #[test]
@@ -337,7 +370,7 @@ mod tests {
         ));
         let ready = feed(&mut c, text);
         assert!(ready.len() >= 2, "{ready:?}");
-        let ids: Vec<u64> = ready.iter().map(|&p| c.take(p).unwrap().0).collect();
+        let ids: Vec<u64> = ready.iter().map(|&p| c.take(p, None).unwrap().0).collect();
         assert!(ids.iter().all(|&i| i == ids[0]), "{ids:?}");
     }
 
@@ -347,7 +380,7 @@ mod tests {
         let line = "3,9,100,-;Memory cgroup out of memory: Killed process 77 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0";
         let ready = c.push_record(&parse_record(line.as_bytes()).unwrap(), Instant::now());
         assert_eq!(ready, vec![77]);
-        let (_, ctx) = c.take(77).unwrap();
+        let (_, ctx) = c.take(77, None).unwrap();
         assert_eq!(ctx.constraint, None);
         assert_eq!(ctx.message.as_deref(), Some("Memory cgroup out of memory"));
     }
@@ -370,7 +403,7 @@ mod tests {
             "/tests/fixtures/kmsg/oom-memcg-group-v6.6.kmsg"
         ));
         let ready = feed(&mut c, text);
-        let ctxs: Vec<OomContext> = ready.iter().map(|&p| c.take(p).unwrap().1).collect();
+        let ctxs: Vec<OomContext> = ready.iter().map(|&p| c.take(p, None).unwrap().1).collect();
         assert!(ctxs
             .iter()
             .all(|x| x.badness == ctxs[0].badness && x.chosen == ctxs[0].chosen));
@@ -394,12 +427,50 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(ready, vec![4242]);
-        let (id1, _) = c.take(first).unwrap();
-        let (id2, ctx) = c.take(4242).unwrap();
+        let (id1, _) = c.take(first, None).unwrap();
+        let (id2, ctx) = c.take(4242, None).unwrap();
         assert_ne!(id1, id2);
         assert_eq!(ctx.constraint, None);
         assert_eq!(ctx.chosen, None);
         assert_eq!(ctx.message.as_deref(), Some("Memory cgroup out of memory"));
+    }
+
+    /// Debian 11's 5.10 in `vm-test`: a cpuset OOM (node 1) with three agents at -999 in the
+    /// dump. The report lacks the cpuset's size: alone it scores only the chosen dd; with the
+    /// `oom_kill_process` probe's totalpages (65504) the agents are candidates too.
+    #[test]
+    fn a_probes_totalpages_scores_the_tasks_the_dump_alone_cannot() {
+        let lines = [
+            "4,900,22815855,-;dd invoked oom-killer: gfp_mask=0x100dca(GFP_HIGHUSER_MOVABLE|__GFP_ZERO), order=0, oom_score_adj=0",
+            "6,901,22816460,-;[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+            "6,902,22816484,-;[     83]     0    83     4288     2178    73728        0          -999 oomwatch",
+            "6,903,22816491,-;[     84]     0    84     4289     2118    81920        0          -999 oomwatch",
+            "6,904,22816497,-;[     85]     0    85     4035     1925    69632        0          -999 oomwatch",
+            "6,905,22816504,-;[    235]     0   235    69685    54221   466944        0             0 dd",
+            "6,906,22816512,-;oom-kill:constraint=CONSTRAINT_CPUSET,nodemask=(null),cpuset=c,mems_allowed=1,global_oom,task_memcg=/c,task=dd,pid=235,uid=0",
+            "3,907,22816863,-;Out of memory: Killed process 235 (dd) total-vm:278740kB, anon-rss:215300kB, file-rss:4kB, shmem-rss:1580kB, UID:0 pgtables:456kB oom_score_adj:0",
+        ]
+        .join("\n");
+        let pids = |ctx: &OomContext| -> Vec<(i32, i64)> {
+            let list = ctx.candidates.iter().flatten();
+            list.map(|c| (c.pid, c.points)).collect()
+        };
+        let mut c = KmsgContexts::new();
+        assert_eq!(feed(&mut c, &lines), [235]);
+        let (_, alone) = c.take(235, None).unwrap();
+        assert_eq!((pids(&alone), alone.unscored), (vec![(235, 54335)], 3));
+        let mut c = KmsgContexts::new();
+        feed(&mut c, &lines);
+        let (_, scored) = c.take(235, Some(65_504)).unwrap();
+        // 2178 + 0 + 73728/4096 - 999 * (65504/1000), as oom_badness() computes it.
+        let agent = |rss: i64, pgt: i64| rss + pgt / 4096 - 999 * 65;
+        let want = vec![
+            (235, 54335),
+            (83, agent(2178, 73728)),
+            (84, agent(2118, 81920)),
+            (85, agent(1925, 69632)),
+        ];
+        assert_eq!((pids(&scored), scored.unscored), (want, 0));
     }
 
     fn killed(pid: i32) -> String {

@@ -19,6 +19,7 @@ use crate::record::{
     ContainerKill, NsInit, OomContext, OomEvent, PidNsAtKill, ProbeId, Source, Trigger,
 };
 use crate::source::gfp::GfpDecoder;
+use crate::source::kmsg::oom::Killed;
 use crate::source::kmsg::KmsgRecord;
 use crate::source::probe::ringbuf::Record;
 use crate::source::probe::silence::Silence;
@@ -213,7 +214,10 @@ impl Correlator {
             out.push(ev);
             return;
         };
-        if let Some((id, ctx)) = k.take(ev.pid) {
+        // A probe's context knows the domain's size, which scores what the dump alone cannot.
+        let totalpages = ev.oom_id.and(ev.oom.totalpages);
+        if let Some((id, ctx, line)) = k.take_with_line(ev.pid, totalpages) {
+            kernel_memory(&mut ev, &line);
             cgroup_from_report(&mut ev, &ctx);
             if ev.oom_id.is_some() {
                 self.check_badness(&ev, &ctx);
@@ -499,6 +503,40 @@ fn cgroup_from_report(ev: &mut OomEvent, ctx: &OomContext) {
     }
 }
 
+/// The victim's memory as the kernel's "Killed process" line printed it, where the trace
+/// record's figures differ from it. They are not always one reading: `mark_victim` records
+/// `get_mm_counter()` (6.2+: a per-CPU counter's shared part only), while the line prints what
+/// `__oom_kill_process()` read, which on newer kernels (Debian's 7.2) is `get_mm_counter_sum()`,
+/// the per-CPU parts summed in: a few pages apart. The line is the kernel's own report of the
+/// kill; `sources.memory` (and `sources.pgtables`) then say `kmsg:oom_report`.
+fn kernel_memory(ev: &mut OomEvent, line: &Killed) {
+    if line.pid != ev.pid {
+        return;
+    }
+    let kb = |v: u64| v.saturating_mul(1024);
+    let anon = Some(kb(line.anon_rss_kb));
+    let file = Some(kb(line.file_rss_kb));
+    let shmem = line.shmem_rss_kb.map(kb).or(ev.shmem_rss);
+    let pgtables = line.pgtables_kb.map(kb).or(ev.pgtables);
+    let total_vm = Some(kb(line.total_vm_kb));
+    let now = (
+        ev.total_vm,
+        ev.anon_rss,
+        ev.file_rss,
+        ev.shmem_rss,
+        ev.pgtables,
+    );
+    if now == (total_vm, anon, file, shmem, pgtables) {
+        return;
+    }
+    (ev.total_vm, ev.anon_rss, ev.file_rss, ev.shmem_rss) = (total_vm, anon, file, shmem);
+    ev.sources.insert("memory", Source::Kmsg);
+    if ev.pgtables != pgtables {
+        ev.pgtables = pgtables;
+        ev.sources.insert("pgtables", Source::Kmsg);
+    }
+}
+
 /// Puts an invocation's context on a victim's event: flags a group member, hands the trigger's
 /// cgroup to `trigger`.
 /// From the kernel's report, what a probe's context lacks: the candidates when the
@@ -509,6 +547,7 @@ fn supplement(ev: &mut OomEvent, mut ctx: OomContext) {
         scored::fill_from(list, ctx.candidates.as_deref());
     } else {
         ev.oom.candidates = ctx.candidates.take();
+        ev.oom.unscored = ctx.unscored;
         if ev.oom.candidates.is_some() {
             ev.sources.insert("candidates", Source::Kmsg);
         }
@@ -972,6 +1011,65 @@ mod tests {
         let list = dump.oom.candidates.unwrap();
         assert_eq!((list[1].rss, list[1].points), (Some(4096), 50));
         assert_eq!(dump.sources["candidates"], Source::CandidatesKretprobe);
+    }
+
+    /// Debian's 7.2 in `vm-test`: the trace record's anon-rss (`get_mm_counter()`) is 12 pages
+    /// short of the "Killed process" line's (`get_mm_counter_sum()`); the event carries the
+    /// line's figures and says so. Where both agree (6.1 to 6.18) the trace record stays.
+    #[test]
+    fn the_kill_lines_figures_win_where_the_trace_record_reads_otherwise() {
+        let line = Killed {
+            memcg: true,
+            reason: None,
+            pid: 195,
+            comm: "dd".into(),
+            total_vm_kb: 104_928,
+            anon_rss_kb: 65_456,
+            file_rss_kb: 4,
+            shmem_rss_kb: Some(0),
+            uid: Some(0),
+            pgtables_kb: Some(176),
+            oom_score_adj: Some(0),
+        };
+        let p = Pending {
+            pid: 195,
+            tp: Some(tp(195)),
+            btf: None,
+            deadline: Instant::now(),
+        };
+        let mut ev = merge(&p, "h");
+        (ev.total_vm, ev.anon_rss, ev.file_rss) =
+            (Some(104_928 * 1024), Some(65_408 * 1024), Some(0));
+        (ev.shmem_rss, ev.pgtables) = (Some(0), Some(176 * 1024));
+        let same = {
+            let mut e = ev.clone();
+            (e.anon_rss, e.file_rss) = (Some(65_456 * 1024), Some(4096));
+            e
+        };
+        kernel_memory(&mut ev, &line);
+        assert_eq!(
+            (ev.anon_rss, ev.file_rss),
+            (Some(65_456 * 1024), Some(4096))
+        );
+        assert_eq!(ev.sources["memory"], Source::Kmsg);
+        assert_eq!(
+            ev.sources["pgtables"],
+            Source::MarkVictimTracepoint,
+            "pgtables agreed"
+        );
+        let mut agreed = same.clone();
+        kernel_memory(&mut agreed, &line);
+        assert_eq!(agreed.sources["memory"], Source::MarkVictimTracepoint);
+        let mut other = same;
+        kernel_memory(
+            &mut other,
+            &Killed {
+                pid: 7,
+                anon_rss_kb: 1,
+                ..line
+            },
+        );
+        assert_eq!(other.anon_rss, Some(65_456 * 1024), "another victim's line");
     }
 
     #[test]

@@ -154,17 +154,21 @@ fn candidate(r: &CandidateRecord, page: u64) -> Candidate {
     }
 }
 
-/// Fills what the probe could not read (a task without an mm) from the kernel's task dump of
-/// the same invocation.
+/// Takes each candidate's memory from the kernel's task dump of the same invocation where it
+/// has the row: the kernel's own figures. The probe reads the mm counters as
+/// `get_mm_counter()` does (6.2+: a per-CPU counter's shared part); newer kernels (Debian's 7.2)
+/// score and dump with the per-CPU parts summed in (`get_mm_rss_sum()`), a few pages apart. The
+/// points stay the probe's (the kernel's own return values). Also fills what the probe could not
+/// read (a task without an mm).
 pub fn fill_from(list: &mut [Candidate], dump: Option<&[Candidate]>) {
     let Some(dump) = dump else { return };
     for c in list {
         let Some(d) = dump.iter().find(|d| d.pid == c.pid) else {
             continue;
         };
-        c.rss = c.rss.or(d.rss);
-        c.swap = c.swap.or(d.swap);
-        c.pgtables = c.pgtables.or(d.pgtables);
+        c.rss = d.rss.or(c.rss);
+        c.swap = d.swap.or(c.swap);
+        c.pgtables = d.pgtables.or(c.pgtables);
         c.oom_score_adj = c.oom_score_adj.or(d.oom_score_adj);
         if c.comm.is_empty() {
             c.comm.clone_from(&d.comm);
@@ -299,5 +303,13 @@ mod tests {
         assert_eq!(list[0].comm, "java");
         assert_eq!((list[0].rss, list[0].oom_score_adj), (Some(4096), Some(0)));
         assert_eq!(list[0].points, 9, "the probe's points stay");
+        // Debian 7.2: the probe's reading lacks the per-CPU parts the dump summed in.
+        let mut r = rec(1, 1, 0, 5, 9);
+        r.rss_pages = 16_747;
+        let mut list = vec![candidate(&r, 4096)];
+        let mut d = list[0].clone();
+        d.rss = Some(16_760 * 4096);
+        fill_from(&mut list, Some(&[d]));
+        assert_eq!(list[0].rss, Some(16_760 * 4096), "the kernel's own figure");
     }
 }

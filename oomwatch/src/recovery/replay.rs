@@ -98,7 +98,7 @@ impl LogKills {
                 ev.sources.insert("cgroup", Source::Kmsg);
             }
         }
-        if let Some((id, mut ctx)) = self.contexts.take(k.pid) {
+        if let Some((id, mut ctx)) = self.contexts.take(k.pid, None) {
             ev.oom_id = Some(id);
             ev.allocating_task_kill = ctx.settle_allocating_task_kill();
             ev.domain_memory = ctx.domain_memory.take();

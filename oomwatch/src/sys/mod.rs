@@ -1,8 +1,10 @@
-//! The system below every stage: privileges, the memory cgroup tree, `/proc`, clocks, text,
-//! and the agent's own directory (`owned_dir`: nothing planted there is followed).
+//! The system below every stage: privileges, the memory cgroup tree, `/proc`, the kernel's
+//! symbols, clocks, text, and the agent's own directory (`owned_dir`: nothing planted there is
+//! followed).
 pub mod caps;
 pub mod cgroup;
 pub mod clock;
+pub mod kallsyms;
 pub mod owned_dir;
 pub mod procfs;
 pub mod text;

@@ -126,7 +126,7 @@ fn feed(records: &[KmsgRecord]) {
         }
         let now = base + Duration::from_micros(rec.ts_usec % (1 << 40));
         for pid in contexts.push_record(rec, now) {
-            let _ = contexts.take(pid);
+            let _ = contexts.take(pid, (pid % 2 == 0).then_some(65_504));
         }
     }
     check_items(&parser.flush().into_iter().collect::<Vec<_>>());

@@ -30,7 +30,11 @@ pub struct Series {
     pattern: &'static str,
 }
 
-pub const SERIES: [Series; 2] = [
+pub const SERIES: [Series; 4] = [
+    Series {
+        label: "5.10",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64$",
+    },
     Series {
         label: "6.1",
         pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
@@ -38,6 +42,11 @@ pub const SERIES: [Series; 2] = [
     Series {
         label: "6.12",
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$",
+    },
+    // The newest cloud kernel of any suite apt knows (sid's, see `sources.rs`): 7.2 today.
+    Series {
+        label: "newest",
+        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64$",
     },
 ];
 
@@ -172,7 +181,10 @@ fn apt_cache(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Step 2: pick the newest package of a series, download and extract it (both cached).
+/// Step 2: pick the newest package of a series, download and extract it (both cached). Newer
+/// Debian kernels ship the image in a package of its own, `linux-binary-<release>` (vmlinuz
+/// under `usr/lib/modules/<release>/`), which `linux-image-<release>` depends on: it is fetched
+/// too when the image package has no vmlinuz.
 pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel> {
     let (package, version) = pick_package(series)?;
     eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
@@ -184,7 +196,13 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
         }
         None => {
             let deb = download(vm_dir, &package, &version)?;
-            extract(vm_dir, &deb, &package, &dir, keep)?
+            let mut debs = vec![deb];
+            let binary = package.replacen("linux-image-", "linux-binary-", 1);
+            if !deb_has_vmlinuz(&debs[0])? {
+                eprintln!("[{STEP}] {package} has no vmlinuz: the image is in {binary}");
+                debs.push(download(vm_dir, &binary, &version)?);
+            }
+            extract(vm_dir, &debs, &package, &dir, keep)?
         }
     };
     Ok(Kernel {
@@ -193,6 +211,31 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
         version,
         vmlinuz,
     })
+}
+
+/// Whether the .deb holds a `vmlinuz` (`dpkg-deb -c`).
+fn deb_has_vmlinuz(deb: &Path) -> Result<bool> {
+    let out = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(deb)
+        .output()
+        .context("[vm] cannot run dpkg-deb -c")?;
+    if !out.status.success() {
+        bail!("[vm] dpkg-deb -c {} failed", deb.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| is_vmlinuz_path(l.split_whitespace().last().unwrap_or(""))))
+}
+
+/// `./boot/vmlinuz-<release>` (until 6.x) or `./usr/lib/modules/<release>/vmlinuz` (the
+/// `linux-binary-*` packages).
+fn is_vmlinuz_path(path: &str) -> bool {
+    let path = path.trim_start_matches("./");
+    let name = path.rsplit('/').next().unwrap_or("");
+    (path.starts_with("boot/") && name.starts_with("vmlinuz-"))
+        || ((path.starts_with("usr/lib/modules/") || path.starts_with("lib/modules/"))
+            && name == "vmlinuz")
 }
 
 /// The newest package of `series` (after an apt-get update if none is listed) and its
@@ -248,21 +291,39 @@ fn download(vm_dir: &Path, package: &str, version: &str) -> Result<PathBuf> {
     Ok(deb)
 }
 
-/// Extracts `deb` into `dir` (without the modules unless `keep`): its boot/vmlinuz-*.
-fn extract(vm_dir: &Path, deb: &Path, package: &str, dir: &Path, keep: bool) -> Result<PathBuf> {
+/// Extracts the `debs` into `dir`, the vmlinuz always as `boot/vmlinuz-<release>` (without the
+/// modules unless `keep`).
+fn extract(
+    vm_dir: &Path,
+    debs: &[PathBuf],
+    package: &str,
+    dir: &Path,
+    keep: bool,
+) -> Result<PathBuf> {
     let tmp = vm_dir.join(format!("{package}.partial"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
-    run(STEP, Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
+    for deb in debs {
+        run(STEP, Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
+    }
+    let release = package.strip_prefix("linux-image-").unwrap_or(package);
+    for modules in ["usr/lib/modules", "lib/modules"] {
+        let image = tmp.join(modules).join(release).join("vmlinuz");
+        if image.is_file() && find_vmlinuz(&tmp).is_none() {
+            fs::create_dir_all(tmp.join("boot"))?;
+            fs::copy(&image, tmp.join("boot").join(format!("vmlinuz-{release}")))?;
+        }
+    }
     if !keep {
         // Only boot/vmlinuz-* is booted; the modules are most of the package.
         let _ = fs::remove_dir_all(tmp.join("lib"));
         let _ = fs::remove_dir_all(tmp.join("usr/lib/modules"));
     }
     fs::rename(&tmp, dir)?;
-    let vmlinuz =
-        find_vmlinuz(dir).with_context(|| format!("[vm] {package} has no boot/vmlinuz-*"))?;
+    let vmlinuz = find_vmlinuz(dir).with_context(|| {
+        format!("[vm] {package} has no boot/vmlinuz-* nor usr/lib/modules/{release}/vmlinuz")
+    })?;
     eprintln!("[{STEP}] extracted {}", vmlinuz.display());
     Ok(vmlinuz)
 }
@@ -335,6 +396,19 @@ mod tests {
             Some("linux-image-6.12.117+deb12-cloud-amd64")
         );
         assert_eq!(newest(""), None);
+    }
+
+    #[test]
+    fn vmlinuz_paths_of_both_layouts() {
+        assert!(is_vmlinuz_path("./boot/vmlinuz-6.1.0-57-cloud-amd64"));
+        assert!(is_vmlinuz_path(
+            "./usr/lib/modules/7.2.13+deb14-cloud-amd64/vmlinuz"
+        ));
+        assert!(!is_vmlinuz_path("./boot/System.map-6.1.0-57-cloud-amd64"));
+        assert!(!is_vmlinuz_path(
+            "./usr/lib/modules/7.2.13+deb14-cloud-amd64/modules.order"
+        ));
+        assert!(!is_vmlinuz_path("./usr/share/doc/vmlinuz"));
     }
 
     #[test]

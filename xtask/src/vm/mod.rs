@@ -13,7 +13,8 @@
 //! kernel's BTF) → `initramfs` (busybox, the agent, `init.sh` as the guest's `/init`) → `qemu`
 //! (one boot, its serial console) → `console` (the console's sections and kernel lines) →
 //! `check` (the boot's checks, and each of the three `agent`s') → `report` (the tables).
-//! `earlyoom` fetches the userspace killer the guest runs.
+//! `earlyoom` fetches the userspace killer the guest runs; `kernels_doc` rewrites
+//! `docs/kernels.md` from the last console of each kernel.
 
 mod agent;
 mod btf;
@@ -22,8 +23,10 @@ mod console;
 mod earlyoom;
 mod initramfs;
 mod kernel;
+mod kernels_doc;
 mod qemu;
 mod report;
+pub mod sources;
 
 use std::{fs, path::Path, time::Instant};
 
@@ -80,6 +83,9 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
         results.push(boot_and_check(k, &initrd, &vm_dir)?);
     }
     print_summary(&results);
+    if let Err(e) = kernels_doc() {
+        eprintln!("[{STEP}] docs/kernels.md not rewritten: {e:#}");
+    }
     eprintln!(
         "[{STEP}] timings: kernels {download_secs:.1}s, initramfs {initramfs_secs:.1}s, {}, \
          total {:.1}s",
@@ -104,6 +110,17 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// `docs/kernels.md` from the last console of each kernel under `target/vm/`.
+pub fn kernels_doc() -> Result<()> {
+    let doc = crate::util::repo_root().join("docs/kernels.md");
+    kernels_doc::write(&crate::target_dir().join("vm"), &doc)?;
+    eprintln!(
+        "[{STEP}] {} rewritten from the last run of each kernel",
+        doc.display()
+    );
+    Ok(())
+}
+
 /// Steps 1 to 3: packages, then each kernel downloaded and extracted, and its BTF dumped.
 fn prepare(
     which: &str,
@@ -117,16 +134,25 @@ fn prepare(
         packages.extend(BOOT_PACKAGES);
     }
     ensure_packages(&packages)?;
+    sources::ensure()?;
 
     let t = Instant::now();
-    let mut kernels = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
     for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
         let kernel = fetch_kernel(series, vm_dir, keep)?;
+        // "newest" is one of the others when no newer suite is reachable.
+        if let Some(same) = kernels.iter().find(|k| k.package == kernel.package) {
+            eprintln!(
+                "[{STEP}] kernel {}: {} is kernel {} already; booted once",
+                kernel.label, kernel.package, same.label
+            );
+            continue;
+        }
         btf::extract(&kernel, vm_dir)?;
         kernels.push(kernel);
     }
     if kernels.is_empty() {
-        bail!("[{STEP}] unknown --kernel {which:?}: use 6.1, 6.12 or all");
+        bail!("[{STEP}] unknown --kernel {which:?}: use 5.10, 6.1, 6.12, newest or all");
     }
     let download_secs = t.elapsed().as_secs_f64();
     eprintln!("[{STEP}] kernels ready ({download_secs:.1}s)");

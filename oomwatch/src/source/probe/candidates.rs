@@ -4,6 +4,13 @@
 //! `/proc/<pid>/oom_score`. A row is used only when all of its programs attach; otherwise the
 //! ones that did are unloaded again and the next row is tried. Without either, events take their
 //! candidates from the kernel's task dump (`kmsg:oom_report`).
+//!
+//! BTF describes `oom_badness()` as written, not what the compiler made of it: the running
+//! kernel's `/proc/kallsyms` says which copy the OOM killer calls ([`kallsyms::callee`]). On
+//! Debian 11's 5.10 GCC split it: `oom_evaluate_task()` runs its head inline and calls
+//! `oom_badness.part.0`, so a probe on `oom_badness` itself sees only `/proc/<pid>/oom_score`
+//! reads. The kretprobe row then attaches to the `.part` copy (same arguments, same return
+//! value); the fexit row cannot (the copy has no BTF) and says so.
 use aya::maps::{MapData, RingBuf};
 use aya::programs::Program;
 use aya::Ebpf;
@@ -12,6 +19,7 @@ use oomwatch_common::{CandidateOffsets, CandidateRecord, RecordKind};
 use super::attach;
 use super::table::{self, ProbeId, ProbeStatus};
 use crate::source::btf::Btf;
+use crate::sys::kallsyms::{self, Callee};
 
 /// This family's rows, best first.
 pub const PROBES: [ProbeId; 2] = [ProbeId::BadnessFexit, ProbeId::BadnessKretprobe];
@@ -31,11 +39,34 @@ pub struct Prepared {
     pub offsets: CandidateOffsets,
     /// Why neither row can attach, whatever the kernel allows.
     ready: Result<(), String>,
+    /// The copy of `oom_badness()` the OOM killer calls (see [`scored_callee`]).
+    callee: Result<Callee, String>,
 }
 
-/// Checks `oom_badness()`'s prototype and resolves the `mm_struct` counters it reads. `task` is
-/// whether the `task_struct` offsets resolved (pid, tgid, comm, signal).
-pub fn prepare(btf: Result<&Btf, String>, task: Result<(), String>) -> Prepared {
+/// The `/proc/kallsyms` copies of the two functions the rows probe.
+pub struct Copies {
+    pub oom_badness: Result<Vec<String>, String>,
+    pub out_of_memory: Result<Vec<String>, String>,
+}
+
+impl Copies {
+    /// The running kernel's.
+    pub fn read() -> Self {
+        let path = std::path::Path::new(kallsyms::KALLSYMS);
+        let read =
+            |f: &str| kallsyms::copies_of(path, f).map_err(|e| format!("{}: {e}", path.display()));
+        Copies {
+            oom_badness: read("oom_badness"),
+            out_of_memory: read("out_of_memory"),
+        }
+    }
+}
+
+/// Checks `oom_badness()`'s prototype, which copies the kernel runs (`copies`), and resolves
+/// the `mm_struct` counters it reads. `task` is whether the `task_struct` offsets resolved
+/// (pid, tgid, comm, signal).
+pub fn prepare(btf: Result<&Btf, String>, task: Result<(), String>, copies: &Copies) -> Prepared {
+    let callee = scored_callee(copies);
     let ready = task.and(btf.clone()).and_then(|b| {
         if !b.has_func("out_of_memory") {
             return Err("kernel BTF has no function out_of_memory".to_string());
@@ -47,7 +78,37 @@ pub fn prepare(btf: Result<&Btf, String>, task: Result<(), String>) -> Prepared 
         }
     });
     let offsets = btf.ok().map_or(CandidateOffsets::ABSENT, mm_offsets);
-    Prepared { offsets, ready }
+    Prepared {
+        offsets,
+        ready,
+        callee,
+    }
+}
+
+/// What the kprobe rows attach to: the copy of `oom_badness()` the OOM killer calls, provided
+/// `out_of_memory()` (the scope) is called by its own name. Unreadable kallsyms: the names as
+/// written, with a warning.
+fn scored_callee(copies: &Copies) -> Result<Callee, String> {
+    let resolve = |f: &str, c: &Result<Vec<String>, String>| match c {
+        Ok(names) => kallsyms::callee(f, names),
+        Err(e) => {
+            tracing::warn!(
+                function = f,
+                "cannot tell which copy of {f} the kernel calls: {e}"
+            );
+            Ok(Callee {
+                symbol: f.to_string(),
+                split: false,
+            })
+        }
+    };
+    match resolve("out_of_memory", &copies.out_of_memory)? {
+        Callee { split: false, .. } => resolve("oom_badness", &copies.oom_badness),
+        Callee { symbol, .. } => Err(format!(
+            "the kernel calls {symbol}, a split copy of out_of_memory: the scope of the \
+             scoring cannot be probed"
+        )),
+    }
 }
 
 /// `task_struct.mm` and where `get_mm_counter()` finds each counter: `mm_rss_stat.count[i]`
@@ -110,7 +171,7 @@ fn counter_layout(btf: &Btf) -> Option<impl Fn(i64) -> Option<u32>> {
 /// `oom_kill_process` rows (`oom_kill`), which tie the scored tasks to a kill, are disabled.
 pub fn ring_bytes(p: &Prepared, disabled: &[ProbeId], oom_kill: &[ProbeId]) -> u32 {
     let all_off = |rows: &[ProbeId]| rows.iter().all(|r| disabled.contains(r));
-    match p.ready.is_err() || all_off(&PROBES) || all_off(oom_kill) {
+    match p.ready.is_err() || p.callee.is_err() || all_off(&PROBES) || all_off(oom_kill) {
         true => RING_BYTES_UNUSED,
         false => RING_BYTES,
     }
@@ -160,17 +221,46 @@ pub fn attach(
     let mut rows = Vec::new();
     let fexit = off(ProbeId::BadnessFexit)
         .and(p.ready.clone())
+        .and(fexit_reaches(&p.callee))
         .and(kernel_btf)
         .and_then(|kbtf| attach_all(ebpf, &FEXIT_ROW, Some(kbtf)));
     let fexit_ok = fexit.is_ok();
     rows.push(table::row(ProbeId::BadnessFexit, fexit, READS));
     if !fexit_ok {
+        let callee = p.callee.clone();
         let kretprobe = off(ProbeId::BadnessKretprobe)
             .and(p.ready.clone())
-            .and_then(|()| attach_all(ebpf, &KRETPROBE_ROW, None));
-        rows.push(table::row(ProbeId::BadnessKretprobe, kretprobe, READS));
+            .and(callee.clone().map(drop))
+            .and_then(|()| {
+                let symbol = callee.as_ref().map_or("oom_badness", |c| c.symbol.as_str());
+                let row = KRETPROBE_ROW.map(|(prog, kind, f)| {
+                    (prog, kind, if f == "oom_badness" { symbol } else { f })
+                });
+                attach_all(ebpf, &row, None)
+            });
+        let reads = match &callee {
+            Ok(c) if c.split => format!(
+                "{READS} (on {}: this kernel's OOM killer calls that split copy of oom_badness)",
+                c.symbol
+            ),
+            _ => READS.to_string(),
+        };
+        rows.push(table::row(ProbeId::BadnessKretprobe, kretprobe, &reads));
     }
     rows
+}
+
+/// Whether fexit on `oom_badness` sees the OOM killer's calls: not when they go to a copy.
+fn fexit_reaches(callee: &Result<Callee, String>) -> Result<(), String> {
+    match callee {
+        Ok(Callee { split: false, .. }) => Ok(()),
+        Ok(Callee { symbol, .. }) => Err(format!(
+            "this kernel's OOM killer calls {symbol} (GCC split oom_badness; {}), which has no \
+             BTF for fexit: fexit on oom_badness would see only /proc/<pid>/oom_score reads",
+            kallsyms::KALLSYMS
+        )),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 /// Attaches every program of a row, or none: on the first failure the ones attached are
@@ -249,6 +339,53 @@ mod tests {
     use oomwatch_common::OFFSET_ABSENT;
     use std::path::Path;
 
+    /// A kernel whose functions are called by their own names.
+    fn as_written() -> Copies {
+        Copies {
+            oom_badness: Ok(vec!["oom_badness".into()]),
+            out_of_memory: Ok(vec!["out_of_memory".into()]),
+        }
+    }
+
+    /// Debian 11's 5.10: the OOM killer calls `oom_badness.part.0`; the kretprobe row goes
+    /// there, the fexit row cannot. A split `out_of_memory` (the scope) or an inlined
+    /// `oom_badness` leaves both rows unavailable; unreadable kallsyms: the names as written.
+    #[test]
+    fn the_copy_the_oom_killer_calls_is_probed() {
+        let mut split = as_written();
+        split.oom_badness = Ok(vec!["oom_badness.part.0".into(), "oom_badness".into()]);
+        let c = scored_callee(&split).unwrap();
+        assert_eq!((c.symbol.as_str(), c.split), ("oom_badness.part.0", true));
+        let e = fexit_reaches(&Ok(c)).unwrap_err();
+        assert!(
+            e.contains("oom_badness.part.0") && e.contains("no BTF"),
+            "{e}"
+        );
+        assert!(fexit_reaches(&scored_callee(&as_written())).is_ok());
+
+        let mut scope = as_written();
+        scope.out_of_memory = Ok(vec!["out_of_memory.part.0".into()]);
+        assert!(scored_callee(&scope)
+            .unwrap_err()
+            .contains("out_of_memory.part.0"));
+        let mut inlined = as_written();
+        inlined.oom_badness = Ok(vec![]);
+        let e = scored_callee(&inlined).unwrap_err();
+        assert!(e.contains("inlined"), "{e}");
+        let on = Prepared {
+            offsets: CandidateOffsets::ABSENT,
+            ready: Ok(()),
+            callee: Err(e),
+        };
+        let oom_kill = [ProbeId::OomKillFentry, ProbeId::OomKillKprobe];
+        assert_eq!(ring_bytes(&on, &[], &oom_kill), RING_BYTES_UNUSED);
+        let unreadable = Copies {
+            oom_badness: Err("EACCES".into()),
+            out_of_memory: Err("EACCES".into()),
+        };
+        assert_eq!(scored_callee(&unreadable).unwrap().symbol, "oom_badness");
+    }
+
     #[test]
     fn decode_checks_size_and_kind() {
         let mut r = CandidateRecord::zeroed();
@@ -298,7 +435,7 @@ mod tests {
         }
         for path in &files {
             let btf = Btf::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let p = prepare(Ok(&btf), Ok(()));
+            let p = prepare(Ok(&btf), Ok(()), &as_written());
             assert!(p.ready.is_ok(), "{}: {:?}", path.display(), p.ready);
             let o = p.offsets;
             for v in [
@@ -321,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_wrong_prototype_or_no_btf_is_a_reason() {
-        let p = prepare(Err("no BTF".into()), Ok(()));
+        let p = prepare(Err("no BTF".into()), Ok(()), &as_written());
         assert_eq!(p.ready, Err("no BTF".into()));
         assert_eq!(p.offsets, CandidateOffsets::ABSENT);
         let oom_kill = [ProbeId::OomKillFentry, ProbeId::OomKillKprobe];
@@ -329,6 +466,7 @@ mod tests {
         let on = Prepared {
             offsets: CandidateOffsets::ABSENT,
             ready: Ok(()),
+            callee: scored_callee(&as_written()),
         };
         assert_eq!(ring_bytes(&on, &[], &oom_kill), RING_BYTES);
         let both = PROBES.to_vec();

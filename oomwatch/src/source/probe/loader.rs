@@ -197,6 +197,7 @@ fn resolve(opts: &LoadOptions) -> Resolved {
     let scored = super::candidates::prepare(
         btf.as_ref().map_err(Clone::clone),
         task.as_ref().map(drop).map_err(Clone::clone),
+        &super::candidates::Copies::read(),
     );
     drop(btf);
     let tp = offsets::mark_victim(opts.force_pid_only);

@@ -11,7 +11,10 @@
 //! give the same list.
 //!
 //! The check applies when the agent's log names the probe rows; a console of an older agent
-//! passes with a detail saying so.
+//! passes with a detail saying so. Where the kernel's OOM killer calls a split copy of
+//! `oom_badness` (`oom_badness.part.0` on Debian 11's 5.10), fexit cannot reach it: the fentry
+//! agent's log must then say so for `fexit:oom_badness`, and its candidates must come from
+//! `kretprobe:oom_badness` on that copy ([`expected_probe`]).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -55,7 +58,8 @@ pub fn check_candidates(
             format!("not applicable: the agent's log names neither {FEXIT} nor {KRETPROBE} (an agent without the oom_badness probe)"),
         );
     }
-    let mut problems = rows_and_metrics(agent, &status, metrics);
+    let expected = expected_probe(agent, &status);
+    let mut problems = rows_and_metrics(expected, agent, &status, metrics);
     let mut seen = Vec::new();
     let mut notes = Vec::new();
     for e in events {
@@ -65,17 +69,17 @@ pub fn check_candidates(
             continue;
         };
         if inv.header {
-            let setting = setting(agent.candidates_probe);
+            let setting = setting(expected);
             problems.extend(oracle::candidates::match_dump(e, inv, &setting));
             seen.push(format!("pid {pid}: {:?}", oracle::candidates::of_event(e)));
         } else {
-            match without_a_dump(agent, e, pid) {
+            match without_a_dump(expected, e, pid) {
                 Ok(note) => notes.push(note),
                 Err(problem) => problems.push(problem),
             }
         }
     }
-    let what = match agent.candidates_probe != KMSG {
+    let what = match expected != KMSG {
         true => "the kernel's own oom_badness() points",
         false => "points from the dump",
     };
@@ -84,7 +88,7 @@ pub fn check_candidates(
          rss + swapents + pgtables_bytes/{PAGE_SIZE} + adj*({TOTALPAGES}/1000) of the dump \
          rows, rss swap pgtables oom_score_adj = dump\n{}",
         events.len(),
-        agent.candidates_probe,
+        expected,
         seen.join("\n")
     );
     if problems.is_empty() {
@@ -96,9 +100,23 @@ pub fn check_candidates(
     }
 }
 
+/// The source the agent's candidates must come from: its own row; for the fentry agent, the
+/// kretprobe row when its log says fexit cannot reach the split copy of `oom_badness` the OOM
+/// killer calls and the kretprobe row attached (to that copy) instead.
+pub fn expected_probe(agent: &Agent, status: &BTreeMap<String, (bool, String)>) -> &'static str {
+    let split = |r: &str| r.contains("GCC split oom_badness");
+    match (status.get(FEXIT), status.get(KRETPROBE)) {
+        (Some((false, why)), Some((true, on)))
+            if agent.candidates_probe == FEXIT && split(why) && on.contains(".part.") =>
+        {
+            KRETPROBE
+        }
+        _ => agent.candidates_probe,
+    }
+}
 /// The kernel suppressed the report (rate limit): no dump to compare with. The probe still
 /// scores, the chosen task first; the dump source has nothing. A note when it is so.
-fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> {
+fn without_a_dump(expected: &str, e: &Value, pid: i64) -> Result<String, String> {
     let source = at(e, "sources.candidates").and_then(Value::as_str);
     let pids: Vec<i64> = oracle::candidates::of_event(e)
         .iter()
@@ -106,14 +124,11 @@ fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> 
         .filter(|p| *p != i64::MIN)
         .collect();
     let chosen = at(e, "chosen.pid").and_then(Value::as_i64);
-    match agent.candidates_probe != KMSG {
-        true if source != Some(agent.candidates_probe) || pids.first() != chosen.as_ref() => {
-            Err(format!(
-                "pid {pid} (no report header): sources.candidates {source:?}, candidates \
-                 {pids:?}, expected {} with chosen {chosen:?} first",
-                agent.candidates_probe
-            ))
-        }
+    match expected != KMSG {
+        true if source != Some(expected) || pids.first() != chosen.as_ref() => Err(format!(
+            "pid {pid} (no report header): sources.candidates {source:?}, candidates \
+             {pids:?}, expected {expected} with chosen {chosen:?} first"
+        )),
         false if e.get("candidates") != Some(&Value::Null) => Err(format!(
             "pid {pid} (no report header): candidates {pids:?}, expected null"
         )),
@@ -126,26 +141,23 @@ fn without_a_dump(agent: &Agent, e: &Value, pid: i64) -> Result<String, String> 
 /// The agent's candidates row attached, the rows it disabled unavailable, in its log and its
 /// `oomwatch_probe_attached`; nothing dropped.
 fn rows_and_metrics(
+    expected: &str,
     agent: &Agent,
     status: &BTreeMap<String, (bool, String)>,
     metrics: &[String],
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let attached = |p: &str| format!("oomwatch_probe_attached{{probe=\"{p}\"}}");
-    if agent.candidates_probe != KMSG {
-        match status.get(agent.candidates_probe) {
+    if expected != KMSG {
+        match status.get(expected) {
             Some((true, _)) => {}
             other => problems.push(format!(
-                "{}: {other:?} in the log, expected attached",
-                agent.candidates_probe
+                "{expected}: {other:?} in the log, expected attached"
             )),
         }
-        let got = key_value(metrics, &attached(agent.candidates_probe));
+        let got = key_value(metrics, &attached(expected));
         if got != Some(1) {
-            problems.push(format!(
-                "{} {got:?}, expected 1",
-                attached(agent.candidates_probe)
-            ));
+            problems.push(format!("{} {got:?}, expected 1", attached(expected)));
         }
         let dropped = key_value(metrics, "oomwatch_candidates_dropped_total");
         if dropped != Some(0) {
