@@ -315,8 +315,15 @@ impl KernelSyms {
     /// Copies kallsyms into a memfd (addresses stay readable after privileges are dropped) and
     /// parses it once.
     fn copy(kallsyms: &Path) -> Result<Self, String> {
-        let text = std::fs::read(kallsyms).map_err(|e| format!("{}: {e}", kallsyms.display()))?;
-        if !text
+        use std::io::Read;
+        let err = |e: std::io::Error| format!("{}: {e}", kallsyms.display());
+        let mut src = std::fs::File::open(kallsyms).map_err(err)?;
+        // Copied through a small buffer, never read whole: a multi-megabyte buffer freed here
+        // would raise malloc's mmap threshold and keep later large allocations resident.
+        let mut head = vec![0u8; 64 * 1024];
+        let n = src.read(&mut head).map_err(err)?;
+        head.truncate(n);
+        if !head
             .split(|b| *b == b'\n')
             .take(64)
             .any(|l| l.iter().take_while(|b| **b != b' ').any(|b| *b != b'0'))
@@ -334,7 +341,8 @@ impl KernelSyms {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-        file.write_all(&text)
+        file.write_all(&head)
+            .and_then(|()| std::io::copy(&mut src, &mut file).map(drop))
             .map_err(|e| format!("kallsyms copy: {e}"))?;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let k = KernelSyms {
@@ -342,7 +350,8 @@ impl KernelSyms {
             path,
             symbolizer: Symbolizer::new(),
         };
-        // Parse now, so the first kill does not pay for it.
+        // Parse now, so the first kill does not pay for it (the parsed table is ~9 MiB for
+        // ~120k symbols; see docs/benchmarks.md, stacks on vs off).
         let src = Source::Kernel(Kernel {
             kallsyms: MaybeDefault::Some(k.path.clone()),
             vmlinux: MaybeDefault::None,
