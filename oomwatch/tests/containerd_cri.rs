@@ -11,7 +11,7 @@ mod cri;
 use std::fs;
 
 use common::runtime::{
-    kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
+    check_fields, kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
 };
 use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 use cri::{Containerd, Pod};
@@ -43,28 +43,6 @@ fn pod_cgroup(c: &Containerd, p: &Pod, limit: Option<i64>) -> String {
         fs::write(dir.join("memory.limit_in_bytes"), l.to_string()).unwrap();
     }
     cg
-}
-
-/// The event's fields against what they must be; one line of the report table.
-fn check(case: &str, ev: &Value, want: &[(&str, Value)], says: &str, failures: &mut Vec<String>) {
-    let mut bad = Vec::new();
-    for (k, v) in want {
-        if &ev[*k] != v {
-            bad.push(format!("{k}: got {} want {v}", ev[*k]));
-        }
-    }
-    let got: Vec<String> = want
-        .iter()
-        .map(|(k, _)| format!("{k}={}", ev[*k]))
-        .collect();
-    let verdict = if bad.is_empty() { "PASS" } else { "FAIL" };
-    eprintln!(
-        "TABLE | containerd-cri | {case} | {} | {says} | {verdict}",
-        got.join(" ")
-    );
-    if !bad.is_empty() {
-        failures.push(format!("{case}: {}", bad.join("; ")));
-    }
 }
 
 /// What the CRI says of a container (after it was stopped) and its sandbox, as the expected
@@ -166,7 +144,8 @@ fn container_limit_case(
     let (want, says) = cri_says(c, &sandbox, &id, qos, "container");
     let reason = c.container_status(&id).reason;
     assert_eq!(reason, "OOMKilled", "the CRI's own account");
-    check(
+    check_fields(
+        "containerd-cri",
         &format!(
             "container limit ({})",
             if qos.is_empty() { "guaranteed" } else { qos }
@@ -192,7 +171,14 @@ fn container_limit_case(
     assert_ne!(id, id2);
     c.stop_container(&id2);
     let (want, says) = cri_says(c, &sandbox, &id2, qos, "container");
-    check("restarted container (new id)", &ev2, &want, &says, f);
+    check_fields(
+        "containerd-cri",
+        "restarted container (new id)",
+        &ev2,
+        &want,
+        &says,
+        f,
+    );
     let series = [
         "namespace=\"shop\"".to_owned(),
         format!("pod=\"{}\"", p.name),
@@ -240,7 +226,14 @@ fn pod_limit_and_sandbox_cases(c: &mut Containerd, agent: &mut Agent, f: &mut Ve
     c.stop_container(&id);
     let (mut want, says) = cri_says(c, &sandbox, &id, "burstable", "pod");
     want.push(("oom_memcg", json!(pod_cg)));
-    check("pod limit, 2 containers", &ev, &want, &says, f);
+    check_fields(
+        "containerd-cri",
+        "pod limit, 2 containers",
+        &ev,
+        &want,
+        &says,
+        f,
+    );
     let web_status = c.container_status(&web);
     assert_eq!(
         web_status.state,
@@ -271,7 +264,14 @@ fn pod_limit_and_sandbox_cases(c: &mut Containerd, agent: &mut Agent, f: &mut Ve
         pm.namespace,
         pm.name
     );
-    check("pod sandbox (pause) cgroup", &ev, &want, &says, f);
+    check_fields(
+        "containerd-cri",
+        "pod sandbox (pause) cgroup",
+        &ev,
+        &want,
+        &says,
+        f,
+    );
 }
 
 /// A container whose only process is killed, removed through the CRI right after it exited.
@@ -320,7 +320,8 @@ fn removed_case(c: &mut Containerd, agent: &mut Agent, f: &mut Vec<String>) {
         ("qos_class", json!("burstable")),
         ("oom_domain", json!("container")),
     ];
-    check(
+    check_fields(
+        "containerd-cri",
         "container removed right after its kill",
         &ev,
         &want,

@@ -9,7 +9,8 @@ mod common;
 use std::fs;
 
 use common::runtime::{
-    kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip, Docker, IMAGE,
+    check_fields, kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
+    Docker, IMAGE,
 };
 use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 use serde_json::{json, Value};
@@ -17,28 +18,6 @@ use serde_json::{json, Value};
 /// The allocation every container makes: `tail` of an endless line; the shell stays, so the
 /// container and its cgroup outlive the kill (the kernel's count can be read).
 const HOG: &str = "tail /dev/zero; exec sleep 600";
-
-/// The event's fields against what they must be; one line of the report table.
-fn check(case: &str, ev: &Value, want: &[(&str, Value)], says: &str, failures: &mut Vec<String>) {
-    let mut bad = Vec::new();
-    for (k, v) in want {
-        if &ev[*k] != v {
-            bad.push(format!("{k}: got {} want {v}", ev[*k]));
-        }
-    }
-    let got: Vec<String> = want
-        .iter()
-        .map(|(k, _)| format!("{k}={}", ev[*k]))
-        .collect();
-    let verdict = if bad.is_empty() { "PASS" } else { "FAIL" };
-    eprintln!(
-        "TABLE | docker | {case} | {} | {says} | {verdict}",
-        got.join(" ")
-    );
-    if !bad.is_empty() {
-        failures.push(format!("{case}: {}", bad.join("; ")));
-    }
-}
 
 /// `docker run -d` of the hog; returns the container id.
 fn run_hog(d: &Docker, name: &str, extra: &[&str]) -> String {
@@ -118,7 +97,8 @@ fn one_case(d: &Docker, agent: &mut Agent, c: &Case, failures: &mut Vec<String>)
     let (project, service) = c.compose.unzip();
     want.push(("compose_project", json!(project)));
     want.push(("compose_service", json!(service)));
-    check(
+    check_fields(
+        "docker",
         c.name,
         &ev,
         &want,
@@ -153,7 +133,14 @@ fn fault_case(agent: &mut Agent, case: &str, id: &str, names: Option<&Value>, f:
             ("container_image", json!(null)),
         ]),
     }
-    check(case, &ev, &want, &format!("kernel: killed in {cg}"), f);
+    check_fields(
+        "docker",
+        case,
+        &ev,
+        &want,
+        &format!("kernel: killed in {cg}"),
+        f,
+    );
 }
 
 fn lines_with(agent: &Agent, text: &str) -> usize {
@@ -311,7 +298,7 @@ fn removed_right_after_kill(d: &Docker, agent: &mut Agent, failures: &mut Vec<St
         "Id={} Name={} Config.Image={} (inspected before start; removed by --rm)",
         ins["Id"], ins["Name"], ins["Config"]["Image"]
     );
-    check("run --rm", &ev, &want, &says, failures);
+    check_fields("docker", "run --rm", &ev, &want, &says, failures);
 }
 
 /// A running container that only sleeps (the fault cases kill inside it from the host).

@@ -11,34 +11,13 @@ mod common;
 use std::fs;
 
 use common::runtime::{
-    kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip, Podman, IMAGE,
-    PAUSE_IMAGE,
+    check_fields, kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
+    Podman, IMAGE, PAUSE_IMAGE,
 };
 use common::{real_kernel_or_skip, Agent, Kmsg};
 use serde_json::{json, Value};
 
 const HOG: &str = "tail /dev/zero; exec sleep 600";
-
-fn check(case: &str, ev: &Value, want: &[(&str, Value)], says: &str, failures: &mut Vec<String>) {
-    let mut bad = Vec::new();
-    for (k, v) in want {
-        if &ev[*k] != v {
-            bad.push(format!("{k}: got {} want {v}", ev[*k]));
-        }
-    }
-    let got: Vec<String> = want
-        .iter()
-        .map(|(k, _)| format!("{k}={}", ev[*k]))
-        .collect();
-    let verdict = if bad.is_empty() { "PASS" } else { "FAIL" };
-    eprintln!(
-        "TABLE | podman | {case} | {} | {says} | {verdict}",
-        got.join(" ")
-    );
-    if !bad.is_empty() {
-        failures.push(format!("{case}: {}", bad.join("; ")));
-    }
-}
 
 /// Runs the hog in a new container; waits for the kernel's kill in it and the agent's event;
 /// checks both against podman's own state and the kernel's count.
@@ -100,7 +79,7 @@ fn one_case(p: &Podman, agent: &mut Agent, c: &Case, f: &mut Vec<String>) {
         ("cgroup", json!(inv.task_memcg)),
         ("oom_memcg", json!(inv.oom_memcg)),
     ];
-    check(c.name, &ev, &want, &says, f);
+    check_fields("podman", c.name, &ev, &want, &says, f);
 }
 
 #[test]
@@ -185,7 +164,8 @@ fn podman_containers_named_and_classified() {
         ("container_name", json!(null)),
         ("oom_domain", json!("container")),
     ];
-    check(
+    check_fields(
+        "podman",
         "state-removed",
         &ev,
         &want,

@@ -498,3 +498,33 @@ pub fn kill_in(agent: &mut Agent, kmsg: &mut Kmsg, cg: &str) -> Option<(Value, K
     }
     Some((ev, inv))
 }
+
+/// The event's fields against what they must be, printed as one line of the report table
+/// (`TABLE | runtime | case | fields | what the runtime says | PASS/FAIL`); a mismatch is added
+/// to `failures`.
+pub fn check_fields(
+    runtime: &str,
+    case: &str,
+    ev: &serde_json::Value,
+    want: &[(&str, serde_json::Value)],
+    says: &str,
+    failures: &mut Vec<String>,
+) {
+    let bad: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| &ev[*k] != v)
+        .map(|(k, v)| format!("{k}: got {} want {v}", ev[*k]))
+        .collect();
+    let got: Vec<String> = want
+        .iter()
+        .map(|(k, _)| format!("{k}={}", ev[*k]))
+        .collect();
+    let verdict = if bad.is_empty() { "PASS" } else { "FAIL" };
+    eprintln!(
+        "TABLE | {runtime} | {case} | {} | {says} | {verdict}",
+        got.join(" ")
+    );
+    if !bad.is_empty() {
+        failures.push(format!("{case}: {}", bad.join("; ")));
+    }
+}
