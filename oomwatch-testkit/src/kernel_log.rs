@@ -175,6 +175,30 @@ pub fn badness(row: &BTreeMap<String, i64>, totalpages: i64, page_size: i64) -> 
     )
 }
 
+/// A `/dev/kmsg` fixture's raw records, as `read()` returns them: `#` lines are comments, a line
+/// starting with a space continues the previous record (its dictionary), every other line is
+/// one record.
+pub fn raw_records(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        match raw.last_mut() {
+            Some(prev) if line.starts_with(b" ") => {
+                prev.extend_from_slice(line);
+                prev.push(b'\n');
+            }
+            _ => {
+                let mut rec = line.to_vec();
+                rec.push(b'\n');
+                raw.push(rec);
+            }
+        }
+    }
+    raw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::fs;
 
 use common::runtime::{
     check_fields, kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
-    Docker, IMAGE,
+    Docker, RuntimeCli, IMAGE,
 };
 use common::{real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 use serde_json::{json, Value};

@@ -12,7 +12,7 @@ use std::fs;
 
 use common::runtime::{
     check_fields, kernel_oom_kills, kill_in, oom_in_cgroup, retry_rate_limited, tools_or_skip,
-    Podman, IMAGE, PAUSE_IMAGE,
+    Podman, RuntimeCli, IMAGE, PAUSE_IMAGE,
 };
 use common::{real_kernel_or_skip, Agent, Kmsg};
 use serde_json::{json, Value};

@@ -648,12 +648,7 @@ fn merge(p: &Pending, host: &str) -> OomEvent {
                 pid: r.trigger_pid,
                 tgid: r.trigger_tgid,
                 comm: comm_str(&r.trigger_comm),
-                cgroup: None,
-                cgroup_id: None,
-                namespace: None,
-                pod: None,
-                pod_uid: None,
-                stack: None,
+                ..Trigger::default()
             };
             (r.ktime_ns, Some(t))
         }

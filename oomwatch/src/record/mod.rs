@@ -45,7 +45,7 @@ pub struct Victim {
 }
 
 /// The task whose allocation invoked the OOM killer, and its memory cgroup.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Trigger {
     pub pid: i32,
     pub tgid: i32,
@@ -403,16 +403,12 @@ mod tests {
             pid: 1,
             tgid: 1,
             comm: "t".into(),
-            cgroup: None,
-            cgroup_id: None,
-            namespace: None,
-            pod: None,
-            pod_uid: None,
             stack: Some(TriggerStack {
                 kernel: vec![frame.clone()],
                 user: vec![frame],
                 summary: None,
             }),
+            ..Trigger::default()
         });
         let got = serde_json::to_value(&ev).unwrap();
         let keys = |v: &serde_json::Value| -> Vec<String> {

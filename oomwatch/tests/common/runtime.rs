@@ -292,17 +292,6 @@ impl Docker {
         c
     }
 
-    pub fn run(&self, args: &[&str]) -> String {
-        output(self.cli().args(args))
-    }
-
-    /// `docker inspect` of one container.
-    pub fn inspect(&self, id: &str) -> Value {
-        let text = self.run(&["inspect", id]);
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v[0].clone()
-    }
-
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
     }
@@ -406,17 +395,6 @@ impl Podman {
             .arg("--tmpdir")
             .arg(d.join("tmp"));
         c
-    }
-
-    pub fn run(&self, args: &[&str]) -> String {
-        output(self.cli().args(args))
-    }
-
-    /// `podman inspect` of one container.
-    pub fn inspect(&self, id: &str) -> Value {
-        let text = self.run(&["inspect", id]);
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v[0].clone()
     }
 }
 
@@ -526,5 +504,34 @@ pub fn check_fields(
     );
     if !bad.is_empty() {
         failures.push(format!("{case}: {}", bad.join("; ")));
+    }
+}
+
+/// A runtime's command line (`docker -H ...`, `podman --root ...`): running it and
+/// `inspect`ing one container work the same for both.
+pub trait RuntimeCli {
+    fn cli(&self) -> Command;
+
+    fn run(&self, args: &[&str]) -> String {
+        output(self.cli().args(args))
+    }
+
+    /// `<runtime> inspect` of one container.
+    fn inspect(&self, id: &str) -> Value {
+        let text = self.run(&["inspect", id]);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v[0].clone()
+    }
+}
+
+impl RuntimeCli for Docker {
+    fn cli(&self) -> Command {
+        Docker::cli(self)
+    }
+}
+
+impl RuntimeCli for Podman {
+    fn cli(&self) -> Command {
+        Podman::cli(self)
     }
 }

@@ -72,28 +72,6 @@ const REPORT_TOKENS: &[&str] = &[
     "\n",
 ];
 
-/// A fixture's raw records, as `read()` returns them (dictionary lines appended).
-fn raw_records(text: &[u8]) -> Vec<Vec<u8>> {
-    let mut raw: Vec<Vec<u8>> = Vec::new();
-    for line in text.split(|&b| b == b'\n') {
-        if line.is_empty() || line.starts_with(b"#") {
-            continue;
-        }
-        match raw.last_mut() {
-            Some(prev) if line.starts_with(b" ") => {
-                prev.extend_from_slice(line);
-                prev.push(b'\n');
-            }
-            _ => {
-                let mut rec = line.to_vec();
-                rec.push(b'\n');
-                raw.push(rec);
-            }
-        }
-    }
-    raw
-}
-
 fn kmsg_fixtures() -> Vec<Vec<u8>> {
     let mut all = harness::fixture_texts("kmsg", ".kmsg");
     all.extend(harness::fixture_texts("gfp", ".kmsg"));
@@ -181,7 +159,7 @@ fn kmsg_record_random_bytes() {
 fn kmsg_record_mutated_fixtures() {
     let corpus: Vec<Vec<u8>> = kmsg_fixtures()
         .iter()
-        .flat_map(|t| raw_records(t))
+        .flat_map(|t| oomwatch_testkit::kernel_log::raw_records(t))
         .collect();
     check(
         "kmsg_record_mutated",
@@ -208,7 +186,7 @@ fn oom_report_mutated_fixtures() {
         1,
         harness::mutated(kmsg_fixtures(), REPORT_ALPHABET, 10),
         |text: Bytes| {
-            let records: Vec<KmsgRecord> = raw_records(&text.0)
+            let records: Vec<KmsgRecord> = oomwatch_testkit::kernel_log::raw_records(&text.0)
                 .iter()
                 .filter_map(|r| parse_record(r).ok())
                 .collect();

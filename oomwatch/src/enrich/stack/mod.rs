@@ -462,12 +462,7 @@ mod tests {
             pid: trigger_pid,
             tgid: trigger_pid,
             comm: "t".into(),
-            cgroup: None,
-            cgroup_id: None,
-            namespace: None,
-            pod: None,
-            pod_uid: None,
-            stack: None,
+            ..Trigger::default()
         });
         ev
     }

@@ -791,13 +791,13 @@ mod tests {
         let m = Metrics::new(10, BUILD);
         m.add_collector(Box::new(|| {
             vec![family(
-                "oomwatch_zz_test",
+                "test_collector_family",
                 "A test family.",
                 MetricType::GAUGE,
                 vec![gauge(&[], 7.0)],
             )]
         }));
-        assert_eq!(sample(&m.render(), "oomwatch_zz_test"), Some(7.0));
+        assert_eq!(sample(&m.render(), "test_collector_family"), Some(7.0));
     }
 
     #[test]

@@ -61,23 +61,7 @@ pub(crate) mod tests {
             .iter()
             .collect();
         let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut raw: Vec<Vec<u8>> = Vec::new();
-        for line in text.split(|&b| b == b'\n') {
-            if line.is_empty() || line.starts_with(b"#") {
-                continue;
-            }
-            match raw.last_mut() {
-                Some(prev) if line.starts_with(b" ") => {
-                    prev.extend_from_slice(line);
-                    prev.push(b'\n');
-                }
-                _ => {
-                    let mut rec = line.to_vec();
-                    rec.push(b'\n');
-                    raw.push(rec);
-                }
-            }
-        }
+        let raw = oomwatch_testkit::kernel_log::raw_records(&text);
         raw.iter()
             .map(|r| {
                 parse_record(r)
