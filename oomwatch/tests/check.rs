@@ -103,7 +103,10 @@ fn agent_rows(log: &str) -> Vec<(String, bool)> {
             let f = &v["fields"];
             let probe = f["probe"].as_str()?.to_string();
             let msg = f["message"].as_str()?;
-            if msg.starts_with("probe attached") {
+            if msg.starts_with("probe attached but silent") {
+                // What the row delivered, not whether it attached.
+                None
+            } else if msg.starts_with("probe attached") {
                 Some((probe, true))
             } else if msg.starts_with("probe unavailable") {
                 Some((probe, false))

@@ -113,6 +113,9 @@ pub fn key_value(lines: &[String], key: &str) -> Option<i64> {
 /// Probe name -> (attached, reads or reason), from the agent's JSON log: lines whose message
 /// starts with "probe attached" or "probe unavailable" (the kernel-log source says more after
 /// a colon) and that name a `probe`.
+/// The start of the agent's log line for a row that attached but delivered nothing.
+const SILENT: &str = "probe attached but silent";
+
 pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
     let mut out = BTreeMap::new();
     for line in log {
@@ -124,6 +127,11 @@ pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
         };
         let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("");
         let message = field("message");
+        // "probe attached but silent" reports what a row delivered, not whether it attached:
+        // the row's own attach line stays its status.
+        if message.starts_with(SILENT) {
+            continue;
+        }
         let (attached, rest) = if let Some(rest) = message.strip_prefix("probe attached") {
             (true, rest)
         } else if let Some(rest) = message.strip_prefix("probe unavailable") {
@@ -160,4 +168,23 @@ pub fn agent_problems(log: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_status;
+
+    #[test]
+    fn a_silent_row_keeps_its_attach_line_as_its_status() {
+        let log = [
+            r#"{"fields":{"message":"probe attached","probe":"kretprobe:oom_badness","reads":"candidates (on oom_badness.part.0)"}}"#,
+            r#"{"fields":{"message":"probe attached but silent: this kernel's hook gives nothing after an OOM kill; using the fallback","probe":"kretprobe:oom_badness","expected":"x","fallback":"y"}}"#,
+        ]
+        .map(String::from);
+        let status = probe_status(&log);
+        assert_eq!(
+            status.get("kretprobe:oom_badness"),
+            Some(&(true, "candidates (on oom_badness.part.0)".to_string()))
+        );
+    }
 }
