@@ -8,9 +8,11 @@
 
 mod candidate;
 mod lifecycle;
+mod sigkill;
 mod stack;
 pub use candidate::*;
 pub use lifecycle::*;
+pub use sigkill::*;
 pub use stack::*;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
@@ -52,6 +54,12 @@ pub enum RecordKind {
     /// The trigger's kernel and user stacks at the first mark of an OOM invocation
     /// ([`StackRecord`], the `STACKS` ring).
     TriggerStack = 23,
+    /// `tp_btf/signal_generate`: a SIGKILL to a task in a non-root memory cgroup, with the
+    /// target's `task_struct` ([`SigkillRecord`], the `SIGKILLS` ring).
+    SigkillBtf = 24,
+    /// `tracepoint/signal/signal_generate`: any SIGKILL, from the trace record's fields
+    /// ([`SigkillRecord`], the `SIGKILLS` ring).
+    SigkillTracepoint = 25,
 }
 
 impl RecordKind {
@@ -70,6 +78,8 @@ impl RecordKind {
             21 => Some(Self::SignalTracepoint),
             22 => Some(Self::SignalBtf),
             23 => Some(Self::TriggerStack),
+            24 => Some(Self::SigkillBtf),
+            25 => Some(Self::SigkillTracepoint),
             _ => None,
         }
     }
@@ -446,7 +456,12 @@ pub mod counter {
     /// Trigger stacks lost because the `STACKS` ring was full (victim records are never
     /// displaced: they have their own ring).
     pub const STACK_DROPS: u32 = 5;
-    pub const LEN: u32 = 6;
+    /// SIGKILL records not written because their sender was over its rate
+    /// ([`crate::SIGKILL_BURST`], [`crate::SIGKILL_PER_SECOND`]).
+    pub const SIGKILL_RATE_DROPS: u32 = 6;
+    /// SIGKILL records lost because the `SIGKILLS` ring was full.
+    pub const SIGKILL_RING_DROPS: u32 = 7;
+    pub const LEN: u32 = 8;
 }
 
 #[cfg(feature = "user")]
@@ -468,4 +483,8 @@ mod pod {
     unsafe impl aya::Pod for super::StackRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExeOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SigkillRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SigkillFilter {}
 }

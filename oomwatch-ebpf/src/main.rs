@@ -14,6 +14,7 @@ mod mark_victim;
 mod oom_kill;
 mod pidns;
 mod read;
+mod sigkill;
 mod signal;
 mod stack;
 

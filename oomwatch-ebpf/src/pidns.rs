@@ -13,31 +13,33 @@ use crate::{cgroup, maps::count, read};
 #[unsafe(no_mangle)]
 pub static PIDNS_OFFSETS: PidNsOffsets = PidNsOffsets::ABSENT;
 
-/// Fills `ns_level`, `ns_tgid` and the init's fields of `rec` for the victim `task`.
+/// The process of `task` in its own pid namespace: the level, its id there (`nr`, 1 for the
+/// namespace's init) and the `struct upid` at that level.
 #[inline(always)]
-pub fn fill<C: EbpfContext>(ctx: &C, task: *const u8, off: &TaskOffsets, rec: &mut VictimRecord) {
+pub fn process_ns<C: EbpfContext>(ctx: &C, task: *const u8) -> Option<(u32, i32, *const u8)> {
     let p = crate::globals::get(&PIDNS_OFFSETS);
     if p.upid_size == OFFSET_ABSENT {
-        return;
+        return None;
     }
-    let Some(leader) = read::at::<*const u8, _>(ctx, task, p.task_group_leader, "group_leader")
-    else {
-        return;
-    };
-    let Some(pid) = read::at::<*const u8, _>(ctx, leader, p.task_thread_pid, "thread_pid") else {
-        return;
-    };
-    let Some(level) = read::at::<u32, _>(ctx, pid, p.pid_level, "pid.level") else {
-        return;
-    };
+    let leader = read::at::<*const u8, _>(ctx, task, p.task_group_leader, "group_leader")?;
+    let pid = read::at::<*const u8, _>(ctx, leader, p.task_thread_pid, "thread_pid")?;
+    let level = read::at::<u32, _>(ctx, pid, p.pid_level, "pid.level")?;
     if level > MAX_PID_NS_LEVEL {
-        return;
+        return None;
     }
     let at = p.pid_numbers as u64 + level as u64 * p.upid_size as u64;
     let upid = pid.wrapping_add(at as usize);
-    let Some(nr) = read::at::<i32, _>(ctx, upid, p.upid_nr, "upid.nr") else {
+    let nr = read::at::<i32, _>(ctx, upid, p.upid_nr, "upid.nr")?;
+    Some((level, nr, upid))
+}
+
+/// Fills `ns_level`, `ns_tgid` and the init's fields of `rec` for the victim `task`.
+#[inline(always)]
+pub fn fill<C: EbpfContext>(ctx: &C, task: *const u8, off: &TaskOffsets, rec: &mut VictimRecord) {
+    let Some((level, nr, upid)) = process_ns(ctx, task) else {
         return;
     };
+    let p = crate::globals::get(&PIDNS_OFFSETS);
     rec.ns_level = level;
     rec.ns_tgid = nr;
     rec.present |= field::PIDNS;

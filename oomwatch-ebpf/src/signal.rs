@@ -4,6 +4,9 @@
 //! remembered for [`kill_signal`] (one map update), which tells the kernel's OOM kills from
 //! the tasks it only marks.
 //!
+//! Every SIGKILL to a task in a non-root memory cgroup is also recorded by [`sigkill`] (the
+//! `SIGKILLS` ring, rate-limited per sender).
+//!
 //! Two programs with one purpose; the agent loads the first that works:
 //! - `signal_generate_btf` (tp_btf): the target's `task_struct` (tgid, comm, memory cgroup) and
 //!   `info->si_code`, through BTF-resolved offsets;
@@ -27,15 +30,15 @@ use crate::{
     cgroup, globals, kill_signal,
     lifecycle::track_victim,
     maps::{count, EVENTS},
-    read,
+    read, sigkill,
 };
 
 /// Signal number of SIGKILL (the same on every architecture Linux supports; uapi).
 const SIGKILL: i32 = 9;
 /// `si_code` the kernel reports for `SEND_SIG_NOINFO` (uapi `SI_USER`) and `SEND_SIG_PRIV`
 /// (uapi `SI_KERNEL`), the two special `info` pointer values 0 and 1.
-const SI_USER: i32 = 0;
-const SI_KERNEL: i32 = 0x80;
+pub const SI_USER: i32 = 0;
+pub const SI_KERNEL: i32 = 0x80;
 
 /// Trace-record offsets (tracefs) and `kernel_siginfo.si_code` (BTF); set by the agent.
 #[unsafe(no_mangle)]
@@ -58,6 +61,7 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
     let target_pid = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid");
     if let Some(pid) = target_pid {
         kill_signal::sigkill_sent(pid);
+        sigkill::record_btf(&ctx, task, pid);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;
@@ -123,6 +127,7 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
     }
     if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "signal_generate.pid") {
         kill_signal::sigkill_sent(pid);
+        sigkill::record_tp(&ctx, base, pid);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;

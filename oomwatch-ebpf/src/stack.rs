@@ -116,10 +116,21 @@ fn exe_path<C: EbpfContext>(
     ctx: &C,
     out: &mut [[u8; oomwatch_common::EXE_NAME_LEN]; EXE_PATH_DEPTH],
 ) -> u32 {
-    let off = crate::globals::get(&EXE_OFFSETS);
     // SAFETY: bpf_get_current_task has no preconditions; the pointer is only read through
     // bpf_probe_read_kernel.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    exe_components(ctx, task, out)
+}
+
+/// `task`'s executable path components, innermost first, up to its mount's root (at most `N`);
+/// returns how many were read.
+#[inline(always)]
+pub fn exe_components<C: EbpfContext, const N: usize>(
+    ctx: &C,
+    task: *const u8,
+    out: &mut [[u8; oomwatch_common::EXE_NAME_LEN]; N],
+) -> u32 {
+    let off = crate::globals::get(&EXE_OFFSETS);
     let Some(mm) = read::at::<*const u8, _>(ctx, task, off.task_mm, "task_struct.mm") else {
         return 0;
     };
@@ -133,7 +144,7 @@ fn exe_path<C: EbpfContext>(
     };
     let mut depth = 0u32;
     let mut i = 0;
-    while i < EXE_PATH_DEPTH {
+    while i < N {
         let Some(parent) = read::at::<*const u8, _>(ctx, d, off.dentry_parent, "dentry.d_parent")
         else {
             break;

@@ -71,6 +71,8 @@ pub struct Config {
     pub userspace_killers: Vec<String>,
     /// `--stacks`: the trigger's stacks captured at the kill.
     pub stacks: crate::record::StackMode,
+    /// `--sigkills`: every SIGKILL to a task in a non-root memory cgroup is attributed.
+    pub sigkills: bool,
     /// A killed task not exited this long after the kill is reported as stuck.
     pub stuck_after: Duration,
     pub test: TestKnobs,

@@ -18,8 +18,10 @@ use crate::server::ServerError;
 use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgEvent};
 use crate::source::probe::candidates as candidates_probe;
 use crate::source::probe::ringbuf::{self, Record};
+use crate::source::probe::sigkills as sigkills_probe;
 use crate::source::probe::stacks as stacks_probe;
 use crate::sys::clock::monotonic_ns;
+use oomwatch_common::RecordKind;
 
 /// The aya-log reader of the eBPF programs' own log.
 pub type EbpfLog = aya_log::EbpfLogger<&'static dyn log::Log>;
@@ -37,6 +39,8 @@ pub struct Agent {
     pub(super) scored_ring: AsyncFd<RingBuf<MapData>>,
     /// The triggers' stacks (`probe::stacks`).
     pub(super) stack_ring: AsyncFd<RingBuf<MapData>>,
+    /// Every SIGKILL to a task in a memory cgroup (`probe::sigkills`).
+    pub(super) sigkill_ring: AsyncFd<RingBuf<MapData>>,
     pub(super) log_fd: Option<AsyncFd<EbpfLog>>,
     pub(super) sigint: Signal,
     pub(super) sigterm: Signal,
@@ -80,6 +84,13 @@ impl Agent {
                     let stacks = &mut self.sink.stacks;
                     stacks_probe::drain(g.get_inner_mut(), |r| stacks.push(&r));
                 }
+                guard = self.sigkill_ring.readable_mut() => {
+                    let mut g = guard.map_err(RunError::RingBuf)?;
+                    g.clear_ready();
+                    let mut recs = Vec::new();
+                    sigkills_probe::drain(g.get_inner_mut(), |r| recs.push(r));
+                    self.sink.push_sigkills(recs)?;
+                }
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
                 ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
                 guard = readable_opt(&mut self.log_fd) => {
@@ -103,6 +114,7 @@ impl Agent {
             self.correlator.next_deadline(),
             self.sink.recovery_deadline(),
             self.sink.lifecycle.next_deadline(),
+            self.sink.sigkills.next_deadline(),
             kmsg_poll,
         ]
         .into_iter()
@@ -132,6 +144,18 @@ impl Agent {
         self.sink.emit(evs)?;
         if self.correlator.has_held() {
             self.drain_kmsg_now()?;
+        }
+        // The SIGKILLs before these exits: a container init's end needs its SIGKILL first.
+        let mut recs = Vec::new();
+        sigkills_probe::drain(self.sigkill_ring.get_mut(), |r| recs.push(r));
+        self.sink.push_sigkills(recs)?;
+        for r in &others {
+            if let Record::Lifecycle(l) = r {
+                if RecordKind::from_u32(l.kind) == Some(RecordKind::VictimExit) {
+                    let lines = self.sink.sigkills.on_exit(l.pid, l.ktime_ns);
+                    self.sink.write_lines(lines)?;
+                }
+            }
         }
         let outs = others
             .iter()
@@ -173,6 +197,8 @@ impl Agent {
                 .unwrap_or_default(),
         );
         self.sink.emit(evs)?;
+        let lines = self.sink.sigkills.due(now);
+        self.sink.write_lines(lines)?;
         let outs = self.sink.lifecycle.due(now);
         self.sink.emit_lifecycle(outs)
     }

@@ -7,6 +7,7 @@ use super::error::RunError;
 use crate::enrich::stack::StackSymbolizer;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
+use crate::kill_outcome::sigkill::Sigkills;
 use crate::kill_outcome::{self, Lifecycle};
 use crate::record::{OomEvent, KILLER_KERNEL};
 use crate::recovery::Recovery;
@@ -15,6 +16,7 @@ use crate::sink::metrics::Metrics;
 use crate::sink::recent::RecentEvents;
 use crate::sys::cgroup::MemoryHierarchy;
 use crate::sys::clock::monotonic_ns;
+use oomwatch_common::SigkillRecord;
 
 /// Where finished records go: enriched, written as JSON, counted; the victim's memory cgroup
 /// is watched for its `memory.events`.
@@ -29,6 +31,8 @@ pub(super) struct Sink {
     pub(super) lifecycle: Lifecycle,
     /// The triggers' stacks, symbolized as they arrive, for the events of their invocation.
     pub(super) stacks: StackSymbolizer,
+    /// Who sent each SIGKILL (`sigkill`, `container_killed` lines).
+    pub(super) sigkills: Sigkills,
 }
 
 impl Sink {
@@ -66,6 +70,8 @@ impl Sink {
             for line in self.lifecycle.on_event(&ev, Instant::now()) {
                 self.out.write_line(&line).map_err(RunError::Stdout)?;
             }
+            let lines = self.sigkills.on_event(&ev);
+            self.write_lines(lines)?;
         }
         self.save_position();
         Ok(())
@@ -83,6 +89,23 @@ impl Sink {
                 }
                 kill_outcome::Output::Kill(ev) => self.emit(vec![*ev])?,
             }
+        }
+        Ok(())
+    }
+
+    /// Records of the `SIGKILLS` ring.
+    pub(super) fn push_sigkills(&mut self, recs: Vec<SigkillRecord>) -> Result<(), RunError> {
+        let now = Instant::now();
+        for r in recs {
+            let lines = self.sigkills.push(&r, now, &mut self.enricher);
+            self.write_lines(lines)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_lines(&mut self, lines: Vec<String>) -> Result<(), RunError> {
+        for l in lines {
+            self.out.write_line(&l).map_err(RunError::Stdout)?;
         }
         Ok(())
     }

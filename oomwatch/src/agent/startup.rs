@@ -21,6 +21,7 @@ use crate::enrich::bundle::BundleConfig;
 use crate::enrich::stack::StackSymbolizer;
 use crate::enrich::Enricher;
 use crate::host::HostCollectors;
+use crate::kill_outcome::sigkill::{self, Sigkills};
 use crate::kill_outcome::{self, Lifecycle};
 use crate::record::{OomEvent, ProbeId, Source, StackMode};
 use crate::recovery::position::{self, StateFile};
@@ -116,6 +117,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         events,
         candidates,
         stacks,
+        sigkills,
         counters,
         logger,
         constraints,
@@ -124,7 +126,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     } = probes;
     // While privileged: the copy of kallsyms keeps the kernel's addresses.
     let symbolizer = StackSymbolizer::new(cfg.stacks, &cfg.host_root);
-    wire_ebpf_counters(&metrics, counters, &hooks, cfg.stacks);
+    let counters = wire_ebpf_counters(&metrics, counters, &hooks, cfg.stacks);
     let hierarchy = find_hierarchy(cfg);
     let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
     let silence = Silence::with_file(&cfg.state_dir, boot_id);
@@ -155,6 +157,8 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
             stacks: symbolizer,
         },
     )?;
+    let signal_rows = (hooks.kill_signals && cfg.sigkills).then_some(counters);
+    metrics.add_collector(sigkill::collector(sink.sigkills.stats(), signal_rows));
     let mut agent = Agent {
         correlator,
         sink,
@@ -163,6 +167,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         ring: register(events)?,
         scored_ring: register(candidates)?,
         stack_ring: register(stacks)?,
+        sigkill_ring: register(sigkills)?,
         log_fd: logger.map(register).transpose()?,
         sigint: signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?,
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
@@ -221,6 +226,12 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
         .with_hierarchy(hierarchy.clone()),
         host,
         lifecycle,
+        sigkills: Sigkills::new(
+            cfg.host.clone(),
+            cfg.host_root.join("proc"),
+            cfg.max_label_sets,
+        )
+        .with_hierarchy(hierarchy.clone()),
         hierarchy,
         recovery,
         stacks,
@@ -279,7 +290,17 @@ fn load_options(cfg: &Config) -> LoadOptions {
         disabled: cfg.disabled.clone(),
         userspace_killers: cfg.userspace_killers.clone(),
         stacks: cfg.stacks,
+        sigkills: cfg.sigkills,
+        root_memcg_id: root_memcg_id(cfg),
     }
+}
+
+/// The root memory cgroup's id (its directory's inode), whose SIGKILLs are not attributed.
+fn root_memcg_id(cfg: &Config) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    MemoryHierarchy::find_under(&cfg.host_root)
+        .and_then(|h| std::fs::metadata(&h.mount).ok())
+        .map_or(0, |m| m.ino())
 }
 
 fn new_metrics(cfg: &Config) -> Arc<Metrics> {
@@ -313,7 +334,7 @@ fn wire_ebpf_counters(
     counters: PerCpuArray<MapData, u64>,
     hooks: &Hooks,
     stacks: StackMode,
-) {
+) -> Arc<Mutex<PerCpuArray<MapData, u64>>> {
     let counters = Arc::new(Mutex::new(counters));
     metrics.add_collector(crate::enrich::stack::drops_collector(
         Arc::clone(&counters),
@@ -327,13 +348,15 @@ fn wire_ebpf_counters(
         Arc::clone(&counters),
         hooks.scored,
     ));
+    let shared = Arc::clone(&counters);
     metrics.set_ebpf_counters_reader(Box::new(move || {
-        let c = counters.lock().unwrap_or_else(|p| p.into_inner());
+        let c = shared.lock().unwrap_or_else(|p| p.into_inner());
         EbpfCounters {
             ringbuf_drops: loader::read_counter(&c, loader::RINGBUF_DROPS),
             read_errors: loader::read_counter(&c, loader::READ_ERRORS),
         }
     }));
+    counters
 }
 
 fn find_hierarchy(cfg: &Config) -> Option<MemoryHierarchy> {

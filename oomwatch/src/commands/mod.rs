@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// and user, symbolized).
     #[arg(long, value_enum, default_value_t = StackMode::All)]
     pub stacks: StackMode,
+    /// Attribute every SIGKILL to a task in a non-root memory cgroup (`sigkill` and
+    /// `container_killed` records, `oomwatch_container_sigkills_total`): `true` or `false`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub sigkills: bool,
     /// A killed task not exited this many ms after the kill is reported as stuck.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub stuck_after_ms: u64,

@@ -38,6 +38,7 @@ pub fn config(args: RunArgs) -> Config {
         disabled: args.disable_probe,
         userspace_killers: args.userspace_killer,
         stacks: args.stacks,
+        sigkills: args.sigkills,
         stuck_after: std::time::Duration::from_millis(args.stuck_after_ms),
         test,
     }

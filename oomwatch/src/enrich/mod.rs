@@ -68,6 +68,15 @@ impl Enricher {
         self.bundles.evicted()
     }
 
+    /// The identity a cgroup path names (container, pod, runtime names); no OOM domain.
+    pub fn workload_of(&mut self, cgroup: &str) -> Workload {
+        let id = identity::parse(cgroup);
+        let names = self.names(&id);
+        let mut w = Workload::default();
+        fill(&mut w, &id, names.as_deref());
+        w
+    }
+
     pub fn enrich(&mut self, ev: &mut OomEvent) {
         let victim = ev.cgroup.as_deref().map(identity::parse);
         let names = victim.as_ref().and_then(|id| self.names(id));

@@ -14,6 +14,7 @@
 mod metrics;
 mod records;
 pub mod sender;
+pub mod sigkill;
 mod tracked;
 mod userspace;
 

@@ -86,6 +86,8 @@ pub fn load(btf: PathBuf, disabled: &[ProbeId], kmsg_error: Option<&str>) -> Cap
         inject_read_fault: false,
         userspace_killers: Vec::new(),
         stacks: crate::record::StackMode::None,
+        sigkills: false,
+        root_memcg_id: 0,
     });
     match result {
         Ok(probes) => {

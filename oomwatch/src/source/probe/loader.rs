@@ -57,6 +57,10 @@ pub struct LoadOptions {
     pub userspace_killers: Vec<String>,
     /// `--stacks`: which of the trigger's stacks the `mark_victim` programs capture.
     pub stacks: crate::record::StackMode,
+    /// `--sigkills`: the `signal_generate` programs record every SIGKILL to a task in a
+    /// memory cgroup other than `root_memcg_id` (its directory's inode; 0 when unknown).
+    pub sigkills: bool,
+    pub root_memcg_id: u64,
 }
 
 /// Loaded, attached programs and the maps the agent reads.
@@ -68,6 +72,9 @@ pub struct Probes {
     pub candidates: RingBuf<MapData>,
     /// The trigger's stacks, a ring of their own (`probe::stacks`).
     pub stacks: RingBuf<MapData>,
+    /// Every SIGKILL to a task in a non-root memory cgroup, a ring of its own
+    /// (`probe::sigkills`).
+    pub sigkills: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub status: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -131,12 +138,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let events = take_map(&mut ebpf, "EVENTS")?;
     let candidates = take_map(&mut ebpf, "CANDIDATES")?;
     let stacks = take_map(&mut ebpf, "STACKS")?;
+    let sigkills = take_map(&mut ebpf, "SIGKILLS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     Ok(Probes {
         ebpf,
         events,
         candidates,
         stacks,
+        sigkills,
         counters,
         status,
         logger,
@@ -257,6 +266,7 @@ fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
         .override_global("CANDIDATE_OFFSETS", &r.scored.offsets, true)
         .override_global("STACK_MODE", &opts.stacks.ebpf_value(), true)
         .override_global("EXE_OFFSETS", &r.exe, true)
+        .override_global("SIGKILL_FILTER", &sigkill_filter(opts), true)
         .map_max_entries(
             "CANDIDATES",
             super::candidates::ring_bytes(
@@ -267,6 +277,15 @@ fn load_object(opts: &LoadOptions, r: &Resolved) -> Result<Ebpf, ProbeError> {
         )
         .load(EBPF_OBJECT)?;
     Ok(ebpf)
+}
+
+/// `--sigkills` and the root memory cgroup, for the `signal_generate` programs.
+fn sigkill_filter(opts: &LoadOptions) -> oomwatch_common::SigkillFilter {
+    oomwatch_common::SigkillFilter {
+        root_memcg_id: opts.root_memcg_id,
+        enabled: u32::from(opts.sigkills),
+        _pad0: 0,
+    }
 }
 
 /// The victim rows: tp_btf `mark_victim` (the victim's task_struct), then the tracepoint

@@ -5,6 +5,7 @@ pub mod lifecycle;
 pub mod loader;
 pub mod offsets;
 pub mod ringbuf;
+pub mod sigkills;
 pub mod silence;
 pub mod stacks;
 pub mod table;

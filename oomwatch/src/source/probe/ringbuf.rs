@@ -49,8 +49,11 @@ impl Record {
             | RecordKind::SkipReaping => ProbeId::Reaper,
             RecordKind::SignalTracepoint => ProbeId::SignalTp,
             RecordKind::SignalBtf => ProbeId::SignalBtf,
-            // Stacks travel in a ring of their own (`super::stacks`), never as a `Record`.
-            RecordKind::TriggerStack => return None,
+            // Stacks and SIGKILLs travel in rings of their own (`super::stacks`,
+            // `super::sigkills`), never as a `Record`.
+            RecordKind::TriggerStack | RecordKind::SigkillBtf | RecordKind::SigkillTracepoint => {
+                return None
+            }
         })
     }
 
@@ -79,8 +82,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         // Their own ring (`probe::candidates::decode`), never this one.
         RecordKind::CandidateFexit | RecordKind::CandidateKretprobe => None,
-        // Their own ring too (`probe::stacks::decode`).
-        RecordKind::TriggerStack => None,
+        // Their own rings too (`probe::stacks::decode`, `probe::sigkills::decode`).
+        RecordKind::TriggerStack | RecordKind::SigkillBtf | RecordKind::SigkillTracepoint => None,
     }
 }
 
