@@ -44,6 +44,8 @@ struct Collected {
     drain_age_us: Vec<u64>,
     /// `kill_to_exit_ns` of `oom_kill_lifecycle` lines, when the agent writes them.
     kill_to_exit_ns: Vec<u64>,
+    /// `sigkill` lines: the sender's tgid, the signal's `ktime_ns`, when this bench read it.
+    sigkills: Vec<(i64, u64, u64)>,
     bad_lines: u64,
     first_bad: Option<String>,
     log_tail: VecDeque<String>,
@@ -218,6 +220,16 @@ impl Agent {
             .collect()
     }
 
+    /// `sigkill` lines of `sender` so far: (signal `ktime_ns`, read by this bench).
+    pub fn sigkills_of(&self, sender: i64) -> Vec<(u64, u64)> {
+        self.lock()
+            .sigkills
+            .iter()
+            .filter(|(s, _, _)| *s == sender)
+            .map(|(_, k, r)| (*k, *r))
+            .collect()
+    }
+
     /// Stdout lines that are neither events nor another typed line, and the first of them.
     pub fn bad_lines(&self) -> (u64, Option<String>) {
         let d = self.lock();
@@ -317,6 +329,11 @@ fn read_events(out: impl std::io::Read, data: Arc<Mutex<Collected>>) {
         if v.get("type").is_some() {
             if let Some(ns) = v.get("kill_to_exit_ns").and_then(Value::as_u64) {
                 d.kill_to_exit_ns.push(ns);
+            }
+            if v["type"] == "sigkill" {
+                let sender = v["sender"]["tgid"].as_i64().unwrap_or(0);
+                let ktime = v["ktime_ns"].as_u64().unwrap_or(0);
+                d.sigkills.push((sender, ktime, read_ns));
             }
             continue;
         }

@@ -133,7 +133,77 @@ fn storm_rows(r: &Report) -> Vec<Row> {
     ]
     .into_iter()
     .chain(stacks_rows(r))
+    .chain(sigkill_rows(r))
     .collect()
+}
+
+/// The storm again with `--sigkills false`, and a SIGKILL storm during an OOM storm: what
+/// attributing every SIGKILL costs.
+fn sigkill_rows(r: &Report) -> Vec<Row> {
+    let cpu = |s: &super::phases::Storm| {
+        s.cpu_us_per_record
+            .map_or("n/a".into(), |v| format!("{v:.0} µs"))
+    };
+    let mut rows = Vec::new();
+    if let Some(off) = &r.storm_sigkills_off {
+        rows.push(row(
+            "1c",
+            format!(
+                "same storm, `--sigkills false` ({} kills): kill → record p50 / p95 / p99 / max",
+                off.kernel_kills
+            ),
+            pcts(&off.latency_ms),
+            None,
+        ));
+        rows.push(row(
+            "1c",
+            "sigkills on / off: agent CPU time per OOM record",
+            format!("{} / {}", cpu(&r.storm), cpu(off)),
+            None,
+        ));
+    }
+    let Some(s) = &r.sigkill_storm else {
+        return rows;
+    };
+    let num = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0}"));
+    rows.extend([
+        row(
+            "1c",
+            format!(
+                "SIGKILL storm ({} SIGKILLs in {:.1} s): records / rate-limited / ring full",
+                s.kills, s.secs
+            ),
+            format!(
+                "{} / {} / {}",
+                s.recorded,
+                num(s.dropped_rate_limited),
+                num(s.dropped_ring_full)
+            ),
+            None,
+        ),
+        row(
+            "1c",
+            format!(
+                "during it, OOM storm ({} kernel kills, {} records): kill → record p50 / p95 / \
+                 p99 / max",
+                s.oom.kernel_kills, s.oom.records
+            ),
+            pcts(&s.oom.latency_ms),
+            None,
+        ),
+        row(
+            "1c",
+            "SIGKILL storm: agent CPU per SIGKILL sent; signal → line p99",
+            format!(
+                "{:.1} µs; {}",
+                s.cpu_us_per_kill,
+                s.read_ms
+                    .map_or("n/a".into(), |p| format!("{:.2} ms", p.p99))
+            ),
+            None,
+        ),
+    ]);
+    rows
 }
 
 /// The storm again with `--stacks none`: what taking and symbolizing the triggers' stacks

@@ -14,6 +14,7 @@ mod kernel_log;
 mod markdown;
 mod phases;
 mod report;
+mod sigkill_storm;
 mod stats;
 mod storm;
 mod sys;
@@ -117,6 +118,7 @@ pub fn bench(smoke: bool) -> Result<()> {
     };
     run.default_agent(&mut r, have_ne)?;
     run.stacks_off(&mut r)?;
+    run.sigkills(&mut r)?;
     // Where the latency goes: the same kind of storm with one thing changed at a time.
     if cfg.variant_kills_per_cgroup > 0 {
         r.variants = diagnostic_storms::variants(&binary, &out_dir, &stamp, |tag, a| {
@@ -260,6 +262,28 @@ impl Run<'_> {
             cfg.limit,
             None,
         )?);
+        check_agent_output(&a)?;
+        a.stop()
+    }
+
+    /// 1c: the storm with `--sigkills false`, then a SIGKILL storm during an OOM storm on a
+    /// default agent (`sigkill_storm`).
+    fn sigkills(&self, r: &mut Report) -> Result<()> {
+        let cfg = self.cfg;
+        let a = self.start(
+            "sigkills-off",
+            &["--sigkills".to_string(), "false".to_string()],
+        )?;
+        thread::sleep(Duration::from_secs(1));
+        phases::settle(a.pid, Duration::from_secs(30))?;
+        let (n, per) = (cfg.cgroups, cfg.kills_per_cgroup);
+        r.storm_sigkills_off = Some(phases::storm(&a, "sigkills-off", n, per, cfg.limit, None)?);
+        check_agent_output(&a)?;
+        a.stop()?;
+        let a = self.start("sigkill-storm", &[])?;
+        thread::sleep(Duration::from_secs(1));
+        phases::settle(a.pid, Duration::from_secs(30))?;
+        r.sigkill_storm = Some(sigkill_storm::run(&a, n, cfg.limit)?);
         check_agent_output(&a)?;
         a.stop()
     }
@@ -564,6 +588,18 @@ mod tests {
             idle: idle(),
             storm: storm(3.0),
             storm_stacks_off: Some(storm(2.5)),
+            storm_sigkills_off: Some(storm(2.8)),
+            sigkill_storm: Some(sigkill_storm::SigkillStorm {
+                kills: 10_000,
+                secs: 6.5,
+                recorded: 240,
+                dropped_rate_limited: Some(9760.0),
+                dropped_ring_full: Some(0.0),
+                read_ms: pct(1.5),
+                cpu_ms: 900.0,
+                cpu_us_per_kill: 90.0,
+                oom: storm(3.5),
+            }),
             storm_plan: (4, 250),
             scrape: scrape(1),
             variants: variants(),

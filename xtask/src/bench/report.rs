@@ -45,6 +45,11 @@ pub struct Report {
     /// The same storm against a fresh agent with `--stacks none` (the main storm takes the
     /// triggers' stacks, the default): what the stacks cost.
     pub storm_stacks_off: Option<Storm>,
+    /// The same storm against a fresh agent with `--sigkills false` (the main storm attributes
+    /// every SIGKILL, the default): what SIGKILL attribution costs an OOM storm.
+    pub storm_sigkills_off: Option<Storm>,
+    /// A loop SIGKILLing 10,000 children during an OOM storm (`sigkill_storm`).
+    pub sigkill_storm: Option<super::sigkill_storm::SigkillStorm>,
     pub storm_plan: (usize, u64),
     pub scrape: ScrapeStats,
     /// Diagnostic storms: the same kind of storm with one thing changed.
@@ -208,6 +213,16 @@ impl Report {
             (
                 "storm_stacks_off",
                 self.storm_stacks_off.as_ref().map_or(J::Null, storm_json),
+            ),
+            (
+                "storm_sigkills_off",
+                self.storm_sigkills_off.as_ref().map_or(J::Null, storm_json),
+            ),
+            (
+                "sigkill_storm",
+                self.sigkill_storm
+                    .as_ref()
+                    .map_or(J::Null, |s| s.json(storm_json)),
             ),
             ("scrape_default_state", self.scrape.json()),
             (
