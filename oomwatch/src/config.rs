@@ -26,6 +26,8 @@ pub struct TestKnobs {
     pub synthetic_label_sets: usize,
     /// Drop these rows' records right after decoding (a hook that fires nowhere useful).
     pub drop_probe_records: Vec<ProbeId>,
+    /// Read the kernel log through `syslog(2)`, as where `/dev/kmsg` is refused.
+    pub kmsg_via_syslog: bool,
 }
 
 /// Everything `oomwatch run` needs, validated.

@@ -326,21 +326,27 @@ fn agent_runs_under_the_daemonsets_security_context_through_the_cri() {
         text.contains("probes ready; waiting for OOM kills"),
         "{text}"
     );
-    // NOT YET RIGHT (issue 14, point 3): the runtime's device cgroup denies open(/dev/kmsg) to
-    // a non-privileged container (a hostPath mount of a device grants no device access), so
-    // the kernel's OOM report (constraint, oom_memcg, oom_domain, candidates) is missing. The
-    // fix is the agent reading the log with syslog(2) (CAP_SYSLOG, no device) when /dev/kmsg
-    // is refused; until then this is reported, not asserted.
-    let kmsg = if ev["oom_domain"] == "container" {
+    // The runtime's device cgroup denies open(/dev/kmsg) to a non-privileged container (a
+    // hostPath mount of a device grants no device access): the agent reads the log with
+    // syslog(2) (CAP_SYSLOG) instead, and the kernel's OOM report gives the context.
+    let kmsg = if ev["oom_domain"] == "container" && ev["constraint"] == "CONSTRAINT_MEMCG" {
         "PASS"
     } else {
         "FAIL"
     };
-    let why = text.lines().find(|l| l.contains("/dev/kmsg")).unwrap_or("");
+    let why = text
+        .lines()
+        .find(|l| l.contains("/dev/kmsg"))
+        .unwrap_or("no line about /dev/kmsg");
     eprintln!(
-        "TABLE | containerd-cri (agent in DaemonSet context) | OOM context from the kernel log | oom_domain={} constraint={} | kernel: CONSTRAINT_MEMCG in {cg}; agent: {why} | {kmsg}",
-        ev["oom_domain"], ev["constraint"]
+        "TABLE | containerd-cri (agent in DaemonSet context) | OOM context from the kernel log | oom_domain={} constraint={} oom_memcg={} | kernel: CONSTRAINT_MEMCG in {cg}; agent: {why} | {kmsg}",
+        ev["oom_domain"], ev["constraint"], ev["oom_memcg"]
     );
+    assert_eq!(
+        kmsg, "PASS",
+        "the OOM context in the container: {ev}\n{text}"
+    );
+    assert_eq!(ev["oom_memcg"], cg.as_str(), "{ev}");
     cd.stop_container(&id);
     let st = cd.container_status(&id);
     assert_eq!(st.reason, "OOMKilled");

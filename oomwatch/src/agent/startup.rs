@@ -31,7 +31,8 @@ use crate::sink::json::{self, JsonLines};
 use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
 use crate::sink::recent::RecentEvents;
 use crate::source::gfp::GfpDecoder;
-use crate::source::kmsg::{AsyncKmsgReader, KmsgReader};
+use crate::source::kmsg::syslog::SyslogBuffer;
+use crate::source::kmsg::{AsyncKmsgReader, KmsgError, KmsgReader};
 use crate::source::probe::candidates as candidates_probe;
 use crate::source::probe::loader::{self, LoadOptions, Probes};
 use crate::source::probe::ringbuf::{self, Record};
@@ -181,7 +182,8 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     if let Some(up) = log.missed {
         record_missed(&mut agent, up)?;
     }
-    drop_privileges(cfg)?;
+    let syslog = agent.kmsg.as_ref().is_some_and(AsyncKmsgReader::is_syslog);
+    drop_privileges(cfg, syslog)?;
     tracing::info!("probes ready; waiting for OOM kills");
     Ok(agent)
 }
@@ -416,14 +418,13 @@ fn new_host_collectors(cfg: &Config, metrics: &Metrics) -> Arc<HostCollectors> {
 /// report), and the OOM context where no `oom_kill_process` probe attached.
 fn open_kernel_log(cfg: &Config, state_file: StateFile) -> Result<KernelLog, RunError> {
     let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
-    let mut reader = match KmsgReader::open() {
+    let opened = match cfg.test.kmsg_via_syslog {
+        true => Err(KmsgError::Open(std::io::ErrorKind::PermissionDenied.into())),
+        false => KmsgReader::open(),
+    };
+    let mut reader = match opened {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(
-                "kernel log unreadable: {e}; no replay of kills missed while down (needs CAP_SYSLOG)"
-            );
-            return Ok(KernelLog::default());
-        }
+        Err(e) => return Ok(syslog_fallback(&e)),
     };
     match Recovery::start(state_file, boot_id, cfg.host.clone(), &mut reader) {
         Ok((recovery, missed)) => Ok(KernelLog {
@@ -434,6 +435,38 @@ fn open_kernel_log(cfg: &Config, state_file: StateFile) -> Result<KernelLog, Run
         Err(e) => {
             tracing::warn!("kernel log unreadable: {e}; no replay of kills missed while down");
             Ok(KernelLog::default())
+        }
+    }
+}
+
+/// Where `/dev/kmsg` cannot be opened (a container's device cgroup refuses the device): the
+/// log through `syslog(2)`, from now on, without replay (its record numbers are the agent's
+/// own, meaningless after a restart).
+fn syslog_fallback(kmsg: &KmsgError) -> KernelLog {
+    let opened = SyslogBuffer::open().and_then(|b| {
+        let mut r = KmsgReader::new(b);
+        r.seek_to_end()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(r)
+    });
+    match opened {
+        Ok(r) => {
+            tracing::warn!(
+                "{kmsg}; reading the kernel log with syslog(2) instead (CAP_SYSLOG; polled every \
+                 {} ms): OOM context as usual, no replay of kills missed while down",
+                crate::source::kmsg::async_reader::SYSLOG_POLL.as_millis()
+            );
+            KernelLog {
+                reader: Some(AsyncKmsgReader::syslog(r)),
+                ..KernelLog::default()
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                "kernel log unreadable: {kmsg}, and syslog(2) too: {e}; no OOM context from it, \
+                 no replay of kills missed while down (needs CAP_SYSLOG)"
+            );
+            KernelLog::default()
         }
     }
 }
@@ -574,8 +607,16 @@ fn record_missed(agent: &mut Agent, up: StartUp) -> Result<(), RunError> {
 /// Everything privileged is done: programs attached, maps and /dev/kmsg open, port bound.
 /// Drops every capability (and the bounding set as far as allowed); a failure is fatal
 /// unless `--allow-cap-drop-failure`: an agent left privileged is what an attacker wants.
-fn drop_privileges(cfg: &Config) -> Result<(), RunError> {
-    match caps::drop_all() {
+/// Drops every capability; but CAP_SYSLOG when the kernel log is read with syslog(2).
+fn drop_privileges(cfg: &Config, syslog: bool) -> Result<(), RunError> {
+    match caps::drop_all_but_syslog(syslog) {
+        Ok(bounding) if syslog => {
+            tracing::info!(
+                bounding_set_dropped = bounding,
+                "dropped all capabilities but CAP_SYSLOG (the kernel log is read with syslog(2))"
+            );
+            Ok(())
+        }
         Ok(bounding) => {
             tracing::info!(bounding_set_dropped = bounding, "dropped all capabilities");
             Ok(())

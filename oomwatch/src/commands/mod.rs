@@ -171,6 +171,10 @@ pub struct RunArgs {
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, value_name = "PROBE", value_enum)]
     pub drop_probe_records: Vec<ProbeId>,
+    /// Test knob: read the kernel log through syslog(2), as where /dev/kmsg is refused.
+    #[cfg(feature = "test-knobs")]
+    #[arg(long, hide = true)]
+    pub kmsg_via_syslog: bool,
     /// Benchmark knob: pre-populates N fake label sets of oomwatch_oom_kills_total.
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, default_value_t = 0)]

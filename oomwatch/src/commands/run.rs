@@ -51,6 +51,7 @@ fn test_knobs(args: &RunArgs) -> TestKnobs {
         inject_read_fault: args.inject_read_fault,
         synthetic_label_sets: args.synthetic_label_sets,
         drop_probe_records: args.drop_probe_records.clone(),
+        kmsg_via_syslog: args.kmsg_via_syslog,
     }
 }
 

@@ -125,6 +125,15 @@ fn drop_bounding_set() -> u32 {
 /// Sets no_new_privs and empties the calling thread's effective, permitted and inheritable
 /// capability sets (capabilities are per thread: capset(2) changes only the caller's).
 pub fn drop_this_thread() -> io::Result<()> {
+    keep_only_this_thread(0)
+}
+
+/// `CAP_SYSLOG`: reading the kernel log with syslog(2) when `kernel.dmesg_restrict=1`.
+pub const CAP_SYSLOG: u32 = 34;
+
+/// Like [`drop_this_thread`], keeping the capabilities of `keep` (a bit mask of `CAP_*`
+/// numbers below 32) effective and permitted.
+fn keep_only_this_thread(keep: u32) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -133,7 +142,13 @@ pub fn drop_this_thread() -> io::Result<()> {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData::default(); 2];
+    // v3 splits the sets into two 32-bit words: capabilities 0–31, then 32–63.
+    let mut data = [CapData::default(); 2];
+    data[1] = CapData {
+        effective: keep,
+        permitted: keep,
+        inheritable: 0,
+    };
     // SAFETY: `hdr` and `data` are valid, correctly sized (v3 takes two CapData) and live for
     // the call; capset only reads `data`.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
@@ -150,11 +165,19 @@ pub fn drop_this_thread() -> io::Result<()> {
 /// the bounding set. Open descriptors (attached programs, maps, `/dev/kmsg`, the listening
 /// socket) keep working; nothing can be loaded or attached afterwards.
 pub fn drop_all() -> io::Result<u32> {
+    drop_all_but_syslog(false)
+}
+
+/// [`drop_all`], but with `syslog` the calling thread keeps `CAP_SYSLOG` (and nothing else): the
+/// kernel log read with syslog(2) checks it at every read, unlike an open `/dev/kmsg`.
+pub fn drop_all_but_syslog(syslog: bool) -> io::Result<u32> {
+    let keep = if syslog { 1 << (CAP_SYSLOG - 32) } else { 0 };
     let bounding = drop_bounding_set();
-    drop_this_thread()?;
+    keep_only_this_thread(keep)?;
+    let allowed = u64::from(keep) << 32;
     for entry in fs::read_dir("/proc/self/task")?.flatten() {
         let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        if effective_from_status(&status).is_some_and(|e| e != 0) {
+        if effective_from_status(&status).is_some_and(|e| e & !allowed != 0) {
             return Err(io::Error::other(format!(
                 "thread {} still holds capabilities",
                 entry.file_name().to_string_lossy()

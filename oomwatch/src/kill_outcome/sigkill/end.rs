@@ -158,9 +158,11 @@ fn explain(e: &Ended, reason: &str, oom_kills: u64) -> String {
         SenderKind::OomKernel => "the kernel's OOM killer killed the container's init".into(),
         SenderKind::OomGroup => "a memory.oom.group kill took the container's tasks".into(),
         SenderKind::OomUserspace => "a userspace OOM killer killed the container's init".into(),
-        SenderKind::Kubelet => "kubelet killed the container's init (eviction)".into(),
+        SenderKind::Kubelet => "kubelet's own process killed the container's init".into(),
         SenderKind::Runtime => {
-            "the container runtime killed the container's init (stop or kill)".to_string()
+            "the container runtime killed the container's init (a stop, a kill, or kubelet's \
+             eviction or probe failure through the CRI)"
+                .to_string()
         }
         SenderKind::SelfKill => "the container's init was killed from inside the container".into(),
         SenderKind::Other => format!(

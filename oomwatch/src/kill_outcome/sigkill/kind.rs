@@ -18,7 +18,8 @@ pub enum SenderKind {
     OomGroup,
     /// A userspace OOM killer (systemd-oomd, earlyoom, oomd, nohang, lmkd), by its executable.
     OomUserspace,
-    /// kubelet (eviction under node pressure).
+    /// kubelet's own process. Rare: kubelet stops and evicts containers through the CRI, so
+    /// the runtime sends those signals (`Runtime`).
     Kubelet,
     /// A container runtime stopping or killing the container (containerd-shim, runc, crun,
     /// conmon, dockerd, podman).

@@ -85,8 +85,8 @@ pub struct SigkillLine {
     pub si_code: Option<i32>,
     /// The signal was queued (not ignored, not already pending).
     pub delivered: Option<bool>,
-    /// Field group → where it came from: `target`, `sender`, `sender_exe`, `container_init`,
-    /// `sender_kind`.
+    /// Field group → where it came from: `target`, `target_cgroup` (when read from /proc),
+    /// `sender`, `sender_exe`, `container_init`, `sender_kind`.
     pub sources: BTreeMap<&'static str, &'static str>,
 }
 

@@ -33,6 +33,7 @@ pub mod oom;
 pub mod reader;
 pub mod record;
 pub mod report;
+pub mod syslog;
 
 pub use async_reader::AsyncKmsgReader;
 pub use dump::{MAX_DUMP_ROWS, MAX_NAME_BYTES};
