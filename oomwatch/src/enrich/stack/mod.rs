@@ -163,7 +163,7 @@ impl StackSymbolizer {
     /// User frames: the trigger's mappings now (file + offset), else the kernel's build id +
     /// offset with the file remembered for that build id, else `buildid:<hex>+0xoffset`.
     fn user_frames(&mut self, rec: &StackRecord) -> Vec<Frame> {
-        let addrs = rec.user_frames();
+        let addrs = user_space_prefix(rec.user_frames());
         if addrs.is_empty() || rec.trigger_tgid <= 0 {
             return Vec::new();
         }
@@ -433,6 +433,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The user stack up to its first address that is not a user-space one (0, or the kernel's
+/// half of the address space: the top bit set on x86-64 and arm64). Frame-pointer walks of code
+/// built without frame pointers end in such garbage; a frame after it means nothing.
+fn user_space_prefix(addrs: &[u64]) -> &[u64] {
+    let end = addrs
+        .iter()
+        .position(|&a| a == 0 || a >= 1 << 63)
+        .unwrap_or(addrs.len());
+    &addrs[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +476,18 @@ mod tests {
             ..Trigger::default()
         });
         ev
+    }
+
+    #[test]
+    fn the_user_stack_ends_at_its_first_non_user_address() {
+        let k = 0xffff_a9c8_1648_f000;
+        assert_eq!(
+            user_space_prefix(&[0x7f00_0000_1234, 0x55_0000, k, 0x55_0004]).len(),
+            2
+        );
+        assert_eq!(user_space_prefix(&[0x40_1000, 0, 0x40_2000]), &[0x40_1000]);
+        assert_eq!(user_space_prefix(&[k]), &[] as &[u64]);
+        assert_eq!(user_space_prefix(&[1, 2]).len(), 2);
     }
 
     #[test]
