@@ -238,6 +238,59 @@ fn oom(d: &Docker, agent: &mut Agent, f: &mut Vec<String>) {
     }
 }
 
+/// `OomwatchContainerKilledNotByOom` in `promtool test rules`, fed with the agent's real
+/// series for the container its init was `kill -9`ed from a host shell.
+fn not_by_oom_alert_fires(metrics: &str, f: &mut Vec<String>) {
+    let Some(line) = metrics.lines().find(|l| {
+        l.starts_with("oomwatch_container_sigkills_total{")
+            && l.contains("container=\"shell-kill\"")
+            && l.contains("sender_kind=\"other\"")
+    }) else {
+        f.push("no oomwatch_container_sigkills_total series for shell-kill/other".into());
+        return;
+    };
+    let (series, value) = line.rsplit_once(' ').unwrap();
+    let labels = series.split_once('{').unwrap().1.trim_end_matches('}');
+    let stored = format!(
+        "oomwatch_container_sigkills_total{{{labels},instance=\"127.0.0.1:9837\",job=\"oomwatch\",node=\"node-a\"}}"
+    );
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/oomwatch-rules.yaml");
+    let test = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - name: the agent's real series after a kill -9 of a container's init
+    interval: 1m
+    input_series:
+      - series: '{stored}'
+        values: '_x5 {value}x20'
+    alert_rule_test:
+      - alertname: OomwatchContainerKilledNotByOom
+        eval_time: 4m
+        exp_alerts: []
+      - alertname: OomwatchContainerKilledNotByOom
+        eval_time: 6m
+        exp_alerts:
+          - exp_labels:
+              severity: info
+              container: shell-kill
+              node: node-a
+              sender_kind: other
+            exp_annotations:
+              summary: "A process of container //shell-kill was SIGKILLed by other, not by the OOM killer"
+              description: "{value} SIGKILL(s) sent by other reached processes of container shell-kill in pod / (node node-a) in the last 15 minutes. If one reached the container's init, the container ended with exit code 137 that was not an OOM kill: the agent's container_killed record names the sender and what Kubernetes shows (runtime_reason)."
+              runbook_url: "https://github.com/oomwatch/oomwatch/blob/main/deploy/prometheus/README.md#oomwatchcontainerkillednotbyoom"
+"#,
+        rules = rules.display(),
+    );
+    common::promtool_test_rules(&test);
+    eprintln!(
+        "TABLE | docker | OomwatchContainerKilledNotByOom on the real series {line} | fires | PASS"
+    );
+}
+
 #[test]
 fn docker_container_ends_are_attributed() {
     if !real_kernel_or_skip() || !tools_or_skip(&["containerd", "dockerd", "docker", "runc"]) {
@@ -250,6 +303,7 @@ fn docker_container_ends_are_attributed() {
     signalled(&d, &mut agent, &mut failures);
     oom(&d, &mut agent, &mut failures);
     let metrics = agent.get("/metrics");
+    not_by_oom_alert_fires(&metrics, &mut failures);
     for (family, labels) in [
         (
             "oomwatch_container_sigkills_total{",

@@ -10,7 +10,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{kill_pid, real_kernel_or_skip, Agent, Kmsg};
@@ -235,20 +234,5 @@ tests:
 "#,
         rules = rules.display(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("partial.test.yaml");
-    fs::write(&file, test).unwrap();
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&file)
-        .output();
-    let Some(out) = oomwatch_testkit::host_or_skip("promtool not runnable", out) else {
-        return;
-    };
-    assert!(
-        out.status.success(),
-        "promtool test rules:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_test_rules(&test);
 }

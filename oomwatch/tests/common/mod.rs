@@ -446,3 +446,24 @@ pub fn metrics_sink(cap: usize, commit: &'static str) -> oomwatch::sink::metrics
         },
     )
 }
+
+/// `promtool test rules` of one test file's text (its `rule_files` name the deployed rules);
+/// fails the test with promtool's report unless every case passes.
+pub fn promtool_test_rules(test: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.test.yaml");
+    std::fs::write(&file, test).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output();
+    let Some(out) = oomwatch_testkit::host_or_skip("promtool not runnable", out) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
