@@ -5,8 +5,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use oomwatch::kill_outcome::sigkill;
 use oomwatch::record::OomDomain;
 use oomwatch::record::{ContainerInit, ContainerKill, OomEvent, ProbeId, Source, Workload};
 use oomwatch::sink::metrics::EbpfCounters;
@@ -91,7 +93,71 @@ fn scenario() -> String {
         ringbuf_drops: 3,
         read_errors: 1,
     }));
+    m.add_collector(sigkill::collector(sigkill_stats(), None));
     m.render()
+}
+
+/// SIGKILL attribution: a runtime's kill of a pod's container (which ended it), a shell's kill
+/// of a plain Docker container's worker.
+fn sigkill_stats() -> Arc<Mutex<sigkill::SigkillStats>> {
+    let party =
+        |ns: Option<&str>, pod: Option<&str>, c: Option<&str>, name: Option<&str>| sigkill::Party {
+            pid: 10,
+            namespace: ns.map(Into::into),
+            pod: pod.map(Into::into),
+            container: c.map(Into::into),
+            container_name: name.map(Into::into),
+            ..sigkill::Party::default()
+        };
+    let line = |target: sigkill::Party, kind| sigkill::SigkillLine {
+        kind: "sigkill",
+        time: String::new(),
+        ktime_ns: 1,
+        host: "node-1".into(),
+        sigkill_id: 0,
+        target,
+        container_init: Some(true),
+        sender: sigkill::SenderParty::default(),
+        sender_kind: kind,
+        oom_id: None,
+        si_code: Some(0),
+        delivered: Some(true),
+        sources: BTreeMap::new(),
+    };
+    let mut s = sigkill::SigkillStats::new(100);
+    let pod = line(
+        party(
+            Some("shop"),
+            Some("cart-7d9f8b6c5-x2x4q"),
+            Some("worker"),
+            None,
+        ),
+        sigkill::SenderKind::Runtime,
+    );
+    s.observe(&pod);
+    s.observe(&line(
+        party(None, None, None, Some("web-1")),
+        sigkill::SenderKind::Other,
+    ));
+    s.container_ended(&sigkill::ContainerKilledLine {
+        kind: "container_killed",
+        time: String::new(),
+        ktime_ns: 2,
+        host: "node-1".into(),
+        init: pod.target.clone(),
+        sigkill_id: 0,
+        sender_kind: sigkill::SenderKind::Runtime,
+        sender: sigkill::SenderParty::default(),
+        oom_id: None,
+        kill_to_exit_ns: Some(1),
+        partial_oom_kills_before: 1,
+        last_partial_oom_id: Some(4242),
+        cgroup_oom_kills: Some(1),
+        runtime_reason: "OOMKilled",
+        exit_code: 137,
+        explanation: String::new(),
+    });
+    Arc::new(Mutex::new(s))
 }
 
 #[test]

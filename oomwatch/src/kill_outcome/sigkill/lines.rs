@@ -121,3 +121,85 @@ pub struct ContainerKilledLine {
     /// One sentence for `kubectl describe pod` readers.
     pub explanation: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn party() -> Party {
+        Party {
+            pid: 7,
+            tgid: Some(7),
+            comm: Some("sleep".into()),
+            cgroup: Some("/docker/abc".into()),
+            ..Party::default()
+        }
+    }
+
+    fn sigkill() -> SigkillLine {
+        SigkillLine {
+            kind: "sigkill",
+            time: "t".into(),
+            ktime_ns: 1,
+            host: "h".into(),
+            sigkill_id: 0,
+            target: party(),
+            container_init: Some(true),
+            sender: SenderParty {
+                party: party(),
+                exe: Some("/usr/sbin/runc".into()),
+            },
+            sender_kind: SenderKind::Runtime,
+            oom_id: None,
+            si_code: Some(0),
+            delivered: Some(true),
+            sources: BTreeMap::from([("target", "signal_btf")]),
+        }
+    }
+
+    /// Every key of both lines (and of their objects) is in docs/events.md's tables.
+    #[test]
+    fn every_field_is_documented() {
+        let docs = include_str!("../../../../docs/events.md");
+        let k = sigkill();
+        let end = ContainerKilledLine {
+            kind: "container_killed",
+            time: "t".into(),
+            ktime_ns: 2,
+            host: "h".into(),
+            init: party(),
+            sigkill_id: 0,
+            sender_kind: SenderKind::Runtime,
+            sender: k.sender.clone(),
+            oom_id: None,
+            kill_to_exit_ns: Some(1),
+            partial_oom_kills_before: 0,
+            last_partial_oom_id: None,
+            cgroup_oom_kills: Some(0),
+            runtime_reason: "Error",
+            exit_code: 137,
+            explanation: "x".into(),
+        };
+        let mut missing = Vec::new();
+        for v in [
+            serde_json::to_value(&k).unwrap(),
+            serde_json::to_value(&end).unwrap(),
+        ] {
+            let obj = v.as_object().unwrap();
+            for (key, inner) in obj {
+                let mut keys = vec![key.clone()];
+                if key != "sources" {
+                    if let Some(o) = inner.as_object() {
+                        keys.extend(o.keys().cloned());
+                    }
+                }
+                for key in keys {
+                    if !docs.contains(&format!("`{key}`")) {
+                        missing.push(key);
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/events.md: {missing:?}");
+    }
+}
