@@ -209,6 +209,7 @@ fn containerd_cri_pods_identified_from_containerds_own_files() {
     container_limit_case(&mut c, &mut agent, "burstable", 2, &mut f);
     pod_limit_and_sandbox_cases(&mut c, &mut agent, &mut f);
     removed_case(&mut c, &mut agent, &mut f);
+    init_and_sidecar_case(&mut c, &mut agent, &mut f);
     drop(agent);
     drop(c);
     assert!(f.is_empty(), "{f:#?}");
@@ -327,6 +328,55 @@ fn removed_case(c: &mut Containerd, agent: &mut Agent, f: &mut Vec<String>) {
         &want,
         &says,
         f,
+    );
+}
+
+/// An init container OOM-killed at its own limit (it is its own init: the kill ends it, as
+/// kubelet would then see `OOMKilled`), then the app and a sidecar (kubelet's native sidecar is
+/// an init container that keeps running): the sidecar's worker OOM-killed while its shell lives
+/// is named the sidecar, never the app, and is a partial kill.
+fn init_and_sidecar_case(c: &mut Containerd, agent: &mut Agent, f: &mut Vec<String>) {
+    let p = pod("orders", "burstable", 5);
+    pod_cgroup(c, &p, None);
+    let sandbox = c.run_pod(&p);
+    let pod_cg = p.cgroup(&c.cgroup_root);
+    let (id, ev) = retry_rate_limited(|n| {
+        let mut kmsg = Kmsg::open();
+        let script = "exec tail /dev/zero";
+        let id = c.run_container(&p, &sandbox, "migrate", n - 1, Some(32 * MIB), script);
+        let (ev, _) = kill_in(agent, &mut kmsg, &format!("{pod_cg}/{id}"))?;
+        Some((id, ev))
+    });
+    c.stop_container(&id);
+    let (mut want, says) = cri_says(c, &sandbox, &id, "burstable", "container");
+    want.push(("partial_kill", json!(false)));
+    check_fields("containerd-cri", "init container", &ev, &want, &says, f);
+    let app = c.run_container(&p, &sandbox, "app", 0, None, "exec sleep 600");
+    let (id, ev) = kill_one(
+        c,
+        agent,
+        &p,
+        &sandbox,
+        "log-shipper",
+        Some(32 * MIB),
+        &mut 0,
+    );
+    assert_ne!(ev["container"], json!("app"));
+    c.stop_container(&id);
+    let (mut want, says) = cri_says(c, &sandbox, &id, "burstable", "container");
+    want.push(("partial_kill", json!(true)));
+    check_fields(
+        "containerd-cri",
+        "sidecar beside the app",
+        &ev,
+        &want,
+        &says,
+        f,
+    );
+    let st = c.container_status(&app);
+    assert_eq!(
+        st.state,
+        k8s_cri::v1::ContainerState::ContainerRunning as i32
     );
 }
 
