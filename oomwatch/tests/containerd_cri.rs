@@ -210,6 +210,7 @@ fn containerd_cri_pods_identified_from_containerds_own_files() {
     pod_limit_and_sandbox_cases(&mut c, &mut agent, &mut f);
     removed_case(&mut c, &mut agent, &mut f);
     init_and_sidecar_case(&mut c, &mut agent, &mut f);
+    containerd_stopped_case(&mut c, &mut agent, &mut f);
     drop(agent);
     drop(c);
     assert!(f.is_empty(), "{f:#?}");
@@ -378,6 +379,29 @@ fn init_and_sidecar_case(c: &mut Containerd, agent: &mut Agent, f: &mut Vec<Stri
         st.state,
         k8s_cri::v1::ContainerState::ContainerRunning as i32
     );
+}
+
+/// containerd stopped while the agent runs (its shims and containers live on, their bundles
+/// stay): a kill in a running container still carries its identity, from the bundle files, and
+/// the agent logs nothing about the runtime (it does not talk to containerd).
+fn containerd_stopped_case(c: &mut Containerd, agent: &mut Agent, f: &mut Vec<String>) {
+    let p = pod("stock", "burstable", 6);
+    let pod_cg = pod_cgroup(c, &p, None);
+    let sandbox = c.run_pod(&p);
+    let id = c.run_container(&p, &sandbox, "api", 0, Some(32 * MIB), "exec sleep 600");
+    // What the CRI says, read before the stop.
+    let (want, says) = cri_says(c, &sandbox, &id, "burstable", "container");
+    c.stop_daemon();
+    let cg = format!("{pod_cg}/{id}");
+    let ev = retry_rate_limited(|_| {
+        let mut kmsg = Kmsg::open();
+        oom_in_cgroup(&cg);
+        kill_in(agent, &mut kmsg, &cg).map(|(ev, _)| ev)
+    });
+    let says = format!("{says}; then containerd stopped, kernel: killed in {cg}");
+    check_fields("containerd-cri", "containerd stopped", &ev, &want, &says, f);
+    c.start_daemon();
+    assert!(agent.get("/healthz").contains("200"), "agent alive");
 }
 
 /// `oomwatch_oom_kills_total` summed over the series that carry every label in `labels`.

@@ -96,15 +96,7 @@ impl Containerd {
         let bridge = bridge_name(r);
         fs::create_dir_all(r.join("cni")).unwrap();
         fs::write(r.join("cni/10-oomwatch.conflist"), cni(r, &bridge)).unwrap();
-        let log = fs::File::create(r.join("containerd.log")).unwrap();
-        let child = tool("containerd")
-            .arg("--config")
-            .arg(r.join("containerd.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = spawn(r);
         let sock = r.join("containerd.sock");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -148,6 +140,23 @@ impl Containerd {
         c.import(IMAGE, r#"["/bin/busybox"]"#);
         c.import(PAUSE, r#"["/bin/busybox","sleep","2147483647"]"#);
         c
+    }
+
+    /// Stops containerd (its shims and containers keep running, their bundles stay).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(20));
+        }
+    }
+
+    /// Starts containerd again after [`Containerd::stop_daemon`] and waits for its CRI.
+    pub fn start_daemon(&mut self) {
+        self.child = Some(spawn(self.dir.path()));
+        let log = self.dir.path().join("containerd.log");
+        wait_for("the CRI", &log, Duration::from_secs(30), || {
+            let req = cri::VersionRequest::default();
+            self.rt.block_on(self.client.version(req)).is_ok()
+        });
     }
 
     /// The state directory (`containerd --state`), as the agent's `--containerd-state` takes it.
@@ -333,8 +342,28 @@ impl Containerd {
     }
 }
 
+/// containerd with the configuration under `r`, its log appended to `r/containerd.log`.
+fn spawn(r: &Path) -> std::process::Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(r.join("containerd.log"))
+        .unwrap();
+    tool("containerd")
+        .arg("--config")
+        .arg(r.join("containerd.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        if self.child.is_none() {
+            self.start_daemon();
+        }
         self.remove_pods();
         if let Some(mut c) = self.child.take() {
             stop_child(&mut c, Duration::from_secs(20));
