@@ -28,6 +28,8 @@ pub struct TestKnobs {
     pub drop_probe_records: Vec<ProbeId>,
     /// Read the kernel log through `syslog(2)`, as where `/dev/kmsg` is refused.
     pub kmsg_via_syslog: bool,
+    /// The seccomp filter logs unlisted calls instead of refusing them.
+    pub seccomp_log: bool,
 }
 
 /// Everything `oomwatch run` needs, validated.
@@ -75,6 +77,8 @@ pub struct Config {
     pub stacks: crate::record::StackMode,
     /// `--sigkills`: every SIGKILL to a task in a non-root memory cgroup is attributed.
     pub sigkills: bool,
+    /// `--seccomp`: the system-call filter after start-up.
+    pub seccomp: bool,
     /// A killed task not exited this long after the kill is reported as stuck.
     pub stuck_after: Duration,
     pub test: TestKnobs,

@@ -248,14 +248,98 @@ fn cargo_test(extra_args: &[OsString], ci: bool, counts: &mut Counts) -> Result<
     } else if !util::is_root() {
         eprintln!("[{STEP}] note: not root, real-kernel tests will be skipped");
     }
+    // Every agent the tests start runs under its seccomp filter, which makes the kernel log
+    // each call it refuses: the whole suite must cause none.
+    let mut kmsg = KernelLog::at_end();
     let result = run_counting(&mut tests, counts);
     counts.add_skip_log(&std::fs::read_to_string(&skip_log).unwrap_or_default());
     let _ = std::fs::remove_file(&skip_log);
-    result.context("[test] step cargo test")
+    result.context("[test] step cargo test")?;
+    let refused = seccomp_refusals(&kmsg.messages());
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "[test] the agent's seccomp filter refused system calls during the tests \
+             (add them to oomwatch/src/sys/seccomp.rs if the agent needs them):\n{}",
+            refused.join("\n")
+        );
+    }
+    if kmsg.0.is_some() {
+        eprintln!("[{STEP}] seccomp: no system call of the agent refused during the tests");
+    }
+    Ok(())
+}
+
+/// `O_NONBLOCK` (the same on x86-64 and arm64).
+const O_NONBLOCK: i32 = 0o4000;
+
+/// The kernel log from when it was opened (`None` when it cannot be read: not root).
+struct KernelLog(Option<std::fs::File>);
+
+impl KernelLog {
+    fn at_end() -> Self {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open("/dev/kmsg")
+            .ok()
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
+        KernelLog(f)
+    }
+
+    /// Every message logged since, without waiting.
+    fn messages(&mut self) -> Vec<String> {
+        use std::io::Read;
+        let Some(f) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    out.push(
+                        rec.split_once(';')
+                            .map_or("", |x| x.1)
+                            .trim_end()
+                            .to_owned(),
+                    );
+                }
+                // EPIPE: records were overwritten; reading goes on from the oldest.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => continue,
+                Err(_) => return out,
+            }
+        }
+    }
+}
+
+/// The kernel's seccomp lines (`audit: type=1326`) for an `oomwatch` executable.
+fn seccomp_refusals(messages: &[String]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.contains("type=1326") && m.contains("/oomwatch\""))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::seccomp_refusals;
+
+    #[test]
+    fn only_the_agents_seccomp_lines_count() {
+        let m = [
+            r#"audit: type=1326 audit(1.2:3): pid=9 comm="oomwatch" exe="/work/target/debug/oomwatch" sig=0 arch=c000003e syscall=59 compat=0 ip=0x1 code=0x50000"#,
+            r#"audit: type=1326 audit(1.2:4): pid=8 comm="python3" exe="/usr/bin/python3.11" sig=0 syscall=110"#,
+            "Memory cgroup out of memory: Killed process 1 (tail)",
+        ]
+        .map(String::from);
+        assert_eq!(seccomp_refusals(&m).len(), 1);
+    }
+
     use super::*;
 
     #[test]

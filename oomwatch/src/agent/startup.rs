@@ -40,6 +40,7 @@ use crate::source::probe::silence::Silence;
 use crate::sys::caps;
 use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
+use crate::sys::seccomp;
 
 /// Which rows of the probe table attached, as the rest of start-up needs it.
 struct Hooks {
@@ -184,6 +185,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     }
     let syslog = agent.kmsg.as_ref().is_some_and(AsyncKmsgReader::is_syslog);
     drop_privileges(cfg, syslog)?;
+    filter_syscalls(cfg)?;
     tracing::info!("probes ready; waiting for OOM kills");
     Ok(agent)
 }
@@ -624,6 +626,38 @@ fn drop_privileges(cfg: &Config, syslog: bool) -> Result<(), RunError> {
         Err(e) if cfg.allow_cap_drop_failure => {
             tracing::error!(
                 "could not drop capabilities: {e}; running privileged (--allow-cap-drop-failure)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(RunError::DropPrivileges(e)),
+    }
+}
+
+/// The seccomp filter (`sys::seccomp`), unless `--seccomp false`; a failure is fatal unless
+/// `--allow-cap-drop-failure`.
+fn filter_syscalls(cfg: &Config) -> Result<(), RunError> {
+    if !cfg.seccomp {
+        tracing::warn!("no seccomp filter (--seccomp false): every system call stays allowed");
+        return Ok(());
+    }
+    let mode = match cfg.test.seccomp_log {
+        true => seccomp::Mode::Log,
+        false => seccomp::Mode::Enforce,
+    };
+    match seccomp::install(mode) {
+        Ok(n) => {
+            tracing::info!(
+                allowed = n,
+                ?mode,
+                "seccomp filter installed: {n} system calls allowed, the rest refused (EPERM) \
+                 and logged by the kernel"
+            );
+            Ok(())
+        }
+        Err(e) if cfg.allow_cap_drop_failure => {
+            tracing::error!(
+                "could not install the seccomp filter: {e}; running without it \
+                 (--allow-cap-drop-failure)"
             );
             Ok(())
         }

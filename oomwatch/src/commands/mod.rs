@@ -155,6 +155,10 @@ pub struct RunArgs {
     /// `container_killed` records, `oomwatch_container_sigkills_total`): `true` or `false`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub sigkills: bool,
+    /// After start-up, install a seccomp filter that allows only the system calls the running
+    /// agent makes (the rest fail with EPERM and are logged by the kernel): `true` or `false`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub seccomp: bool,
     /// A killed task not exited this many ms after the kill is reported as stuck.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub stuck_after_ms: u64,
@@ -171,6 +175,10 @@ pub struct RunArgs {
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, value_name = "PROBE", value_enum)]
     pub drop_probe_records: Vec<ProbeId>,
+    /// Test knob: the seccomp filter logs the calls it does not list instead of refusing them.
+    #[cfg(feature = "test-knobs")]
+    #[arg(long, hide = true)]
+    pub seccomp_log: bool,
     /// Test knob: read the kernel log through syslog(2), as where /dev/kmsg is refused.
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true)]

@@ -39,6 +39,7 @@ pub fn config(args: RunArgs) -> Config {
         userspace_killers: args.userspace_killer,
         stacks: args.stacks,
         sigkills: args.sigkills,
+        seccomp: args.seccomp,
         stuck_after: std::time::Duration::from_millis(args.stuck_after_ms),
         test,
     }
@@ -52,6 +53,7 @@ fn test_knobs(args: &RunArgs) -> TestKnobs {
         synthetic_label_sets: args.synthetic_label_sets,
         drop_probe_records: args.drop_probe_records.clone(),
         kmsg_via_syslog: args.kmsg_via_syslog,
+        seccomp_log: args.seccomp_log,
     }
 }
 

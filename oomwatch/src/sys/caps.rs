@@ -122,6 +122,28 @@ fn drop_bounding_set() -> u32 {
         .count() as u32
 }
 
+/// `SECBIT_*` (uapi linux/securebits.h): root gets no capabilities from exec or setuid, the
+/// ambient set cannot be raised, capabilities are not kept across setuid; each locked.
+const SECUREBITS: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x40 | 0x80;
+
+/// Locks the securebits where the agent may (it needs `CAP_SETPCAP`, which a pod granted only
+/// BPF, PERFMON and SYSLOG lacks: then no_new_privs and the empty sets do the same job).
+/// Returns whether they are locked.
+fn lock_securebits() -> bool {
+    // SAFETY: prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) takes integer arguments only.
+    let ok = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECUREBITS, 0, 0, 0) } == 0;
+    if ok {
+        tracing::info!("securebits locked (noroot, no setuid fixup, no ambient raise)");
+    } else {
+        tracing::info!(
+            "securebits not locked ({}): no CAP_SETPCAP; no_new_privs and the empty capability \
+             sets stand in",
+            io::Error::last_os_error()
+        );
+    }
+    ok
+}
+
 /// Sets no_new_privs and empties the calling thread's effective, permitted and inheritable
 /// capability sets (capabilities are per thread: capset(2) changes only the caller's).
 pub fn drop_this_thread() -> io::Result<()> {
@@ -173,6 +195,7 @@ pub fn drop_all() -> io::Result<u32> {
 pub fn drop_all_but_syslog(syslog: bool) -> io::Result<u32> {
     let keep = if syslog { 1 << (CAP_SYSLOG - 32) } else { 0 };
     let bounding = drop_bounding_set();
+    lock_securebits();
     keep_only_this_thread(keep)?;
     let allowed = u64::from(keep) << 32;
     for entry in fs::read_dir("/proc/self/task")?.flatten() {

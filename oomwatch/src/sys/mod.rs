@@ -7,4 +7,5 @@ pub mod clock;
 pub mod kallsyms;
 pub mod owned_dir;
 pub mod procfs;
+pub mod seccomp;
 pub mod text;

@@ -223,6 +223,25 @@ impl Kmsg {
         Kmsg { fd }
     }
 
+    /// The messages logged since the last read, without waiting.
+    pub fn messages_now(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPIPE) {
+                continue;
+            }
+            if n <= 0 {
+                return out;
+            }
+            let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+            let msg = rec.split_once(';').map_or(rec.as_str(), |(_, m)| m);
+            out.push(msg.lines().next().unwrap_or("").to_string());
+        }
+    }
+
     /// Reads records until the "Killed process <pid>" line shows up.
     pub fn killed(&mut self, pid: i32, timeout: Duration) -> KernelKill {
         self.invocation_of(pid, timeout).1
