@@ -1,6 +1,7 @@
-//! The trigger's stacks, symbolized (`trigger.stack`, issue 18) with blazesym: kernel frames from
-//! a copy of `/proc/kallsyms` taken at start-up (while the agent may still see addresses), user
-//! frames from the ELF files of the trigger's mappings, read the moment the stack record arrives.
+//! The trigger's stacks, symbolized (`trigger.stack`, issue 18): kernel frames from a compact
+//! table of `/proc/kallsyms` read at start-up, while the agent may still see addresses
+//! ([`SymbolTable`]); user frames with blazesym from the ELF files of the trigger's mappings,
+//! read the moment the stack record arrives.
 //!
 //! Time bound: a stack record is symbolized once, in the event loop, when it arrives — before
 //! the victim records of its invocation leave the correlator (they wait for their window). The
@@ -11,8 +12,6 @@ pub mod summary;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -20,13 +19,14 @@ use aya::maps::{MapData, PerCpuArray};
 use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
 
 use blazesym::normalize::{NormalizeOpts, Normalizer, UserMeta};
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
-use blazesym::{MaybeDefault, Pid};
+use blazesym::Pid;
 use oomwatch_common::{counter, StackRecord, BUILD_ID_VALID};
 
 use crate::record::{Frame, OomEvent, StackMode, TriggerStack};
 use crate::source::probe::loader::read_counter;
+use crate::sys::kallsyms::SymbolTable;
 
 /// Parsed ELF files kept at most; past it the user-side cache starts over.
 pub const MAX_CACHED_FILES: usize = 32;
@@ -41,19 +41,12 @@ const MATCH_WINDOW_NS: u64 = 1_000_000_000;
 pub struct StackSymbolizer {
     mode: StackMode,
     host_root: PathBuf,
-    kernel: Option<KernelSyms>,
+    kernel: Option<SymbolTable>,
     user: Symbolizer,
     normalizer: Normalizer,
     files: HashSet<PathBuf>,
     build_ids: HashMap<Vec<u8>, PathBuf>,
     recent: VecDeque<(i32, u64, TriggerStack)>,
-}
-
-/// A private copy of `/proc/kallsyms` (a memfd) and the symbolizer that parsed it.
-struct KernelSyms {
-    _copy: std::fs::File,
-    path: PathBuf,
-    symbolizer: Symbolizer,
 }
 
 impl StackSymbolizer {
@@ -62,13 +55,19 @@ impl StackSymbolizer {
     pub fn new(mode: StackMode, host_root: &Path) -> Self {
         let kernel = match mode {
             StackMode::None => None,
-            _ => match KernelSyms::copy(&host_root.join("proc/kallsyms")) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    tracing::warn!("kernel stacks left unsymbolized: {e}");
-                    None
+            _ => {
+                let path = host_root.join("proc/kallsyms");
+                match SymbolTable::read(&path) {
+                    Ok(t) => {
+                        tracing::debug!(symbols = t.len(), "kernel text symbols kept");
+                        Some(t)
+                    }
+                    Err(e) => {
+                        tracing::warn!("kernel stacks left unsymbolized: {}: {e}", path.display());
+                        None
+                    }
                 }
-            },
+            }
         };
         let mut build_ids = HashMap::new();
         if mode == StackMode::All {
@@ -127,35 +126,15 @@ impl StackSymbolizer {
     }
 
     fn kernel_frames(&self, addrs: &[u64]) -> Vec<Frame> {
-        let Some(k) = &self.kernel else {
-            return addrs.iter().map(|a| unnamed("kernel", *a)).collect();
-        };
-        let src = Source::Kernel(Kernel {
-            kallsyms: MaybeDefault::Some(k.path.clone()),
-            vmlinux: MaybeDefault::None,
-            kaslr_offset: Some(0),
-            debug_syms: false,
-            ..Kernel::default()
-        });
-        let syms = k
-            .symbolizer
-            .symbolize(&src, Input::AbsAddr(addrs))
-            .unwrap_or_default();
         addrs
             .iter()
-            .enumerate()
-            .map(|(i, a)| match syms.get(i) {
-                Some(Symbolized::Sym(s)) => Frame {
-                    symbol: Some(s.name.to_string()),
-                    module: Some(
-                        s.module
-                            .as_deref()
-                            .map(lossy)
-                            .unwrap_or_else(|| "vmlinux".into()),
-                    ),
-                    offset: s.offset as u64,
+            .map(|a| match self.kernel.as_ref().and_then(|k| k.lookup(*a)) {
+                Some(f) => Frame {
+                    symbol: Some(f.name.to_string()),
+                    module: Some(f.module.unwrap_or("vmlinux").to_string()),
+                    offset: f.offset,
                 },
-                _ => unnamed("kernel", *a),
+                None => unnamed("kernel", *a),
             })
             .collect()
     }
@@ -309,59 +288,6 @@ impl StackSymbolizer {
 enum Located {
     File(PathBuf, u64),
     BuildId(String, u64),
-}
-
-impl KernelSyms {
-    /// Copies kallsyms into a memfd (addresses stay readable after privileges are dropped) and
-    /// parses it once.
-    fn copy(kallsyms: &Path) -> Result<Self, String> {
-        use std::io::Read;
-        let err = |e: std::io::Error| format!("{}: {e}", kallsyms.display());
-        let mut src = std::fs::File::open(kallsyms).map_err(err)?;
-        // Copied through a small buffer, never read whole: a multi-megabyte buffer freed here
-        // would raise malloc's mmap threshold and keep later large allocations resident.
-        let mut head = vec![0u8; 64 * 1024];
-        let n = src.read(&mut head).map_err(err)?;
-        head.truncate(n);
-        if !head
-            .split(|b| *b == b'\n')
-            .take(64)
-            .any(|l| l.iter().take_while(|b| **b != b' ').any(|b| *b != b'0'))
-        {
-            return Err(format!(
-                "{}: addresses are hidden (kptr_restrict)",
-                kallsyms.display()
-            ));
-        }
-        // SAFETY: memfd_create with a NUL-terminated name and no flags beyond CLOEXEC; the
-        // returned descriptor is owned by the File from here on.
-        let fd = unsafe { libc::memfd_create(c"oomwatch-kallsyms".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-        file.write_all(&head)
-            .and_then(|()| std::io::copy(&mut src, &mut file).map(drop))
-            .map_err(|e| format!("kallsyms copy: {e}"))?;
-        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let k = KernelSyms {
-            _copy: file,
-            path,
-            symbolizer: Symbolizer::new(),
-        };
-        // Parse now, so the first kill does not pay for it (the parsed table is ~9 MiB for
-        // ~120k symbols; see docs/benchmarks.md, stacks on vs off).
-        let src = Source::Kernel(Kernel {
-            kallsyms: MaybeDefault::Some(k.path.clone()),
-            vmlinux: MaybeDefault::None,
-            kaslr_offset: Some(0),
-            debug_syms: false,
-            ..Kernel::default()
-        });
-        let _ = k.symbolizer.symbolize_single(&src, Input::AbsAddr(0));
-        Ok(k)
-    }
 }
 
 /// `oomwatch_stacks_dropped_total`: trigger stacks lost because the `STACKS` ring was full.

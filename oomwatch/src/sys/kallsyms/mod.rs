@@ -3,8 +3,14 @@
 //! its body out of line), specialise it (`f.isra.N`, `f.constprop.N`: other arguments), or
 //! inline it everywhere (no `f` at all); a probe on `f` then misses those callers. BTF does not
 //! say: it describes the source function whatever the compiler made of it.
+//!
+//! [`table`]: the same file as a compact address → symbol table, for the trigger's kernel stack.
+mod table;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+
+pub use table::SymbolTable;
 
 /// Where the kernel lists its symbols.
 pub const KALLSYMS: &str = "/proc/kallsyms";
