@@ -274,3 +274,72 @@ fn the_stacks_flag_limits_what_is_taken() {
         .get("/metrics")
         .contains("oomwatch_stacks_dropped_total"));
 }
+
+/// A Go program (Go keeps frame pointers): `main.leakyCacheInsert` called from
+/// `main.serveRequest` grows a cache until the kernel kills it.
+const LEAKY_GO: &str = r#"package main
+
+var cache [][]byte
+
+//go:noinline
+func leakyCacheInsert(n int) {
+	b := make([]byte, n)
+	for i := 0; i < n; i += 4096 {
+		b[i] = 1
+	}
+	cache = append(cache, b)
+}
+
+//go:noinline
+func serveRequest() { leakyCacheInsert(1 << 20) }
+
+func main() {
+	for {
+		serveRequest()
+	}
+}
+"#;
+
+#[test]
+fn a_go_allocators_stack_names_its_functions_past_the_runtime() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("leaky.go"), LEAKY_GO).unwrap();
+    let bin = dir.path().join("leaky-go");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg("leaky.go")
+        .current_dir(dir.path())
+        .env("GOCACHE", dir.path().join("cache"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .output();
+    let Some(out) =
+        oomwatch_testkit::host_or_skip("go (cargo xtask setup --test installs golang-go)", out)
+    else {
+        return;
+    };
+    assert!(out.status.success(), "go build: {out:?}");
+    let mut agent = Agent::start(&[]);
+    let cg = TestCgroup::new(64 << 20);
+    let pid = run_until_killed(&cg, &bin);
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
+    let user = symbols(&ev["trigger"]["stack"]["user"]);
+    eprintln!(
+        "go user stack: {user:?}\nsummary: {}",
+        ev["trigger"]["stack"]["summary"]
+    );
+    assert!(
+        in_order(&user, "main.leakyCacheInsert", "main.serveRequest"),
+        "user stack {user:?}: {ev}"
+    );
+    let summary = ev["trigger"]["stack"]["summary"].as_str().unwrap_or("");
+    assert!(
+        summary.starts_with("main.leakyCacheInsert <- main.serveRequest"),
+        "{summary}"
+    );
+    assert_kernel_stack(&ev);
+}

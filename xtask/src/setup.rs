@@ -39,9 +39,11 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     // protoc: the `k8s-cri` dev-dependency compiles the CRI protobufs (containerd CRI tests).
     "protobuf-compiler",
-    // The stack tests build their C allocator with frame pointers and strip a copy.
+    // The stack tests build their C allocator with frame pointers and strip a copy, and a Go
+    // allocator (Go keeps frame pointers; its linker writes no GNU build id).
     "gcc",
     "binutils",
+    "golang-go",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -163,12 +163,24 @@ impl StackSymbolizer {
                 None => Located::BuildId(hex(&id), b.offset_or_ip),
             });
         }
+        // A program without a GNU build id (Go's linker writes none by default) whose process
+        // is gone: a non-PIE program's addresses are its file's own virtual addresses.
+        if located.iter().any(Option::is_none) {
+            if let Some(exe) = self.exe_file(rec) {
+                for (slot, a) in located.iter_mut().zip(addrs) {
+                    if slot.is_none() {
+                        *slot = Some(Located::ExecAddr(exe.clone(), *a));
+                    }
+                }
+            }
+        }
         located
             .into_iter()
             .zip(addrs)
             .map(|(l, a)| match l {
                 Some(Located::File(path, off)) => self.symbolize_file(&path, off),
                 Some(Located::BuildId(id, off)) => unnamed(&format!("buildid:{id}"), off),
+                Some(Located::ExecAddr(path, addr)) => self.symbolize_exec_addr(&path, addr),
                 None => unnamed("[unknown]", *a),
             })
             .collect()
@@ -219,26 +231,32 @@ impl StackSymbolizer {
     /// its build id, read from the file itself, so a path that names another file is never
     /// used.
     fn learn_exe(&mut self, rec: &StackRecord) {
-        let Some(parts) = rec.exe_path() else { return };
-        let mut rel = PathBuf::new();
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            let p = std::str::from_utf8(p).unwrap_or_default();
-            if p.is_empty() || p == ".." || p.contains('/') {
-                return;
-            }
-            rel.push(p);
-        }
-        let file = self.host_root.join(&rel);
-        // The names are the workload's: never open a FIFO or device that happens to have them.
-        if !file.is_file() {
+        let Some(file) = self.exe_file(rec) else {
             return;
-        }
+        };
         if let Ok(Some(id)) = blazesym::helper::read_elf_build_id(&file) {
             if self.build_ids.len() >= MAX_BUILD_IDS {
                 self.build_ids.clear();
             }
             self.build_ids.insert(id.to_vec(), file);
         }
+    }
+
+    /// The trigger's program file as the eBPF side named it, below `host_root`, if it is a
+    /// regular file there.
+    fn exe_file(&self, rec: &StackRecord) -> Option<PathBuf> {
+        let parts = rec.exe_path()?;
+        let mut rel = PathBuf::new();
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            let p = std::str::from_utf8(p).unwrap_or_default();
+            if p.is_empty() || p == ".." || p.contains('/') {
+                return None;
+            }
+            rel.push(p);
+        }
+        let file = self.host_root.join(&rel);
+        // The names are the workload's: never open a FIFO or device that happens to have them.
+        file.is_file().then_some(file)
     }
 
     /// A path to the mapped file the agent can open later: below `host_root`, else through the
@@ -255,6 +273,23 @@ impl StackSymbolizer {
             self.build_ids.insert(id.to_vec(), chosen.clone());
         }
         Some(chosen)
+    }
+
+    /// `addr` as a virtual address of the (non-PIE) program `path`; `[unknown]+addr` when it
+    /// is none of its symbols' (a PIE program's runtime addresses are far from its file's).
+    fn symbolize_exec_addr(&mut self, path: &Path, addr: u64) -> Frame {
+        let src = Source::Elf(Elf {
+            debug_syms: false,
+            ..Elf::new(path)
+        });
+        match self.user.symbolize_single(&src, Input::VirtOffset(addr)) {
+            Ok(Symbolized::Sym(s)) => Frame {
+                symbol: Some(s.name.to_string()),
+                module: Some(path.file_name().map(lossy).unwrap_or_default()),
+                offset: s.offset as u64,
+            },
+            _ => unnamed("[unknown]", addr),
+        }
     }
 
     fn symbolize_file(&mut self, path: &Path, offset: u64) -> Frame {
@@ -288,6 +323,8 @@ impl StackSymbolizer {
 enum Located {
     File(PathBuf, u64),
     BuildId(String, u64),
+    /// An address that may be the program file's own virtual address (a non-PIE program).
+    ExecAddr(PathBuf, u64),
 }
 
 /// `oomwatch_stacks_dropped_total`: trigger stacks lost because the `STACKS` ring was full.

@@ -1,5 +1,6 @@
 //! `trigger.stack.summary`: the innermost named user frames that are not the allocator's own
-//! (malloc and friends, mmap/brk, memset/memcpy, the C library's and loader's internals).
+//! (malloc and friends, mmap/brk, memset/memcpy, the C library's and loader's internals, Go's
+//! runtime, CPython's memory API).
 use crate::record::Frame;
 
 /// Frames kept in the summary.
@@ -43,6 +44,20 @@ const ALLOCATOR_PREFIXES: &[&str] = &[
     "asm_exc_page_fault",
     "exc_page_fault",
     "page_fault",
+    // Go's runtime: every frame above the user's code (mallocgc, growslice, memclr, the heap).
+    "runtime.",
+    // CPython's memory API.
+    "PyMem_",
+    "_PyMem_",
+    "PyObject_Malloc",
+    "_PyObject_Malloc",
+    "PyObject_Calloc",
+    "_PyObject_Calloc",
+    "PyObject_Realloc",
+    "_PyObject_Realloc",
+    "pymalloc_",
+    "PyObject_GC_",
+    "_PyObject_GC_",
 ];
 
 /// Modules that are the C library, the loader or an allocator library.
@@ -118,5 +133,26 @@ mod tests {
         assert_eq!(summary(&frames).as_deref(), Some("leaky+0x1189 <- grow"));
         assert_eq!(summary(&[f(Some("mmap64"), "libc.so.6", 1)]), None);
         assert_eq!(summary(&[]), None);
+    }
+
+    #[test]
+    fn go_runtime_and_cpython_allocator_frames_are_skipped() {
+        let go = [
+            f(Some("runtime.memclrNoHeapPointers"), "app", 1),
+            f(Some("runtime.mallocgc"), "app", 2),
+            f(Some("runtime.growslice"), "app", 3),
+            f(Some("main.leakyCacheInsert"), "app", 4),
+            f(Some("main.serveRequest"), "app", 5),
+        ];
+        assert_eq!(
+            summary(&go).as_deref(),
+            Some("main.leakyCacheInsert <- main.serveRequest")
+        );
+        let py = [
+            f(Some("_PyObject_Malloc"), "python3.11", 1),
+            f(Some("PyMem_Realloc"), "python3.11", 2),
+            f(Some("list_resize"), "python3.11", 3),
+        ];
+        assert_eq!(summary(&py).as_deref(), Some("list_resize"));
     }
 }
