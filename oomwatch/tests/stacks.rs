@@ -343,3 +343,66 @@ fn a_go_allocators_stack_names_its_functions_past_the_runtime() {
     );
     assert_kernel_stack(&ev);
 }
+
+/// A JavaScript allocator under Node.js with `--perf-basic-prof`: its JIT's perf map names the
+/// frames in anonymous executable memory (`leakyCacheInsert` called from `serveRequest`).
+const LEAKY_JS: &str = r#"
+const cache = [];
+function leakyCacheInsert() {
+  const a = new Float64Array(131072);
+  for (let i = 0; i < a.length; i += 512) a[i] = 1;
+  cache.push(a);
+}
+function serveRequest() { leakyCacheInsert(); }
+for (;;) serveRequest();
+"#;
+
+#[test]
+fn a_jit_runtimes_frames_are_named_from_its_perf_map() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let node = Command::new("node").arg("--version").output();
+    if oomwatch_testkit::host_or_skip("node (cargo xtask setup --test installs nodejs)", node)
+        .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("leaky.js");
+    std::fs::write(&script, LEAKY_JS).unwrap();
+    let mut agent = Agent::start(&[]);
+    let cg = TestCgroup::new(128 << 20);
+    let mut cmd = Command::new("node");
+    cmd.args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cg.enter_on_exec(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let ev = agent.wait_event(WAIT, |v| v["pid"] == pid);
+    // The runtime leaves its map behind (as it would on a node); removed once read.
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let user = ev["trigger"]["stack"]["user"].as_array().unwrap();
+    let names: Vec<String> = symbols(&ev["trigger"]["stack"]["user"]);
+    let at = |f: &str| names.iter().position(|n| n.contains(f));
+    assert!(
+        matches!((at("leakyCacheInsert"), at("serveRequest")), (Some(a), Some(b)) if a < b),
+        "JS frames in order: {names:?}"
+    );
+    let leaf = user
+        .iter()
+        .find(|f| {
+            f["symbol"]
+                .as_str()
+                .is_some_and(|s| s.contains("leakyCacheInsert"))
+        })
+        .unwrap();
+    assert_eq!(leaf["module"], format!("perf-{pid}.map"), "{leaf}");
+    let summary = ev["trigger"]["stack"]["summary"].as_str().unwrap_or("");
+    assert!(summary.contains("leakyCacheInsert"), "{summary}");
+    assert_kernel_stack(&ev);
+}

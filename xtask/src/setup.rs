@@ -44,6 +44,8 @@ const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "binutils",
     "golang-go",
+    // A JIT runtime writing a perf map (`node --perf-basic-prof`) for the stack tests.
+    "nodejs",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

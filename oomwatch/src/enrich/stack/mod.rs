@@ -8,6 +8,7 @@
 //! work is bounded: at most 64 kernel and 64 user frames, ELF symbol tables only (no DWARF line
 //! tables), each file parsed once and kept (at most [`MAX_CACHED_FILES`] files; then the cache
 //! starts over), and only the stacks of the last [`MAX_RECENT`] invocations are kept.
+mod perf_map;
 pub mod summary;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -174,7 +175,7 @@ impl StackSymbolizer {
                 }
             }
         }
-        located
+        let mut frames: Vec<Frame> = located
             .into_iter()
             .zip(addrs)
             .map(|(l, a)| match l {
@@ -183,7 +184,33 @@ impl StackSymbolizer {
                 Some(Located::ExecAddr(path, addr)) => self.symbolize_exec_addr(&path, addr),
                 None => unnamed("[unknown]", *a),
             })
-            .collect()
+            .collect();
+        self.name_jit_frames(rec.trigger_tgid, &mut frames);
+        frames
+    }
+
+    /// Frames still `[unknown]` (anonymous executable memory: a JIT's code) named from the
+    /// process's perf map, when it writes one.
+    fn name_jit_frames(&self, tgid: i32, frames: &mut [Frame]) {
+        let unknown: Vec<usize> = (0..frames.len())
+            .filter(|i| {
+                frames[*i].symbol.is_none() && frames[*i].module.as_deref() == Some("[unknown]")
+            })
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let addrs: Vec<u64> = unknown.iter().map(|i| frames[*i].offset).collect();
+        let files = perf_map::candidates(&self.host_root, tgid);
+        for (i, found) in unknown.into_iter().zip(perf_map::lookup(&files, &addrs)) {
+            if let Some((name, offset)) = found {
+                frames[i] = Frame {
+                    symbol: Some(name),
+                    module: Some(format!("perf-{tgid}.map")),
+                    offset,
+                };
+            }
+        }
     }
 
     /// Each address's file and file offset from the live process's mappings (none once it has
@@ -283,7 +310,9 @@ impl StackSymbolizer {
             ..Elf::new(path)
         });
         match self.user.symbolize_single(&src, Input::VirtOffset(addr)) {
-            Ok(Symbolized::Sym(s)) => Frame {
+            // Within the symbol's own size: past a sized symbol's end (`_end` and the like, for
+            // a JIT's address far above the program) is no match.
+            Ok(Symbolized::Sym(s)) if s.size.is_some_and(|n| s.offset < n) => Frame {
                 symbol: Some(s.name.to_string()),
                 module: Some(path.file_name().map(lossy).unwrap_or_default()),
                 offset: s.offset as u64,
