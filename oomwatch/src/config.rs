@@ -65,6 +65,8 @@ pub struct Config {
     pub containerd_states: Vec<PathBuf>,
     /// Memory cgroups the headroom collector reports (0: off).
     pub headroom_cgroups: usize,
+    /// `--headroom-interval-ms`: the background walk's period (`None`: at each scrape).
+    pub headroom_interval: Option<std::time::Duration>,
     pub state_dir: PathBuf,
     pub btf: PathBuf,
     /// Longest wait for a victim's second probe record.

@@ -58,7 +58,13 @@ fn a_cgroup_near_its_limit_is_exposed_with_its_next_victim() {
     let cg = TestCgroup::new(LIMIT);
     // Declared after the cgroup: killed before the cgroup is removed.
     let helper = MemoryHolder::start(HELD_MIB, 0, Some(&cg));
-    let agent = Agent::start(&["--headroom-cgroups", "1000"]);
+    // Walked in the background every 500 ms (the default is 30 s).
+    let agent = Agent::start(&[
+        "--headroom-cgroups",
+        "1000",
+        "--headroom-interval-ms",
+        "500",
+    ]);
 
     // The kernel's usage moves a little (per-CPU charge batches): retry until the scrape and
     // the files read around it agree, within a bound.

@@ -135,7 +135,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     metrics.set_probe_silence(silence.clone());
     let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp)
         .with_silence(silence.clone(), hooks.badness);
-    let host = new_host_collectors(cfg, &metrics);
+    let host = new_host_collectors(cfg, &metrics)?;
     let mut log = open_kernel_log(cfg, state_file)?;
     log.recovery = log
         .recovery
@@ -220,14 +220,7 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
         out,
         metrics: Arc::clone(metrics),
         recent,
-        enricher: Enricher::with_bundles(BundleConfig {
-            host_root: cfg.host_root.clone(),
-            docker_root: cfg.docker_roots.clone(),
-            podman_root: cfg.podman_roots.clone(),
-            containerd_state: cfg.containerd_states.clone(),
-            ..BundleConfig::default()
-        })
-        .with_hierarchy(hierarchy.clone()),
+        enricher: Enricher::with_bundles(bundle_config(cfg)).with_hierarchy(hierarchy.clone()),
         host,
         lifecycle,
         sigkills: Sigkills::new(
@@ -405,15 +398,34 @@ fn new_correlator(
     correlator
 }
 
-fn new_host_collectors(cfg: &Config, metrics: &Metrics) -> Arc<HostCollectors> {
-    let host = Arc::new(HostCollectors::new(&cfg.host_root).with_headroom(cfg.headroom_cgroups));
+fn new_host_collectors(cfg: &Config, metrics: &Metrics) -> Result<Arc<HostCollectors>, RunError> {
+    let host = HostCollectors::new(&cfg.host_root)
+        .with_headroom(cfg.headroom_cgroups)
+        .with_headroom_bundles(bundle_config(cfg));
+    let host = Arc::new(host);
+    if let (Some(every), true) = (cfg.headroom_interval, cfg.headroom_cgroups > 0) {
+        host.spawn_headroom_refresh(every, caps::drop_this_thread)
+            .map_err(RunError::DropPrivileges)?;
+    }
     let h = Arc::clone(&host);
     metrics.add_collector(Box::new(move || h.collect()));
     let root = cfg.host_root.clone();
     metrics.set_kernel_kills_reader(Box::new(move || {
         crate::host::vmstat::kernel_oom_kills(&root).ok()
     }));
-    host
+    Ok(host)
+}
+
+/// The container runtimes' state directories, as `--host-root`, `--docker-root`,
+/// `--podman-root` and `--containerd-state` name them.
+fn bundle_config(cfg: &Config) -> BundleConfig {
+    BundleConfig {
+        host_root: cfg.host_root.clone(),
+        docker_root: cfg.docker_roots.clone(),
+        podman_root: cfg.podman_roots.clone(),
+        containerd_state: cfg.containerd_states.clone(),
+        ..BundleConfig::default()
+    }
 }
 
 /// The kernel log: the safety net for kills (replay after downtime, kills the probes did not

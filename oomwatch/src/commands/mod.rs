@@ -124,6 +124,10 @@ pub struct RunArgs {
     /// victim for: those closest to their limit (0..=1000; 0 turns the walk off).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub headroom_cgroups: u64,
+    /// How often the headroom cgroups are walked, in the background (ms; 0: at each scrape,
+    /// which then waits for the walk of every memory cgroup and /proc).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub headroom_interval_ms: u64,
     /// Where the agent keeps its kernel-log position, so kills logged while it was down are
     /// replayed at start (once each). Created if missing; must be writable.
     #[arg(long, default_value = "/var/lib/oomwatch")]

@@ -32,6 +32,8 @@ pub fn config(args: RunArgs) -> Config {
         podman_roots: args.podman_root,
         containerd_states: args.containerd_state,
         headroom_cgroups: count(args.headroom_cgroups),
+        headroom_interval: (args.headroom_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(args.headroom_interval_ms)),
         state_dir: args.state_dir,
         btf: args.btf,
         correlation_window: std::time::Duration::from_millis(args.correlation_window_ms),

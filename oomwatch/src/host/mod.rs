@@ -106,6 +106,14 @@ impl Gathered<'_> {
     }
 }
 
+/// The headroom walk's last result.
+#[derive(Debug)]
+struct HeadroomCache {
+    families: Vec<MetricFamily>,
+    error: Option<String>,
+    seconds: f64,
+}
+
 /// All host collectors, reading under one root. `Send + Sync`; every method takes `&self`.
 #[derive(Debug)]
 pub struct HostCollectors {
@@ -113,6 +121,10 @@ pub struct HostCollectors {
     page_size: u64,
     memcg: Mutex<MemcgEvents>,
     headroom: Mutex<memcg_headroom::MemcgHeadroom>,
+    /// The headroom walk's last result, when a background thread refreshes it
+    /// ([`HostCollectors::spawn_headroom_refresh`]); scrapes then never wait for a walk.
+    headroom_cache: Mutex<Option<HeadroomCache>>,
+    headroom_background: std::sync::atomic::AtomicBool,
     /// The last collection and when it finished, shared by scrapes that waited for it.
     last: Mutex<Option<(Instant, Arc<Vec<MetricFamily>>)>>,
     /// Collections run (for tests).
@@ -135,6 +147,8 @@ impl HostCollectors {
             )),
             root,
             page_size: system_page_size(),
+            headroom_cache: Mutex::new(None),
+            headroom_background: std::sync::atomic::AtomicBool::new(false),
             last: Mutex::new(None),
             runs: std::sync::atomic::AtomicU64::new(0),
         }
@@ -156,6 +170,16 @@ impl HostCollectors {
     /// Exposes the `k` memory cgroups closest to their limit (0: none); see [`memcg_headroom`].
     pub fn with_headroom(self, k: usize) -> Self {
         *lock(&self.headroom) = memcg_headroom::MemcgHeadroom::new(self.root.clone(), k);
+        self
+    }
+
+    /// Names the headroom rows' containers from these runtimes' state directories.
+    pub fn with_headroom_bundles(self, config: crate::enrich::bundle::BundleConfig) -> Self {
+        let h = std::mem::replace(
+            &mut *lock(&self.headroom),
+            memcg_headroom::MemcgHeadroom::new(self.root.clone(), 0),
+        );
+        *lock(&self.headroom) = h.with_bundles(config);
         self
     }
 
@@ -194,6 +218,55 @@ impl HostCollectors {
         let fams = Arc::new(self.collect_now());
         *last = Some((Instant::now(), Arc::clone(&fams)));
         Arc::unwrap_or_clone(fams)
+    }
+
+    /// Walks the memory cgroups for the headroom families now and keeps the result for the
+    /// scrapes.
+    pub fn refresh_headroom(&self) {
+        let start = Instant::now();
+        let read = lock(&self.headroom).collect(self.page_size);
+        let seconds = start.elapsed().as_secs_f64();
+        let (families, error) = match read {
+            Ok(f) => (f, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        *lock(&self.headroom_cache) = Some(HeadroomCache {
+            families,
+            error,
+            seconds,
+        });
+    }
+
+    /// Refreshes the headroom families every `every` in a thread of their own (without
+    /// capabilities from its first instruction), so that no scrape waits for a walk of every
+    /// memory cgroup and `/proc`: on a large node that walk takes hundreds of milliseconds.
+    pub fn spawn_headroom_refresh(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        prelude: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let me = Arc::clone(self);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("oomwatch-headroom".into())
+            .spawn(move || {
+                let r = prelude();
+                let failed = r.is_err();
+                let _ = ready_tx.send(r);
+                if failed {
+                    return;
+                }
+                loop {
+                    me.refresh_headroom();
+                    std::thread::sleep(every);
+                }
+            })?;
+        ready
+            .recv()
+            .map_err(|_| std::io::Error::other("the headroom thread died"))??;
+        self.headroom_background
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Collections run since start.
@@ -268,7 +341,26 @@ impl HostCollectors {
             s.kernel_oom_kills = d;
             Ok(vmstat::families(d))
         });
-        if with_memcg {
+        if with_memcg
+            && self
+                .headroom_background
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The background walk's last result (none before its first walk ends).
+            if let Some(c) = lock(&self.headroom_cache).as_ref() {
+                out.fams.extend(c.families.iter().cloned());
+                if let Some(e) = &c.error {
+                    out.snap
+                        .collector_errors
+                        .insert("memcg_headroom", e.clone());
+                }
+                out.statuses.push(Status {
+                    name: "memcg_headroom",
+                    ok: c.error.is_none(),
+                    seconds: c.seconds,
+                });
+            }
+        } else if with_memcg {
             out.run("memcg_headroom", |_| {
                 lock(&self.headroom).collect(self.page_size)
             });

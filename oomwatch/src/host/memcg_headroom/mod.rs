@@ -300,6 +300,13 @@ impl MemcgHeadroom {
         }
     }
 
+    /// Names containers from these runtimes' state directories (`--docker-root`,
+    /// `--podman-root`, `--containerd-state`), as the events do.
+    pub fn with_bundles(mut self, config: BundleConfig) -> Self {
+        self.bundles = BundleReader::new(config);
+        self
+    }
+
     /// Uses this hierarchy instead of looking for one (fixtures).
     pub fn with_hierarchy(mut self, h: MemoryHierarchy) -> Self {
         self.hierarchy = Some(h);

@@ -10,6 +10,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 
 use super::kind::SenderKind;
 use super::lines::{ContainerKilledLine, SigkillLine};
+use crate::sink::metrics::capped::CappedCounts;
 use crate::sink::metrics::prom::{counter, f, family};
 use crate::source::probe::loader::read_counter;
 
@@ -18,11 +19,7 @@ type Key = [String; 4];
 
 #[derive(Debug)]
 pub struct SigkillStats {
-    cap: usize,
-    /// Label set → (SIGKILLs, LRU tick of its last update).
-    series: BTreeMap<Key, (u64, u64)>,
-    next_tick: u64,
-    pub evicted: u64,
+    sigkills: CappedCounts<Key>,
     /// Container ends by (sender_kind, runtime_reason).
     ends: BTreeMap<(SenderKind, &'static str), u64>,
     /// Records of targets in the root memory cgroup or whose cgroup could not be found.
@@ -32,10 +29,7 @@ pub struct SigkillStats {
 impl SigkillStats {
     pub fn new(cap: usize) -> Self {
         Self {
-            cap: cap.max(1),
-            series: BTreeMap::new(),
-            next_tick: 0,
-            evicted: 0,
+            sigkills: CappedCounts::new(cap),
             ends: BTreeMap::new(),
             filtered: 0,
         }
@@ -43,26 +37,8 @@ impl SigkillStats {
 
     pub fn observe(&mut self, line: &SigkillLine) {
         let [ns, pod, c] = line.target.labels();
-        let key = [ns, pod, c, line.sender_kind.as_str().to_string()];
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        if let Some(s) = self.series.get_mut(&key) {
-            *s = (s.0 + 1, tick);
-            return;
-        }
-        while self.series.len() >= self.cap {
-            let Some(oldest) = self
-                .series
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.series.remove(&oldest);
-            self.evicted += 1;
-        }
-        self.series.insert(key, (1, tick));
+        self.sigkills
+            .add([ns, pod, c, line.sender_kind.as_str().to_string()]);
     }
 
     pub fn container_ended(&mut self, line: &ContainerKilledLine) {
@@ -74,16 +50,16 @@ impl SigkillStats {
 
     fn families(&self) -> Vec<MetricFamily> {
         let sigkills = self
-            .series
-            .iter()
-            .map(|(k, (n, _))| {
+            .sigkills
+            .rows()
+            .map(|(k, n)| {
                 let l = [
                     ("container", &*k[2]),
                     ("namespace", &*k[0]),
                     ("pod", &*k[1]),
                     ("sender_kind", &*k[3]),
                 ];
-                counter(&l, f(*n))
+                counter(&l, f(n))
             })
             .collect();
         let ends = self
@@ -113,7 +89,7 @@ impl SigkillStats {
                 "oomwatch_container_sigkills_label_sets_evicted_total",
                 "Label sets of oomwatch_container_sigkills_total removed to stay within the cap.",
                 MetricType::COUNTER,
-                vec![counter(&[], f(self.evicted))],
+                vec![counter(&[], f(self.sigkills.evicted))],
             ),
         ]
     }

@@ -30,6 +30,7 @@ use crate::record::{OomEvent, ProbeId};
 use crate::sink::missed::MissedKills;
 use crate::source::probe::silence::Silence;
 
+pub mod capped;
 mod labels;
 mod partial;
 pub(crate) mod prom;
@@ -304,7 +305,7 @@ impl Metrics {
                 ];
                 Sample::new(&labels, n as f64)
             });
-            (rows.collect(), p.evicted)
+            (rows.collect(), p.evicted())
         };
         let invocations = snap
             .invocations

@@ -3,8 +3,7 @@
 //! container, capped at the same number of label sets as `oomwatch_oom_kills_total` (the least
 //! recently updated one goes first; evictions count in
 //! `oomwatch_metric_label_sets_evicted_total`).
-use std::collections::BTreeMap;
-
+use super::capped::CappedCounts;
 use crate::record::OomEvent;
 
 /// namespace, pod, container (sorted by label name).
@@ -12,22 +11,20 @@ type Key = [String; 3];
 
 #[derive(Debug)]
 pub(super) struct PartialKills {
-    cap: usize,
-    /// Label set → (kills, LRU tick of its last update).
-    series: BTreeMap<Key, (u64, u64)>,
-    next_tick: u64,
-    pub evicted: u64,
+    counts: CappedCounts<Key>,
 }
 
 impl PartialKills {
     /// At most `cap` label sets (0 is treated as 1).
     pub fn new(cap: usize) -> Self {
         Self {
-            cap: cap.max(1),
-            series: BTreeMap::new(),
-            next_tick: 0,
-            evicted: 0,
+            counts: CappedCounts::new(cap),
         }
+    }
+
+    /// Label sets removed to stay within the cap.
+    pub fn evicted(&self) -> u64 {
+        self.counts.evicted
     }
 
     /// Counts the event if it is a partial kill.
@@ -37,32 +34,13 @@ impl PartialKills {
         }
         let w = &ev.workload;
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let key = [opt(&w.namespace), opt(&w.pod), opt(&w.container)];
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        if let Some(s) = self.series.get_mut(&key) {
-            *s = (s.0 + 1, tick);
-            return;
-        }
-        // Partial kills are rare: a linear search for the oldest on insertion at the cap.
-        while self.series.len() >= self.cap {
-            let Some(oldest) = self
-                .series
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.series.remove(&oldest);
-            self.evicted += 1;
-        }
-        self.series.insert(key, (1, tick));
+        self.counts
+            .add([opt(&w.namespace), opt(&w.pod), opt(&w.container)]);
     }
 
     /// Label sets in exposition order with their counts.
     pub fn rows(&self) -> impl Iterator<Item = (&Key, u64)> {
-        self.series.iter().map(|(k, (n, _))| (k, *n))
+        self.counts.rows()
     }
 }
 
@@ -95,6 +73,6 @@ mod tests {
         p.observe(&ev("c", Some(true)));
         let rows: Vec<_> = p.rows().map(|(k, n)| (k[1].clone(), n)).collect();
         assert_eq!(rows, [("a".to_string(), 2), ("c".to_string(), 1)]);
-        assert_eq!(p.evicted, 1);
+        assert_eq!(p.evicted(), 1);
     }
 }
