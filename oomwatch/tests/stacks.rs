@@ -376,6 +376,8 @@ fn a_jit_runtimes_frames_are_named_from_its_perf_map() {
     let mut cmd = Command::new("node");
     cmd.args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
         .arg(&script)
+        // V8 may write its isolate log in the working directory: the test's own.
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     cg.enter_on_exec(&mut cmd);

@@ -13,8 +13,11 @@ pub fn markdown(r: &Report, json_path: &str) -> String {
     let mut o = String::new();
     machine(&mut o, r, json_path);
     results(&mut o, r);
-    side_by_side(&mut o, r);
-    breakdown(&mut o, r);
+    // `OOMWATCH_BENCH_ONLY`: that phase's rows only.
+    if r.only.is_none() {
+        side_by_side(&mut o, r);
+        breakdown(&mut o, r);
+    }
     notes(&mut o, r);
     o
 }
@@ -72,10 +75,16 @@ fn results(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Results\n");
     let _ = writeln!(o, "| # | measurement | value | target | met |");
     let _ = writeln!(o, "|---|---|---|---|---|");
-    let rows = storm_rows(r)
-        .into_iter()
-        .chain(idle_rows(r))
-        .chain(scrape_rows(r));
+    let all = r.only.is_none();
+    let rows = (all.then(|| {
+        storm_rows(r)
+            .into_iter()
+            .chain(idle_rows(r))
+            .chain(scrape_rows(r))
+    }))
+    .into_iter()
+    .flatten()
+    .chain(big_node_rows(r));
     for (n, what, value, check) in rows {
         let c: Option<&Check> = check.and_then(|name| checks.iter().find(|c| c.name == name));
         let (t, ok) = c.map_or(("—", ""), |c| (c.target, mark(c.ok)));
@@ -379,6 +388,167 @@ fn scrape_rows(r: &Report) -> Vec<Row> {
     rows
 }
 
+/// 5: the big node's start-up, scrapes and flood.
+fn big_node_rows(r: &Report) -> Vec<Row> {
+    let Some(b) = &r.big_node else {
+        return Vec::new();
+    };
+    let collectors = b
+        .collector_ms
+        .iter()
+        .take(3)
+        .map(|(n, v)| format!("{n} {v:.1} ms"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        row(
+            "5",
+            "big node built for real: memory cgroups / processes / pods (bundle files)",
+            format!(
+                "{} / {} / {} ({}), built in {:.1} s",
+                b.cgroups, b.processes, b.pods, b.bundles, b.build_secs
+            ),
+            None,
+        ),
+        row(
+            "5",
+            "start-up: to \"probes ready\"; then to start-up work done",
+            format!(
+                "{:.0} ms; {:.0} ms",
+                b.startup.ms, b.startup.settled_after_ms
+            ),
+            None,
+        ),
+        row(
+            "5",
+            "RSS when start-up work is done (peak during start-up); after the scrapes",
+            format!(
+                "{:.2} MiB ({:.2} MiB); {:.2} MiB",
+                mib(b.settled_rss_kib),
+                mib(b.settled_peak_rss_kib),
+                mib(b.rss_after_scrapes_kib)
+            ),
+            None,
+        ),
+        row(
+            "5",
+            format!(
+                "scrape ({} bytes, headroom walk over {} cgroups), p50 / p99",
+                b.scrape.bytes,
+                opt_num(b.walk_scanned)
+            ),
+            scrape_p50_p99(&b.scrape),
+            Some("big node: scrape p99"),
+        ),
+        row(
+            "5",
+            "agent CPU per scrape, and as a share of a core at one scrape per 15 s",
+            format!(
+                "{:.2} ms, {:.3} % of a core",
+                b.cpu_ms_per_scrape,
+                b.core_pct_at_interval()
+            ),
+            Some("big node: CPU per scrape at a 15 s interval"),
+        ),
+        row(
+            "5",
+            "slowest host collectors at a scrape",
+            if collectors.is_empty() {
+                "n/a".into()
+            } else {
+                collectors
+            },
+            None,
+        ),
+    ]
+    .into_iter()
+    .chain(big_node_flood_rows(b))
+    .collect()
+}
+
+/// Section 5's scrape flood and OOM storms against the idle host.
+fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
+    let f = &b.flood;
+    let p99 = |p: &Option<super::stats::Pct>| ms(p.map(|p| p.p99));
+    let delta = |d: Option<f64>| d.map_or("n/a".into(), |d| format!("{d:+.2} ms"));
+    vec![
+        row(
+            "5",
+            format!(
+                "flood {:.0} s: `/metrics` at {:.1} req/s (target {:.0}), p50 / p99; agent CPU",
+                f.secs, f.metrics_rps, f.target_rps
+            ),
+            format!(
+                "{} / {} ({} errors); {:.0} % of a core",
+                ms(f.metrics_ms.map(|p| p.p50)),
+                p99(&f.metrics_ms),
+                f.errors,
+                f.agent_cpu_pct
+            ),
+            None,
+        ),
+        row(
+            "5",
+            "`/healthz` every 20 ms during the flood, p50 / p95 / p99 / max",
+            pcts(&f.healthz_ms),
+            Some("big node: /healthz p99 during the scrape flood"),
+        ),
+        row(
+            "5",
+            format!(
+                "idle host: the same storm on a default agent, no big node, nothing scraping{} \
+                 ({} kills): kill → record",
+                if b.idle_host_own {
+                    " (run here)"
+                } else {
+                    " (storm 1)"
+                },
+                b.idle_host.kernel_kills
+            ),
+            pcts(&b.idle_host.latency_ms),
+            None,
+        ),
+        row(
+            "5",
+            format!(
+                "OOM storm in a pod of the big node, no scrapes ({} kills): kill → record",
+                b.quiet.kernel_kills
+            ),
+            pcts(&b.quiet.latency_ms),
+            None,
+        ),
+        row(
+            "5",
+            format!(
+                "the same storm during the flood ({} kills): kill → record",
+                b.flood_storm.kernel_kills
+            ),
+            pcts(&b.flood_storm.latency_ms),
+            None,
+        ),
+        row(
+            "5",
+            "kill → record p99: big node with no scrapes − idle host; flood − idle host",
+            format!("{}; {}", delta(b.p99_node_ms()), delta(b.p99_delay_ms())),
+            Some("big node: kill → record p99, flood − idle host"),
+        ),
+        row(
+            "5",
+            "storms' records = kernel kills (no scrapes; flood), dropped",
+            format!(
+                "{} = {}; {} = {} ({} / {})",
+                b.quiet.records,
+                b.quiet.kernel_kills,
+                b.flood_storm.records,
+                b.flood_storm.kernel_kills,
+                opt_num(b.quiet.dropped),
+                opt_num(b.flood_storm.dropped)
+            ),
+            Some("big node: storms' records = kernel kills, none dropped"),
+        ),
+    ]
+}
+
 fn side_by_side(o: &mut String, r: &Report) {
     let Some(n) = &r.node_exporter else {
         let _ = writeln!(
@@ -543,6 +713,22 @@ fn notes(o: &mut String, r: &Report) {
          127.0.0.1. Its kill delay: single kills 400 ms apart while a thread scrapes it every \
          10 ms (or back to back when a scrape takes longer); delay = first answer with a new \
          `node_vmstat_oom_kill` − the kill's kernel timestamp (from oomwatch's record).",
+        "Big node (5): built for real under `/oomwatch-bench-<pid>-bignode`: a cgroupfs-driver \
+         `kubepods` tree (pods 3 in 10 guaranteed, 5 burstable, 2 best-effort; a sandbox and 1 \
+         to 3 containers each, limits as the kubelet sets them), `system.slice` services and \
+         `user.slice` sessions up to the cgroup count; `sleep` processes, one per sandbox and \
+         the rest round-robin over the other leaves; containerd bundles (`config.json` with the \
+         CRI annotations) for every container, given with `--containerd-state`; default agent \
+         flags (`--headroom-cgroups 20`). CPU per scrape: the agent's `utime + stime` \
+         (`/proc/<pid>/stat`, which keeps exited threads' time) over the sequential scrapes \
+         (warm-up included) / their number; at 15 s: that / 15 s. Flood: 4 connections \
+         asking `/metrics` on a fixed schedule (50 req/s in all; a late request goes at once, \
+         missed slots are skipped), a fifth asking `/healthz` every 20 ms, while an OOM storm \
+         runs in cgroups inside a best-effort pod of the tree; its kill → record p99 is set \
+         against the idle host's (section 1's storm, or with `OOMWATCH_BENCH_ONLY` the same \
+         storm on a fresh default agent before the node is built), and the same storm on the \
+         big node with nothing scraping shows what the node alone adds. `OOMWATCH_BENCH_ONLY=big_node` runs this \
+         phase alone (results to stderr and `target/bench/bench-only-big_node-*.json`).",
         "The machine is shared (2 cores, other builds may run): timings are noisy; the load line \
          above says how busy it was.",
     ];

@@ -7,6 +7,8 @@
 //! version `cargo xtask test` runs.
 
 mod agent;
+mod big_node;
+mod big_node_tree;
 mod diagnostic_storms;
 mod http;
 mod json;
@@ -49,6 +51,8 @@ struct Config {
     vmstat_kills: usize,
     /// Kills per cgroup of each diagnostic storm (0: none run).
     variant_kills_per_cgroup: u64,
+    /// Section 5: the node built for real.
+    big_node: big_node::Size,
 }
 
 const FULL: Config = Config {
@@ -63,6 +67,7 @@ const FULL: Config = Config {
     wrk_kills_per_cgroup: u64::MAX,
     vmstat_kills: 20,
     variant_kills_per_cgroup: 50,
+    big_node: big_node::FULL,
 };
 
 const SMOKE: Config = Config {
@@ -77,6 +82,7 @@ const SMOKE: Config = Config {
     wrk_kills_per_cgroup: 5,
     vmstat_kills: 2,
     variant_kills_per_cgroup: 0,
+    big_node: big_node::SMOKE,
 };
 
 pub fn bench(smoke: bool) -> Result<()> {
@@ -116,6 +122,11 @@ pub fn bench(smoke: bool) -> Result<()> {
         out_dir: &out_dir,
         stamp: &stamp,
     };
+    if let Some(only) = only_phase()? {
+        r.only = Some(only.to_string());
+        run.big_node(&mut r)?;
+        return finish(r, cpu0, notes, &out_dir, &stamp);
+    }
     run.default_agent(&mut r, have_ne)?;
     run.stacks_off(&mut r)?;
     run.sigkills(&mut r)?;
@@ -133,12 +144,42 @@ pub fn bench(smoke: bool) -> Result<()> {
         })?;
     }
     run.label_sets(&mut r, have_wrk, smoke)?;
+    run.big_node(&mut r)?;
+    finish(r, cpu0, notes, &out_dir, &stamp)
+}
 
+/// The phases `OOMWATCH_BENCH_ONLY` may name (to run that one alone).
+const ONLY_PHASES: [&str; 1] = ["big_node"];
+
+/// `OOMWATCH_BENCH_ONLY=big_node` runs that phase alone: its results go to
+/// `target/bench/bench-only-<phase>-<time>.json` and stderr, never to `docs/benchmarks.md`.
+fn only_phase() -> Result<Option<&'static str>> {
+    let Some(v) = std::env::var_os("OOMWATCH_BENCH_ONLY").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    match ONLY_PHASES.iter().find(|p| **p == v) {
+        Some(p) => Ok(Some(p)),
+        None => bail!(
+            "[bench] OOMWATCH_BENCH_ONLY={v}: not a phase (one of: {})",
+            ONLY_PHASES.join(", ")
+        ),
+    }
+}
+
+/// The run's closing numbers and notes, the results written, the targets printed.
+fn finish(
+    mut r: Report,
+    cpu0: sys::CpuTimes,
+    notes: Vec<String>,
+    out_dir: &Path,
+    stamp: &str,
+) -> Result<()> {
     r.load_after = sys::loadavg();
     r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
     r.notes.extend(notes);
     r.notes.extend(diagnostic_storms::analysis(&r));
-    write_results(&r, &out_dir, &stamp)?;
+    write_results(&r, out_dir, stamp)?;
     summarize(&r)
 }
 
@@ -320,6 +361,18 @@ impl Run<'_> {
         }
         Ok(())
     }
+
+    /// 5: a default agent on a big node built for real (`big_node`).
+    fn big_node(&self, r: &mut Report) -> Result<()> {
+        let base = self.out_dir.join(format!("state-{}-bignode", self.stamp));
+        // Section 1's storm is the idle-host figure when it ran (not with OOMWATCH_BENCH_ONLY).
+        let idle_host = (r.storm.kernel_kills > 0).then(|| r.storm.clone());
+        let b = big_node::run(self.cfg.big_node, &base, idle_host, |name, args| {
+            self.start(name, args)
+        })?;
+        r.big_node = Some(b);
+        Ok(())
+    }
 }
 
 /// The agent flags for `n` synthetic label sets (with room for twice as many).
@@ -375,7 +428,9 @@ fn quietest_idle(
 /// The JSON under `target/bench/`, and the markdown: `docs/benchmarks.md` (full run) or
 /// stderr (--smoke).
 fn write_results(r: &Report, out_dir: &Path, stamp: &str) -> Result<()> {
-    let name = if r.smoke {
+    let name = if let Some(only) = &r.only {
+        format!("bench-only-{only}-{stamp}.json")
+    } else if r.smoke {
         format!("bench-smoke-{stamp}.json")
     } else {
         format!("bench-{stamp}.json")
@@ -385,7 +440,7 @@ fn write_results(r: &Report, out_dir: &Path, stamp: &str) -> Result<()> {
         .with_context(|| format!("write {}", json_path.display()))?;
     eprintln!("[bench] results: {}", json_path.display());
     let md = markdown::markdown(r, &format!("target/bench/{name}"));
-    if r.smoke {
+    if r.smoke || r.only.is_some() {
         eprintln!("{md}");
     } else {
         let doc = util::repo_root().join("docs/benchmarks.md");
@@ -549,6 +604,42 @@ mod tests {
         }
     }
 
+    fn big_node() -> big_node::BigNode {
+        big_node::BigNode {
+            cgroups: 2000,
+            processes: 10_000,
+            pods: 110,
+            bundles: 330,
+            build_secs: 14.5,
+            startup: phases::Startup {
+                ms: 210.0,
+                peak_rss_kib: 9000,
+                rss_kib: 8500,
+                settled_after_ms: 2500.0,
+            },
+            settled_rss_kib: 12_000,
+            settled_peak_rss_kib: 30_000,
+            scrape: scrape(20),
+            cpu_ms_per_scrape: 12.5,
+            walk_scanned: Some(2100.0),
+            collector_ms: vec![("memcg_headroom".into(), 11.5), ("sysctl".into(), 0.4)],
+            rss_after_scrapes_kib: 12_500,
+            idle_host: storm(2.9),
+            idle_host_own: false,
+            quiet: storm(3.0),
+            flood: big_node::Flood {
+                secs: 20.0,
+                target_rps: 50.0,
+                metrics_rps: 49.5,
+                metrics_ms: pct(12.0),
+                healthz_ms: pct(0.5),
+                errors: 0,
+                agent_cpu_pct: 45.0,
+            },
+            flood_storm: storm(3.2),
+        }
+    }
+
     /// A report with every optional part present (and one without any: the default).
     fn full_report() -> Report {
         let mut r = Report {
@@ -608,6 +699,7 @@ mod tests {
             scrape_10k_series: Some(scrape(1666)),
             wrk: Some(wrk()),
             node_exporter: Some(node_exporter()),
+            big_node: Some(big_node()),
             notes: vec!["wrk could not be installed: wrk not run".into()],
             ..Report::default()
         };
@@ -632,5 +724,21 @@ mod tests {
             &markdown::markdown(&empty, "target/bench/x.json"),
         );
         crate::util::assert_pinned("bench-empty.json", &empty.json().render());
+    }
+
+    /// `OOMWATCH_BENCH_ONLY=big_node`: that phase's rows and targets only.
+    #[test]
+    fn only_big_node_renders_its_rows_alone() {
+        let r = Report {
+            only: Some("big_node".into()),
+            big_node: Some(big_node()),
+            ..Report::default()
+        };
+        let md = markdown::markdown(&r, "target/bench/x.json");
+        assert!(md.contains("| 5 | big node built for real"));
+        assert!(!md.contains("| 1 |") && !md.contains("node_exporter was not run"));
+        assert!(r.checks().iter().all(|c| c.name.starts_with("big node")));
+        // 3.2 × 2 − 2.9 × 2 = +0.60 ms: within the 1 ms.
+        assert!(r.checks().iter().all(|c| c.ok), "{md}");
     }
 }

@@ -2,6 +2,7 @@
 //! `docs/benchmarks.md` (a table with targets, the side-by-side with node_exporter, notes).
 
 use super::{
+    big_node::BigNode,
     diagnostic_storms::Variant,
     http::ScrapeStats,
     json::J,
@@ -24,6 +25,8 @@ pub struct NodeExporterReport {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub smoke: bool,
+    /// The one phase run (`OOMWATCH_BENCH_ONLY`), if not all.
+    pub only: Option<String>,
     pub date: String,
     pub commit: Option<String>,
     pub machine: Machine,
@@ -60,6 +63,8 @@ pub struct Report {
     pub scrape_10k_series: Option<ScrapeStats>,
     pub wrk: Option<(WrkResult, Storm)>,
     pub node_exporter: Option<NodeExporterReport>,
+    /// 5: a big node built for real.
+    pub big_node: Option<BigNode>,
     pub notes: Vec<String>,
 }
 
@@ -124,6 +129,9 @@ pub(super) fn mark(ok: bool) -> &'static str {
 
 impl Report {
     pub fn checks(&self) -> Vec<Check> {
+        if self.only.is_some() {
+            return self.big_node.as_ref().map_or(Vec::new(), big_node_checks);
+        }
         let s = &self.storm;
         let mut c = vec![
             Check {
@@ -195,12 +203,14 @@ impl Report {
                 correctness: true,
             });
         }
+        c.extend(self.big_node.as_ref().map_or(Vec::new(), big_node_checks));
         c
     }
 
     pub fn json(&self) -> J {
         J::obj(vec![
             ("mode", J::str(if self.smoke { "smoke" } else { "full" })),
+            ("only_phase", self.only.clone().map_or(J::Null, J::Str)),
             ("date", J::str(&self.date)),
             ("git_commit", self.commit.clone().map_or(J::Null, J::Str)),
             ("agent_binary", J::str(&self.agent)),
@@ -258,6 +268,12 @@ impl Report {
                         ("kill_visibility", n.delay.json()),
                     ])
                 }),
+            ),
+            (
+                "big_node",
+                self.big_node
+                    .as_ref()
+                    .map_or(J::Null, |b| b.json(storm_json)),
             ),
             (
                 "targets",
@@ -352,4 +368,58 @@ fn storm_json(s: &Storm) -> J {
 
 pub(super) fn opt_num(v: Option<f64>) -> String {
     v.map_or("?".into(), |v| format!("{v}"))
+}
+
+/// Section 5's targets: scrape p99 and CPU, `/healthz` under the flood, kills not delayed by
+/// scrapes, and (correctness) both storms recorded in full.
+fn big_node_checks(b: &BigNode) -> Vec<Check> {
+    let p99 = |p: &Option<Pct>| p.map(|p| p.p99);
+    let lossless = b.quiet.lossless() && b.flood_storm.lossless();
+    vec![
+        Check {
+            name: "big node: scrape p99",
+            value: ms(p99(&b.scrape.latency_ms)),
+            target: "≤ 50 ms",
+            ok: p99(&b.scrape.latency_ms).is_some_and(|v| v <= 50.0),
+            correctness: false,
+        },
+        Check {
+            name: "big node: CPU per scrape at a 15 s interval",
+            value: format!("{:.3} % of a core", b.core_pct_at_interval()),
+            target: "≤ 1 % of a core",
+            ok: b.scrape.latency_ms.is_some() && b.core_pct_at_interval() <= 1.0,
+            correctness: false,
+        },
+        Check {
+            name: "big node: /healthz p99 during the scrape flood",
+            value: ms(p99(&b.flood.healthz_ms)),
+            target: "≤ 5 ms",
+            ok: p99(&b.flood.healthz_ms).is_some_and(|v| v <= 5.0),
+            correctness: false,
+        },
+        Check {
+            name: "big node: kill → record p99, flood − idle host",
+            value: b
+                .p99_delay_ms()
+                .map_or("n/a".into(), |d| format!("{d:+.2} ms")),
+            target: "≤ +1 ms",
+            ok: b.p99_delay_ms().is_some_and(|d| d <= 1.0),
+            correctness: false,
+        },
+        Check {
+            name: "big node: storms' records = kernel kills, none dropped",
+            value: format!(
+                "{} / {} and {} / {} (no scrapes, flood), {} / {} dropped",
+                b.quiet.records,
+                b.quiet.kernel_kills,
+                b.flood_storm.records,
+                b.flood_storm.kernel_kills,
+                opt_num(b.quiet.dropped),
+                opt_num(b.flood_storm.dropped)
+            ),
+            target: "equal, 0 dropped",
+            ok: lossless,
+            correctness: true,
+        },
+    ]
 }
