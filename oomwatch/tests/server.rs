@@ -214,3 +214,22 @@ async fn page_without_events_or_host_says_so() {
     let r = request(addr, "GET", "/events").await;
     assert_eq!(r.body, "[]");
 }
+
+/// SIGHUP (the exporters' "reload") without `--web.config.file`: nothing to reload, and the
+/// agent keeps running (the signal's default action would end it).
+#[test]
+fn sighup_without_a_web_config_keeps_the_agent_running() {
+    if !common::real_kernel_or_skip() {
+        return;
+    }
+    let agent = common::Agent::start(&[]);
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent.log_text().contains("SIGHUP: nothing to reload") {
+        assert!(std::time::Instant::now() < end, "{}", agent.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(agent.get("/healthz").contains("200"), "{}", agent.log_text());
+    assert_eq!(agent.stop(libc::SIGTERM), Some(0));
+}

@@ -109,6 +109,9 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     // Read the web configuration and bind before touching the kernel: a bad file or a busy
     // port fails fast with nothing attached.
     let web = web_config(cfg)?;
+    if let Err(e) = server::watch_hangup_early() {
+        tracing::warn!("cannot watch SIGHUP: {e}; a SIGHUP would end the agent");
+    }
     let listener = server::bind(cfg.listen).await?;
     let probes = loader::load(&load_options(cfg))?;
     let metrics = new_metrics(cfg);

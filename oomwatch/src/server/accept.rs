@@ -236,6 +236,18 @@ pub(super) async fn serve(
     }
 }
 
+/// SIGHUP, watched from start-up on ([`watch_hangup_early`]) for the reloader to take.
+static EARLY_HANGUP: std::sync::OnceLock<std::sync::Mutex<Option<tokio::signal::unix::Signal>>> =
+    std::sync::OnceLock::new();
+
+/// Starts watching SIGHUP now (inside the runtime), so that one sent before the server's
+/// reloader runs is neither fatal (the default action) nor lost: the reloader takes this stream.
+pub fn watch_hangup_early() -> std::io::Result<()> {
+    let s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let _ = EARLY_HANGUP.set(std::sync::Mutex::new(Some(s)));
+    Ok(())
+}
+
 /// How often the web configuration file is checked for a change.
 const RELOAD_POLL: Duration = Duration::from_secs(5);
 
@@ -243,7 +255,20 @@ const RELOAD_POLL: Duration = Duration::from_secs(5);
 /// or inode): new connections and requests get the new one. A file that does not load is a
 /// warning; the one in use stays.
 async fn reload(shared: Arc<Shared>) {
+    let early = EARLY_HANGUP
+        .get()
+        .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take());
     let Some(path) = shared.web().path.clone() else {
+        // SIGHUP's default would end the agent: an operator's `kill -HUP` (the exporters'
+        // reload) must not lose kills.
+        let hup = early.map(Ok).unwrap_or_else(|| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        });
+        if let Ok(mut hup) = hup {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload (no --web.config.file)");
+            }
+        }
         return;
     };
     let stamp = |p: &std::path::Path| {
@@ -252,7 +277,10 @@ async fn reload(shared: Arc<Shared>) {
             .ok()
             .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
     };
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = early.map(Ok).unwrap_or_else(|| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    });
+    let mut hup = match hup {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(

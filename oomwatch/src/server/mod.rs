@@ -27,6 +27,7 @@ use crate::sink::metrics::{Metrics, CONTENT_TYPE};
 use crate::sink::recent::RecentEvents;
 
 mod accept;
+pub use accept::watch_hangup_early;
 mod conn;
 pub mod limits;
 pub mod page;
