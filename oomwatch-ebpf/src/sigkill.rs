@@ -1,7 +1,8 @@
 //! Every SIGKILL to a task in a non-root memory cgroup, for the agent's `sigkill` records
 //! (issue 15): the target, the sender and the sender's executable, into the `SIGKILLS` ring of
-//! their own. Called by the `signal_generate` programs (`crate::signal`) after their SIGKILL
-//! check.
+//! their own. Two programs of their own on `signal_generate` (the agent attaches the first that
+//! loads): `sigkill_btf` (tp_btf: the target's `task_struct`) and `sigkill_tp` (the trace
+//! record's fields).
 //!
 //! A sender's SIGKILLs are rate-limited here (a generic cell-rate algorithm: one `u64` per
 //! sender), so a tight kill loop costs one map update per signal and fills neither the ring
@@ -12,7 +13,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel_buf,
     },
-    macros::map,
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
@@ -75,11 +76,45 @@ fn admit(kernel: bool, now: u64) -> bool {
     true
 }
 
+/// `tp_btf:signal_generate`, for SIGKILL attribution only.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn sigkill_btf(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+    // int result); the agent checked these parameter types in BTF before loading.
+    let sig: i32 = ctx.arg(0);
+    if sig != SIGKILL {
+        return 0;
+    }
+    let task: *const u8 = ctx.arg(2);
+    let off = globals::get(&globals::TASK_OFFSETS);
+    if let Some(pid) = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid") {
+        record_btf(&ctx, task, pid);
+    }
+    0
+}
+
+/// `tracepoint:signal/signal_generate`, for SIGKILL attribution only.
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn sigkill_tp(ctx: TracePointContext) -> u32 {
+    let off = globals::get(&SIGNAL_OFFSETS);
+    let base = ctx.as_ptr() as *const u8;
+    if read::at::<i32, _>(&ctx, base, off.sig, "signal_generate.sig") != Some(SIGKILL) {
+        return 0;
+    }
+    if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "signal_generate.pid") {
+        record_tp(&ctx, base, pid);
+    }
+    0
+}
+
+/// Signal number of SIGKILL (uapi).
+const SIGKILL: i32 = 9;
+
 /// tp_btf: the signal's arguments and the target's `task_struct`. Every field is written
 /// straight into the reserved record (ring memory, which the verifier does not track: no
 /// state per combination of fields present).
 #[inline(always)]
-pub fn record_btf(ctx: &BtfTracePointContext, task: *const u8, target_pid: i32) {
+fn record_btf(ctx: &BtfTracePointContext, task: *const u8, target_pid: i32) {
     let off = globals::get(&globals::TASK_OFFSETS);
     if !wanted(cgroup::task_memcg_id(ctx, task, &off)) {
         return;
@@ -147,7 +182,7 @@ pub fn record_btf(ctx: &BtfTracePointContext, task: *const u8, target_pid: i32) 
 /// tracepoint: the trace record's fields (no `task_struct`: no tgid, memory cgroup or pid
 /// namespace of the target; the agent reads its cgroup in /proc).
 #[inline(always)]
-pub fn record_tp(ctx: &TracePointContext, base: *const u8, target_pid: i32) {
+fn record_tp(ctx: &TracePointContext, base: *const u8, target_pid: i32) {
     if !wanted(None) {
         return;
     }

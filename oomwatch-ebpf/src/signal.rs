@@ -4,8 +4,9 @@
 //! remembered for [`kill_signal`] (one map update), which tells the kernel's OOM kills from
 //! the tasks it only marks.
 //!
-//! Every SIGKILL to a task in a non-root memory cgroup is also recorded by [`sigkill`] (the
-//! `SIGKILLS` ring, rate-limited per sender).
+//! Every SIGKILL to a task in a non-root memory cgroup is recorded by programs of their own on
+//! the same tracepoint (`crate::sigkill`): each program is verified on its own, within its own
+//! budget, and one the kernel refuses takes nothing from the others.
 //!
 //! Two programs with one purpose; the agent loads the first that works:
 //! - `signal_generate_btf` (tp_btf): the target's `task_struct` (tgid, comm, memory cgroup) and
@@ -30,7 +31,7 @@ use crate::{
     cgroup, globals, kill_signal,
     lifecycle::track_victim,
     maps::{count, EVENTS},
-    read, sigkill,
+    read,
 };
 
 /// Signal number of SIGKILL (the same on every architecture Linux supports; uapi).
@@ -61,7 +62,6 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
     let target_pid = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid");
     if let Some(pid) = target_pid {
         kill_signal::sigkill_sent(pid);
-        sigkill::record_btf(&ctx, task, pid);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;
@@ -127,7 +127,6 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
     }
     if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "signal_generate.pid") {
         kill_signal::sigkill_sent(pid);
-        sigkill::record_tp(&ctx, base, pid);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;

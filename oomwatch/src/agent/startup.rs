@@ -53,6 +53,8 @@ struct Hooks {
     badness: Option<ProbeId>,
     exits: bool,
     kill_signals: bool,
+    /// A SIGKILL-attribution row.
+    sigkills: bool,
     /// `reclaim_retry_zone`, `compact_retry`.
     near_oom: (bool, bool),
 }
@@ -87,6 +89,7 @@ impl Hooks {
                 .find(|&r| p.attached(r)),
             exits: p.attached(ProbeId::ProcessExit),
             kill_signals: p.attached(ProbeId::SignalBtf) || p.attached(ProbeId::SignalTp),
+            sigkills: p.attached(ProbeId::SigkillBtf) || p.attached(ProbeId::SigkillTp),
             near_oom: (
                 p.attached(ProbeId::ReclaimRetry),
                 p.attached(ProbeId::CompactRetry),
@@ -162,7 +165,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
             stacks: symbolizer,
         },
     )?;
-    let signal_rows = (hooks.kill_signals && cfg.sigkills).then_some(counters);
+    let signal_rows = hooks.sigkills.then_some(counters);
     metrics.add_collector(sigkill::collector(sink.sigkills.stats(), signal_rows));
     let mut agent = Agent {
         correlator,

@@ -32,6 +32,11 @@ pub enum ProbeId {
     SignalBtf,
     /// `tracepoint:signal/signal_generate`: SIGKILLs from the kernel's trace record.
     SignalTp,
+    /// `tp_btf:signal_generate:sigkill`: every SIGKILL to a task in a memory cgroup, attributed
+    /// (a program of its own, verified on its own).
+    SigkillBtf,
+    /// `tracepoint:signal/signal_generate:sigkill`: the same from the trace record.
+    SigkillTp,
     /// `tracepoint:oom/reclaim_retry_zone`: the allocator's reclaim retries near OOM.
     ReclaimRetry,
     /// `tracepoint:oom/compact_retry`: its compaction retries.
@@ -40,7 +45,7 @@ pub enum ProbeId {
 
 impl ProbeId {
     /// Every row, in table order.
-    pub const ALL: [ProbeId; 13] = [
+    pub const ALL: [ProbeId; 15] = [
         ProbeId::MarkVictimBtf,
         ProbeId::MarkVictimTp,
         ProbeId::OomKillFentry,
@@ -52,6 +57,8 @@ impl ProbeId {
         ProbeId::Reaper,
         ProbeId::SignalBtf,
         ProbeId::SignalTp,
+        ProbeId::SigkillBtf,
+        ProbeId::SigkillTp,
         ProbeId::ReclaimRetry,
         ProbeId::CompactRetry,
     ];
@@ -70,6 +77,8 @@ impl ProbeId {
             ProbeId::Reaper => "tracepoint:oom/reaper",
             ProbeId::SignalBtf => "tp_btf:signal_generate",
             ProbeId::SignalTp => "tracepoint:signal/signal_generate",
+            ProbeId::SigkillBtf => "tp_btf:signal_generate:sigkill",
+            ProbeId::SigkillTp => "tracepoint:signal/signal_generate:sigkill",
             ProbeId::ReclaimRetry => "tracepoint:oom/reclaim_retry_zone",
             ProbeId::CompactRetry => "tracepoint:oom/compact_retry",
         }

@@ -277,9 +277,9 @@ async fn reload(shared: Arc<Shared>) {
             .ok()
             .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
     };
-    let hup = early.map(Ok).unwrap_or_else(|| {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    });
+    let hup = early
+        .map(Ok)
+        .unwrap_or_else(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
     let mut hup = match hup {
         Ok(s) => Some(s),
         Err(e) => {

@@ -86,7 +86,7 @@ pub fn load(btf: PathBuf, disabled: &[ProbeId], kmsg_error: Option<&str>) -> Cap
         inject_read_fault: false,
         userspace_killers: Vec::new(),
         stacks: crate::record::StackMode::None,
-        sigkills: false,
+        sigkills: true,
         root_memcg_id: 0,
     });
     match result {

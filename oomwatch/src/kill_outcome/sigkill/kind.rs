@@ -121,6 +121,18 @@ pub fn classify(s: &Sender<'_>, oom: Option<bool>) -> SenderKind {
     }
 }
 
+/// Whether the sender's `/proc` entry (its executable's owner, its arguments) can change its
+/// kind: only for a name the rules know, never for the kernel's own kills. The others are not
+/// read at all: a kill during a global OOM must not make the agent allocate for nothing.
+pub fn proc_matters(code: Option<i32>, exe_name: Option<&str>) -> bool {
+    let Some(n) = exe_name else { return false };
+    code != Some(SI_KERNEL)
+        && (USERSPACE_KILLERS.contains(&n)
+            || RUNTIMES.contains(&n)
+            || n == "kubelet"
+            || INTERPRETERS.iter().any(|i| n.starts_with(i)))
+}
+
 /// Whether the executable may be taken at its name: a root-owned file nobody else may write,
 /// or one the agent cannot look at (then the eBPF name alone decides).
 fn trusted_file(proc: Option<&Executable>) -> bool {
@@ -214,5 +226,18 @@ mod tests {
         s.code = Some(0);
         s.target_tgid = Some(10);
         assert_eq!(classify(&s, None), SenderKind::SelfKill);
+    }
+
+    #[test]
+    fn proc_is_read_only_when_it_can_change_the_kind() {
+        assert!(proc_matters(Some(0), Some("earlyoom")));
+        assert!(proc_matters(Some(0), Some("runc")));
+        assert!(proc_matters(Some(0), Some("python3.11")));
+        assert!(!proc_matters(Some(0), Some("bash")));
+        assert!(
+            !proc_matters(Some(SI_KERNEL), Some("earlyoom")),
+            "the kernel's own kill"
+        );
+        assert!(!proc_matters(Some(0), None));
     }
 }

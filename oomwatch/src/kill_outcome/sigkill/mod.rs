@@ -164,7 +164,10 @@ impl Sigkills {
         let target = self.target(rec, target_cg, en);
         let sender = self.sender(rec, sender_cg, en, &mut sources);
         let exe_name = exe_components(rec).first().cloned();
-        let proc = procfs::executable(&self.proc_root, rec.sender_tgid);
+        let code = has(sigkill_field::CODE).then_some(rec.code);
+        let proc = kind::proc_matters(code, exe_name.as_deref())
+            .then(|| procfs::executable(&self.proc_root, rec.sender_tgid))
+            .flatten();
         let container_init = has(sigkill_field::TARGET_PIDNS)
             .then_some(rec.target_ns_level > 0 && rec.target_ns_tgid == 1);
         if container_init.is_some() {

@@ -122,6 +122,43 @@ fn reaper_offsets(format: FormatOf<'_>, lifecycle: &mut LifecycleOffsets) -> Res
     }
 }
 
+/// The SIGKILL-attribution rows (`--sigkills`): programs of their own on `signal_generate`,
+/// each verified on its own, so one the kernel refuses takes nothing from the others.
+fn attach_sigkills(
+    ebpf: &mut aya::Ebpf,
+    p: &Prepared,
+    off: &dyn Fn(ProbeId) -> Result<(), String>,
+    kernel_btf: Result<&aya::Btf, String>,
+    sigkills: bool,
+) -> Vec<ProbeStatus> {
+    let on = |probe| match sigkills {
+        true => off(probe),
+        false => Err("off: --sigkills false".to_string()),
+    };
+    let btf = on(ProbeId::SigkillBtf)
+        .and(p.signal_btf.clone())
+        .and(kernel_btf)
+        .and_then(|kbtf| attach::btf_tracepoint(ebpf, "sigkill_btf", "signal_generate", kbtf));
+    let btf_ok = btf.is_ok();
+    let mut rows = vec![table::row(
+        ProbeId::SigkillBtf,
+        btf,
+        "every SIGKILL to a task in a memory cgroup: the target's task_struct (tgid, memory \
+         cgroup, pid namespace), the sender's executable",
+    )];
+    if !btf_ok {
+        let tp = on(ProbeId::SigkillTp)
+            .and(p.signal_tp.clone())
+            .and_then(|()| attach::tracepoint(ebpf, "sigkill_tp", "signal", "signal_generate"));
+        rows.push(table::row(
+            ProbeId::SigkillTp,
+            tp,
+            "every SIGKILL: the trace record's target pid and comm, the sender's executable",
+        ));
+    }
+    rows
+}
+
 /// `signal_generate`'s record offsets (tracepoint row) and `si_code` (tp_btf row).
 fn signal_offsets(
     format: FormatOf<'_>,
@@ -231,6 +268,7 @@ pub fn attach(
     p: &Prepared,
     disabled: &[ProbeId],
     kernel_btf: Result<&aya::Btf, String>,
+    sigkills: bool,
 ) -> Vec<ProbeStatus> {
     let off = |probe: ProbeId| table::enabled(disabled, probe);
     let mut rows = Vec::new();
@@ -267,7 +305,7 @@ pub fn attach(
     );
     let btf = off(ProbeId::SignalBtf)
         .and(p.signal_btf.clone())
-        .and(kernel_btf)
+        .and(kernel_btf.clone())
         .and_then(|kbtf| {
             attach::btf_tracepoint(ebpf, "signal_generate_btf", "signal_generate", kbtf)
         });
@@ -285,6 +323,7 @@ pub fn attach(
             });
         rows.push(table::row(ProbeId::SignalTp, tp, &killers));
     }
+    rows.extend(attach_sigkills(ebpf, p, &off, kernel_btf, sigkills));
 
     for (probe, prog, event, reads) in [
         (

@@ -131,6 +131,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         &resolved.lifecycle,
         &opts.disabled,
         kernel_btf.as_ref().map_err(Clone::clone),
+        opts.sigkills,
     ));
     drop(kernel_btf);
 
