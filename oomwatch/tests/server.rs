@@ -230,6 +230,10 @@ fn sighup_without_a_web_config_keeps_the_agent_running() {
         assert!(std::time::Instant::now() < end, "{}", agent.log_text());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(agent.get("/healthz").contains("200"), "{}", agent.log_text());
+    assert!(
+        agent.get("/healthz").contains("200"),
+        "{}",
+        agent.log_text()
+    );
     assert_eq!(agent.stop(libc::SIGTERM), Some(0));
 }

@@ -152,6 +152,32 @@ pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
     out
 }
 
+/// A row's reason without the verifier's listing: its first line (up to "Verifier output")
+/// and the verifier's last words (`BPF program is too large. Processed 1000001 insn`, an
+/// `invalid mem access`, the `processed N insns` statistics).
+pub fn reason_summary(reason: &str) -> String {
+    let first = reason.lines().next().unwrap_or_default();
+    let first = first.split(" Verifier output").next().unwrap_or(first);
+    let listing = |l: &&str| {
+        l.trim().is_empty()
+            || l.starts_with(|c: char| c.is_ascii_digit() || c == ';')
+            || [
+                "from ",
+                "mark_precise",
+                "verification time",
+                "stack depth",
+                "frame",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
+    let words: Vec<&str> = reason.lines().skip(1).filter(|l| !listing(l)).collect();
+    std::iter::once(first.trim_end_matches('.'))
+        .chain(words[words.len().saturating_sub(3)..].iter().copied())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Agent log lines at WARN or ERROR, or not JSON at all (a crash message), for the report;
 /// the warnings about rows skipped with `--disable-probe` are expected and left out.
 pub fn agent_problems(log: &[String]) -> Vec<String> {

@@ -32,12 +32,14 @@ start_agent() {
     echo $port > /agent$s.port
 }
 @START_AGENTS@
-# Every agent must be ready (or gone) before the first victim: 120 s for all of them.
+# Every agent must be ready (or gone) before the first victim: @READY_SECS@ s for all of them
+# (a program that an older verifier explores to its 1M-instruction limit before refusing it
+# costs over a minute per agent under TCG: the agents then start late, but with their logs).
 start=$(cut -d. -f1 /proc/uptime)
 for s in @SUFFIXES@; do
     while ! grep -qs "waiting for OOM kills" /agent$s.log; do
         if ! kill -0 $(cat /agent$s.pid) 2>/dev/null; then say "agent$s exited before it was ready"; break; fi
-        if [ $(($(cut -d. -f1 /proc/uptime) - start)) -gt 120 ]; then say "agent$s not ready after 120 s"; break; fi
+        if [ $(($(cut -d. -f1 /proc/uptime) - start)) -gt @READY_SECS@ ]; then say "agent$s not ready after @READY_SECS@ s"; break; fi
         sleep 0.2
     done
     say "agent$s (127.0.0.1:$(cat /agent$s.port)) ready at uptime $(cut -d' ' -f1 /proc/uptime)s"
@@ -94,10 +96,13 @@ for p in $s1 $s2; do
 done
 # A userspace OOM killer: the real earlyoom (Debian's package), in a PID namespace with a /proc
 # of its own, so that the only process it can see, and kill, is a dd that ignores SIGTERM. It is
-# told memory is low at once (SIGKILL at or below 99 % available).
+# told memory is low at once (SIGKILL at or below 99 % available). All of it runs in /e, a
+# memory cgroup without a limit: the agents report SIGKILLs to tasks in non-root cgroups only.
 if [ -x /usr/bin/earlyoom ]; then
     phase earlyoom
+    mkdir $CG/e
     unshare -p -f --mount-proc sh -c '
+        echo 0 > /sys/fs/cgroup/e/cgroup.procs
         sh -c "trap \"\" TERM; exec dd if=/dev/zero of=/dev/null bs=8M count=1000000" &
         d=$!
         echo 1000 > /proc/$d/oom_score_adj
@@ -106,7 +111,11 @@ if [ -x /usr/bin/earlyoom ]; then
         e=$!
         wait $d
         echo $? > /earlyoom.status
-        kill $e' &
+        # Stopped, not gone: the agents read the /proc entry of the killer after its SIGKILL.
+        kill -STOP $e
+        sleep 2
+        kill $e
+        kill -CONT $e' &
     ns=$!
     dd_pid=""
     i=0

@@ -31,9 +31,15 @@ pub const M_THREADS: usize = 4;
 /// Runs of the multi-threaded victim.
 pub const M_VICTIMS: usize = 2;
 
-/// `/init` (`init.sh`), with `@START_AGENTS@`, `@SUFFIXES@` and `@THREADS@` filled in by
-/// [`init_script`]. No `set -e`: whatever fails, the results are still printed and the guest
-/// powers off.
+/// Seconds `/init` waits for every agent to be ready before the first victim. About 10 s
+/// suffice when every program loads; an older kernel's verifier that explores a program to
+/// its 1M-instruction limit before refusing it (E2BIG) takes over a minute per agent under TCG
+/// (`qemu::BOOT_TIMEOUT` leaves room for that and the rest of the run).
+pub const READY_SECS: u64 = 360;
+
+/// `/init` (`init.sh`), with `@START_AGENTS@`, `@SUFFIXES@`, `@READY_SECS@` and `@THREADS@`
+/// filled in by [`init_script`]. No `set -e`: whatever fails, the results are still printed
+/// and the guest powers off.
 const INIT_TEMPLATE: &str = include_str!("init.sh");
 
 /// `/init` for the agents of [`AGENTS`]: one `start_agent` line each, and their file suffixes
@@ -54,6 +60,7 @@ pub fn init_script() -> String {
     let suffixes: Vec<String> = AGENTS.iter().map(|a| format!("\"{}\"", a.suffix)).collect();
     INIT_TEMPLATE
         .replace("@THREADS@", &M_THREADS.to_string())
+        .replace("@READY_SECS@", &READY_SECS.to_string())
         .replace("@START_AGENTS@", &start.join("\n"))
         .replace("@SUFFIXES@", &suffixes.join(" "))
 }
@@ -258,7 +265,9 @@ mod tests {
     #[test]
     fn init_script_starts_each_agent_and_prints_every_section_the_check_reads() {
         let script = init_script();
-        assert!(!script.contains("@START_AGENTS@") && !script.contains("@SUFFIXES@"));
+        for tag in ["@START_AGENTS@", "@SUFFIXES@", "@READY_SECS@", "@THREADS@"] {
+            assert!(!script.contains(tag), "{tag} left in /init");
+        }
         assert!(script.contains(
             "start_agent 9838 \"-kprobe\" --disable-probe fentry:oom_kill_process \
              --disable-probe fexit:oom_badness\n"

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{
     agent::{Agent, AGENTS},
     check::check_console,
-    console::{probe_status, Console, DISABLED},
+    console::{probe_status, reason_summary, Console, DISABLED},
 };
 
 /// The hooks, in the table's order, and the family each belongs to: a row attached while an
@@ -127,7 +127,14 @@ fn fields(console: &Console, agent: &Agent) -> (BTreeMap<String, Vec<String>>, V
     let events: Vec<Value> = console
         .section(&agent.section("events"))
         .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        // SIGKILL attribution's lines have fields of their own (target, sender).
+        .filter(|e| {
+            !matches!(
+                e.get("type").and_then(Value::as_str),
+                Some("sigkill" | "container_killed")
+            )
+        })
         .collect();
     let mut filled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut all: Vec<String> = Vec::new();
@@ -202,6 +209,7 @@ fn render(runs: &[Run]) -> String {
             let cell = match r.hooks.get(hook) {
                 Some(("attached", _)) => "attached".to_string(),
                 Some((state, why)) => {
+                    let why = reason_summary(why);
                     notes.push(format!("{} `{hook}` ({state}): {why}", r.release));
                     format!("{state} [{}]", notes.len())
                 }
@@ -262,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_fixture_console_gives_a_row_per_hook_and_its_fields() {
-        let r = run("6.1.0-56-cloud-amd64".into(), FIXTURE);
+        let r = run("7.2.13+deb14-cloud-amd64".into(), FIXTURE);
         assert_eq!(
             r.hooks.get("fentry:oom_kill_process").map(|h| h.0),
             Some("attached")
@@ -273,6 +281,6 @@ mod tests {
             doc.contains("| `fentry:oom_kill_process` | attached |"),
             "{doc}"
         );
-        assert!(doc.contains("### 6.1.0-56-cloud-amd64"), "{doc}");
+        assert!(doc.contains("### 7.2.13+deb14-cloud-amd64"), "{doc}");
     }
 }

@@ -5,9 +5,11 @@
 //! the events of three agents run side by side (OOM context from fentry, from the kprobe
 //! fallback, from the kernel log) against the kernel's own log; each kill's follow-up
 //! `oom_kill_lifecycle` line, and a real earlyoom's SIGKILL (Debian's package, unpacked under
-//! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`. Downloads are cached under
-//! `target/vm/`, and so is each kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset
-//! tests); `--prepare-only` stops after those.
+//! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`; each of those SIGKILLs' `sigkill`
+//! line (sender kind `oom_kernel`, `oom_group` or `oom_userspace`, the kill's `oom_id`).
+//! Downloads are cached under `target/vm/`, and so is each kernel's BTF
+//! (`target/vm/<release>/vmlinux.btf`, for the offset tests); `--prepare-only` stops after
+//! those.
 //!
 //! The steps, one module each: `kernel` (Debian packages, kernel download) → `btf` (each
 //! kernel's BTF) → `initramfs` (busybox, the agent, `init.sh` as the guest's `/init`) → `qemu`

@@ -17,7 +17,9 @@ use super::{kernel::Kernel, STEP};
 use crate::util;
 
 const QEMU: &str = "qemu-system-x86_64";
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// The guest's run takes about a minute once its agents are ready; they may take up to
+/// `initramfs::READY_SECS` (a verifier refusing a program at its complexity limit).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(super::initramfs::READY_SECS + 180);
 
 /// What one boot gave.
 pub struct Boot {

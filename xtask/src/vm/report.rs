@@ -153,7 +153,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 8 + 18 + 1);
+        assert_eq!(lines.len(), 3 + 8 + 19 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

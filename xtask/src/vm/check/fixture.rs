@@ -209,7 +209,7 @@ impl Sample {
     }
 }
 
-pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-6.1.log");
+pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-7.2.log");
 
 /// `text` with `from` replaced by `to` exactly once.
 pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {
@@ -265,13 +265,42 @@ pub(crate) fn mutate_lifecycle(
     mutate_line(text, section, lifecycle, from, to)
 }
 
-/// `text` with the `oom_id` of `pid`'s kill in `section` changed from `from` to `to` in both
-/// its event and its `oom_kill_lifecycle` line, as an agent that gave the kill that id writes
-/// them (the lifecycle check compares the two).
+/// `text` with the `oom_id` of `pid`'s kill in `section` changed from `from` to `to` in its
+/// event, its `oom_kill_lifecycle` line and its `sigkill` lines, as an agent that gave the kill
+/// that id writes them (the lifecycle and sigkill checks compare them with the event).
 pub(crate) fn with_oom_id(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
     let (from, to) = (format!(r#""oom_id":{from},"#), format!(r#""oom_id":{to},"#));
     let text = mutate_event(text, section, pid, &from, &to);
-    mutate_lifecycle(&text, section, pid, &from, &to)
+    let text = mutate_lifecycle(&text, section, pid, &from, &to);
+    mutate_sigkills(&text, section, pid, &from, &to)
+}
+
+/// `text` with `from` replaced by `to` in every `sigkill` line of target `pid` in `section`
+/// that has it (a memory.oom.group kill signals its chosen task twice: two lines); at least one.
+pub(crate) fn mutate_sigkills(text: &str, section: &str, pid: i64, from: &str, to: &str) -> String {
+    let target = format!(r#""target":{{"pid":{pid},"#);
+    let mut current = String::new();
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if let Some(name) = l.strip_prefix("@@OWVM BEGIN ") {
+                current = name.trim_end_matches('@').to_string();
+            }
+            let mine = l.contains(r#""type":"sigkill""#) && l.contains(&target);
+            if current == section && mine && l.contains(from) {
+                hits += 1;
+                l.replacen(from, to, 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        hits > 0,
+        "no sigkill line of {pid} with {from:?} in {section}"
+    );
+    out.join("\n")
 }
 
 pub(crate) fn agent_checks<'a>(r: &'a Report, agent: &str) -> &'a [Check] {

@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod global;
 pub mod lifecycle;
 pub mod oom;
+pub mod sigkill;
 pub mod threads;
 
 use crate::vm::{
@@ -166,10 +167,10 @@ pub fn guest_uptime(text: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    //! Tests of the `vm-test` checks on a real console log of Debian's 6.1.0-56-cloud-amd64
+    //! Tests of the `vm-test` checks on a real console log of Debian's 7.2.13+deb14-cloud-amd64
     //! guest with the three agents (fentry, kprobe, kmsg), as `cargo xtask vm-test` saved it in
-    //! `target/vm/<release>/console.log`. Pids and values come from the fixture itself
-    //! (`fixture::sample`), so a refreshed fixture needs no test edits.
+    //! `target/vm/<release>/console.log` (unedited). Pids and values come from the fixture
+    //! itself (`fixture::sample`), so a refreshed fixture needs no test edits.
 
     use super::*;
     use crate::vm::initramfs::{G_VICTIMS, T_VICTIMS};
@@ -188,7 +189,7 @@ mod tests {
                 .iter()
                 .map(|(a, c)| (a.name, c.len()))
                 .collect::<Vec<_>>(),
-            [("fentry", 18), ("kprobe", 18), ("kmsg", 18)]
+            [("fentry", 19), ("kprobe", 19), ("kmsg", 19)]
         );
         let s = sample();
         let n = T_VICTIMS + G_VICTIMS;
@@ -266,12 +267,47 @@ mod tests {
         }
         let userspace = get(r, agent, "userspace killer").detail;
         assert!(userspace.starts_with("earlyoom killed "), "{userspace}");
+        assert_sigkills(r, s, a);
         let probes = get(r, agent, "probes attached").detail;
         assert!(probes.contains(&format!("{source} attached")), "{probes}");
         assert!(probes.contains("tp_btf:mark_victim attached"), "{probes}");
         assert!(
             probes.contains("tracepoint:oom/mark_victim attached"),
             "{probes}"
+        );
+    }
+
+    /// Each victim's SIGKILL attributed (check::sigkill): the /t ones to the OOM killer, the /g
+    /// ones to the group sweep, each with its event's oom_id, and earlyoom's by its executable.
+    fn assert_sigkills(r: &Report, s: &Sample, a: &crate::vm::agent::Agent) {
+        let detail = get(r, a.name, "sigkill attribution").detail;
+        assert!(
+            detail.starts_with("tp_btf:signal_generate:sigkill, "),
+            "{detail}"
+        );
+        for (cg, kind, n) in [
+            ("t", "oom_kernel", T_VICTIMS),
+            ("g", "oom_group", G_VICTIMS),
+        ] {
+            assert!(
+                detail.contains(&format!("/{cg} {kind} {n}/{n} (")),
+                "{detail}"
+            );
+            for pid in s.victims_in(cg) {
+                let id = s.value(&a.section("events"), pid, "oom_id");
+                assert!(
+                    detail.contains(&format!("pid {pid} oom_id {id}")),
+                    "{detail}"
+                );
+            }
+        }
+        assert!(
+            detail.contains(" oom_userspace by /usr/bin/earlyoom "),
+            "{detail}"
+        );
+        assert!(
+            detail.ends_with("oomwatch_sigkills_dropped_total rate_limited 0, ring_full 0"),
+            "{detail}"
         );
     }
 

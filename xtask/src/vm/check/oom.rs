@@ -148,13 +148,17 @@ mod tests {
     use oomwatch_testkit::kernel_log::badness;
 
     /// The `oom context` check of `agent`, asserting that no other check failed (but its
-    /// `candidates` check, when the mutation removed the candidates with the rest of the context).
+    /// `candidates` check, when the mutation removed the candidates with the rest of the context,
+    /// and its `sigkill attribution`, whose lines keep the `oom_id` a mutation changed).
     fn oom_check(text: &str, agent: &str) -> Check {
         let r = check_console(text);
         let want = format!("{agent}: oom context");
         let candidates = format!("{agent}: candidates");
+        let sigkill = format!("{agent}: sigkill attribution");
         assert!(
-            r.failed().iter().all(|f| *f == want || *f == candidates),
+            r.failed()
+                .iter()
+                .all(|f| *f == want || *f == candidates || *f == sigkill),
             "only {want} may fail: {:?}",
             r.failed()
         );
@@ -463,33 +467,38 @@ mod tests {
             let pid = s.victims_in("t")[0];
             let cg = s.cgroup_of(pid);
             let id = s.number("events-kmsg", pid, "cgroup_id");
+            let comm = s.comm_of(pid);
             // What the probes read.
             let totalpages = s.number("events", pid, "totalpages");
             for (from, to, detail) in [
-        (
-            r#""totalpages":null"#.to_string(),
-            format!(r#""totalpages":{totalpages}"#),
-            format!("pid {pid} oom.totalpages: agent {totalpages} kernel null"),
-        ),
-        (
-            r#""oom_memcg_id":null"#.to_string(),
-            format!(r#""oom_memcg_id":{id}"#),
-            format!("pid {pid} oom.oom_memcg_id: agent {id} kernel null"),
-        ),
-        // The victim triggered its own OOM: its cgroup is the trigger's, which the agent must
-        // not leave out.
-        (
-            format!(r#""cgroup":"{cg}","cgroup_id":{id},"namespace":null,"pod":null,"pod_uid":null}},"victim""#),
-            r#""cgroup":null,"cgroup_id":null,"namespace":null,"pod":null,"pod_uid":null},"victim""#.to_string(),
-            format!(
-                "pid {pid} oom.trigger.cgroup: agent null kernel \"{cg}\"\n\
+                (
+                    r#""totalpages":null"#.to_string(),
+                    format!(r#""totalpages":{totalpages}"#),
+                    format!("pid {pid} oom.totalpages: agent {totalpages} kernel null"),
+                ),
+                (
+                    r#""oom_memcg_id":null"#.to_string(),
+                    format!(r#""oom_memcg_id":{id}"#),
+                    format!("pid {pid} oom.oom_memcg_id: agent {id} kernel null"),
+                ),
+                // The victim triggered its own OOM: its cgroup is the trigger's, which the agent must
+                // not leave out.
+                (
+                    format!(
+                        r#""trigger":{{"pid":{pid},"tgid":{pid},"comm":"{comm}","cgroup":"{cg}","cgroup_id":{id},"#
+                    ),
+                    format!(
+                        r#""trigger":{{"pid":{pid},"tgid":{pid},"comm":"{comm}","cgroup":null,"cgroup_id":null,"#
+                    ),
+                    format!(
+                        "pid {pid} oom.trigger.cgroup: agent null kernel \"{cg}\"\n\
                  pid {pid} oom.trigger.cgroup_id: agent null kernel {id}"
-            ),
-        ),
-    ] {
-        let text = mutate_event(FIXTURE, "events-kmsg", pid, &from, &to);
-        assert_eq!(oom_check(&text, "kmsg").detail, detail);
-    }
+                    ),
+                ),
+            ] {
+                let text = mutate_event(FIXTURE, "events-kmsg", pid, &from, &to);
+                assert_eq!(oom_check(&text, "kmsg").detail, detail);
+            }
         }
 
         #[test]
