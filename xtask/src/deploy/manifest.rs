@@ -440,7 +440,6 @@ pod.toleration||Exists||
 pod.hostPath|tracefs|/sys/kernel/tracing|Directory
 pod.hostPath|cgroup|/sys/fs/cgroup|Directory
 pod.hostPath|proc|/proc|Directory
-pod.hostPath|kmsg|/dev/kmsg|CharDevice
 pod.hostPath|state|/var/lib/oomwatch|DirectoryOrCreate
 container|oomwatch|ghcr.io/oomwatch/oomwatch:0.1.0
 c.privileged|oomwatch|false
@@ -454,7 +453,6 @@ c.capAdd|oomwatch|BPF,PERFMON,SYSLOG
 c.mount|oomwatch|tracefs|/sys/kernel/tracing|true
 c.mount|oomwatch|cgroup|/host/sys/fs/cgroup|true
 c.mount|oomwatch|proc|/host/proc|true
-c.mount|oomwatch|kmsg|/dev/kmsg|true
 c.mount|oomwatch|state|/var/lib/oomwatch|
 c.port|oomwatch|metrics|9837
 c.arg|oomwatch|run
