@@ -1,5 +1,5 @@
 //! `trigger.stack`: the allocating task's kernel and user stacks at the kill, symbolized, on
-//! real kills of a C program built here with frame pointers (`leaky_cache_insert` called from
+//! real kills of a C program built here with frame pointers and DWARF (`leaky_cache_insert` called from
 //! `serve_request`), checked against the running kernel's `/proc/kallsyms`: with its symbols,
 //! stripped (`module+0xoffset` frames), and as a trigger that is not the victim (a small
 //! allocator in a memory cgroup with a big idle process).
@@ -68,7 +68,13 @@ fn build_programs() -> Programs {
     std::fs::write(&src, LEAKY_C).unwrap();
     let leaky = dir.path().join("leaky");
     let out = Command::new("gcc")
-        .args(["-fno-omit-frame-pointer", "-O0", "-Wl,--build-id", "-o"])
+        .args([
+            "-fno-omit-frame-pointer",
+            "-O0",
+            "-g",
+            "-Wl,--build-id",
+            "-o",
+        ])
         .arg(&leaky)
         .arg(&src)
         .output()
@@ -164,6 +170,19 @@ fn the_allocating_victims_stacks_name_its_functions_and_the_oom_path() {
         .find(|f| f["symbol"] == "leaky_cache_insert")
         .unwrap();
     assert_eq!(leaf["module"], "leaky", "{ev}");
+    // Built with -g: the faulting line, from the program's DWARF.
+    let line = LEAKY_C
+        .lines()
+        .position(|l| l.contains("p[i] = 1;"))
+        .unwrap()
+        + 1;
+    assert!(
+        leaf["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("leaky.c")),
+        "{leaf}"
+    );
+    assert_eq!(leaf["line"], line, "{leaf}");
     let summary = ev["trigger"]["stack"]["summary"].as_str().unwrap();
     assert!(
         summary.starts_with("leaky_cache_insert <- serve_request"),

@@ -397,6 +397,7 @@ mod tests {
             symbol: Some("out_of_memory".into()),
             module: Some("vmlinux".into()),
             offset: 1,
+            ..Frame::default()
         };
         let mut ev = sample();
         ev.trigger = Some(Trigger {

@@ -28,13 +28,19 @@ impl StackMode {
 /// One frame, innermost first. With a `symbol`, `offset` is the return address's offset into
 /// that symbol; without one, into `module` (the file offset for user frames), so the frame
 /// reads `module+0xoffset`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Frame {
     pub symbol: Option<String>,
     /// The kernel module (`vmlinux` for the kernel image), the ELF file's name for user frames,
     /// or `buildid:<hex>` when only the build id is known.
     pub module: Option<String>,
     pub offset: u64,
+    /// The source file and line, from the file's DWARF when it has some (user frames only;
+    /// left out otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
 }
 
 impl Frame {
@@ -70,12 +76,14 @@ mod tests {
             symbol: Some("out_of_memory".into()),
             module: Some("vmlinux".into()),
             offset: 0x1f,
+            ..Frame::default()
         };
         assert_eq!(named.display(), "out_of_memory+0x1f");
         let bare = Frame {
             symbol: None,
             module: Some("leaky".into()),
             offset: 0x1234,
+            ..Frame::default()
         };
         assert_eq!(bare.display(), "leaky+0x1234");
         assert_eq!(StackMode::default().ebpf_value(), 2);

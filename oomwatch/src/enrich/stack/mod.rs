@@ -5,8 +5,8 @@
 //!
 //! Time bound: a stack record is symbolized once, in the event loop, when it arrives — before
 //! the victim records of its invocation leave the correlator (they wait for their window). The
-//! work is bounded: at most 64 kernel and 64 user frames, ELF symbol tables only (no DWARF line
-//! tables), each file parsed once and kept (at most [`MAX_CACHED_FILES`] files; then the cache
+//! work is bounded: at most 64 kernel and 64 user frames, DWARF only for files of at most
+//! [`MAX_DWARF_FILE_BYTES`], each file parsed once and kept (at most [`MAX_CACHED_FILES`] files; then the cache
 //! starts over), and only the stacks of the last [`MAX_RECENT`] invocations are kept.
 mod perf_map;
 pub mod summary;
@@ -35,6 +35,9 @@ pub const MAX_CACHED_FILES: usize = 32;
 pub const MAX_RECENT: usize = 64;
 /// Build ids whose file is remembered.
 const MAX_BUILD_IDS: usize = 256;
+/// Largest ELF file whose DWARF is parsed (a frame's source line); bigger ones give their ELF
+/// symbols only, so one huge debug build cannot hold up the event loop.
+const MAX_DWARF_FILE_BYTES: u64 = 64 << 20;
 /// A victim takes the stack of its trigger captured at most this long before its own mark.
 const MATCH_WINDOW_NS: u64 = 1_000_000_000;
 
@@ -134,6 +137,7 @@ impl StackSymbolizer {
                     symbol: Some(f.name.to_string()),
                     module: Some(f.module.unwrap_or("vmlinux").to_string()),
                     offset: f.offset,
+                    ..Frame::default()
                 },
                 None => unnamed("kernel", *a),
             })
@@ -208,6 +212,7 @@ impl StackSymbolizer {
                     symbol: Some(name),
                     module: Some(format!("perf-{tgid}.map")),
                     offset,
+                    ..Frame::default()
                 };
             }
         }
@@ -316,6 +321,7 @@ impl StackSymbolizer {
                 symbol: Some(s.name.to_string()),
                 module: Some(path.file_name().map(lossy).unwrap_or_default()),
                 offset: s.offset as u64,
+                ..Frame::default()
             },
             _ => unnamed("[unknown]", addr),
         }
@@ -333,16 +339,24 @@ impl StackSymbolizer {
             .file_name()
             .map(lossy)
             .unwrap_or_else(|| lossy(path.as_os_str()));
+        // DWARF (names and source lines) when the file has some and is small enough to parse
+        // within the time bound; ELF symbols otherwise.
+        let dwarf = std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_DWARF_FILE_BYTES);
         let src = Source::Elf(Elf {
-            debug_syms: false,
+            debug_syms: dwarf,
             ..Elf::new(path)
         });
         match self.user.symbolize_single(&src, Input::FileOffset(offset)) {
-            Ok(Symbolized::Sym(s)) => Frame {
-                symbol: Some(s.name.to_string()),
-                module: Some(module),
-                offset: s.offset as u64,
-            },
+            Ok(Symbolized::Sym(s)) => {
+                let code = s.code_info.as_deref();
+                Frame {
+                    symbol: Some(s.name.to_string()),
+                    module: Some(module),
+                    offset: s.offset as u64,
+                    file: code.map(|c| lossy(c.to_path().as_os_str())),
+                    line: code.and_then(|c| c.line),
+                }
+            }
             _ => unnamed(&module, offset),
         }
     }
@@ -414,6 +428,7 @@ fn unnamed(module: &str, offset: u64) -> Frame {
         symbol: None,
         module: Some(module.to_string()),
         offset,
+        ..Frame::default()
     }
 }
 
