@@ -103,6 +103,7 @@ mod tests {
             symbol: symbol.map(str::to_string),
             module: Some(module.to_string()),
             offset,
+            ..Frame::default()
         }
     }
 
