@@ -75,3 +75,61 @@ fn basic_auth_header() {
         assert!(!auth.allows(Some(&h)), "{h:?} passed");
     });
 }
+
+/// Markup and quote soup for the names a workload chooses (comm, cgroup, pod, container).
+const HOSTILE: &[&str] = &[
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "\"",
+    "'",
+    "\" onmouseover=\"x",
+    "</td></tr>",
+    "&amp;",
+    "&#60;",
+    "\n",
+    "\r\n",
+    "\u{0}",
+    "\u{202e}",
+    "javascript:",
+    "/kubepods/",
+    "a",
+    "ü",
+];
+
+/// The built-in page with events whose every workload-chosen name is hostile: nothing of the
+/// names reaches the page unescaped (no tag, no attribute break), whatever they hold.
+#[test]
+fn page_with_hostile_names() {
+    use oomwatch::record::OomEvent;
+    use oomwatch::server::page::{render, Page};
+    check(
+        "page_with_hostile_names",
+        4,
+        prop::collection::vec(harness::soup(HOSTILE, 12), 4),
+        |names: Vec<Bytes>| {
+            let texts: Vec<String> = names.iter().map(|b| b.text()).collect();
+            let mut ev = OomEvent::new(7, 1, std::time::SystemTime::UNIX_EPOCH, texts[0].clone());
+            ev.comm = Some(texts[1].clone());
+            ev.cgroup = Some(texts[2].clone());
+            ev.workload.pod = Some(texts[3].clone());
+            ev.workload.namespace = Some(texts[3].clone());
+            ev.workload.container = Some(texts[1].clone());
+            ev.sync_victim();
+            let events = [ev];
+            let html = render(&Page {
+                node: Some(&texts[0]),
+                version: "0.1.0",
+                events: &events,
+                seen: 1,
+                capacity: 100,
+                host: None,
+                probes: &[(texts[2].clone(), true)],
+                now: std::time::SystemTime::UNIX_EPOCH,
+            });
+            // Escaped text may still spell `onerror=`: only a tag or a broken attribute is harm.
+            for bad in ["<script", "<img", "\" onmouseover"] {
+                assert!(!html.contains(bad), "{bad} reached the page: {texts:?}");
+            }
+        },
+    );
+}
