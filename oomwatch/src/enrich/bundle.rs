@@ -194,6 +194,8 @@ pub struct BundleReader {
     clock: Box<dyn Fn() -> Instant + Send + Sync>,
     /// Causes of missing names already logged (one line each).
     logged: HashSet<String>,
+    /// Logs no miss (a second reader of the same directories, whose causes the first logs).
+    quiet: bool,
 }
 
 impl fmt::Debug for BundleReader {
@@ -218,7 +220,15 @@ impl BundleReader {
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             clock: Box::new(Instant::now),
             logged: HashSet::new(),
+            quiet: false,
         }
+    }
+
+    /// Logs nothing about missing names: another reader of the same directories (the events')
+    /// does, once per cause.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// How long a miss suppresses another read of the same id (default
@@ -333,6 +343,9 @@ impl BundleReader {
     /// missing flag, another runtime on this node), or the container's state file is gone
     /// (removed with the container before the lookup, and not read ahead).
     fn log_miss(&mut self, source: BundleSource, container_id: &str) {
+        if self.quiet {
+            return;
+        }
         let dirs = self.dirs(source);
         let runtime = source.runtime().as_str();
         let shown = dirs

@@ -303,7 +303,8 @@ impl MemcgHeadroom {
     /// Names containers from these runtimes' state directories (`--docker-root`,
     /// `--podman-root`, `--containerd-state`), as the events do.
     pub fn with_bundles(mut self, config: BundleConfig) -> Self {
-        self.bundles = BundleReader::new(config);
+        // The events' reader logs what is missing, once per cause.
+        self.bundles = BundleReader::new(config).quiet();
         self
     }
 
