@@ -124,7 +124,13 @@ pub fn bench(smoke: bool) -> Result<()> {
     };
     if let Some(only) = only_phase()? {
         r.only = Some(only.to_string());
-        run.big_node(&mut r)?;
+        match only {
+            "sigkills" => {
+                run.storm_alone(&mut r)?;
+                run.sigkills(&mut r)?;
+            }
+            _ => run.big_node(&mut r)?,
+        }
         return finish(r, cpu0, notes, &out_dir, &stamp);
     }
     run.default_agent(&mut r, have_ne)?;
@@ -149,7 +155,7 @@ pub fn bench(smoke: bool) -> Result<()> {
 }
 
 /// The phases `OOMWATCH_BENCH_ONLY` may name (to run that one alone).
-const ONLY_PHASES: [&str; 1] = ["big_node"];
+const ONLY_PHASES: [&str; 2] = ["big_node", "sigkills"];
 
 /// `OOMWATCH_BENCH_ONLY=big_node` runs that phase alone: its results go to
 /// `target/bench/bench-only-<phase>-<time>.json` and stderr, never to `docs/benchmarks.md`.
@@ -303,6 +309,17 @@ impl Run<'_> {
             cfg.limit,
             None,
         )?);
+        check_agent_output(&a)?;
+        a.stop()
+    }
+
+    /// Section 1's storm alone on a default agent (the reference of `OOMWATCH_BENCH_ONLY=sigkills`).
+    fn storm_alone(&self, r: &mut Report) -> Result<()> {
+        let cfg = self.cfg;
+        let a = self.start("a", &[])?;
+        thread::sleep(Duration::from_secs(1));
+        phases::settle(a.pid, Duration::from_secs(30))?;
+        r.storm = phases::storm(&a, "storm", cfg.cgroups, cfg.kills_per_cgroup, cfg.limit, None)?;
         check_agent_output(&a)?;
         a.stop()
     }
