@@ -3,8 +3,9 @@
 //!
 //! The host downloads the kernel and `busybox-static:arm64` (`apt-get download`, cached under
 //! `target/vm-arm64/`), cross-builds the release agent for `aarch64-unknown-linux-gnu` with
-//! Debian's rustc and `aarch64-linux-gnu-gcc` (`target/cross/`; the eBPF object is the same on
-//! both architectures), and packs both, the agent's libraries and [`INIT`] into an initramfs.
+//! Debian's rustc and `aarch64-linux-gnu-gcc` (`target/cross/`) around an eBPF object built
+//! for arm64's `pt_regs` (`oomwatch-ebpf/target/aarch64/`: the host's object makes the kprobe
+//! rows read x86-64 registers, attached but silent), and packs both, the agent's libraries and [`INIT`] into an initramfs.
 //! The guest starts the agent, causes one memory-cgroup OOM kill (`tail /dev/zero` under a
 //! 32 MiB `memory.max`) and one `kill -9` from a shell, then prints the agent's output and the
 //! kernel's "Killed process" lines between `@@OWVM` markers. The host checks the console
@@ -354,10 +355,12 @@ fn unpack(deb: &Path, dir: &Path) -> Result<()> {
         .with_context(|| format!("[{STEP}] unpacking {}", deb.display()))
 }
 
-/// `cargo xtask build-ebpf`, then the release agent for [`RUST_TARGET`] with Debian's cargo and
-/// rustc (whose arm64 standard library is `libstd-rust-web-dev:arm64`) into `target/cross/`.
+/// The eBPF object for arm64 (`ebpf::build_ebpf_for_arch`), then the release agent embedding it
+/// for [`RUST_TARGET`] with Debian's cargo and rustc (whose arm64 standard library is
+/// `libstd-rust-web-dev:arm64`) into `target/cross/`.
 fn cross_build() -> Result<PathBuf> {
-    crate::ebpf::build_ebpf().context("[vm-arm64] step build-ebpf")?;
+    let object =
+        crate::ebpf::build_ebpf_for_arch("aarch64").context("[vm-arm64] step build-ebpf")?;
     let target_dir = crate::target_dir().join("cross");
     let mut cmd = Command::new(DEBIAN_CARGO);
     util::scrub_cargo_env(&mut cmd);
@@ -372,6 +375,7 @@ fn cross_build() -> Result<PathBuf> {
     .env("RUSTC", DEBIAN_RUSTC)
     .env("CARGO_TARGET_DIR", &target_dir)
     .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", LINKER)
+    .env("OOMWATCH_EBPF_OBJECT", &object)
     .current_dir(util::repo_root());
     let t = Instant::now();
     run(STEP, &mut cmd).context("[vm-arm64] step cross-build of the agent")?;
@@ -702,6 +706,11 @@ fn check_probes(console: &Console) -> Row {
     if !ready {
         problems.push("the agent never logged \"probes ready\"".into());
     }
+    problems.extend(
+        silent_probes(log)
+            .into_iter()
+            .map(|p| format!("{p} attached but silent (an eBPF object for another architecture?)")),
+    );
     if !problems.is_empty() {
         problems.push(format!("attached: {}", attached.join(" ")));
     }
@@ -715,6 +724,16 @@ fn check_probes(console: &Console) -> Row {
             attached.join(" ")
         ),
     )
+}
+
+/// Rows the agent found attached but silent after an OOM kill (`probe attached but silent`):
+/// a kprobe reading another architecture's `pt_regs` is one.
+fn silent_probes(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| str_at(v, "/fields/message").starts_with("probe attached but silent"))
+        .map(|v| str_at(&v, "/fields/probe").to_string())
+        .collect()
 }
 
 /// Both victims died of SIGKILL (`wait` status 137).
@@ -792,8 +811,10 @@ fn check_constraint(e: &Value) -> Row {
         "constraint",
         problems,
         format!(
-            "CONSTRAINT_MEMCG from {}; oom_memcg {}, totalpages {}, badness {}",
+            "CONSTRAINT_MEMCG from {} (candidates from {}); oom_memcg {}, totalpages {}, \
+             badness {}",
             str_at(e, "/sources/oom"),
+            str_at(e, "/sources/candidates"),
             e.get("oom_memcg").unwrap_or(&Value::Null),
             e.get("totalpages").unwrap_or(&Value::Null),
             e.get("badness").unwrap_or(&Value::Null),
@@ -1129,6 +1150,13 @@ mod tests {
             failed(&rows(cut)),
             ["console", "probes", "rss", "agent exit"]
         );
+        let silent = r#"{"level":"WARN","fields":{"message":"probe attached but silent: this kernel's hook gives nothing after an OOM kill; using the fallback","probe":"kprobe:oom_kill_process"}}"#;
+        let text = good().replace(READY, &format!("{READY}\n{silent}"));
+        let r = rows(&text);
+        assert_eq!(failed(&r), ["probes"]);
+        assert!(r[1]
+            .detail
+            .starts_with("kprobe:oom_kill_process attached but silent"));
         let text = good().replace("kill 175 137", "kill 175 0");
         assert_eq!(failed(&rows(&text)), ["victims"]);
     }
