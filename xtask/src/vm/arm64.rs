@@ -1161,6 +1161,53 @@ mod tests {
         assert_eq!(failed(&rows(&text)), ["victims"]);
     }
 
+    /// A real run's console (`cargo xtask vm-test-arm64`, 6.1.0-57-cloud-arm64, 2026-12-05).
+    const FIXTURE: &str = include_str!("../../tests/fixtures/vm-console-arm64.log");
+    /// The first real run, with the host's (x86-64) eBPF object embedded in the arm64 agent.
+    const FIXTURE_HOST_EBPF: &str =
+        include_str!("../../tests/fixtures/vm-console-arm64-host-ebpf.log");
+
+    #[test]
+    fn the_real_arm64_console_passes() {
+        let console = Console::parse(FIXTURE);
+        let rows = check_console(&console);
+        assert!(failed(&rows).is_empty(), "{rows:#?}");
+        let detail = |name: &str| rows.iter().find(|r| r.name == name).unwrap().detail.clone();
+        assert_eq!(
+            detail("rss"),
+            "= kernel's Killed process 255 (tail): anon_rss 32404 kB, file_rss 4 kB, shmem_rss 1108 kB"
+        );
+        assert!(detail("constraint").starts_with(
+            "CONSTRAINT_MEMCG from kprobe:oom_kill_process (candidates from kretprobe:oom_badness)"
+        ));
+        assert!(detail("trigger stack").contains(
+            "oom_kill_process <- out_of_memory <- mem_cgroup_out_of_memory <- try_charge_memcg"
+        ));
+        // arm64's 6.1 has no ftrace direct calls: fentry/fexit do not attach, tp_btf does.
+        let probes = probe_status(console.section("agent-log"));
+        let unavailable: Vec<&str> = probes
+            .iter()
+            .filter(|(_, s)| !s.0)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(
+            unavailable,
+            ["fentry:oom_kill_process", "fexit:oom_badness"]
+        );
+        assert_eq!(probes.len(), 12);
+    }
+
+    #[test]
+    fn the_hosts_ebpf_object_leaves_the_kprobe_silent_on_arm64() {
+        let rows = check_console(&Console::parse(FIXTURE_HOST_EBPF));
+        assert_eq!(failed(&rows), ["probes"]);
+        assert!(rows[1]
+            .detail
+            .starts_with("kprobe:oom_kill_process attached but silent"));
+        let constraint = rows.iter().find(|r| r.name == "constraint").unwrap();
+        assert!(constraint.detail.contains("from kmsg:oom_report"));
+    }
+
     #[test]
     fn init_prints_every_section_the_check_reads() {
         for section in ["victims", "events", "agent-log", "agent-exit", "dmesg"] {
