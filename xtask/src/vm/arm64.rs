@@ -134,7 +134,7 @@ begin victims; cat /victims; end victims
 begin events; cat /events.jsonl; end events
 begin agent-log; cat /agent.log; end agent-log
 begin agent-exit; cat /agent.exit; end agent-exit
-begin dmesg; dmesg | grep -e 'Killed process' -e 'invoked oom-killer'; end dmesg
+begin dmesg; dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'type=1326'; end dmesg
 begin uptime; cat /proc/uptime; end uptime
 echo "@@OWVM DONE@@"
 poweroff -f
@@ -684,8 +684,38 @@ fn check_console(console: &Console) -> Vec<Row> {
         "other",
         None,
     ));
+    rows.push(check_seccomp(console));
     rows.push(check_agent_exit(console));
     rows
+}
+
+/// The agent's seccomp filter (arm64's system call numbers) refused nothing: no `audit:
+/// type=1326` line (`SECCOMP_FILTER_FLAG_LOG`) in the kernel log.
+fn check_seccomp(console: &Console) -> Row {
+    let refused: Vec<String> = console
+        .section("dmesg")
+        .iter()
+        .filter(|l| l.contains("type=1326"))
+        .map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            format!("{} syscall={}", field("comm="), field("syscall="))
+        })
+        .collect();
+    let problems = if refused.is_empty() {
+        vec![]
+    } else {
+        vec![format!("seccomp refused: {}", refused.join(", "))]
+    };
+    row(
+        "seccomp",
+        problems,
+        "no system call refused (no audit type=1326 line)".into(),
+    )
 }
 
 /// The rows the amd64 matrix requires ([`REQUIRED_PROBES`]) attached; every row in the detail.
@@ -1072,6 +1102,7 @@ mod tests {
                 "rss",
                 "sigkill of the OOM kill",
                 "sigkill of kill -9",
+                "seccomp",
                 "agent exit"
             ]
         );
@@ -1157,6 +1188,14 @@ mod tests {
         assert!(r[1]
             .detail
             .starts_with("kprobe:oom_kill_process attached but silent"));
+        let audit = "[   50.1] audit: type=1326 audit(1764946000.123:2): auid=4294967295 uid=0 \
+            gid=0 ses=4294967295 pid=201 comm=\"oomwatch\" exe=\"/oomwatch\" sig=0 \
+            arch=c00000b7 syscall=79 compat=0 ip=0xffff8a1c code=0x50000";
+        let text = good().replace(KILLED, &format!("{KILLED}\n{audit}"));
+        let r = rows(&text);
+        assert_eq!(failed(&r), ["seccomp"]);
+        let seccomp = r.iter().find(|r| r.name == "seccomp").unwrap();
+        assert_eq!(seccomp.detail, "seccomp refused: \"oomwatch\" syscall=79");
         let text = good().replace("kill 175 137", "kill 175 0");
         assert_eq!(failed(&rows(&text)), ["victims"]);
     }
@@ -1175,7 +1214,7 @@ mod tests {
         let detail = |name: &str| rows.iter().find(|r| r.name == name).unwrap().detail.clone();
         assert_eq!(
             detail("rss"),
-            "= kernel's Killed process 255 (tail): anon_rss 32404 kB, file_rss 4 kB, shmem_rss 1108 kB"
+            "= kernel's Killed process 243 (tail): anon_rss 32404 kB, file_rss 4 kB, shmem_rss 1108 kB"
         );
         assert!(detail("constraint").starts_with(
             "CONSTRAINT_MEMCG from kprobe:oom_kill_process (candidates from kretprobe:oom_badness)"
