@@ -168,6 +168,18 @@ fn ebpf_cargo(toolchain: Toolchain, subcommand: &str) -> Result<Command> {
 }
 
 pub fn build_ebpf() -> Result<()> {
+    build_ebpf_in(None).map(|_| ())
+}
+
+/// The eBPF object for the kernel of another architecture (`aarch64`), in
+/// `oomwatch-ebpf/target/<arch>/`: aya-ebpf fixes at build time which `pt_regs` layout a
+/// kprobe's `ProbeContext::arg`/`ret` read (`AYA_BPF_TARGET_ARCH`, else the host's), so the
+/// host's object reads the wrong registers on an arm64 kernel.
+pub fn build_ebpf_for_arch(arch: &str) -> Result<PathBuf> {
+    build_ebpf_in(Some(arch))
+}
+
+fn build_ebpf_in(arch: Option<&str>) -> Result<PathBuf> {
     const STEP: &str = "build-ebpf";
     let toolchain = select_toolchain(STEP)?;
     if crate::setup::find_bpf_linker().is_none() {
@@ -175,9 +187,17 @@ pub fn build_ebpf() -> Result<()> {
     }
     let mut cmd = ebpf_cargo(toolchain, "build")?;
     cmd.arg("--release");
+    let object = match arch {
+        Some(arch) => {
+            let dir = ebpf_dir().join("target").join(arch);
+            cmd.env("AYA_BPF_TARGET_ARCH", arch)
+                .env("CARGO_TARGET_DIR", &dir);
+            dir.join(TARGET).join("release").join("oomwatch")
+        }
+        None => object_path(),
+    };
     run(STEP, &mut cmd)
         .with_context(|| format!("[{STEP}] building oomwatch-ebpf with {toolchain}"))?;
-    let object = object_path();
     if !object.is_file() {
         bail!(
             "[{STEP}] build succeeded but {} is missing",
@@ -185,7 +205,7 @@ pub fn build_ebpf() -> Result<()> {
         );
     }
     eprintln!("[{STEP}] eBPF object: {}", object.display());
-    Ok(())
+    Ok(object)
 }
 
 pub fn clippy_ebpf() -> Result<()> {

@@ -98,6 +98,13 @@ enum Cmd {
         #[arg(long)]
         doc_only: bool,
     },
+    /// Boot Debian 12's arm64 cloud kernel in qemu-system-aarch64 (TCG) with the cross-built
+    /// agent; cause a memcg OOM kill and a kill -9 and check the events, stack and sigkill lines.
+    VmTestArm64 {
+        /// Keep the initramfs staging tree and the unpacked kernel package under target/vm-arm64/.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() {
@@ -121,6 +128,7 @@ fn main() {
             prepare_only,
             doc_only: false,
         } => vm::vm_test(&kernel, keep, prepare_only),
+        Cmd::VmTestArm64 { keep } => vm::vm_test_arm64(keep),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -182,7 +182,7 @@ fn ldd_paths(binary: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// `find . | cpio -o -H newc -R 0:0 | gzip` without a shell pipeline, so each failure is seen.
-fn write_cpio_gz(staging: &Path, out: &Path) -> Result<()> {
+pub(super) fn write_cpio_gz(staging: &Path, out: &Path) -> Result<()> {
     let mut entries = Vec::new();
     collect(staging, Path::new("."), &mut entries)?;
     let cpio_path = out.with_extension("cpio");

@@ -19,6 +19,7 @@
 //! `docs/kernels.md` from the last console of each kernel.
 
 mod agent;
+mod arm64;
 mod btf;
 mod check;
 mod console;
@@ -34,6 +35,7 @@ use std::{fs, path::Path, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub use arm64::vm_test_arm64;
 use check::Check;
 use kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
 use report::{print_run, print_summary, RunResult};
