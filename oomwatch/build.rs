@@ -21,7 +21,21 @@ fn main() {
     println!("cargo:rerun-if-env-changed=OOMWATCH_EBPF_OBJECT");
     let object = match env::var_os("OOMWATCH_EBPF_OBJECT").filter(|v| !v.is_empty()) {
         Some(path) => PathBuf::from(path),
-        None => manifest_dir.join("../oomwatch-ebpf/target/bpfel-unknown-none/release/oomwatch"),
+        None => {
+            // The default object's kprobes read the build machine's register layout: an agent
+            // for another architecture needs one built for it (`cargo xtask vm-test-arm64`
+            // shows how: AYA_BPF_TARGET_ARCH, then OOMWATCH_EBPF_OBJECT).
+            let target = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+            let host = env::consts::ARCH;
+            if !target.is_empty() && target != host {
+                println!(
+                    "cargo:warning=building for {target} on {host} with the default eBPF object \
+                     (built for {host}): its kprobes would read the wrong registers; set \
+                     OOMWATCH_EBPF_OBJECT to an object built with AYA_BPF_TARGET_ARCH={target}"
+                );
+            }
+            manifest_dir.join("../oomwatch-ebpf/target/bpfel-unknown-none/release/oomwatch")
+        }
     };
     // Watching a path that does not exist yet still reruns the script once it appears.
     println!("cargo:rerun-if-changed={}", object.display());
