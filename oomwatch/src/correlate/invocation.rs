@@ -70,14 +70,24 @@ impl Invocations {
         id
     }
 
-    /// The invocation that killed victim `pid` marked at `ktime_ns`, if any.
-    pub fn match_victim(&mut self, pid: i32, ktime_ns: u64) -> Option<&Invocation> {
+    /// The invocation that killed victim `pid` (of process `tgid`) marked at `ktime_ns`, if
+    /// any. The kernel chooses a process (its leader, even a leader that has exited while its
+    /// threads run on) but marks the thread that holds the mm (`find_lock_task_mm`): a victim
+    /// is the chosen one when it is that task or a thread of that process.
+    pub fn match_victim(
+        &mut self,
+        pid: i32,
+        tgid: Option<i32>,
+        ktime_ns: u64,
+    ) -> Option<&Invocation> {
         let idx = self
             .recent
             .iter()
             .rposition(|inv| inv.rec.ktime_ns <= ktime_ns)?;
         let inv = &mut self.recent[idx];
-        let chosen = inv.rec.present & oom_field::CHOSEN != 0 && inv.rec.chosen_pid == pid;
+        let same_process = tgid.is_some_and(|t| t > 0 && t == inv.rec.chosen_tgid);
+        let chosen =
+            inv.rec.present & oom_field::CHOSEN != 0 && (inv.rec.chosen_pid == pid || same_process);
         let group = inv.chosen_seen && ktime_ns.saturating_sub(inv.last_mark_ns) <= GROUP_WINDOW_NS;
         if chosen {
             inv.chosen_seen = true;
@@ -164,13 +174,15 @@ mod tests {
     fn chosen_victim_matches_and_group_members_share_the_id() {
         let mut invs = Invocations::new(names());
         let id = invs.push(inv(1_000, 10), Source::OomKillFentry);
-        assert_eq!(invs.match_victim(10, 1_500).map(|i| i.id), Some(id));
+        assert_eq!(invs.match_victim(10, None, 1_500).map(|i| i.id), Some(id));
         assert_eq!(
-            invs.match_victim(11, 2_000).map(|i| i.id),
+            invs.match_victim(11, None, 2_000).map(|i| i.id),
             Some(id),
             "group member"
         );
-        assert!(invs.match_victim(12, 2_000 + GROUP_WINDOW_NS + 1).is_none());
+        assert!(invs
+            .match_victim(12, None, 2_000 + GROUP_WINDOW_NS + 1)
+            .is_none());
     }
 
     #[test]
@@ -181,32 +193,60 @@ mod tests {
         let mut invs = Invocations::new(names());
         let id = invs.push(inv(1_000, 10), Source::OomKillFentry);
         let step = GROUP_WINDOW_NS * 9 / 10;
-        assert_eq!(invs.match_victim(10, 1_000 + step).map(|i| i.id), Some(id));
+        assert_eq!(
+            invs.match_victim(10, None, 1_000 + step).map(|i| i.id),
+            Some(id)
+        );
         for (n, pid) in (11..15).enumerate() {
             let t = 1_000 + step * (n as u64 + 2);
             assert_eq!(
-                invs.match_victim(pid, t).map(|i| i.id),
+                invs.match_victim(pid, None, t).map(|i| i.id),
                 Some(id),
                 "member {pid}"
             );
         }
         // A pause longer than the window ends the group.
         let last = 1_000 + step * 5;
-        assert!(invs.match_victim(20, last + GROUP_WINDOW_NS + 1).is_none());
+        assert!(invs
+            .match_victim(20, None, last + GROUP_WINDOW_NS + 1)
+            .is_none());
     }
 
     #[test]
     fn a_victim_before_its_chosen_task_or_of_no_invocation_gets_none() {
         let mut invs = Invocations::new(names());
-        assert!(invs.match_victim(10, 5).is_none(), "no invocation yet");
+        assert!(
+            invs.match_victim(10, None, 5).is_none(),
+            "no invocation yet"
+        );
         invs.push(inv(1_000, 10), Source::OomKillKprobe);
         assert!(
-            invs.match_victim(99, 1_100).is_none(),
+            invs.match_victim(99, None, 1_100).is_none(),
             "exiting task marked without a kill"
         );
         assert!(
-            invs.match_victim(10, 900).is_none(),
+            invs.match_victim(10, None, 900).is_none(),
             "earlier than the invocation"
+        );
+    }
+
+    #[test]
+    fn a_thread_of_the_chosen_process_is_the_chosen_victim() {
+        // The leader (pid 10) exited; the kernel chose its process and marked thread 13, the
+        // one still holding the mm. Seen on 7.2 in the VM: without the tgid the kill had no
+        // invocation and the fentry row was counted silent.
+        let mut invs = Invocations::new(names());
+        let mut rec = inv(1_000, 10);
+        rec.chosen_tgid = 10;
+        let id = invs.push(rec, Source::OomKillFentry);
+        assert_eq!(
+            invs.match_victim(13, Some(10), 1_100).map(|i| i.id),
+            Some(id)
+        );
+        assert!(
+            invs.match_victim(14, Some(11), 1_100 + GROUP_WINDOW_NS * 2)
+                .is_none(),
+            "another process, long after"
         );
     }
 
@@ -215,14 +255,17 @@ mod tests {
         let mut invs = Invocations::new(names());
         invs.push(inv(1_000, 10), Source::OomKillFentry);
         let second = invs.push(inv(2_000, 10), Source::OomKillFentry);
-        assert_eq!(invs.match_victim(10, 2_100).map(|i| i.id), Some(second));
+        assert_eq!(
+            invs.match_victim(10, None, 2_100).map(|i| i.id),
+            Some(second)
+        );
     }
 
     #[test]
     fn context_names_the_constraint_and_resolves_cgroups() {
         let mut invs = Invocations::new(names());
         invs.push(inv(1_000, 10), Source::OomKillFentry);
-        let i = invs.match_victim(10, 1_001).unwrap().clone();
+        let i = invs.match_victim(10, None, 1_001).unwrap().clone();
         let c = invs.context(&i, |id| (id == 42).then(|| "/t".to_string()));
         assert_eq!(c.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
         assert_eq!(c.gfp_mask.as_deref(), Some("0xcc0"));

@@ -391,7 +391,11 @@ impl Correlator {
 
     /// The OOM invocation that chose this victim: its id and context.
     fn add_invocation(&mut self, ev: &mut OomEvent) {
-        let Some(inv) = self.invocations.match_victim(ev.pid, ev.ktime_ns).cloned() else {
+        let Some(inv) = self
+            .invocations
+            .match_victim(ev.pid, ev.tgid, ev.ktime_ns)
+            .cloned()
+        else {
             if let Some(row) = self.oom_source.and_then(Source::probe) {
                 self.silence.observe(
                     row,
