@@ -186,14 +186,21 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
             .and_then(Source::probe)
             .unwrap_or(ProbeId::OomKillFentry),
     };
-    if let Some(up) = log.missed {
-        record_missed(&mut agent, up)?;
+    settle(cfg, &mut agent, log.missed)?;
+    Ok(agent)
+}
+
+/// The last start-up steps: what was missed while down, written; then the privileges dropped
+/// and the system calls filtered, for the rest of the agent's life.
+fn settle(cfg: &Config, agent: &mut Agent, missed: Option<StartUp>) -> Result<(), RunError> {
+    if let Some(up) = missed {
+        record_missed(agent, up)?;
     }
     let syslog = agent.kmsg.as_ref().is_some_and(AsyncKmsgReader::is_syslog);
     drop_privileges(cfg, syslog)?;
     filter_syscalls(cfg)?;
     tracing::info!("probes ready; waiting for OOM kills");
-    Ok(agent)
+    Ok(())
 }
 
 /// Where finished records go: the JSON lines on stdout (their own thread), metrics, the recent
