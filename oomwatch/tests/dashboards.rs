@@ -63,7 +63,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         assert!(pm.contains(needle), "no `{needle}`: {why}");
     }
 
-    let mut agent = Agent::start(&["--host", NODE]);
+    // The headroom rows ("Near the limit") come from a background walk, every 30 s by
+    // default: walk every 500 ms so the cgroups the test makes are seen within its scrapes.
+    let mut agent = Agent::start(&["--host", NODE, "--headroom-interval-ms", "500"]);
     let prom = Prometheus::start(agent.port);
     // At least two scrapes before the kills, so counters are seen rising from 0.
     prom.wait_for("count_over_time(up{job=\"oomwatch\"}[1m])", |v| v >= 2.0);

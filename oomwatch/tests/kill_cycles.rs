@@ -15,10 +15,12 @@ use serde_json::Value;
 
 use common::{kill_pid, real_kernel_or_skip, Agent, TestCgroup};
 
-/// How long each agent lives before `kill -9`, in ms: the short ones die before or during the
-/// start-up replay (a debug build takes ~0.5 s to be ready), the long ones while recording.
-const LIVES_MS: &[u64] = &[
-    40, 150, 300, 450, 600, 800, 1100, 1500, 2000, 250, 500, 700, 900, 1300, 350, 1700,
+/// How long each agent lives before `kill -9`, in thousandths of the time the first agent took
+/// to be ready (measured, not assumed: a debug build takes 0.5 to 2.5 s depending on the
+/// machine's load): the short ones die before or during the start-up replay, the long ones
+/// while recording.
+const LIVES: &[u64] = &[
+    80, 300, 600, 900, 1200, 1600, 2200, 3000, 4000, 500, 1000, 1400, 1800, 2600, 700, 3400,
 ];
 
 #[test]
@@ -31,7 +33,9 @@ fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
     let dir = state.path().to_str().unwrap().to_string();
     let args = ["--state-dir", dir.as_str()];
     // A first agent saves a position, so every later start replays what it missed.
+    let started = Instant::now();
     drop(Agent::start(&args));
+    let ready_ms = started.elapsed().as_millis() as u64;
     let cgroups: Vec<TestCgroup> = (0..2).map(|_| TestCgroup::new(32 << 20)).collect();
 
     let stop = AtomicBool::new(false);
@@ -52,9 +56,9 @@ fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
                 })
             })
             .collect();
-        for (i, ms) in LIVES_MS.iter().enumerate() {
+        for (i, share) in LIVES.iter().enumerate() {
             let mut a = Agent::spawn(&args);
-            thread::sleep(Duration::from_millis(*ms));
+            thread::sleep(Duration::from_millis(ready_ms * share / 1000));
             // SAFETY: kill with the pid of our own, not yet reaped, child.
             unsafe { libc::kill(a.pid() as i32, libc::SIGKILL) };
             a.drain(Duration::from_millis(200));
@@ -121,10 +125,11 @@ fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
     let replayed = records.values().filter(|r| r.iter().any(|x| x.2)).count();
     println!(
         "{} kills (kernel: {kernel}) across {} agents ({} killed with SIGKILL): {} replayed, \
-         repeated in the write-to-save window: {repeats:?}; test {:.1?}",
+         repeated in the write-to-save window: {repeats:?}; first agent ready in {ready_ms} ms; \
+         test {:.1?}",
         pids.len(),
         runs.len(),
-        LIVES_MS.len(),
+        LIVES.len(),
         replayed,
         t0.elapsed()
     );
