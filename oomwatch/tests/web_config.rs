@@ -414,3 +414,82 @@ fn the_file_is_reloaded_on_sighup_and_when_it_changes() {
     eprintln!("change picked up after {:?}", t.elapsed());
     assert_eq!(plain_status(port, &creds("bob")), 401);
 }
+
+/// A Kubernetes Secret volume's layout in `secret`: the files are links through `..data`,
+/// itself a link to a timestamped directory, swapped atomically when the Secret changes.
+/// `from` holds `ca.crt`, `server.crt` and `server.key` (as `certificates` makes them).
+fn secret_volume(secret: &Path, version: &str, from: &Path) {
+    let data = secret.join(version);
+    fs::create_dir_all(&data).unwrap();
+    for (name, src) in [
+        ("tls.crt", "server.crt"),
+        ("tls.key", "server.key"),
+        ("ca.crt", "ca.crt"),
+    ] {
+        fs::copy(from.join(src), data.join(name)).unwrap();
+        let link = secret.join(name);
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link).unwrap();
+        }
+    }
+    let next = secret.join("..data_tmp");
+    std::os::unix::fs::symlink(version, &next).unwrap();
+    fs::rename(&next, secret.join("..data")).unwrap();
+}
+
+#[test]
+fn the_tls_overlays_web_config_serves_https_and_follows_a_renewed_secret() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    // deploy/overlays/tls as the pod sees it: the ConfigMap's file at web/web-config.yml,
+    // the Secret `oomwatch-tls` at tls/.
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    for d in [&first, &second] {
+        fs::create_dir_all(d).unwrap();
+        certificates(d);
+    }
+    let web_dir = tmp.path().join("web");
+    fs::create_dir_all(&web_dir).unwrap();
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/overlays/tls");
+    let web = web_dir.join("web-config.yml");
+    fs::copy(overlay.join("web-config.yml"), &web).unwrap();
+    let secret = tmp.path().join("tls");
+    fs::create_dir_all(&secret).unwrap();
+    secret_volume(&secret, "..2026_12_05_01", &first);
+
+    let agent = Agent::start(&["--web.config.file", web.to_str().unwrap()]);
+    let port = agent.port;
+    let (code, text) = curl(&first, port, "/metrics", &[]);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{text}"
+    );
+    assert_eq!(curl(&first, port, "/healthz", &[]).0, 200);
+    assert_eq!(plain_status(port, "x:y"), 0, "plain HTTP on the TLS port");
+    assert_eq!(curl(&second, port, "/metrics", &[]).0, 0, "another CA");
+
+    // The Secret is renewed (a new CA and certificate): the agent serves the new one without
+    // a restart, within its 5 s poll.
+    secret_volume(&secret, "..2026_12_05_02", &second);
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut code = 0;
+    while code != 200 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(500));
+        code = curl(&second, port, "/metrics", &[]).0;
+    }
+    assert_eq!(code, 200, "{}", agent.log_text());
+    assert_eq!(
+        curl(&first, port, "/metrics", &[]).0,
+        0,
+        "the old certificate"
+    );
+    assert!(
+        agent.log_text().contains("web configuration reloaded"),
+        "{}",
+        agent.log_text()
+    );
+}

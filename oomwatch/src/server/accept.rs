@@ -251,8 +251,9 @@ pub fn watch_hangup_early() -> std::io::Result<()> {
 /// How often the web configuration file is checked for a change.
 const RELOAD_POLL: Duration = Duration::from_secs(5);
 
-/// Reloads the web configuration on SIGHUP and when its file changes (modification time, size
-/// or inode): new connections and requests get the new one. A file that does not load is a
+/// Reloads the web configuration on SIGHUP and when its file or a file it names (certificate,
+/// key, client CA) changes (modification time, size or inode, through symbolic links as a
+/// Kubernetes Secret volume swaps them): new connections and requests get the new one. A file that does not load is a
 /// warning; the one in use stays.
 async fn reload(shared: Arc<Shared>) {
     let early = EARLY_HANGUP
@@ -289,7 +290,15 @@ async fn reload(shared: Arc<Shared>) {
             None
         }
     };
-    let mut seen = stamp(&path);
+    let stamps = |shared: &Shared| {
+        shared
+            .web()
+            .files
+            .iter()
+            .map(|f| stamp(f))
+            .collect::<Vec<_>>()
+    };
+    let mut seen = stamps(&shared);
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -300,7 +309,7 @@ async fn reload(shared: Arc<Shared>) {
         let why = tokio::select! {
             _ = hangup => "SIGHUP",
             () = tokio::time::sleep(RELOAD_POLL) => {
-                let now = stamp(&path);
+                let now = stamps(&shared);
                 if now == seen {
                     continue;
                 }
@@ -311,6 +320,7 @@ async fn reload(shared: Arc<Shared>) {
         match WebConfig::load(&path) {
             Ok(web) => {
                 *shared.web.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(web);
+                seen = stamps(&shared);
                 tracing::info!(reason = why, "web configuration reloaded");
             }
             Err(e) => tracing::warn!(reason = why, "{e}; keeping the web configuration in use"),

@@ -94,6 +94,9 @@ pub struct WebConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The file it was read from: reloaded on SIGHUP and when it changes.
     pub path: Option<PathBuf>,
+    /// That file and every file it names (certificate, key, client CA): a change to any of
+    /// them reloads it (a renewed certificate in a Kubernetes Secret volume, for one).
+    pub files: Vec<PathBuf>,
 }
 
 impl WebConfig {
@@ -110,8 +113,17 @@ impl WebConfig {
             serde_norway::from_str(&text).map_err(|e| err(one_line(&e.to_string())))?
         };
         let dir = path.parent().unwrap_or(Path::new("."));
+        let mut files = vec![path.to_path_buf()];
         let tls = match file.tls_server_config {
-            Some(t) => Some(Arc::new(tls_config(&t, dir).map_err(err)?)),
+            Some(t) => {
+                let named = [
+                    Some(&t.cert_file),
+                    Some(&t.key_file),
+                    t.client_ca_file.as_ref(),
+                ];
+                files.extend(named.into_iter().flatten().map(|f| dir.join(f)));
+                Some(Arc::new(tls_config(&t, dir).map_err(err)?))
+            }
             None => None,
         };
         let auth = match file.basic_auth_users {
@@ -130,6 +142,7 @@ impl WebConfig {
             auth,
             headers,
             path: Some(path.to_path_buf()),
+            files,
         })
     }
 }

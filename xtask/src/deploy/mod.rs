@@ -75,6 +75,7 @@ const BASE_CAPS: &[&str] = &["BPF", "PERFMON", "SYSLOG"];
 const OVERLAYS: &[(&str, &[&str])] = &[
     ("legacy-kernel", &["SYS_ADMIN", "SYS_RESOURCE", "SYSLOG"]),
     ("memlock", &["BPF", "PERFMON", "SYSLOG", "SYS_RESOURCE"]),
+    ("tls", BASE_CAPS),
 ];
 
 /// The only hostPath that may be mounted writable: the agent's `--state-dir`.
@@ -139,19 +140,14 @@ pub fn check() -> Result<()> {
             unlisted.join(", deploy/overlays/")
         );
     }
-    let mut base_rendered = None;
     for (name, dir, caps) in &targets {
         let rendered = render(&tools, name, dir, &work)?;
         validate_schemas(&tools, name, &rendered)?;
         let facts = Facts::parse(&tools.python_output(&["facts", &path_str(&rendered)])?);
         let checks = manifest_checks(&facts, caps, &version);
         report(&format!("deploy/{name}"), &checks)?;
-        if base_rendered.is_none() {
-            base_rendered = Some(rendered);
-        }
-    }
-    if let Some(rendered) = &base_rendered {
-        podmonitor_schema(&tools, rendered, &work)?;
+        // Each rendering's PodMonitor (the tls overlay's scrapes over https).
+        podmonitor_schema(&tools, &rendered, &work)?;
     }
 
     // (c)
