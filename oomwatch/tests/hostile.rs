@@ -345,8 +345,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// how many, and the bytes queued to send in all of them (`/proc/net/tcp{,6}`).
 /// The agent's TCP sockets on `port` that may still hold data: (all of them, those the agent
 /// still holds open — ESTABLISHED or CLOSE_WAIT —, bytes queued to all of them).
-fn server_sockets(port: u16) -> (usize, usize, u64) {
+fn server_sockets(port: u16, pid: u32) -> (usize, usize, u64) {
     let (mut n, mut held, mut queued) = (0, 0, 0);
+    let owned = socket_inodes(pid);
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
@@ -360,7 +361,9 @@ fn server_sockets(port: u16) -> (usize, usize, u64) {
                 continue;
             }
             n += 1;
-            if matches!(*state, "01" | "08") {
+            // Held: open in the agent's own file table (not one a kernel queue still keeps).
+            let inode = f.get(9).and_then(|i| i.parse::<u64>().ok());
+            if matches!(*state, "01" | "08") && inode.is_some_and(|i| owned.contains(&i)) {
                 held += 1;
             }
             let tx = queues.split(':').next().unwrap_or("0");
@@ -368,6 +371,19 @@ fn server_sockets(port: u16) -> (usize, usize, u64) {
         }
     }
     (n, held, queued)
+}
+
+/// The inodes of the sockets open in `pid`'s file table.
+fn socket_inodes(pid: u32) -> std::collections::HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
 }
 
 /// GET /healthz on a new connection within `timeout`: the status, or what failed.
@@ -415,7 +431,7 @@ fn slow_readers_are_closed_and_pin_no_memory() {
     let mut closed_after = None;
     let bound = REQUEST_TIMEOUT + WRITE_TIMEOUT + Duration::from_secs(2);
     while start.elapsed() < bound + Duration::from_secs(3) {
-        let (socks, held, queued) = server_sockets(port);
+        let (socks, held, queued) = server_sockets(port, pid);
         peak_socks = peak_socks.max(socks);
         peak_held = peak_held.max(held);
         peak_queued = peak_queued.max(queued);
@@ -444,7 +460,7 @@ fn slow_readers_are_closed_and_pin_no_memory() {
             .filter(|h| !matches!(h, Ok((200, _))))
             .collect::<Vec<_>>(),
     );
-    let left = server_sockets(port);
+    let left = server_sockets(port, pid);
     drop(slow);
     assert!(
         closed_after.is_some_and(|d| d <= bound),
