@@ -319,7 +319,14 @@ impl Run<'_> {
         let a = self.start("a", &[])?;
         thread::sleep(Duration::from_secs(1));
         phases::settle(a.pid, Duration::from_secs(30))?;
-        r.storm = phases::storm(&a, "storm", cfg.cgroups, cfg.kills_per_cgroup, cfg.limit, None)?;
+        r.storm = phases::storm(
+            &a,
+            "storm",
+            cfg.cgroups,
+            cfg.kills_per_cgroup,
+            cfg.limit,
+            None,
+        )?;
         check_agent_output(&a)?;
         a.stop()
     }
