@@ -182,6 +182,7 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
                 Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
                 None => format!("killed after the {}s timeout", qemu::BOOT_TIMEOUT.as_secs()),
             },
+            fallback: None,
         },
     );
     let uptime = check::guest_uptime(text)

@@ -25,6 +25,9 @@ fn print_checks(checks: &[Check]) {
         for more in lines {
             eprintln!("[{STEP}]         {:<NAME$} {more}", "");
         }
+        if let Some(fallback) = &c.fallback {
+            eprintln!("[{STEP}]         {:<NAME$} fallback: {fallback}", "");
+        }
     }
 }
 
@@ -81,7 +84,13 @@ fn summary(results: &[RunResult]) -> Vec<String> {
     }
     out.push(header.trim_end().to_string());
     out.push(sub.trim_end().to_string());
-    let verdict = |c: Option<&Check>| c.map_or("-", |c| if c.ok { "PASS" } else { "FAIL" });
+    let verdict = |c: Option<&Check>| {
+        c.map_or("-", |c| match (c.ok, c.fallback.is_some()) {
+            (true, false) => "PASS",
+            (true, true) => "PASS*",
+            (false, _) => "FAIL",
+        })
+    };
     let mut rows: Vec<&'static str> = first.report.boot.iter().map(|c| c.name).collect();
     if let Some((_, checks)) = first.report.agents.first() {
         rows.extend(checks.iter().map(|c| c.name));
@@ -110,6 +119,13 @@ fn summary(results: &[RunResult]) -> Vec<String> {
         .map(|r| format!("{:<col$}", format!("{:.1}s", r.boot_secs)))
         .collect();
     out.push(format!("{:<NAME$}{}", "boot-to-poweroff", times.trim_end()));
+    if out.iter().any(|l| l.contains("PASS*")) {
+        out.push(
+            "PASS*: passed on the fallback row the agent took where the kernel lacks the hook \
+             of its first choice (the reason is in the kernel's list above)"
+                .into(),
+        );
+    }
     out
 }
 

@@ -14,6 +14,7 @@ pub mod global;
 pub mod lifecycle;
 pub mod oom;
 pub mod sigkill;
+pub mod source;
 pub mod threads;
 
 use crate::vm::{
@@ -28,6 +29,9 @@ pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
+    /// The fallback the check accepted because the agent reported that the kernel lacks its
+    /// first choice's hook (`source`), with the agent's reason.
+    pub fallback: Option<String>,
 }
 
 pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Check {
@@ -39,6 +43,14 @@ pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Ch
         } else {
             problems.join("\n")
         },
+        fallback: None,
+    }
+}
+
+impl Check {
+    /// The check, marked as passed (or failed) on `fallback`.
+    pub fn on(self, fallback: Option<String>) -> Check {
+        Check { fallback, ..self }
     }
 }
 
