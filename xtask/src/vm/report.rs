@@ -158,6 +158,7 @@ mod tests {
             "allocating-task kill  PASS   PASS   PASS   PASS   PASS   PASS",
             "cpuset kill           PASS   PASS   PASS   PASS   PASS   PASS",
             "mempolicy kill        PASS   PASS   PASS   PASS   PASS   PASS",
+            "seccomp               PASS   PASS   PASS   PASS   PASS   PASS",
             "one event per victim  PASS   PASS   PASS   PASS   PASS   PASS",
         ];
         assert_eq!(lines[..want.len()], want);
@@ -169,7 +170,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 8 + 19 + 1);
+        assert_eq!(lines.len(), 3 + 9 + 19 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

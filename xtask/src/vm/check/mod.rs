@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod global;
 pub mod lifecycle;
 pub mod oom;
+pub mod platform;
 pub mod sigkill;
 pub mod source;
 pub mod threads;
@@ -89,6 +90,7 @@ pub fn check_console(text: &str) -> Report {
         threads::boot_check(&c),
     ];
     boot.extend(global::PHASES.iter().map(|phase| phase.boot_check(&c)));
+    boot.push(platform::seccomp(&c));
     let kernel = Kernel {
         console: &c,
         victims: &victims,
@@ -193,9 +195,9 @@ mod tests {
     fn every_check_of_every_agent_passes_on_the_real_sample() {
         let r = check_console(FIXTURE);
         assert!(r.failed().is_empty(), "{r:#?}");
-        // Finished, victims, threaded kills, and the global, manual, allocating-task, cpuset and
-        // memory-policy kills.
-        assert_eq!(r.boot.len(), 8);
+        // Finished, victims, threaded kills, the global, manual, allocating-task, cpuset and
+        // memory-policy kills, and seccomp.
+        assert_eq!(r.boot.len(), 9);
         assert_eq!(
             r.agents
                 .iter()
