@@ -2,14 +2,19 @@
 //! checks, then each agent's) and the summary table, one column group per agent with one
 //! column per kernel.
 
+use std::sync::Mutex;
+
 use super::{check::Check, check::Report, console};
 
 const STEP: &str = "vm";
 const NAME: usize = 22;
 
+/// Held while one boot's results are printed: boots run side by side (`vm::boot_all`).
+pub static PRINT: Mutex<()> = Mutex::new(());
+
 /// The result of one guest run.
 pub struct RunResult {
-    /// `6.1` or `6.12`.
+    /// The series: `6.1`, `arm64-6.1`, ...
     pub label: &'static str,
     pub release: String,
     pub report: Report,

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 pub use oomwatch_testkit::oracle::{at, render};
+pub use platform::ebpf_object;
 
 pub mod candidates;
 #[cfg(test)]
