@@ -23,8 +23,8 @@ fn main() {
         Some(path) => PathBuf::from(path),
         None => {
             // The default object's kprobes read the build machine's register layout: an agent
-            // for another architecture needs one built for it (`cargo xtask vm-test-arm64`
-            // shows how: AYA_BPF_TARGET_ARCH, then OOMWATCH_EBPF_OBJECT).
+            // for another architecture needs one built for it (`cargo xtask vm-test --kernel
+            // arm64-6.1` shows how: AYA_BPF_TARGET_ARCH, then OOMWATCH_EBPF_OBJECT).
             let target = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
             let host = env::consts::ARCH;
             if !target.is_empty() && target != host {

@@ -54,6 +54,21 @@ pub fn object_path() -> PathBuf {
         .join("oomwatch")
 }
 
+/// Where the object for the kernels of `arch` (`x86_64`, `aarch64`) lands: the default one for
+/// the host's architecture, `oomwatch-ebpf/target/<arch>/` for another one
+/// ([`build_ebpf_for_arch`]).
+pub fn object_path_for(arch: &str) -> PathBuf {
+    if arch == env::consts::ARCH {
+        return object_path();
+    }
+    ebpf_dir()
+        .join("target")
+        .join(arch)
+        .join(TARGET)
+        .join("release")
+        .join("oomwatch")
+}
+
 fn debian_available() -> bool {
     Path::new(DEBIAN_RUSTC).is_file()
         && Path::new(DEBIAN_CARGO).is_file()
@@ -189,10 +204,9 @@ fn build_ebpf_in(arch: Option<&str>) -> Result<PathBuf> {
     cmd.arg("--release");
     let object = match arch {
         Some(arch) => {
-            let dir = ebpf_dir().join("target").join(arch);
             cmd.env("AYA_BPF_TARGET_ARCH", arch)
-                .env("CARGO_TARGET_DIR", &dir);
-            dir.join(TARGET).join("release").join("oomwatch")
+                .env("CARGO_TARGET_DIR", ebpf_dir().join("target").join(arch));
+            object_path_for(arch)
         }
         None => object_path(),
     };

@@ -80,12 +80,16 @@ enum Cmd {
     Deploy,
     /// Type-check the Grafana dashboards against @grafana/schema and lint their queries.
     Dashboards,
-    /// Boot Debian's 6.1/6.12 cloud kernels in QEMU (TCG) with the agent in an initramfs, cause
-    /// OOM kills on cgroup v2 (single, memory.oom.group, multi-threaded) and check the events.
+    /// Boot Debian's cloud kernels in QEMU (TCG), x86-64 and arm64, with the agent in an
+    /// initramfs, cause OOM kills on cgroup v2 (single, memory.oom.group, multi-threaded, global,
+    /// earlyoom) and check the events.
     VmTest {
         /// Which kernel series to boot.
-        #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "newest", "all"])]
+        #[arg(long, default_value = "all", value_parser = vm::kernel_labels())]
         kernel: String,
+        /// Guests booted at once (each keeps one CPU busy); 0: one per CPU.
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
         /// Keep the initramfs staging tree and the kernel packages' modules under target/vm/.
         #[arg(long)]
         keep: bool,
@@ -97,13 +101,6 @@ enum Cmd {
         /// (every run does it at its end): boot nothing.
         #[arg(long)]
         doc_only: bool,
-    },
-    /// Boot Debian 12's arm64 cloud kernel in qemu-system-aarch64 (TCG) with the cross-built
-    /// agent; cause a memcg OOM kill and a kill -9 and check the events, stack and sigkill lines.
-    VmTestArm64 {
-        /// Keep the initramfs staging tree and the unpacked kernel package under target/vm-arm64/.
-        #[arg(long)]
-        keep: bool,
     },
 }
 
@@ -124,11 +121,11 @@ fn main() {
         Cmd::VmTest { doc_only: true, .. } => vm::kernels_doc(),
         Cmd::VmTest {
             kernel,
+            jobs,
             keep,
             prepare_only,
             doc_only: false,
-        } => vm::vm_test(&kernel, keep, prepare_only),
-        Cmd::VmTestArm64 { keep } => vm::vm_test_arm64(keep),
+        } => vm::vm_test(&kernel, jobs, keep, prepare_only),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

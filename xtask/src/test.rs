@@ -147,7 +147,7 @@ fn run_steps(
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
         || std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
     if util::is_root() || ci {
-        crate::vm::vm_test("all", false, true).context("[test] step vm-prepare")?;
+        crate::vm::vm_test("all", 0, false, true).context("[test] step vm-prepare")?;
         passed.push("vm-prepare");
     } else {
         eprintln!(
@@ -175,7 +175,7 @@ fn run_steps(
     // The agent on other real kernels (Debian 6.1 and 6.12 under qemu): cgroup v2, group
     // kills, fentry and kprobe. Needs root for apt on first use; CI always runs it.
     if util::is_root() || ci {
-        crate::vm::vm_test("all", false, false).context("[test] step vm-test")?;
+        crate::vm::vm_test("all", 0, false, false).context("[test] step vm-test")?;
         passed.push("vm-test");
     } else {
         eprintln!("[{STEP}] note: not root, vm-test skipped (run `cargo xtask vm-test` as root)");

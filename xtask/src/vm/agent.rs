@@ -8,7 +8,7 @@ use oomwatch_testkit::oracle::{self, fields::KillCount, pid_of};
 
 use crate::vm::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    check::{candidates, check, global, lifecycle, oom, sigkill, threads, Check},
+    check::{candidates, check, global, lifecycle, oom, sigkill, source, threads, Check},
     console::*,
 };
 
@@ -147,9 +147,10 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
     let mut problems = Vec::new();
     let ev = Events::sort(section("events"), &mut problems);
     let events = &ev.kernel;
+    let from = source::oom(agent, &probe_status(section("agent-log")));
     let mut checks = vec![one_event_per_victim(k, events, problems)];
     checks.extend(kernel_fields(k, events));
-    checks.push(oom::check_oom(agent, events, k.victims, k.invocations));
+    checks.push(oom::check_oom(&from, events, k.victims, k.invocations));
     checks.push(candidates::check_candidates(
         agent,
         events,
@@ -182,8 +183,8 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         checks.push(phase.agent_check(k.console, &mine));
     }
     let n = events.len() + ev.threads.len() + ev.global.len();
-    checks.push(metrics(agent, section("metrics"), n));
-    checks.push(probes(agent, section("agent-log")));
+    checks.push(metrics(agent, &from, section("metrics"), n));
+    checks.push(probes(agent, &from, section("agent-log")));
     let exit = section("agent-exit").first().map(|s| s.trim().to_string());
     checks.push(check(
         "agent exit 0",
@@ -291,8 +292,9 @@ fn memory_events(k: &Kernel, events: &[Value]) -> Check {
 }
 
 /// `oomwatch_oom_kills_all_total` counts the events; `oomwatch_probe_attached` says 1 for the
-/// agent's source of OOM context and 0 for each row it disabled.
-fn metrics(agent: &Agent, lines: &[String], n: usize) -> Check {
+/// agent's source of OOM context (`from`: its first choice, or the fallback it reported) and 0
+/// for each row it disabled.
+fn metrics(agent: &Agent, from: &source::Source, lines: &[String], n: usize) -> Check {
     let mut problems = Vec::new();
     let total = key_value(lines, "oomwatch_oom_kills_all_total");
     if total != Some(n as i64) {
@@ -300,7 +302,7 @@ fn metrics(agent: &Agent, lines: &[String], n: usize) -> Check {
             "oomwatch_oom_kills_all_total {total:?}, expected {n}"
         ));
     }
-    let want = std::iter::once((agent.oom_probe, 1)).chain(agent.disabled.iter().map(|p| (*p, 0)));
+    let want = std::iter::once((from.probe, 1)).chain(agent.disabled.iter().map(|p| (*p, 0)));
     let mut said = Vec::new();
     for (probe, value) in want {
         let key = format!("oomwatch_probe_attached{{probe=\"{probe}\"}}");
@@ -318,14 +320,16 @@ fn metrics(agent: &Agent, lines: &[String], n: usize) -> Check {
             said.join(", ")
         ),
     )
+    .on(from.fallback.clone())
 }
 
 /// The log says `probe attached` for both mark_victim rows and the agent's source of OOM
-/// context, and `probe unavailable` (disabled by --disable-probe) for each row it disabled.
-fn probes(agent: &Agent, log: &[String]) -> Check {
+/// context (`from`), and `probe unavailable` (disabled by --disable-probe) for each row it
+/// disabled.
+fn probes(agent: &Agent, from: &source::Source, log: &[String]) -> Check {
     let status = probe_status(log);
     let mut problems = Vec::new();
-    for p in REQUIRED_PROBES.iter().chain([&agent.oom_probe]) {
+    for p in REQUIRED_PROBES.iter().chain([&from.probe]) {
         match status.get(*p) {
             Some((true, _)) => {}
             Some((false, reason)) => problems.push(format!("{p}: unavailable: {reason}")),
@@ -349,7 +353,7 @@ fn probes(agent: &Agent, log: &[String]) -> Check {
             format!("{p} {state} ({d})")
         })
         .collect();
-    check("probes attached", problems, listing.join("\n"))
+    check("probes attached", problems, listing.join("\n")).on(from.fallback.clone())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The BTF of each vm-test kernel, for the offset tests (`oomwatch/tests/btf_debian.rs`):
-//! find the compressed kernel inside the bzImage, decompress it with the system tools, and dump
-//! its `.BTF` section to `target/vm/<release>/vmlinux.btf` (cached; the vmlinux is deleted).
+//! x86-64, find the compressed kernel inside the bzImage, decompress it with the system tools,
+//! and dump its `.BTF` section; arm64, find the BTF blob in the uncompressed `Image` by its
+//! header. Written to `target/vm/<release>/vmlinux.btf` (cached; the vmlinux is deleted).
 
 use std::{
     fs,
@@ -15,7 +16,7 @@ use anyhow::{bail, Context, Result};
 
 use super::STEP;
 use crate::util;
-use crate::vm::kernel::Kernel;
+use crate::vm::{arch::Arch, kernel::Kernel};
 
 /// llvm-objcopy of the project's LLVM (installed by `cargo xtask setup`); else the one on PATH.
 const LLVM_OBJCOPY: &str = "/usr/lib/llvm-22/bin/llvm-objcopy";
@@ -132,7 +133,7 @@ fn objcopy() -> PathBuf {
 }
 
 /// Writes the kernel's `.BTF` section to `target/vm/<release>/vmlinux.btf`, unless that file is
-/// already newer than the vmlinuz. Returns its path.
+/// already newer than the kernel's image. Returns its path.
 pub fn extract(k: &Kernel, vm_dir: &Path) -> Result<PathBuf> {
     let release = k.release();
     let dir = vm_dir.join(release);
@@ -140,7 +141,7 @@ pub fn extract(k: &Kernel, vm_dir: &Path) -> Result<PathBuf> {
     let btf = dir.join("vmlinux.btf");
     let kib = |p: &Path| fs::metadata(p).map(|m| m.len() / 1024).unwrap_or(0);
     let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(b), Some(z)) = (mtime(&btf), mtime(&k.vmlinuz)) {
+    if let (Some(b), Some(z)) = (mtime(&btf), mtime(&k.image)) {
         if b > z {
             eprintln!(
                 "[{STEP}] BTF of {release}: {} ({} KiB), cached",
@@ -151,10 +152,32 @@ pub fn extract(k: &Kernel, vm_dir: &Path) -> Result<PathBuf> {
         }
     }
     let started = Instant::now();
+    let partial = dir.join("vmlinux.btf.partial");
+    let found = match k.arch {
+        Arch::X86_64 => from_bzimage(k, &dir, &partial)?,
+        Arch::Arm64 => from_raw_image(k, &partial)?,
+    };
+    let blob = fs::read(&partial)?;
+    if !blob.starts_with(&[0x9f, 0xeb]) {
+        let _ = fs::remove_file(&partial);
+        bail!("[{STEP}] the .BTF section of {release} does not start with the BTF magic");
+    }
+    fs::rename(&partial, &btf)?;
+    eprintln!(
+        "[{STEP}] BTF of {release}: {} ({} KiB), {found} in {:.1}s",
+        btf.display(),
+        kib(&btf),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(btf)
+}
+
+/// x86-64: the bzImage's compressed payload is an ELF vmlinux, whose `.BTF` section
+/// llvm-objcopy dumps to `partial`. Says where the payload was.
+fn from_bzimage(k: &Kernel, dir: &Path, partial: &Path) -> Result<String> {
     let data =
         fs::read(&k.vmlinuz).with_context(|| format!("[vm] read {}", k.vmlinuz.display()))?;
     let vmlinux = dir.join("vmlinux.partial");
-    let partial = dir.join("vmlinux.btf.partial");
     let result = decompress_elf(&data, &vmlinux).and_then(|found| {
         let mut cmd = Command::new(objcopy());
         cmd.arg("--dump-section")
@@ -167,20 +190,45 @@ pub fn extract(k: &Kernel, vm_dir: &Path) -> Result<PathBuf> {
     let _ = fs::remove_file(&vmlinux);
     let (offset, codec) = result
         .with_context(|| format!("[vm] cannot extract the BTF of {}", k.vmlinuz.display()))?;
-    let blob = fs::read(&partial)?;
-    if !blob.starts_with(&[0x9f, 0xeb]) {
-        let _ = fs::remove_file(&partial);
-        bail!("[{STEP}] the .BTF section of {release} does not start with the BTF magic");
-    }
-    fs::rename(&partial, &btf)?;
-    eprintln!(
-        "[{STEP}] BTF of {release}: {} ({} KiB), from the {} payload at offset {offset} in {:.1}s",
-        btf.display(),
-        kib(&btf),
-        codec.name(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(btf)
+    Ok(format!(
+        "from the {} payload at offset {offset}",
+        codec.name()
+    ))
+}
+
+/// arm64: the `Image` is the kernel's memory image without section headers; the BTF blob is
+/// found by its header ([`raw_btf`]) and written to `partial`.
+fn from_raw_image(k: &Kernel, partial: &Path) -> Result<String> {
+    let data = fs::read(&k.image).with_context(|| format!("[vm] read {}", k.image.display()))?;
+    let Some((offset, blob)) = raw_btf(&data) else {
+        bail!("[{STEP}] no BTF header in {}", k.image.display());
+    };
+    fs::write(partial, blob)?;
+    Ok(format!("from the Image at offset {offset}"))
+}
+
+fn le32(data: &[u8], at: usize) -> Option<usize> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?) as usize)
+}
+
+/// The first BTF blob in `data` and its offset: a header (magic `0xeb9f` little-endian, version
+/// 1, flags 0, header length 24) whose type section starts right after it and whose string
+/// section follows the types and starts with the empty string, all inside `data`.
+pub fn raw_btf(data: &[u8]) -> Option<(usize, &[u8])> {
+    const HEADER: [u8; 8] = [0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+    let blob_at = |i: usize| -> Option<&[u8]> {
+        let (type_off, type_len) = (le32(data, i + 8)?, le32(data, i + 12)?);
+        let (str_off, str_len) = (le32(data, i + 16)?, le32(data, i + 20)?);
+        let strings = i + 24 + str_off;
+        let end = strings.checked_add(str_len)?;
+        let valid = type_off == 0 && type_len > 0 && str_off == type_len && str_len > 0;
+        (valid && *data.get(strings)? == 0).then_some(data.get(i..end)?)
+    };
+    data.windows(HEADER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == HEADER)
+        .find_map(|(i, _)| blob_at(i).map(|b| (i, b)))
 }
 
 #[cfg(test)]
@@ -238,5 +286,29 @@ mod tests {
         assert!(err.to_string().contains("none of the 0"), "{err}");
         assert!(!out.exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_raw_btf_blob_is_found_by_its_header() {
+        let blob = |types: &[u8], strings: &[u8]| {
+            let mut b = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+            for v in [0, types.len(), types.len(), strings.len()] {
+                b.extend((v as u32).to_le_bytes());
+            }
+            b.extend(types);
+            b.extend(strings);
+            b
+        };
+        let good = blob(b"TYPES...", b"\0name\0");
+        // A header whose strings do not start with the empty string is not one.
+        let mut image = b"code".to_vec();
+        image.extend(blob(b"TYPES...", b"xname\0"));
+        let at = image.len();
+        image.extend(&good);
+        image.extend(b"more code");
+        assert_eq!(raw_btf(&image), Some((at, good.as_slice())));
+        // Cut short: its sections do not fit.
+        assert_eq!(raw_btf(&good[..good.len() - 1]), None);
+        assert_eq!(raw_btf(b""), None);
     }
 }

@@ -116,7 +116,10 @@ pub fn key_value(lines: &[String], key: &str) -> Option<i64> {
 /// The start of the agent's log line for a row that attached but delivered nothing.
 const SILENT: &str = "probe attached but silent";
 
-pub fn probe_status(log: &[String]) -> BTreeMap<String, (bool, String)> {
+/// Each probe row the agent logged: name -> (attached, what it reads or why not).
+pub type ProbeStatus = BTreeMap<String, (bool, String)>;
+
+pub fn probe_status(log: &[String]) -> ProbeStatus {
     let mut out = BTreeMap::new();
     for line in log {
         let Ok(v) = serde_json::from_str::<Value>(line) else {

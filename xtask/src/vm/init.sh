@@ -17,7 +17,7 @@ say() { echo "OWVM: $*"; }
 begin() { echo "@@OWVM BEGIN $1@@"; }
 end() { echo "@@OWVM END $1@@"; }
 phase() { echo "oomwatch-vm: phase $1" > /dev/kmsg; say "phase $1"; }
-say "init running on $(uname -r) at uptime $(cut -d' ' -f1 /proc/uptime)s"
+say "init running on $(uname -r) $(uname -m) at uptime $(cut -d' ' -f1 /proc/uptime)s"
 echo +memory > $CG/cgroup.subtree_control || say "cannot enable the memory controller"
 
 # start_agent PORT SUFFIX [--disable-probe PROBE]...: an agent writing its events to
@@ -230,7 +230,7 @@ fi
 begin dmesg
 dmesg | grep -e 'Killed process' -e 'invoked oom-killer' -e 'oom-kill:' -e 'oom_reaper' \
     -e 'oomwatch-vm:' -e 'memory.oom.group' -e 'pgtables_bytes' -e '] \[ *[0-9][0-9]*] ' \
-    -e 'callbacks suppressed'
+    -e 'callbacks suppressed' -e 'audit: type=1326'
 end dmesg
 begin thread-victims; cat /thread-victims; end thread-victims
 begin global-victim; cat /global-victim; end global-victim

@@ -1,5 +1,6 @@
-//! The `vm-test` initramfs: busybox-static with its applet links, the agent with the shared
-//! libraries `ldd` lists, and an `/init` script that starts three agents, causes the OOM kills
+//! The `vm-test` initramfs of one architecture: busybox-static with its applet links, the agent,
+//! `alloc_threads` and earlyoom with their shared libraries (`libs`), and an `/init` script
+//! (`init.sh`, the same for every architecture) that starts three agents, causes the OOM kills
 //! and prints the results between `@@OWVM BEGIN name@@` / `@@OWVM END name@@` markers on the
 //! serial console.
 
@@ -13,9 +14,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::vm::agent::AGENTS;
-
-const BUSYBOX: &str = "/bin/busybox";
+use crate::vm::{
+    agent::AGENTS,
+    cross::{GuestBinaries, HOST_BUSYBOX},
+    libs,
+};
 
 /// Number of single-task OOM victims in `/sys/fs/cgroup/t` (the last one has oom_score_adj 300).
 pub const T_VICTIMS: usize = 3;
@@ -34,7 +37,7 @@ pub const M_VICTIMS: usize = 2;
 /// Seconds `/init` waits for every agent to be ready before the first victim. About 10 s
 /// suffice when every program loads; an older kernel's verifier that explores a program to
 /// its 1M-instruction limit before refusing it (E2BIG) takes over a minute per agent under TCG
-/// (`qemu::BOOT_TIMEOUT` leaves room for that and the rest of the run).
+/// (`qemu::boot_timeout` leaves room for that and the rest of the run).
 pub const READY_SECS: u64 = 360;
 
 /// `/init` (`init.sh`), with `@START_AGENTS@`, `@SUFFIXES@`, `@READY_SECS@` and `@THREADS@`
@@ -65,9 +68,9 @@ pub fn init_script() -> String {
         .replace("@SUFFIXES@", &suffixes.join(" "))
 }
 
-/// Build `out` (gzip-compressed newc cpio) from the agent binary and `extra` binaries (put in
-/// `/usr/bin`, e.g. earlyoom); `staging` is emptied first.
-pub fn build(agent: &Path, extra: &[&Path], staging: &Path, out: &Path) -> Result<()> {
+/// Build `out` (gzip-compressed newc cpio) from `guest`'s binaries and `extra` ones (put in
+/// `/usr/bin`, e.g. earlyoom), each with its libraries; `staging` is emptied first.
+pub fn build(guest: &GuestBinaries, extra: &[&Path], staging: &Path, out: &Path) -> Result<()> {
     if staging.exists() {
         fs::remove_dir_all(staging)
             .with_context(|| format!("[vm] cannot remove {}", staging.display()))?;
@@ -77,15 +80,44 @@ pub fn build(agent: &Path, extra: &[&Path], staging: &Path, out: &Path) -> Resul
     ] {
         fs::create_dir_all(staging.join(dir))?;
     }
+    let applets = busybox(&guest.busybox, staging)?;
+    let sysroot = guest.sysroot.as_deref();
+    copy_file(&guest.agent, &staging.join("oomwatch"))?;
+    let libs = copy_libraries(&guest.agent, sysroot, staging)?;
+    eprintln!(
+        "[vm] initramfs ({}): busybox with {applets} applets, oomwatch, libraries {}",
+        guest.arch,
+        libs.join(" ")
+    );
+    for bin in std::iter::once(guest.alloc_threads.as_path()).chain(extra.iter().copied()) {
+        let name = bin
+            .file_name()
+            .context("[vm] extra binary without a name")?;
+        copy_file(bin, &staging.join("usr/bin").join(name))?;
+        copy_libraries(bin, sysroot, staging)?;
+        eprintln!(
+            "[vm] initramfs: {} as /usr/bin/{}",
+            bin.display(),
+            name.to_string_lossy()
+        );
+    }
+    let init = staging.join("init");
+    fs::write(&init, init_script())?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    write_cpio_gz(staging, out)
+}
 
-    // busybox and one symlink per applet, at the path busybox itself names.
-    copy_file(Path::new(BUSYBOX), &staging.join("bin/busybox"))?;
-    let list = Command::new(BUSYBOX)
+/// `busybox` as `/bin/busybox` and one symlink per applet, at the path busybox itself names:
+/// the host's busybox lists them (the guest's may be for another architecture, which the host
+/// cannot run; both are Debian's busybox-static).
+fn busybox(busybox: &Path, staging: &Path) -> Result<usize> {
+    copy_file(busybox, &staging.join("bin/busybox"))?;
+    let list = Command::new(HOST_BUSYBOX)
         .arg("--list-full")
         .output()
-        .with_context(|| format!("[vm] cannot run {BUSYBOX} --list-full"))?;
+        .with_context(|| format!("[vm] cannot run {HOST_BUSYBOX} --list-full"))?;
     if !list.status.success() {
-        bail!("[vm] {BUSYBOX} --list-full failed");
+        bail!("[vm] {HOST_BUSYBOX} --list-full failed");
     }
     let mut applets = 0;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
@@ -102,43 +134,18 @@ pub fn build(agent: &Path, extra: &[&Path], staging: &Path, out: &Path) -> Resul
             applets += 1;
         }
     }
+    Ok(applets)
+}
 
-    // The agent and its shared libraries at the exact paths ldd prints.
-    copy_file(agent, &staging.join("oomwatch"))?;
-    let libs = ldd_paths(agent)?;
-    for lib in &libs {
-        let rel = lib.strip_prefix("/").unwrap_or(lib);
-        copy_file(lib, &staging.join(rel))?;
+/// The libraries `binary` needs, at their guest paths; returns those paths.
+fn copy_libraries(binary: &Path, sysroot: Option<&Path>, staging: &Path) -> Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for lib in libs::of(binary, sysroot)? {
+        let rel = lib.guest.strip_prefix("/").unwrap_or(&lib.guest);
+        copy_file(&lib.host, &staging.join(rel))?;
+        paths.push(lib.guest.display().to_string());
     }
-    eprintln!(
-        "[vm] initramfs: busybox with {applets} applets, oomwatch, libraries {}",
-        libs.iter()
-            .map(|l| l.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-
-    for bin in extra {
-        let name = bin
-            .file_name()
-            .context("[vm] extra binary without a name")?;
-        copy_file(bin, &staging.join("usr/bin").join(name))?;
-        for lib in ldd_paths(bin)? {
-            let rel = lib.strip_prefix("/").unwrap_or(&lib).to_path_buf();
-            copy_file(&lib, &staging.join(rel))?;
-        }
-        eprintln!(
-            "[vm] initramfs: {} as /usr/bin/{}",
-            bin.display(),
-            name.to_string_lossy()
-        );
-    }
-
-    let init = staging.join("init");
-    fs::write(&init, init_script())?;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
-
-    write_cpio_gz(staging, out)
+    Ok(paths)
 }
 
 /// `cp -L` semantics: follow symlinks, keep the mode.
@@ -151,38 +158,8 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Absolute paths of the libraries `ldd BINARY` lists (`name => /path (addr)` or `/path (addr)`).
-pub fn parse_ldd(output: &str) -> Vec<PathBuf> {
-    output
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-fn ldd_paths(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .context("[vm] cannot run ldd")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || text.contains("not found") {
-        bail!(
-            "[vm] ldd {} failed or names a missing library:\n{text}",
-            binary.display()
-        );
-    }
-    Ok(parse_ldd(&text))
-}
-
 /// `find . | cpio -o -H newc -R 0:0 | gzip` without a shell pipeline, so each failure is seen.
-pub(super) fn write_cpio_gz(staging: &Path, out: &Path) -> Result<()> {
+fn write_cpio_gz(staging: &Path, out: &Path) -> Result<()> {
     let mut entries = Vec::new();
     collect(staging, Path::new("."), &mut entries)?;
     let cpio_path = out.with_extension("cpio");
@@ -238,23 +215,6 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldd_output_gives_the_library_paths() {
-        let out = "\tlinux-vdso.so.1 (0x00007fb4bd0bd000)\n\
-                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007fb4bd08c000)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fb4bca1e000)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007fb4bd0bf000)\n";
-        assert_eq!(
-            parse_ldd(out),
-            [
-                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-            .map(PathBuf::from)
-        );
-    }
 
     #[test]
     fn init_script_uses_the_memory_limit_the_check_expects() {

@@ -1,8 +1,10 @@
-//! `vm-test` set-up: the Debian packages it needs, and Debian's 6.1/6.12 cloud kernels
-//! (newest of each series, downloaded with `apt-get download` and cached under `target/vm/`).
+//! `vm-test` set-up: the Debian packages it needs, and Debian's cloud kernels of each series
+//! (newest of each, downloaded with `apt-get download` and cached under `target/vm/`), for
+//! x86-64 and arm64.
 
 use std::{
     fs,
+    io::Read,
     path::{Path, PathBuf},
     process::Command,
     time::Instant,
@@ -10,52 +12,103 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::STEP;
+use super::{arch::Arch, debs, STEP};
 use crate::util::{self, run};
 
-/// What booting the kernels needs.
-pub const BOOT_PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "cpio"];
+/// What booting kernels of `arch` needs: its QEMU, busybox (the host's: its applet list, and
+/// the x86-64 guest's binary), cpio, and a cross toolchain for another architecture's.
+pub fn boot_packages(arch: Arch) -> Vec<String> {
+    let mut packages = vec![
+        arch.qemu_package().to_string(),
+        "busybox-static".into(),
+        "cpio".into(),
+    ];
+    packages.extend(arch.cross_packages());
+    packages
+}
 
 /// The decompressors of the kernels' payloads (6.1: lz4, 6.12: zstd; gzip is essential), for
 /// extracting their BTF (see `btf.rs`).
 pub const BTF_PACKAGES: [&str; 3] = ["zstd", "xz-utils", "lz4"];
 
-/// Packages apt may remove to install [`BOOT_PACKAGES`]; each is reinstalled from Debian 12 at once.
+/// Packages apt may remove to install [`boot_packages`]; each is reinstalled from Debian 12 at once.
 /// (The machine image carries a backported qemu-utils that Debian 12's qemu conflicts with.)
 const REPLACEABLE: [&str; 1] = ["qemu-utils"];
 
-/// A kernel series and the `apt-cache search` pattern of its cloud image packages.
+/// A kernel series: its label (`--kernel`), architecture, and the `apt-cache search` pattern of
+/// its cloud image packages.
 pub struct Series {
     pub label: &'static str,
+    pub arch: Arch,
+    /// Whether `--kernel all` boots it.
+    pub in_all: bool,
     pattern: &'static str,
 }
 
-pub const SERIES: [Series; 4] = [
+pub static SERIES: [Series; 6] = [
     Series {
         label: "5.10",
+        arch: Arch::X86_64,
+        in_all: true,
         pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64$",
     },
     Series {
         label: "6.1",
+        arch: Arch::X86_64,
+        in_all: true,
         pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
     },
     Series {
         label: "6.12",
+        arch: Arch::X86_64,
+        in_all: true,
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$",
     },
     // The newest cloud kernel of any suite apt knows (sid's, see `sources.rs`): 7.2 today.
     Series {
         label: "newest",
+        arch: Arch::X86_64,
+        in_all: true,
         pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64$",
     },
+    // Debian 12's arm64 cloud kernels, booted with `qemu-system-aarch64 -M virt` (TCG).
+    Series {
+        label: "arm64-6.1",
+        arch: Arch::Arm64,
+        in_all: true,
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-arm64$",
+    },
+    Series {
+        label: "arm64-6.12",
+        arch: Arch::Arm64,
+        in_all: true,
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-arm64$",
+    },
 ];
+
+/// The `--kernel` values: each series' label, and `all`.
+pub fn labels() -> Vec<&'static str> {
+    SERIES.iter().map(|s| s.label).chain(["all"]).collect()
+}
+
+/// The series `--kernel which` selects.
+pub fn select(which: &str) -> Vec<&'static Series> {
+    SERIES
+        .iter()
+        .filter(|s| s.label == which || (which == "all" && s.in_all))
+        .collect()
+}
 
 /// A downloaded kernel ready to boot.
 pub struct Kernel {
     pub label: &'static str,
+    pub arch: Arch,
     pub package: String,
     pub version: String,
+    /// The package's `vmlinuz` (its BTF is read from it).
     pub vmlinuz: PathBuf,
+    /// What QEMU's `-kernel` boots: the vmlinuz on x86-64, the uncompressed `Image` on arm64.
+    pub image: PathBuf,
 }
 
 impl Kernel {
@@ -67,7 +120,7 @@ impl Kernel {
     }
 }
 
-/// Step 1: the given packages (see [`BOOT_PACKAGES`], [`BTF_PACKAGES`]); install only what is
+/// Step 1: the given packages (see [`boot_packages`], [`BTF_PACKAGES`]); install only what is
 /// missing (as root).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
@@ -173,19 +226,12 @@ fn newest(search_output: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn apt_cache(args: &[&str]) -> Result<String> {
-    let out = Command::new("apt-cache")
-        .args(args)
-        .output()
-        .context("[vm] cannot run apt-cache")?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Step 2: pick the newest package of a series, download and extract it (both cached). Newer
 /// Debian kernels ship the image in a package of its own, `linux-binary-<release>` (vmlinuz
 /// under `usr/lib/modules/<release>/`), which `linux-image-<release>` depends on: it is fetched
 /// too when the image package has no vmlinuz.
 pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel> {
+    let arch = series.arch;
     let (package, version) = pick_package(series)?;
     eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
     let dir = vm_dir.join(&package);
@@ -195,22 +241,58 @@ pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel
             vmlinuz
         }
         None => {
-            let deb = download(vm_dir, &package, &version)?;
-            let mut debs = vec![deb];
+            let deb = debs::download(vm_dir, &package, &version, arch)?;
+            let mut downloaded = vec![deb];
             let binary = package.replacen("linux-image-", "linux-binary-", 1);
-            if !deb_has_vmlinuz(&debs[0])? {
+            if !deb_has_vmlinuz(&downloaded[0])? {
                 eprintln!("[{STEP}] {package} has no vmlinuz: the image is in {binary}");
-                debs.push(download(vm_dir, &binary, &version)?);
+                downloaded.push(debs::download(vm_dir, &binary, &version, arch)?);
             }
-            extract(vm_dir, &debs, &package, &dir, keep)?
+            extract(vm_dir, &downloaded, &package, &dir, keep)?
         }
+    };
+    let image = match arch {
+        Arch::X86_64 => vmlinuz.clone(),
+        Arch::Arm64 => arm64_image(&vmlinuz, &dir.join("boot/Image"))?,
     };
     Ok(Kernel {
         label: series.label,
+        arch,
         package,
         version,
         vmlinuz,
+        image,
     })
+}
+
+/// QEMU's `-kernel` boots an arm64 `Image` but not a gzip-compressed one, which Debian's arm64
+/// `vmlinuz` is: decompressed once to `image` (a plain `Image` is copied).
+fn arm64_image(vmlinuz: &Path, image: &Path) -> Result<PathBuf> {
+    if image.is_file() {
+        return Ok(image.to_path_buf());
+    }
+    let mut magic = [0u8; 2];
+    fs::File::open(vmlinuz)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .with_context(|| format!("[vm] reading {}", vmlinuz.display()))?;
+    let partial = image.with_extension("partial");
+    if magic == [0x1f, 0x8b] {
+        let out = fs::File::create(&partial)?;
+        let status = Command::new("gzip")
+            .arg("-dc")
+            .arg(vmlinuz)
+            .stdout(out)
+            .status()
+            .context("[vm] cannot run gzip")?;
+        if !status.success() {
+            bail!("[{STEP}] gzip -dc {} failed ({status})", vmlinuz.display());
+        }
+    } else {
+        fs::copy(vmlinuz, &partial)?;
+    }
+    fs::rename(&partial, image)?;
+    eprintln!("[{STEP}] extracted {}", image.display());
+    Ok(image.to_path_buf())
 }
 
 /// Whether the .deb holds a `vmlinuz` (`dpkg-deb -c`).
@@ -242,14 +324,14 @@ fn is_vmlinuz_path(path: &str) -> bool {
 /// candidate version.
 fn pick_package(series: &Series) -> Result<(String, String)> {
     let search = ["search", "--names-only", series.pattern];
-    let mut found = newest(&apt_cache(&search)?);
+    let mut found = newest(&debs::apt_cache(&search)?);
     if found.is_none() && util::is_root() {
         eprintln!(
             "[{STEP}] no {} kernel in the package lists: apt-get update",
             series.label
         );
         run(STEP, &mut util::apt_get(&["update"]))?;
-        found = newest(&apt_cache(&search)?);
+        found = newest(&debs::apt_cache(&search)?);
     }
     let Some(package) = found else {
         bail!(
@@ -257,38 +339,8 @@ fn pick_package(series: &Series) -> Result<(String, String)> {
             series.pattern
         );
     };
-    let policy = apt_cache(&["policy", &package])?;
-    let version = policy
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:"))
-        .map(|v| v.trim().to_string())
-        .filter(|v| v != "(none)")
-        .with_context(|| format!("[vm] {package} has no installation candidate"))?;
+    let version = debs::candidate(&package, series.arch)?;
     Ok((package, version))
-}
-
-/// The package's .deb in `vm_dir/debs`, downloaded unless cached.
-fn download(vm_dir: &Path, package: &str, version: &str) -> Result<PathBuf> {
-    let debs = vm_dir.join("debs");
-    fs::create_dir_all(&debs)?;
-    if let Some(deb) = find_deb(&debs, package, version) {
-        eprintln!("[{STEP}] {}: cached", deb.display());
-        return Ok(deb);
-    }
-    let t = Instant::now();
-    run(
-        STEP,
-        util::apt_get(&["download", &format!("{package}={version}")]).current_dir(&debs),
-    )?;
-    let deb = find_deb(&debs, package, version)
-        .with_context(|| format!("[vm] apt-get download wrote no {package} {version} .deb"))?;
-    eprintln!(
-        "[{STEP}] downloaded {} ({} MiB, {:.1}s)",
-        deb.display(),
-        fs::metadata(&deb)?.len() >> 20,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(deb)
 }
 
 /// Extracts the `debs` into `dir`, the vmlinuz always as `boot/vmlinuz-<release>` (without the
@@ -328,43 +380,6 @@ fn extract(
     Ok(vmlinuz)
 }
 
-/// `apt-get download` names files `PKG_VERSION_ARCH.deb`, percent-encoding `:` (and maybe
-/// `+` or `~`): compare decoded names.
-fn find_deb(dir: &Path, package: &str, version: &str) -> Option<PathBuf> {
-    let want = format!("{package}_{version}_");
-    fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".deb") && percent_decode(n).starts_with(&want))
-        })
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        match rest
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            Some(b) => {
-                out.push(char::from(b));
-                rest = &rest[i + 3..];
-            }
-            None => {
-                out.push('%');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
     fs::read_dir(dir.join("boot"))
         .ok()?
@@ -399,6 +414,21 @@ mod tests {
     }
 
     #[test]
+    fn all_is_every_series_marked_so_and_a_label_is_its_series() {
+        let chosen = |which| select(which).iter().map(|s| s.label).collect::<Vec<_>>();
+        let all: Vec<&str> = SERIES
+            .iter()
+            .filter(|s| s.in_all)
+            .map(|s| s.label)
+            .collect();
+        assert_eq!(chosen("all"), all);
+        assert_eq!(chosen("arm64-6.1"), ["arm64-6.1"]);
+        assert!(select("arm64-6.1").iter().all(|s| s.arch == Arch::Arm64));
+        assert!(chosen("7.2").is_empty());
+        assert_eq!(labels().last(), Some(&"all"));
+    }
+
+    #[test]
     fn vmlinuz_paths_of_both_layouts() {
         assert!(is_vmlinuz_path("./boot/vmlinuz-6.1.0-57-cloud-amd64"));
         assert!(is_vmlinuz_path(
@@ -418,16 +448,5 @@ mod tests {
                    Conf cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n";
         assert_eq!(removals(sim), ["qemu-utils"]);
         assert!(removals("Inst cpio (2.13)\n").is_empty());
-    }
-
-    #[test]
-    fn deb_names_are_percent_decoded() {
-        assert_eq!(
-            percent_decode(
-                "linux-image-6.12.117%2bdeb12-cloud-amd64_1%3a6.12.117-1%7edeb12u1_amd64.deb"
-            ),
-            "linux-image-6.12.117+deb12-cloud-amd64_1:6.12.117-1~deb12u1_amd64.deb"
-        );
-        assert_eq!(percent_decode("a%zz%"), "a%zz%");
     }
 }

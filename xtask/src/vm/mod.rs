@@ -1,5 +1,6 @@
-//! `cargo xtask vm-test [--kernel 6.1|6.12|all] [--keep] [--prepare-only]`: boot Debian's 6.1
-//! and 6.12 cloud kernels in QEMU (TCG) with the release agent in a busybox initramfs, cause
+//! `cargo xtask vm-test [--kernel SERIES|all] [--jobs N] [--keep] [--prepare-only]`: boot
+//! Debian's cloud kernels in QEMU (TCG), x86-64 (5.10, 6.1, 6.12, the newest) and arm64
+//! (`arm64-6.1`, `arm64-6.12`), with the release agent in a busybox initramfs, cause
 //! memory-cgroup OOM kills (single victims, a `memory.oom.group` kill, multi-threaded victims
 //! with their leader alive and exited) on cgroup v2 and a global OOM, and check
 //! the events of three agents run side by side (OOM context from fentry, from the kprobe
@@ -7,51 +8,68 @@
 //! `oom_kill_lifecycle` line, and a real earlyoom's SIGKILL (Debian's package, unpacked under
 //! `target/vm/earlyoom/`) reported with `killer: "earlyoom"`; each of those SIGKILLs' `sigkill`
 //! line (sender kind `oom_kernel`, `oom_group` or `oom_userspace`, the kill's `oom_id`).
-//! Downloads are cached under `target/vm/`, and so is each kernel's BTF
-//! (`target/vm/<release>/vmlinux.btf`, for the offset tests); `--prepare-only` stops after
-//! those.
+//! Every architecture runs the same guest (`init.sh`) and the same checks; an arm64 guest's
+//! binaries are cross-built (`cross`). Downloads are cached under `target/vm/`, and so is each
+//! kernel's BTF (`target/vm/<release>/vmlinux.btf`, for the offset tests);
+//! `--prepare-only` stops after those.
 //!
-//! The steps, one module each: `kernel` (Debian packages, kernel download) → `btf` (each
-//! kernel's BTF) → `initramfs` (busybox, the agent, `init.sh` as the guest's `/init`) → `qemu`
-//! (one boot, its serial console) → `console` (the console's sections and kernel lines) →
-//! `check` (the boot's checks, and each of the three `agent`s') → `report` (the tables).
-//! `earlyoom` fetches the userspace killer the guest runs; `kernels_doc` rewrites
-//! `docs/kernels.md` from the last console of each kernel.
+//! The steps, one module each: `kernel` (Debian packages, kernel download; `debs`, `arch`) →
+//! `btf` (each kernel's BTF) → `cross` (each architecture's agent, victim and busybox) →
+//! `initramfs` (with `libs`, `earlyoom`, `init.sh` as the guest's `/init`) → `qemu` (one boot,
+//! its serial console) → `console` (the console's sections and kernel lines) → `check` (the
+//! boot's checks, and each of the three `agent`s') → `report` (the tables). `kernels_doc`
+//! rewrites `docs/kernels.md` from the last console of each kernel.
 
 mod agent;
-mod arm64;
+mod arch;
 mod btf;
 mod check;
 mod console;
+mod cross;
+mod debs;
 mod earlyoom;
 mod initramfs;
 mod kernel;
 mod kernels_doc;
+mod libs;
 mod qemu;
 mod report;
 pub mod sources;
 
-use std::{fs, path::Path, time::Instant};
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+    time::Instant,
+};
 
 use anyhow::{bail, Context, Result};
 
-pub use arm64::vm_test_arm64;
+use arch::Arch;
 use check::Check;
-use kernel::{ensure_packages, fetch_kernel, Kernel, BOOT_PACKAGES, BTF_PACKAGES, SERIES};
+pub use kernel::labels as kernel_labels;
+use kernel::{ensure_packages, fetch_kernel, Kernel, BTF_PACKAGES};
 use report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
 
 /// The whole test; with `prepare_only`, only the kernels and their BTF (no build, no boot).
-pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
+/// `jobs`: guests booted at once (0: one per CPU).
+pub fn vm_test(which: &str, jobs: usize, keep: bool, prepare_only: bool) -> Result<()> {
     let started = Instant::now();
     let vm_dir = crate::target_dir().join("vm");
     let (kernels, download_secs) = prepare(which, keep, prepare_only, &vm_dir)?;
     if prepare_only {
         // Also Debian's earlyoom, unpacked (never installed): the host's userspace-killer test
         // runs it from target/vm/earlyoom/.
-        let earlyoom = earlyoom::fetch(&vm_dir)?;
-        eprintln!("[{STEP}] earlyoom: {}", earlyoom.display());
+        let mut arches = architectures(&kernels);
+        arches.extend(Arch::host());
+        for arch in arches {
+            let earlyoom = earlyoom::fetch(&vm_dir, arch)?;
+            eprintln!("[{STEP}] earlyoom: {}", earlyoom.display());
+        }
         eprintln!(
             "[{STEP}] prepared {} kernel(s) and their BTF ({:.1}s); nothing built or booted",
             kernels.len(),
@@ -60,39 +78,22 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
         return Ok(());
     }
 
-    let binary = crate::build(false).context("[vm] step build")?;
     let t = Instant::now();
-    let initrd = vm_dir.join("initramfs").join("initrd.cpio.gz");
-    let staging = vm_dir.join("initramfs").join("root");
-    let earlyoom = earlyoom::fetch(&vm_dir)?;
-    let threads = build_alloc_threads()?;
-    initramfs::build(
-        &binary,
-        &[earlyoom.as_path(), threads.as_path()],
-        &staging,
-        &initrd,
-    )?;
-    if !keep {
-        fs::remove_dir_all(&staging)?;
-    }
-    let initramfs_secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "[{STEP}] initramfs {} ({} KiB, {initramfs_secs:.1}s)",
-        initrd.display(),
-        fs::metadata(&initrd)?.len() / 1024
-    );
-
-    let mut results = Vec::new();
-    for k in &kernels {
-        results.push(boot_and_check(k, &initrd, &vm_dir)?);
-    }
+    let guests = architectures(&kernels)
+        .into_iter()
+        .map(|arch| Guest::build(arch, &vm_dir, keep))
+        .collect::<Result<Vec<_>>>()?;
+    let build_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let results = boot_all(&kernels, &guests, &vm_dir, jobs)?;
+    let boot_secs = t.elapsed().as_secs_f64();
     print_summary(&results);
     if let Err(e) = kernels_doc() {
         eprintln!("[{STEP}] docs/kernels.md not rewritten: {e:#}");
     }
     eprintln!(
-        "[{STEP}] timings: kernels {download_secs:.1}s, initramfs {initramfs_secs:.1}s, {}, \
-         total {:.1}s",
+        "[{STEP}] timings: kernels {download_secs:.1}s, builds and initramfs {build_secs:.1}s, \
+         boots {boot_secs:.1}s ({}), total {:.1}s",
         results
             .iter()
             .map(|r| format!("{} boot-to-poweroff {:.1}s", r.release, r.boot_secs))
@@ -100,6 +101,11 @@ pub fn vm_test(which: &str, keep: bool, prepare_only: bool) -> Result<()> {
             .join(", "),
         started.elapsed().as_secs_f64()
     );
+    verdict(&results)
+}
+
+/// Fails naming every failed check of every kernel.
+fn verdict(results: &[RunResult]) -> Result<()> {
     let failed: Vec<String> = results
         .iter()
         .filter_map(|r| {
@@ -125,6 +131,11 @@ pub fn kernels_doc() -> Result<()> {
     Ok(())
 }
 
+/// The architectures of `kernels`, each once.
+fn architectures(kernels: &[Kernel]) -> BTreeSet<Arch> {
+    kernels.iter().map(|k| k.arch).collect()
+}
+
 /// Steps 1 to 3: packages, then each kernel downloaded and extracted, and its BTF dumped.
 fn prepare(
     which: &str,
@@ -132,17 +143,28 @@ fn prepare(
     prepare_only: bool,
     vm_dir: &Path,
 ) -> Result<(Vec<Kernel>, f64)> {
-    fs::create_dir_all(vm_dir)?;
-    let mut packages = BTF_PACKAGES.to_vec();
-    if !prepare_only {
-        packages.extend(BOOT_PACKAGES);
+    let series = kernel::select(which);
+    if series.is_empty() {
+        bail!(
+            "[{STEP}] unknown --kernel {which:?}: use one of {}",
+            kernel_labels().join(", ")
+        );
     }
-    ensure_packages(&packages)?;
+    fs::create_dir_all(vm_dir)?;
+    let arches: BTreeSet<Arch> = series.iter().map(|s| s.arch).collect();
+    let mut packages: Vec<String> = BTF_PACKAGES.map(String::from).to_vec();
+    for arch in &arches {
+        debs::ensure_architecture(*arch)?;
+        if !prepare_only {
+            packages.extend(kernel::boot_packages(*arch));
+        }
+    }
+    ensure_packages(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
     sources::ensure()?;
 
     let t = Instant::now();
     let mut kernels: Vec<Kernel> = Vec::new();
-    for series in SERIES.iter().filter(|s| which == "all" || which == s.label) {
+    for series in series {
         let kernel = fetch_kernel(series, vm_dir, keep)?;
         // "newest" is one of the others when no newer suite is reachable.
         if let Some(same) = kernels.iter().find(|k| k.package == kernel.package) {
@@ -155,49 +177,124 @@ fn prepare(
         btf::extract(&kernel, vm_dir)?;
         kernels.push(kernel);
     }
-    if kernels.is_empty() {
-        bail!("[{STEP}] unknown --kernel {which:?}: use 5.10, 6.1, 6.12, newest or all");
-    }
     let download_secs = t.elapsed().as_secs_f64();
     eprintln!("[{STEP}] kernels ready ({download_secs:.1}s)");
     Ok((kernels, download_secs))
 }
 
+/// What every guest of one architecture boots with.
+struct Guest {
+    arch: Arch,
+    initrd: PathBuf,
+    /// The boot check of the agent's eBPF object (`check::ebpf_object`).
+    ebpf: Check,
+}
+
+impl Guest {
+    /// The architecture's binaries (`cross`), earlyoom, and the initramfs
+    /// `target/vm/initramfs/<arch>/initrd.cpio.gz`.
+    fn build(arch: Arch, vm_dir: &Path, keep: bool) -> Result<Guest> {
+        let binaries = cross::build(arch, vm_dir)?;
+        let t = Instant::now();
+        let earlyoom = earlyoom::fetch(vm_dir, arch)?;
+        let dir = vm_dir.join("initramfs").join(arch.deb());
+        let (staging, initrd) = (dir.join("root"), dir.join("initrd.cpio.gz"));
+        initramfs::build(&binaries, &[earlyoom.as_path()], &staging, &initrd)?;
+        if !keep {
+            fs::remove_dir_all(&staging)?;
+        }
+        eprintln!(
+            "[{STEP}] initramfs {} ({} KiB, {:.1}s)",
+            initrd.display(),
+            fs::metadata(&initrd)?.len() / 1024,
+            t.elapsed().as_secs_f64()
+        );
+        let ebpf = check::ebpf_object(&binaries);
+        Ok(Guest { arch, initrd, ebpf })
+    }
+}
+
+/// Step 4 and 5 for every kernel, `jobs` guests at a time (each emulated CPU keeps one host
+/// core busy; 0: one per CPU), arm64's (the slowest) first; the results in `kernels`' order.
+fn boot_all(
+    kernels: &[Kernel],
+    guests: &[Guest],
+    vm_dir: &Path,
+    jobs: usize,
+) -> Result<Vec<RunResult>> {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = if jobs == 0 { cpus } else { jobs }.clamp(1, kernels.len().max(1));
+    eprintln!(
+        "[{STEP}] booting {} kernel(s), {jobs} at a time ({cpus} CPUs)",
+        kernels.len()
+    );
+    // Popped from the end: the slowest architecture last in the list.
+    let mut order: Vec<usize> = (0..kernels.len()).rev().collect();
+    order.sort_by_key(|&i| kernels[i].arch);
+    let queue = Mutex::new(order);
+    let done: Mutex<Vec<Option<Result<RunResult>>>> =
+        Mutex::new((0..kernels.len()).map(|_| None).collect());
+    thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some(i) = queue.lock().expect("queue").pop() else {
+                    break;
+                };
+                let k = &kernels[i];
+                let guest = guests.iter().find(|g| g.arch == k.arch);
+                let result = guest
+                    .context("[vm] no guest built for the kernel's architecture")
+                    .and_then(|g| boot_and_check(k, g, vm_dir));
+                done.lock().expect("results")[i] = Some(result);
+            });
+        }
+    });
+    done.into_inner()
+        .expect("results")
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("[vm] a kernel was not booted")))
+        .collect()
+}
+
 /// Step 4 and 5: boot one kernel, capture the serial console, check it.
-fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult> {
+fn boot_and_check(k: &Kernel, guest: &Guest, vm_dir: &Path) -> Result<RunResult> {
     let release = k.release().to_string();
     let out_dir = vm_dir.join(&release);
     fs::create_dir_all(&out_dir)?;
     let log_path = out_dir.join("console.log");
-    let boot = qemu::boot(k, initrd, &log_path)?;
+    let boot = qemu::boot(k, &guest.initrd, &log_path)?;
     let (text, boot_secs) = (&boot.console, boot.secs);
 
     let mut report = check::check_console(text);
-    report.boot.insert(
-        0,
-        Check {
-            name: "qemu",
-            ok: boot.status.is_some_and(|s| s.success()),
-            detail: match boot.status {
-                Some(s) => format!("exited ({s}) after {boot_secs:.1}s"),
-                None => format!("killed after the {}s timeout", qemu::BOOT_TIMEOUT.as_secs()),
-            },
+    let qemu = check::check(
+        "qemu",
+        match boot.status {
+            Some(s) if s.success() => vec![],
+            Some(s) => vec![format!("exited ({s}) after {boot_secs:.1}s")],
+            None => vec![format!(
+                "killed after the {}s timeout",
+                qemu::boot_timeout(k.arch).as_secs()
+            )],
         },
+        format!("exited (exit status: 0) after {boot_secs:.1}s"),
     );
+    report.boot.splice(0..0, [qemu, guest.ebpf.clone()]);
     let uptime = check::guest_uptime(text)
         .map(|u| format!(", guest uptime {u:.1}s at the end"))
         .unwrap_or_default();
-    eprintln!(
-        "[{STEP}] {release}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
-        log_path.display()
-    );
-    let console = console::Console::parse(text);
     let result = RunResult {
         label: k.label,
         release,
         report,
         boot_secs,
     };
+    let console = console::Console::parse(text);
+    let _one_at_a_time = report::PRINT.lock();
+    eprintln!(
+        "[{STEP}] {}: boot to poweroff {boot_secs:.1}s{uptime}; console: {}",
+        result.release,
+        log_path.display()
+    );
     print_run(&result, &console);
     if !result.report.failed().is_empty() && !console.done {
         let log_lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -207,24 +304,4 @@ fn boot_and_check(k: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<RunResult>
         }
     }
     Ok(result)
-}
-
-/// `examples/alloc_threads` (release): the multi-threaded victim of the `m` phase.
-fn build_alloc_threads() -> Result<std::path::PathBuf> {
-    let mut cmd = std::process::Command::new(crate::util::host_cargo());
-    cmd.args([
-        "build",
-        "--release",
-        "-p",
-        "oomwatch",
-        "--example",
-        "alloc_threads",
-    ])
-    .current_dir(crate::util::repo_root());
-    crate::util::run("vm", &mut cmd).context("[vm] cargo build --example alloc_threads")?;
-    let path = crate::target_dir().join("release/examples/alloc_threads");
-    if !path.is_file() {
-        anyhow::bail!("[vm] {} missing after the build", path.display());
-    }
-    Ok(path)
 }

@@ -1,6 +1,7 @@
-//! One boot of a `vm-test` guest: QEMU (TCG, two NUMA nodes) with the kernel and the
-//! initramfs, its serial console copied to a log file and collected, lines the guest's `/init`
-//! marks `OWVM: ` echoed as they come.
+//! One boot of a `vm-test` guest: QEMU (TCG, two NUMA nodes; `qemu-system-x86_64`, or
+//! `qemu-system-aarch64 -M virt` for arm64) with the kernel and the initramfs, its serial
+//! console copied to a log file and collected, lines the guest's `/init` marks `OWVM: ` echoed
+//! as they come.
 
 use std::{
     fs,
@@ -13,13 +14,27 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{kernel::Kernel, STEP};
+use super::{arch::Arch, kernel::Kernel, STEP};
 use crate::util;
 
-const QEMU: &str = "qemu-system-x86_64";
-/// The guest's run takes about a minute once its agents are ready; they may take up to
-/// `initramfs::READY_SECS` (a verifier refusing a program at its complexity limit).
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(super::initramfs::READY_SECS + 180);
+/// The guest's run takes about a minute once its agents are ready (x86-64; arm64's emulation is
+/// slower); they may take up to `initramfs::READY_SECS` (a verifier refusing a program at its
+/// complexity limit).
+pub fn boot_timeout(arch: Arch) -> Duration {
+    let run = match arch {
+        Arch::X86_64 => 180,
+        Arch::Arm64 => 600,
+    };
+    Duration::from_secs(super::initramfs::READY_SECS + run)
+}
+
+/// QEMU's `cpus=` of `n` CPUs: `0`, `0-1`.
+fn cpu_range(n: u32) -> String {
+    match n {
+        0 | 1 => "0".into(),
+        n => format!("0-{}", n - 1),
+    }
+}
 
 /// What one boot gave.
 pub struct Boot {
@@ -31,34 +46,50 @@ pub struct Boot {
     pub console: String,
 }
 
-/// Boot `k` with `initrd`; the console is also written to `log_path`.
-pub fn boot(k: &Kernel, initrd: &Path, log_path: &Path) -> Result<Boot> {
-    let mut cmd = Command::new(QEMU);
-    cmd.args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
+/// QEMU booting `k` with `initrd`, its serial console on stdout.
+fn command(k: &Kernel, initrd: &Path) -> Command {
+    let mut cmd = Command::new(k.arch.qemu());
+    cmd.args(k.arch.qemu_machine())
+        .args(["-m", "512M", "-smp"])
+        .arg(k.arch.cpus().to_string())
+        .arg("-nographic")
         // Two NUMA nodes of 256M (the second without a CPU), so that the `c` phase can confine
         // a task to node 1 with a cpuset and make a CONSTRAINT_CPUSET OOM.
         .args(["-object", "memory-backend-ram,id=n0,size=256M"])
-        .args(["-numa", "node,nodeid=0,cpus=0,memdev=n0"])
+        .arg("-numa")
+        .arg(format!(
+            "node,nodeid=0,cpus={},memdev=n0",
+            cpu_range(k.arch.cpus())
+        ))
         .args(["-object", "memory-backend-ram,id=n1,size=256M"])
         .args(["-numa", "node,nodeid=1,memdev=n1"])
         .args(["-no-reboot", "-kernel"])
-        .arg(&k.vmlinuz)
+        .arg(&k.image)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console={} panic=-1 quiet", k.arch.console()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
+    cmd
+}
+
+/// Boot `k` with `initrd`; the console is also written to `log_path`.
+pub fn boot(k: &Kernel, initrd: &Path, log_path: &Path) -> Result<Boot> {
+    let qemu = k.arch.qemu();
+    let timeout = boot_timeout(k.arch);
+    let mut cmd = command(k, initrd);
     eprintln!(
         "[{STEP}] booting {} ({}), timeout {}s: $ {}",
         k.label,
         k.version,
-        BOOT_TIMEOUT.as_secs(),
+        timeout.as_secs(),
         util::describe(&cmd)
     );
     let started = Instant::now();
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("[vm] cannot start {QEMU}"))?;
+        .with_context(|| format!("[vm] cannot start {qemu}"))?;
     let stdout = child.stdout.take().context("[vm] qemu stdout")?;
     let mut log = fs::File::create(log_path)
         .with_context(|| format!("[vm] cannot create {}", log_path.display()))?;
@@ -82,7 +113,7 @@ pub fn boot(k: &Kernel, initrd: &Path, log_path: &Path) -> Result<Boot> {
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -99,4 +130,15 @@ pub fn boot(k: &Kernel, initrd: &Path, log_path: &Path) -> Result<Boot> {
         secs: boot_secs,
         console: text,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_range;
+
+    #[test]
+    fn numa_node_0_holds_every_cpu() {
+        assert_eq!(cpu_range(1), "0");
+        assert_eq!(cpu_range(2), "0-1");
+    }
 }

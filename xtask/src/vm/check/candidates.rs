@@ -11,21 +11,20 @@
 //! give the same list.
 //!
 //! The check applies when the agent's log names the probe rows; a console of an older agent
-//! passes with a detail saying so. Where the kernel's OOM killer calls a split copy of
-//! `oom_badness` (`oom_badness.part.0` on Debian 11's 5.10), fexit cannot reach it: the fentry
-//! agent's log must then say so for `fexit:oom_badness`, and its candidates must come from
-//! `kretprobe:oom_badness` on that copy ([`expected_probe`]).
+//! passes with a detail saying so. Where the kernel lacks the fexit hook (the OOM killer of
+//! Debian 11's 5.10 calls a split copy, `oom_badness.part.0`, which fexit cannot reach; arm64
+//! 6.1 attaches no fexit at all), the fentry agent's log must say so for `fexit:oom_badness`,
+//! and its candidates must come from `kretprobe:oom_badness` (`source::candidates`).
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 use oomwatch_testkit::oracle::{self, candidates::Setting, pid_of};
 
 use crate::vm::{
     agent::{Agent, KMSG},
     check::oom::{PAGE_SIZE, TOTALPAGES},
-    check::{at, check, Check},
-    console::{key_value, probe_status, Invocation, DISABLED},
+    check::{at, check, source, Check},
+    console::{key_value, probe_status, Invocation, ProbeStatus, DISABLED},
 };
 
 pub const FEXIT: &str = "fexit:oom_badness";
@@ -58,7 +57,8 @@ pub fn check_candidates(
             format!("not applicable: the agent's log names neither {FEXIT} nor {KRETPROBE} (an agent without the oom_badness probe)"),
         );
     }
-    let expected = expected_probe(agent, &status);
+    let from = source::candidates(agent, &status);
+    let expected = from.probe;
     let mut problems = rows_and_metrics(expected, agent, &status, metrics);
     let mut seen = Vec::new();
     let mut notes = Vec::new();
@@ -91,29 +91,16 @@ pub fn check_candidates(
         expected,
         seen.join("\n")
     );
-    if problems.is_empty() {
+    let checked = if problems.is_empty() {
         let mut detail = vec![ok];
         detail.extend(notes);
         check("candidates", vec![], detail.join("\n"))
     } else {
         check("candidates", problems, String::new())
-    }
+    };
+    checked.on(from.fallback)
 }
 
-/// The source the agent's candidates must come from: its own row; for the fentry agent, the
-/// kretprobe row when its log says fexit cannot reach the split copy of `oom_badness` the OOM
-/// killer calls and the kretprobe row attached (to that copy) instead.
-pub fn expected_probe(agent: &Agent, status: &BTreeMap<String, (bool, String)>) -> &'static str {
-    let split = |r: &str| r.contains("GCC split oom_badness");
-    match (status.get(FEXIT), status.get(KRETPROBE)) {
-        (Some((false, why)), Some((true, on)))
-            if agent.candidates_probe == FEXIT && split(why) && on.contains(".part.") =>
-        {
-            KRETPROBE
-        }
-        _ => agent.candidates_probe,
-    }
-}
 /// The kernel suppressed the report (rate limit): no dump to compare with. The probe still
 /// scores, the chosen task first; the dump source has nothing. A note when it is so.
 fn without_a_dump(expected: &str, e: &Value, pid: i64) -> Result<String, String> {
@@ -143,7 +130,7 @@ fn without_a_dump(expected: &str, e: &Value, pid: i64) -> Result<String, String>
 fn rows_and_metrics(
     expected: &str,
     agent: &Agent,
-    status: &BTreeMap<String, (bool, String)>,
+    status: &ProbeStatus,
     metrics: &[String],
 ) -> Vec<String> {
     let mut problems = Vec::new();

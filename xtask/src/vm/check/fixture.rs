@@ -210,6 +210,14 @@ impl Sample {
 }
 
 pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-7.2.log");
+/// A real console of Debian 12's arm64 6.1 guest (`cargo xtask vm-test --kernel arm64-6.1`,
+/// `target/vm/6.1.0-57-cloud-arm64/console.log`, unedited).
+pub(crate) const ARM64_FIXTURE: &str =
+    include_str!("../../../tests/fixtures/vm-console-arm64-6.1.log");
+/// The same guest with an agent that embedded the host's (x86-64) eBPF object instead of the
+/// one built for arm64 (a real run, unedited).
+pub(crate) const ARM64_HOST_EBPF_FIXTURE: &str =
+    include_str!("../../../tests/fixtures/vm-console-arm64-6.1-host-ebpf.log");
 
 /// `text` with `from` replaced by `to` exactly once.
 pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 pub use oomwatch_testkit::oracle::{at, render};
+pub use platform::ebpf_object;
 
 pub mod candidates;
 #[cfg(test)]
@@ -13,7 +14,9 @@ pub mod fixture;
 pub mod global;
 pub mod lifecycle;
 pub mod oom;
+pub mod platform;
 pub mod sigkill;
+pub mod source;
 pub mod threads;
 
 use crate::vm::{
@@ -28,6 +31,9 @@ pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
+    /// The fallback the check accepted because the agent reported that the kernel lacks its
+    /// first choice's hook (`source`), with the agent's reason.
+    pub fallback: Option<String>,
 }
 
 pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Check {
@@ -39,6 +45,14 @@ pub fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Ch
         } else {
             problems.join("\n")
         },
+        fallback: None,
+    }
+}
+
+impl Check {
+    /// The check, marked as passed (or failed) on `fallback`.
+    pub fn on(self, fallback: Option<String>) -> Check {
+        Check { fallback, ..self }
     }
 }
 
@@ -77,6 +91,7 @@ pub fn check_console(text: &str) -> Report {
         threads::boot_check(&c),
     ];
     boot.extend(global::PHASES.iter().map(|phase| phase.boot_check(&c)));
+    boot.push(platform::seccomp(&c));
     let kernel = Kernel {
         console: &c,
         victims: &victims,
@@ -181,9 +196,9 @@ mod tests {
     fn every_check_of_every_agent_passes_on_the_real_sample() {
         let r = check_console(FIXTURE);
         assert!(r.failed().is_empty(), "{r:#?}");
-        // Finished, victims, threaded kills, and the global, manual, allocating-task, cpuset and
-        // memory-policy kills.
-        assert_eq!(r.boot.len(), 8);
+        // Finished, victims, threaded kills, the global, manual, allocating-task, cpuset and
+        // memory-policy kills, and seccomp.
+        assert_eq!(r.boot.len(), 9);
         assert_eq!(
             r.agents
                 .iter()

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use oomwatch_testkit::oracle::{self, oom::Setting, pid_of};
 
 use crate::vm::{
-    agent::{Agent, KMSG},
-    check::{check, Check},
+    agent::KMSG,
+    check::{check, source::Source, Check},
     console::{Invocation, Victim},
     initramfs::MEMORY_MAX,
 };
@@ -19,14 +19,15 @@ pub const PAGE_SIZE: i64 = 4096;
 /// `totalpages` of the test cgroups' OOMs: their `memory.max` in pages (no swap).
 pub const TOTALPAGES: i64 = MEMORY_MAX / PAGE_SIZE;
 
+/// The `oom context` check of one agent's events, whose context must come from `from`.
 pub fn check_oom(
-    agent: &Agent,
+    from: &Source,
     events: &[Value],
     victims: &[Victim],
     invocations: &[Invocation],
 ) -> Check {
     let setting = Setting {
-        source: agent.oom_probe,
+        source: from.probe,
         totalpages: TOTALPAGES,
         page_size: PAGE_SIZE,
     };
@@ -63,8 +64,8 @@ pub fn check_oom(
     let ok_detail = format!(
         "{} events from {}: {}; oom_id {}",
         events.len(),
-        agent.oom_probe,
-        if agent.oom_probe == KMSG {
+        from.probe,
+        if from.probe == KMSG {
             "constraint gfp_mask order badness chosen oom_memcg group_kill message trigger = \
              kernel, trigger.cgroup = victim's when the victim triggered, totalpages \
              oom_memcg_id null"
@@ -74,14 +75,15 @@ pub fn check_oom(
         },
         oom_ids_per_invocation(&ids, invocations)
     );
-    if problems.is_empty() {
+    let checked = if problems.is_empty() {
         let mut detail = vec![ok_detail];
         detail.extend(notes);
         check("oom context", vec![], detail.join("\n"))
     } else {
         problems.extend(notes.into_iter().map(|n| format!("note: {n}")));
         check("oom context", problems, String::new())
-    }
+    };
+    checked.on(from.fallback.clone())
 }
 
 /// One oom_id per invocation, a different one for each invocation.

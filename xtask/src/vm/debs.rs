@@ -1,0 +1,164 @@
+//! Debian packages `vm-test` takes files from without installing them (kernels, earlyoom, the
+//! arm64 busybox): their candidate version, `apt-get download` into `target/vm/debs/` (cached),
+//! `dpkg-deb -x`. A package of another architecture than the host's is `name:arm64` to apt.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{arch::Arch, STEP};
+use crate::util::{self, run};
+
+pub fn apt_cache(args: &[&str]) -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(args)
+        .output()
+        .context("[vm] cannot run apt-cache")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The candidate version of `package` for `arch` (`apt-cache policy`).
+pub fn candidate(package: &str, arch: Arch) -> Result<String> {
+    let name = arch.apt_name(package);
+    apt_cache(&["policy", &name])?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| v != "(none)")
+        .with_context(|| format!("[vm] {name} has no installation candidate"))
+}
+
+/// The package's .deb in `vm_dir/debs`, downloaded unless cached.
+pub fn download(vm_dir: &Path, package: &str, version: &str, arch: Arch) -> Result<PathBuf> {
+    let debs = vm_dir.join("debs");
+    fs::create_dir_all(&debs)?;
+    if let Some(deb) = find_deb(&debs, package, version, arch) {
+        eprintln!("[{STEP}] {}: cached", deb.display());
+        return Ok(deb);
+    }
+    let t = Instant::now();
+    let spec = format!("{}={version}", arch.apt_name(package));
+    run(STEP, util::apt_get(&["download", &spec]).current_dir(&debs))?;
+    let deb = find_deb(&debs, package, version, arch)
+        .with_context(|| format!("[vm] apt-get download wrote no {spec} .deb"))?;
+    eprintln!(
+        "[{STEP}] downloaded {} ({} KiB, {:.1}s)",
+        deb.display(),
+        fs::metadata(&deb)?.len() >> 10,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(deb)
+}
+
+/// `dpkg-deb -x DEB DIR` into a fresh `dir`.
+pub fn unpack(deb: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    run(STEP, Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))
+        .with_context(|| format!("[vm] unpacking {}", deb.display()))
+}
+
+/// `apt-get download` names files `PKG_VERSION_ARCH.deb`, percent-encoding `:` (and maybe
+/// `+` or `~`): compare decoded names.
+fn find_deb(dir: &Path, package: &str, version: &str, arch: Arch) -> Option<PathBuf> {
+    let want = deb_name(package, version, arch);
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| percent_decode(n) == want)
+        })
+}
+
+fn deb_name(package: &str, version: &str, arch: Arch) -> String {
+    format!("{package}_{version}_{}.deb", arch.deb())
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `name` is among dpkg's foreign architectures.
+fn dpkg_has_architecture(name: &str) -> bool {
+    util::probe("dpkg", &["--print-foreign-architectures"]).is_some_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .any(|a| a == name)
+    })
+}
+
+/// A foreign architecture's packages known to apt: `dpkg --add-architecture` and an apt-get
+/// update, once (as root).
+pub fn ensure_architecture(arch: Arch) -> Result<()> {
+    if arch.is_host() || dpkg_has_architecture(arch.deb()) {
+        return Ok(());
+    }
+    if !util::is_root() {
+        bail!(
+            "[{STEP}] {0} is no dpkg architecture here; as root run: dpkg --add-architecture {0} \
+             && apt-get update",
+            arch.deb()
+        );
+    }
+    eprintln!(
+        "[{STEP}] adding the dpkg architecture {} (its kernels, busybox, earlyoom, Rust standard \
+         library): apt-get update",
+        arch.deb()
+    );
+    run(
+        STEP,
+        Command::new("dpkg").args(["--add-architecture", arch.deb()]),
+    )?;
+    run(STEP, &mut util::apt_get(&["update"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb_names_are_percent_decoded() {
+        assert_eq!(
+            percent_decode(
+                "linux-image-6.12.117%2bdeb12-cloud-amd64_1%3a6.12.117-1%7edeb12u1_amd64.deb"
+            ),
+            deb_name(
+                "linux-image-6.12.117+deb12-cloud-amd64",
+                "1:6.12.117-1~deb12u1",
+                Arch::X86_64
+            )
+        );
+        assert_eq!(
+            percent_decode("busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb"),
+            deb_name("busybox-static", "1:1.35.0-4+deb12u1+b1", Arch::Arm64)
+        );
+        assert_eq!(percent_decode("a%zz%"), "a%zz%");
+    }
+}
