@@ -78,10 +78,12 @@ pub static SERIES: [Series; 6] = [
         in_all: true,
         pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-arm64$",
     },
+    // Not in `all`, to keep `cargo xtask test` within its 30 minutes on a 2-core machine:
+    // `--kernel arm64-6.12` boots it (every check passed on 6.12.118+deb12-cloud-arm64).
     Series {
         label: "arm64-6.12",
         arch: Arch::Arm64,
-        in_all: true,
+        in_all: false,
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-arm64$",
     },
 ];
