@@ -297,38 +297,29 @@ impl Run<'_> {
     /// 1b: the same storm with `--stacks none`, against which the main storm's stacks are
     /// weighed (kill → record, CPU per record, peak RSS with the symbol caches warm).
     fn stacks_off(&self, r: &mut Report) -> Result<()> {
-        let cfg = self.cfg;
-        let a = self.start("stacks-off", &["--stacks".to_string(), "none".to_string()])?;
-        thread::sleep(Duration::from_secs(1));
-        phases::settle(a.pid, Duration::from_secs(30))?;
-        r.storm_stacks_off = Some(phases::storm(
-            &a,
-            "stacks-off",
-            cfg.cgroups,
-            cfg.kills_per_cgroup,
-            cfg.limit,
-            None,
-        )?);
-        check_agent_output(&a)?;
-        a.stop()
+        let args = ["--stacks".to_string(), "none".to_string()];
+        r.storm_stacks_off = Some(self.settled_storm("stacks-off", &args)?);
+        Ok(())
     }
 
     /// Section 1's storm alone on a default agent (the reference of `OOMWATCH_BENCH_ONLY=sigkills`).
     fn storm_alone(&self, r: &mut Report) -> Result<()> {
+        r.storm = self.settled_storm("storm", &[])?;
+        Ok(())
+    }
+
+    /// Section 1's storm on a fresh agent started with `args`, once it has settled; the agent
+    /// is stopped after its output is checked. (`tag` names the agent and the storm's cgroups;
+    /// the default agent is named `a`.)
+    fn settled_storm(&self, tag: &str, args: &[String]) -> Result<phases::Storm> {
         let cfg = self.cfg;
-        let a = self.start("a", &[])?;
+        let a = self.start(if args.is_empty() { "a" } else { tag }, args)?;
         thread::sleep(Duration::from_secs(1));
         phases::settle(a.pid, Duration::from_secs(30))?;
-        r.storm = phases::storm(
-            &a,
-            "storm",
-            cfg.cgroups,
-            cfg.kills_per_cgroup,
-            cfg.limit,
-            None,
-        )?;
+        let storm = phases::storm(&a, tag, cfg.cgroups, cfg.kills_per_cgroup, cfg.limit, None)?;
         check_agent_output(&a)?;
-        a.stop()
+        a.stop()?;
+        Ok(storm)
     }
 
     /// 1c: the storm with `--sigkills false`, then a SIGKILL storm during an OOM storm on a
