@@ -346,18 +346,27 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The agent's TCP sockets on `port` that may still hold data: (all of them, those the agent
 /// still holds open — ESTABLISHED or CLOSE_WAIT —, bytes queued to all of them).
 fn server_sockets(port: u16, pid: u32) -> (usize, usize, u64) {
+    // /proc/net/tcp is read in pages while connections come and go, so a socket can be listed
+    // twice (the table's walk resumes by position): each socket counts once, by its 4-tuple.
+    // (Counting lines, a CI run saw 474 and 600 "held" sockets for 200 slow readers.)
+    let mut seen = std::collections::HashSet::new();
     let (mut n, mut held, mut queued) = (0, 0, 0);
     let owned = socket_inodes(pid);
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+            let (Some(local), Some(remote), Some(state), Some(queues)) =
+                (f.get(1), f.get(2), f.get(3), f.get(4))
+            else {
                 continue;
             };
             let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
             // ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK: states that may still hold data.
             if local_port != Some(Ok(port)) || !matches!(*state, "01" | "04" | "08" | "09") {
+                continue;
+            }
+            if !seen.insert((local.to_string(), remote.to_string())) {
                 continue;
             }
             n += 1;
