@@ -6,14 +6,16 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::sys;
+use super::{
+    storm::{memory_mount, remove_cgroup},
+    sys,
+};
 
 const SIGKILL: i32 = 9;
 /// How long a sleeper sleeps at most (they are killed long before; this bounds any orphan).
@@ -350,38 +352,9 @@ impl Drop for Tree {
             }
         }
         for dir in self.dirs.iter().rev() {
-            for _ in 0..50 {
-                if fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
+            remove_cgroup(dir);
         }
     }
-}
-
-/// The memory controller's hierarchy: the cgroup v1 `memory` mount, else the v2 mount.
-fn memory_mount() -> Result<(PathBuf, bool)> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    let mut v2 = None;
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mount) = left.split(' ').nth(4).map(PathBuf::from) else {
-            continue;
-        };
-        let mut r = right.split(' ');
-        match (r.next(), r.nth(1)) {
-            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "memory") => {
-                return Ok((mount, false))
-            }
-            (Some("cgroup2"), _) => v2 = v2.or(Some(mount)),
-            _ => {}
-        }
-    }
-    v2.map(|m| (m, true))
-        .context("no memory cgroup hierarchy is mounted")
 }
 
 /// Real processes parked in the tree's leaves (`sleep`), killed and reaped on drop.

@@ -81,19 +81,24 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         for dir in &self.dirs {
-            for _ in 0..50 {
-                if fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
+            remove_cgroup(dir);
         }
+    }
+}
+
+/// Removes the (emptied) cgroup `dir`, retrying for up to 5 s while its last tasks exit.
+pub(super) fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        if fs::remove_dir(dir).is_ok() || !dir.exists() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// The memory controller's hierarchy: the cgroup v1 `memory` mount, else a v2 mount that has
 /// the memory controller.
-fn memory_mount() -> Result<(PathBuf, bool)> {
+pub(super) fn memory_mount() -> Result<(PathBuf, bool)> {
     let text = fs::read_to_string("/proc/self/mountinfo")?;
     for line in text.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
