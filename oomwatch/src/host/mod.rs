@@ -246,24 +246,10 @@ impl HostCollectors {
         prelude: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     ) -> std::io::Result<()> {
         let me = Arc::clone(self);
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("oomwatch-headroom".into())
-            .spawn(move || {
-                let r = prelude();
-                let failed = r.is_err();
-                let _ = ready_tx.send(r);
-                if failed {
-                    return;
-                }
-                loop {
-                    me.refresh_headroom();
-                    std::thread::sleep(every);
-                }
-            })?;
-        ready
-            .recv()
-            .map_err(|_| std::io::Error::other("the headroom thread died"))??;
+        crate::sys::thread::spawn_after("oomwatch-headroom", prelude, move || loop {
+            me.refresh_headroom();
+            std::thread::sleep(every);
+        })?;
         self.headroom_background
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())

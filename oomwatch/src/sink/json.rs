@@ -74,30 +74,18 @@ impl JsonLines {
         prelude: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<String>(capacity.max(1));
-        let (ready_tx, ready) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let s = Arc::clone(&stats);
-        let thread = std::thread::Builder::new()
-            .name("oomwatch-stdout".into())
-            .spawn(move || {
-                let r = prelude();
-                let failed = r.is_err();
-                let _ = ready_tx.send(r);
-                if failed {
+        let thread = crate::sys::thread::spawn_after("oomwatch-stdout", prelude, move || {
+            for line in rx {
+                let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+                s.queued.fetch_sub(1, Ordering::Relaxed);
+                if let Err(e) = r {
+                    *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
                 }
-                for line in rx {
-                    let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-                    s.queued.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(e) = r {
-                        *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        return;
-                    }
-                }
-            })?;
-        ready
-            .recv()
-            .map_err(|_| io::Error::other("the stdout writer thread died"))??;
+            }
+        })?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),

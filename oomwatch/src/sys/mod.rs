@@ -9,3 +9,4 @@ pub mod owned_dir;
 pub mod procfs;
 pub mod seccomp;
 pub mod text;
+pub mod thread;

@@ -1,0 +1,51 @@
+//! Threads that run a prelude (the agent drops the thread's capabilities there) before their
+//! work, and whose spawner waits for that prelude's result.
+
+use std::{io, sync::mpsc, thread::JoinHandle};
+
+/// Spawns thread `name`: it runs `prelude`, reports its result, and only when it succeeded runs
+/// `work`. Returns once the prelude has run: its error, or the thread's handle.
+pub fn spawn_after(
+    name: &str,
+    prelude: impl FnOnce() -> io::Result<()> + Send + 'static,
+    work: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    let (ready_tx, ready) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let r = prelude();
+            let failed = r.is_err();
+            let _ = ready_tx.send(r);
+            if !failed {
+                work();
+            }
+        })?;
+    ready
+        .recv()
+        .map_err(|_| io::Error::other(format!("the {name} thread died")))??;
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_runs_only_after_a_prelude_that_succeeded() {
+        let (tx, rx) = mpsc::channel();
+        let h = spawn_after("t-ok", || Ok(()), move || tx.send(1).unwrap()).unwrap();
+        h.join().unwrap();
+        assert_eq!(rx.try_recv(), Ok(1));
+
+        let (tx, rx) = mpsc::channel::<i32>();
+        let err = spawn_after(
+            "t-err",
+            || Err(io::Error::other("no")),
+            move || tx.send(2).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no");
+        assert!(rx.recv().is_err(), "the work never ran");
+    }
+}
