@@ -1,5 +1,6 @@
 //! The guest's binaries for one architecture: the release agent, `examples/alloc_threads` (the
-//! multi-threaded victim) and busybox.
+//! multi-threaded victim, compiled by `rustc` against the agent build's `libc` into
+//! `target/vm/bin/<arch>/`) and busybox.
 //!
 //! For the host's architecture they are the ordinary release build and the host's busybox. For
 //! another one (arm64 on an x86-64 host) the agent and the example are cross-built with
@@ -47,14 +48,7 @@ pub struct GuestBinaries {
 pub fn build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
     let t = Instant::now();
     let guest = if arch.is_host() {
-        GuestBinaries {
-            arch,
-            agent: crate::build(false).context("[vm] step build")?,
-            alloc_threads: build_alloc_threads()?,
-            ebpf_object: crate::ebpf::object_path(),
-            busybox: PathBuf::from(HOST_BUSYBOX),
-            sysroot: None,
-        }
+        host_build(arch, vm_dir)?
     } else {
         cross_build(arch, vm_dir)?
     };
@@ -72,14 +66,33 @@ pub fn build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
     Ok(guest)
 }
 
-/// `examples/alloc_threads` (release) for the host.
-fn build_alloc_threads() -> Result<PathBuf> {
-    let mut cmd = Command::new(util::host_cargo());
-    cmd.args(["build", "--release", "-p", "oomwatch"])
-        .args(["--example", "alloc_threads"])
+/// The release agent (`cargo xtask build`), then the example against its libc.
+fn host_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
+    let agent = crate::build(false).context("[vm] step build")?;
+    // The same build again (fresh: nothing is compiled), for the path of its libc.
+    let cargo = util::host_cargo();
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--release", "-p", "oomwatch", "--bin", "oomwatch"])
+        .args(["--message-format", "json-render-diagnostics"])
         .current_dir(util::repo_root());
-    run(STEP, &mut cmd).context("[vm] cargo build --example alloc_threads")?;
-    Ok(crate::target_dir().join("release/examples/alloc_threads"))
+    let libc = libc_of(&mut cmd)?;
+    // The rustc of that cargo's toolchain (rustup puts them side by side).
+    let rustc = cargo.with_file_name("rustc");
+    let rustc = if rustc.is_file() {
+        rustc
+    } else {
+        "rustc".into()
+    };
+    let alloc_threads = vm_dir.join("bin").join(arch.deb()).join("alloc_threads");
+    rustc_alloc_threads(Command::new(rustc), &libc, &alloc_threads)?;
+    Ok(GuestBinaries {
+        arch,
+        agent,
+        alloc_threads,
+        ebpf_object: crate::ebpf::object_path(),
+        busybox: PathBuf::from(HOST_BUSYBOX),
+        sysroot: None,
+    })
 }
 
 /// The eBPF object for `arch`, then the agent embedding it, for `arch`'s Rust target with
@@ -92,32 +105,28 @@ fn cross_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
     let mut cmd = Command::new(DEBIAN_CARGO);
     util::scrub_cargo_env(&mut cmd);
     cmd.args(["build", "--release", "-p", "oomwatch", "--bin", "oomwatch"])
-        .args([
-            "--target",
-            target,
-            "--message-format",
-            "json-render-diagnostics",
-        ])
+        .args(["--target", target])
+        .args(["--message-format", "json-render-diagnostics"])
         .env("RUSTC", DEBIAN_RUSTC)
         .env("CARGO_TARGET_DIR", &target_dir)
         .env(linker_variable(target), linker(arch))
         .env("OOMWATCH_EBPF_OBJECT", &object)
         .current_dir(util::repo_root());
     let t = Instant::now();
-    let libc = build_for_artifacts(&mut cmd)?
-        .into_iter()
-        .find(|a| a.ends_with(".rlib") && a.contains("/liblibc-"))
-        .context("[vm] the agent's cross-build compiled no libc")?;
-    let release = target_dir.join(target).join("release");
-    let alloc_threads = release.join("alloc_threads");
-    rustc_alloc_threads(arch, Path::new(&libc), &alloc_threads)?;
+    let libc = libc_of(&mut cmd)?;
+    let alloc_threads = vm_dir.join("bin").join(arch.deb()).join("alloc_threads");
+    let mut rustc = Command::new(DEBIAN_RUSTC);
+    rustc
+        .args(["--target", target, "-C"])
+        .arg(format!("linker={}", linker(arch)));
+    rustc_alloc_threads(rustc, &libc, &alloc_threads)?;
     eprintln!(
         "[{STEP}] cross-build for {target}: {:.1}s",
         t.elapsed().as_secs_f64()
     );
     Ok(GuestBinaries {
         arch,
-        agent: release.join("oomwatch"),
+        agent: target_dir.join(target).join("release/oomwatch"),
         alloc_threads,
         ebpf_object: object,
         busybox: fetch_busybox(arch, vm_dir)?,
@@ -138,9 +147,10 @@ fn linker(arch: Arch) -> String {
     format!("{}-gcc", arch.gnu_triple())
 }
 
-/// Runs a `cargo build --message-format json-render-diagnostics` (its diagnostics and progress
-/// on stderr) and returns the files of every compiler artifact it reports.
-fn build_for_artifacts(cmd: &mut Command) -> Result<Vec<String>> {
+/// Runs a `cargo build --message-format json-render-diagnostics` of the agent (its
+/// diagnostics and progress on stderr) and returns the `libc` rlib among the artifacts it
+/// reports.
+fn libc_of(cmd: &mut Command) -> Result<PathBuf> {
     eprintln!("[{STEP}] $ {}", util::describe(cmd));
     let out = cmd
         .stdout(Stdio::piped())
@@ -150,7 +160,11 @@ fn build_for_artifacts(cmd: &mut Command) -> Result<Vec<String>> {
     if !out.status.success() {
         bail!("[{STEP}] cargo build failed ({})", out.status);
     }
-    Ok(artifacts(&String::from_utf8_lossy(&out.stdout)))
+    artifacts(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .find(|a| a.ends_with(".rlib") && a.contains("/liblibc-"))
+        .map(PathBuf::from)
+        .context("[vm] the agent's build reported no libc rlib")
 }
 
 /// The `filenames` of cargo's `compiler-artifact` messages.
@@ -165,24 +179,22 @@ fn artifacts(messages: &str) -> Vec<String> {
         .collect()
 }
 
-/// `examples/alloc_threads`, whose only dependency is libc, built by rustc against the agent's
-/// `libc` rlib: cargo would build the package's dev-dependencies for an example (the gRPC
-/// stack of the agent's container tests, and the agent's library again with its test knobs).
-fn rustc_alloc_threads(arch: Arch, libc: &Path, out: &Path) -> Result<()> {
+/// `examples/alloc_threads`, whose only dependency is libc, built by `rustc` (the agent's
+/// compiler, with its target and linker) against the agent build's `libc` rlib, optimised as
+/// the release profile: cargo would build the package's dev-dependencies for an example (the
+/// gRPC stack of the agent's container tests, and the agent's library again with its test
+/// knobs: minutes).
+fn rustc_alloc_threads(mut rustc: Command, libc: &Path, out: &Path) -> Result<()> {
     let source = util::repo_root().join("oomwatch/examples/alloc_threads.rs");
     let deps = libc
         .parent()
         .context("[vm] libc rlib without a directory")?;
-    let mut cmd = Command::new(DEBIAN_RUSTC);
-    cmd.args(["--edition", "2021", "--crate-type", "bin"])
-        .args([
-            "--crate-name",
-            "alloc_threads",
-            "--target",
-            arch.rust_target(),
-        ])
-        .args(["-C", "opt-level=3", "-C"])
-        .arg(format!("linker={}", linker(arch)))
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    rustc
+        .args(["--edition", "2021", "--crate-type", "bin"])
+        .args(["--crate-name", "alloc_threads", "-C", "opt-level=3"])
         .arg("--extern")
         .arg(format!("libc={}", libc.display()))
         .arg("-L")
@@ -190,7 +202,7 @@ fn rustc_alloc_threads(arch: Arch, libc: &Path, out: &Path) -> Result<()> {
         .arg("-o")
         .arg(out)
         .arg(source);
-    run(STEP, &mut cmd).context("[vm] rustc examples/alloc_threads.rs")
+    run(STEP, &mut rustc).context("[vm] rustc examples/alloc_threads.rs")
 }
 
 /// Debian's `busybox-static` of `arch`: its `bin/busybox`, unpacked under

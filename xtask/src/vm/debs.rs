@@ -24,13 +24,44 @@ pub fn apt_cache(args: &[&str]) -> Result<String> {
 
 /// The candidate version of `package` for `arch` (`apt-cache policy`).
 pub fn candidate(package: &str, arch: Arch) -> Result<String> {
-    let name = arch.apt_name(package);
-    apt_cache(&["policy", &name])?
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:"))
-        .map(|v| v.trim().to_string())
-        .filter(|v| v != "(none)")
-        .with_context(|| format!("[vm] {name} has no installation candidate"))
+    candidates(&[(package, arch)]).map(|mut v| v.remove(0))
+}
+
+/// The candidate versions of several packages, in one `apt-cache policy` (each apt-cache run
+/// loads the package lists: seconds).
+pub fn candidates(packages: &[(&str, Arch)]) -> Result<Vec<String>> {
+    let names: Vec<String> = packages.iter().map(|(p, a)| a.apt_name(p)).collect();
+    let mut args = vec!["policy"];
+    args.extend(names.iter().map(String::as_str));
+    let policy = parse_policy(&apt_cache(&args)?);
+    names
+        .iter()
+        .map(|name| {
+            policy
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.clone())
+                .with_context(|| format!("[vm] {name} has no installation candidate"))
+        })
+        .collect()
+}
+
+/// `NAME:` (as asked, `name:arm64` for a foreign one) and its `Candidate:` of `apt-cache
+/// policy` output; `None` for `(none)`.
+fn parse_policy(text: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            if let Some(name) = line.trim_end().strip_suffix(':') {
+                out.push((name.to_string(), None));
+            }
+        } else if let Some(v) = line.trim().strip_prefix("Candidate:") {
+            if let Some(last) = out.last_mut() {
+                last.1 = Some(v.trim().to_string()).filter(|v| v != "(none)");
+            }
+        }
+    }
+    out
 }
 
 /// The package's .deb in `vm_dir/debs`, downloaded unless cached.
@@ -142,6 +173,24 @@ pub fn ensure_architecture(arch: Arch) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_of_native_and_foreign_packages() {
+        let policy = "linux-image-6.1.0-57-cloud-amd64:\n  Installed: (none)\n  \
+                      Candidate: 6.1.192-3\n  Version table:\n     6.1.192-3 500\n        \
+                      500 http://deb.debian.org/debian-security bookworm-security/main amd64 \
+                      Packages\nearlyoom:arm64:\n  Installed: (none)\n  Candidate: (none)\n";
+        assert_eq!(
+            parse_policy(policy),
+            [
+                (
+                    "linux-image-6.1.0-57-cloud-amd64".to_string(),
+                    Some("6.1.192-3".to_string())
+                ),
+                ("earlyoom:arm64".to_string(), None)
+            ]
+        );
+    }
 
     #[test]
     fn deb_names_are_percent_decoded() {

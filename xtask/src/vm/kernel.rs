@@ -4,9 +4,9 @@
 
 use std::{
     fs,
-    io::Read,
+    io::{Read, Write},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::Instant,
 };
 
@@ -228,13 +228,18 @@ fn newest(search_output: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Step 2: pick the newest package of a series, download and extract it (both cached). Newer
+/// Step 2: download and extract the package picked for a series ([`pick_packages`]; both
+/// cached). Newer
 /// Debian kernels ship the image in a package of its own, `linux-binary-<release>` (vmlinuz
 /// under `usr/lib/modules/<release>/`), which `linux-image-<release>` depends on: it is fetched
 /// too when the image package has no vmlinuz.
-pub fn fetch_kernel(series: &Series, vm_dir: &Path, keep: bool) -> Result<Kernel> {
+pub fn fetch_kernel(
+    series: &Series,
+    (package, version): (String, String),
+    vm_dir: &Path,
+    keep: bool,
+) -> Result<Kernel> {
     let arch = series.arch;
-    let (package, version) = pick_package(series)?;
     eprintln!("[{STEP}] kernel {}: {package} {version}", series.label);
     let dir = vm_dir.join(&package);
     let vmlinuz = match find_vmlinuz(&dir) {
@@ -322,27 +327,67 @@ fn is_vmlinuz_path(path: &str) -> bool {
             && name == "vmlinuz")
 }
 
-/// The newest package of `series` (after an apt-get update if none is listed) and its
+/// Every cloud kernel image package of both architectures (one `apt-cache search`: each
+/// apt-cache run loads the package lists).
+const CLOUD_IMAGES: &str = r"^linux-image-.*-cloud-(amd64|arm64)$";
+
+/// The newest package of each series (after an apt-get update if one has none) and its
 /// candidate version.
-fn pick_package(series: &Series) -> Result<(String, String)> {
-    let search = ["search", "--names-only", series.pattern];
-    let mut found = newest(&debs::apt_cache(&search)?);
-    if found.is_none() && util::is_root() {
-        eprintln!(
-            "[{STEP}] no {} kernel in the package lists: apt-get update",
-            series.label
-        );
+pub fn pick_packages(series: &[&Series]) -> Result<Vec<(String, String)>> {
+    let search = ["search", "--names-only", CLOUD_IMAGES];
+    let mut listed = debs::apt_cache(&search)?;
+    let mut found = newest_of_each(series, &listed)?;
+    if found.iter().any(Option::is_none) && util::is_root() {
+        eprintln!("[{STEP}] a kernel series is not in the package lists: apt-get update");
         run(STEP, &mut util::apt_get(&["update"]))?;
-        found = newest(&debs::apt_cache(&search)?);
+        listed = debs::apt_cache(&search)?;
+        found = newest_of_each(series, &listed)?;
     }
-    let Some(package) = found else {
-        bail!(
-            "[{STEP}] no package matches {} (run apt-get update as root)",
-            series.pattern
-        );
-    };
-    let version = debs::candidate(&package, series.arch)?;
-    Ok((package, version))
+    let packages = series
+        .iter()
+        .zip(found)
+        .map(|(s, p)| {
+            p.with_context(|| {
+                format!(
+                    "[{STEP}] no package matches {} (run apt-get update as root)",
+                    s.pattern
+                )
+            })
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let asked: Vec<(&str, Arch)> = packages
+        .iter()
+        .zip(series)
+        .map(|(p, s)| (p.as_str(), s.arch))
+        .collect();
+    let versions = debs::candidates(&asked)?;
+    Ok(packages.into_iter().zip(versions).collect())
+}
+
+/// For each series, the newest of the `listed` packages its pattern matches (`grep -E`).
+fn newest_of_each(series: &[&Series], listed: &str) -> Result<Vec<Option<String>>> {
+    series
+        .iter()
+        .map(|s| {
+            let mut grep = Command::new("grep");
+            grep.args(["-E", "--", s.pattern])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+            let mut child = grep.spawn().context("[vm] cannot run grep")?;
+            let names: String = listed
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(|n| format!("{n}\n"))
+                .collect();
+            child
+                .stdin
+                .take()
+                .context("[vm] grep stdin")?
+                .write_all(names.as_bytes())?;
+            let out = child.wait_with_output()?;
+            Ok(newest(&String::from_utf8_lossy(&out.stdout)))
+        })
+        .collect()
 }
 
 /// Extracts the `debs` into `dir`, the vmlinuz always as `boot/vmlinuz-<release>` (without the
@@ -428,6 +473,29 @@ mod tests {
         assert!(select("arm64-6.1").iter().all(|s| s.arch == Arch::Arm64));
         assert!(chosen("7.2").is_empty());
         assert_eq!(labels().last(), Some(&"all"));
+    }
+
+    #[test]
+    fn one_search_gives_the_newest_package_of_each_series() {
+        let listed = "linux-image-6.1.0-9-cloud-amd64 - Linux 6.1\n\
+                      linux-image-6.1.0-57-cloud-amd64 - Linux 6.1\n\
+                      linux-image-6.1.0-57-cloud-arm64 - Linux 6.1 for arm64\n\
+                      linux-image-6.12.118+deb12-cloud-arm64 - Linux 6.12 for arm64\n\
+                      linux-image-7.2.13+deb14-cloud-amd64 - Linux 7.2\n";
+        let series: Vec<&Series> = ["6.1", "arm64-6.1", "arm64-6.12", "5.10", "newest"]
+            .iter()
+            .flat_map(|l| select(l))
+            .collect();
+        assert_eq!(
+            newest_of_each(&series, listed).unwrap(),
+            [
+                Some("linux-image-6.1.0-57-cloud-amd64".to_string()),
+                Some("linux-image-6.1.0-57-cloud-arm64".to_string()),
+                Some("linux-image-6.12.118+deb12-cloud-arm64".to_string()),
+                None,
+                Some("linux-image-7.2.13+deb14-cloud-amd64".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -111,14 +111,15 @@ fn hooks(console: &Console) -> BTreeMap<&'static str, (&'static str, String)> {
         let Some((attached, detail)) = seen else {
             continue;
         };
-        let earlier_failed = HOOKS
+        // A fallback: the first row of its family that attached, after rows that could not.
+        let earlier: Vec<&str> = HOOKS
             .iter()
             .take_while(|(h, _)| *h != hook)
             .filter(|(_, f)| *f == family)
-            .any(|(h, _)| {
-                out.get(h)
-                    .is_some_and(|(s, _): &(&str, String)| *s != "attached")
-            });
+            .map(|(h, _)| *h)
+            .collect();
+        let unavailable = |h: &&str| out.get(h).is_some_and(|(s, _)| *s == "unavailable");
+        let earlier_failed = !earlier.is_empty() && earlier.iter().all(unavailable);
         let state = match (attached, earlier_failed) {
             (true, false) => "attached",
             (true, true) => "fallback",
@@ -278,7 +279,7 @@ fn render(runs: &[Run]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::check::fixture::FIXTURE;
+    use crate::vm::check::fixture::{ARM64_FIXTURE, FIXTURE};
 
     #[test]
     fn the_fixture_console_gives_a_row_per_hook_and_its_fields() {
@@ -294,5 +295,19 @@ mod tests {
             "{doc}"
         );
         assert!(doc.contains("### 7.2.13+deb14-cloud-amd64"), "{doc}");
+    }
+
+    #[test]
+    fn on_arm64_6_1_the_kprobe_is_the_fallback_and_the_kernel_log_stays_attached() {
+        let r = run("6.1.0-57-cloud-arm64".into(), ARM64_FIXTURE);
+        assert_eq!(r.arch, Arch::Arm64);
+        let state = |hook: &str| r.hooks.get(hook).map(|h| h.0);
+        assert_eq!(state("fentry:oom_kill_process"), Some("unavailable"));
+        assert_eq!(state("kprobe:oom_kill_process"), Some("fallback"));
+        assert_eq!(state("kmsg:oom_report"), Some("attached"));
+        assert_eq!(state("fexit:oom_badness"), Some("unavailable"));
+        assert_eq!(state("kretprobe:oom_badness"), Some("fallback"));
+        let doc = render(&[run("7.2.13+deb14-cloud-amd64".into(), FIXTURE), r]);
+        assert!(doc.contains("| architecture | x86_64 | aarch64 |"), "{doc}");
     }
 }

@@ -163,9 +163,10 @@ fn prepare(
     sources::ensure()?;
 
     let t = Instant::now();
+    let picked = kernel::pick_packages(&series)?;
     let mut kernels: Vec<Kernel> = Vec::new();
-    for series in series {
-        let kernel = fetch_kernel(series, vm_dir, keep)?;
+    for (series, package) in series.into_iter().zip(picked) {
+        let kernel = fetch_kernel(series, package, vm_dir, keep)?;
         // "newest" is one of the others when no newer suite is reachable.
         if let Some(same) = kernels.iter().find(|k| k.package == kernel.package) {
             eprintln!(
