@@ -21,10 +21,14 @@ pub struct ExeOffsets {
     pub file_dentry: u32,
     pub dentry_parent: u32,
     pub dentry_name: u32,
+    /// `mm_struct.start_code` and `end_code`: where the program's code is mapped, so that a
+    /// position-independent program's addresses map back to its file once it has exited.
+    pub mm_start_code: u32,
+    pub mm_end_code: u32,
     pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ExeOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<ExeOffsets>() == 32);
 
 impl ExeOffsets {
     pub const ABSENT: Self = Self {
@@ -33,6 +37,8 @@ impl ExeOffsets {
         file_dentry: crate::OFFSET_ABSENT,
         dentry_parent: crate::OFFSET_ABSENT,
         dentry_name: crate::OFFSET_ABSENT,
+        mm_start_code: crate::OFFSET_ABSENT,
+        mm_end_code: crate::OFFSET_ABSENT,
         _pad0: 0,
     };
 }
@@ -97,6 +103,10 @@ pub struct StackRecord {
     /// its mount's root (the path as seen inside the trigger's mount namespace root when it is
     /// on the root file system).
     pub exe_depth: u32,
+    /// The trigger's `mm->start_code` and `mm->end_code` (0 when not read): the program's
+    /// code at `start_code` is its file's first executable segment.
+    pub start_code: u64,
+    pub end_code: u64,
     pub kernel: [u64; MAX_STACK_DEPTH],
     pub user: [u64; MAX_STACK_DEPTH],
     pub user_build_ids: [BuildIdFrame; MAX_STACK_DEPTH],
@@ -106,7 +116,7 @@ pub struct StackRecord {
 
 const _: () = assert!(
     core::mem::size_of::<StackRecord>()
-        == 40 + 64 * 8 * 2 + 64 * 32 + EXE_PATH_DEPTH * EXE_NAME_LEN
+        == 56 + 64 * 8 * 2 + 64 * 32 + EXE_PATH_DEPTH * EXE_NAME_LEN
 );
 
 impl StackRecord {

@@ -102,8 +102,13 @@ pub fn capture<C: EbpfContext>(ctx: &C, ktime_ns: u64, trigger_pid: i32, trigger
         }
         (*rec).present = present;
         (*rec).exe_depth = 0;
+        (*rec).start_code = 0;
+        (*rec).end_code = 0;
         if mode == stack_mode::ALL {
             (*rec).exe_depth = exe_path(ctx, &mut (*rec).exe_path);
+            let (start, end) = code_range(ctx);
+            (*rec).start_code = start;
+            (*rec).end_code = end;
         }
     }
     entry.submit(0);
@@ -120,6 +125,25 @@ fn exe_path<C: EbpfContext>(
     // bpf_probe_read_kernel.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
     exe_components(ctx, task, out)
+}
+
+/// The running task's `mm->start_code` and `mm->end_code` (0, 0 when unreadable): where its
+/// program's code is mapped, for a position-independent program's frames once it is gone.
+#[inline(always)]
+fn code_range<C: EbpfContext>(ctx: &C) -> (u64, u64) {
+    let off = crate::globals::get(&EXE_OFFSETS);
+    // SAFETY: bpf_get_current_task has no preconditions; the pointer is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    let Some(mm) = read::at::<*const u8, _>(ctx, task, off.task_mm, "task_struct.mm") else {
+        return (0, 0);
+    };
+    let start = read::at::<u64, _>(ctx, mm, off.mm_start_code, "mm_struct.start_code");
+    let end = read::at::<u64, _>(ctx, mm, off.mm_end_code, "mm_struct.end_code");
+    match (start, end) {
+        (Some(s), Some(e)) if s < e => (s, e),
+        _ => (0, 0),
+    }
 }
 
 /// `task`'s executable path components, innermost first, up to its mount's root (at most `N`);

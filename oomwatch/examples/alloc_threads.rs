@@ -19,6 +19,26 @@ use std::time::Duration;
 /// `MPOL_BIND` of include/uapi/linux/mempolicy.h.
 const MPOL_BIND: libc::c_long = 2;
 
+/// Takes 1 MiB and touches every page: the allocation the OOM killer interrupts, under a name
+/// `vm-test` looks for in the trigger's user stack (`leaky_cache_insert <- serve_request`).
+#[inline(never)]
+fn leaky_cache_insert(held: &mut Vec<Vec<u8>>) {
+    let mut chunk = vec![0u8; 1 << 20];
+    for i in (0..chunk.len()).step_by(4096) {
+        // A volatile write: the page is touched here, in this function, not optimised away.
+        // SAFETY: `i` is below the chunk's length, so the pointer is in bounds and aligned.
+        unsafe { std::ptr::write_volatile(chunk.as_mut_ptr().add(i), 1) };
+    }
+    held.push(chunk);
+}
+
+#[inline(never)]
+fn serve_request(held: &mut Vec<Vec<u8>>) {
+    leaky_cache_insert(held);
+    // Keeps this frame a real caller (no tail call into leaky_cache_insert).
+    std::hint::black_box(held.len());
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(4);
@@ -52,11 +72,7 @@ fn main() {
             thread::sleep(Duration::from_millis(200));
             let mut held = Vec::new();
             loop {
-                let mut chunk = vec![0u8; 1 << 20];
-                for i in (0..chunk.len()).step_by(4096) {
-                    chunk[i] = 1;
-                }
-                held.push(chunk);
+                serve_request(&mut held);
             }
         });
     }

@@ -12,6 +12,8 @@ pub enum RunError {
     Caps(#[from] caps::CapsError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error("cannot start the HTTP server's thread: {0}")]
+    ServerThread(io::Error),
     #[error(transparent)]
     WebConfig(#[from] server::WebConfigError),
     #[error(transparent)]

@@ -8,7 +8,6 @@ use aya::Ebpf;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyMutGuard};
 use tokio::signal::unix::Signal;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::error::RunError;
 use super::sink::{Sink, KMSG_POLL};
@@ -261,19 +260,18 @@ impl Agent {
 }
 
 /// What ends the agent: the server to stop, the programs to detach.
+/// The server thread's result, sent when it ends.
+pub type ServerDone = oneshot::Receiver<Result<(), ServerError>>;
+
 pub struct Shutdown {
     stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), ServerError>>>,
+    server: Option<ServerDone>,
     /// Keeps programs and links alive; dropping it detaches everything.
     _ebpf: Ebpf,
 }
 
 impl Shutdown {
-    pub(super) fn new(
-        stop: oneshot::Sender<()>,
-        server: JoinHandle<Result<(), ServerError>>,
-        ebpf: Ebpf,
-    ) -> Self {
+    pub(super) fn new(stop: oneshot::Sender<()>, server: ServerDone, ebpf: Ebpf) -> Self {
         Shutdown {
             stop: Some(stop),
             server: Some(server),
@@ -286,8 +284,8 @@ impl Shutdown {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.server.take() {
-            let _ = task.await;
+        if let Some(done) = self.server.take() {
+            let _ = done.await;
         }
     }
 }

@@ -10,10 +10,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::error::RunError;
-use super::event_loop::{Agent, Shutdown};
+use super::event_loop::{Agent, ServerDone, Shutdown};
 use super::sink::Sink;
 use crate::config::Config;
 use crate::correlate::Correlator;
@@ -41,6 +40,7 @@ use crate::sys::caps;
 use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
 use crate::sys::seccomp;
+use crate::sys::thread;
 
 /// Which rows of the probe table attached, as the rest of start-up needs it.
 struct Hooks {
@@ -149,7 +149,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (correlator, kmsg_context) =
         choose_context_source(cfg, &hooks, correlator, &log, &metrics, constraints);
     let recent = Arc::new(RecentEvents::new(cfg.recent_events));
-    let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host);
+    let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host)?;
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
     let lifecycle = new_lifecycle(cfg, &hooks, hierarchy.as_ref()).with_silence(silence);
@@ -542,17 +542,18 @@ fn choose_context_source(
     (c, from_log)
 }
 
+/// The HTTP server on a thread of its own (its own single-threaded runtime, no capability):
+/// `/healthz` and scrapes are answered while the event loop symbolizes, enriches and writes
+/// a storm's records, and a record never waits behind a request.
 fn start_server(
     cfg: &Config,
     (listener, web): (TcpListener, server::WebConfig),
     metrics: &Arc<Metrics>,
     recent: &Arc<RecentEvents>,
     host: &Arc<HostCollectors>,
-) -> (
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), server::ServerError>>,
-) {
+) -> Result<(oneshot::Sender<()>, ServerDone), RunError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel();
     let state = server::ServerState::new(Arc::clone(metrics))
         .with_recent(Arc::clone(recent))
         .with_host(Arc::clone(host))
@@ -565,22 +566,43 @@ fn start_server(
     } else {
         ""
     };
-    let task = tokio::spawn(server::serve_with(
-        listener,
-        state,
-        limits,
-        web,
-        async move {
+    // The socket leaves this runtime's reactor for the server thread's.
+    let listener = listener.into_std().map_err(RunError::ServerThread)?;
+    let serve = move || {
+        let result = serve_on_this_thread(listener, state, limits, web, async move {
             let _ = stop_rx.await;
-        },
-    ));
+        });
+        let _ = done_tx.send(result);
+    };
+    thread::spawn_after("oomwatch-http", caps::drop_this_thread, serve)
+        .map_err(RunError::ServerThread)?;
     let paths = if cfg.metrics_only {
         "/metrics and /healthz"
     } else {
         "/, /events, /metrics and /healthz"
     };
     tracing::info!(listen = %cfg.listen, "serving {paths} ({scheme}{auth})");
-    (stop_tx, task)
+    Ok((stop_tx, done_rx))
+}
+
+/// Runs the server to its end on a single-threaded runtime of the calling thread.
+fn serve_on_this_thread(
+    listener: std::net::TcpListener,
+    state: server::ServerState,
+    limits: server::Limits,
+    web: server::WebConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), server::ServerError> {
+    let addr = listener.local_addr().ok();
+    let failed = move |error| server::ServerError::Serve { addr, error };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener).map_err(failed)?;
+        server::serve_with(listener, state, limits, web, stop).await
+    })
 }
 
 fn new_lifecycle(cfg: &Config, hooks: &Hooks, hierarchy: Option<&MemoryHierarchy>) -> Lifecycle {

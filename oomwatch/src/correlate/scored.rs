@@ -21,8 +21,13 @@ use crate::record::Source;
 use crate::source::probe::loader::read_counter;
 use crate::sys::text::comm_str;
 
-/// Invocations remembered.
-const KEPT: usize = 16;
+/// Invocations remembered. After a kill every task that allocates while the victim exits
+/// invokes the killer again, and each such invocation scores tasks until it meets the exiting
+/// victim and aborts: on a thrashing host (a global OOM in a slow VM) dozens come between the
+/// kill and the agent's read of its record, all in the same drain of the ring. 16 evicted
+/// the kill's own group there (`vm-test` saw the `oom_badness` rows reported silent);
+/// each group holds at most `2 * (top + SLACK)` tasks (~4 KiB at the default `top`).
+const KEPT: usize = 128;
 /// Tasks kept per invocation beyond `top`, so that the chosen one (the highest points; the last
 /// scored of equals) is kept whatever ties there are at the cut.
 const SLACK: usize = 16;
@@ -281,13 +286,26 @@ mod tests {
         let (list, _) = s.for_invocation(&kill(1, 1, 1000 + 4095)).unwrap();
         assert_eq!(list[0].pid, 1000 + 4095);
         assert_eq!(list.len(), 2);
-        for inv in 0..100 {
+        for inv in 0..(2 * KEPT as u64) {
             s.push(rec(10 + inv, 1, 0, 1, 1));
         }
         assert_eq!(s.groups.len(), KEPT);
         let mut none = Scored::new(0);
         none.push(rec(1, 1, 0, 1, 1));
         assert!(none.groups.is_empty());
+    }
+
+    /// The kill's record is read after the scored tasks of the aborted invocations that
+    /// followed it (tasks allocating while the victim exits): its own group is still there.
+    #[test]
+    fn a_kill_read_after_many_aborted_invocations_finds_its_tasks() {
+        let mut s = Scored::new(5);
+        s.push(rec(1_000, 7, 0, 42, 900));
+        for retry in 0..100u64 {
+            s.push(rec(2_000 + retry, 8 + retry as i32 % 3, 0, 43, 5));
+        }
+        let (list, _) = s.for_invocation(&kill(1_000, 7, 42)).expect("its group");
+        assert_eq!(list[0].pid, 42);
     }
 
     #[test]

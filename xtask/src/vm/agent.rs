@@ -8,7 +8,7 @@ use oomwatch_testkit::oracle::{self, fields::KillCount, pid_of};
 
 use crate::vm::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
-    check::{candidates, check, global, lifecycle, oom, sigkill, source, threads, Check},
+    check::{candidates, check, global, lifecycle, oom, sigkill, source, stacks, threads, Check},
     console::*,
 };
 
@@ -173,6 +173,12 @@ pub fn check_agent(agent: &Agent, k: &Kernel) -> Vec<Check> {
         &ev.others,
     ));
     checks.push(threads::agent_check(k.console, &ev.threads));
+    let all: Vec<&Value> = events.iter().chain(&ev.threads).chain(&ev.global).collect();
+    checks.push(stacks::check_stacks(
+        section("agent-log"),
+        k.console.section("kallsyms"),
+        &all,
+    ));
     for phase in &global::PHASES {
         let mine: Vec<Value> = ev
             .global

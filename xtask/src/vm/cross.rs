@@ -183,7 +183,8 @@ fn artifacts(messages: &str) -> Vec<String> {
 /// compiler, with its target and linker) against the agent build's `libc` rlib, optimised as
 /// the release profile: cargo would build the package's dev-dependencies for an example (the
 /// gRPC stack of the agent's container tests, and the agent's library again with its test
-/// knobs: minutes).
+/// knobs: minutes). Built with frame pointers, so its user stack unwinds through its own
+/// functions.
 fn rustc_alloc_threads(mut rustc: Command, libc: &Path, out: &Path) -> Result<()> {
     let source = util::repo_root().join("oomwatch/examples/alloc_threads.rs");
     let deps = libc
@@ -195,6 +196,9 @@ fn rustc_alloc_threads(mut rustc: Command, libc: &Path, out: &Path) -> Result<()
     rustc
         .args(["--edition", "2021", "--crate-type", "bin"])
         .args(["--crate-name", "alloc_threads", "-C", "opt-level=3"])
+        // Frame pointers: the kernel unwinds the trigger's user stack by them, and the
+        // `trigger stacks` check looks for `leaky_cache_insert <- serve_request` in it.
+        .args(["-C", "force-frame-pointers=yes"])
         .arg("--extern")
         .arg(format!("libc={}", libc.display()))
         .arg("-L")

@@ -247,6 +247,11 @@ for s in @SUFFIXES@; do
     begin agent-log$s; cat /agent$s.log; end agent-log$s
     begin agent-exit$s; cat /agent$s.exit; end agent-exit$s
 done
+# The OOM path's names in this kernel's symbol table, for the trigger-stack check.
+begin kallsyms
+grep -w -e mark_oom_victim -e __oom_kill_process -e oom_kill_process -e out_of_memory \
+    -e mem_cgroup_out_of_memory /proc/kallsyms
+end kallsyms
 begin uptime; cat /proc/uptime; end uptime
 echo "@@OWVM DONE@@"
 poweroff -f

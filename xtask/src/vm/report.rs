@@ -175,7 +175,7 @@ mod tests {
             );
         }
         assert!(lines.iter().any(|l| l.starts_with("oom context ")));
-        assert_eq!(lines.len(), 3 + 9 + 19 + 1);
+        assert_eq!(lines.len(), 3 + 9 + 20 + 1);
         assert_eq!(lines.last().unwrap(), "boot-to-poweroff      10.3s  11.5s");
     }
 }

@@ -8,6 +8,7 @@
 //! work is bounded: at most 64 kernel and 64 user frames, DWARF only for files of at most
 //! [`MAX_DWARF_FILE_BYTES`], each file parsed once and kept (at most [`MAX_CACHED_FILES`] files; then the cache
 //! starts over), and only the stacks of the last [`MAX_RECENT`] invocations are kept.
+mod exe_code;
 mod perf_map;
 pub mod summary;
 
@@ -33,6 +34,8 @@ use crate::sys::kallsyms::SymbolTable;
 pub const MAX_CACHED_FILES: usize = 32;
 /// Invocations whose stacks are kept for their victims.
 pub const MAX_RECENT: usize = 64;
+/// Symbolized frames remembered (file, offset → frame); past it the memo starts over.
+const MAX_NAMED_FRAMES: usize = 4096;
 /// Build ids whose file is remembered.
 const MAX_BUILD_IDS: usize = 256;
 /// Largest ELF file whose DWARF is parsed (a frame's source line); bigger ones give their ELF
@@ -49,6 +52,8 @@ pub struct StackSymbolizer {
     user: Symbolizer,
     normalizer: Normalizer,
     files: HashSet<PathBuf>,
+    /// Frames already symbolized, by file and offset (a storm's stacks repeat).
+    named: HashMap<(PathBuf, u64), Frame>,
     build_ids: HashMap<Vec<u8>, PathBuf>,
     recent: VecDeque<(i32, u64, TriggerStack)>,
 }
@@ -84,6 +89,7 @@ impl StackSymbolizer {
             user: Symbolizer::new(),
             normalizer: Normalizer::builder().enable_build_ids(true).build(),
             files: HashSet::new(),
+            named: HashMap::new(),
             build_ids,
             recent: VecDeque::new(),
         }
@@ -144,40 +150,38 @@ impl StackSymbolizer {
             .collect()
     }
 
-    /// User frames: the trigger's mappings now (file + offset), else the kernel's build id +
-    /// offset with the file remembered for that build id, else `buildid:<hex>+0xoffset`.
+    /// User frames, located without touching the trigger's `/proc` entry when the record
+    /// itself says enough: by the kernel's build id + file offset (files remembered per build
+    /// id, the program file learned from the path the eBPF side read), then in the program's
+    /// own code range; only what is left is looked up in the trigger's mappings. The OOM
+    /// killer holds the victim's task lock while it prints "Killed process" to the consoles
+    /// (milliseconds on a serial console), and opening `/proc/<pid>/maps` of that victim spins
+    /// on the same lock. Else `buildid:<hex>+0xoffset`.
     fn user_frames(&mut self, rec: &StackRecord) -> Vec<Frame> {
         let addrs = user_space_prefix(rec.user_frames());
         if addrs.is_empty() || rec.trigger_tgid <= 0 {
             return Vec::new();
         }
-        let mut located = self.locate_live(rec.trigger_tgid, addrs);
+        let mut located = self.locate_by_build_id(rec, addrs.len());
         if located.iter().any(Option::is_none) {
-            self.learn_exe(rec);
+            self.locate_in_program(rec, addrs, &mut located);
         }
-        for (i, b) in rec.build_id_frames().iter().enumerate() {
-            let Some(slot) = located.get_mut(i) else {
-                break;
-            };
-            if slot.is_some() || b.status != BUILD_ID_VALID {
-                continue;
-            }
-            let id = b.build_id.to_vec();
-            *slot = Some(match self.build_ids.get(&id) {
-                Some(p) => Located::File(p.clone(), b.offset_or_ip),
-                None => Located::BuildId(hex(&id), b.offset_or_ip),
-            });
-        }
-        // A program without a GNU build id (Go's linker writes none by default) whose process
-        // is gone: a non-PIE program's addresses are its file's own virtual addresses.
         if located.iter().any(Option::is_none) {
-            if let Some(exe) = self.exe_file(rec) {
-                for (slot, a) in located.iter_mut().zip(addrs) {
-                    if slot.is_none() {
-                        *slot = Some(Located::ExecAddr(exe.clone(), *a));
-                    }
+            let live = self.locate_live(rec.trigger_tgid, addrs);
+            for (slot, l) in located.iter_mut().zip(live) {
+                if slot.is_none() {
+                    *slot = l;
                 }
             }
+        }
+        // Build ids no file was found for.
+        for (slot, b) in located.iter_mut().zip(rec.build_id_frames()) {
+            if slot.is_none() && b.status == BUILD_ID_VALID {
+                *slot = Some(Located::BuildId(hex(&b.build_id), b.offset_or_ip));
+            }
+        }
+        if located.iter().any(Option::is_none) {
+            self.locate_as_exec_addr(rec, addrs, &mut located);
         }
         let mut frames: Vec<Frame> = located
             .into_iter()
@@ -191,6 +195,68 @@ impl StackSymbolizer {
             .collect();
         self.name_jit_frames(rec.trigger_tgid, &mut frames);
         frames
+    }
+
+    /// The frames whose build id the kernel read and whose file is known (the program file is
+    /// learned on the first unknown id).
+    fn locate_by_build_id(&mut self, rec: &StackRecord, n: usize) -> Vec<Option<Located>> {
+        let ids = rec.build_id_frames();
+        let unknown = |me: &Self| {
+            ids.iter()
+                .any(|b| b.status == BUILD_ID_VALID && !me.build_ids.contains_key(&b.build_id[..]))
+        };
+        if unknown(self) {
+            self.learn_exe(rec);
+        }
+        (0..n)
+            .map(|i| {
+                let b = ids.get(i).filter(|b| b.status == BUILD_ID_VALID)?;
+                let path = self.build_ids.get(&b.build_id[..])?;
+                Some(Located::File(path.clone(), b.offset_or_ip))
+            })
+            .collect()
+    }
+
+    /// Frames without a build id (the kernel could not read it, or the program has none:
+    /// Go's linker writes none by default) in the program's code (`[start_code, end_code)`)
+    /// are located in its file through its executable segment, PIE or not ([`exe_code`]),
+    /// whether the trigger still lives or not.
+    fn locate_in_program(&self, rec: &StackRecord, addrs: &[u64], located: &mut [Option<Located>]) {
+        let Some(exe) = self.exe_file(rec) else {
+            return;
+        };
+        let Some(code) = exe_code::Code::of(&exe, rec.start_code, rec.end_code) else {
+            return;
+        };
+        for (slot, a) in located.iter_mut().zip(addrs) {
+            if slot.is_none() {
+                *slot = code
+                    .file_offset(*a)
+                    .map(|off| Located::File(exe.clone(), off));
+            }
+        }
+    }
+
+    /// Without the code range (not read): what is still unknown once the mappings are gone is
+    /// taken as the program file's own virtual address (right for a program that is not
+    /// position-independent).
+    fn locate_as_exec_addr(
+        &self,
+        rec: &StackRecord,
+        addrs: &[u64],
+        located: &mut [Option<Located>],
+    ) {
+        if rec.start_code != 0 {
+            return;
+        }
+        let Some(exe) = self.exe_file(rec) else {
+            return;
+        };
+        for (slot, a) in located.iter_mut().zip(addrs) {
+            if slot.is_none() {
+                *slot = Some(Located::ExecAddr(exe.clone(), *a));
+            }
+        }
     }
 
     /// Frames still `[unknown]` (anonymous executable memory: a JIT's code) named from the
@@ -328,9 +394,14 @@ impl StackSymbolizer {
     }
 
     fn symbolize_file(&mut self, path: &Path, offset: u64) -> Frame {
+        let key = (path.to_path_buf(), offset);
+        if let Some(f) = self.named.get(&key) {
+            return f.clone();
+        }
         if !self.files.contains(path) {
             if self.files.len() >= MAX_CACHED_FILES {
                 self.files.clear();
+                self.named.clear();
                 self.user = Symbolizer::new();
             }
             self.files.insert(path.to_path_buf());
@@ -340,25 +411,45 @@ impl StackSymbolizer {
             .map(lossy)
             .unwrap_or_else(|| lossy(path.as_os_str()));
         // DWARF (names and source lines) when the file has some and is small enough to parse
-        // within the time bound; ELF symbols otherwise.
+        // within the time bound; ELF symbols otherwise, and when the DWARF named nothing (Go's
+        // compressed sections, which this build does not read).
         let dwarf = std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_DWARF_FILE_BYTES);
-        let src = Source::Elf(Elf {
-            debug_syms: dwarf,
-            ..Elf::new(path)
-        });
-        match self.user.symbolize_single(&src, Input::FileOffset(offset)) {
-            Ok(Symbolized::Sym(s)) => {
-                let code = s.code_info.as_deref();
-                Frame {
-                    symbol: Some(s.name.to_string()),
-                    module: Some(module),
-                    offset: s.offset as u64,
-                    file: code.map(|c| lossy(c.to_path().as_os_str())),
-                    line: code.and_then(|c| c.line),
-                }
-            }
-            _ => unnamed(&module, offset),
+        let frame = file_symbol(&self.user, path, offset, &module, dwarf)
+            .or_else(|| dwarf.then(|| file_symbol(&self.user, path, offset, &module, false))?)
+            .unwrap_or_else(|| unnamed(&module, offset));
+        if self.named.len() >= MAX_NAMED_FRAMES {
+            self.named.clear();
         }
+        self.named.insert(key, frame.clone());
+        frame
+    }
+}
+
+/// The frame at `offset` in the ELF file `path`, from its DWARF (`debug_syms`) or its symbol
+/// tables.
+fn file_symbol(
+    user: &Symbolizer,
+    path: &Path,
+    offset: u64,
+    module: &str,
+    debug_syms: bool,
+) -> Option<Frame> {
+    let src = Source::Elf(Elf {
+        debug_syms,
+        ..Elf::new(path)
+    });
+    match user.symbolize_single(&src, Input::FileOffset(offset)) {
+        Ok(Symbolized::Sym(s)) => {
+            let code = s.code_info.as_deref();
+            Some(Frame {
+                symbol: Some(s.name.to_string()),
+                module: Some(module.to_string()),
+                offset: s.offset as u64,
+                file: code.map(|c| lossy(c.to_path().as_os_str())),
+                line: code.and_then(|c| c.line),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -576,6 +667,48 @@ mod tests {
             stack.user[0].display(),
             format!("buildid:{}+0x99", "ab".repeat(20))
         );
+    }
+
+    /// A position-independent program that is gone and whose frames carry no build id (the
+    /// kernel could not read it): its frames are found in its file through the code range the
+    /// eBPF side read (`mm->start_code`, `end_code`); without that range they stay unknown.
+    #[test]
+    fn a_gone_pie_programs_frames_are_found_through_its_code_range() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let (start, end) = exe_code::own_code_range();
+        let mut s = StackSymbolizer::new(StackMode::All, Path::new("/"));
+        let mut symbolized = |range: (u64, u64)| {
+            let mut r = record(i32::MAX);
+            r.present = stack_field::USER | stack_field::USER_BUILD_ID;
+            r.user[0] = marker_for_stack_test() + 1;
+            r.user_bytes = 8;
+            r.user_build_ids[0].status = oomwatch_common::BUILD_ID_IP;
+            r.user_build_ids[0].offset_or_ip = r.user[0];
+            r.build_id_bytes = 32;
+            let parts: Vec<&[u8]> = exe.iter().skip(1).map(|p| p.as_encoded_bytes()).collect();
+            for (i, p) in parts.iter().rev().enumerate() {
+                r.exe_path[i][..p.len()].copy_from_slice(p);
+            }
+            r.exe_depth = parts.len() as u32;
+            (r.start_code, r.end_code) = range;
+            s.push(&r);
+            let mut ev = event(i32::MAX);
+            s.attach(&mut ev);
+            ev.trigger.unwrap().stack.unwrap().user[0].clone()
+        };
+        let leaf = symbolized((start, end));
+        assert!(
+            leaf.symbol
+                .as_deref()
+                .is_some_and(|n| n.contains("marker_for_stack_test")),
+            "{leaf:?}"
+        );
+        assert!(leaf
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("oomwatch")));
+        let unknown = symbolized((0, 0));
+        assert_eq!(unknown.module.as_deref(), Some("[unknown]"), "{unknown:?}");
     }
 
     /// The program path comes from the workload's own file names: a FIFO at that path under

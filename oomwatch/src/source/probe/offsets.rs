@@ -60,6 +60,8 @@ pub fn exe(btf: &Btf) -> Result<ExeOffsets, String> {
         file_dentry: m("file", "f_path.dentry")?,
         dentry_parent: m("dentry", "d_parent")?,
         dentry_name: m("dentry", "d_name.name")?,
+        mm_start_code: m("mm_struct", "start_code")?,
+        mm_end_code: m("mm_struct", "end_code")?,
         _pad0: 0,
     })
 }

@@ -41,6 +41,8 @@ mod tests {
             user_bytes: -14,
             build_id_bytes: 0,
             exe_depth: 2,
+            start_code: 0x5555_0000_1000,
+            end_code: 0x5555_0000_9000,
             kernel: [7; MAX_STACK_DEPTH],
             user: [0; MAX_STACK_DEPTH],
             user_build_ids: [BuildIdFrame {

@@ -17,6 +17,7 @@ pub mod oom;
 pub mod platform;
 pub mod sigkill;
 pub mod source;
+pub mod stacks;
 pub mod threads;
 
 use crate::vm::{
@@ -204,7 +205,7 @@ mod tests {
                 .iter()
                 .map(|(a, c)| (a.name, c.len()))
                 .collect::<Vec<_>>(),
-            [("fentry", 19), ("kprobe", 19), ("kmsg", 19)]
+            [("fentry", 20), ("kprobe", 20), ("kmsg", 20)]
         );
         let s = sample();
         let n = T_VICTIMS + G_VICTIMS;

@@ -137,8 +137,12 @@ mod tests {
                 assert!(failed.contains(&row), "{row} not in {failed:?}");
             }
         }
+        // That console predates the trigger-stack check (no `kallsyms` section, an
+        // alloc_threads without `leaky_cache_insert`): only that check fails for the kmsg agent.
         assert!(
-            failed.iter().all(|f| !f.starts_with("kmsg: ")),
+            failed
+                .iter()
+                .all(|f| !f.starts_with("kmsg: ") || f == "kmsg: trigger stacks"),
             "{failed:?}"
         );
         let c = Console::parse(ARM64_HOST_EBPF_FIXTURE);
