@@ -1,6 +1,7 @@
 //! Developer tasks for oomwatch: `cargo xtask <setup|build-ebpf|clippy-ebpf|build|image|run|test>`.
 
 mod bench;
+mod cross;
 mod dashboards;
 mod deploy;
 mod ebpf;
@@ -16,7 +17,7 @@ use std::{ffi::OsString, os::unix::process::CommandExt, path::PathBuf, process::
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::util::run;
+use crate::{cross::Arch, util::run};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "oomwatch developer tasks")]
@@ -42,10 +43,20 @@ enum Cmd {
         /// Build the user-space binary in the dev profile (target/debug).
         #[arg(long)]
         debug: bool,
+        /// Build the release agent for this target instead of the host's:
+        /// aarch64-unknown-linux-gnu (or arm64) is cross-built into target/cross/, around an
+        /// eBPF object built for arm64.
+        #[arg(long, value_name = "TARGET", value_parser = Arch::parse)]
+        target: Option<Arch>,
     },
     /// Build the release agent and its OCI image without network (the binary and the libraries
     /// it links): target/image/oomwatch-oci.tar, for `ctr -n k8s.io images import`.
-    Image,
+    Image {
+        /// The image's architecture, if not the host's: aarch64-unknown-linux-gnu (or arm64)
+        /// writes target/image/oomwatch-oci-arm64.tar.
+        #[arg(long, value_name = "TARGET", value_parser = Arch::parse)]
+        target: Option<Arch>,
+    },
     /// Build, then run `oomwatch run ARGS...` (needs root).
     Run {
         /// Run the dev-profile binary.
@@ -110,8 +121,8 @@ fn main() {
         Cmd::Setup { test } => setup::setup(test),
         Cmd::BuildEbpf => ebpf::build_ebpf(),
         Cmd::ClippyEbpf => ebpf::clippy_ebpf(),
-        Cmd::Build { debug } => build(debug).map(|_| ()),
-        Cmd::Image => image::image().map(|_| ()),
+        Cmd::Build { debug, target } => build_target(debug, target).map(|_| ()),
+        Cmd::Image { target } => image::image(target).map(|_| ()),
         Cmd::Run { debug, args } => run_agent(debug, &args),
         Cmd::Test { args } => test::test(&args),
         Cmd::Bench { smoke } => bench::bench(smoke),
@@ -145,6 +156,33 @@ fn target_dir() -> PathBuf {
 /// setup, build-ebpf, then `cargo build -p oomwatch`; returns the binary's path.
 fn build(debug: bool) -> Result<PathBuf> {
     build_with(debug, &[])
+}
+
+/// `cargo xtask build [--debug] [--target TARGET]`: [`build`] for the host's architecture (and
+/// a check that the binary is for it), else the release agent cross-built for `target`
+/// (`cross::build_agent`); returns the binary's path.
+fn build_target(debug: bool, target: Option<Arch>) -> Result<PathBuf> {
+    let Some(arch) = target.filter(|a| !a.is_host()) else {
+        let binary = build(debug)?;
+        if let Some(arch) = target {
+            cross::require_elf(&binary, arch)?;
+        }
+        return Ok(binary);
+    };
+    if debug {
+        bail!(
+            "[build] --debug builds for the host only; the cross build for {} is a release build",
+            arch.rust_target()
+        );
+    }
+    let agent = cross::build_agent(arch).context("[build] step cross-build")?;
+    eprintln!(
+        "[build] agent binary for {} (ELF {arch}, embedding {}): {}",
+        arch.rust_target(),
+        agent.ebpf_object.display(),
+        agent.binary.display()
+    );
+    Ok(agent.binary)
 }
 
 /// [`build`] with cargo features of `oomwatch` (e.g. `test-knobs` for the benchmarks).
@@ -209,4 +247,52 @@ fn no_test_knobs(binary: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn build_and_image_take_a_target() {
+        Cli::command().debug_assert();
+        assert!(matches!(
+            parse(&["build", "--target", "aarch64-unknown-linux-gnu"]),
+            Ok(Cmd::Build {
+                debug: false,
+                target: Some(Arch::Arm64)
+            })
+        ));
+        assert!(matches!(
+            parse(&["build", "--debug"]),
+            Ok(Cmd::Build {
+                debug: true,
+                target: None
+            })
+        ));
+        assert!(matches!(
+            parse(&["image", "--target", "arm64"]),
+            Ok(Cmd::Image {
+                target: Some(Arch::Arm64)
+            })
+        ));
+        assert!(matches!(
+            parse(&["image", "--target", "x86_64-unknown-linux-gnu"]),
+            Ok(Cmd::Image {
+                target: Some(Arch::X86_64)
+            })
+        ));
+        assert!(matches!(parse(&["image"]), Ok(Cmd::Image { target: None })));
+        let err = parse(&["image", "--target", "riscv64gc-unknown-linux-gnu"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown target"), "{err}");
+    }
 }

@@ -158,7 +158,7 @@ fn run_steps(
 
     // The agent's OCI image, which tests/containerd_agent.rs runs under the DaemonSet's
     // security context through containerd's CRI.
-    crate::image::image().context("[test] step image")?;
+    crate::image::image(None).context("[test] step image")?;
     passed.push("image");
 
     cargo_test(extra_args, ci, counts)?;

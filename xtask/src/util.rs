@@ -6,6 +6,7 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, Output},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -220,6 +221,102 @@ pub fn ensure_apt_tool(
         .with_context(|| format!("[{step}] {list} installed but {name} is still not on PATH"))
 }
 
+/// Packages apt may remove to install [`ensure_packages`]' ones; each is reinstalled from
+/// Debian 12 at once. (The machine image carries a backported qemu-utils that Debian 12's qemu
+/// conflicts with.)
+const REPLACEABLE: [&str; 1] = ["qemu-utils"];
+
+/// Debian's `packages` (`name:arm64` for a foreign architecture's), installed without
+/// recommendations when missing (as root), never removing another package but the
+/// [`REPLACEABLE`] ones: `vm-test`'s QEMU and the like, the cross toolchain of `cross`.
+pub fn ensure_packages(step: &str, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("[{step}] packages {}: installed", packages.join(" "));
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root() {
+        bail!(
+            "[{step}] missing Debian packages: {list}; as root run: \
+             apt-get install -y --no-install-recommends {list}"
+        );
+    }
+    // Never let apt make room by removing other packages, with one known exception: this kind
+    // of machine ships a backported qemu-utils that Debian 12's qemu-system-x86 conflicts with.
+    // That one is replaced by Debian 12's own qemu-utils (so qemu-img stays); anything else
+    // apt would remove stops the set-up with the command to accept it.
+    let removals = would_remove(&missing);
+    let replaced: Vec<&String> = removals
+        .iter()
+        .filter(|r| REPLACEABLE.contains(&r.as_str()))
+        .collect();
+    if removals.len() != replaced.len() {
+        bail!(
+            "[{step}] installing {list} would remove {}: not done; to accept that, as root run: \
+             apt-get install -y --no-install-recommends {list}",
+            removals.join(" ")
+        );
+    }
+    eprintln!("[{step}] installing {list}");
+    let started = Instant::now();
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    if replaced.is_empty() {
+        args.push("--no-remove");
+    }
+    args.extend(&missing);
+    if run(step, &mut apt_get(&args)).is_err() {
+        eprintln!("[{step}] apt-get install failed; updating the package lists and retrying");
+        run(step, &mut apt_get(&["update"]))?;
+        run(step, &mut apt_get(&args))?;
+    }
+    for r in &replaced {
+        eprintln!("[{step}] {r} (a backport that Debian 12's qemu conflicts with) was removed; installing Debian 12's {r}");
+        run(
+            step,
+            &mut apt_get(&[
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "--no-remove",
+                r.as_str(),
+            ]),
+        )?;
+    }
+    if let Some(p) = missing.iter().find(|p| !dpkg_installed(p)) {
+        bail!("[{step}] {p} is still not installed after apt-get install");
+    }
+    eprintln!(
+        "[{step}] installed {list} ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Packages `apt-get install -s` would remove (its `Remv NAME ...` lines).
+fn would_remove(packages: &[&str]) -> Vec<String> {
+    let mut args = vec!["install", "-s", "--no-install-recommends"];
+    args.extend(packages);
+    let out = apt_get(&args)
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    removals(&String::from_utf8_lossy(&out))
+}
+
+/// The `Remv NAME [VERSION]` lines of `apt-get install -s` output.
+fn removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv ")?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Compares `actual` with `xtask/tests/fixtures/pinned/<name>` (a test's pinned output);
 /// `XTASK_BLESS=1` writes it instead.
 #[cfg(test)]
@@ -239,4 +336,18 @@ pub fn assert_pinned(name: &str, actual: &str) {
         "{name} differs from {}:\n{actual}",
         path.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_removals_are_found() {
+        let sim = "Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+                   Inst cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n\
+                   Conf cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n";
+        assert_eq!(removals(sim), ["qemu-utils"]);
+        assert!(removals("Inst cpio (2.13)\n").is_empty());
+    }
 }

@@ -3,31 +3,26 @@
 //! `target/vm/bin/<arch>/`) and busybox.
 //!
 //! For the host's architecture they are the ordinary release build and the host's busybox. For
-//! another one (arm64 on an x86-64 host) the agent and the example are cross-built with
-//! Debian's cargo and rustc (whose standard library for the target is
-//! `libstd-rust-web-dev:arm64`) and linked by `aarch64-linux-gnu-gcc` (with
-//! `libc6-dev-arm64-cross`) into `target/cross/`, the agent around an eBPF object built for
-//! that architecture (`ebpf::build_ebpf_for_arch`: aya-ebpf
-//! fixes at build time which `pt_regs` layout a kprobe reads, so the host's object would read
-//! the wrong registers), embedded with `OOMWATCH_EBPF_OBJECT`; busybox is Debian's
-//! `busybox-static` of that architecture (unpacked under `target/vm/busybox-arm64/`).
+//! another one (arm64 on an x86-64 host) the agent is `crate::cross`'s (cross-built around an
+//! eBPF object for that architecture), the example is compiled by the same Debian rustc and
+//! linked by the same cross linker, and busybox is Debian's `busybox-static` of that
+//! architecture (unpacked under `target/vm/busybox-arm64/`).
 
 use std::{
     fs,
-    io::Read,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{Context, Result};
 
 use super::{arch::Arch, debs, STEP};
-use crate::util::{self, run};
+use crate::{
+    cross::{self, libc_of, require_elf},
+    util::{self, run},
+};
 
-const DEBIAN_CARGO: &str = "/usr/bin/cargo";
-const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The host's busybox: the x86-64 guest's, and the applet list of every guest's.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 
@@ -39,8 +34,7 @@ pub struct GuestBinaries {
     /// The eBPF object the agent was built to embed.
     pub ebpf_object: PathBuf,
     pub busybox: PathBuf,
-    /// Where the binaries' shared libraries come from: the host's (`ldd`), or for another
-    /// architecture the cross toolchain's C library (`/usr/aarch64-linux-gnu/lib`).
+    /// Where the binaries' shared libraries come from ([`Arch::sysroot`]).
     pub sysroot: Option<PathBuf>,
 }
 
@@ -91,92 +85,28 @@ fn host_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
         alloc_threads,
         ebpf_object: crate::ebpf::object_path(),
         busybox: PathBuf::from(HOST_BUSYBOX),
-        sysroot: None,
+        sysroot: arch.sysroot(),
     })
 }
 
-/// The eBPF object for `arch`, then the agent embedding it, for `arch`'s Rust target with
-/// Debian's cargo and rustc, into `target/cross/`; then the example against the agent's libc.
+/// The agent cross-built for `arch` (`crate::cross`), then the example against its libc, with
+/// the same compiler and linker.
 fn cross_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
-    crate::setup::setup(false).context("[vm] step setup")?;
-    let object = crate::ebpf::build_ebpf_for_arch(arch.uname()).context("[vm] step build-ebpf")?;
-    let target = arch.rust_target();
-    let target_dir = crate::target_dir().join("cross");
-    let mut cmd = Command::new(DEBIAN_CARGO);
-    util::scrub_cargo_env(&mut cmd);
-    cmd.args(["build", "--release", "-p", "oomwatch", "--bin", "oomwatch"])
-        .args(["--target", target])
-        .args(["--message-format", "json-render-diagnostics"])
-        .env("RUSTC", DEBIAN_RUSTC)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env(linker_variable(target), linker(arch))
-        .env("OOMWATCH_EBPF_OBJECT", &object)
-        .current_dir(util::repo_root());
-    let t = Instant::now();
-    let libc = libc_of(&mut cmd)?;
+    let agent = cross::build_agent(arch).context("[vm] step build")?;
     let alloc_threads = vm_dir.join("bin").join(arch.deb()).join("alloc_threads");
-    let mut rustc = Command::new(DEBIAN_RUSTC);
+    let mut rustc = Command::new(cross::DEBIAN_RUSTC);
     rustc
-        .args(["--target", target, "-C"])
-        .arg(format!("linker={}", linker(arch)));
-    rustc_alloc_threads(rustc, &libc, &alloc_threads)?;
-    eprintln!(
-        "[{STEP}] cross-build for {target}: {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+        .args(["--target", arch.rust_target(), "-C"])
+        .arg(format!("linker={}", cross::linker(arch)));
+    rustc_alloc_threads(rustc, &agent.libc, &alloc_threads)?;
     Ok(GuestBinaries {
         arch,
-        agent: target_dir.join(target).join("release/oomwatch"),
+        agent: agent.binary,
         alloc_threads,
-        ebpf_object: object,
+        ebpf_object: agent.ebpf_object,
         busybox: fetch_busybox(arch, vm_dir)?,
-        sysroot: Some(PathBuf::from(format!("/usr/{}/lib", arch.gnu_triple()))),
+        sysroot: arch.sysroot(),
     })
-}
-
-/// `CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER`.
-fn linker_variable(target: &str) -> String {
-    format!(
-        "CARGO_TARGET_{}_LINKER",
-        target.to_uppercase().replace('-', "_")
-    )
-}
-
-/// The cross C compiler that links for `arch` (`aarch64-linux-gnu-gcc`).
-fn linker(arch: Arch) -> String {
-    format!("{}-gcc", arch.gnu_triple())
-}
-
-/// Runs a `cargo build --message-format json-render-diagnostics` of the agent (its
-/// diagnostics and progress on stderr) and returns the `libc` rlib among the artifacts it
-/// reports.
-fn libc_of(cmd: &mut Command) -> Result<PathBuf> {
-    eprintln!("[{STEP}] $ {}", util::describe(cmd));
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("[vm] cannot start cargo")?;
-    if !out.status.success() {
-        bail!("[{STEP}] cargo build failed ({})", out.status);
-    }
-    artifacts(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .find(|a| a.ends_with(".rlib") && a.contains("/liblibc-"))
-        .map(PathBuf::from)
-        .context("[vm] the agent's build reported no libc rlib")
-}
-
-/// The `filenames` of cargo's `compiler-artifact` messages.
-fn artifacts(messages: &str) -> Vec<String> {
-    messages
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
-        .filter_map(|m| m.get("filenames").and_then(Value::as_array).cloned())
-        .flatten()
-        .filter_map(|f| f.as_str().map(str::to_string))
-        .collect()
 }
 
 /// `examples/alloc_threads`, whose only dependency is libc, built by `rustc` (the agent's
@@ -223,47 +153,4 @@ fn fetch_busybox(arch: Arch, vm_dir: &Path) -> Result<PathBuf> {
     let deb = debs::download(vm_dir, PACKAGE, &version, arch)?;
     debs::unpack(&deb, &dir)?;
     Ok(busybox)
-}
-
-/// The file is a little-endian ELF for `arch` (`e_machine` at offset 18).
-fn require_elf(path: &Path, arch: Arch) -> Result<()> {
-    let mut header = [0u8; 20];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
-        .with_context(|| format!("[{STEP}] reading {}", path.display()))?;
-    let machine = u16::from_le_bytes([header[18], header[19]]);
-    if &header[..4] != b"\x7fELF" || machine != arch.elf_machine() {
-        bail!(
-            "[{STEP}] {} is not an ELF file for {arch} (e_machine {machine}, expected {})",
-            path.display(),
-            arch.elf_machine()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_linker_and_the_artifacts_of_a_cross_build() {
-        assert_eq!(
-            linker_variable("aarch64-unknown-linux-gnu"),
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"
-        );
-        assert_eq!(linker(Arch::Arm64), "aarch64-linux-gnu-gcc");
-        let messages = r#"{"reason":"compiler-artifact","target":{"name":"libc"},"filenames":["/t/deps/liblibc-1.rlib","/t/deps/liblibc-1.rmeta"]}
-{"reason":"build-script-executed","package_id":"x"}
-not json
-{"reason":"compiler-artifact","target":{"name":"oomwatch"},"filenames":["/t/oomwatch"]}"#;
-        assert_eq!(
-            artifacts(messages),
-            [
-                "/t/deps/liblibc-1.rlib",
-                "/t/deps/liblibc-1.rmeta",
-                "/t/oomwatch"
-            ]
-        );
-    }
 }

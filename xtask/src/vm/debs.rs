@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{arch::Arch, STEP};
 use crate::util::{self, run};
@@ -134,40 +134,6 @@ fn percent_decode(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Whether `name` is among dpkg's foreign architectures.
-fn dpkg_has_architecture(name: &str) -> bool {
-    util::probe("dpkg", &["--print-foreign-architectures"]).is_some_and(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .any(|a| a == name)
-    })
-}
-
-/// A foreign architecture's packages known to apt: `dpkg --add-architecture` and an apt-get
-/// update, once (as root).
-pub fn ensure_architecture(arch: Arch) -> Result<()> {
-    if arch.is_host() || dpkg_has_architecture(arch.deb()) {
-        return Ok(());
-    }
-    if !util::is_root() {
-        bail!(
-            "[{STEP}] {0} is no dpkg architecture here; as root run: dpkg --add-architecture {0} \
-             && apt-get update",
-            arch.deb()
-        );
-    }
-    eprintln!(
-        "[{STEP}] adding the dpkg architecture {} (its kernels, busybox, earlyoom, Rust standard \
-         library): apt-get update",
-        arch.deb()
-    );
-    run(
-        STEP,
-        Command::new("dpkg").args(["--add-architecture", arch.deb()]),
-    )?;
-    run(STEP, &mut util::apt_get(&["update"]))
 }
 
 #[cfg(test)]

@@ -14,10 +14,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::vm::{
-    agent::AGENTS,
-    cross::{GuestBinaries, HOST_BUSYBOX},
-    libs,
+use crate::{
+    cross::libs,
+    vm::{
+        agent::AGENTS,
+        cross::{GuestBinaries, HOST_BUSYBOX},
+    },
 };
 
 /// Number of single-task OOM victims in `/sys/fs/cgroup/t` (the last one has oom_score_adj 300).

@@ -7,7 +7,6 @@ use std::{
     io::{Read, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -30,10 +29,6 @@ pub fn boot_packages(arch: Arch) -> Vec<String> {
 /// The decompressors of the kernels' payloads (6.1: lz4, 6.12: zstd; gzip is essential), for
 /// extracting their BTF (see `btf.rs`).
 pub const BTF_PACKAGES: [&str; 3] = ["zstd", "xz-utils", "lz4"];
-
-/// Packages apt may remove to install [`boot_packages`]; each is reinstalled from Debian 12 at once.
-/// (The machine image carries a backported qemu-utils that Debian 12's qemu conflicts with.)
-const REPLACEABLE: [&str; 1] = ["qemu-utils"];
 
 /// A kernel series: its label (`--kernel`), architecture, and the `apt-cache search` pattern of
 /// its cloud image packages.
@@ -120,96 +115,6 @@ impl Kernel {
             .strip_prefix("linux-image-")
             .unwrap_or(&self.package)
     }
-}
-
-/// Step 1: the given packages (see [`boot_packages`], [`BTF_PACKAGES`]); install only what is
-/// missing (as root).
-pub fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !util::dpkg_installed(p))
-        .collect();
-    if missing.is_empty() {
-        eprintln!("[{STEP}] packages {}: installed", packages.join(" "));
-        return Ok(());
-    }
-    let list = missing.join(" ");
-    if !util::is_root() {
-        bail!(
-            "[{STEP}] missing Debian packages: {list}; as root run: \
-             apt-get install -y --no-install-recommends {list}"
-        );
-    }
-    // Never let apt make room by removing other packages, with one known exception: this kind
-    // of machine ships a backported qemu-utils that Debian 12's qemu-system-x86 conflicts with.
-    // That one is replaced by Debian 12's own qemu-utils (so qemu-img stays); anything else
-    // apt would remove stops the set-up with the command to accept it.
-    let removals = would_remove(&missing);
-    let replaced: Vec<&String> = removals
-        .iter()
-        .filter(|r| REPLACEABLE.contains(&r.as_str()))
-        .collect();
-    if removals.len() != replaced.len() {
-        bail!(
-            "[{STEP}] installing {list} would remove {}: not done; to accept that, as root run: \
-             apt-get install -y --no-install-recommends {list}",
-            removals.join(" ")
-        );
-    }
-    eprintln!("[{STEP}] installing {list}");
-    let started = Instant::now();
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    if replaced.is_empty() {
-        args.push("--no-remove");
-    }
-    args.extend(&missing);
-    if run(STEP, &mut util::apt_get(&args)).is_err() {
-        eprintln!("[{STEP}] apt-get install failed; updating the package lists and retrying");
-        run(STEP, &mut util::apt_get(&["update"]))?;
-        run(STEP, &mut util::apt_get(&args))?;
-    }
-    for r in &replaced {
-        eprintln!("[{STEP}] {r} (a backport that Debian 12's qemu conflicts with) was removed; installing Debian 12's {r}");
-        run(
-            STEP,
-            &mut util::apt_get(&[
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "--no-remove",
-                r.as_str(),
-            ]),
-        )?;
-    }
-    if let Some(p) = missing.iter().find(|p| !util::dpkg_installed(p)) {
-        bail!("[{STEP}] {p} is still not installed after apt-get install");
-    }
-    eprintln!(
-        "[{STEP}] installed {list} ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Packages `apt-get install -s` would remove (its `Remv NAME ...` lines).
-fn would_remove(packages: &[&str]) -> Vec<String> {
-    let mut args = vec!["install", "-s", "--no-install-recommends"];
-    args.extend(packages);
-    let out = util::apt_get(&args)
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    removals(&String::from_utf8_lossy(&out))
-}
-
-/// The `Remv NAME [VERSION]` lines of `apt-get install -s` output.
-fn removals(simulation: &str) -> Vec<String> {
-    simulation
-        .lines()
-        .filter_map(|l| l.strip_prefix("Remv ")?.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
 }
 
 /// Numeric components of a package name, for "newest" ordering (6.1.0-56 > 6.1.0-9).
@@ -509,14 +414,5 @@ mod tests {
             "./usr/lib/modules/7.2.13+deb14-cloud-amd64/modules.order"
         ));
         assert!(!is_vmlinuz_path("./usr/share/doc/vmlinuz"));
-    }
-
-    #[test]
-    fn simulated_removals_are_found() {
-        let sim = "Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
-                   Inst cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n\
-                   Conf cpio (2.13+dfsg-7.1 Debian:12.15/oldstable [amd64])\n";
-        assert_eq!(removals(sim), ["qemu-utils"]);
-        assert!(removals("Inst cpio (2.13)\n").is_empty());
     }
 }

@@ -14,8 +14,9 @@
 //! `--prepare-only` stops after those.
 //!
 //! The steps, one module each: `kernel` (Debian packages, kernel download; `debs`, `arch`) →
-//! `btf` (each kernel's BTF) → `cross` (each architecture's agent, victim and busybox) →
-//! `initramfs` (with `libs`, `earlyoom`, `init.sh` as the guest's `/init`) → `qemu` (one boot,
+//! `btf` (each kernel's BTF) → `cross` (each architecture's agent, victim and busybox; the
+//! agent's cross build is `crate::cross`'s) → `initramfs` (with `crate::cross::libs`,
+//! `earlyoom`, `init.sh` as the guest's `/init`) → `qemu` (one boot,
 //! its serial console) → `console` (the console's sections and kernel lines) → `check` (the
 //! boot's checks, and each of the three `agent`s') → `report` (the tables). `kernels_doc`
 //! rewrites `docs/kernels.md` from the last console of each kernel.
@@ -31,7 +32,6 @@ mod earlyoom;
 mod initramfs;
 mod kernel;
 mod kernels_doc;
-mod libs;
 mod qemu;
 mod report;
 pub mod sources;
@@ -50,7 +50,7 @@ use anyhow::{bail, Context, Result};
 use arch::Arch;
 use check::Check;
 pub use kernel::labels as kernel_labels;
-use kernel::{ensure_packages, fetch_kernel, Kernel, BTF_PACKAGES};
+use kernel::{fetch_kernel, Kernel, BTF_PACKAGES};
 use report::{print_run, print_summary, RunResult};
 
 const STEP: &str = "vm";
@@ -154,12 +154,13 @@ fn prepare(
     let arches: BTreeSet<Arch> = series.iter().map(|s| s.arch).collect();
     let mut packages: Vec<String> = BTF_PACKAGES.map(String::from).to_vec();
     for arch in &arches {
-        debs::ensure_architecture(*arch)?;
+        crate::cross::ensure_architecture(*arch)?;
         if !prepare_only {
             packages.extend(kernel::boot_packages(*arch));
         }
     }
-    ensure_packages(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    crate::util::ensure_packages(STEP, &packages)?;
     sources::ensure()?;
 
     let t = Instant::now();

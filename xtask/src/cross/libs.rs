@@ -1,8 +1,9 @@
-//! The shared libraries a guest binary needs, and where the initramfs puts them: for the host's
-//! architecture the paths `ldd` prints (copied from the host to the same paths); for another
-//! one, `ldd` cannot run the binary: its `NEEDED` entries (`readelf -d`, followed through the
-//! libraries themselves) come from the cross toolchain's C library and go to `/lib`, and its
-//! interpreter (`readelf -l`) to the path it names.
+//! The shared libraries a binary needs, and where a root file system (the `vm-test` initramfs,
+//! the OCI image) puts them: for the host's architecture the paths `ldd` prints (copied from the
+//! host to the same paths); for another one, `ldd` cannot run the binary: its `NEEDED` entries
+//! (`readelf -d`, followed through the libraries themselves) come from the cross toolchain's C
+//! library (`Arch::sysroot`) and go to `/lib`, and its interpreter (`readelf -l`) to the path it
+//! names.
 
 use std::{
     collections::BTreeSet,
@@ -12,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-/// One library: the host file and its path in the guest.
+/// One library: the host file and its path in the guest (the root file system).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Library {
     pub host: PathBuf,
@@ -52,11 +53,11 @@ fn ldd_paths(binary: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(binary)
         .output()
-        .context("[vm] cannot run ldd")?;
+        .context("cannot run ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("not found") {
         bail!(
-            "[vm] ldd {} failed or names a missing library:\n{text}",
+            "ldd {} failed or names a missing library:\n{text}",
             binary.display()
         );
     }
@@ -76,7 +77,7 @@ fn from_sysroot(binary: &Path, sysroot: &Path) -> Result<Vec<Library>> {
             };
             if !lib.host.is_file() {
                 bail!(
-                    "[vm] {} needs {name}, not in {}",
+                    "{} needs {name}, not in {}",
                     file.display(),
                     sysroot.display()
                 );
@@ -88,7 +89,7 @@ fn from_sysroot(binary: &Path, sysroot: &Path) -> Result<Vec<Library>> {
         if let Some(interp) = interpreter {
             let name = Path::new(&interp)
                 .file_name()
-                .context("[vm] an interpreter without a file name")?;
+                .context("an interpreter without a file name")?;
             found.insert(Library {
                 host: sysroot.join(name),
                 guest: PathBuf::from(interp),
@@ -121,9 +122,9 @@ fn readelf(flag: &str, file: &Path) -> Result<String> {
         .arg(flag)
         .arg(file)
         .output()
-        .context("[vm] cannot run readelf")?;
+        .context("cannot run readelf")?;
     if !out.status.success() {
-        bail!("[vm] readelf {flag} {} failed", file.display());
+        bail!("readelf {flag} {} failed", file.display());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -160,5 +161,30 @@ mod tests {
         assert_eq!(needed, ["libgcc_s.so.1", "libc.so.6"]);
         assert_eq!(interp.as_deref(), Some("/lib/ld-linux-aarch64.so.1"));
         assert_eq!(parse_readelf("", ""), (vec![], None));
+    }
+
+    #[test]
+    fn a_foreign_binarys_libraries_come_from_the_cross_c_library() {
+        // On an arm64 host, arm64 is the host's: nothing is cross-built.
+        let Some(sysroot) = crate::cross::Arch::Arm64.sysroot() else {
+            return;
+        };
+        let lib = sysroot.join("libgcc_s.so.1");
+        if !lib.is_file() {
+            oomwatch_testkit::skip(format!(
+                "{} missing (Debian's libgcc-s1-arm64-cross, installed with the cross toolchain)",
+                lib.display()
+            ));
+            return;
+        }
+        let found = of(&lib, Some(sysroot.as_path())).unwrap();
+        let guest: Vec<&Path> = found.iter().map(|l| l.guest.as_path()).collect();
+        assert_eq!(
+            guest,
+            ["/lib/ld-linux-aarch64.so.1", "/lib/libc.so.6"].map(Path::new)
+        );
+        for l in &found {
+            assert_eq!(l.host.parent(), Some(sysroot.as_path()), "{l:?}");
+        }
     }
 }
