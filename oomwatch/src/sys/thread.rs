@@ -27,6 +27,17 @@ pub fn spawn_after(
     Ok(handle)
 }
 
+/// Puts the calling thread at `SCHED_IDLE`: it runs only when a CPU has nothing else to do
+/// (background work that must never delay the agent's records).
+pub fn idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is this thread.
+    match unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +58,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "no");
         assert!(rx.recv().is_err(), "the work never ran");
+    }
+
+    #[test]
+    fn a_thread_at_idle_priority_is_sched_idle() {
+        let h = std::thread::spawn(|| {
+            idle_priority().unwrap();
+            // SAFETY: no preconditions; 0 is this thread.
+            unsafe { libc::sched_getscheduler(0) }
+        });
+        assert_eq!(h.join().unwrap(), libc::SCHED_IDLE);
     }
 }
