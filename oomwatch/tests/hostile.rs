@@ -21,8 +21,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Descriptors the agent may hold beyond its baseline and the cap: the connection being
 /// accepted, plus slack for a file a scrape or the event path opens meanwhile.
 const FD_SLACK: usize = 16;
-/// Bounds on the agent's VmRSS under the flood: growth over its baseline, and absolute
-/// (see `docs/metrics.md`).
+/// Bounds on the agent's memory under the flood: VmRSS growth over its baseline, and its
+/// private memory (`RssAnon`) in absolute terms (see `docs/metrics.md`). The absolute bound is
+/// not on VmRSS: most of a debug build's VmRSS is its own program text (18 of 25 MiB), which
+/// grows with the code, not with the clients.
 const RSS_GROWTH_KIB: u64 = 8 * 1024;
 const RSS_BOUND_KIB: u64 = 32 * 1024;
 
@@ -52,10 +54,15 @@ fn fd_count(pid: u32) -> usize {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` size field (`VmRSS:`, `RssAnon:`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -152,13 +159,14 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
     let monitor = {
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
-            let (mut fds, mut rss) = (0, 0);
+            let (mut fds, mut rss, mut anon) = (0, 0, 0);
             while !stop.load(Ordering::Relaxed) {
                 fds = fds.max(fd_count(pid));
                 rss = rss.max(rss_kib(pid));
+                anon = anon.max(status_kib(pid, "RssAnon:"));
                 thread::sleep(Duration::from_millis(20));
             }
-            (fds, rss)
+            (fds, rss, anon)
         })
     };
     let scraper = {
@@ -252,7 +260,7 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
     }
     let still_open = idle.iter().filter(|s| !closed_by_peer(s)).count();
     stop.store(true, Ordering::Relaxed);
-    let (peak_fds, peak_rss) = monitor.join().unwrap();
+    let (peak_fds, peak_rss, peak_anon) = monitor.join().unwrap();
     let scrapes = scraper.join().unwrap();
 
     let metrics = agent.get("/metrics");
@@ -264,7 +272,7 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
         .max();
     eprintln!(
         "idle connections opened: {opened} in {flooded_in:?}; fds: baseline {base_fds}, \
-         peak {peak_fds}; VmRSS: baseline {base_rss} KiB, peak {peak_rss} KiB; slowloris \
+         peak {peak_fds}; VmRSS: baseline {base_rss} KiB, peak {peak_rss} KiB (RssAnon peak {peak_anon} KiB); slowloris \
          closed after at most {slow_max:?} ({timed_out} timed out); {} scrapes, slowest {worst:?}; evicted {}, \
          rejected {}, header timeouts {}, too large {}, malformed {}",
         scrapes.len(),
@@ -305,8 +313,8 @@ fn hostile_clients_leave_fds_memory_scrapes_and_events_alone() {
         "fds peaked at {peak_fds} (baseline {base_fds}, cap {CAP})"
     );
     assert!(
-        peak_rss <= RSS_BOUND_KIB && peak_rss <= base_rss + RSS_GROWTH_KIB,
-        "VmRSS peaked at {peak_rss} KiB (baseline {base_rss} KiB)"
+        peak_rss <= base_rss + RSS_GROWTH_KIB && peak_anon <= RSS_BOUND_KIB,
+        "VmRSS peaked at {peak_rss} KiB (baseline {base_rss} KiB), RssAnon at {peak_anon} KiB"
     );
     assert!(scrapes.len() >= 10, "{} scrapes", scrapes.len());
     for r in &scrapes {

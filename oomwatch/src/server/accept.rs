@@ -172,6 +172,7 @@ pub(super) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = limits.sanitized();
+    conn::cap_segment_size(listener.as_raw_fd(), limits.send_buffer_bytes);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

@@ -554,6 +554,21 @@ mod tests {
         std::hint::black_box(marker_for_stack_test as *const () as usize as u64)
     }
 
+    /// `frame` names [`marker_for_stack_test`] in this test binary.
+    fn assert_is_the_marker(frame: &Frame) {
+        assert!(
+            frame
+                .symbol
+                .as_deref()
+                .is_some_and(|n| n.contains("marker_for_stack_test")),
+            "{frame:?}"
+        );
+        assert!(frame
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("oomwatch")));
+    }
+
     fn record(pid: i32) -> StackRecord {
         // SAFETY: StackRecord is plain #[repr(C)] integers and byte arrays (aya::Pod): all
         // zeroes is a valid value.
@@ -601,16 +616,7 @@ mod tests {
         s.attach(&mut ev);
         let stack = ev.trigger.unwrap().stack.expect("the trigger's stack");
         let leaf = &stack.user[0];
-        assert!(
-            leaf.symbol
-                .as_deref()
-                .is_some_and(|n| n.contains("marker_for_stack_test")),
-            "{leaf:?}"
-        );
-        assert!(leaf
-            .module
-            .as_deref()
-            .is_some_and(|m| m.starts_with("oomwatch")));
+        assert_is_the_marker(leaf);
         // Another trigger's event gets nothing.
         let mut other = event(me + 1);
         s.attach(&mut other);
@@ -697,16 +703,7 @@ mod tests {
             ev.trigger.unwrap().stack.unwrap().user[0].clone()
         };
         let leaf = symbolized((start, end));
-        assert!(
-            leaf.symbol
-                .as_deref()
-                .is_some_and(|n| n.contains("marker_for_stack_test")),
-            "{leaf:?}"
-        );
-        assert!(leaf
-            .module
-            .as_deref()
-            .is_some_and(|m| m.starts_with("oomwatch")));
+        assert_is_the_marker(&leaf);
         let unknown = symbolized((0, 0));
         assert_eq!(unknown.module.as_deref(), Some("[unknown]"), "{unknown:?}");
     }
