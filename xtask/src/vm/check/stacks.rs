@@ -39,6 +39,9 @@ struct Seen {
     memcg_paths: usize,
     truncated: usize,
     named: usize,
+    /// alloc_threads stacks whose innermost frame is in the C library (built without frame
+    /// pointers: the kernel's unwinder stops there).
+    in_libc: usize,
     stripped: usize,
     kernel_threads: usize,
 }
@@ -93,6 +96,9 @@ pub fn check_stacks(log: &[String], kallsyms: &[String], events: &[&Value]) -> C
     if kills.is_empty() {
         problems.push("no live kernel kill to check".into());
     }
+    if seen.in_libc > 0 && seen.named == 0 {
+        problems.push("no alloc_threads stack named through its own functions".into());
+    }
     check("trigger stacks", problems, detail(&seen))
 }
 
@@ -104,11 +110,18 @@ fn detail(s: &Seen) -> String {
              does not step through the kprobe agent's kretprobe)"
         ),
     };
+    let in_libc = match s.in_libc {
+        0 => String::new(),
+        n => format!(
+            " ({n} more fault in the C library, whose missing frame pointers end the unwinding \
+             there)"
+        ),
+    };
     format!(
         "{} kernel kills with stacks: kernel frames through out_of_memory (named as in the \
          guest's kallsyms), {} through mem_cgroup_out_of_memory{truncated}; user frames: \
-         {} alloc_threads leaky_cache_insert <- serve_request, {} busybox+0x… (stripped), {} \
-         kernel threads without",
+         {} alloc_threads leaky_cache_insert <- serve_request{in_libc}, {} busybox+0x… \
+         (stripped), {} kernel threads without",
         s.kills, s.memcg_paths, s.named, s.stripped, s.kernel_threads
     )
 }
@@ -176,6 +189,14 @@ fn user_problems(e: &Value, seen: &mut Seen) -> Vec<String> {
         return vec![format!("{comm}: no user frames")];
     }
     match comm {
+        "alloc_threads"
+            if user[0]["module"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("libc.")) =>
+        {
+            seen.in_libc += 1;
+            vec![]
+        }
         "alloc_threads" => {
             seen.named += 1;
             alloc_threads_problems(&user, summary)
@@ -321,6 +342,35 @@ mod tests {
             let c = run(&g);
             assert!(!c.ok && c.detail.contains(reason), "{reason}: {}", c.detail);
         }
+    }
+
+    /// An alloc_threads thread that faulted inside the C library (no frame pointers there:
+    /// one frame) is accepted while another alloc_threads stack is named; not when none is.
+    #[test]
+    fn a_fault_in_the_c_library_is_accepted_beside_named_stacks() {
+        let libc_leaf =
+            serde_json::json!([{"symbol": null, "module": "libc.so.6", "offset": 614219}]);
+        let mut g = guest();
+        kill_of(&mut g, "alloc_threads")["trigger"]["stack"]["user"] = libc_leaf.clone();
+        let c = run(&g);
+        assert!(
+            c.ok && c.detail.contains("(1 more fault in the C library"),
+            "{}",
+            c.detail
+        );
+        for e in g
+            .events
+            .iter_mut()
+            .filter(|e| e["trigger"]["comm"] == "alloc_threads")
+        {
+            e["trigger"]["stack"]["user"] = libc_leaf.clone();
+        }
+        let c = run(&g);
+        assert!(
+            !c.ok && c.detail.contains("no alloc_threads stack named"),
+            "{}",
+            c.detail
+        );
     }
 
     /// Without a `mark_victim` program no stack may appear; these events have them.
