@@ -572,10 +572,15 @@ fn start_server(
     } else {
         ""
     };
-    // The socket leaves this runtime's reactor for the server thread's.
+    // The socket leaves this runtime's reactor for the server thread's; that runtime is built
+    // here, before the seccomp filter, and moved to the thread.
     let listener = listener.into_std().map_err(RunError::ServerThread)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::ServerThread)?;
     let serve = move || {
-        let result = serve_on_this_thread(listener, state, limits, web, async move {
+        let result = serve_on(rt, listener, state, limits, web, async move {
             let _ = stop_rx.await;
         });
         let _ = done_tx.send(result);
@@ -591,8 +596,9 @@ fn start_server(
     Ok((stop_tx, done_rx))
 }
 
-/// Runs the server to its end on a single-threaded runtime of the calling thread.
-fn serve_on_this_thread(
+/// Runs the server to its end on `rt`, in the calling thread.
+fn serve_on(
+    rt: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
     state: server::ServerState,
     limits: server::Limits,
@@ -600,13 +606,9 @@ fn serve_on_this_thread(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), server::ServerError> {
     let addr = listener.local_addr().ok();
-    let failed = move |error| server::ServerError::Serve { addr, error };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(failed)?;
     rt.block_on(async move {
-        let listener = TcpListener::from_std(listener).map_err(failed)?;
+        let listener = TcpListener::from_std(listener)
+            .map_err(|error| server::ServerError::Serve { addr, error })?;
         server::serve_with(listener, state, limits, web, stop).await
     })
 }
