@@ -68,10 +68,11 @@ mod tests {
     #[test]
     fn stack_records_decode_and_bound_their_frames() {
         let b = bytes_of(&record());
-        // trigger_pid @16, kernel_bytes @24, the kernel array @40.
+        // trigger_pid @16, kernel_bytes @24, start_code @40, the kernel array @56.
         assert_eq!(&b[16..20], &42i32.to_ne_bytes());
         assert_eq!(&b[24..28], &16i32.to_ne_bytes());
-        assert_eq!(&b[40..48], &7u64.to_ne_bytes());
+        assert_eq!(&b[40..48], &0x5555_0000_1000u64.to_ne_bytes());
+        assert_eq!(&b[56..64], &7u64.to_ne_bytes());
         let d = decode(&b).expect("a stack record");
         assert_eq!(d.kernel_frames(), &[7, 7]);
         // A negative byte count (the helper's error) gives no frames, never a misread.
