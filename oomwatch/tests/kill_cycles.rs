@@ -23,6 +23,13 @@ const LIVES: &[u64] = &[
     80, 300, 600, 900, 1200, 1600, 2200, 3000, 4000, 500, 1000, 1400, 1800, 2600, 700, 3400,
 ];
 
+/// Between two kills of one storm thread. The kernel's log ring (128 KiB here) holds about
+/// 250 OOM reports: a kill whose lines are overwritten while no agent runs cannot be replayed
+/// (the next agent counts it in `oomwatch_oom_kills_missed_total`). At 20 ms the two threads
+/// logged 250 kills in about 4 s, under the start-up of a debug agent on a loaded machine
+/// (CI lost two kills once); at 60 ms the ring holds about 10 s.
+const STORM_PAUSE: Duration = Duration::from_millis(60);
+
 #[test]
 fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
     if !real_kernel_or_skip() {
@@ -50,7 +57,7 @@ fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
                     let mut pids = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
                         pids.push(cg.oom_kill(0));
-                        thread::sleep(Duration::from_millis(20));
+                        thread::sleep(STORM_PAUSE);
                     }
                     pids
                 })

@@ -246,9 +246,10 @@ impl Agent {
     pub async fn finish(mut self, result: Result<&'static str, RunError>) -> Result<(), RunError> {
         let leftover = self.correlator.flush_all();
         let flushed = self.sink.emit(leftover);
-        self.sink.save_position();
-        // What stdout has not taken yet gets 2 s (a stalled reader must not hold the exit).
+        // What stdout has not taken yet gets 2 s (a stalled reader must not hold the exit);
+        // the position is saved only if it took everything.
         self.sink.out.close(std::time::Duration::from_secs(2));
+        self.sink.save_position();
         self.shutdown.stop().await;
         drop(self.ring);
         drop(self.shutdown);

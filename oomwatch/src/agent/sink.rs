@@ -110,8 +110,16 @@ impl Sink {
         Ok(())
     }
 
+    /// Saves the kernel-log position once stdout has taken every queued line, waiting at most
+    /// [`WRITER_WAIT`] for it. A position saved while lines still wait in the writer's queue
+    /// would count their kills as recorded, and a `kill -9` then would lose them (CI's
+    /// `tests/kill_cycles.rs` lost two); when stdout does not take them in time (stalled), the
+    /// position is not saved now: the next start replays those kills instead.
     pub(super) fn save_position(&mut self) {
-        if let Some(r) = self.recovery.as_mut() {
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        if self.out.wait_written(WRITER_WAIT) {
             r.save();
         }
     }
@@ -120,6 +128,9 @@ impl Sink {
         self.recovery.as_ref().and_then(|r| r.next_deadline())
     }
 }
+
+/// How long a position save waits for stdout to take the lines before it.
+const WRITER_WAIT: Duration = Duration::from_millis(20);
 
 /// How often a victim waiting for its kernel-log report looks for it.
 pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);

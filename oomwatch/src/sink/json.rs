@@ -79,7 +79,8 @@ impl JsonLines {
         let thread = crate::sys::thread::spawn_after("oomwatch-stdout", prelude, move || {
             for line in rx {
                 let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-                s.queued.fetch_sub(1, Ordering::Relaxed);
+                // Release: what counts the line as taken follows its write.
+                s.queued.fetch_sub(1, Ordering::Release);
                 if let Err(e) = r {
                     *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
@@ -92,6 +93,20 @@ impl JsonLines {
             stats,
             warned: None,
         })
+    }
+
+    /// Whether stdout has taken every line queued so far, waiting at most `within`.
+    pub fn wait_written(&self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        loop {
+            if self.stats.queued.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     /// The counters, for the metrics.
