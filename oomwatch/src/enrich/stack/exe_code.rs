@@ -6,8 +6,9 @@
 //! `object` crate (already in the build through aya), from the file's first
 //! [`MAX_HEADER_BYTES`] only: the file is the workload's.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use object::elf::{FileHeader32, FileHeader64, PF_X, PT_LOAD};
@@ -42,12 +43,18 @@ impl Code {
         if start_code == 0 || start_code >= end_code {
             return None;
         }
-        let mut head = Vec::new();
-        File::open(path)
-            .ok()?
-            .take(MAX_HEADER_BYTES)
-            .read_to_end(&mut head)
+        // The path is the workload's: never block on a FIFO swapped in after the caller's
+        // check, and read only a regular file.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
             .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut head = Vec::new();
+        file.take(MAX_HEADER_BYTES).read_to_end(&mut head).ok()?;
         Code::from_headers(&head, start_code, end_code)
     }
 
@@ -145,6 +152,13 @@ mod tests {
     #[test]
     fn hostile_or_unknown_inputs_give_nothing() {
         assert!(Code::of(Path::new("/dev/null"), 0x1000, 0x2000).is_none());
+        // A FIFO is neither waited on nor read.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(Code::of(&fifo, 0x1000, 0x2000).is_none());
         assert!(Code::of(Path::new("/proc/self/exe"), 0, 0x2000).is_none());
         assert!(Code::of(Path::new("/proc/self/exe"), 0x3000, 0x2000).is_none());
         assert!(Code::from_headers(b"\x7fELF garbage", 0x1000, 0x2000).is_none());
