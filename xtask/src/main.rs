@@ -175,7 +175,8 @@ fn build_target(debug: bool, target: Option<Arch>) -> Result<PathBuf> {
             arch.rust_target()
         );
     }
-    let agent = cross::build_agent(arch).context("[build] step cross-build")?;
+    let agent =
+        cross::build_agent(arch, cross::Profile::Release).context("[build] step cross-build")?;
     eprintln!(
         "[build] agent binary for {} (ELF {arch}, embedding {}): {}",
         arch.rust_target(),

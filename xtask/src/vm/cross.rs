@@ -4,7 +4,8 @@
 //!
 //! For the host's architecture they are the ordinary release build and the host's busybox. For
 //! another one (arm64 on an x86-64 host) the agent is `crate::cross`'s (cross-built around an
-//! eBPF object for that architecture), the example is compiled by the same Debian rustc and
+//! eBPF object for that architecture, in the `vm-guest` profile: release at opt-level 1), the
+//! example is compiled by the same Debian rustc and
 //! linked by the same cross linker, and busybox is Debian's `busybox-static` of that
 //! architecture (unpacked under `target/vm/busybox-arm64/`).
 
@@ -92,7 +93,7 @@ fn host_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
 /// The agent cross-built for `arch` (`crate::cross`), then the example against its libc, with
 /// the same compiler and linker.
 fn cross_build(arch: Arch, vm_dir: &Path) -> Result<GuestBinaries> {
-    let agent = cross::build_agent(arch).context("[vm] step build")?;
+    let agent = cross::build_agent(arch, cross::Profile::VmGuest).context("[vm] step build")?;
     let alloc_threads = vm_dir.join("bin").join(arch.deb()).join("alloc_threads");
     let mut rustc = Command::new(cross::DEBIAN_RUSTC);
     rustc

@@ -359,7 +359,7 @@ fn top_proc_and_limits() {
 
 /// podman 4.3's own BoltDB state (Debian 12), with container `lab1` labelled
 /// `com.docker.compose.project=shop`, `com.docker.compose.service=web`.
-const PODMAN_DB: &[u8] = include_bytes!("../fixtures/podman/bolt_state.db");
+const PODMAN_DB: &[u8] = include_bytes!("../../../oomwatch/tests/fixtures/podman/bolt_state.db");
 const PODMAN_LAB1: &str = "d657790fed6e5c8d718fca48ff0d01a0f6616a3e7d985a18102a15b65b14529d";
 
 #[test]

@@ -344,7 +344,7 @@ pub fn mutated(
 /// `oomwatch/tests/fixtures/<sub>`.
 pub fn fixtures(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../oomwatch/tests/fixtures")
         .join(sub)
 }
 

@@ -1,0 +1,1 @@
+//! Nothing: the fuzz targets are the tests in `tests/fuzz/` (`cargo xtask fuzz`).
