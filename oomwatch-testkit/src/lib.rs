@@ -6,6 +6,8 @@
 //!   `/dev/fuse`, a trace instance, a tool) leaves early. Under
 //!   `OOMWATCH_REQUIRE_REAL_KERNEL=1` it fails instead; otherwise the skip is printed and
 //!   counted (see [`skip::SKIP_LOG_ENV`]).
+//! - [`command`]: a command described as a shell line, and outputs pinned in fixture files
+//!   (the harnesses `xtask` and `oomwatch-bench`).
 //! - [`cgroup`]: memory cgroups of a test's own, removed on drop.
 //! - [`mem`]: the page size and helper processes that hold touched memory.
 //! - [`pidns`]: kubelet-style container cgroups and a process tree whose init is pid 1 of its
@@ -15,6 +17,7 @@
 //! - [`oracle`]: the assertions on an agent's events that the host tests and the `vm-test`
 //!   guest checks share (one implementation, a list of problems each).
 pub mod cgroup;
+pub mod command;
 pub mod kernel_log;
 pub mod mem;
 pub mod oracle;

@@ -109,38 +109,7 @@ pub fn scrub_cargo_env(cmd: &mut Command) {
     }
 }
 
-/// Render a command as a shell-like line, including the environment variables it sets.
-pub fn describe(cmd: &Command) -> String {
-    let mut parts = Vec::new();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            // PATH is long and only ever gets ~/.cargo/bin prepended: don't print it in full.
-            if k == "PATH" {
-                continue;
-            }
-            parts.push(format!("{}={}", k.to_string_lossy(), quote(v)));
-        }
-    }
-    parts.push(quote(cmd.get_program()));
-    parts.extend(cmd.get_args().map(quote));
-    let mut line = parts.join(" ");
-    if let Some(dir) = cmd.get_current_dir() {
-        line = format!("(cd {} && {line})", dir.display());
-    }
-    line
-}
-
-fn quote(s: &OsStr) -> String {
-    let s = s.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-    {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
+pub use oomwatch_testkit::command::describe;
 
 /// Print and run a command, inheriting stdio; a non-zero exit is an error naming the step.
 pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
@@ -318,24 +287,11 @@ fn removals(simulation: &str) -> Vec<String> {
 }
 
 /// Compares `actual` with `xtask/tests/fixtures/pinned/<name>` (a test's pinned output);
-/// `XTASK_BLESS=1` writes it instead.
+/// `OOMWATCH_BLESS=1` writes it instead.
 #[cfg(test)]
 pub fn assert_pinned(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pinned")
-        .join(name);
-    if std::env::var_os("XTASK_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (XTASK_BLESS=1 writes it)", path.display()));
-    assert!(
-        expected == actual,
-        "{name} differs from {}:\n{actual}",
-        path.display()
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pinned");
+    oomwatch_testkit::command::assert_pinned(&dir, name, actual);
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! The other programs of the bench: Debian's `prometheus-node-exporter` (side by side) and
-//! `wrk` (load on `/metrics`), installed with apt when missing.
+//! `wrk` (load on `/metrics`), which `cargo xtask bench` installs with apt when missing.
 
 use std::{
-    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
@@ -11,39 +10,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{http, json::J, stats::Pct, sys};
-use crate::util;
+use oomwatch_testkit::command::describe;
 
 pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
-
-/// Installs the missing ones of `pkgs` with apt-get (as `cargo xtask setup` does).
-pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs
-        .iter()
-        .copied()
-        .filter(|p| !util::dpkg_installed(p))
-        .collect();
-    for p in pkgs {
-        let state = if missing.contains(p) {
-            "missing"
-        } else {
-            "installed"
-        };
-        eprintln!("[bench] {p}: {state}");
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let args: Vec<&str> = ["--no-install-recommends"]
-        .iter()
-        .chain(&missing)
-        .copied()
-        .collect();
-    util::apt_install("bench", &args)?;
-    if let Some(p) = missing.iter().find(|p| !util::dpkg_installed(p)) {
-        bail!("{p} is still not installed after apt-get install");
-    }
-    Ok(())
-}
 
 /// A running node_exporter on 127.0.0.1 with its default collectors; killed on drop.
 pub struct NodeExporter {
@@ -70,7 +39,7 @@ impl NodeExporter {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        eprintln!("[bench] $ {}", util::describe(&cmd));
+        eprintln!("[bench] $ {}", describe(&cmd));
         let child = cmd.spawn().context("start prometheus-node-exporter")?;
         let mut ne = NodeExporter {
             pid: child.id(),
@@ -141,7 +110,7 @@ pub fn wrk(port: u16, secs: u64, connections: u32) -> Result<WrkResult> {
         "--latency".into(),
         format!("http://127.0.0.1:{port}/metrics"),
     ]);
-    eprintln!("[bench] $ {}", util::describe(&cmd));
+    eprintln!("[bench] $ {}", describe(&cmd));
     let out = cmd.output().context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -221,11 +190,6 @@ impl VmstatDelay {
             ("kernel_log_lines_per_kill", J::Num(self.log_lines_per_kill)),
         ])
     }
-}
-
-/// Whether a program file exists.
-pub fn have(path: &str) -> bool {
-    Path::new(path).is_file()
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl Agent {
         fs::create_dir_all(&state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
         let mut cmd = command(wrapper, binary, port, &state_dir, extra);
-        eprintln!("[bench] $ {}", crate::util::describe(&cmd));
+        eprintln!("[bench] $ {}", oomwatch_testkit::command::describe(&cmd));
         let spawned = Instant::now();
         let mut child = cmd
             .spawn()

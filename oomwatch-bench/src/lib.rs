@@ -31,9 +31,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
 use agent::Agent;
 use report::{NodeExporterReport, Report};
+pub use tools::NODE_EXPORTER;
 
 /// How much of everything.
 struct Config {
@@ -85,27 +85,41 @@ const SMOKE: Config = Config {
     big_node: big_node::SMOKE,
 };
 
-pub fn bench(smoke: bool) -> Result<()> {
-    if !may_run(smoke)? {
-        return Ok(());
-    }
-    let cfg = if smoke { SMOKE } else { FULL };
-    // OOMWATCH_BENCH_AGENT=PATH benchmarks that binary instead of building one.
-    let binary = match std::env::var_os("OOMWATCH_BENCH_AGENT").filter(|p| !p.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        // The label-set scrape bench uses the `--synthetic-label-sets` test knob.
-        None => crate::build_with(smoke, &["test-knobs"]).context("[bench] build")?,
-    };
-    let out_dir = crate::target_dir().join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
-    let mut notes = Vec::new();
-    let (have_wrk, have_ne) = install_tools(smoke, &mut notes)?;
+/// What the harness (`cargo xtask bench`) prepared: the agent built with the test knobs, the
+/// tools installed (or noted missing), where results go.
+pub struct Setup {
+    pub smoke: bool,
+    /// The agent binary to benchmark (built with `--features test-knobs`).
+    pub binary: PathBuf,
+    /// `target/bench/`: the JSON results.
+    pub out_dir: PathBuf,
+    /// The repository: its commit is recorded, the full run rewrites its `docs/benchmarks.md`.
+    pub repo: PathBuf,
+    /// Whether `wrk` and Debian's `prometheus-node-exporter` are installed.
+    pub have_wrk: bool,
+    pub have_node_exporter: bool,
+    /// Notes on what could not be set up, carried into the results.
+    pub notes: Vec<String>,
+}
 
+/// The whole bench (or its `smoke` version, or the phase `OOMWATCH_BENCH_ONLY` names).
+pub fn bench(setup: Setup) -> Result<()> {
+    let Setup {
+        smoke,
+        binary,
+        out_dir,
+        repo,
+        have_wrk,
+        have_node_exporter: have_ne,
+        notes,
+    } = setup;
+    let cfg = if smoke { SMOKE } else { FULL };
+    fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
     let (date, stamp) = sys::utc_now();
     let mut r = Report {
         smoke,
         date,
-        commit: sys::git_commit(&util::repo_root()),
+        commit: sys::git_commit(&repo),
         machine: sys::machine(),
         agent: binary.display().to_string(),
         load_before: sys::loadavg(),
@@ -131,7 +145,7 @@ pub fn bench(smoke: bool) -> Result<()> {
             }
             _ => run.big_node(&mut r)?,
         }
-        return finish(r, cpu0, notes, &out_dir, &stamp);
+        return finish(r, cpu0, notes, &out_dir, &repo, &stamp);
     }
     run.default_agent(&mut r, have_ne)?;
     run.stacks_off(&mut r)?;
@@ -151,7 +165,7 @@ pub fn bench(smoke: bool) -> Result<()> {
     }
     run.label_sets(&mut r, have_wrk, smoke)?;
     run.big_node(&mut r)?;
-    finish(r, cpu0, notes, &out_dir, &stamp)
+    finish(r, cpu0, notes, &out_dir, &repo, &stamp)
 }
 
 /// The phases `OOMWATCH_BENCH_ONLY` may name (to run that one alone).
@@ -179,53 +193,15 @@ fn finish(
     cpu0: sys::CpuTimes,
     notes: Vec<String>,
     out_dir: &Path,
+    repo: &Path,
     stamp: &str,
 ) -> Result<()> {
     r.load_after = sys::loadavg();
     r.busy_pct = cpu0.busy_pct_until(&sys::cpu_times());
     r.notes.extend(notes);
     r.notes.extend(diagnostic_storms::analysis(&r));
-    write_results(&r, out_dir, stamp)?;
+    write_results(&r, out_dir, repo, stamp)?;
     summarize(&r)
-}
-
-/// Whether to run: root is needed; without it the smoke run outside CI is skipped (with a
-/// note), everything else fails.
-fn may_run(smoke: bool) -> Result<bool> {
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-    if util::is_root() {
-        return Ok(true);
-    }
-    if smoke && !ci {
-        eprintln!(
-            "[bench] note: not root, bench smoke skipped (it loads eBPF programs and \
-             creates memory cgroups: run `sudo cargo xtask bench --smoke`)"
-        );
-        return Ok(false);
-    }
-    bail!("[bench] needs root (eBPF programs, memory cgroups): run it as root");
-}
-
-/// wrk (optional in --smoke) and node_exporter (installed by the full run): whether each is
-/// there, with a note when not.
-fn install_tools(smoke: bool, notes: &mut Vec<String>) -> Result<(bool, bool)> {
-    let have_wrk = match tools::ensure_packages(&["wrk"]) {
-        Ok(()) => true,
-        Err(e) if smoke => {
-            notes.push(format!("wrk could not be installed ({e:#}): wrk not run"));
-            false
-        }
-        Err(e) => return Err(e.context("[bench] installing wrk")),
-    };
-    if !smoke {
-        tools::ensure_packages(&["prometheus-node-exporter"])
-            .context("[bench] installing prometheus-node-exporter")?;
-    }
-    let have_ne = tools::have(tools::NODE_EXPORTER);
-    if !have_ne {
-        notes.push("prometheus-node-exporter is not installed: not compared".into());
-    }
-    Ok((have_wrk, have_ne))
 }
 
 /// What every phase of one run shares.
@@ -442,7 +418,7 @@ fn quietest_idle(
 
 /// The JSON under `target/bench/`, and the markdown: `docs/benchmarks.md` (full run) or
 /// stderr (--smoke).
-fn write_results(r: &Report, out_dir: &Path, stamp: &str) -> Result<()> {
+fn write_results(r: &Report, out_dir: &Path, repo: &Path, stamp: &str) -> Result<()> {
     let name = if let Some(only) = &r.only {
         format!("bench-only-{only}-{stamp}.json")
     } else if r.smoke {
@@ -458,7 +434,7 @@ fn write_results(r: &Report, out_dir: &Path, stamp: &str) -> Result<()> {
     if r.smoke || r.only.is_some() {
         eprintln!("{md}");
     } else {
-        let doc = util::repo_root().join("docs/benchmarks.md");
+        let doc = repo.join("docs/benchmarks.md");
         fs::write(&doc, &md).with_context(|| format!("write {}", doc.display()))?;
         eprintln!("[bench] table: {}", doc.display());
     }
@@ -724,21 +700,25 @@ mod tests {
     }
 
     /// The bench's output, pinned: `docs/benchmarks.md`'s markdown, the JSON results and the
-    /// notes, for a report with every part and for an empty one. `XTASK_BLESS=1` rewrites them.
+    /// notes, for a report with every part and for an empty one. `OOMWATCH_BLESS=1` rewrites
+    /// them.
     #[test]
     fn rendered_results_are_pinned() {
         let full = full_report();
         let empty = Report::default();
-        crate::util::assert_pinned(
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pinned");
+        let assert_pinned =
+            |name: &str, actual: &str| oomwatch_testkit::command::assert_pinned(&dir, name, actual);
+        assert_pinned(
             "bench-full.md",
             &markdown::markdown(&full, "target/bench/x.json"),
         );
-        crate::util::assert_pinned("bench-full.json", &full.json().render());
-        crate::util::assert_pinned(
+        assert_pinned("bench-full.json", &full.json().render());
+        assert_pinned(
             "bench-empty.md",
             &markdown::markdown(&empty, "target/bench/x.json"),
         );
-        crate::util::assert_pinned("bench-empty.json", &empty.json().render());
+        assert_pinned("bench-empty.json", &empty.json().render());
     }
 
     /// `OOMWATCH_BENCH_ONLY=big_node`: that phase's rows and targets only.
