@@ -9,12 +9,13 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{
+use oomwatch_guest::{
     agent::{Agent, AGENTS},
-    arch::Arch,
     check::check_console,
     console::{probe_status, reason_summary, Console, DISABLED},
 };
+
+use super::arch::Arch;
 
 /// The hooks, in the table's order, and the family each belongs to: a row attached while an
 /// earlier row of its family is unavailable is a fallback.
@@ -279,7 +280,10 @@ fn render(runs: &[Run]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::check::fixture::{ARM64_FIXTURE, FIXTURE};
+    // The consoles `oomwatch-guest`'s checks are tested on.
+    const FIXTURE: &str = include_str!("../../../oomwatch-guest/tests/fixtures/vm-console-7.2.log");
+    const ARM64_FIXTURE: &str =
+        include_str!("../../../oomwatch-guest/tests/fixtures/vm-console-arm64-6.1.log");
 
     #[test]
     fn the_fixture_console_gives_a_row_per_hook_and_its_fields() {

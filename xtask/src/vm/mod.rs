@@ -15,25 +15,23 @@
 //!
 //! The steps, one module each: `kernel` (Debian packages, kernel download; `debs`, `arch`) →
 //! `btf` (each kernel's BTF) → `cross` (each architecture's agent, victim and busybox; the
-//! agent's cross build is `crate::cross`'s) → `initramfs` (with `crate::cross::libs`,
-//! `earlyoom`, `init.sh` as the guest's `/init`) → `qemu` (one boot,
-//! its serial console) → `console` (the console's sections and kernel lines) → `check` (the
-//! boot's checks, and each of the three `agent`s') → `report` (the tables). `kernels_doc`
+//! agent's cross build is `crate::cross`'s; `ebpf_object`, the check that it embeds the right
+//! eBPF object) → `initramfs` (with `crate::cross::libs`, `earlyoom`, and the guest's `/init`
+//! from `oomwatch_guest::script`) → `qemu` (one boot, its serial console) → the
+//! `oomwatch-guest` crate's `console` (the console's sections and kernel lines), `check` (the
+//! boot's checks, and each of the three `agent`s') and `report` (the tables). `kernels_doc`
 //! rewrites `docs/kernels.md` from the last console of each kernel.
 
-mod agent;
 mod arch;
 mod btf;
-mod check;
-mod console;
 mod cross;
 mod debs;
 mod earlyoom;
+mod ebpf_object;
 mod initramfs;
 mod kernel;
 mod kernels_doc;
 mod qemu;
-mod report;
 pub mod sources;
 
 use std::{
@@ -48,10 +46,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use arch::Arch;
-use check::Check;
 pub use kernel::labels as kernel_labels;
 use kernel::{fetch_kernel, Kernel, BTF_PACKAGES};
-use report::{print_run, print_summary, RunResult};
+use oomwatch_guest::report::{self, print_run, print_summary, RunResult};
+use oomwatch_guest::{check, check::Check, console};
 
 const STEP: &str = "vm";
 
@@ -188,7 +186,7 @@ fn prepare(
 struct Guest {
     arch: Arch,
     initrd: PathBuf,
-    /// The boot check of the agent's eBPF object (`check::ebpf_object`).
+    /// The boot check of the agent's eBPF object (`ebpf_object`).
     ebpf: Check,
 }
 
@@ -211,7 +209,7 @@ impl Guest {
             fs::metadata(&initrd)?.len() / 1024,
             t.elapsed().as_secs_f64()
         );
-        let ebpf = check::ebpf_object(&binaries);
+        let ebpf = ebpf_object::ebpf_object(&binaries);
         Ok(Guest { arch, initrd, ebpf })
     }
 }

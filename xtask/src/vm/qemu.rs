@@ -18,14 +18,14 @@ use super::{arch::Arch, kernel::Kernel, STEP};
 use crate::util;
 
 /// The guest's run takes about a minute once its agents are ready (x86-64; arm64's emulation is
-/// slower); they may take up to `initramfs::READY_SECS` (a verifier refusing a program at its
+/// slower); they may take up to `oomwatch_guest::script::READY_SECS` (a verifier refusing a program at its
 /// complexity limit).
 pub fn boot_timeout(arch: Arch) -> Duration {
     let run = match arch {
         Arch::X86_64 => 180,
         Arch::Arm64 => 600,
     };
-    Duration::from_secs(super::initramfs::READY_SECS + run)
+    Duration::from_secs(oomwatch_guest::script::READY_SECS + run)
 }
 
 /// QEMU's `cpus=` of `n` CPUs: `0`, `0-1`.

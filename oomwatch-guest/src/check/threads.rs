@@ -10,7 +10,7 @@
 use oomwatch_testkit::oracle;
 use serde_json::Value;
 
-use crate::vm::{
+use crate::{
     check::{check, Check},
     console::{kernel_kills, key_value, Console, KernelKill},
 };
@@ -71,7 +71,7 @@ pub fn boot_check(c: &Console) -> Check {
     let runs = runs(c);
     let kills = phase_kills(c);
     let mut problems = Vec::new();
-    let want = crate::vm::initramfs::M_VICTIMS;
+    let want = crate::script::M_VICTIMS;
     if runs.len() != want {
         problems.push(format!("{} runs recorded, expected {want}", runs.len()));
     }
@@ -109,7 +109,7 @@ pub fn boot_check(c: &Console) -> Check {
         format!(
             "/m: {} runs of {} threads killed: {}",
             runs.len(),
-            crate::vm::initramfs::M_THREADS,
+            crate::script::M_THREADS,
             threads.join(", ")
         ),
     )
@@ -139,7 +139,7 @@ pub fn agent_check(c: &Console, events: &[Value]) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use crate::vm::check::{
+    use crate::check::{
         check_console,
         fixture::{fentry_event_in, get, FIXTURE},
     };

@@ -137,7 +137,7 @@ fn summary(results: &[RunResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::check::{check_console, fixture::FIXTURE};
+    use crate::check::{check_console, fixture::FIXTURE};
 
     #[test]
     fn the_summary_has_one_column_group_per_agent_and_one_column_per_kernel() {

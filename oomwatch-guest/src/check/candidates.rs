@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use oomwatch_testkit::oracle::{self, candidates::Setting, pid_of};
 
-use crate::vm::{
+use crate::{
     agent::{Agent, KMSG},
     check::oom::{PAGE_SIZE, TOTALPAGES},
     check::{at, check, source, Check},
@@ -171,7 +171,7 @@ fn rows_and_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::agent::AGENTS;
+    use crate::agent::AGENTS;
 
     /// The /g invocation: a hog (chosen), a sleeper with oom_score_adj 500, a plain sleeper.
     fn invocation() -> Invocation {

@@ -11,7 +11,7 @@
 use oomwatch_testkit::oracle::lifecycle;
 use serde_json::Value;
 
-use crate::vm::{
+use crate::{
     agent::Kernel,
     check::{check, Check},
     console::probe_status,
@@ -134,7 +134,7 @@ fn earlyoom(k: &Kernel, others: &[Value]) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::console::{Console, Victim};
+    use crate::console::{Console, Victim};
 
     const LOG: &str = r#"{"level":"INFO","fields":{"message":"probe attached","probe":"tracepoint:sched/sched_process_exit","reads":"x"}}"#;
 

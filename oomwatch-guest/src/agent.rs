@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use oomwatch_testkit::oracle::{self, fields::KillCount, pid_of};
 
-use crate::vm::{
+use crate::{
     check::candidates::{FEXIT as FEXIT_BADNESS, KRETPROBE as KRETPROBE_BADNESS},
     check::{candidates, check, global, lifecycle, oom, sigkill, source, stacks, threads, Check},
     console::*,
@@ -367,7 +367,7 @@ mod tests {
     //! Tests of one agent's probe and metrics checks on the real console fixture.
 
     use super::*;
-    use crate::vm::check::{
+    use crate::check::{
         check_console,
         fixture::{get, mutate_in, FIXTURE},
     };

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::vm::{
+use crate::{
     check::{lifecycle::not_a_kernel_event, Check, Report},
     console::{kernel_kills, oom_invocations, victims, Console, Invocation, KernelKill, Victim},
 };
@@ -69,10 +69,10 @@ impl Sample {
             text: text.to_string(),
             victims: victims(console.section("victims")),
             // The multi-threaded phase is checked apart (check::threads).
-            kills: kernel_kills(crate::vm::check::threads::before_phase(
+            kills: kernel_kills(crate::check::threads::before_phase(
                 console.section("dmesg"),
             )),
-            invocations: oom_invocations(crate::vm::check::threads::before_phase(
+            invocations: oom_invocations(crate::check::threads::before_phase(
                 console.section("dmesg"),
             )),
             console,
@@ -195,8 +195,8 @@ impl Sample {
     /// Field `path` (`a.b`) of that event as the checks render it: `16776`, `"/t"`, `null`.
     pub fn value(&self, section: &str, pid: i64, path: &str) -> String {
         let e = self.event(section, pid);
-        let v = crate::vm::check::at(&e, path);
-        crate::vm::check::render(
+        let v = crate::check::at(&e, path);
+        crate::check::render(
             v.unwrap_or_else(|| panic!("no {path} in the {section} event of {pid}")),
         )
     }
@@ -209,15 +209,15 @@ impl Sample {
     }
 }
 
-pub(crate) const FIXTURE: &str = include_str!("../../../tests/fixtures/vm-console-7.2.log");
+pub(crate) const FIXTURE: &str = include_str!("../../tests/fixtures/vm-console-7.2.log");
 /// A real console of Debian 12's arm64 6.1 guest (`cargo xtask vm-test --kernel arm64-6.1`,
 /// `target/vm/6.1.0-57-cloud-arm64/console.log`, unedited).
 pub(crate) const ARM64_FIXTURE: &str =
-    include_str!("../../../tests/fixtures/vm-console-arm64-6.1.log");
+    include_str!("../../tests/fixtures/vm-console-arm64-6.1.log");
 /// The same guest with an agent that embedded the host's (x86-64) eBPF object instead of the
 /// one built for arm64 (a real run, unedited).
 pub(crate) const ARM64_HOST_EBPF_FIXTURE: &str =
-    include_str!("../../../tests/fixtures/vm-console-arm64-6.1-host-ebpf.log");
+    include_str!("../../tests/fixtures/vm-console-arm64-6.1-host-ebpf.log");
 
 /// `text` with `from` replaced by `to` exactly once.
 pub(crate) fn mutate_in(text: &str, from: &str, to: &str) -> String {

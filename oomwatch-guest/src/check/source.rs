@@ -15,7 +15,7 @@
 //! Any other reason (the verifier refused the program, the row is not mentioned, it was
 //! disabled) leaves the first choice as the expected source, and the checks fail on it.
 
-use crate::vm::{
+use crate::{
     agent::{Agent, FENTRY, KMSG, KPROBE},
     check::candidates::{FEXIT, KRETPROBE},
     console::{reason_summary, ProbeStatus},
@@ -80,7 +80,7 @@ pub fn candidates(agent: &Agent, status: &ProbeStatus) -> Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::agent::AGENTS;
+    use crate::agent::AGENTS;
 
     fn status(rows: &[(&str, bool, &str)]) -> ProbeStatus {
         rows.iter()
@@ -162,7 +162,7 @@ mod tests {
         //! attach: no ftrace direct calls before 6.4) and the x86-64 sample (no fallback).
 
         use super::super::{FENTRY, FEXIT};
-        use crate::vm::{
+        use crate::{
             check::{
                 check_console,
                 fixture::{get, mutate_in, ARM64_FIXTURE, FIXTURE},

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use oomwatch_testkit::oracle::pid_of;
 
-use crate::vm::{
+use crate::{
     agent::Kernel,
     check::{check, lifecycle::USERSPACE_SECTION, Check},
     console::{key_value, probe_status, reason_summary, DISABLED},
@@ -245,7 +245,7 @@ fn dropped(metrics: &[String], problems: &mut Vec<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::console::{Console, Invocation, Victim};
+    use crate::console::{Console, Invocation, Victim};
 
     const ATTACHED: &str = r#"{"level":"INFO","fields":{"message":"probe attached","probe":"tp_btf:signal_generate:sigkill","reads":"SIGKILLs"}}"#;
     const METRICS: [&str; 2] = [
@@ -463,7 +463,7 @@ mod tests {
     /// only; the group kill's second SIGKILL to its chosen task is no second delivered line.
     #[test]
     fn the_real_sample_fails_for_a_misattributed_group_kill() {
-        use crate::vm::check::{
+        use crate::check::{
             check_console,
             fixture::{get, mutate_sigkills, sample, FIXTURE},
         };

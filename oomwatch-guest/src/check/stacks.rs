@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::vm::check::{check, lifecycle, Check};
-use crate::vm::console::{probe_status, ProbeStatus};
+use crate::check::{check, lifecycle, Check};
+use crate::console::{probe_status, ProbeStatus};
 
 /// Kernel functions of the OOM path whose names must be the guest's own.
 pub const OOM_PATH: [&str; 5] = [
@@ -248,8 +248,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::vm::check::fixture::FIXTURE;
-    use crate::vm::console::Console;
+    use crate::check::fixture::FIXTURE;
+    use crate::console::Console;
 
     struct Guest {
         log: Vec<String>,

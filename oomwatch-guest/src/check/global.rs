@@ -16,9 +16,9 @@
 //!
 //! Each agent (at `oom_score_adj` -999) must record each victim live, once, with the context
 //! of its kind. The phases run after the `m` phase, so
-//! [`crate::vm::check::threads::before_phase`] keeps them out of the other checks too.
+//! [`crate::check::threads::before_phase`] keeps them out of the other checks too.
 
-use crate::vm::{
+use crate::{
     check::{check, render, Check},
     console::{kernel_kills, oom_invocations, Console, Invocation},
 };
@@ -336,7 +336,7 @@ impl HostPhase {
 
 #[cfg(test)]
 mod tests {
-    use crate::vm::check::{
+    use crate::check::{
         check_console,
         fixture::{fentry_event_in, get, FIXTURE},
         Check,

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 
 pub use oomwatch_testkit::oracle::{at, render};
-pub use platform::ebpf_object;
 
 pub mod candidates;
 #[cfg(test)]
@@ -20,10 +19,10 @@ pub mod source;
 pub mod stacks;
 pub mod threads;
 
-use crate::vm::{
+use crate::{
     agent::{check_agent, Agent, Kernel, AGENTS},
     console::*,
-    initramfs::{G_VICTIMS, T_VICTIMS},
+    script::{G_VICTIMS, T_VICTIMS},
 };
 
 /// One line of the result table; `detail` may have several lines (per-field diffs).
@@ -189,7 +188,7 @@ mod tests {
     //! itself (`fixture::sample`), so a refreshed fixture needs no test edits.
 
     use super::*;
-    use crate::vm::initramfs::{G_VICTIMS, T_VICTIMS};
+    use crate::script::{G_VICTIMS, T_VICTIMS};
 
     use super::fixture::{self, *};
 
@@ -228,7 +227,7 @@ mod tests {
 
     /// What every agent's checks say on the sample: events, memory.events, context, oom_ids,
     /// lifecycle, earlyoom and probes.
-    fn assert_agent_passes(r: &Report, s: &Sample, a: &crate::vm::agent::Agent) {
+    fn assert_agent_passes(r: &Report, s: &Sample, a: &crate::agent::Agent) {
         let (agent, source) = (a.name, a.oom_probe);
         let n = T_VICTIMS + G_VICTIMS;
         let g_lines = G_VICTIMS + 1;
@@ -295,7 +294,7 @@ mod tests {
 
     /// Each victim's SIGKILL attributed (check::sigkill): the /t ones to the OOM killer, the /g
     /// ones to the group sweep, each with its event's oom_id, and earlyoom's by its executable.
-    fn assert_sigkills(r: &Report, s: &Sample, a: &crate::vm::agent::Agent) {
+    fn assert_sigkills(r: &Report, s: &Sample, a: &crate::agent::Agent) {
         let detail = get(r, a.name, "sigkill attribution").detail;
         assert!(
             detail.starts_with("tp_btf:signal_generate:sigkill, "),
@@ -342,7 +341,7 @@ mod tests {
                 "oomwatch_oom_kills_all_total {}, probe_attached kmsg:oom_report 1, \
              fentry:oom_kill_process 0, kprobe:oom_kill_process 0",
                 // t, g, m, and the h, s, a, c and p phases' one victim each.
-                n + crate::vm::initramfs::M_VICTIMS + 5
+                n + crate::script::M_VICTIMS + 5
             )
         );
     }
@@ -372,7 +371,7 @@ mod tests {
             assert_eq!(
                 kernel_events(c.section(&a.section("events"))).len(),
                 // t, g, m and one each in the h, s, a, c and p phases.
-                T_VICTIMS + G_VICTIMS + crate::vm::initramfs::M_VICTIMS + 5
+                T_VICTIMS + G_VICTIMS + crate::script::M_VICTIMS + 5
             );
         }
         assert_eq!(s.victims_in("t").len(), T_VICTIMS);

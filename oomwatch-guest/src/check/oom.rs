@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oomwatch_testkit::oracle::{self, oom::Setting, pid_of};
 
-use crate::vm::{
+use crate::{
     agent::KMSG,
     check::{check, source::Source, Check},
     console::{Invocation, Victim},
-    initramfs::MEMORY_MAX,
+    script::MEMORY_MAX,
 };
 
 pub const PAGE_SIZE: i64 = 4096;
@@ -136,7 +136,7 @@ mod tests {
     //! the fixture itself (`fixture::sample`), so a refreshed fixture needs no test edits.
 
     use super::*;
-    use crate::vm::{
+    use crate::{
         check::{
             check_console,
             fixture::{
@@ -145,7 +145,7 @@ mod tests {
             },
         },
         console::oom_invocations,
-        initramfs::{G_VICTIMS, T_VICTIMS},
+        script::{G_VICTIMS, T_VICTIMS},
     };
     use oomwatch_testkit::kernel_log::badness;
 
@@ -172,10 +172,10 @@ mod tests {
         let s = sample();
         // The whole console gives the same as its dmesg section: other lines are ignored.
         let dmesg: Vec<String> = FIXTURE.lines().map(str::to_string).collect();
-        let inv = oom_invocations(crate::vm::check::threads::before_phase(&dmesg));
+        let inv = oom_invocations(crate::check::threads::before_phase(&dmesg));
         assert_eq!(inv, s.invocations);
         assert_eq!(inv.len(), T_VICTIMS + 1);
-        let headers: Vec<&String> = crate::vm::check::threads::before_phase(&dmesg)
+        let headers: Vec<&String> = crate::check::threads::before_phase(&dmesg)
             .iter()
             .filter(|l| l.contains(" invoked oom-killer: "))
             .collect();
