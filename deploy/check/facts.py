@@ -1,11 +1,11 @@
-"""Facts about deploy/ manifests and alerting rules for `cargo xtask deploy` (xtask/src/deploy/mod.rs).
+"""Facts about deploy/ manifests and alerting rules for `cargo xtask deploy` (deploy/check/src/lib.rs).
 
 python3 facts.py facts RENDERED.yaml        tab-separated facts about the objects
 python3 facts.py podmonitors RENDERED.yaml  each PodMonitor as one JSON line
 python3 facts.py rules RULES.yaml TESTS.yaml alerts and the alert tests that cover them
 
 Needs PyYAML (a dependency of kubernetes-validate). The first field of each fact names its
-kind; xtask/src/deploy/mod.rs reads them.
+kind; deploy/check/src/lib.rs reads them.
 """
 import json, sys, yaml
 

@@ -1,7 +1,7 @@
-// PodMonitor validation for `cargo xtask deploy` (xtask/src/deploy/mod.rs): each stdin line is a
+// PodMonitor validation for `cargo xtask deploy` (deploy/check/src/lib.rs): each stdin line is a
 // PodMonitor as JSON; the types of @kubernetes-models/prometheus-operator (generated from the
 // prometheus-operator CRDs) validate it. Prints `ok NAME` or `invalid NAME: why`; exit 1 if any
-// is invalid. xtask/src/deploy/render.rs copies this file next to the npm install it makes.
+// is invalid. deploy/check/src/render.rs copies this file next to the npm install it makes.
 import { PodMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor";
 import { readFileSync } from "node:fs";
 let bad = 0;

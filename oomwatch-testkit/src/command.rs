@@ -1,7 +1,14 @@
 //! What the harnesses (`xtask`, `oomwatch-bench`) share about the commands they run and the
 //! outputs their tests pin.
 
-use std::{ffi::OsStr, path::Path, process::Command};
+use std::{
+    env,
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use anyhow::{bail, Context, Result};
 
 /// A command as a shell-like line, with the environment variables it sets (not `PATH`, which
 /// only ever gets `~/.cargo/bin` prepended) and its directory.
@@ -22,6 +29,32 @@ pub fn describe(cmd: &Command) -> String {
         line = format!("(cd {} && {line})", dir.display());
     }
     line
+}
+
+/// Prints and runs a command, inheriting stdio; a non-zero exit is an error naming the step.
+pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    let line = describe(cmd);
+    eprintln!("[{step}] $ {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("[{step}] failed to start: {line}"))?;
+    if !status.success() {
+        bail!("[{step}] command failed ({status}): {line}");
+    }
+    Ok(())
+}
+
+/// Runs a probe command quietly and captures its output (`None` if it could not be started).
+pub fn probe(program: impl AsRef<OsStr>, args: &[&str]) -> Option<Output> {
+    Command::new(program).args(args).output().ok()
+}
+
+/// `name` as the first executable file of that name on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn quote(s: &OsStr) -> String {

@@ -3,9 +3,8 @@
 
 use std::{
     env,
-    ffi::OsStr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::Instant,
 };
 
@@ -109,33 +108,7 @@ pub fn scrub_cargo_env(cmd: &mut Command) {
     }
 }
 
-pub use oomwatch_testkit::command::describe;
-
-/// Print and run a command, inheriting stdio; a non-zero exit is an error naming the step.
-pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
-    let line = describe(cmd);
-    eprintln!("[{step}] $ {line}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("[{step}] failed to start: {line}"))?;
-    if !status.success() {
-        bail!("[{step}] command failed ({status}): {line}");
-    }
-    Ok(())
-}
-
-/// Run a probe command quietly and capture its output (`None` if it could not be started).
-pub fn probe(program: impl AsRef<OsStr>, args: &[&str]) -> Option<Output> {
-    Command::new(program).args(args).output().ok()
-}
-
-/// `name` as the first executable file of that name on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+pub use oomwatch_testkit::command::{describe, find_on_path, probe, run};
 
 /// `dpkg-query -W -f='${Status}' PKG` says "install ok installed" (exit status 1, "no such
 /// package known", and a missing dpkg-query mean not installed).
@@ -284,14 +257,6 @@ fn removals(simulation: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("Remv ")?.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-/// Compares `actual` with `xtask/tests/fixtures/pinned/<name>` (a test's pinned output);
-/// `OOMWATCH_BLESS=1` writes it instead.
-#[cfg(test)]
-pub fn assert_pinned(name: &str, actual: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pinned");
-    oomwatch_testkit::command::assert_pinned(&dir, name, actual);
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ fn row_fields(
 #[cfg(test)]
 mod tests {
     //! The ranking on a hand-written dump; `vm-test`'s candidates tests
-    //! (xtask/src/vm/check/candidates.rs) run the whole check on it and on a real guest's events.
+    //! (oomwatch-guest/src/check/candidates.rs) run the whole check on it and on a real guest's events.
     use super::*;
 
     #[test]

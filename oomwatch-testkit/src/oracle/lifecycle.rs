@@ -99,7 +99,7 @@ pub fn userspace_kill(killer: &str, pid: i64, comm: &str, records: &[Value]) -> 
 
 #[cfg(test)]
 mod tests {
-    //! On hand-written records; `vm-test`'s lifecycle tests (xtask/src/vm/check/lifecycle.rs)
+    //! On hand-written records; `vm-test`'s lifecycle tests (oomwatch-guest/src/check/lifecycle.rs)
     //! run the checks on a real guest's console.
     use super::*;
     use serde_json::json;

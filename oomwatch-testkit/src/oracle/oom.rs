@@ -188,7 +188,7 @@ const NOT_IN_A_BARE_KILLED_LINE: [&str; 9] = [
 
 #[cfg(test)]
 mod tests {
-    //! The check on one hand-written report; `vm-test`'s fixture tests (xtask/src/vm/check/oom.rs)
+    //! The check on one hand-written report; `vm-test`'s fixture tests (oomwatch-guest/src/check/oom.rs)
     //! mutate a real guest's events field by field.
     use super::*;
     use crate::kernel_log::oom_invocations;

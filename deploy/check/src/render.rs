@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use super::{
     path_str, tools::Tools, CRD_KINDS, K8S_VERSIONS, PODMONITOR_MJS, PROM_OPERATOR_MODELS, STEP,
 };
-use crate::util::{self, run};
+use oomwatch_testkit::command::{self as util, run};
 
 /// `kubectl kustomize DIR` into `work/<name>.yaml`.
 pub(super) fn render(tools: &Tools, name: &str, dir: &Path, work: &Path) -> Result<PathBuf> {

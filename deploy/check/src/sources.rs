@@ -113,7 +113,6 @@ pub(super) fn workspace_version(root: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util;
 
     #[test]
     fn xtask_subcommands_come_from_enum_cmd() {
@@ -122,7 +121,7 @@ mod tests {
             xtask_subcommands(main_rs),
             ["setup", "build-ebpf", "vm-test"]
         );
-        let real = fs::read_to_string(util::repo_root().join("xtask/src/main.rs")).unwrap();
+        let real = fs::read_to_string(crate::repo_root().join("xtask/src/main.rs")).unwrap();
         assert!(xtask_subcommands(&real).contains(&"build".to_string()));
     }
 

@@ -11,7 +11,7 @@ use super::{
     tools::Tools,
     RUNBOOK_PREFIX, STEP,
 };
-use crate::util::run;
+use oomwatch_testkit::command::run;
 
 pub(super) fn prometheus_rules(tools: &Tools, root: &Path) -> Result<()> {
     let dir = root.join("deploy/prometheus");
@@ -113,7 +113,7 @@ fn rules_checks(f: &Facts, readme: &str) -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::test_support::{assert_one_failure, facts, failures};
+    use crate::test_support::{assert_one_failure, facts, failures};
 
     const README: &str = "# alerts\n### OomwatchA\nmeaning\n";
 

@@ -1,5 +1,5 @@
-//! `cargo xtask deploy`: checks everything under `deploy/` without a cluster or a container
-//! engine.
+//! The checks of everything under `deploy/`, without a cluster or a container engine; `cargo
+//! xtask deploy` runs them once it has found (or installed) the tools they need.
 //!
 //! 1. Renders the kustomize base `deploy/kubernetes` and the overlays `deploy/overlays/*` with
 //!    `kubectl kustomize` (Debian's `kubernetes-client` is installed when kubectl is missing).
@@ -40,11 +40,9 @@ mod sources;
 mod test_support;
 mod tools;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    time::Instant,
-};
+pub use tools::Tools;
+
+use std::{fs, path::Path, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -55,16 +53,15 @@ use self::{
     render::{podmonitor_schema, render, validate_schemas},
     rules::prometheus_rules,
     sources::workspace_version,
-    tools::Tools,
 };
-use crate::util;
 
 const STEP: &str = "deploy";
 
 /// Kubernetes versions the manifests must be valid for.
 const K8S_VERSIONS: &[&str] = &["1.28", "1.30", "1.32"];
-/// Installed with pip when the `kubernetes_validate` module is missing.
-const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// Installed with pip (by `cargo xtask deploy`) when the `kubernetes_validate` module is
+/// missing.
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 /// prometheus-operator types (generated from its CRDs) for the PodMonitor, from npm.
 const PROM_OPERATOR_MODELS: &str = "@kubernetes-models/prometheus-operator@6.0.0";
 /// Kinds kubernetes-validate has no schema for, and that are checked otherwise.
@@ -100,14 +97,12 @@ const DISTROLESS_CC_LIBS: &[&str] = &[
     "ld-linux-aarch64.so.1",
 ];
 
-pub fn check() -> Result<()> {
+/// Every check of `root`'s `deploy/`, with `tools`, rendering into `work`
+/// (`target/deploy-check/`).
+pub fn check(root: &Path, work: &Path, tools: &Tools) -> Result<()> {
     let started = Instant::now();
-    let root = util::repo_root();
-    let work = work_dir();
-    fs::create_dir_all(&work).with_context(|| format!("[{STEP}] creating {}", work.display()))?;
-
-    let tools = Tools::ensure()?;
-    let version = workspace_version(&root)?;
+    fs::create_dir_all(work).with_context(|| format!("[{STEP}] creating {}", work.display()))?;
+    let version = workspace_version(root)?;
 
     // (a), (b), (e): the base and each overlay.
     let mut targets = vec![(
@@ -136,25 +131,27 @@ pub fn check() -> Result<()> {
     if !unlisted.is_empty() {
         bail!(
             "[{STEP}] deploy/overlays/{} is not checked; fix: add it to OVERLAYS in \
-             xtask/src/deploy/mod.rs with the exact capability set it grants",
+             deploy/check/src/lib.rs with the exact capability set it grants",
             unlisted.join(", deploy/overlays/")
         );
     }
     for (name, dir, caps) in &targets {
-        let rendered = render(&tools, name, dir, &work)?;
-        validate_schemas(&tools, name, &rendered)?;
+        let rendered = render(tools, name, dir, work)?;
+        validate_schemas(tools, name, &rendered)?;
         let facts = Facts::parse(&tools.python_output(&["facts", &path_str(&rendered)])?);
         let checks = manifest_checks(&facts, caps, &version);
         report(&format!("deploy/{name}"), &checks)?;
         // Each rendering's PodMonitor (the tls overlay's scrapes over https).
-        podmonitor_schema(&tools, &rendered, &work)?;
+        podmonitor_schema(tools, &rendered, work)?;
     }
 
     // (c)
-    prometheus_rules(&tools, &root)?;
+    prometheus_rules(tools, root)?;
 
     // (d)
-    let checks = containerfile_checks(&root);
+    // The release binary's libraries, when `target/release/oomwatch` is built.
+    let target = work.parent().unwrap_or(work);
+    let checks = containerfile_checks(root, target);
     report("deploy/Containerfile", &checks)?;
 
     eprintln!(
@@ -164,14 +161,11 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
-/// `target/deploy-check` (honours `CARGO_TARGET_DIR`).
-fn work_dir() -> PathBuf {
-    let root = util::repo_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    target.join("deploy-check")
+/// The repository this crate is in (`deploy/check/` is two levels below it): the tests read
+/// its files.
+#[cfg(test)]
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn path_str(p: &Path) -> String {
@@ -182,7 +176,7 @@ fn path_str(p: &Path) -> String {
 // Helpers in other languages
 
 /// PyYAML helper: `python3 -c FACTS_PY facts FILE | podmonitors FILE | rules RULES TESTS`.
-const FACTS_PY: &str = include_str!("../../../deploy/check/facts.py");
+const FACTS_PY: &str = include_str!("../facts.py");
 
 /// Validates PodMonitors (JSON lines on stdin) with `@kubernetes-models/prometheus-operator`.
-const PODMONITOR_MJS: &str = include_str!("../../../deploy/check/validate-podmonitor.mjs");
+const PODMONITOR_MJS: &str = include_str!("../validate-podmonitor.mjs");

@@ -100,7 +100,7 @@ fn check_capabilities(f: &Facts, containers: &[&str], expected: &[&str]) -> Chec
                 "container {c} adds [{add}], expected exactly [{}] (extra: [{}], missing: [{}]); \
                  fix: capabilities.add in the DaemonSet (or the overlay's capabilities.yaml); a \
                  new capability needs its reason in deploy/kubernetes/README.md and in \
-                 xtask/src/deploy/mod.rs",
+                 deploy/check/src/lib.rs",
                 expected.join(", "),
                 extra.join(", "),
                 missing.join(", ")
@@ -413,7 +413,7 @@ mod tests {
     //! `cargo xtask deploy` runs them all on the real rendered manifests.
 
     use super::*;
-    use crate::deploy::{
+    use crate::{
         test_support::{assert_one_failure, facts, failures},
         BASE_CAPS, OVERLAYS,
     };

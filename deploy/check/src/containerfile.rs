@@ -7,9 +7,9 @@ use super::{
     facts::{fail, ok, verdict, Check},
     path_str,
     sources::{agent_binary_names, rust_const_strings, xtask_subcommands},
-    work_dir, DISTROLESS_CC_LIBS,
+    DISTROLESS_CC_LIBS,
 };
-use crate::util;
+use oomwatch_testkit::command as util;
 
 /// Instructions of a Containerfile: (KEYWORD, arguments), continuation lines joined.
 fn instructions(text: &str) -> Vec<(String, String)> {
@@ -47,7 +47,7 @@ struct RepoFacts {
     ldd: Option<String>,
 }
 
-pub(super) fn containerfile_checks(root: &Path) -> Vec<Check> {
+pub(super) fn containerfile_checks(root: &Path, target: &Path) -> Vec<Check> {
     let read = |p: &str| fs::read_to_string(root.join(p));
     let (containerfile, setup_rs, main_rs, agent_cargo_toml) = match (
         read("deploy/Containerfile"),
@@ -71,10 +71,7 @@ pub(super) fn containerfile_checks(root: &Path) -> Vec<Check> {
             )];
         }
     };
-    let binary = work_dir()
-        .parent()
-        .map_or_else(|| root.join("target"), Path::to_path_buf)
-        .join("release/oomwatch");
+    let binary = target.join("release/oomwatch");
     let ldd = binary
         .is_file()
         .then(|| util::probe("ldd", &[&path_str(&binary)]))
@@ -225,7 +222,7 @@ fn check_builder(p: &Parsed) -> Check {
         ),
         _ => problems.push(
             "cannot find BUILD_PACKAGES in xtask/src/setup.rs; fix: update \
-             rust_const_strings' caller in xtask/src/deploy/containerfile.rs"
+             rust_const_strings' caller in deploy/check/src/containerfile.rs"
                 .to_string(),
         ),
     }
@@ -416,11 +413,11 @@ mod tests {
     //! Tests of the Containerfile checks on the repository's own Containerfile.
 
     use super::*;
-    use crate::deploy::test_support::{assert_one_failure, failures};
+    use crate::test_support::{assert_one_failure, failures};
 
     /// The repository's own Containerfile and the files it is checked against.
     fn repo_facts() -> RepoFacts {
-        let root = util::repo_root();
+        let root = crate::repo_root();
         let read = |p: &str| fs::read_to_string(root.join(p)).unwrap();
         RepoFacts {
         containerfile: read("deploy/Containerfile"),
@@ -541,7 +538,11 @@ mod tests {
         let mut r = repo_facts();
         r.ldd = Some("\tlibssl.so.3 => /lib/libssl.so.3 (0x1)\n".into());
         show("libssl", &r);
-        crate::util::assert_pinned("containerfile-verdicts.txt", &out);
+        oomwatch_testkit::command::assert_pinned(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pinned"),
+            "containerfile-verdicts.txt",
+            &out,
+        );
     }
 
     #[test]
