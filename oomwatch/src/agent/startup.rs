@@ -560,7 +560,11 @@ fn start_server(
 ) -> Result<(oneshot::Sender<()>, ServerDone), RunError> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel();
+    // Two renderers (a scrape and a page at once), below the event loop: see
+    // `server::renderer`.
+    let renderer = server::Renderer::start(2, thread::own_nice()).map_err(RunError::ServerThread)?;
     let state = server::ServerState::new(Arc::clone(metrics))
+        .with_renderer(renderer)
         .with_recent(Arc::clone(recent))
         .with_host(Arc::clone(host))
         .with_node(&cfg.host)

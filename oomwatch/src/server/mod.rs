@@ -31,10 +31,12 @@ pub use accept::watch_hangup_early;
 mod conn;
 pub mod limits;
 pub mod page;
+pub mod renderer;
 mod segments;
 pub mod web_config;
 
 pub use limits::{HttpStats, Limits};
+pub use renderer::Renderer;
 pub use web_config::{WebConfig, WebConfigError};
 
 /// What the handlers read: the metrics, the recent events, the host collectors.
@@ -45,6 +47,9 @@ pub struct ServerState {
     host: Option<Arc<HostCollectors>>,
     node: Option<Arc<str>>,
     metrics_only: bool,
+    /// The threads that render `/metrics`, `/` and `/events`; without them (the library's
+    /// tests), the runtime's blocking pool.
+    renderer: Option<Arc<Renderer>>,
 }
 
 impl ServerState {
@@ -56,6 +61,27 @@ impl ServerState {
             host: None,
             node: None,
             metrics_only: false,
+            renderer: None,
+        }
+    }
+
+    /// Renders on `renderer`'s threads (below the event loop's priority), not the blocking
+    /// pool.
+    pub fn with_renderer(mut self, renderer: Arc<Renderer>) -> Self {
+        self.renderer = Some(renderer);
+        self
+    }
+
+    /// Runs `f` on the renderers (or the blocking pool), away from the HTTP thread.
+    async fn render<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        match &self.renderer {
+            Some(r) => r.run(f).await.map_err(|e| e.to_string()),
+            None => tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -233,7 +259,9 @@ fn fresh(content_type: &'static str, body: String) -> Response {
 }
 
 async fn index(State(state): State<ServerState>) -> Response {
+    let s = state.clone();
     let render = move || {
+        let state = s;
         let host = state.host.as_ref().map(|h| h.snapshot());
         let events = state.recent.snapshot();
         let probes = state.metrics.probes();
@@ -248,10 +276,10 @@ async fn index(State(state): State<ServerState>) -> Response {
             now: SystemTime::now(),
         })
     };
-    match tokio::task::spawn_blocking(render).await {
+    match state.render(render).await {
         Ok(body) => fresh("text/html; charset=utf-8", body),
         Err(e) => text_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
             format!("rendering the page failed: {e}\n"),
         ),
     }
@@ -285,14 +313,14 @@ async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
     };
     let recent = Arc::clone(&state.recent);
     let json = move || serde_json::to_string(&recent.latest(limit));
-    match tokio::task::spawn_blocking(json).await {
+    match state.render(json).await {
         Ok(Ok(body)) => fresh("application/json", body),
         Ok(Err(e)) => text_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("serializing events failed: {e}\n"),
         ),
         Err(e) => text_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
             format!("serializing events failed: {e}\n"),
         ),
     }
@@ -300,14 +328,14 @@ async fn events(State(state): State<ServerState>, uri: Uri) -> Response {
 
 async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
     let metrics = Arc::clone(&state.metrics);
-    match tokio::task::spawn_blocking(move || metrics.render_segments()).await {
+    match state.render(move || metrics.render_segments()).await {
         Ok(parts) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, CONTENT_TYPE)],
             axum::body::Body::new(segments::Segments::new(parts)),
         ),
         Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             axum::body::Body::from(format!("rendering metrics failed: {e}\n")),
         ),

@@ -38,6 +38,14 @@ pub fn idle_priority() -> io::Result<()> {
     }
 }
 
+/// The calling thread's nice value (Linux keeps one per thread; a new thread inherits its
+/// creator's).
+pub fn own_nice() -> i32 {
+    // SAFETY: getpriority takes integer arguments only; 0 is the calling thread. It cannot
+    // fail for the caller itself, so -1 is a nice value, not an error.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
