@@ -53,7 +53,7 @@ fn may_run(smoke: bool) -> Result<bool> {
 /// wrk (optional in --smoke) and node_exporter (installed by the full run): whether each is
 /// there, with a note when not.
 fn install_tools(smoke: bool, notes: &mut Vec<String>) -> Result<(bool, bool)> {
-    let have_wrk = match ensure_packages(&["wrk"]) {
+    let have_wrk = match util::ensure_packages("bench", &["wrk"]) {
         Ok(()) => true,
         Err(e) if smoke => {
             notes.push(format!("wrk could not be installed ({e:#}): wrk not run"));
@@ -62,7 +62,7 @@ fn install_tools(smoke: bool, notes: &mut Vec<String>) -> Result<(bool, bool)> {
         Err(e) => return Err(e.context("[bench] installing wrk")),
     };
     if !smoke {
-        ensure_packages(&["prometheus-node-exporter"])
+        util::ensure_packages("bench", &["prometheus-node-exporter"])
             .context("[bench] installing prometheus-node-exporter")?;
     }
     let have_ne = std::path::Path::new(oomwatch_bench::NODE_EXPORTER).is_file();
@@ -70,34 +70,4 @@ fn install_tools(smoke: bool, notes: &mut Vec<String>) -> Result<(bool, bool)> {
         notes.push("prometheus-node-exporter is not installed: not compared".into());
     }
     Ok((have_wrk, have_ne))
-}
-
-/// Installs the missing ones of `pkgs` with apt-get (as `cargo xtask setup` does).
-fn ensure_packages(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs
-        .iter()
-        .copied()
-        .filter(|p| !util::dpkg_installed(p))
-        .collect();
-    for p in pkgs {
-        let state = if missing.contains(p) {
-            "missing"
-        } else {
-            "installed"
-        };
-        eprintln!("[bench] {p}: {state}");
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let args: Vec<&str> = ["--no-install-recommends"]
-        .iter()
-        .chain(&missing)
-        .copied()
-        .collect();
-    util::apt_install("bench", &args)?;
-    if let Some(p) = missing.iter().find(|p| !util::dpkg_installed(p)) {
-        bail!("{p} is still not installed after apt-get install");
-    }
-    Ok(())
 }
