@@ -1,6 +1,7 @@
 //! A stdout nobody reads (a full log pipe, a stopped collector) does not stop the agent: the
 //! HTTP server keeps answering and every OOM kill still reaches the metrics and `/events`,
-//! while the JSON lines wait in a bounded queue (`oomwatch_stdout_lines_queued`).
+//! while the JSON lines wait in a bounded queue (`oomwatch_stdout_lines_queued`). The kills
+//! whose lines still wait there when the agent is `kill -9`ed are replayed by the next start.
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric_value, real_kernel_or_skip, TestCgroup};
+use common::{free_port, kill_pid, metric_value, real_kernel_or_skip, Agent, TestCgroup};
 
 struct Killed(Child);
 
@@ -116,4 +117,94 @@ fn a_stalled_stdout_stops_neither_http_nor_records() {
         t.elapsed()
     );
     drop(stdout);
+}
+
+/// The agent with `--state-dir state`, its stdout a one-page pipe nobody reads; returns once it
+/// is ready.
+fn start_stalled(state: &std::path::Path, port: u16) -> (Killed, std::process::ChildStdout) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if l.contains("waiting for OOM kills") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready
+        .recv_timeout(Duration::from_secs(60))
+        .expect("agent ready");
+    (Killed(child), stdout)
+}
+
+/// Lines queued for stdout when the agent is `kill -9`ed never made it out: the kernel-log
+/// position must not count their kills as recorded, so the next start replays every one of
+/// them. (The position used to be written right after a line was queued: those kills were
+/// lost, as `tests/resilience.rs` once saw under CI load.)
+#[test]
+fn kills_whose_lines_were_still_queued_at_kill_9_are_replayed() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut agent, stdout) = start_stalled(state.path(), port);
+    let cg = TestCgroup::new(32 << 20);
+    let mut victims = Vec::new();
+    // Each line is a few KiB: the page-sized pipe fills after one or two, the rest queue.
+    for _ in 0..5 {
+        victims.push(cg.oom_kill(0));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = get(port, "/metrics", Duration::from_secs(5)).unwrap();
+    let queued = metric_value(&metrics, "oomwatch_stdout_lines_queued");
+    assert!(queued >= Some(3.0), "lines queued: {queued:?}");
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    // What agent 1 wrote: the complete lines in the pipe.
+    let mut written = String::new();
+    BufReader::new(stdout).read_to_string(&mut written).unwrap();
+    let out: Vec<i32> = written
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|v| kill_pid(&v))
+        .collect();
+    let unwritten: Vec<i32> = victims
+        .iter()
+        .copied()
+        .filter(|v| !out.contains(v))
+        .collect();
+    assert!(unwritten.len() >= 3, "written {out:?} of {victims:?}");
+    eprintln!("kill -9 with {queued:?} lines queued: kills {out:?} written, {unwritten:?} not");
+
+    let dir = state.path().to_str().unwrap();
+    let mut next = Agent::start(&["--state-dir", dir]);
+    for pid in &unwritten {
+        let ev = next.wait_event(Duration::from_secs(10), |v| kill_pid(v) == Some(*pid));
+        assert_eq!(ev["replayed"], true, "kill {pid}: {ev}");
+    }
+    next.drain(Duration::from_millis(500));
+    for pid in &out {
+        let again = next
+            .seen
+            .iter()
+            .filter(|v| kill_pid(v) == Some(*pid))
+            .count();
+        assert_eq!(
+            again, 0,
+            "kill {pid} was written by the first agent and replayed too"
+        );
+    }
 }

@@ -103,7 +103,8 @@ impl Agent {
     }
 
     /// The earliest of: a victim's correlation window, recovery's give-up time, a lifecycle
-    /// deadline, and (while a victim waits for its kernel-log report) the next look at the log,
+    /// deadline, the next look at stdout's progress while kills' lines wait for it, and (while
+    /// a victim waits for its kernel-log report) the next look at the log,
     /// every millisecond rather than at the kernel's wake-up (which comes after the console
     /// print).
     fn next_deadline(&self) -> Option<Instant> {
@@ -114,6 +115,7 @@ impl Agent {
             self.sink.recovery_deadline(),
             self.sink.lifecycle.next_deadline(),
             self.sink.sigkills.next_deadline(),
+            self.sink.position_deadline(),
             kmsg_poll,
         ]
         .into_iter()
@@ -199,7 +201,9 @@ impl Agent {
         let lines = self.sink.sigkills.due(now);
         self.sink.write_lines(lines)?;
         let outs = self.sink.lifecycle.due(now);
-        self.sink.emit_lifecycle(outs)
+        self.sink.emit_lifecycle(outs)?;
+        self.sink.follow_stdout();
+        Ok(())
     }
 
     /// One kernel-log event: a record feeds recovery and, when the log is the context source,
@@ -247,7 +251,7 @@ impl Agent {
         let leftover = self.correlator.flush_all();
         let flushed = self.sink.emit(leftover);
         // What stdout has not taken yet gets 2 s (a stalled reader must not hold the exit);
-        // the position is saved only if it took everything.
+        // the position counts the kills whose lines it took.
         self.sink.out.close(std::time::Duration::from_secs(2));
         self.sink.save_position();
         self.shutdown.stop().await;

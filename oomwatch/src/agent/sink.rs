@@ -1,5 +1,6 @@
 //! Where the agent's finished records go ([`Sink`]): enriched, written as JSON, counted, kept
 //! for the page, and the kernel-log position saved.
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub(super) struct Sink {
     pub(super) stacks: StackSymbolizer,
     /// Who sent each SIGKILL (`sigkill`, `container_killed` lines).
     pub(super) sigkills: Sigkills,
+    /// Kernel kills whose lines are queued for stdout: (line number, pid), oldest first.
+    pub(super) unwritten: VecDeque<(u64, i32)>,
 }
 
 impl Sink {
@@ -45,17 +48,15 @@ impl Sink {
             self.enricher.enrich(&mut ev);
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
-            // The position that counts this kill as recorded is encoded before the line and
-            // written right after it: a crash from then on cannot make the next start replay
-            // this kill, and one before the line leaves it to be replayed.
-            let commit = self
-                .recovery
-                .as_mut()
-                .filter(|_| kernel)
-                .and_then(|r| r.prepare_recorded(ev.pid));
-            self.out.write(&ev).map_err(RunError::Stdout)?;
-            if let (Some(r), Some(c)) = (self.recovery.as_mut(), commit) {
-                r.commit(c);
+            let line = self.out.write(&ev).map_err(RunError::Stdout)?;
+            // The kill no longer waits for a live record; the position counts it as recorded
+            // once stdout has taken its line (`save_position`).
+            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
+                r.recorded(ev.pid);
+                match line {
+                    Some(n) => self.unwritten.push_back((n, ev.pid)),
+                    None => r.dropped(ev.pid),
+                }
             }
             // Kill → record latency: the kernel's timestamp to the line written.
             let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
@@ -110,17 +111,34 @@ impl Sink {
         Ok(())
     }
 
-    /// Saves the kernel-log position once stdout has taken every queued line, waiting at most
-    /// [`WRITER_WAIT`] for it. A position saved while lines still wait in the writer's queue
-    /// would count their kills as recorded, and a `kill -9` then would lose them (CI's
-    /// `tests/kill_cycles.rs` lost two); when stdout does not take them in time (stalled), the
-    /// position is not saved now: the next start replays those kills instead.
+    /// Saves the kernel-log position, counting as recorded the kills whose lines stdout has
+    /// taken: never waits for the writer. A kill whose line still waits in the queue (stdout
+    /// slow or stalled) is not counted yet, so a `kill -9` now makes the next start replay it,
+    /// and only it (CI's `tests/kill_cycles.rs` and `tests/resilience.rs` each lost kills to a
+    /// position that counted queued lines).
     pub(super) fn save_position(&mut self) {
         let Some(r) = self.recovery.as_mut() else {
             return;
         };
-        if self.out.wait_written(WRITER_WAIT) {
-            r.save();
+        let written = self.out.written();
+        while let Some(&(_, pid)) = self.unwritten.front().filter(|(n, _)| *n <= written) {
+            self.unwritten.pop_front();
+            r.written(pid);
+        }
+        r.save();
+    }
+
+    /// While kills' lines wait for stdout, the next look at how far it got (the position
+    /// follows stdout even when no new record comes).
+    pub(super) fn position_deadline(&self) -> Option<Instant> {
+        (self.recovery.is_some() && !self.unwritten.is_empty())
+            .then(|| Instant::now() + POSITION_POLL)
+    }
+
+    /// [`Self::save_position`] when lines of kills were waiting for stdout.
+    pub(super) fn follow_stdout(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.save_position();
         }
     }
 
@@ -129,8 +147,8 @@ impl Sink {
     }
 }
 
-/// How long a position save waits for stdout to take the lines before it.
-const WRITER_WAIT: Duration = Duration::from_millis(20);
+/// How often the position looks at how far stdout got while kills' lines wait for it.
+const POSITION_POLL: Duration = Duration::from_millis(50);
 
 /// How often a victim waiting for its kernel-log report looks for it.
 pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);

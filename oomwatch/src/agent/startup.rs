@@ -245,6 +245,7 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
         hierarchy,
         recovery,
         stacks,
+        unwritten: Default::default(),
     };
     metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
     Ok(sink)
@@ -562,7 +563,8 @@ fn start_server(
     let (done_tx, done_rx) = oneshot::channel();
     // Two renderers (a scrape and a page at once), below the event loop: see
     // `server::renderer`.
-    let renderer = server::Renderer::start(2, thread::own_nice()).map_err(RunError::ServerThread)?;
+    let renderer =
+        server::Renderer::start(2, thread::own_nice()).map_err(RunError::ServerThread)?;
     let state = server::ServerState::new(Arc::clone(metrics))
         .with_renderer(renderer)
         .with_recent(Arc::clone(recent))

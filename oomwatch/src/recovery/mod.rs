@@ -12,11 +12,11 @@
 pub mod position;
 pub mod replay;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::record::{OomEvent, ProbeId};
-use crate::recovery::position::{Position, Prepared, StateFile, Tracker};
+use crate::recovery::position::{Position, StateFile, Tracker};
 use crate::recovery::replay::{LogKills, LoggedKill};
 use crate::source::kmsg::record::KmsgRecord;
 use crate::source::kmsg::{KmsgError, KmsgEvent, KmsgReader, KmsgSource};
@@ -35,19 +35,15 @@ pub struct Recovery {
     file: StateFile,
     boot_id: String,
     held: VecDeque<(Instant, LoggedKill)>,
+    /// Kills whose records are queued for stdout but not yet written: no longer waiting for a
+    /// live record, not yet counted as recorded by the position.
+    unwritten: BTreeSet<i32>,
     /// The last position written, to skip identical writes.
     saved: Option<Position>,
     /// Where a kill line without a live record makes the attached `mark_victim` rows silent.
     silence: Silence,
     /// The attached `mark_victim` rows.
     victim_rows: Vec<ProbeId>,
-}
-
-/// A position ready to be written (see [`Recovery::prepare_recorded`]).
-#[derive(Debug)]
-pub struct Commit {
-    pos: Position,
-    prepared: Prepared,
 }
 
 /// What start-up found in the log.
@@ -111,6 +107,7 @@ impl Recovery {
             file,
             boot_id,
             held: VecDeque::new(),
+            unwritten: BTreeSet::new(),
             saved: None,
             silence: Silence::new(),
             victim_rows: Vec::new(),
@@ -130,7 +127,7 @@ impl Recovery {
     pub fn on_record(&mut self, rec: &KmsgRecord, now: Instant) {
         self.tracker.record(rec.seq);
         for k in self.kills.push(rec) {
-            if self.tracker.killed(k.seq, k.event.pid) {
+            if self.tracker.killed(k.seq, k.event.pid) && !self.unwritten.contains(&k.event.pid) {
                 if self.held.len() == HELD {
                     self.held.pop_front();
                 }
@@ -139,31 +136,26 @@ impl Recovery {
         }
     }
 
-    /// A record for `pid` is about to be written: the position that counts it as recorded,
-    /// ready to [`Self::commit`] right after the line. Between the two there is nothing but
-    /// the line's own `write` and this `pwrite`, so a `kill -9` can fall between them only in
-    /// the few microseconds of one return to user space (then that one kill is replayed at the
-    /// next start, marked `replayed`). Saving before the line instead would lose the kill when
-    /// the agent dies before writing it, which is worse than a marked repeat. `None`: the
-    /// position did not change.
-    pub fn prepare_recorded(&mut self, pid: i32) -> Option<Commit> {
-        self.tracker.recorded(pid);
+    /// A record for `pid` has been queued for stdout: its kill line no longer waits for a live
+    /// record. The position counts it as recorded only once stdout has taken the line
+    /// ([`Self::written`]): counted earlier, a `kill -9` while the line still waits in the
+    /// writer's queue would lose the kill.
+    pub fn recorded(&mut self, pid: i32) {
         self.held.retain(|(_, k)| k.event.pid != pid);
-        let pos = self.tracker.position(&self.boot_id)?;
-        if self.saved.as_ref() == Some(&pos) {
-            return None;
-        }
-        let prepared = self.file.prepare(&pos);
-        Some(Commit { pos, prepared })
+        self.unwritten.insert(pid);
     }
 
-    /// Writes a position made by [`Self::prepare_recorded`]; a failure is logged (the next
-    /// save retries).
-    pub fn commit(&mut self, c: Commit) {
-        match self.file.commit(c.prepared) {
-            Ok(()) => self.saved = Some(c.pos),
-            Err(e) => tracing::warn!("{e}"),
-        }
+    /// Stdout has taken the record of `pid`: the position counts its kill as recorded (saved at
+    /// the next [`Self::save`]).
+    pub fn written(&mut self, pid: i32) {
+        self.unwritten.remove(&pid);
+        self.tracker.recorded(pid);
+    }
+
+    /// The record of `pid` was dropped (the writer's queue was full): the position stays
+    /// before its kill line, so the next start replays it.
+    pub fn dropped(&mut self, pid: i32) {
+        self.unwritten.remove(&pid);
     }
 
     /// When the oldest held kill line is given up on.
@@ -288,9 +280,9 @@ mod tests {
     }
 
     fn record(r: &mut Recovery, pid: i32) {
-        if let Some(c) = r.prepare_recorded(pid) {
-            r.commit(c);
-        }
+        r.recorded(pid);
+        r.written(pid);
+        r.save();
     }
 
     #[test]

@@ -144,9 +144,8 @@ impl StateFile {
         self.commit(self.prepare(pos))
     }
 
-    /// The bytes [`Self::commit`] writes for `pos`, made ready beforehand so that the commit
-    /// is a single system call (see `Recovery::prepare_recorded`).
-    pub fn prepare(&self, pos: &Position) -> Prepared {
+    /// The bytes [`Self::commit`] writes for `pos`.
+    fn prepare(&self, pos: &Position) -> Prepared {
         let gen = {
             let mut g = self.next_gen.lock().unwrap_or_else(|p| p.into_inner());
             *g += 1;
@@ -164,8 +163,8 @@ impl StateFile {
         Prepared { gen, body }
     }
 
-    /// Writes a prepared position.
-    pub fn commit(&self, p: Prepared) -> Result<(), StateError> {
+    /// Writes a prepared position: one `pwrite`.
+    fn commit(&self, p: Prepared) -> Result<(), StateError> {
         use std::os::unix::fs::FileExt;
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if p.body.len() > RECORD {

@@ -54,9 +54,7 @@ impl Renderer {
                 caps::drop_this_thread()?;
                 caps::set_own_nice(nice)
             };
-            thread::spawn_after(&format!("oomwatch-render-{i}"), prelude, move || {
-                work(&rx)
-            })?;
+            thread::spawn_after(&format!("oomwatch-render-{i}"), prelude, move || work(&rx))?;
         }
         Ok(Arc::new(Renderer { jobs: tx }))
     }
@@ -112,7 +110,11 @@ mod tests {
             .unwrap();
         assert!(name.unwrap().starts_with("oomwatch-render-"));
         assert_eq!(nice, (base + NICE_BELOW_LOOP).min(19));
-        assert_eq!(own_nice(), base, "the starting thread keeps its own nice value");
+        assert_eq!(
+            own_nice(),
+            base,
+            "the starting thread keeps its own nice value"
+        );
         assert_eq!(r.run(|| 6 * 7).await, Ok(42));
     }
 

@@ -25,6 +25,8 @@ pub const QUEUE_LINES: usize = 1024;
 #[derive(Debug, Default)]
 pub struct WriterStats {
     queued: AtomicU64,
+    /// Lines stdout has taken since start (in queue order).
+    written: AtomicU64,
     dropped: AtomicU64,
     failed: Mutex<Option<io::Error>>,
 }
@@ -59,6 +61,8 @@ impl WriterStats {
 /// Writes events as JSON lines, through a bounded queue to a writer thread.
 pub struct JsonLines {
     tx: Option<SyncSender<String>>,
+    /// Lines queued since start: the number of the next one is this plus 1.
+    sent: u64,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
     warned: Option<Instant>,
@@ -80,6 +84,9 @@ impl JsonLines {
             for line in rx {
                 let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
                 // Release: what counts the line as taken follows its write.
+                if r.is_ok() {
+                    s.written.fetch_add(1, Ordering::Release);
+                }
                 s.queued.fetch_sub(1, Ordering::Release);
                 if let Err(e) = r {
                     *s.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -89,24 +96,17 @@ impl JsonLines {
         })?;
         Ok(Self {
             tx: Some(tx),
+            sent: 0,
             thread: Some(thread),
             stats,
             warned: None,
         })
     }
 
-    /// Whether stdout has taken every line queued so far, waiting at most `within`.
-    pub fn wait_written(&self, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        loop {
-            if self.stats.queued.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
+    /// How many of the lines queued so far stdout has taken: line `n` (as [`Self::write`]
+    /// numbers it) is out once this is `n` or more.
+    pub fn written(&self) -> u64 {
+        self.stats.written.load(Ordering::Acquire)
     }
 
     /// The counters, for the metrics.
@@ -114,8 +114,9 @@ impl JsonLines {
         Arc::clone(&self.stats)
     }
 
-    /// Queues one line (never waits); a full queue drops it, counted.
-    pub fn write(&mut self, ev: &OomEvent) -> io::Result<()> {
+    /// Queues one line (never waits): its number among the lines queued (see
+    /// [`Self::written`]), or `None` when a full queue dropped it (counted).
+    pub fn write(&mut self, ev: &OomEvent) -> io::Result<Option<u64>> {
         let mut line = ev.to_json_line();
         line.push('\n');
         self.send(line)
@@ -123,10 +124,10 @@ impl JsonLines {
 
     /// Queues one line of other JSON (the kill-lifecycle records).
     pub fn write_line(&mut self, json: &str) -> io::Result<()> {
-        self.send(format!("{json}\n"))
+        self.send(format!("{json}\n")).map(|_| ())
     }
 
-    fn send(&mut self, line: String) -> io::Result<()> {
+    fn send(&mut self, line: String) -> io::Result<Option<u64>> {
         if let Some(e) = self
             .stats
             .failed
@@ -141,7 +142,10 @@ impl JsonLines {
         };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(line) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.sent += 1;
+                Ok(Some(self.sent))
+            }
             Err(TrySendError::Full(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +160,7 @@ impl JsonLines {
                          lines; counted in oomwatch_stdout_lines_dropped_total"
                     );
                 }
-                Ok(())
+                Ok(None)
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
