@@ -44,32 +44,7 @@ fn a_stalled_stdout_stops_neither_http_nor_records() {
     }
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
-        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--state-dir")
-        .arg(state.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Never read; the smallest pipe the kernel allows (one page).
-    let stdout = child.stdout.take().unwrap();
-    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
-    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-    let stderr = child.stderr.take().unwrap();
-    let agent = Killed(child);
-    let (ready_tx, ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if l.contains("waiting for OOM kills") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready
-        .recv_timeout(Duration::from_secs(60))
-        .expect("agent ready");
+    let (agent, stdout) = start_stalled(state.path(), port);
 
     let cg = TestCgroup::new(32 << 20);
     let mut victims = Vec::new();
