@@ -59,6 +59,8 @@ impl Agent {
                 .metrics
                 .set_marks_without_kill(self.correlator.marks_without_kill());
             let deadline = self.next_deadline();
+            let stdout = self.sink.out.stats();
+            let waits_for_stdout = self.sink.waits_for_stdout();
             tokio::select! {
                 _ = self.sigint.recv() => return Ok("SIGINT"),
                 _ = self.sigterm.recv() => return Ok("SIGTERM"),
@@ -91,6 +93,8 @@ impl Agent {
                     self.sink.push_sigkills(recs)?;
                 }
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
+                // A kill's line went out: the position counts it at once.
+                _ = stdout.wrote(), if waits_for_stdout => self.sink.follow_stdout(),
                 ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
                 guard = readable_opt(&mut self.log_fd) => {
                     if let Some(Ok(mut g)) = guard {
@@ -103,8 +107,7 @@ impl Agent {
     }
 
     /// The earliest of: a victim's correlation window, recovery's give-up time, a lifecycle
-    /// deadline, the next look at stdout's progress while kills' lines wait for it, and (while
-    /// a victim waits for its kernel-log report) the next look at the log,
+    /// deadline, and (while a victim waits for its kernel-log report) the next look at the log,
     /// every millisecond rather than at the kernel's wake-up (which comes after the console
     /// print).
     fn next_deadline(&self) -> Option<Instant> {
@@ -115,7 +118,6 @@ impl Agent {
             self.sink.recovery_deadline(),
             self.sink.lifecycle.next_deadline(),
             self.sink.sigkills.next_deadline(),
-            self.sink.position_deadline(),
             kmsg_poll,
         ]
         .into_iter()
@@ -201,9 +203,7 @@ impl Agent {
         let lines = self.sink.sigkills.due(now);
         self.sink.write_lines(lines)?;
         let outs = self.sink.lifecycle.due(now);
-        self.sink.emit_lifecycle(outs)?;
-        self.sink.follow_stdout();
-        Ok(())
+        self.sink.emit_lifecycle(outs)
     }
 
     /// One kernel-log event: a record feeds recovery and, when the log is the context source,

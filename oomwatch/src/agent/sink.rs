@@ -112,8 +112,9 @@ impl Sink {
     }
 
     /// Saves the kernel-log position, counting as recorded the kills whose lines stdout has
-    /// taken: never waits for the writer. A kill whose line still waits in the queue (stdout
-    /// slow or stalled) is not counted yet, so a `kill -9` now makes the next start replay it,
+    /// taken: never waits for the writer (the event loop calls it again as each line goes
+    /// out). A kill whose line still waits in the queue (stdout slow or stalled) is not counted
+    /// yet, so a `kill -9` now makes the next start replay it,
     /// and only it (CI's `tests/kill_cycles.rs` and `tests/resilience.rs` each lost kills to a
     /// position that counted queued lines).
     pub(super) fn save_position(&mut self) {
@@ -128,11 +129,9 @@ impl Sink {
         r.save();
     }
 
-    /// While kills' lines wait for stdout, the next look at how far it got (the position
-    /// follows stdout even when no new record comes).
-    pub(super) fn position_deadline(&self) -> Option<Instant> {
-        (self.recovery.is_some() && !self.unwritten.is_empty())
-            .then(|| Instant::now() + POSITION_POLL)
+    /// Whether kills' lines wait for stdout (the position follows each line it takes).
+    pub(super) fn waits_for_stdout(&self) -> bool {
+        self.recovery.is_some() && !self.unwritten.is_empty()
     }
 
     /// [`Self::save_position`] when lines of kills were waiting for stdout.
@@ -146,9 +145,6 @@ impl Sink {
         self.recovery.as_ref().and_then(|r| r.next_deadline())
     }
 }
-
-/// How often the position looks at how far stdout got while kills' lines wait for it.
-const POSITION_POLL: Duration = Duration::from_millis(50);
 
 /// How often a victim waiting for its kernel-log report looks for it.
 pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);

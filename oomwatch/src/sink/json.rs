@@ -27,11 +27,18 @@ pub struct WriterStats {
     queued: AtomicU64,
     /// Lines stdout has taken since start (in queue order).
     written: AtomicU64,
+    /// Woken after each line stdout has taken (one stored permit when nobody waits).
+    wrote: tokio::sync::Notify,
     dropped: AtomicU64,
     failed: Mutex<Option<io::Error>>,
 }
 
 impl WriterStats {
+    /// Completes once stdout has taken a line since the last time it completed.
+    pub async fn wrote(&self) {
+        self.wrote.notified().await
+    }
+
     /// Lines dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -86,6 +93,7 @@ impl JsonLines {
                 // Release: what counts the line as taken follows its write.
                 if r.is_ok() {
                     s.written.fetch_add(1, Ordering::Release);
+                    s.wrote.notify_one();
                 }
                 s.queued.fetch_sub(1, Ordering::Release);
                 if let Err(e) = r {
