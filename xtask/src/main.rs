@@ -67,7 +67,7 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// setup --test, build-ebpf, clippy-ebpf, fmt, clippy, deploy, cargo test --workspace
-    /// [-- ARGS], fuzz (5 s per target), vm-test.
+    /// [-- ARGS], fuzz (3 s per target), vm-test.
     Test {
         /// Arguments passed to `cargo test --workspace`.
         #[arg(last = true)]

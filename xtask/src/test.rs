@@ -80,6 +80,10 @@ impl Steps {
     }
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test` (26 targets, two at a time): the
+/// 30-minute CI budget's share; `cargo xtask fuzz --secs N` runs them longer.
+const FUZZ_SECS: u64 = 3;
+
 /// The file each test that skips at run time appends a line to (`oomwatch_testkit::skip`).
 const SKIP_LOG_ENV: &str = "OOMWATCH_SKIP_LOG";
 /// Set to 1 to make those tests fail instead of skipping (`.ci/run` sets it; `CI` implies it).
@@ -200,7 +204,7 @@ fn run_steps(extra_args: &[OsString], passed: &mut Steps, counts: &mut Counts) -
 
     // The fuzz targets (their own package, left out of the cargo-test step): optimised, each
     // bounded in time; their results count with the others.
-    run_counting("fuzz", &mut crate::fuzz::command(5), counts)
+    run_counting("fuzz", &mut crate::fuzz::command(FUZZ_SECS), counts)
         .context("[test] step fuzz (a fuzz target failed: its minimal input and seed are above)")?;
     passed.done("fuzz");
 

@@ -7,8 +7,8 @@
 //! chose it, or (a group member) was marked within [`GROUP_WINDOW_NS`] of that invocation's
 //! previous victim: the kernel marks the members one after another, printing each one's
 //! "Killed process" line in between, which on a slow console takes tens of milliseconds per
-//! line (seen: 90 ms under qemu TCG), so the window runs from the last member, not from the
-//! invocation. A `mark_victim` that
+//! line (seen: 90 ms, and 166 ms with two guests on two host cores, under qemu TCG), so the
+//! window runs from the last member, not from the invocation. A `mark_victim` that
 //! matches neither is a victim marked without a kill decision (a task already exiting, which
 //! the kernel lets go first): it gets no invocation context.
 use std::collections::VecDeque;
@@ -19,7 +19,7 @@ use crate::record::{OomContext, Source, Task};
 use crate::sys::text::comm_str;
 
 /// How long after an invocation's previous victim the next member of its group may be marked.
-pub const GROUP_WINDOW_NS: u64 = 100_000_000;
+pub const GROUP_WINDOW_NS: u64 = 250_000_000;
 /// Invocations remembered for matching (they arrive just before their victims).
 const KEPT: usize = 64;
 

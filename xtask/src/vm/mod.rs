@@ -215,7 +215,8 @@ impl Guest {
 }
 
 /// Step 4 and 5 for every kernel, `jobs` guests at a time (each emulated CPU keeps one host
-/// core busy; 0: one per CPU), arm64's (the slowest) first; the results in `kernels`' order.
+/// core busy; 0: one per CPU), the longest expected boots first; the results in `kernels`'
+/// order.
 fn boot_all(
     kernels: &[Kernel],
     guests: &[Guest],
@@ -228,9 +229,9 @@ fn boot_all(
         "[{STEP}] booting {} kernel(s), {jobs} at a time ({cpus} CPUs)",
         kernels.len()
     );
-    // Popped from the end: the slowest architecture last in the list.
-    let mut order: Vec<usize> = (0..kernels.len()).rev().collect();
-    order.sort_by_key(|&i| kernels[i].arch);
+    // Popped from the end: the longest boot last in the list, so it starts first.
+    let mut order: Vec<usize> = (0..kernels.len()).collect();
+    order.sort_by_key(|&i| kernel::expected_boot_secs(kernels[i].label));
     let queue = Mutex::new(order);
     let done: Mutex<Vec<Option<Result<RunResult>>>> =
         Mutex::new((0..kernels.len()).map(|_| None).collect());
