@@ -3,7 +3,8 @@
 //! and while it records live. Across all the agents, every kill the kernel made in the test's
 //! cgroups has a record; none has two, except the one inherent case: the last kill record an
 //! agent wrote just before `kill -9` reached it, when the kill fell between the line and the
-//! save of the position. That repeat is then the next agent's replay (`replayed: true`).
+//! save of the position. That repeat is then the replay (`replayed: true`) of the first later
+//! agent that lived long enough to replay.
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -124,8 +125,11 @@ fn kill_9_at_any_moment_loses_no_kill_and_repeats_none() {
     for (pid, recs) in &records {
         match recs.as_slice() {
             [_] => {}
-            // The one allowed repeat: written last by an agent then killed, replayed by the next.
-            [(a, true, _), (b, _, true)] if b == &(a + 1) => repeats.push(*pid),
+            // The one allowed repeat: written last by an agent then killed, replayed by a later
+            // one. Not always the next: an agent killed before it reached the replay (the 80 and
+            // 300 lives, or a slow start) leaves the position as it was, and the one after it
+            // replays the kill.
+            [(a, true, _), (b, _, true)] if b > a => repeats.push(*pid),
             _ => panic!("kill {pid} recorded {} times: {recs:?}", recs.len()),
         }
     }
