@@ -312,13 +312,17 @@ fn command(
         .args(["--log-format", "json"])
         // debug: the per-record `event written` latency; trace for the run loop only:
         // `ring buffer drained` with the kernel → user-space age of each batch.
-        .args(["--log-level", "debug,oomwatch::commands::run=trace"])
+        .args(["--log-level", LOG_LEVEL])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
 }
+
+/// debug: the per-record `event written` latency; trace for the event loop only: `ring buffer
+/// drained` with the kernel → user-space age of each batch.
+pub const LOG_LEVEL: &str = "debug,oomwatch::agent::event_loop=trace";
 
 fn read_events(out: impl std::io::Read, data: Arc<Mutex<Collected>>) {
     for line in BufReader::new(out).lines().map_while(Result::ok) {

@@ -22,6 +22,7 @@ use super::{
     big_node_tree::{Sleepers, Tree},
     http::{self, Conn, ScrapeStats},
     json::J,
+    kernel_log::QuietConsole,
     phases::{self, Storm},
     stats::Pct,
     sys,
@@ -101,11 +102,12 @@ pub struct BigNode {
     /// `oomwatch_host_collector_duration_seconds` of the last scrape, ms, slowest first.
     pub collector_ms: Vec<(String, f64)>,
     pub rss_after_scrapes_kib: u64,
-    /// The idle-host figure: the same storm on a default agent with no big node and nothing
-    /// scraping (section 1's storm in a full run).
+    /// The idle-host figure: the same storm on a fresh default agent with no big node and
+    /// nothing scraping, run by this phase under the same console set-up as its other storms.
     pub idle_host: Storm,
-    /// Whether this phase ran `idle_host` itself (`OOMWATCH_BENCH_ONLY`).
-    pub idle_host_own: bool,
+    /// The `console_loglevel` this phase lowered to 1 while it ran (`QuietConsole`); `None`
+    /// when it was 1 already.
+    pub console_was: Option<u32>,
     /// The storm in the tree with nothing scraping, and the same storm under the flood.
     pub quiet: Storm,
     pub flood: Flood,
@@ -159,7 +161,10 @@ impl BigNode {
                 "rss_after_scrapes_kib",
                 J::Num(self.rss_after_scrapes_kib as f64),
             ),
-            ("idle_host_storm_run_here", J::Bool(self.idle_host_own)),
+            (
+                "console_loglevel_lowered_from",
+                J::opt(self.console_was.map(f64::from)),
+            ),
             ("idle_host_storm", storm_json(&self.idle_host)),
             ("storm_no_scrapes", storm_json(&self.quiet)),
             ("flood", self.flood.json()),
@@ -211,19 +216,18 @@ fn idle_host_storm(size: Size, start: &impl Fn(&str, &[String]) -> Result<Agent>
 }
 
 /// Builds the node, runs a default agent on it (`start(name, extra flags)`), measures, and
-/// tears the node down (also on error). `idle_host`: the idle-host storm of section 1, if
-/// run; else this phase runs one first.
+/// tears the node down (also on error). First the idle-host storm, on a fresh agent; all of
+/// the phase runs with the console quiet ([`QuietConsole`]), restored at the end.
 pub fn run(
     size: Size,
     state_base: &Path,
-    idle_host: Option<Storm>,
     start: impl Fn(&str, &[String]) -> Result<Agent>,
 ) -> Result<BigNode> {
-    let idle_host_own = idle_host.is_none();
-    let idle_host = match idle_host {
-        Some(s) => s,
-        None => idle_host_storm(size, &start)?,
-    };
+    let console = QuietConsole::start().context("[bench] big node: console_loglevel")?;
+    if let Some(was) = console.was {
+        eprintln!("[bench] big node: console_loglevel {was} → 1 for this phase (restored after)");
+    }
+    let idle_host = idle_host_storm(size, &start)?;
     let t0 = Instant::now();
     eprintln!(
         "[bench] big node: {} memory cgroups, {} processes, {} pods...",
@@ -242,7 +246,7 @@ pub fn run(
         bundles,
         build_secs: t0.elapsed().as_secs_f64(),
         idle_host,
-        idle_host_own,
+        console_was: console.was,
         ..BigNode::default()
     };
     eprintln!(

@@ -356,9 +356,7 @@ impl Run<'_> {
     /// 5: a default agent on a big node built for real (`big_node`).
     fn big_node(&self, r: &mut Report) -> Result<()> {
         let base = self.out_dir.join(format!("state-{}-bignode", self.stamp));
-        // Section 1's storm is the idle-host figure when it ran (not with OOMWATCH_BENCH_ONLY).
-        let idle_host = (r.storm.kernel_kills > 0).then(|| r.storm.clone());
-        let b = big_node::run(self.cfg.big_node, &base, idle_host, |name, args| {
+        let b = big_node::run(self.cfg.big_node, &base, |name, args| {
             self.start(name, args)
         })?;
         r.big_node = Some(b);
@@ -522,6 +520,7 @@ mod tests {
             wakeups: 4000,
             runq_wait_us_per_wakeup: Some(87.0),
             machine_busy_pct: 93.0,
+            steal_ms: 100.0,
             other_host_kills: 2,
             ..phases::Storm::default()
         }
@@ -616,7 +615,7 @@ mod tests {
             collector_ms: vec![("memcg_headroom".into(), 11.5), ("sysctl".into(), 0.4)],
             rss_after_scrapes_kib: 12_500,
             idle_host: storm(2.9),
-            idle_host_own: false,
+            console_was: Some(4),
             quiet: storm(3.0),
             flood: big_node::Flood {
                 secs: 20.0,

@@ -150,6 +150,8 @@ pub struct Storm {
     pub runq_wait_us_per_wakeup: Option<f64>,
     /// % of all CPUs busy during the storm (everything on the machine).
     pub machine_busy_pct: f64,
+    /// CPU time the hypervisor stole during the storm, all CPUs (ms).
+    pub steal_ms: f64,
     /// OOM kills the kernel logged meanwhile outside the bench cgroups (others' work).
     pub other_host_kills: u64,
 }
@@ -190,7 +192,8 @@ pub fn storm(
         }
     );
     let outcome = storm::storm(&cgs, per_cgroup, stop, Duration::from_secs(600))?;
-    let busy = c0.busy_pct_until(&sys::cpu_times());
+    let c1 = sys::cpu_times();
+    let (busy, steal_ms) = (c0.busy_pct_until(&c1), c0.steal_ms_until(&c1));
     let kernel_kills = wait_for_records(agent, mark, &cgs)?;
     let s1 = agent.sample()?;
     let (_, logged_kills) = kmsg.count();
@@ -205,6 +208,14 @@ pub fn storm(
     let cpu_ns = s0.cpu_ns_until(&s1);
     let wakeups = s1.ctxsw.saturating_sub(s0.ctxsw);
     let records = live.len() as u64;
+    let drains = agent.drain_ages_since(mark);
+    if records > 0 && drains.is_empty() {
+        anyhow::bail!(
+            "[bench] storm {tag}: {records} records but no `ring buffer drained` trace line \
+             (did the line or its module move? the agent is run with --log-level {})",
+            super::agent::LOG_LEVEL
+        );
+    }
     let s = Storm {
         cgroups: n,
         limit_mib: limit >> 20,
@@ -217,7 +228,7 @@ pub fn storm(
         dropped: http::metric(&metrics, "oomwatch_events_dropped_total"),
         missed: http::metric(&metrics, "oomwatch_oom_kills_missed_total"),
         latency_ms: Pct::of(&agent.latencies_since(mark, &pids)),
-        drain_ms: Pct::of(&agent.drain_ages_since(mark)),
+        drain_ms: Pct::of(&drains),
         read_ms: Pct::of(&read),
         kill_to_exit_ms: Pct::of(&agent.kill_to_exit_since(mark)),
         cpu_ms: cpu_ns as f64 / 1e6,
@@ -227,6 +238,7 @@ pub fn storm(
         runq_wait_us_per_wakeup: (wakeups > 0)
             .then(|| s1.wait_ns.saturating_sub(s0.wait_ns) as f64 / 1e3 / wakeups as f64),
         machine_busy_pct: busy,
+        steal_ms,
         other_host_kills: logged_kills.saturating_sub(kernel_kills),
     };
     eprintln!(

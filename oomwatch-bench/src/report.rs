@@ -362,6 +362,7 @@ fn storm_json(s: &Storm) -> J {
             J::opt(s.runq_wait_us_per_wakeup),
         ),
         ("all_cpus_busy_pct", J::Num(s.machine_busy_pct)),
+        ("steal_ms", J::Num(s.steal_ms)),
         ("other_oom_kills_on_host", J::Num(s.other_host_kills as f64)),
     ])
 }

@@ -44,6 +44,7 @@ impl Sink {
             return Ok(());
         }
         for mut ev in evs {
+            let t0 = Instant::now();
             self.stacks.attach(&mut ev);
             self.enricher.enrich(&mut ev);
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
@@ -64,7 +65,8 @@ impl Sink {
                 self.metrics.observe(&ev);
             }
             self.recent.push(&ev);
-            tracing::debug!(pid = ev.pid, latency_us, "event written");
+            let emit_us = t0.elapsed().as_micros() as u64;
+            tracing::debug!(pid = ev.pid, latency_us, emit_us, "event written");
             if let (Some(h), Some(cg)) = (&self.hierarchy, &ev.cgroup) {
                 self.host.watch_memcg(h.dir(cg), cg.clone());
             }
@@ -146,5 +148,7 @@ impl Sink {
     }
 }
 
-/// How often a victim waiting for its kernel-log report looks for it.
-pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);
+/// How often a victim waiting for its kernel-log report looks for it. The agent, woken by the
+/// ring buffer, runs before the killing task has stored its `Killed process` line, usually
+/// tens of microseconds later.
+pub(super) const KMSG_POLL: Duration = Duration::from_micros(250);

@@ -200,7 +200,11 @@ impl Correlator {
             .partition(|(ev, _)| ready.contains(&ev.pid));
         self.held = held;
         let mut out = Vec::new();
-        for (ev, _) in done {
+        for (ev, deadline) in done {
+            let held_us = (now + KMSG_WAIT)
+                .saturating_duration_since(deadline)
+                .as_micros() as u64;
+            tracing::trace!(pid = ev.pid, held_us, "kernel-log report came");
             self.finish(ev, now, &mut out);
         }
         out
@@ -290,6 +294,12 @@ impl Correlator {
         let Some(kind) = RecordKind::from_u32(rec.kind) else {
             return out;
         };
+        tracing::trace!(
+            pid = rec.pid,
+            kind = rec.kind,
+            age_us = crate::sys::clock::monotonic_ns().saturating_sub(rec.ktime_ns) / 1000,
+            "victim record"
+        );
         let idx = match self.pending.iter().position(|p| p.pid == rec.pid) {
             // A second record of the same kind for this pid is a new kill (pid reuse or a
             // second mark): emit the older one first, never merge two kills.

@@ -23,6 +23,7 @@
 //! `memcg_headroom` leaves out a cgroup removed or unreadable during its walk and still reports
 //! 1; it fails only when the hierarchy's root cannot be listed (no hierarchy: nothing listed).
 use crate::sink::metrics::prom;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -120,6 +121,12 @@ pub struct HostCollectors {
     root: PathBuf,
     page_size: u64,
     memcg: Mutex<MemcgEvents>,
+    /// Watches the event loop asked for while a scrape held `memcg` (reading its files): the
+    /// loop never waits for a scrape's reads ([`Self::watch_memcg`]); the next holder of
+    /// `memcg` applies them, in order.
+    memcg_pending: Mutex<VecDeque<(PathBuf, String)>>,
+    /// The watch set's capacity (the queue's too).
+    memcg_cap: usize,
     headroom: Mutex<memcg_headroom::MemcgHeadroom>,
     /// The headroom walk's last result, when a background thread refreshes it
     /// ([`HostCollectors::spawn_headroom_refresh`]); scrapes then never wait for a walk.
@@ -141,6 +148,8 @@ impl HostCollectors {
                 root.clone(),
                 memcg_events::DEFAULT_CAPACITY,
             )),
+            memcg_pending: Mutex::new(VecDeque::new()),
+            memcg_cap: memcg_events::DEFAULT_CAPACITY,
             headroom: Mutex::new(memcg_headroom::MemcgHeadroom::new(
                 root.clone(),
                 memcg_headroom::DEFAULT_CGROUPS,
@@ -162,8 +171,9 @@ impl HostCollectors {
     }
 
     /// Replaces the memcg watch set by an empty one holding at most `capacity` cgroups.
-    pub fn with_memcg_capacity(self, capacity: usize) -> Self {
+    pub fn with_memcg_capacity(mut self, capacity: usize) -> Self {
         *lock(&self.memcg) = MemcgEvents::new(self.root.clone(), capacity);
+        self.memcg_cap = capacity.max(1);
         self
     }
 
@@ -191,14 +201,46 @@ impl HostCollectors {
         self.page_size
     }
 
-    /// Starts (or refreshes) watching a memory cgroup; see [`MemcgEvents::watch`].
+    /// Starts (or refreshes) watching a memory cgroup; see [`MemcgEvents::watch`]. Never waits
+    /// for a scrape: the event loop calls it for each kill, and a scrape holds the watch set
+    /// while it reads every watched cgroup's files, on a renderer thread that the node's
+    /// busiest tasks can keep off a CPU for a scheduler slice. The watch then waits in a queue
+    /// (as long as the watch set's capacity; beyond it the oldest goes, as the set would evict
+    /// it) for whoever takes the set next.
     pub fn watch_memcg(&self, cgroup_dir: PathBuf, label: String) {
-        lock(&self.memcg).watch(cgroup_dir, label);
+        let mut memcg = match self.memcg.try_lock() {
+            Ok(m) => m,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut pending = lock(&self.memcg_pending);
+                if pending.len() >= self.memcg_cap {
+                    pending.pop_front();
+                }
+                pending.push_back((cgroup_dir, label));
+                return;
+            }
+        };
+        self.apply_pending(&mut memcg);
+        memcg.watch(cgroup_dir, label);
     }
 
-    /// Direct access to the memcg watch set.
+    /// Direct access to the memcg watch set (queued watches applied first).
     pub fn with_memcg<R>(&self, f: impl FnOnce(&mut MemcgEvents) -> R) -> R {
-        f(&mut lock(&self.memcg))
+        f(&mut self.memcg())
+    }
+
+    /// The watch set, with the watches queued while it was held applied.
+    fn memcg(&self) -> MutexGuard<'_, MemcgEvents> {
+        let mut memcg = lock(&self.memcg);
+        self.apply_pending(&mut memcg);
+        memcg
+    }
+
+    fn apply_pending(&self, memcg: &mut MemcgEvents) {
+        let pending = std::mem::take(&mut *lock(&self.memcg_pending));
+        for (dir, label) in pending {
+            memcg.watch(dir, label);
+        }
     }
 
     /// Reads everything now; returns the metric families sorted by name (empty ones left out),
@@ -354,7 +396,7 @@ impl HostCollectors {
 
         if with_memcg {
             let start = Instant::now();
-            let mut memcg = lock(&self.memcg);
+            let mut memcg = self.memcg();
             let read = memcg.read();
             let ok = read.errors.is_empty();
             for (label, e) in &read.errors {
@@ -380,6 +422,33 @@ mod tests {
     //! Property tests with a seeded xorshift generator: random bytes, mutated real files and
     //! random numbers never panic a host parser, the risk rules or a whole collection.
     use super::*;
+
+    #[test]
+    fn a_watch_asked_while_a_scrape_holds_the_set_waits_for_no_one_and_is_kept() {
+        let hc = HostCollectors::new("/nonexistent").with_memcg_capacity(2);
+        let held = lock(&hc.memcg);
+        // The event loop's call returns at once, though the set is held (on this thread,
+        // a blocking lock would never return).
+        for (i, label) in ["a", "b", "c", "a"].iter().enumerate() {
+            hc.watch_memcg(PathBuf::from(format!("/cg/{i}")), label.to_string());
+        }
+        assert_eq!(held.len(), 0, "nothing applied while held");
+        drop(held);
+        let memcg = hc.memcg();
+        let mut got = memcg.watched();
+        got.sort();
+        // Applied in order: "c" then the refreshed "a" (capacity 2 evicted "b").
+        assert_eq!(
+            got,
+            vec![("a", Path::new("/cg/3")), ("c", Path::new("/cg/2"))]
+        );
+        drop(memcg);
+        assert!(lock(&hc.memcg_pending).is_empty());
+        // Free again: the watch goes straight to the set.
+        hc.watch_memcg(PathBuf::from("/cg/9"), "d".into());
+        assert!(lock(&hc.memcg_pending).is_empty());
+        assert_eq!(lock(&hc.memcg).len(), 2);
+    }
 
     #[test]
     fn scrapes_that_wait_for_a_collection_share_it() {

@@ -10,3 +10,4 @@ pub mod procfs;
 pub mod seccomp;
 pub mod text;
 pub mod thread;
+pub mod timer;
