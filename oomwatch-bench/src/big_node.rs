@@ -120,6 +120,14 @@ impl BigNode {
         100.0 * self.cpu_ms_per_scrape / 1000.0 / INTERVAL_SECS
     }
 
+    /// Whether the storms the p99 comparison sets side by side lost more CPU time to the
+    /// hypervisor than [`STEAL_TOLERATED_MS`], even at their least robbed try.
+    pub fn robbed(&self) -> bool {
+        [&self.idle_host, &self.quiet, &self.flood_storm]
+            .iter()
+            .any(|s| s.steal_ms > STEAL_TOLERATED_MS)
+    }
+
     /// Kill → record p99 during the flood minus the idle host's (ms).
     pub fn p99_delay_ms(&self) -> Option<f64> {
         Some(self.flood_storm.latency_ms?.p99 - self.idle_host.latency_ms?.p99)
@@ -209,7 +217,10 @@ fn idle_host_storm(size: Size, start: &impl Fn(&str, &[String]) -> Result<Agent>
     thread::sleep(Duration::from_secs(1));
     phases::settle(a.pid, Duration::from_secs(30))?;
     let (n, per) = (size.storm_cgroups, size.storm_kills);
-    let s = phases::storm(&a, "idle-host", n, per, 16 << 20, None)?;
+    let s = least_stolen(
+        || phases::storm(&a, "idle-host", n, per, 16 << 20, None),
+        |s| s,
+    )?;
     super::check_agent_output(&a)?;
     a.stop()?;
     Ok(s)
@@ -285,8 +296,11 @@ fn measure(a: &Agent, tree: &Tree, size: Size, b: &mut BigNode) -> Result<()> {
     scrapes(a, size.scrapes, b)?;
     let quiet_tag = tree.storm_tag("oom-storm-quiet");
     let (n, per) = (size.storm_cgroups, size.storm_kills);
-    b.quiet = phases::storm(a, &quiet_tag, n, per, 16 << 20, None)?;
-    (b.flood, b.flood_storm) = flood_with_storm(a, tree, size)?;
+    b.quiet = least_stolen(
+        || phases::storm(a, &quiet_tag, n, per, 16 << 20, None),
+        |s| s,
+    )?;
+    (b.flood, b.flood_storm) = least_stolen(|| flood_with_storm(a, tree, size), |f| &f.1)?;
     eprintln!(
         "[bench] big node flood: {:.1} scrapes/s, /healthz p99 {:?} ms, kill → record p99 \
          {:?} ms (no scrapes: {:?} ms, idle host: {:?} ms)",
@@ -337,6 +351,38 @@ pub fn collector_ms(text: &str) -> Vec<(String, f64)> {
         .collect();
     v.sort_by(|x, y| y.1.total_cmp(&x.1));
     v
+}
+
+/// CPU time the hypervisor may steal during a storm before it is run again (ms, all CPUs):
+/// one vCPU taken away for 100 ms holds every record of that moment as long, and a p99 of
+/// 1,000 kills is their 10th worst, so a single stall decides it.
+pub const STEAL_TOLERATED_MS: f64 = 40.0;
+/// Runs of a storm at most, when the hypervisor keeps stealing (the least robbed is kept).
+const STEAL_TRIES: usize = 3;
+
+/// Runs `run` until its storm (`storm_of`) lost at most [`STEAL_TOLERATED_MS`] to the
+/// hypervisor, at most [`STEAL_TRIES`] times; keeps the run that lost least.
+fn least_stolen<T>(
+    mut run: impl FnMut() -> Result<T>,
+    storm_of: impl Fn(&T) -> &Storm,
+) -> Result<T> {
+    let mut best: Option<T> = None;
+    for i in 0..STEAL_TRIES {
+        let r = run()?;
+        let steal = storm_of(&r).steal_ms;
+        if best.as_ref().is_none_or(|b| steal < storm_of(b).steal_ms) {
+            best = Some(r);
+        }
+        if steal <= STEAL_TOLERATED_MS {
+            break;
+        }
+        eprintln!(
+            "[bench] the hypervisor stole {steal:.0} ms of CPU during that storm (try {} of \
+             {STEAL_TRIES}): again",
+            i + 1
+        );
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no storm ran"))
 }
 
 /// The storm again, in the same pod, while the flood runs (until the flood ends).

@@ -520,7 +520,7 @@ mod tests {
             wakeups: 4000,
             runq_wait_us_per_wakeup: Some(87.0),
             machine_busy_pct: 93.0,
-            steal_ms: 100.0,
+            steal_ms: 30.0,
             other_host_kills: 2,
             ..phases::Storm::default()
         }

@@ -744,7 +744,10 @@ fn notes(o: &mut String, r: &Report) {
          kill's `KERN_ERR` line on a serial console is printed with interrupts off (the line \
          above times it), which holds up every wake-up on that CPU; the agent's own trace put a \
          victim's record 2.8 ms after `mark_victim` at p50 with the console printing, 0.08 ms \
-         without. Section 1's storm keeps the host's console as it is. \
+         without. Section 1's storm keeps the host's console as it is. A storm during which \
+         the hypervisor stole more than 40 ms of CPU (`/proc/stat` steal; one vCPU taken away \
+         for 100 ms holds every record of that moment as long) is run again, up to 3 times, \
+         the least robbed kept; the comparison is not conclusive when even that one was. \
          `OOMWATCH_BENCH_ONLY=big_node` runs this phase alone (results to stderr and \
          `target/bench/bench-only-big_node-*.json`).",
         "The machine is shared (2 cores, other builds may run): timings are noisy; the load line \
