@@ -307,7 +307,11 @@ fn measure(a: &Agent, tree: &Tree, size: Size, b: &mut BigNode) -> Result<()> {
         || phases::storm(a, &quiet_tag, n, per, 16 << 20, None),
         |s| s,
     )?;
-    (b.flood, b.flood_storm) = least_stolen(size.steal_tries, || flood_with_storm(a, tree, size), |f| &f.1)?;
+    (b.flood, b.flood_storm) = least_stolen(
+        size.steal_tries,
+        || flood_with_storm(a, tree, size),
+        |f| &f.1,
+    )?;
     eprintln!(
         "[bench] big node flood: {:.1} scrapes/s, /healthz p99 {:?} ms, kill → record p99 \
          {:?} ms (no scrapes: {:?} ms, idle host: {:?} ms)",
