@@ -49,11 +49,15 @@ impl Sink {
             self.enricher.enrich(&mut ev);
             // Userspace killers' kills are counted by the lifecycle tracker, not as OOM kills.
             let kernel = ev.killer.as_deref() == Some(KILLER_KERNEL);
-            let line = self.out.write(&ev).map_err(RunError::Stdout)?;
             // The kill no longer waits for a live record; the position counts it as recorded
-            // once stdout has taken its line (`save_position`).
-            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
+            // once stdout has taken its line: saved by the writer right after that line.
+            let recovery = self.recovery.as_mut().filter(|_| kernel);
+            let after = recovery.and_then(|r| {
                 r.recorded(ev.pid);
+                r.commit_once_written()
+            });
+            let line = self.out.write_then(&ev, after).map_err(RunError::Stdout)?;
+            if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
                 match line {
                     Some(n) => self.unwritten.push_back((n, ev.pid)),
                     None => r.dropped(ev.pid),
@@ -113,12 +117,13 @@ impl Sink {
         Ok(())
     }
 
-    /// Saves the kernel-log position, counting as recorded the kills whose lines stdout has
-    /// taken: never waits for the writer (the event loop calls it again as each line goes
-    /// out). A kill whose line still waits in the queue (stdout slow or stalled) is not counted
-    /// yet, so a `kill -9` now makes the next start replay it,
-    /// and only it (CI's `tests/kill_cycles.rs` and `tests/resilience.rs` each lost kills to a
-    /// position that counted queued lines).
+    /// Counts as recorded the kills whose lines stdout has taken, and saves the kernel-log
+    /// position when no kill's line is queued any more: never waits for the writer (the event
+    /// loop calls it again as each line goes out). While lines are queued the writer saves,
+    /// right after each, the position prepared with it (`Recovery::commit_once_written`). A
+    /// kill whose line still waits in the queue (stdout slow or stalled) is not counted, so a
+    /// `kill -9` now makes the next start replay it, and only it (CI's `tests/kill_cycles.rs`
+    /// and `tests/resilience.rs` each lost kills to a position that counted queued lines).
     pub(super) fn save_position(&mut self) {
         let Some(r) = self.recovery.as_mut() else {
             return;

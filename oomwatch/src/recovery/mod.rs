@@ -13,6 +13,7 @@ pub mod position;
 pub mod replay;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::record::{OomEvent, ProbeId};
@@ -32,7 +33,7 @@ const HELD: usize = 1024;
 pub struct Recovery {
     kills: LogKills,
     tracker: Tracker,
-    file: StateFile,
+    file: Arc<StateFile>,
     boot_id: String,
     held: VecDeque<(Instant, LoggedKill)>,
     /// Kills whose records are queued for stdout but not yet written: no longer waiting for a
@@ -104,7 +105,7 @@ impl Recovery {
         let r = Self {
             kills,
             tracker,
-            file,
+            file: Arc::new(file),
             boot_id,
             held: VecDeque::new(),
             unwritten: BTreeSet::new(),
@@ -192,7 +193,34 @@ impl Recovery {
     }
 
     /// Writes the position if it changed; a failure is logged (the next write retries).
+    /// What to run once stdout has taken the line of the kill just [`Self::recorded`]: it
+    /// saves the position that counts as recorded every kill whose line is queued so far.
+    /// The writer thread runs it between that line's write and its count as written, so no
+    /// `kill -9` can fall between a burst of written lines and the save that counts them
+    /// (only between one line and its save). Commits must run in the order they were made:
+    /// the writer runs them in queue order, and [`Self::save`] waits while any is queued.
+    pub fn commit_once_written(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        let mut t = self.tracker.clone();
+        for &pid in &self.unwritten {
+            t.recorded(pid);
+        }
+        let pos = t.position(&self.boot_id)?;
+        let prepared = self.file.prepare(&pos);
+        let file = Arc::clone(&self.file);
+        Some(Box::new(move || {
+            if let Err(e) = file.commit(prepared) {
+                tracing::warn!("{e}");
+            }
+        }))
+    }
+
+    /// Saves the position, unless the line of a kill is still queued for stdout: the writer
+    /// commits the positions then ([`Self::commit_once_written`]), and a save now would take
+    /// a later generation than those and hide them.
     pub fn save(&mut self) {
+        if !self.unwritten.is_empty() {
+            return;
+        }
         let Some(pos) = self.tracker.position(&self.boot_id) else {
             return;
         };
@@ -317,6 +345,50 @@ mod tests {
         record(&mut r, 101);
         let p = saved(dir.path());
         assert_eq!(p.seq, 4);
+        assert_eq!(start(dir.path()).1, Vec::<i32>::new());
+    }
+
+    /// CI's `kill_cycles` (at cf9638f..77e46ba): an agent replayed a burst of kills, its
+    /// writer put several lines out, and `kill -9` came before the event loop had saved the
+    /// position that counted them: the next agent replayed them all again. The writer now
+    /// saves, right after each line, the position prepared with it.
+    #[test]
+    fn each_line_written_is_counted_by_the_save_that_follows_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        save(
+            dir.path(),
+            Position {
+                boot_id: "boot".into(),
+                seq: 1,
+                recent: vec![],
+            },
+        );
+        let (mut r, missed) = start(dir.path());
+        assert_eq!(missed, vec![100, 101]);
+        // Both replayed lines are queued; each carries the save that counts it.
+        r.recorded(100);
+        let after_100 = r.commit_once_written().unwrap();
+        r.recorded(101);
+        let after_101 = r.commit_once_written().unwrap();
+        // The event loop saves nothing while lines of kills wait for stdout.
+        r.save();
+        assert_eq!(
+            saved(dir.path()).seq,
+            1,
+            "no save while kills' lines are queued"
+        );
+        // The writer puts out the first line and runs its save; `kill -9` now: the next
+        // start replays only the second.
+        after_100();
+        assert_eq!(start(dir.path()).1, vec![101]);
+        // The second line and its save: nothing is replayed again.
+        after_101();
+        assert_eq!(start(dir.path()).1, Vec::<i32>::new());
+        // The loop learns both are written and saves (a later generation, the same or more).
+        r.written(100);
+        r.written(101);
+        r.save();
+        assert_eq!(saved(dir.path()).seq, 4);
         assert_eq!(start(dir.path()).1, Vec::<i32>::new());
     }
 

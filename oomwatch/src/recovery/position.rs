@@ -144,8 +144,9 @@ impl StateFile {
         self.commit(self.prepare(pos))
     }
 
-    /// The bytes [`Self::commit`] writes for `pos`.
-    fn prepare(&self, pos: &Position) -> Prepared {
+    /// The bytes [`Self::commit`] writes for `pos`, with the next generation: commits must
+    /// happen in the order of their preparation (a later one may reuse an earlier's slot).
+    pub fn prepare(&self, pos: &Position) -> Prepared {
         let gen = {
             let mut g = self.next_gen.lock().unwrap_or_else(|p| p.into_inner());
             *g += 1;
@@ -164,7 +165,7 @@ impl StateFile {
     }
 
     /// Writes a prepared position: one `pwrite`.
-    fn commit(&self, p: Prepared) -> Result<(), StateError> {
+    pub fn commit(&self, p: Prepared) -> Result<(), StateError> {
         use std::os::unix::fs::FileExt;
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if p.body.len() > RECORD {
@@ -234,7 +235,7 @@ pub fn boot_id(proc_root: &Path) -> Option<String> {
 }
 
 /// Follows the live kernel log: which "Killed process" lines still wait for their record.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Tracker {
     /// (seq of the Killed line, pid) not yet recorded, oldest first.
     pending: VecDeque<(u64, i32)>,

@@ -65,9 +65,13 @@ impl WriterStats {
     }
 }
 
+/// What the writer thread runs once stdout has taken a line, before it counts the line as
+/// written (the agent saves the kernel-log position there).
+pub type AfterWrite = Box<dyn FnOnce() + Send>;
+
 /// Writes events as JSON lines, through a bounded queue to a writer thread.
 pub struct JsonLines {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<(String, Option<AfterWrite>)>>,
     /// Lines queued since start: the number of the next one is this plus 1.
     sent: u64,
     thread: Option<JoinHandle<()>>,
@@ -84,14 +88,17 @@ impl JsonLines {
         capacity: usize,
         prelude: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<String>(capacity.max(1));
+        let (tx, rx) = mpsc::sync_channel::<(String, Option<AfterWrite>)>(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
         let s = Arc::clone(&stats);
         let thread = crate::sys::thread::spawn_after("oomwatch-stdout", prelude, move || {
-            for line in rx {
+            for (line, after) in rx {
                 let r = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-                // Release: what counts the line as taken follows its write.
+                // Release: what counts the line as taken follows its write (and `after`).
                 if r.is_ok() {
+                    if let Some(after) = after {
+                        after();
+                    }
                     s.written.fetch_add(1, Ordering::Release);
                     s.wrote.notify_one();
                 }
@@ -125,17 +132,27 @@ impl JsonLines {
     /// Queues one line (never waits): its number among the lines queued (see
     /// [`Self::written`]), or `None` when a full queue dropped it (counted).
     pub fn write(&mut self, ev: &OomEvent) -> io::Result<Option<u64>> {
+        self.write_then(ev, None)
+    }
+
+    /// [`Self::write`], and `after` runs on the writer thread once stdout has taken the line
+    /// (never, when the line is dropped or stdout fails).
+    pub fn write_then(
+        &mut self,
+        ev: &OomEvent,
+        after: Option<AfterWrite>,
+    ) -> io::Result<Option<u64>> {
         let mut line = ev.to_json_line();
         line.push('\n');
-        self.send(line)
+        self.send(line, after)
     }
 
     /// Queues one line of other JSON (the kill-lifecycle records).
     pub fn write_line(&mut self, json: &str) -> io::Result<()> {
-        self.send(format!("{json}\n")).map(|_| ())
+        self.send(format!("{json}\n"), None).map(|_| ())
     }
 
-    fn send(&mut self, line: String) -> io::Result<Option<u64>> {
+    fn send(&mut self, line: String, after: Option<AfterWrite>) -> io::Result<Option<u64>> {
         if let Some(e) = self
             .stats
             .failed
@@ -149,7 +166,7 @@ impl JsonLines {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "writer closed"));
         };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(line) {
+        match tx.try_send((line, after)) {
             Ok(()) => {
                 self.sent += 1;
                 Ok(Some(self.sent))
