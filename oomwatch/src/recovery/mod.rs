@@ -192,7 +192,6 @@ impl Recovery {
         out
     }
 
-    /// Writes the position if it changed; a failure is logged (the next write retries).
     /// What to run once stdout has taken the line of the kill just [`Self::recorded`]: it
     /// saves the position that counts as recorded every kill whose line is queued so far.
     /// The writer thread runs it between that line's write and its count as written, so no
@@ -214,9 +213,10 @@ impl Recovery {
         }))
     }
 
-    /// Saves the position, unless the line of a kill is still queued for stdout: the writer
-    /// commits the positions then ([`Self::commit_once_written`]), and a save now would take
-    /// a later generation than those and hide them.
+    /// Writes the position if it changed; a failure is logged (the next write retries). Not
+    /// while the line of a kill is still queued for stdout: the writer commits the positions
+    /// then ([`Self::commit_once_written`]), and a save now would take a later generation
+    /// than those and hide them.
     pub fn save(&mut self) {
         if !self.unwritten.is_empty() {
             return;
