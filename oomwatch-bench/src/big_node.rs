@@ -494,6 +494,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_storm_the_hypervisor_robbed_makes_the_comparison_not_conclusive() {
+        let mut b = BigNode::default();
+        b.flood_storm.steal_ms = STEAL_TOLERATED_MS;
+        assert!(!b.robbed(), "at the tolerance: conclusive");
+        b.quiet.steal_ms = STEAL_TOLERATED_MS + 10.0;
+        assert!(b.robbed());
+    }
+
+    #[test]
     fn collector_durations_are_read_slowest_first() {
         let text = "# HELP x\n\
             oomwatch_host_collector_duration_seconds{collector=\"meminfo\"} 0.0001\n\

@@ -531,7 +531,16 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
         row(
             "5",
             "kill → record p99: big node with no scrapes − idle host; flood − idle host",
-            format!("{}; {}", delta(b.p99_node_ms()), delta(b.p99_delay_ms())),
+            format!(
+                "{}; {}{}",
+                delta(b.p99_node_ms()),
+                delta(b.p99_delay_ms()),
+                if b.robbed() {
+                    " (not conclusive: the hypervisor stole CPU time during the storms)"
+                } else {
+                    ""
+                }
+            ),
             Some("big node: kill → record p99, flood − idle host"),
         ),
         row(
