@@ -20,8 +20,6 @@ pub enum RunError {
     Probe(#[from] loader::ProbeError),
     #[error("cannot install the {0} signal handler: {1}")]
     Signal(&'static str, io::Error),
-    #[error("cannot create the kernel-log poll timer (timerfd): {0}")]
-    Timer(io::Error),
     #[error("ring buffer: {0}")]
     RingBuf(io::Error),
     #[error("writing events to stdout failed: {0}")]

@@ -20,7 +20,6 @@ use crate::source::probe::ringbuf::{self, Record};
 use crate::source::probe::sigkills as sigkills_probe;
 use crate::source::probe::stacks as stacks_probe;
 use crate::sys::clock::monotonic_ns;
-use crate::sys::timer::FineTimer;
 use oomwatch_common::RecordKind;
 
 /// The aya-log reader of the eBPF programs' own log.
@@ -35,9 +34,6 @@ pub struct Agent {
     /// Whether the kernel log gives the OOM context (no `oom_kill_process` probe, or the
     /// candidates and domain memory the probes cannot read).
     pub(super) kmsg_context: bool,
-    /// While a victim waits for its kernel-log report: a look every [`KMSG_POLL`] (the kernel
-    /// wakes `/dev/kmsg` readers only at its next tick, up to 4 ms later at HZ=250).
-    pub(super) kmsg_poll: AsyncFd<FineTimer>,
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
     pub(super) scored_ring: AsyncFd<RingBuf<MapData>>,
     /// The triggers' stacks (`probe::stacks`).
@@ -65,7 +61,6 @@ impl Agent {
             let deadline = self.next_deadline();
             let stdout = self.sink.out.stats();
             let waits_for_stdout = self.sink.waits_for_stdout();
-            let polls_kmsg = self.arm_kmsg_poll();
             tokio::select! {
                 _ = self.sigint.recv() => return Ok("SIGINT"),
                 _ = self.sigterm.recv() => return Ok("SIGTERM"),
@@ -98,13 +93,6 @@ impl Agent {
                     self.sink.push_sigkills(recs)?;
                 }
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
-                guard = self.kmsg_poll.readable(), if polls_kmsg => {
-                    if let Ok(mut g) = guard {
-                        g.get_inner().consume();
-                        g.clear_ready();
-                    }
-                    self.drain_kmsg_now()?;
-                }
                 // A kill's line went out: the position counts it at once.
                 _ = stdout.wrote(), if waits_for_stdout => self.sink.follow_stdout(),
                 ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
@@ -119,35 +107,22 @@ impl Agent {
     }
 
     /// The earliest of: a victim's correlation window, recovery's give-up time, a lifecycle
-    /// deadline.
+    /// deadline, and (while a victim waits for its kernel-log report) the next look at the log,
+    /// every millisecond rather than at the kernel's wake-up (which comes after the console
+    /// print).
     fn next_deadline(&self) -> Option<Instant> {
+        let kmsg_poll =
+            (self.kmsg.is_some() && self.correlator.has_held()).then(|| Instant::now() + KMSG_POLL);
         [
             self.correlator.next_deadline(),
             self.sink.recovery_deadline(),
             self.sink.lifecycle.next_deadline(),
             self.sink.sigkills.next_deadline(),
+            kmsg_poll,
         ]
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// Arms the kernel-log poll while a victim waits for its report, disarms it after; whether
-    /// it is armed. If the timer fails, a victim still gets its report at the log's own
-    /// wake-up, or its deadline.
-    fn arm_kmsg_poll(&mut self) -> bool {
-        let want = self.kmsg.is_some() && self.correlator.has_held();
-        let timer = self.kmsg_poll.get_mut();
-        if want != timer.is_armed() {
-            let r = match want {
-                true => timer.arm(KMSG_POLL),
-                false => timer.disarm(),
-            };
-            if let Err(e) = r {
-                tracing::warn!("kernel-log poll timer: {e}");
-            }
-        }
-        timer.is_armed()
     }
 
     /// Victim records make events; exits, reaper steps and userspace kills go to the lifecycle

@@ -153,7 +153,5 @@ impl Sink {
     }
 }
 
-/// How often a victim waiting for its kernel-log report looks for it. The agent, woken by the
-/// ring buffer, runs before the killing task has stored its `Killed process` line, usually
-/// tens of microseconds later.
-pub(super) const KMSG_POLL: Duration = Duration::from_micros(250);
+/// How often a victim waiting for its kernel-log report looks for it.
+pub(super) const KMSG_POLL: Duration = Duration::from_millis(1);

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use aya::maps::{MapData, PerCpuArray};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -42,7 +41,6 @@ use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
 use crate::sys::seccomp;
 use crate::sys::thread;
-use crate::sys::timer::FineTimer;
 
 /// Which rows of the probe table attached, as the rest of start-up needs it.
 struct Hooks {
@@ -174,7 +172,6 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         sink,
         kmsg: log.reader,
         kmsg_context,
-        kmsg_poll: kmsg_poll_timer()?,
         ring: register(events)?,
         scored_ring: register(candidates)?,
         stack_ring: register(stacks)?,
@@ -191,15 +188,6 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     };
     settle(cfg, &mut agent, log.missed)?;
     Ok(agent)
-}
-
-/// The timer of the kernel-log poll, registered with the runtime (read readiness only).
-fn kmsg_poll_timer() -> Result<AsyncFd<FineTimer>, RunError> {
-    let timer = FineTimer::new().map_err(RunError::Timer)?;
-    // SAFETY: the timer owns its descriptor (closed only when it drops), so it stays open and
-    // the same for as long as the AsyncFd that owns the timer lives.
-    unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
-        .map_err(|e| RunError::Timer(e.into_parts().1))
 }
 
 /// The last start-up steps: what was missed while down, written; then the privileges dropped

@@ -10,4 +10,3 @@ pub mod procfs;
 pub mod seccomp;
 pub mod text;
 pub mod thread;
-pub mod timer;

@@ -106,8 +106,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_epoll_pwait2,
     libc::SYS_ppoll,
     libc::SYS_eventfd2,
-    // The kernel-log poll's timer (created before the filter; armed and disarmed after).
-    libc::SYS_timerfd_settime,
     // The listening socket's connections.
     libc::SYS_accept4,
     libc::SYS_recvfrom,
