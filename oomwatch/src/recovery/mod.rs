@@ -199,11 +199,9 @@ impl Recovery {
     /// (only between one line and its save). Commits must run in the order they were made:
     /// the writer runs them in queue order, and [`Self::save`] waits while any is queued.
     pub fn commit_once_written(&self) -> Option<Box<dyn FnOnce() + Send>> {
-        let mut t = self.tracker.clone();
-        for &pid in &self.unwritten {
-            t.recorded(pid);
-        }
-        let pos = t.position(&self.boot_id)?;
+        let pos = self
+            .tracker
+            .position_once_recorded(&self.boot_id, self.unwritten.iter())?;
         let prepared = self.file.prepare(&pos);
         let file = Arc::clone(&self.file);
         Some(Box::new(move || {

@@ -235,7 +235,7 @@ pub fn boot_id(proc_root: &Path) -> Option<String> {
 }
 
 /// Follows the live kernel log: which "Killed process" lines still wait for their record.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Tracker {
     /// (seq of the Killed line, pid) not yet recorded, oldest first.
     pending: VecDeque<(u64, i32)>,
@@ -300,6 +300,29 @@ impl Tracker {
         self.pending.iter().any(|(_, p)| *p == pid)
     }
 
+    /// [`Self::position`] as it will be once the kills of `pids` are [`Self::recorded`] (in
+    /// that order), without changing (or copying) the tracker.
+    pub fn position_once_recorded<'a>(
+        &self,
+        boot_id: &str,
+        pids: impl Iterator<Item = &'a i32> + Clone,
+    ) -> Option<Position> {
+        let unrecorded = self
+            .pending
+            .iter()
+            .find(|(_, p)| !pids.clone().any(|q| q == p));
+        let seq = match unrecorded {
+            Some(&(s, _)) => s.checked_sub(1)?,
+            None => self.last_seq?,
+        };
+        let all: Vec<i32> = self.recent.iter().copied().chain(pids.copied()).collect();
+        Some(Position {
+            boot_id: boot_id.to_string(),
+            seq,
+            recent: all[all.len().saturating_sub(RECENT)..].to_vec(),
+        })
+    }
+
     /// The position to save: just before the oldest unrecorded kill line, else the last
     /// record read.
     pub fn position(&self, boot_id: &str) -> Option<Position> {
@@ -318,6 +341,21 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_position_once_recorded_is_the_position_after_recording() {
+        let mut t = Tracker::new(&(0..RECENT as i32).collect::<Vec<_>>(), None);
+        t.record(10);
+        for (seq, pid) in [(12, 700), (13, 701), (14, 702)] {
+            t.killed(seq, pid);
+        }
+        let pids = std::collections::BTreeSet::from([700, 702]);
+        let ahead = t.position_once_recorded("b", pids.iter()).unwrap();
+        for p in &pids {
+            t.recorded(*p);
+        }
+        assert_eq!(Some(ahead), t.position("b"));
+    }
 
     #[test]
     fn position_stops_before_the_oldest_unrecorded_kill() {
