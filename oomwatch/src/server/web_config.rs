@@ -275,8 +275,15 @@ const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV
 impl BasicAuth {
     fn new(users: BTreeMap<String, String>) -> Result<Self, String> {
         for (user, hash) in &users {
-            <bcrypt::HashParts as std::str::FromStr>::from_str(hash)
-                .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
+            // Neither the hash nor bcrypt's message (which quotes it) goes into the error: a
+            // password hash has no place in a log, and its bytes may hold a line break.
+            <bcrypt::HashParts as std::str::FromStr>::from_str(hash).map_err(|_| {
+                format!(
+                    "basic_auth_users.{}: not a bcrypt hash ($2a$, $2b$ or $2y$, a cost, 53 \
+                     more characters)",
+                    user.escape_debug()
+                )
+            })?;
         }
         Ok(BasicAuth {
             users,
@@ -360,6 +367,12 @@ mod tests {
             ("tls_server_config:\n  cert_file: a\n", "key_file"),
             ("nonsense: 1\n", "unknown field"),
             ("basic_auth_users:\n  u: plain\n", "not a bcrypt hash"),
+            // The fuzzer's find: a hash with a line break in it, quoted by bcrypt's message.
+            (
+                "basic_auth_users:\n  cert_file: 'basic_auth_users:\n\n'",
+                "not a bcrypt hash",
+            ),
+            ("basic_auth_users:\n  \"a\\nb\": plain\n", "a\\nb"),
             (
                 "http_server_config:\n  headers:\n    Content-Type: x\n",
                 "set by the server",
