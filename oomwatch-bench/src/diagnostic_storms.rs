@@ -118,10 +118,11 @@ fn ms3(p: Option<Pct>) -> String {
 
 /// Notes that read the numbers: where the kill → record time goes.
 pub fn analysis(r: &Report) -> Vec<String> {
+    let big = r.big_node.as_ref().and_then(big_node_note);
     let (Some(lat), Some(drain)) = (r.storm.latency_ms, r.storm.drain_ms) else {
-        return Vec::new();
+        return big.into_iter().collect();
     };
-    let mut out = Vec::new();
+    let mut out: Vec<String> = big.into_iter().collect();
     out.extend(console_note(r, drain));
     out.extend(floor_note(r, lat));
     out.extend(delay_notes(r));
@@ -239,6 +240,38 @@ fn isolated_kills_note(r: &Report) -> Option<String> {
          full OOM report (header, memory state, task list) to 10 per 5 s, so kills \
          400 ms apart are mostly reported in full: {:.0} kernel-log lines per kill here.",
         p.p50, d.log_lines_per_kill
+    ))
+}
+
+/// What the big node adds to kill → record, set beside what its kernel adds to each kill.
+fn big_node_note(b: &super::big_node::BigNode) -> Option<String> {
+    let (idle, node) = (b.idle_host.killer_hold_ms?, b.quiet.killer_hold_ms?);
+    let (d_rec, d_hold) = (b.p99_node_ms()?, b.p99_killer_hold_node_ms()?);
+    let verdict = if d_rec <= d_hold + 1.0 {
+        "the node's extra is the kernel's own work per kill, not the agent's"
+    } else {
+        "more than the kernel's longer hold accounts for: the rest is the agent's or the \
+         scheduler's"
+    };
+    Some(format!(
+        "Big node: after each OOM kill the kernel walks every process of the host \
+         (`__oom_kill_process` looks for others sharing the victim's memory, {} processes \
+         here), in the killing task with no preemption point in the walk (only a fully \
+         preemptible kernel runs another task there): the killer \
+         stays in the kernel after `mark_victim` p50 {:.2} ms, p99 {:.2} ms on the big node \
+         against p50 {:.2} ms, p99 {:.2} ms on the idle host, and any task woken on its CPU \
+         (the agent, an HTTP client) waits that long. Kill → record p99 grew by {:+.2} ms, \
+         the killer's hold by {:+.2} ms: {verdict}. The scrapes add {}.",
+        b.processes,
+        node.p50,
+        node.p99,
+        idle.p50,
+        idle.p99,
+        d_rec,
+        d_hold,
+        b.p99_delay_ms().map_or("n/a".into(), |d| format!(
+            "{d:+.2} ms at p99 (flood − no scrapes)"
+        ))
     ))
 }
 

@@ -13,6 +13,7 @@ mod diagnostic_storms;
 mod http;
 mod json;
 mod kernel_log;
+mod killer_hold;
 mod markdown;
 mod phases;
 mod report;
@@ -513,6 +514,7 @@ mod tests {
             latency_ms: pct(base),
             drain_ms: pct(base / 2.0),
             kill_to_exit_ms: pct(base / 4.0),
+            killer_hold_ms: pct(base / 10.0),
             read_ms: pct(base * 1.2),
             cpu_ms: 321.5,
             cpu_us_per_record: Some(321.5),
@@ -617,6 +619,15 @@ mod tests {
             idle_host: storm(2.9),
             console_was: Some(4),
             quiet: storm(3.0),
+            flood_alone: big_node::Flood {
+                secs: 20.0,
+                target_rps: 50.0,
+                metrics_rps: 49.9,
+                metrics_ms: pct(2.0),
+                healthz_ms: pct(0.3),
+                errors: 0,
+                agent_cpu_pct: 16.0,
+            },
             flood: big_node::Flood {
                 secs: 20.0,
                 target_rps: 50.0,

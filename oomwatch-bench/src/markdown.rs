@@ -468,30 +468,51 @@ fn big_node_rows(r: &Report) -> Vec<Row> {
 
 /// Section 5's scrape flood and OOM storms against the idle host.
 fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
-    let f = &b.flood;
+    let (a, f) = (&b.flood_alone, &b.flood);
     let p99 = |p: &Option<super::stats::Pct>| ms(p.map(|p| p.p99));
     let delta = |d: Option<f64>| d.map_or("n/a".into(), |d| format!("{d:+.2} ms"));
+    let rate = |f: &super::big_node::Flood| {
+        format!(
+            "{} / {} ({} errors); {:.0} % of a core",
+            ms(f.metrics_ms.map(|p| p.p50)),
+            p99(&f.metrics_ms),
+            f.errors,
+            f.agent_cpu_pct
+        )
+    };
     vec![
         row(
             "5",
             format!(
-                "flood {:.0} s: `/metrics` at {:.1} req/s (target {:.0}), p50 / p99; agent CPU",
-                f.secs, f.metrics_rps, f.target_rps
+                "flood {:.0} s, no OOM storm: `/metrics` at {:.1} req/s (target {:.0}), p50 / \
+                 p99; agent CPU",
+                a.secs, a.metrics_rps, a.target_rps
             ),
-            format!(
-                "{} / {} ({} errors); {:.0} % of a core",
-                ms(f.metrics_ms.map(|p| p.p50)),
-                p99(&f.metrics_ms),
-                f.errors,
-                f.agent_cpu_pct
-            ),
+            rate(a),
             None,
         ),
         row(
             "5",
-            "`/healthz` every 20 ms during the flood, p50 / p95 / p99 / max",
-            pcts(&f.healthz_ms),
+            "`/healthz` every 20 ms during that flood, p50 / p95 / p99 / max",
+            pcts(&a.healthz_ms),
             Some("big node: /healthz p99 during the scrape flood"),
+        ),
+        row(
+            "5",
+            format!(
+                "flood {:.0} s with an OOM storm in a pod: `/metrics` at {:.1} req/s, p50 / p99; \
+                 agent CPU",
+                f.secs, f.metrics_rps
+            ),
+            rate(f),
+            None,
+        ),
+        row(
+            "5",
+            "`/healthz` during the flood with the OOM storm (the killers hold a CPU in the \
+             kernel, rows below), p50 / p95 / p99 / max",
+            pcts(&f.healthz_ms),
+            None,
         ),
         row(
             "5",
@@ -530,10 +551,33 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
         ),
         row(
             "5",
-            "kill → record p99: big node with no scrapes − idle host; flood − idle host",
+            "the kernel alone: each killer's time in the kernel after its kill (`mark_victim` → \
+             its SIGKILL delivered, tracefs), p99: idle host; big node, no scrapes; flood",
             format!(
-                "{}; {}{}",
+                "{}; {}; {}",
+                p99(&b.idle_host.killer_hold_ms),
+                p99(&b.quiet.killer_hold_ms),
+                p99(&b.flood_storm.killer_hold_ms)
+            ),
+            None,
+        ),
+        row(
+            "5",
+            "kill → record p99: big node with no scrapes − idle host (of which the kernel's \
+             longer hold after each kill, p99); flood − idle host",
+            format!(
+                "{} ({}); {}",
                 delta(b.p99_node_ms()),
+                delta(b.p99_killer_hold_node_ms()),
+                delta(b.p99_flood_vs_idle_host_ms()),
+            ),
+            None,
+        ),
+        row(
+            "5",
+            "kill → record p99: flood − the same node with no scrapes (what the scrapes add)",
+            format!(
+                "{}{}",
                 delta(b.p99_delay_ms()),
                 if b.robbed() {
                     " (not conclusive: the hypervisor stole CPU time during the storms)"
@@ -541,7 +585,7 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
                     ""
                 }
             ),
-            Some("big node: kill → record p99, flood − idle host"),
+            Some("big node: kill → record p99, flood − no scrapes"),
         ),
         row(
             "5",
@@ -745,11 +789,17 @@ fn notes(o: &mut String, r: &Report) {
          (`/proc/<pid>/stat`, which keeps exited threads' time) over the sequential scrapes \
          (warm-up included) / their number; at 15 s: that / 15 s. Flood: 4 connections \
          asking `/metrics` on a fixed schedule (50 req/s in all; a late request goes at once, \
-         missed slots are skipped), a fifth asking `/healthz` every 20 ms, while an OOM storm \
-         runs in cgroups inside a best-effort pod of the tree; its kill → record p99 is set \
-         against the idle host's (the same storm on a fresh default agent before the node is \
-         built), and the same storm on the big node with nothing scraping shows what the node \
-         alone adds. The whole phase runs with `console_loglevel` 1 (restored after): each \
+         missed slots are skipped), a fifth asking `/healthz` every 20 ms: first alone (the \
+         `/healthz` target: what scrapes do to liveness), then while an OOM storm runs in \
+         cgroups inside a best-effort pod of the tree; its kill → record p99 is set \
+         against the same storm on the big node with nothing scraping (what the scrapes add: \
+         the target), and both against the idle host's (the same storm on a fresh default \
+         agent before the node is built: what the node adds). Beside each storm, the kernel \
+         alone: a tracefs instance records `oom:mark_victim` and `signal:signal_deliver` \
+         (sig 9); the killer is its own victim, so mark → SIGKILL delivered is how long it stays \
+         in the kernel after the kill (the rest of `__oom_kill_process`, which walks every \
+         process of the host for others sharing the victim's memory, then the unwinding to user \
+         space), during which, under `PREEMPT_NONE`, a task woken on its CPU waits. The whole phase runs with `console_loglevel` 1 (restored after): each \
          kill's `KERN_ERR` line on a serial console is printed with interrupts off (the line \
          above times it), which holds up every wake-up on that CPU; the agent's own trace put a \
          victim's record 2.8 ms after `mark_victim` at p50 with the console printing, 0.08 ms \

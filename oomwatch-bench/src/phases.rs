@@ -140,6 +140,9 @@ pub struct Storm {
     pub drain_ms: Option<Pct>,
     /// Victim killed → exited (ms), from the agent's lifecycle lines when it writes them.
     pub kill_to_exit_ms: Option<Pct>,
+    /// `mark_victim` → the killer's SIGKILL delivered (ms), from the kernel's tracepoints: how
+    /// long each killer stayed in the kernel after its kill ([`super::killer_hold`]).
+    pub killer_hold_ms: Option<Pct>,
     /// Kill → this bench read the line from the agent's stdout (ms): the cross-check.
     pub read_ms: Option<Pct>,
     pub cpu_ms: f64,
@@ -182,6 +185,7 @@ pub fn storm(
     let s0 = agent.sample()?;
     let c0 = sys::cpu_times();
     let mut kmsg = super::kernel_log::KmsgCounter::open();
+    let hold = super::killer_hold::KillerHold::start(tag);
     eprintln!(
         "[bench] storm {tag}: {n} cgroups of {} MiB, {} kills each...",
         limit >> 20,
@@ -193,6 +197,7 @@ pub fn storm(
     );
     let outcome = storm::storm(&cgs, per_cgroup, stop, Duration::from_secs(600))?;
     let c1 = sys::cpu_times();
+    let killer_hold_ms = hold.and_then(|h| h.finish());
     let (busy, steal_ms) = (c0.busy_pct_until(&c1), c0.steal_ms_until(&c1));
     let kernel_kills = wait_for_records(agent, mark, &cgs)?;
     let s1 = agent.sample()?;
@@ -231,6 +236,7 @@ pub fn storm(
         drain_ms: Pct::of(&drains),
         read_ms: Pct::of(&read),
         kill_to_exit_ms: Pct::of(&agent.kill_to_exit_since(mark)),
+        killer_hold_ms,
         cpu_ms: cpu_ns as f64 / 1e6,
         cpu_us_per_record: (records > 0).then(|| cpu_ns as f64 / 1e3 / records as f64),
         peak_rss_kib: s1.hwm_kib.max(s1.rss_kib),

@@ -167,6 +167,24 @@ impl Agent {
         self.sink.emit_lifecycle(outs)
     }
 
+    /// Before a deadline gives up on a victim's partner record, reads what the events ring
+    /// holds without waiting for its wake-up: a record committed there but not yet announced
+    /// (the kernel wakes readers from an irq_work, later on a slow or busy CPU) is merged
+    /// rather than written as a second, partial event of the same kill. Found records are
+    /// logged: a wake-up that came late or not at all.
+    fn drain_ring_now(&mut self) -> Result<(), RunError> {
+        let mut batch = read_all(self.ring.get_mut());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            records = batch.len(),
+            "records waited in the ring buffer at a deadline, without a wake-up"
+        );
+        self.drop_knob(&mut batch);
+        self.on_records(batch)
+    }
+
     /// Reads every record waiting in the scored-tasks ring into the correlator.
     pub(super) fn drain_scored(&mut self) {
         let (correlator, drop) = (&mut self.correlator, &self.drop_rows);
@@ -189,6 +207,7 @@ impl Agent {
     }
 
     fn on_deadline(&mut self) -> Result<(), RunError> {
+        self.drain_ring_now()?;
         self.drain_kmsg_now()?;
         let now = Instant::now();
         let mut evs = self.correlator.flush_expired(now);
@@ -302,12 +321,16 @@ fn drain_ring(
 ) -> Result<Vec<Record>, RunError> {
     let mut guard = guard.map_err(RunError::RingBuf)?;
     guard.clear_ready();
-    let rb = guard.get_inner_mut();
+    Ok(read_all(guard.get_inner_mut()))
+}
+
+/// Every record the ring holds now.
+fn read_all(rb: &mut RingBuf<MapData>) -> Vec<Record> {
     let mut batch = Vec::new();
     while let Some(item) = rb.next() {
         batch.extend(ringbuf::decode(&item));
     }
-    Ok(batch)
+    batch
 }
 
 async fn next_kmsg(reader: &mut Option<AsyncKmsgReader>) -> Result<KmsgEvent, KmsgError> {
