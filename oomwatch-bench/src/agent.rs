@@ -196,6 +196,11 @@ impl Agent {
             .collect()
     }
 
+    /// The agent's `event written` lines since `from`.
+    pub fn written_since(&self, from: Mark) -> Vec<Written> {
+        self.lock().written[from.written..].to_vec()
+    }
+
     /// Latency of each pid's record as the agent measured it (ms), since `from`.
     pub fn latency_of(&self, from: Mark, pid: i64) -> Option<f64> {
         self.lock().written[from.written..]

@@ -127,23 +127,24 @@ impl BigNode {
         100.0 * self.cpu_ms_per_scrape / 1000.0 / INTERVAL_SECS
     }
 
-    /// Whether the storms the p99 check sets side by side (no scrapes, flood) lost more CPU
-    /// time to the hypervisor than [`STEAL_TOLERATED_MS`], even at their least robbed try.
+    /// Whether the p99 check (no scrapes, flood) cannot be trusted: a storm where hypervisor
+    /// steals overlapped more than [`ROBBED_SHARE_TOLERATED`] of the kills, so too few were
+    /// left untouched to stand for the storm.
     pub fn robbed(&self) -> bool {
         [&self.quiet, &self.flood_storm]
             .iter()
-            .any(|s| s.steal_ms > STEAL_TOLERATED_MS)
+            .any(|s| robbed_share(s) > ROBBED_SHARE_TOLERATED)
     }
 
     /// Kill → record p99 during the flood minus the idle host's (ms).
     pub fn p99_flood_vs_idle_host_ms(&self) -> Option<f64> {
-        Some(self.flood_storm.latency_ms?.p99 - self.idle_host.latency_ms?.p99)
+        Some(p99_unrobbed(&self.flood_storm)? - p99_unrobbed(&self.idle_host)?)
     }
 
     /// Kill → record p99 during the flood minus the same node's with nothing scraping (ms):
     /// what the scrapes add.
     pub fn p99_delay_ms(&self) -> Option<f64> {
-        Some(self.flood_storm.latency_ms?.p99 - self.quiet.latency_ms?.p99)
+        Some(p99_unrobbed(&self.flood_storm)? - p99_unrobbed(&self.quiet)?)
     }
 
     /// The kernel's own part of the node's extra: how much longer each killer stayed in the
@@ -154,7 +155,7 @@ impl BigNode {
 
     /// Kill → record p99 on the big node with nothing scraping minus the idle host's (ms).
     pub fn p99_node_ms(&self) -> Option<f64> {
-        Some(self.quiet.latency_ms?.p99 - self.idle_host.latency_ms?.p99)
+        Some(p99_unrobbed(&self.quiet)? - p99_unrobbed(&self.idle_host)?)
     }
 
     pub fn json(&self, storm_json: fn(&Storm) -> J) -> J {
@@ -391,6 +392,26 @@ pub fn collector_ms(text: &str) -> Vec<(String, f64)> {
 /// 1,000 kills is their 10th worst, so a single stall decides it.
 pub const STEAL_TOLERATED_MS: f64 = 40.0;
 
+/// Share of a storm's kills a steal window overlapped beyond which its p99 stands for too
+/// little of the storm.
+pub const ROBBED_SHARE_TOLERATED: f64 = 0.25;
+
+/// Share of the kills with a record that a steal window overlapped.
+pub fn robbed_share(s: &Storm) -> f64 {
+    let clean = s.latency_unrobbed_ms.map_or(0, |p| p.n) as f64;
+    let robbed = s.robbed_kills as f64;
+    if clean + robbed == 0.0 {
+        1.0
+    } else {
+        robbed / (clean + robbed)
+    }
+}
+
+/// Kill → record p99 over the kills no steal overlapped (ms).
+pub fn p99_unrobbed(s: &Storm) -> Option<f64> {
+    Some(s.latency_unrobbed_ms?.p99)
+}
+
 /// Runs `run` until its storm (`storm_of`) lost at most [`STEAL_TOLERATED_MS`] to the
 /// hypervisor, at most `tries` times; keeps the run that lost least.
 fn least_stolen<T>(
@@ -518,10 +539,18 @@ mod tests {
     #[test]
     fn a_storm_the_hypervisor_robbed_makes_the_comparison_not_conclusive() {
         let mut b = BigNode::default();
-        b.flood_storm.steal_ms = STEAL_TOLERATED_MS;
-        assert!(!b.robbed(), "at the tolerance: conclusive");
-        b.quiet.steal_ms = STEAL_TOLERATED_MS + 10.0;
+        let clean = Pct::of(&vec![1.0; 75]);
+        b.flood_storm.latency_unrobbed_ms = clean;
+        b.flood_storm.robbed_kills = 25;
+        b.quiet.latency_unrobbed_ms = clean;
+        assert!(
+            !b.robbed(),
+            "a quarter robbed, at the tolerance: conclusive"
+        );
+        b.quiet.robbed_kills = 26;
         assert!(b.robbed());
+        b.quiet.latency_unrobbed_ms = None;
+        assert!(b.robbed(), "no kill left untouched");
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct Storm {
     /// `mark_victim` → the killer's SIGKILL delivered (ms), from the kernel's tracepoints: how
     /// long each killer stayed in the kernel after its kill ([`super::killer_hold`]).
     pub killer_hold_ms: Option<Pct>,
+    /// Kill → record over the kills no hypervisor steal overlapped (ms), and how many did
+    /// ([`sys::StealWatch`]): what the host and the agent do, without the hypervisor's stalls.
+    pub latency_unrobbed_ms: Option<Pct>,
+    pub robbed_kills: u64,
     /// Kill → this bench read the line from the agent's stdout (ms): the cross-check.
     pub read_ms: Option<Pct>,
     pub cpu_ms: f64,
@@ -169,6 +173,30 @@ impl Storm {
     }
 }
 
+/// Kill → record (ms) of the kills whose span (kernel timestamp → line written) overlaps no
+/// steal window, and how many did.
+fn unrobbed(
+    agent: &Agent,
+    mark: super::agent::Mark,
+    live: &[&super::agent::Record],
+    windows: &[(u64, u64)],
+) -> (Option<Pct>, u64) {
+    let ktime: std::collections::HashMap<i64, u64> =
+        live.iter().map(|r| (r.pid, r.ktime_ns)).collect();
+    let (mut clean, mut robbed) = (Vec::new(), 0);
+    for w in agent.written_since(mark) {
+        let Some(&k) = ktime.get(&w.pid) else {
+            continue;
+        };
+        if sys::overlaps(windows, k, k + w.latency_us * 1000) {
+            robbed += 1;
+        } else {
+            clean.push(w.latency_us as f64 / 1000.0);
+        }
+    }
+    (Pct::of(&clean), robbed)
+}
+
 /// Kills in `n` fresh cgroups of `limit` bytes, `per_cgroup` each (or until `stop`), and
 /// measures the agent meanwhile.
 pub fn storm(
@@ -186,6 +214,7 @@ pub fn storm(
     let c0 = sys::cpu_times();
     let mut kmsg = super::kernel_log::KmsgCounter::open();
     let hold = super::killer_hold::KillerHold::start(tag);
+    let steal = sys::StealWatch::start();
     eprintln!(
         "[bench] storm {tag}: {n} cgroups of {} MiB, {} kills each...",
         limit >> 20,
@@ -200,6 +229,7 @@ pub fn storm(
     let killer_hold_ms = hold.and_then(|h| h.finish());
     let (busy, steal_ms) = (c0.busy_pct_until(&c1), c0.steal_ms_until(&c1));
     let kernel_kills = wait_for_records(agent, mark, &cgs)?;
+    let steal_windows = steal.finish();
     let s1 = agent.sample()?;
     let (_, logged_kills) = kmsg.count();
     let recs = agent.records_since(mark, &cgs.paths);
@@ -213,6 +243,7 @@ pub fn storm(
     let cpu_ns = s0.cpu_ns_until(&s1);
     let wakeups = s1.ctxsw.saturating_sub(s0.ctxsw);
     let records = live.len() as u64;
+    let (latency_unrobbed_ms, robbed_kills) = unrobbed(agent, mark, &live, &steal_windows);
     let drains = agent.drain_ages_since(mark);
     if records > 0 && drains.is_empty() {
         anyhow::bail!(
@@ -237,6 +268,8 @@ pub fn storm(
         read_ms: Pct::of(&read),
         kill_to_exit_ms: Pct::of(&agent.kill_to_exit_since(mark)),
         killer_hold_ms,
+        latency_unrobbed_ms,
+        robbed_kills,
         cpu_ms: cpu_ns as f64 / 1e6,
         cpu_us_per_record: (records > 0).then(|| cpu_ns as f64 / 1e3 / records as f64),
         peak_rss_kib: s1.hwm_kib.max(s1.rss_kib),

@@ -354,6 +354,11 @@ fn storm_json(s: &Storm) -> J {
         ("kill_to_stdout_read_ms", Pct::json(&s.read_ms)),
         ("victim_kill_to_exit_ms", Pct::json(&s.kill_to_exit_ms)),
         ("killer_mark_to_sigkill_ms", Pct::json(&s.killer_hold_ms)),
+        (
+            "latency_ms_kills_no_steal_overlapped",
+            Pct::json(&s.latency_unrobbed_ms),
+        ),
+        ("kills_a_steal_overlapped", J::Num(s.robbed_kills as f64)),
         ("agent_cpu_ms", J::Num(s.cpu_ms)),
         ("agent_cpu_us_per_record", J::opt(s.cpu_us_per_record)),
         ("agent_peak_rss_kib", J::Num(s.peak_rss_kib as f64)),
@@ -405,8 +410,8 @@ fn big_node_checks(b: &BigNode) -> Vec<Check> {
                 (None, _) => "n/a".into(),
                 (Some(d), false) => format!("{d:+.2} ms"),
                 (Some(d), true) => format!(
-                    "{d:+.2} ms, not conclusive: the hypervisor stole CPU time during the \
-                     storms (see their rows)"
+                    "{d:+.2} ms, not conclusive: hypervisor steals overlapped more than a \
+                     quarter of a storm's kills (see their rows)"
                 ),
             },
             target: "≤ +1 ms",

@@ -289,3 +289,52 @@ pub fn sleep_until(deadline: Instant) {
         std::thread::sleep(deadline - now);
     }
 }
+
+/// When the hypervisor stole CPU time, as windows of `CLOCK_MONOTONIC` (ns): `/proc/stat`'s
+/// steal sampled every [`STEAL_SAMPLE`] by a thread of its own until [`StealWatch::finish`].
+///
+/// The kernel accounts a stolen stretch at the first tick after the vCPU runs again, in
+/// `USER_HZ` units, so a rise of `k` units seen at `t` means CPU time was taken somewhere in
+/// the `k + 1` units (and one sample period) before `t`: that whole stretch is the window.
+pub struct StealWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(u64, u64)>>,
+}
+
+/// How often the steal counter is read.
+pub const STEAL_SAMPLE: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl StealWatch {
+    pub fn start() -> StealWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let unit_ns = 1_000_000_000 / clock_ticks().max(1);
+            let mut windows = Vec::new();
+            let mut last = cpu_times().steal;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(STEAL_SAMPLE);
+                let (now, at) = (cpu_times().steal, monotonic_ns());
+                if let Some(k) = now.checked_sub(last).filter(|&k| k > 0) {
+                    let span = (k + 1) * unit_ns + STEAL_SAMPLE.as_nanos() as u64;
+                    windows.push((at.saturating_sub(span), at));
+                }
+                last = now;
+            }
+            windows
+        });
+        StealWatch { stop, handle }
+    }
+
+    /// Stops sampling; the windows seen.
+    pub fn finish(self) -> Vec<(u64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// Whether `[from, to]` (ns) overlaps one of `windows`.
+pub fn overlaps(windows: &[(u64, u64)], from: u64, to: u64) -> bool {
+    windows.iter().any(|&(a, b)| a <= to && from <= b)
+}
