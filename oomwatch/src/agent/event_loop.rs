@@ -171,7 +171,7 @@ impl Agent {
     /// holds without waiting for its wake-up: a record committed there but not yet announced
     /// (the kernel wakes readers from an irq_work, later on a slow or busy CPU) is merged
     /// rather than written as a second, partial event of the same kill. Found records are
-    /// logged: a wake-up that came late or not at all.
+    /// logged (debug): their wake-up was late, or never came.
     fn drain_ring_now(&mut self) -> Result<(), RunError> {
         let mut batch = read_all(self.ring.get_mut());
         if batch.is_empty() {
@@ -179,7 +179,7 @@ impl Agent {
         }
         tracing::debug!(
             records = batch.len(),
-            "records waited in the ring buffer at a deadline, without a wake-up"
+            "records found in the ring buffer at a deadline, before their wake-up"
         );
         self.drop_knob(&mut batch);
         self.on_records(batch)
