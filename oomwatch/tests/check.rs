@@ -78,6 +78,15 @@ fn assert_warned(v: &Value, codes: &[String]) {
     }
 }
 
+/// Whether `KERN_ERR` lines reach a console here: `kernel.printk`'s first field above 3, and
+/// `/proc/consoles` not empty (the rule written out apart from the collector's).
+fn kill_lines_reach_a_console() -> bool {
+    let printk = fs::read_to_string("/proc/sys/kernel/printk").unwrap();
+    let level: i64 = printk.split_whitespace().next().unwrap().parse().unwrap();
+    let consoles = fs::read_to_string("/proc/consoles").unwrap_or_default();
+    level > 3 && consoles.lines().any(|l| !l.trim().is_empty())
+}
+
 /// The exit code agrees with the items: 1 with a FAIL, else 3 with a warn, else 0.
 fn assert_exit_matches_items(o: &Output, v: &Value) {
     let statuses: Vec<&str> = items(v)
@@ -198,6 +207,7 @@ fn on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table() {
         ),
         ("overcommit_always", overcommit == 1),
         ("oom_dump_tasks_off", vm("oom_dump_tasks") == 0),
+        ("oom_kill_lines_on_console", kill_lines_reach_a_console()),
     ] {
         assert_eq!(codes.iter().any(|c| c == code), on, "{code}: {codes:?}");
     }
@@ -214,6 +224,7 @@ fn on_this_host_the_agent_can_run_and_check_lists_the_agents_probe_table() {
                 "min_free_kbytes_high",
                 "min_free_kbytes_low",
                 "oom_dump_tasks_off",
+                "oom_kill_lines_on_console",
             ]
             .contains(&code.as_str()),
             "unknown warning {code}"

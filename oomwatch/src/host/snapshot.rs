@@ -39,6 +39,10 @@ pub struct HostSnapshot {
     /// What khugepaged raises `min_free_kbytes` to; `Some` only while THP is enabled.
     pub min_free_thp_recommended_kbytes: Option<u64>,
     pub thp_enabled: Option<bool>,
+    /// `kernel.printk`'s first field: messages more urgent than this reach the consoles.
+    pub console_loglevel: Option<i64>,
+    /// The consoles the kernel prints on (`/proc/consoles`).
+    pub consoles: Vec<String>,
 
     pub mem_total_bytes: Option<u64>,
     pub mem_free_bytes: Option<u64>,
@@ -89,6 +93,7 @@ impl HostSnapshot {
     /// | `min_free_kbytes_high` | `min_free_kbytes` above the expected value by more than 5% of `MemTotal` |
     /// | `min_free_kbytes_low` | `min_free_kbytes` below half the kernel's default, or below the expected value by more than 5% of `MemTotal` |
     /// | `oom_dump_tasks_off` | `vm.oom_dump_tasks=0` |
+    /// | `oom_kill_lines_on_console` | `kernel.printk`'s console log level above 3 (`KERN_ERR` passes) and a console in `/proc/consoles` |
     ///
     /// The expected `min_free_kbytes` is [`min_free_expected_kbytes`](Self::min_free_expected_kbytes).
     /// "Below by more than 5% of MemTotal" cannot happen in practice (the default is
@@ -101,6 +106,7 @@ impl HostSnapshot {
             self.overcommit_warning(),
             self.min_free_warning(),
             self.dump_tasks_warning(),
+            self.console_warning(),
         ]
         .into_iter()
         .flatten()
@@ -225,7 +231,28 @@ impl HostSnapshot {
             )
         })
     }
+
+    /// `oom_kill_lines_on_console`.
+    fn console_warning(&self) -> Option<Warning> {
+        let level = self.console_loglevel.filter(|&l| l > KERN_ERR)?;
+        if self.consoles.is_empty() {
+            return None;
+        }
+        Some(warning(
+            "oom_kill_lines_on_console",
+            format!(
+                "kernel.printk console log level {level} prints every OOM kill's \
+                 \"Killed process\" line (KERN_ERR) on {}: the killing task writes it to the \
+                 console with interrupts off, milliseconds per line on a serial console (3.3 ms \
+                 at 115200 baud), and every wake-up on that CPU waits, OOM records included",
+                self.consoles.join(", ")
+            ),
+        ))
+    }
 }
+
+/// `KERN_ERR`: the level of the OOM killer's "Killed process" line.
+const KERN_ERR: i64 = 3;
 
 fn warning(code: &'static str, message: String) -> Warning {
     Warning { code, message }
@@ -276,6 +303,33 @@ mod tests {
             ..sane()
         };
         assert_eq!(codes(&s), ["panic_on_oom"]);
+    }
+
+    #[test]
+    fn kill_lines_on_a_console_warn_only_when_they_pass_the_log_level() {
+        let on = HostSnapshot {
+            console_loglevel: Some(4),
+            consoles: vec!["ttyS0".into(), "tty0".into()],
+            ..sane()
+        };
+        assert_eq!(codes(&on), ["oom_kill_lines_on_console"]);
+        let m = &on.warnings()[0].message;
+        assert!(m.contains("level 4") && m.contains("ttyS0, tty0"), "{m}");
+        let quiet = HostSnapshot {
+            console_loglevel: Some(3),
+            ..on.clone()
+        };
+        assert!(codes(&quiet).is_empty());
+        let none = HostSnapshot {
+            consoles: Vec::new(),
+            ..on.clone()
+        };
+        assert!(codes(&none).is_empty());
+        let unknown = HostSnapshot {
+            console_loglevel: None,
+            ..on
+        };
+        assert!(codes(&unknown).is_empty());
     }
 
     #[test]

@@ -140,6 +140,46 @@ pub struct SysctlData {
     pub thp_enabled: Option<bool>,
     /// khugepaged's target; `Some` only when THP is enabled (the only case the kernel uses it).
     pub thp_recommended_kbytes: Option<u64>,
+    /// The console log level: first field of `kernel.printk` (`None` without the file, or
+    /// when it does not start with an integer).
+    pub console_loglevel: Option<i64>,
+    /// The consoles the kernel prints on, from `/proc/consoles`.
+    pub consoles: Vec<String>,
+}
+
+/// Consoles named at most; longer names are cut to [`CONSOLE_NAME_MAX`] characters.
+pub const CONSOLES_MAX: usize = 8;
+/// Longest console name kept.
+pub const CONSOLE_NAME_MAX: usize = 32;
+
+/// The first whitespace-separated word of each line of `/proc/consoles`, printable ASCII only,
+/// at most [`CONSOLES_MAX`] of them.
+pub fn parse_consoles(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(CONSOLE_NAME_MAX)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .take(CONSOLES_MAX)
+        .collect()
+}
+
+/// `kernel.printk` and `/proc/consoles` under `root`; unreadable or garbled files leave the
+/// values out (they only feed a warning).
+fn read_console(root: &Path, d: &mut SysctlData) {
+    let printk = read_optional(&root.join("proc/sys/kernel/printk"))
+        .ok()
+        .flatten();
+    d.console_loglevel = printk
+        .as_deref()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(parse_int);
+    let consoles = read_optional(&root.join("proc/consoles")).ok().flatten();
+    d.consoles = consoles.as_deref().map(parse_consoles).unwrap_or_default();
 }
 
 /// Reads the sysctls, `/proc/zoneinfo` and the THP settings under `root`. Fails if
@@ -176,6 +216,7 @@ pub fn read(root: &Path, page_size: u64) -> Result<SysctlData, HostError> {
     if found == 0 {
         return Err(HostError::parse(&dir, "none of the vm sysctls exists"));
     }
+    read_console(root, &mut d);
 
     let zones = match read_optional(&root.join("proc/zoneinfo"))? {
         Some(text) => zoneinfo::parse(&text),
@@ -234,6 +275,8 @@ impl SysctlData {
         s.min_free_default_kbytes = self.min_free_default_kbytes;
         s.min_free_thp_recommended_kbytes = self.thp_recommended_kbytes;
         s.thp_enabled = self.thp_enabled;
+        s.console_loglevel = self.console_loglevel;
+        s.consoles = self.consoles.clone();
     }
 
     pub(super) fn families(&self) -> Vec<MetricFamily> {
@@ -406,6 +449,32 @@ mod tests {
 Node 0, zone DMA32\n high 8109\n present 782336\n managed 772915\n\
 Node 0, zone Normal\n high 17191\n present 5505024\n managed 1638400\n\
 Node 0, zone Movable\n high 32\n present 0\n managed 0\n";
+
+    #[test]
+    fn consoles_and_the_console_log_level_are_read_bounded() {
+        let hostile = format!(
+            "ttyS0                -W- (EC p a)    4:64\n\u{1b}[31mred\u{7}  -W-\n\n{}\n{}",
+            "x".repeat(100),
+            "c\n".repeat(20)
+        );
+        let t = tree(&[
+            ("proc/sys/vm/panic_on_oom", "0\n"),
+            ("proc/sys/kernel/printk", "4\t4\t1\t7\n"),
+            ("proc/consoles", &hostile),
+        ]);
+        let d = read(t.path(), 4096).unwrap();
+        assert_eq!(d.console_loglevel, Some(4));
+        assert_eq!(d.consoles.len(), CONSOLES_MAX);
+        assert_eq!(d.consoles[0], "ttyS0");
+        assert_eq!(d.consoles[1], "[31mred");
+        assert_eq!(d.consoles[2].len(), CONSOLE_NAME_MAX);
+        let t = tree(&[
+            ("proc/sys/vm/panic_on_oom", "0\n"),
+            ("proc/sys/kernel/printk", "loud\n"),
+        ]);
+        let d = read(t.path(), 4096).unwrap();
+        assert_eq!((d.console_loglevel, d.consoles.len()), (None, 0));
+    }
 
     #[test]
     fn read_computes_default_and_thp_recommendation() {

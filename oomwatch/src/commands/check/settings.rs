@@ -125,6 +125,10 @@ pub fn fix_for(code: &str, snap: &HostSnapshot) -> Option<String> {
             None => "set vm.min_free_kbytes back to the kernel's own value".to_string(),
         },
         "oom_dump_tasks_off" => format!("sysctl -w vm.oom_dump_tasks=1{persist}"),
+        "oom_kill_lines_on_console" => format!(
+            "sysctl -w kernel.printk=\"3 4 1 7\"{persist} or boot with loglevel=3: the line \
+             stays in the kernel log and /dev/kmsg, off the console"
+        ),
         _ => return None,
     })
 }
