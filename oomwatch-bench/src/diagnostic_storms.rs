@@ -247,7 +247,9 @@ fn isolated_kills_note(r: &Report) -> Option<String> {
 fn big_node_note(b: &super::big_node::BigNode) -> Option<String> {
     let (idle, node) = (b.idle_host.killer_hold_ms?, b.quiet.killer_hold_ms?);
     let (d_rec, d_hold) = (b.p99_node_ms()?, b.p99_killer_hold_node_ms()?);
-    let verdict = if d_rec <= d_hold + 1.0 {
+    let verdict = if d_hold <= 0.0 {
+        "the kernel's hold did not grow: not the kernel's"
+    } else if d_rec <= d_hold + 1.0 {
         "the node's extra is the kernel's own work per kill, not the agent's"
     } else {
         "more than the kernel's longer hold accounts for: the rest is the agent's or the \
@@ -257,8 +259,8 @@ fn big_node_note(b: &super::big_node::BigNode) -> Option<String> {
         "Big node: after each OOM kill the kernel walks every process of the host \
          (`__oom_kill_process` looks for others sharing the victim's memory, {} processes \
          here), in the killing task with no preemption point in the walk (only a fully \
-         preemptible kernel runs another task there): the killer \
-         stays in the kernel after `mark_victim` p50 {:.2} ms, p99 {:.2} ms on the big node \
+         preemptible kernel runs another task there): the killer keeps its CPU without a break \
+         after `mark_victim` for p50 {:.2} ms, p99 {:.2} ms on the big node \
          against p50 {:.2} ms, p99 {:.2} ms on the idle host, and any task woken on its CPU \
          (the agent, an HTTP client) waits that long. Kill → record p99 grew by {:+.2} ms, \
          the killer's hold by {:+.2} ms: {verdict}. The scrapes add {}.",

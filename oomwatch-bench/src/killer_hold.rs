@@ -1,19 +1,18 @@
-//! How long each OOM kill keeps the killing task in the kernel after `mark_victim`, from the
-//! kernel's own tracepoints, with no agent involved.
+//! How long each OOM kill keeps its CPU after `mark_victim`, from the kernel's own
+//! tracepoints, with no agent involved.
 //!
 //! A storm's killer is its victim (a `tail` alone in its memory cgroup faults, the memcg OOM
-//! killer picks it, it returns to user space only to die), so the time from its
-//! `oom:mark_victim` to the delivery of its SIGKILL (`signal:signal_deliver`, sig 9) is how long
-//! that task stays in the kernel after the kill: the rest of `__oom_kill_process` (the
-//! "Killed process" line, then a walk of every process on the host looking for others sharing
-//! the victim's memory), the memcg charge unwinding, the return to user space. Under
-//! `PREEMPT_NONE`, a task woken on that CPU meanwhile (the agent, an HTTP client) waits for it.
-//! The bench sets this beside kill → record, so a node whose kernel takes longer per kill is
-//! told apart from an agent that does.
+//! killer picks it, it returns to user space only to die). From its `oom:mark_victim` it runs
+//! on in the kernel: the rest of `__oom_kill_process` (the "Killed process" line, then a walk
+//! of every process on the host looking for others sharing the victim's memory), the memcg
+//! charge unwinding, the return to user space, where its SIGKILL is delivered
+//! (`signal:signal_deliver`, sig 9). The hold ends at that delivery or at the task's first
+//! switch-out (`sched:sched_switch` of a `tail`), whichever comes first: the unbroken stretch
+//! during which, under `PREEMPT_NONE`, a task woken on that CPU (the agent, an HTTP client)
+//! waits. The bench sets this beside kill → record, so a node whose kernel takes longer per
+//! kill is told apart from an agent that does.
 
 use std::{collections::HashMap, fs, path::PathBuf};
-
-use super::stats::Pct;
 
 /// A tracefs instance recording the two tracepoints, removed when finished or dropped.
 pub struct KillerHold {
@@ -46,6 +45,8 @@ impl KillerHold {
             ("buffer_size_kb", "4096"),
             ("events/signal/signal_deliver/filter", "sig==9"),
             ("events/signal/signal_deliver/enable", "1"),
+            ("events/sched/sched_switch/filter", "prev_comm == \"tail\""),
+            ("events/sched/sched_switch/enable", "1"),
             ("events/oom/mark_victim/enable", "1"),
         ];
         for (file, value) in setup {
@@ -57,11 +58,11 @@ impl KillerHold {
         Some(h)
     }
 
-    /// Stops recording; the mark → SIGKILL delivered times (ms) of the killers it saw.
-    pub fn finish(self) -> Option<Pct> {
+    /// Stops recording; each killer's mark (`CLOCK_MONOTONIC` ns) and hold (ms).
+    pub fn finish(self) -> Vec<(u64, f64)> {
         let _ = fs::write(self.dir.join("tracing_on"), "0");
-        let text = fs::read_to_string(self.dir.join("trace")).ok()?;
-        Pct::of(&holds_ms(&text))
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        holds(&text)
     }
 }
 
@@ -87,8 +88,12 @@ fn parse(line: &str) -> Option<(u32, f64, &str, &str)> {
     Some((pid, secs, event.trim(), fields))
 }
 
-/// Each victim's `mark_victim` paired with the next SIGKILL delivered to that task (ms).
-pub fn holds_ms(trace: &str) -> Vec<f64> {
+/// A mark not ended within this long is dropped (its end was lost, or the pid was reused).
+const HOLD_MAX_S: f64 = 1.0;
+
+/// Each victim's `mark_victim` (ns) and the time to its next switch-out or SIGKILL delivered
+/// (ms), whichever comes first.
+pub fn holds(trace: &str) -> Vec<(u64, f64)> {
     let mut marked: HashMap<u32, f64> = HashMap::new();
     let mut out = Vec::new();
     for (pid, secs, event, fields) in trace.lines().filter_map(parse) {
@@ -102,9 +107,9 @@ pub fn holds_ms(trace: &str) -> Vec<f64> {
                     marked.insert(v, secs);
                 }
             }
-            "signal_deliver" => {
-                if let Some(t0) = marked.remove(&pid) {
-                    out.push((secs - t0) * 1000.0);
+            "signal_deliver" | "sched_switch" => {
+                if let Some(t0) = marked.remove(&pid).filter(|t0| secs - t0 <= HOLD_MAX_S) {
+                    out.push(((t0 * 1e9) as u64, (secs - t0) * 1000.0));
                 }
             }
             _ => {}
@@ -118,6 +123,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_hold_ends_at_the_first_switch_out_and_stale_marks_are_dropped() {
+        let trace = "\x20 tail-7 [000] d..1.   5.000000: mark_victim: pid=7 uid=0 comm=tail\n\
+            \x20 tail-7 [000] d..2.   5.001000: sched_switch: prev_comm=tail prev_pid=7 \
+            prev_prio=120 prev_state=R+ ==> next_comm=oomwatch next_pid=9 next_prio=110\n\
+            \x20 tail-7 [001] d..1.   5.003000: signal_deliver: sig=9 errno=0 code=128 \
+            sa_handler=0 sa_flags=0\n\
+            \x20 tail-8 [001] d..1.   6.000000: mark_victim: pid=8 uid=0 comm=tail\n\
+            \x20 tail-8 [001] d..1.   9.000000: signal_deliver: sig=9 errno=0 code=128 \
+            sa_handler=0 sa_flags=0\n";
+        let h = holds(trace);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!((h[0].1 - 1.0).abs() < 1e-6, "{h:?}");
+    }
+
+    #[test]
     fn a_mark_is_paired_with_its_victims_sigkill_only() {
         let trace = "# tracer: nop\n\
             #\n\
@@ -125,8 +145,9 @@ mod tests {
             \x20 evil- name-7 [000] .....   100.000200: signal_deliver: sig=9 errno=0 code=0 sa_handler=0 sa_flags=0\n\
             \x20 a: b-4243 [000] d..1.   100.000300: mark_victim: pid=4243 uid=0 comm=a: b\n\
             \x20           tail-4242    [001] d..1.   100.002600: signal_deliver: sig=9 errno=0 code=128 sa_handler=0 sa_flags=0\n";
-        let h = holds_ms(trace);
+        let h = holds(trace);
         assert_eq!(h.len(), 1, "{h:?}");
-        assert!((h[0] - 2.5).abs() < 1e-6, "{h:?}");
+        assert_eq!(h[0].0, 100_000_100_000);
+        assert!((h[0].1 - 2.5).abs() < 1e-6, "{h:?}");
     }
 }

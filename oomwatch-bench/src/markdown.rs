@@ -466,11 +466,10 @@ fn big_node_rows(r: &Report) -> Vec<Row> {
     .collect()
 }
 
-/// Section 5's scrape flood and OOM storms against the idle host.
+/// Section 5's scrape floods (alone, then with the OOM storm) and `/healthz` meanwhile.
 fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
     let (a, f) = (&b.flood_alone, &b.flood);
     let p99 = |p: &Option<super::stats::Pct>| ms(p.map(|p| p.p99));
-    let delta = |d: Option<f64>| d.map_or("n/a".into(), |d| format!("{d:+.2} ms"));
     let rate = |f: &super::big_node::Flood| {
         format!(
             "{} / {} ({} errors); {:.0} % of a core",
@@ -495,7 +494,7 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
             "5",
             "`/healthz` every 20 ms during that flood, p50 / p95 / p99 / max",
             pcts(&a.healthz_ms),
-            Some("big node: /healthz p99 during the scrape flood"),
+            Some("big node: /healthz p99 during the scrape flood (no OOM storm)"),
         ),
         row(
             "5",
@@ -514,6 +513,16 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
             pcts(&f.healthz_ms),
             None,
         ),
+    ]
+    .into_iter()
+    .chain(big_node_storm_rows(b))
+    .collect()
+}
+
+/// Section 5's OOM storms: idle host, big node, big node under the flood, and the kernel's
+/// hold beside them.
+fn big_node_storm_rows(b: &super::big_node::BigNode) -> Vec<Row> {
+    vec![
         row(
             "5",
             format!(
@@ -549,10 +558,22 @@ fn big_node_flood_rows(b: &super::big_node::BigNode) -> Vec<Row> {
             with_unrobbed(&b.flood_storm),
             None,
         ),
+    ]
+    .into_iter()
+    .chain(big_node_comparison_rows(b))
+    .collect()
+}
+
+/// Section 5's comparisons: the kernel's hold, and kill → record p99 between the storms.
+fn big_node_comparison_rows(b: &super::big_node::BigNode) -> Vec<Row> {
+    let p99 = |p: &Option<super::stats::Pct>| ms(p.map(|p| p.p99));
+    let delta = |d: Option<f64>| d.map_or("n/a".into(), |d| format!("{d:+.2} ms"));
+    vec![
         row(
             "5",
-            "the kernel alone: each killer's time in the kernel after its kill (`mark_victim` → \
-             its SIGKILL delivered, tracefs), p99: idle host; big node, no scrapes; flood",
+            "the kernel alone: each killer's unbroken hold of its CPU after its kill \
+             (`mark_victim` → its first switch-out or its SIGKILL delivered, tracefs; kills no \
+             steal overlapped), p99: idle host; big node, no scrapes; flood",
             format!(
                 "{}; {}; {}",
                 p99(&b.idle_host.killer_hold_ms),
@@ -806,11 +827,13 @@ fn notes(o: &mut String, r: &Report) {
          against the same storm on the big node with nothing scraping (what the scrapes add: \
          the target), and both against the idle host's (the same storm on a fresh default \
          agent before the node is built: what the node adds). Beside each storm, the kernel \
-         alone: a tracefs instance records `oom:mark_victim` and `signal:signal_deliver` \
-         (sig 9); the killer is its own victim, so mark → SIGKILL delivered is how long it stays \
-         in the kernel after the kill (the rest of `__oom_kill_process`, which walks every \
-         process of the host for others sharing the victim's memory, then the unwinding to user \
-         space), during which, under `PREEMPT_NONE`, a task woken on its CPU waits. The whole phase runs with `console_loglevel` 1 (restored after): each \
+         alone: a tracefs instance records `oom:mark_victim`, `signal:signal_deliver` (sig 9) \
+         and the `tail` victims' `sched:sched_switch`; the killer is its own victim, so mark → \
+         its first switch-out or its SIGKILL delivered, whichever comes first, is how long it \
+         keeps its CPU after the kill without a break (the rest of `__oom_kill_process`, which \
+         walks every process of the host for others sharing the victim's memory, then the \
+         unwinding to user space), during which, under `PREEMPT_NONE`, a task woken on its CPU \
+         waits. The whole phase runs with `console_loglevel` 1 (restored after): each \
          kill's `KERN_ERR` line on a serial console is printed with interrupts off (the line \
          above times it), which holds up every wake-up on that CPU; the agent's own trace put a \
          victim's record 2.8 ms after `mark_victim` at p50 with the console printing, 0.08 ms \
@@ -818,8 +841,10 @@ fn notes(o: &mut String, r: &Report) {
          the hypervisor stole more than 40 ms of CPU (`/proc/stat` steal; one vCPU taken away \
          for 100 ms holds every record of that moment as long) is run again, up to 3 times, \
          the least robbed kept. Steals are also placed in time: a thread reads `/proc/stat` \
-         every 5 ms, and a rise of k `USER_HZ` units makes the k + 1 units before it (and one \
-         period) a steal window; a kill whose span (kernel timestamp → line written) overlaps \
+         every 5 ms, and a rise of k `USER_HZ` units between two reads makes a steal window \
+         from k + 1 units and a tick before the first read to the second; a kill whose span \
+         (kernel timestamp → line written; for the killers' holds, mark → end of the hold) \
+         overlaps \
          one is left out of the p99 comparisons (both figures are shown; the comparison is \
          not conclusive when more than a quarter of a storm's kills were left out). \
          `OOMWATCH_BENCH_ONLY=big_node` runs this phase alone (results to stderr and \

@@ -140,8 +140,9 @@ pub struct Storm {
     pub drain_ms: Option<Pct>,
     /// Victim killed → exited (ms), from the agent's lifecycle lines when it writes them.
     pub kill_to_exit_ms: Option<Pct>,
-    /// `mark_victim` → the killer's SIGKILL delivered (ms), from the kernel's tracepoints: how
-    /// long each killer stayed in the kernel after its kill ([`super::killer_hold`]).
+    /// `mark_victim` → the killer's first switch-out or SIGKILL delivered (ms), over the kills no
+    /// steal overlapped, from the kernel's tracepoints: how long each killer kept its CPU after
+    /// its kill without a break ([`super::killer_hold`]).
     pub killer_hold_ms: Option<Pct>,
     /// Kill → record over the kills no hypervisor steal overlapped (ms), and how many did
     /// ([`sys::StealWatch`]): what the host and the agent do, without the hypervisor's stalls.
@@ -164,12 +165,63 @@ pub struct Storm {
 }
 
 impl Storm {
+    /// One line on stderr: what the storm counted and its latency.
+    fn log(&self, tag: &str) {
+        let s = self;
+        eprintln!(
+            "[bench] storm {tag}: {} kernel kills, {} records, {} replayed, dropped {:?}, \
+             latency p50/p99 {:?}/{:?} ms, {:.1} s",
+            s.kernel_kills,
+            s.records,
+            s.replayed,
+            s.dropped,
+            s.latency_ms.map(|p| p.p50),
+            s.latency_ms.map(|p| p.p99),
+            s.secs
+        );
+    }
+
     /// Records equal kernel kills, none replayed, none dropped.
     pub fn lossless(&self) -> bool {
         self.kernel_kills > 0
             && self.records == self.kernel_kills
             && self.replayed == 0
             && self.dropped == Some(0.0)
+    }
+}
+
+/// What the bench records beside a storm: each killer's hold of its CPU (tracefs) and the
+/// hypervisor's steals.
+struct Instruments {
+    hold: Option<super::killer_hold::KillerHold>,
+    steal: sys::StealWatch,
+}
+
+impl Instruments {
+    fn start(tag: &str) -> Instruments {
+        Instruments {
+            hold: super::killer_hold::KillerHold::start(tag),
+            steal: sys::StealWatch::start(),
+        }
+    }
+
+    /// Stops both: the killers' holds and kill → record (ms) over the kills no steal window
+    /// overlapped, and how many records one did.
+    fn finish(
+        self,
+        agent: &Agent,
+        mark: super::agent::Mark,
+        live: &[&super::agent::Record],
+    ) -> (Option<Pct>, Option<Pct>, u64) {
+        let holds = self.hold.map(|h| h.finish()).unwrap_or_default();
+        let windows = self.steal.finish();
+        let clean_holds: Vec<f64> = holds
+            .iter()
+            .filter(|(at, ms)| !sys::overlaps(&windows, *at, at + (ms * 1e6) as u64))
+            .map(|(_, ms)| *ms)
+            .collect();
+        let (latency, robbed) = unrobbed(agent, mark, live, &windows);
+        (Pct::of(&clean_holds), latency, robbed)
     }
 }
 
@@ -213,8 +265,7 @@ pub fn storm(
     let s0 = agent.sample()?;
     let c0 = sys::cpu_times();
     let mut kmsg = super::kernel_log::KmsgCounter::open();
-    let hold = super::killer_hold::KillerHold::start(tag);
-    let steal = sys::StealWatch::start();
+    let instruments = Instruments::start(tag);
     eprintln!(
         "[bench] storm {tag}: {n} cgroups of {} MiB, {} kills each...",
         limit >> 20,
@@ -226,10 +277,8 @@ pub fn storm(
     );
     let outcome = storm::storm(&cgs, per_cgroup, stop, Duration::from_secs(600))?;
     let c1 = sys::cpu_times();
-    let killer_hold_ms = hold.and_then(|h| h.finish());
     let (busy, steal_ms) = (c0.busy_pct_until(&c1), c0.steal_ms_until(&c1));
     let kernel_kills = wait_for_records(agent, mark, &cgs)?;
-    let steal_windows = steal.finish();
     let s1 = agent.sample()?;
     let (_, logged_kills) = kmsg.count();
     let recs = agent.records_since(mark, &cgs.paths);
@@ -243,7 +292,8 @@ pub fn storm(
     let cpu_ns = s0.cpu_ns_until(&s1);
     let wakeups = s1.ctxsw.saturating_sub(s0.ctxsw);
     let records = live.len() as u64;
-    let (latency_unrobbed_ms, robbed_kills) = unrobbed(agent, mark, &live, &steal_windows);
+    let (killer_hold_ms, latency_unrobbed_ms, robbed_kills) =
+        instruments.finish(agent, mark, &live);
     let drains = agent.drain_ages_since(mark);
     if records > 0 && drains.is_empty() {
         anyhow::bail!(
@@ -280,17 +330,7 @@ pub fn storm(
         steal_ms,
         other_host_kills: logged_kills.saturating_sub(kernel_kills),
     };
-    eprintln!(
-        "[bench] storm {tag}: {} kernel kills, {} records, {} replayed, dropped {:?}, \
-         latency p50/p99 {:?}/{:?} ms, {:.1} s",
-        s.kernel_kills,
-        s.records,
-        s.replayed,
-        s.dropped,
-        s.latency_ms.map(|p| p.p50),
-        s.latency_ms.map(|p| p.p99),
-        s.secs
-    );
+    s.log(tag);
     Ok(s)
 }
 

@@ -398,7 +398,7 @@ fn big_node_checks(b: &BigNode) -> Vec<Check> {
             correctness: false,
         },
         Check {
-            name: "big node: /healthz p99 during the scrape flood",
+            name: "big node: /healthz p99 during the scrape flood (no OOM storm)",
             value: ms(p99(&b.flood_alone.healthz_ms)),
             target: "≤ 5 ms",
             ok: p99(&b.flood_alone.healthz_ms).is_some_and(|v| v <= 5.0),

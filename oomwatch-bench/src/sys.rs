@@ -294,11 +294,12 @@ pub fn sleep_until(deadline: Instant) {
 /// steal sampled every [`STEAL_SAMPLE`] by a thread of its own until [`StealWatch::finish`].
 ///
 /// The kernel accounts a stolen stretch at the first tick after the vCPU runs again, in
-/// `USER_HZ` units, so a rise of `k` units seen at `t` means CPU time was taken somewhere in
-/// the `k + 1` units (and one sample period) before `t`: that whole stretch is the window.
+/// `USER_HZ` units, so a rise of `k` units between samples at `t0` and `t1` means CPU time was
+/// taken somewhere from `k + 1` units (and a tick) before `t0` up to `t1`: that whole stretch
+/// is the window.
 pub struct StealWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<(u64, u64)>>,
+    handle: Option<std::thread::JoinHandle<Vec<(u64, u64)>>>,
 }
 
 /// How often the steal counter is read.
@@ -312,29 +313,90 @@ impl StealWatch {
         let handle = std::thread::spawn(move || {
             let unit_ns = 1_000_000_000 / clock_ticks().max(1);
             let mut windows = Vec::new();
-            let mut last = cpu_times().steal;
+            let mut last = (cpu_times(), monotonic_ns());
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(STEAL_SAMPLE);
-                let (now, at) = (cpu_times().steal, monotonic_ns());
-                if let Some(k) = now.checked_sub(last).filter(|&k| k > 0) {
-                    let span = (k + 1) * unit_ns + STEAL_SAMPLE.as_nanos() as u64;
-                    windows.push((at.saturating_sub(span), at));
+                let now = (cpu_times(), monotonic_ns());
+                // A failed read (all zero) says nothing: compare the next one with the last good.
+                if now.0.total == 0 {
+                    continue;
+                }
+                if let Some(w) = steal_window(&last, &now, unit_ns) {
+                    windows.push(w);
                 }
                 last = now;
             }
             windows
         });
-        StealWatch { stop, handle }
+        StealWatch {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stops sampling; the windows seen.
-    pub fn finish(self) -> Vec<(u64, u64)> {
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
+        let handle = self.handle.take();
+        handle.and_then(|h| h.join().ok()).unwrap_or_default()
     }
+}
+
+impl Drop for StealWatch {
+    /// An error path that never calls `finish` still stops the thread.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The window a rise of the steal counter between two samples (counter, `CLOCK_MONOTONIC` ns)
+/// stands for: from `k + 1` units (plus one 4 ms tick) before the earlier sample, since the
+/// kernel accounts a stretch at the first tick after it, to the later sample.
+fn steal_window(
+    before: &(CpuTimes, u64),
+    after: &(CpuTimes, u64),
+    unit_ns: u64,
+) -> Option<(u64, u64)> {
+    let k = after
+        .0
+        .steal
+        .checked_sub(before.0.steal)
+        .filter(|&k| k > 0)?;
+    let span = (k + 1) * unit_ns + 4_000_000;
+    Some((before.1.saturating_sub(span), after.1))
 }
 
 /// Whether `[from, to]` (ns) overlaps one of `windows`.
 pub fn overlaps(windows: &[(u64, u64)], from: u64, to: u64) -> bool {
     windows.iter().any(|&(a, b)| a <= to && from <= b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(steal: u64, total: u64, ns: u64) -> (CpuTimes, u64) {
+        (
+            CpuTimes {
+                busy: 0,
+                total,
+                steal,
+            },
+            ns,
+        )
+    }
+
+    #[test]
+    fn a_steal_rise_covers_its_units_and_a_tick_before_the_earlier_sample() {
+        let unit = 10_000_000;
+        assert_eq!(
+            steal_window(&at(5, 1, 100_000_000), &at(5, 2, 130_000_000), unit),
+            None
+        );
+        let w = steal_window(&at(5, 1, 100_000_000), &at(9, 2, 130_000_000), unit);
+        // 4 units rose: 5 units and a 4 ms tick before 100 ms, up to 130 ms.
+        assert_eq!(w, Some((46_000_000, 130_000_000)));
+        assert!(overlaps(&[w.unwrap()], 40_000_000, 47_000_000));
+        assert!(!overlaps(&[w.unwrap()], 131_000_000, 140_000_000));
+    }
 }

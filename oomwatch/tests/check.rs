@@ -78,13 +78,21 @@ fn assert_warned(v: &Value, codes: &[String]) {
     }
 }
 
-/// Whether `KERN_ERR` lines reach a console here: `kernel.printk`'s first field above 3, and
-/// `/proc/consoles` not empty (the rule written out apart from the collector's).
+/// Whether `KERN_ERR` lines reach a serial console here: `kernel.printk`'s first field above
+/// 3, and an enabled `ttyS*`/`ttyAMA*`/`hvc*`... line in `/proc/consoles` (the rule written
+/// out apart from the collector's).
 fn kill_lines_reach_a_console() -> bool {
     let printk = fs::read_to_string("/proc/sys/kernel/printk").unwrap();
     let level: i64 = printk.split_whitespace().next().unwrap().parse().unwrap();
     let consoles = fs::read_to_string("/proc/consoles").unwrap_or_default();
-    level > 3 && consoles.lines().any(|l| !l.trim().is_empty())
+    let serial = [
+        "ttyS", "ttyAMA", "ttyUSB", "ttySAC", "ttymxc", "ttyPS", "ttyMSM", "hvc",
+    ];
+    level > 3
+        && consoles.lines().any(|l| {
+            let enabled = l.split(['(', ')']).nth(1).is_none_or(|f| f.contains('E'));
+            enabled && serial.iter().any(|p| l.trim_start().starts_with(p))
+        })
 }
 
 /// The exit code agrees with the items: 1 with a FAIL, else 3 with a warn, else 0.

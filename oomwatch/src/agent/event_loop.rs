@@ -207,7 +207,11 @@ impl Agent {
     }
 
     fn on_deadline(&mut self) -> Result<(), RunError> {
-        self.drain_ring_now()?;
+        // Only a partner-record wait that ends now looks at the ring unasked (the other
+        // deadlines, the 1 ms kernel-log look among them, leave it to its wake-up).
+        if self.correlator.partner_wait_due(Instant::now()) {
+            self.drain_ring_now()?;
+        }
         self.drain_kmsg_now()?;
         let now = Instant::now();
         let mut evs = self.correlator.flush_expired(now);

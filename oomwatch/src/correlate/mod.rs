@@ -329,6 +329,11 @@ impl Correlator {
     }
 
     /// The earliest time [`flush_expired`](Self::flush_expired) has work, if any.
+    /// Whether a victim's wait for its partner record ends at or before `now`.
+    pub fn partner_wait_due(&self, now: Instant) -> bool {
+        self.pending.iter().any(|p| p.deadline <= now)
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         let pending = self.pending.iter().map(|p| p.deadline);
         pending.chain(self.held.iter().map(|(_, d)| *d)).min()
@@ -788,6 +793,21 @@ mod tests {
         assert_eq!(e.sources["tgid"], Source::MarkVictimBtf);
         assert_eq!(e.sources["oom_score_adj"], Source::MarkVictimTracepoint);
         assert!(c.next_deadline().is_none());
+    }
+
+    #[test]
+    fn a_partner_wait_is_due_only_once_its_window_ends() {
+        let mut c = correlator(true, true);
+        let now = Instant::now();
+        assert!(!c.partner_wait_due(now + DEFAULT_WINDOW), "nothing waits");
+        assert!(c.push_victim(tp(GONE), now).is_empty());
+        assert!(!c.partner_wait_due(now));
+        assert!(c.partner_wait_due(now + DEFAULT_WINDOW));
+        assert_eq!(c.push_victim(btf(GONE), now).len(), 1);
+        assert!(
+            !c.partner_wait_due(now + DEFAULT_WINDOW),
+            "merged: nothing waits"
+        );
     }
 
     #[test]

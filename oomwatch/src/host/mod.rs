@@ -595,6 +595,11 @@ mod tests {
                 mem_total_bytes: opt(&mut rng),
                 commit_limit_bytes: opt(&mut rng),
                 committed_as_bytes: opt(&mut rng),
+                console_loglevel: small(&mut rng).map(|l| l + 4),
+                consoles: crate::host::sysctl::parse_consoles(&format!(
+                    "ttyS{}",
+                    random_text(&mut rng, 80)
+                )),
                 ..HostSnapshot::default()
             };
             for w in s.warnings() {
@@ -616,6 +621,8 @@ mod tests {
             "sys/kernel/mm/transparent_hugepage/enabled",
             "sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
             "cg/memory.events",
+            "proc/sys/kernel/printk",
+            "proc/consoles",
         ];
         let mut rng = XorShift(0x1234_5678_9ABC_DEF1);
         let dir = tempfile::tempdir().unwrap();

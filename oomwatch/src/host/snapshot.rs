@@ -93,7 +93,7 @@ impl HostSnapshot {
     /// | `min_free_kbytes_high` | `min_free_kbytes` above the expected value by more than 5% of `MemTotal` |
     /// | `min_free_kbytes_low` | `min_free_kbytes` below half the kernel's default, or below the expected value by more than 5% of `MemTotal` |
     /// | `oom_dump_tasks_off` | `vm.oom_dump_tasks=0` |
-    /// | `oom_kill_lines_on_console` | `kernel.printk`'s console log level above 3 (`KERN_ERR` passes) and a console in `/proc/consoles` |
+    /// | `oom_kill_lines_on_console` | `kernel.printk`'s console log level above 3 (`KERN_ERR` passes) and an enabled serial console in `/proc/consoles` (`ttyS`, `ttyAMA`, `hvc`, ...) |
     ///
     /// The expected `min_free_kbytes` is [`min_free_expected_kbytes`](Self::min_free_expected_kbytes).
     /// "Below by more than 5% of MemTotal" cannot happen in practice (the default is
@@ -235,17 +235,28 @@ impl HostSnapshot {
     /// `oom_kill_lines_on_console`.
     fn console_warning(&self) -> Option<Warning> {
         let level = self.console_loglevel.filter(|&l| l > KERN_ERR)?;
-        if self.consoles.is_empty() {
+        let serial: Vec<&str> = self
+            .consoles
+            .iter()
+            .map(String::as_str)
+            .filter(|c| SERIAL_CONSOLES.iter().any(|p| c.starts_with(p)))
+            .collect();
+        if serial.is_empty() {
             return None;
         }
+        let report = if level > KERN_WARNING {
+            "; at this level the rest of the OOM report (memory state, task list) too"
+        } else {
+            ""
+        };
         Some(warning(
             "oom_kill_lines_on_console",
             format!(
                 "kernel.printk console log level {level} prints every OOM kill's \
-                 \"Killed process\" line (KERN_ERR) on {}: the killing task writes it to the \
-                 console with interrupts off, milliseconds per line on a serial console (3.3 ms \
-                 at 115200 baud), and every wake-up on that CPU waits, OOM records included",
-                self.consoles.join(", ")
+                 \"Killed process\" line (KERN_ERR) on the serial console {}{report}: the \
+                 killing task writes it with interrupts off, about 15 ms per line at 115200 \
+                 baud, and every wake-up on that CPU waits, OOM records included",
+                serial.join(", ")
             ),
         ))
     }
@@ -253,6 +264,13 @@ impl HostSnapshot {
 
 /// `KERN_ERR`: the level of the OOM killer's "Killed process" line.
 const KERN_ERR: i64 = 3;
+/// `KERN_WARNING`: the OOM report's header and memory state; the task list is `KERN_INFO`.
+const KERN_WARNING: i64 = 4;
+/// Console name prefixes of serial (UART, hypervisor) consoles, where each line costs
+/// milliseconds.
+const SERIAL_CONSOLES: [&str; 8] = [
+    "ttyS", "ttyAMA", "ttyUSB", "ttySAC", "ttymxc", "ttyPS", "ttyMSM", "hvc",
+];
 
 fn warning(code: &'static str, message: String) -> Warning {
     Warning { code, message }
@@ -314,7 +332,17 @@ mod tests {
         };
         assert_eq!(codes(&on), ["oom_kill_lines_on_console"]);
         let m = &on.warnings()[0].message;
-        assert!(m.contains("level 4") && m.contains("ttyS0, tty0"), "{m}");
+        assert!(m.contains("level 4") && m.contains("console ttyS0:"), "{m}");
+        let loud = HostSnapshot {
+            console_loglevel: Some(7),
+            ..on.clone()
+        };
+        assert!(loud.warnings()[0].message.contains("task list"));
+        let vt = HostSnapshot {
+            consoles: vec!["tty0".into()],
+            ..on.clone()
+        };
+        assert!(codes(&vt).is_empty(), "a VT console is not serial");
         let quiet = HostSnapshot {
             console_loglevel: Some(3),
             ..on.clone()

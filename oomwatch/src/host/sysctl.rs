@@ -152,10 +152,17 @@ pub const CONSOLES_MAX: usize = 8;
 /// Longest console name kept.
 pub const CONSOLE_NAME_MAX: usize = 32;
 
-/// The first whitespace-separated word of each line of `/proc/consoles`, printable ASCII only,
-/// at most [`CONSOLES_MAX`] of them.
+/// The enabled consoles of `/proc/consoles` (`ttyS0  -W- (EC p a)  4:64`: `E` among the
+/// flags in parentheses; a line without them is kept): the first word of each line, printable
+/// ASCII only, at most [`CONSOLES_MAX`] of them.
 pub fn parse_consoles(text: &str) -> Vec<String> {
+    let enabled = |l: &&str| {
+        l.split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .is_none_or(|(flags, _)| flags.contains('E'))
+    };
     text.lines()
+        .filter(enabled)
         .filter_map(|l| l.split_whitespace().next())
         .map(|w| {
             w.chars()
@@ -453,7 +460,8 @@ Node 0, zone Movable\n high 32\n present 0\n managed 0\n";
     #[test]
     fn consoles_and_the_console_log_level_are_read_bounded() {
         let hostile = format!(
-            "ttyS0                -W- (EC p a)    4:64\n\u{1b}[31mred\u{7}  -W-\n\n{}\n{}",
+            "ttyS1 -W- (C p a) 4:65\nttyS0                -W- (EC p a)    4:64\n\u{1b}[31mred\u{7}  \
+             -W-\n\n{}\n{}",
             "x".repeat(100),
             "c\n".repeat(20)
         );

@@ -279,8 +279,8 @@ impl BasicAuth {
             // password hash has no place in a log, and its bytes may hold a line break.
             <bcrypt::HashParts as std::str::FromStr>::from_str(hash).map_err(|_| {
                 format!(
-                    "basic_auth_users.{}: not a bcrypt hash ($2a$, $2b$ or $2y$, a cost, 53 \
-                     more characters)",
+                    "basic_auth_users.{}: not a bcrypt hash ($2a$, $2b$, $2x$ or $2y$, a cost, \
+                     53 more characters)",
                     user.escape_debug()
                 )
             })?;
