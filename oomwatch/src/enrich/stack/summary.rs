@@ -1,6 +1,6 @@
 //! `trigger.stack.summary`: the innermost named user frames that are not the allocator's own
 //! (malloc and friends, mmap/brk, memset/memcpy, the C library's and loader's internals, Go's
-//! runtime, CPython's memory API).
+//! runtime, CPython's memory API, V8's engine and builtins).
 use crate::record::Frame;
 
 /// Frames kept in the summary.
@@ -58,6 +58,13 @@ const ALLOCATOR_PREFIXES: &[&str] = &[
     "pymalloc_",
     "PyObject_GC_",
     "_PyObject_GC_",
+    // V8 (Node.js): the engine's C++ (object and heap allocation), its embedded builtins and
+    // the perf map's builtin, bytecode-handler and stub entries above the script's frames.
+    "v8::",
+    "Builtins_",
+    "Builtin:",
+    "BytecodeHandler:",
+    "Stub:",
 ];
 
 /// Modules that are the C library, the loader or an allocator library.
@@ -155,5 +162,33 @@ mod tests {
             f(Some("list_resize"), "python3.11", 3),
         ];
         assert_eq!(summary(&py).as_deref(), Some("list_resize"));
+    }
+
+    #[test]
+    fn v8_engine_frames_above_the_script_are_skipped() {
+        let node = [
+            f(
+                Some("v8::internal::Factory::InitializeJSObjectBody(v8::internal::JSObject)"),
+                "node",
+                1,
+            ),
+            f(
+                Some("v8::internal::JSObject::New(v8::internal::Handle<v8::internal::JSFunction>)"),
+                "node",
+                2,
+            ),
+            f(Some("Builtins_FastNewObject"), "node", 3),
+            f(Some("Builtin:FastNewObject"), "perf-7.map", 4),
+            f(
+                Some("JS:*leakyCacheInsert /tmp/leaky.js:2"),
+                "perf-7.map",
+                5,
+            ),
+            f(Some("JS:*serveRequest /tmp/leaky.js:5"), "perf-7.map", 6),
+        ];
+        assert_eq!(
+            summary(&node).as_deref(),
+            Some("JS:*leakyCacheInsert /tmp/leaky.js:2 <- JS:*serveRequest /tmp/leaky.js:5")
+        );
     }
 }
