@@ -15,8 +15,9 @@ use aya_ebpf::{
 };
 
 /// The longest a kill's SIGKILL may come before its mark: both happen back to back under
-/// `oom_lock`; the margin covers preemption between the two calls.
-const KILL_TO_MARK_NS: u64 = 100_000_000;
+/// `oom_lock`; the margin covers preemption between the two calls and a virtual CPU the
+/// hypervisor left unscheduled (a missed one costs the agent a wait for the kill line).
+const KILL_TO_MARK_NS: u64 = 1_000_000_000;
 
 /// SIGKILLs sent: `sender tid << 32 | target tid` → `bpf_ktime_get_ns()`. LRU: entries of
 /// SIGKILLs that were not OOM kills age out.

@@ -26,6 +26,8 @@ pub struct TestKnobs {
     pub synthetic_label_sets: usize,
     /// Drop these rows' records right after decoding (a hook that fires nowhere useful).
     pub drop_probe_records: Vec<ProbeId>,
+    /// Clear every victim record's `KILL_SENT`: as if each kill's SIGKILL went unseen.
+    pub miss_kill_signals: bool,
     /// Read the kernel log through `syslog(2)`, as where `/dev/kmsg` is refused.
     pub kmsg_via_syslog: bool,
     /// The seccomp filter logs unlisted calls instead of refusing them.

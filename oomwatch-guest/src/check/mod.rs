@@ -75,6 +75,31 @@ impl Report {
         });
         boot.chain(agents).collect()
     }
+
+    /// The first problem of each failed check, `name: problem` or `agent: name: problem`, each
+    /// cut to `width` characters: what a log's last lines can show of a failure.
+    pub fn first_problems(&self, width: usize) -> Vec<String> {
+        let first = |c: &Check| -> String {
+            let line = c.detail.lines().next().unwrap_or_default();
+            let mut cut: String = line.chars().take(width).collect();
+            if cut.len() < line.len() {
+                cut.push('…');
+            }
+            cut
+        };
+        let boot = self
+            .boot
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, first(c)));
+        let agents = self.agents.iter().flat_map(|(a, checks)| {
+            checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(move |c| format!("{}: {}: {}", a.name, c.name, first(c)))
+        });
+        boot.chain(agents).collect()
+    }
 }
 
 /// Every check on one guest's console output.
@@ -432,9 +457,16 @@ mod tests {
         );
         let r = check_console(&text);
         assert_eq!(r.failed(), ["kprobe: fields = kernel"]);
+        let problem = format!("pid {pid} anon_rss: agent {} kernel {anon}", anon + 1);
+        assert_eq!(get(&r, "kprobe", "fields = kernel").detail, problem);
         assert_eq!(
-            get(&r, "kprobe", "fields = kernel").detail,
-            format!("pid {pid} anon_rss: agent {} kernel {anon}", anon + 1)
+            r.first_problems(200),
+            [format!("kprobe: fields = kernel: {problem}")]
+        );
+        let cut: String = problem.chars().take(5).collect();
+        assert_eq!(
+            r.first_problems(5),
+            [format!("kprobe: fields = kernel: {cut}…")]
         );
     }
 

@@ -47,6 +47,8 @@ pub struct Agent {
     pub(super) shutdown: Shutdown,
     /// Test knob: rows whose records are dropped right after decoding.
     pub(super) drop_rows: Vec<ProbeId>,
+    /// Test knob: every victim record's `KILL_SENT` cleared (its SIGKILL unseen).
+    pub(super) miss_kill_signals: bool,
     /// The attached `oom_kill_process` row (the one its records come from).
     pub(super) oom_row: ProbeId,
 }
@@ -95,7 +97,13 @@ impl Agent {
                 _ = sleep_until_opt(deadline) => self.on_deadline()?,
                 // A kill's line went out: the position counts it at once.
                 _ = stdout.wrote(), if waits_for_stdout => self.sink.follow_stdout(),
-                ev = next_kmsg(&mut self.kmsg) => self.on_kmsg(ev)?,
+                ev = next_kmsg(&mut self.kmsg) => {
+                    // The kernel submitted a kill's records before it logged its line: they
+                    // are in the ring even if their wake-up is late.
+                    if self.on_kmsg(ev)? {
+                        self.drain_ring_now("a kill line")?;
+                    }
+                }
                 guard = readable_opt(&mut self.log_fd) => {
                     if let Some(Ok(mut g)) = guard {
                         g.clear_ready();
@@ -145,8 +153,10 @@ impl Agent {
             .flat_map(|rec| self.correlator.push(rec, now))
             .collect();
         self.sink.emit(evs)?;
+        self.confirm_logged_kills()?;
         if self.correlator.has_held() {
-            self.drain_kmsg_now()?;
+            // The ring was just read: a kill line found now needs no second look.
+            let _line_waits = self.drain_kmsg_now()?;
         }
         // The SIGKILLs before these exits: a container init's end needs its SIGKILL first.
         let mut recs = Vec::new();
@@ -167,19 +177,22 @@ impl Agent {
         self.sink.emit_lifecycle(outs)
     }
 
-    /// Before a deadline gives up on a victim's partner record, reads what the events ring
-    /// holds without waiting for its wake-up: a record committed there but not yet announced
-    /// (the kernel wakes readers from an irq_work, later on a slow or busy CPU) is merged
-    /// rather than written as a second, partial event of the same kill. Found records are
-    /// logged (debug): their wake-up was late, or never came.
-    fn drain_ring_now(&mut self) -> Result<(), RunError> {
+    /// Reads what the events ring holds without waiting for its wake-up, where the kernel
+    /// must have committed records (`at`): before a deadline gives up on a victim's partner
+    /// record, and when a kill line waits for its live record. A record committed but not yet
+    /// announced (the kernel wakes readers from an irq_work, later on a slow or busy CPU) is
+    /// then merged rather than written as a second, partial event of the same kill, or
+    /// replayed from the line. Found records are logged (debug): their wake-up was late, or
+    /// never came.
+    fn drain_ring_now(&mut self, at: &'static str) -> Result<(), RunError> {
         let mut batch = read_all(self.ring.get_mut());
         if batch.is_empty() {
             return Ok(());
         }
         tracing::debug!(
             records = batch.len(),
-            "records found in the ring buffer at a deadline, before their wake-up"
+            at,
+            "records found in the ring buffer before their wake-up"
         );
         self.drop_knob(&mut batch);
         self.on_records(batch)
@@ -195,9 +208,17 @@ impl Agent {
         });
     }
 
-    /// Test knob (`--drop-probe-records`): forgets the records of the named rows, as if their
-    /// hooks fired nowhere useful. Empty in the product build.
+    /// Test knobs (`--drop-probe-records`, `--miss-kill-signals`): forgets the records of the
+    /// named rows, as if their hooks fired nowhere useful, and the SIGKILL seen before each
+    /// mark. Off in the product build.
     pub(super) fn drop_knob(&self, batch: &mut Vec<Record>) {
+        if self.miss_kill_signals {
+            for r in batch.iter_mut() {
+                if let Record::Victim(v) = r {
+                    v.present &= !oomwatch_common::field::KILL_SENT;
+                }
+            }
+        }
         if !self.drop_rows.is_empty() {
             batch.retain(|r| {
                 r.row(self.oom_row)
@@ -210,9 +231,11 @@ impl Agent {
         // Only a partner-record wait that ends now looks at the ring unasked (the other
         // deadlines, the 1 ms kernel-log look among them, leave it to its wake-up).
         if self.correlator.partner_wait_due(Instant::now()) {
-            self.drain_ring_now()?;
+            self.drain_ring_now("a partner-record wait's end")?;
         }
-        self.drain_kmsg_now()?;
+        if self.drain_kmsg_now()? {
+            self.drain_ring_now("a kill line")?;
+        }
         let now = Instant::now();
         let mut evs = self.correlator.flush_expired(now);
         evs.extend(
@@ -230,14 +253,19 @@ impl Agent {
     }
 
     /// One kernel-log event: a record feeds recovery and, when the log is the context source,
-    /// the correlator; a gap is logged; an error ends reading the log.
-    fn on_kmsg(&mut self, ev: Result<KmsgEvent, KmsgError>) -> Result<(), RunError> {
+    /// the correlator; a gap is logged; an error ends reading the log. Returns whether it was
+    /// a kill line that waits for its live record.
+    fn on_kmsg(&mut self, ev: Result<KmsgEvent, KmsgError>) -> Result<bool, RunError> {
+        let mut line_waits = false;
         match ev {
             Ok(KmsgEvent::Record(rec)) => {
                 let now = Instant::now();
-                if let Some(r) = self.sink.recovery.as_mut() {
-                    r.on_record(&rec, now);
-                }
+                line_waits = self
+                    .sink
+                    .recovery
+                    .as_mut()
+                    .is_some_and(|r| r.on_record(&rec, now));
+                self.confirm_logged_kills()?;
                 if self.kmsg_context {
                     let evs = self.correlator.push_kmsg(&rec, now);
                     self.sink.emit(evs)?;
@@ -252,21 +280,37 @@ impl Agent {
                 self.kmsg = None;
             }
         }
-        Ok(())
+        Ok(line_waits)
+    }
+
+    /// Marks judged no kill whose "Killed process" line the kernel logged (recovery holds it,
+    /// waiting for a live record): kills after all, written now as live records.
+    fn confirm_logged_kills(&mut self) -> Result<(), RunError> {
+        let Some(r) = self.sink.recovery.as_ref() else {
+            return Ok(());
+        };
+        if !self.correlator.has_doubtful() {
+            return Ok(());
+        }
+        let evs = self
+            .correlator
+            .confirm_kills(|pid| r.holds_kill_line(pid), Instant::now());
+        self.sink.emit(evs)
     }
 
     /// Handles the kernel-log records available now, without waiting (a victim waits for its
-    /// report).
-    fn drain_kmsg_now(&mut self) -> Result<(), RunError> {
+    /// report); returns whether a kill line among them waits for its live record.
+    fn drain_kmsg_now(&mut self) -> Result<bool, RunError> {
+        let mut line_waits = false;
         while let Some(reader) = self.kmsg.as_mut() {
             let ev = match reader.try_next_event() {
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Ok(Some(ev)) => Ok(ev),
                 Err(e) => Err(e),
             };
-            self.on_kmsg(ev)?;
+            line_waits |= self.on_kmsg(ev)?;
         }
-        Ok(())
+        Ok(line_waits)
     }
 
     /// Flushes what still waits, saves the kernel-log position, stops the server, detaches.

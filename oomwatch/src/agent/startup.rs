@@ -181,6 +181,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
         sigterm: signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?,
         shutdown: Shutdown::new(stop, server, ebpf),
         drop_rows: cfg.test.drop_probe_records.clone(),
+        miss_kill_signals: cfg.test.miss_kill_signals,
         oom_row: hooks
             .oom_kill
             .and_then(Source::probe)

@@ -179,6 +179,11 @@ pub struct RunArgs {
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, value_name = "PROBE", value_enum)]
     pub drop_probe_records: Vec<ProbeId>,
+    /// Test knob: clear every victim record's KILL_SENT, as if each kill's SIGKILL went unseen
+    /// (a CPU stalled between the SIGKILL and the mark; an evicted kill-signal entry).
+    #[cfg(feature = "test-knobs")]
+    #[arg(long, hide = true)]
+    pub miss_kill_signals: bool,
     /// Test knob: the seccomp filter logs the calls it does not list instead of refusing them.
     #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true)]

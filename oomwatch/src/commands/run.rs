@@ -54,6 +54,7 @@ fn test_knobs(args: &RunArgs) -> TestKnobs {
         inject_read_fault: args.inject_read_fault,
         synthetic_label_sets: args.synthetic_label_sets,
         drop_probe_records: args.drop_probe_records.clone(),
+        miss_kill_signals: args.miss_kill_signals,
         kmsg_via_syslog: args.kmsg_via_syslog,
         seccomp_log: args.seccomp_log,
     }

@@ -12,6 +12,11 @@
 //! module). Without one, the first mark of a process is its kill and later marks of its other
 //! threads are not. (The victim's pending signals cannot tell: the victim may already have
 //! taken its SIGKILL off the pending set, on another CPU, before the killer marks it.)
+//!
+//! The kernel's "Killed process" line has the last word: a mark judged no kill whose line the
+//! kernel logs (its SIGKILL was missed: a lost `KILLS_SENT` entry, or a CPU stalled between the
+//! two calls longer than the eBPF window) is a kill after all, and gets its live record
+//! ([`crate::correlate::Correlator::confirm_kills`]).
 use std::collections::VecDeque;
 
 use oomwatch_common::{field, VictimRecord};
@@ -38,20 +43,31 @@ impl KillVerdict {
     }
 
     /// Whether the mark made of `recs` (the records of one `mark_victim` call) is a kill of
-    /// process `tgid` at `ktime_ns`; counts it when it is not.
+    /// process `tgid` at `ktime_ns`. A mark judged no kill is not counted yet: the kernel's
+    /// "Killed process" line may still prove it one ([`Self::confirmed`]), else
+    /// [`Self::not_a_kill`] counts it.
     pub fn is_kill(&mut self, recs: &[&VictimRecord], tgid: Option<i32>, ktime_ns: u64) -> bool {
         let kill = self.judge(recs, tgid, ktime_ns);
         if kill {
-            if let Some(t) = tgid {
-                if self.recent.len() == KEPT {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((t, ktime_ns));
-            }
-        } else {
-            self.without_kill += 1;
+            self.confirmed(tgid, ktime_ns);
         }
         kill
+    }
+
+    /// A mark of process `tgid` at `ktime_ns` was a kill (judged so, or proved by its kill
+    /// line): later marks of the process's other threads are not (fallback).
+    pub fn confirmed(&mut self, tgid: Option<i32>, ktime_ns: u64) {
+        if let Some(t) = tgid {
+            if self.recent.len() == KEPT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((t, ktime_ns));
+        }
+    }
+
+    /// A mark judged no kill that no kill line proved one: counted.
+    pub fn not_a_kill(&mut self) {
+        self.without_kill += 1;
     }
 
     fn judge(&self, recs: &[&VictimRecord], tgid: Option<i32>, ktime_ns: u64) -> bool {
@@ -94,7 +110,13 @@ mod tests {
         // Either record of the call may carry the bit (tracepoint + tp_btf).
         assert!(v.is_kill(&[&rec(0), &rec(field::KILL_SENT)], Some(8), 4_000));
         assert!(!v.is_kill(&[&rec(0)], Some(9), 5_000));
-        assert_eq!(v.without_kill(), 2);
+        assert_eq!(
+            v.without_kill(),
+            0,
+            "counted only when no kill line proves it one"
+        );
+        v.not_a_kill();
+        assert_eq!(v.without_kill(), 1);
         // Before the probe was attached the bit means nothing: the fallback decides.
         assert!(v.is_kill(&[&rec(0)], Some(10), 500));
     }
@@ -112,6 +134,8 @@ mod tests {
         );
         assert!(v.is_kill(&[&rec(0)], Some(8), 4_000));
         assert!(v.is_kill(&[&rec(0)], None, 5_000), "tgid unknown");
-        assert_eq!(v.without_kill(), 1);
+        // A mark its kill line proved a kill: the process's next marks are not.
+        v.confirmed(Some(9), 6_000);
+        assert!(!v.is_kill(&[&pending], Some(9), 7_000));
     }
 }

@@ -9,7 +9,7 @@ pub mod kmsg_context;
 pub mod marks;
 pub mod scored;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,11 @@ use scored::Scored;
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
 /// Bound on holding a victim for its kernel-log context (when the kernel log is the source).
 pub const KMSG_WAIT: Duration = Duration::from_millis(250);
+/// How long a mark judged no kill waits for the kernel's "Killed process" line that would prove
+/// it one (the line follows the mark at once; recovery waits as long for a line's record).
+pub const DOUBT: Duration = Duration::from_secs(3);
+/// Marks judged no kill kept at once (the oldest is counted as no kill when full).
+const DOUBTFUL: usize = 256;
 
 struct Pending {
     pid: i32,
@@ -66,6 +71,8 @@ pub struct Correlator {
     scored: Scored,
     /// Which marks are kills (the others get no event).
     verdict: KillVerdict,
+    /// Marks judged no kill, until their deadline: a kill line may still prove them kills.
+    doubtful: VecDeque<(Pending, Instant)>,
     /// Rows that attached but gave nothing an OOM kill must have made them give.
     silence: Silence,
     /// The attached `oom_badness` row, if any.
@@ -97,6 +104,7 @@ impl Correlator {
             gfp: None,
             scored: Scored::new(crate::explain::candidates::DEFAULT_TOP),
             verdict: KillVerdict::default(),
+            doubtful: VecDeque::new(),
             silence: Silence::new(),
             badness: None,
         }
@@ -117,35 +125,65 @@ impl Correlator {
         self
     }
 
-    /// Marks that were not kills (no event), so far.
+    /// Marks that were not kills (no event), so far: judged so, and no kill line came for them.
     pub fn marks_without_kill(&self) -> u64 {
         self.verdict.without_kill()
     }
 
     /// Builds and finishes the event of a complete mark, unless the mark was not a kill.
     fn complete(&mut self, p: Pending, now: Instant, out: &mut Vec<OomEvent>) {
-        if let Some(ev) = self.build_kill(p) {
+        if let Some(ev) = self.build_kill(p, now) {
             self.finish(ev, now, out);
         }
     }
 
-    /// The event of a mark that was a kill.
-    fn build_kill(&mut self, p: Pending) -> Option<OomEvent> {
+    /// The event of a mark that was a kill; a mark judged no kill waits (until [`DOUBT`]) for
+    /// a kill line that would prove it one.
+    fn build_kill(&mut self, p: Pending, now: Instant) -> Option<OomEvent> {
+        let (tgid, ktime) = mark_of(&p);
         let recs: Vec<&VictimRecord> = p.tp.iter().chain(p.btf.iter()).collect();
-        let tgid = recs
-            .iter()
-            .find(|r| r.present & field::TGID != 0)
-            .map(|r| r.tgid);
-        let ktime = recs.iter().map(|r| r.ktime_ns).min().unwrap_or_default();
         if !self.verdict.is_kill(&recs, tgid, ktime) {
             tracing::debug!(
                 pid = p.pid,
                 ?tgid,
-                "task marked as OOM victim without a kill (already exiting): no record"
+                "task marked as OOM victim without a kill (already exiting): no record \
+                 unless the kernel logs its kill"
             );
+            if self.doubtful.len() == DOUBTFUL {
+                self.doubtful.pop_front();
+                self.verdict.not_a_kill();
+            }
+            self.doubtful.push_back((p, now + DOUBT));
             return None;
         }
         Some(self.build(p))
+    }
+
+    /// Whether a mark judged no kill still waits for a kill line.
+    pub fn has_doubtful(&self) -> bool {
+        !self.doubtful.is_empty()
+    }
+
+    /// The marks judged no kill whose pid `logged` (the kernel logged "Killed process" for
+    /// it) were kills after all: their events, finished like any other.
+    pub fn confirm_kills(&mut self, logged: impl Fn(i32) -> bool, now: Instant) -> Vec<OomEvent> {
+        let mut out = Vec::new();
+        let (proved, still): (VecDeque<_>, VecDeque<_>) =
+            self.doubtful.drain(..).partition(|(p, _)| logged(p.pid));
+        self.doubtful = still;
+        for (p, _) in proved {
+            let (tgid, ktime) = mark_of(&p);
+            tracing::info!(
+                pid = p.pid,
+                ?tgid,
+                "a mark judged no kill was a kill: the kernel logged it (its SIGKILL was not \
+                 seen just before the mark)"
+            );
+            self.verdict.confirmed(tgid, ktime);
+            let ev = self.build(p);
+            self.finish(ev, now, &mut out);
+        }
+        out
     }
 
     /// Reads `/proc` (victims' status, sysctls) under this directory instead: `/host/proc` for
@@ -336,7 +374,11 @@ impl Correlator {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let pending = self.pending.iter().map(|p| p.deadline);
-        pending.chain(self.held.iter().map(|(_, d)| *d)).min()
+        let doubtful = self.doubtful.iter().map(|(_, d)| *d);
+        pending
+            .chain(self.held.iter().map(|(_, d)| *d))
+            .chain(doubtful)
+            .min()
     }
 
     /// Emits, with what is known, every victim whose partner record or kernel-log context did
@@ -355,12 +397,16 @@ impl Correlator {
             );
         }
         let mut out: Vec<OomEvent> = late.into_iter().map(|(ev, _)| ev).collect();
+        while self.doubtful.front().is_some_and(|(_, d)| *d <= now) {
+            self.doubtful.pop_front();
+            self.verdict.not_a_kill();
+        }
         for p in expired {
             let missing = [
                 (self.expect_tp && p.tp.is_none(), ProbeId::MarkVictimTp),
                 (self.expect_btf && p.btf.is_none(), ProbeId::MarkVictimBtf),
             ];
-            if let Some(ev) = self.build_kill(p) {
+            if let Some(ev) = self.build_kill(p, now) {
                 self.partner_silent(missing);
                 self.finish(ev, now, &mut out);
             }
@@ -385,7 +431,11 @@ impl Correlator {
     pub fn flush_all(&mut self) -> Vec<OomEvent> {
         let all: Vec<_> = self.pending.drain(..).collect();
         let mut out: Vec<OomEvent> = self.held.drain(..).map(|(ev, _)| ev).collect();
-        out.extend(all.into_iter().filter_map(|p| self.build_kill(p)));
+        let now = Instant::now();
+        out.extend(all.into_iter().filter_map(|p| self.build_kill(p, now)));
+        for _ in self.doubtful.drain(..) {
+            self.verdict.not_a_kill();
+        }
         out
     }
 
@@ -606,6 +656,16 @@ fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
         ev.domain_memory = Some(d);
     }
     ev.oom = ctx;
+}
+
+/// The tgid (if a record knows it) and kernel time of a mark.
+fn mark_of(p: &Pending) -> (Option<i32>, u64) {
+    let recs = || p.tp.iter().chain(p.btf.iter());
+    let tgid = recs()
+        .find(|r| r.present & field::TGID != 0)
+        .map(|r| r.tgid);
+    let ktime = recs().map(|r| r.ktime_ns).min().unwrap_or_default();
+    (tgid, ktime)
 }
 
 fn slot(p: &mut Pending, kind: RecordKind) -> &mut Option<VictimRecord> {
@@ -952,7 +1012,12 @@ mod tests {
         thread.pid = GONE - 9;
         thread.ktime_ns += 1_000_000;
         assert!(c.push_victim(thread, now).is_empty(), "same process");
+        // Counted once no kill line proved it a kill.
+        assert_eq!(c.marks_without_kill(), 0);
+        assert_eq!(c.next_deadline(), Some(now + DOUBT));
+        assert!(c.flush_expired(now + DOUBT).is_empty());
         assert_eq!(c.marks_without_kill(), 1);
+        assert!(!c.has_doubtful());
 
         // With one: only a mark right after its SIGKILL is a kill.
         let mut c = correlator(false, true).with_kill_signals_since(0);
@@ -961,7 +1026,34 @@ mod tests {
         assert!(c.push_victim(thread, now).is_empty());
         thread.present |= field::KILL_SENT;
         assert_eq!(c.push_victim(thread, now).len(), 1);
+        assert!(c.flush_all().is_empty());
         assert_eq!(c.marks_without_kill(), 1);
+    }
+
+    #[test]
+    fn a_mark_judged_no_kill_is_recorded_when_the_kernel_logs_its_kill() {
+        let mut c = correlator(false, true).with_kill_signals_since(0);
+        let now = Instant::now();
+        // Its SIGKILL was not seen just before the mark (a CPU stalled between the two).
+        let mut killed = btf(GONE);
+        killed.tgid = GONE;
+        killed.present |= field::SIGNALS | field::SIGKILL_PENDING;
+        let mut thread = btf(GONE - 1);
+        thread.tgid = GONE - 5;
+        assert!(c.push_victim(killed, now).is_empty());
+        assert!(c.push_victim(thread, now).is_empty());
+        assert!(c.has_doubtful());
+        assert!(c.confirm_kills(|_| false, now).is_empty(), "no line yet");
+        let evs = c.confirm_kills(|pid| pid == GONE, now + Duration::from_millis(5));
+        assert_eq!(evs.len(), 1);
+        assert_eq!((evs[0].pid, evs[0].tgid), (GONE, Some(GONE)));
+        assert_eq!(evs[0].sources["tgid"], Source::MarkVictimBtf);
+        // The other mark's line never comes: counted as no kill at its deadline, no event.
+        assert_eq!(c.marks_without_kill(), 0);
+        assert!(c.flush_expired(now + DOUBT).is_empty());
+        assert_eq!(c.marks_without_kill(), 1);
+        assert!(!c.has_doubtful());
+        assert!(c.confirm_kills(|_| true, now + DOUBT).is_empty());
     }
 
     #[test]

@@ -124,17 +124,21 @@ impl Recovery {
         self
     }
 
-    /// A live kernel-log record.
-    pub fn on_record(&mut self, rec: &KmsgRecord, now: Instant) {
+    /// A live kernel-log record; returns whether it was a kill line that now waits for its
+    /// live record.
+    pub fn on_record(&mut self, rec: &KmsgRecord, now: Instant) -> bool {
         self.tracker.record(rec.seq);
+        let mut waits = false;
         for k in self.kills.push(rec) {
             if self.tracker.killed(k.seq, k.event.pid) && !self.unwritten.contains(&k.event.pid) {
                 if self.held.len() == HELD {
                     self.held.pop_front();
                 }
                 self.held.push_back((now, k));
+                waits = true;
             }
         }
+        waits
     }
 
     /// A record for `pid` has been queued for stdout: its kill line no longer waits for a live
@@ -157,6 +161,11 @@ impl Recovery {
     /// before its kill line, so the next start replays it.
     pub fn dropped(&mut self, pid: i32) {
         self.unwritten.remove(&pid);
+    }
+
+    /// Whether a "Killed process" line of `pid` waits for its live record.
+    pub fn holds_kill_line(&self, pid: i32) -> bool {
+        self.held.iter().any(|(_, k)| k.event.pid == pid)
     }
 
     /// When the oldest held kill line is given up on.
@@ -309,6 +318,13 @@ mod tests {
         r.recorded(pid);
         r.written(pid);
         r.save();
+    }
+
+    #[test]
+    fn a_doubtful_mark_waits_at_least_as_long_as_a_kill_line() {
+        // A mark judged no kill must still be there when its line comes, and the line must
+        // not be replayed before the mark could be proved a kill.
+        assert!(crate::correlate::DOUBT >= GIVE_UP);
     }
 
     #[test]

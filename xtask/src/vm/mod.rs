@@ -112,6 +112,12 @@ fn verdict(results: &[RunResult]) -> Result<()> {
         })
         .collect();
     if !failed.is_empty() {
+        // The first problem of each failed check, last but one: a CI log's tail shows them.
+        for r in results {
+            for p in r.report.first_problems(200) {
+                eprintln!("[{STEP}] {}: {p}", r.release);
+            }
+        }
         bail!("[{STEP}] FAILED: {}", failed.join("; "));
     }
     eprintln!("[{STEP}] all checks passed on {} kernel(s)", results.len());
