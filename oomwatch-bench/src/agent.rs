@@ -103,7 +103,8 @@ impl Agent {
         let err = child.stderr.take().context("agent stderr")?;
         let d = Arc::clone(&data);
         let (ready_tx, ready_rx) = mpsc::channel();
-        thread::spawn(move || read_log(err, d, ready_tx));
+        let copy = log_copy(pid)?;
+        thread::spawn(move || read_log(err, d, ready_tx, copy));
         let mut agent = Agent {
             child,
             pid,
@@ -371,8 +372,31 @@ pub fn record_of(v: &Value, read_ns: u64) -> Option<Record> {
     })
 }
 
-fn read_log(err: impl std::io::Read, data: Arc<Mutex<Collected>>, ready: mpsc::Sender<Instant>) {
+/// `OOMWATCH_BENCH_AGENT_LOGS=DIR`: each agent's whole log (JSON lines, trace level for the
+/// event loop) is also written to `DIR/agent-<pid>.log`, to look into a slow record.
+fn log_copy(pid: u32) -> Result<Option<std::io::BufWriter<fs::File>>> {
+    let Some(dir) = std::env::var_os("OOMWATCH_BENCH_AGENT_LOGS") else {
+        return Ok(None);
+    };
+    let path = Path::new(&dir).join(format!("agent-{pid}.log"));
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", path.display()))?;
+    let file = fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    eprintln!("[bench] agent {pid}'s log: {}", path.display());
+    Ok(Some(std::io::BufWriter::new(file)))
+}
+
+fn read_log(
+    err: impl std::io::Read,
+    data: Arc<Mutex<Collected>>,
+    ready: mpsc::Sender<Instant>,
+    mut copy: Option<std::io::BufWriter<fs::File>>,
+) {
     for line in BufReader::new(err).lines().map_while(Result::ok) {
+        if let Some(f) = copy.as_mut() {
+            use std::io::Write;
+            // A copy for reading later: a failed write only shortens it.
+            let _ = writeln!(f, "{line}");
+        }
         if line.contains("probes ready; waiting for OOM kills") {
             let _ = ready.send(Instant::now());
         }

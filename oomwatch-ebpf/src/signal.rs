@@ -60,13 +60,14 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(2);
     let off = globals::get(&globals::TASK_OFFSETS);
     let target_pid = read::at::<i32, _>(&ctx, task, off.task_pid, "task_struct.pid");
+    let info: usize = ctx.arg(1);
     if let Some(pid) = target_pid {
-        kill_signal::sigkill_sent(pid);
+        // SEND_SIG_PRIV, the special `info` pointer value 1: how the OOM killer sends it.
+        kill_signal::sigkill_sent(pid, info == 1);
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;
     };
-    let info: usize = ctx.arg(1);
     let group: i32 = ctx.arg(3);
     let result: i32 = ctx.arg(4);
     let Some(mut entry) = EVENTS.reserve::<SignalRecord>(0) else {
@@ -126,7 +127,8 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some(pid) = read::at::<i32, _>(&ctx, base, off.pid, "signal_generate.pid") {
-        kill_signal::sigkill_sent(pid);
+        let code = read::at::<i32, _>(&ctx, base, off.code, "signal_generate.code");
+        kill_signal::sigkill_sent(pid, code == Some(SI_KERNEL));
     }
     let Some(sender_comm) = listed_sender() else {
         return 0;

@@ -56,3 +56,51 @@ fn oom_context_comes_from_the_log_read_with_syslog() {
     }
     assert_eq!(checked, 2, "two kills with their report");
 }
+
+/// With the log read through `syslog(2)`, kill lines are still matched with live records
+/// (only the replay after a restart is gone): a kill whose both `mark_victim` rows' records
+/// are dropped is recorded from its line (`replayed: true`, the line's figures), and a kill
+/// whose SIGKILL the probes did not see before its mark is proved a kill by its line and
+/// recorded live. Each once, checked against the kernel's own line and `oom_kill` count.
+#[test]
+fn kills_the_probes_miss_are_recorded_from_the_log_read_with_syslog() {
+    if !real_kernel_or_skip() {
+        return;
+    }
+    let cases: [(&[&str], bool); 2] = [
+        (
+            &[
+                "--drop-probe-records",
+                "tp_btf:mark_victim",
+                "--drop-probe-records",
+                "tracepoint:oom/mark_victim",
+            ],
+            true,
+        ),
+        (&["--miss-kill-signals"], false),
+    ];
+    for (knobs, replayed) in cases {
+        let mut args = vec!["--kmsg-via-syslog"];
+        args.extend_from_slice(knobs);
+        let mut agent = Agent::start(&args);
+        let cg = TestCgroup::new(32 << 20);
+        let mut kmsg = Kmsg::open();
+        let pid = cg.oom_kill(0);
+        let line = kmsg.killed(pid, WAIT);
+        let ev = agent.wait_event(WAIT, |v| v["pid"] == pid && v["type"].is_null());
+        assert_eq!(ev["replayed"], replayed, "{knobs:?}: {ev}");
+        assert_eq!(ev["comm"], line.comm.as_str(), "{ev}");
+        assert_eq!(ev["anon_rss"], line.anon_rss_kb * 1024, "{ev}");
+        assert_eq!(ev["total_vm"], line.total_vm_kb * 1024, "{ev}");
+        // Past the 3 s a line waits for its record: nothing written twice.
+        agent.drain(Duration::from_millis(3500));
+        let n = agent
+            .seen
+            .iter()
+            .filter(|v| v["pid"] == pid && v["type"].is_null())
+            .count();
+        assert_eq!(n, 1, "{knobs:?}: one event for the kill");
+        assert_eq!(cg.oom_kills(), 1, "the kernel's count");
+        assert_eq!(agent.stop(libc::SIGTERM), Some(0));
+    }
+}

@@ -104,23 +104,35 @@ fn a_kill_whose_sigkill_went_unseen_is_recorded_live_from_its_kill_line() {
     let mut agent = Agent::start(&["--miss-kill-signals"]);
     let cg = TestCgroup::new(32 << 20);
     let mut pids = Vec::new();
+    let mut with_context = 0;
     for _ in 0..3 {
         let mut kmsg = Kmsg::open();
         let pid = cg.oom_kill(0);
-        let line = kmsg.killed(pid, Duration::from_secs(10));
+        let (inv, line) = kmsg.invocation_of(pid, Duration::from_secs(10));
         let ev = agent.wait_event(Duration::from_secs(10), |v| {
             v["pid"] == pid && v["type"].is_null()
         });
         assert_eq!(ev["replayed"], false, "recorded live: {ev}");
         assert_eq!(ev["tgid"], pid, "{ev}");
         assert_eq!(ev["sources"]["tgid"], "tp_btf:mark_victim", "{ev}");
-        assert_eq!(ev["constraint"], "CONSTRAINT_MEMCG", "{ev}");
-        assert!(ev["oom_id"].is_u64(), "{ev}");
         assert_eq!(ev["comm"], line.comm.as_str(), "{ev}");
         assert_eq!(ev["anon_rss"], line.anon_rss_kb * 1024, "{ev}");
         assert_eq!(ev["oom_score_adj"], line.oom_score_adj, "{ev}");
+        // The kernel rate-limits its report's header (10 per 5 s, host-wide; the storm test
+        // above makes 40 kills): the context is compared where the kernel logged it.
+        if !inv.constraint.is_empty() && inv.task_memcg == cg.path {
+            assert_eq!(ev["constraint"], inv.constraint.as_str(), "{ev}");
+            assert!(ev["oom_id"].is_u64(), "{ev}");
+            with_context += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(5500));
+        }
         pids.push(pid);
     }
+    assert!(
+        with_context > 0,
+        "no kill of the three had its report's header"
+    );
     // Past the 3 s a doubtful mark waits: nothing replayed, nothing twice, nothing counted.
     agent.drain(Duration::from_millis(3500));
     let ours: Vec<_> = agent

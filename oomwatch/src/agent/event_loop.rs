@@ -98,10 +98,8 @@ impl Agent {
                 // A kill's line went out: the position counts it at once.
                 _ = stdout.wrote(), if waits_for_stdout => self.sink.follow_stdout(),
                 ev = next_kmsg(&mut self.kmsg) => {
-                    // The kernel submitted a kill's records before it logged its line: they
-                    // are in the ring even if their wake-up is late.
                     if self.on_kmsg(ev)? {
-                        self.drain_ring_now("a kill line")?;
+                        self.on_kill_line()?;
                     }
                 }
                 guard = readable_opt(&mut self.log_fd) => {
@@ -154,9 +152,10 @@ impl Agent {
             .collect();
         self.sink.emit(evs)?;
         self.confirm_logged_kills()?;
-        if self.correlator.has_held() {
-            // The ring was just read: a kill line found now needs no second look.
-            let _line_waits = self.drain_kmsg_now()?;
+        // A kill line read here is checked against the marks judged no kill; its own records,
+        // if committed after the ring was read above, come with their wake-up.
+        if self.correlator.has_held() && self.drain_kmsg_now()? {
+            self.confirm_logged_kills()?;
         }
         // The SIGKILLs before these exits: a container init's end needs its SIGKILL first.
         let mut recs = Vec::new();
@@ -234,18 +233,16 @@ impl Agent {
             self.drain_ring_now("a partner-record wait's end")?;
         }
         if self.drain_kmsg_now()? {
-            self.drain_ring_now("a kill line")?;
+            self.on_kill_line()?;
         }
         let now = Instant::now();
-        let mut evs = self.correlator.flush_expired(now);
-        evs.extend(
-            self.sink
-                .recovery
-                .as_mut()
-                .map(|r| r.due(now))
-                .unwrap_or_default(),
-        );
+        let evs = self.correlator.flush_expired(now);
         self.sink.emit(evs)?;
+        // A mark just judged no kill whose line waits is proved a kill before that line is
+        // given up on.
+        self.confirm_logged_kills()?;
+        let replayed = self.sink.recovery.as_mut().map(|r| r.due(now));
+        self.sink.emit(replayed.unwrap_or_default())?;
         let lines = self.sink.sigkills.due(now);
         self.sink.write_lines(lines)?;
         let outs = self.sink.lifecycle.due(now);
@@ -265,7 +262,6 @@ impl Agent {
                     .recovery
                     .as_mut()
                     .is_some_and(|r| r.on_record(&rec, now));
-                self.confirm_logged_kills()?;
                 if self.kmsg_context {
                     let evs = self.correlator.push_kmsg(&rec, now);
                     self.sink.emit(evs)?;
@@ -283,6 +279,14 @@ impl Agent {
         Ok(line_waits)
     }
 
+    /// A "Killed process" line now waits for its live record. The kernel submitted the kill's
+    /// records before it logged the line: they are in the ring even if their wake-up is late,
+    /// so they are read first; then a mark judged no kill that the line proves a kill is one.
+    fn on_kill_line(&mut self) -> Result<(), RunError> {
+        self.drain_ring_now("a kill line")?;
+        self.confirm_logged_kills()
+    }
+
     /// Marks judged no kill whose "Killed process" line the kernel logged (recovery holds it,
     /// waiting for a live record): kills after all, written now as live records.
     fn confirm_logged_kills(&mut self) -> Result<(), RunError> {
@@ -294,7 +298,7 @@ impl Agent {
         }
         let evs = self
             .correlator
-            .confirm_kills(|pid| r.holds_kill_line(pid), Instant::now());
+            .confirm_kills(|pid, comm| r.holds_kill_line(pid, comm), Instant::now());
         self.sink.emit(evs)
     }
 

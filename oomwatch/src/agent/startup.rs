@@ -459,7 +459,7 @@ fn open_kernel_log(cfg: &Config, state_file: StateFile) -> Result<KernelLog, Run
     };
     let mut reader = match opened {
         Ok(r) => r,
-        Err(e) => return Ok(syslog_fallback(&e)),
+        Err(e) => return Ok(syslog_fallback(&e, cfg.host.clone())),
     };
     match Recovery::start(state_file, boot_id, cfg.host.clone(), &mut reader) {
         Ok((recovery, missed)) => Ok(KernelLog {
@@ -475,9 +475,9 @@ fn open_kernel_log(cfg: &Config, state_file: StateFile) -> Result<KernelLog, Run
 }
 
 /// Where `/dev/kmsg` cannot be opened (a container's device cgroup refuses the device): the
-/// log through `syslog(2)`, from now on, without replay (its record numbers are the agent's
-/// own, meaningless after a restart).
-fn syslog_fallback(kmsg: &KmsgError) -> KernelLog {
+/// log through `syslog(2)`, from now on: its kill lines matched with live records as usual,
+/// but without replay (its record numbers are the agent's own, meaningless after a restart).
+fn syslog_fallback(kmsg: &KmsgError, host: String) -> KernelLog {
     let opened = SyslogBuffer::open().and_then(|b| {
         let mut r = KmsgReader::new(b);
         r.seek_to_end()
@@ -488,12 +488,14 @@ fn syslog_fallback(kmsg: &KmsgError) -> KernelLog {
         Ok(r) => {
             tracing::warn!(
                 "{kmsg}; reading the kernel log with syslog(2) instead (CAP_SYSLOG; polled every \
-                 {} ms): OOM context as usual, no replay of kills missed while down",
+                 {} ms): OOM context and kills the probes missed as usual, no replay of kills \
+                 missed while down",
                 crate::source::kmsg::async_reader::SYSLOG_POLL.as_millis()
             );
             KernelLog {
                 reader: Some(AsyncKmsgReader::syslog(r)),
-                ..KernelLog::default()
+                recovery: Some(Recovery::live_only(host)),
+                missed: None,
             }
         }
         Err(e) => {

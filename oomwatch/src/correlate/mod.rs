@@ -164,12 +164,18 @@ impl Correlator {
         !self.doubtful.is_empty()
     }
 
-    /// The marks judged no kill whose pid `logged` (the kernel logged "Killed process" for
-    /// it) were kills after all: their events, finished like any other.
-    pub fn confirm_kills(&mut self, logged: impl Fn(i32) -> bool, now: Instant) -> Vec<OomEvent> {
+    /// The marks judged no kill for whose pid and comm `logged` (the kernel logged "Killed
+    /// process" for them) were kills after all: their events, finished like any other.
+    pub fn confirm_kills(
+        &mut self,
+        logged: impl Fn(i32, Option<&str>) -> bool,
+        now: Instant,
+    ) -> Vec<OomEvent> {
         let mut out = Vec::new();
-        let (proved, still): (VecDeque<_>, VecDeque<_>) =
-            self.doubtful.drain(..).partition(|(p, _)| logged(p.pid));
+        let (proved, still): (VecDeque<_>, VecDeque<_>) = self
+            .doubtful
+            .drain(..)
+            .partition(|(p, _)| logged(p.pid, mark_comm(p).as_deref()));
         self.doubtful = still;
         for (p, _) in proved {
             let (tgid, ktime) = mark_of(&p);
@@ -397,8 +403,9 @@ impl Correlator {
             );
         }
         let mut out: Vec<OomEvent> = late.into_iter().map(|(ev, _)| ev).collect();
-        while self.doubtful.front().is_some_and(|(_, d)| *d <= now) {
-            self.doubtful.pop_front();
+        let before = self.doubtful.len();
+        self.doubtful.retain(|(_, d)| *d > now);
+        for _ in self.doubtful.len()..before {
             self.verdict.not_a_kill();
         }
         for p in expired {
@@ -656,6 +663,13 @@ fn set_context(ev: &mut OomEvent, id: u64, mut ctx: OomContext) {
         ev.domain_memory = Some(d);
     }
     ev.oom = ctx;
+}
+
+/// The victim's comm, if a record of the mark has it.
+fn mark_comm(p: &Pending) -> Option<String> {
+    let mut recs = p.tp.iter().chain(p.btf.iter());
+    recs.find(|r| r.present & field::COMM != 0)
+        .map(|r| comm_str(&r.comm))
 }
 
 /// The tgid (if a record knows it) and kernel time of a mark.
@@ -1043,8 +1057,12 @@ mod tests {
         assert!(c.push_victim(killed, now).is_empty());
         assert!(c.push_victim(thread, now).is_empty());
         assert!(c.has_doubtful());
-        assert!(c.confirm_kills(|_| false, now).is_empty(), "no line yet");
-        let evs = c.confirm_kills(|pid| pid == GONE, now + Duration::from_millis(5));
+        assert!(c.confirm_kills(|_, _| false, now).is_empty(), "no line yet");
+        // A line of the same pid naming another task (a reused pid) proves nothing.
+        let other = |pid: i32, comm: Option<&str>| pid == GONE && comm == Some("tail");
+        assert!(c.confirm_kills(other, now).is_empty());
+        let line = |pid: i32, comm: Option<&str>| pid == GONE && comm == Some("hog");
+        let evs = c.confirm_kills(line, now + Duration::from_millis(5));
         assert_eq!(evs.len(), 1);
         assert_eq!((evs[0].pid, evs[0].tgid), (GONE, Some(GONE)));
         assert_eq!(evs[0].sources["tgid"], Source::MarkVictimBtf);
@@ -1053,7 +1071,7 @@ mod tests {
         assert!(c.flush_expired(now + DOUBT).is_empty());
         assert_eq!(c.marks_without_kill(), 1);
         assert!(!c.has_doubtful());
-        assert!(c.confirm_kills(|_| true, now + DOUBT).is_empty());
+        assert!(c.confirm_kills(|_, _| true, now + DOUBT).is_empty());
     }
 
     #[test]

@@ -33,7 +33,9 @@ const HELD: usize = 1024;
 pub struct Recovery {
     kills: LogKills,
     tracker: Tracker,
-    file: Arc<StateFile>,
+    /// Where the position is saved; none for a log whose record numbers mean nothing after a
+    /// restart ([`Self::live_only`]).
+    file: Option<Arc<StateFile>>,
     boot_id: String,
     held: VecDeque<(Instant, LoggedKill)>,
     /// Kills whose records are queued for stdout but not yet written: no longer waiting for a
@@ -105,7 +107,7 @@ impl Recovery {
         let r = Self {
             kills,
             tracker,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             boot_id,
             held: VecDeque::new(),
             unwritten: BTreeSet::new(),
@@ -114,6 +116,24 @@ impl Recovery {
             victim_rows: Vec::new(),
         };
         Ok((r, up))
+    }
+
+    /// Follows the log from now on without a state file: each kill line is matched with its
+    /// live record, and a kill the probes did not report is recorded from its line after
+    /// [`GIVE_UP`]; nothing is saved, so nothing is replayed at the next start. For the log
+    /// read with `syslog(2)`, whose record numbers are the agent's own.
+    pub fn live_only(host: String) -> Self {
+        Self {
+            kills: LogKills::new(host),
+            tracker: Tracker::new(&[], None),
+            file: None,
+            boot_id: String::new(),
+            held: VecDeque::new(),
+            unwritten: BTreeSet::new(),
+            saved: None,
+            silence: Silence::new(),
+            victim_rows: Vec::new(),
+        }
     }
 
     /// A kill line with no live record makes each of `victim_rows` (the attached `mark_victim`
@@ -163,9 +183,13 @@ impl Recovery {
         self.unwritten.remove(&pid);
     }
 
-    /// Whether a "Killed process" line of `pid` waits for its live record.
-    pub fn holds_kill_line(&self, pid: i32) -> bool {
-        self.held.iter().any(|(_, k)| k.event.pid == pid)
+    /// Whether a "Killed process" line of `pid` waits for its live record, naming `comm`
+    /// when both it and the line name one (a pid reused by another task is not its victim).
+    pub fn holds_kill_line(&self, pid: i32, comm: Option<&str>) -> bool {
+        self.held.iter().any(|(_, k)| {
+            let line = k.event.comm.as_deref();
+            k.event.pid == pid && (comm.is_none() || line.is_none() || line == comm)
+        })
     }
 
     /// When the oldest held kill line is given up on.
@@ -211,8 +235,8 @@ impl Recovery {
         let pos = self
             .tracker
             .position_once_recorded(&self.boot_id, self.unwritten.iter())?;
-        let prepared = self.file.prepare(&pos);
-        let file = Arc::clone(&self.file);
+        let file = Arc::clone(self.file.as_ref()?);
+        let prepared = file.prepare(&pos);
         Some(Box::new(move || {
             if let Err(e) = file.commit(prepared) {
                 tracing::warn!("{e}");
@@ -234,7 +258,10 @@ impl Recovery {
         if self.saved.as_ref() == Some(&pos) {
             return;
         }
-        match self.file.save(&pos) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        match file.save(&pos) {
             Ok(()) => self.saved = Some(pos),
             Err(e) => tracing::warn!("{e}"),
         }
@@ -321,9 +348,9 @@ mod tests {
     }
 
     #[test]
-    fn a_doubtful_mark_waits_at_least_as_long_as_a_kill_line() {
-        // A mark judged no kill must still be there when its line comes, and the line must
-        // not be replayed before the mark could be proved a kill.
+    fn a_doubtful_mark_waits_at_least_as_long_as_a_kill_line_waits_for_it() {
+        // The line follows its mark at once; the mark must not be given up on (counted as no
+        // kill) while its line, read late, could still wait for it.
         assert!(crate::correlate::DOUBT >= GIVE_UP);
     }
 
