@@ -139,7 +139,8 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let boot_id = position::boot_id(&cfg.host_root.join("proc")).unwrap_or_default();
     let silence = Silence::with_file(&cfg.state_dir, boot_id);
     metrics.set_probe_silence(silence.clone());
-    let correlator = new_correlator(cfg, &hooks, hierarchy.as_ref(), gfp)
+    let resolver = hierarchy.clone().map(IdResolver::new);
+    let correlator = new_correlator(cfg, &hooks, resolver.clone(), gfp)
         .with_silence(silence.clone(), hooks.badness);
     let host = new_host_collectors(cfg, &metrics)?;
     let mut log = open_kernel_log(cfg, state_file)?;
@@ -152,7 +153,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
     let (stop, server) = start_server(cfg, (listener, web), &metrics, &recent, &host)?;
     // Parsed BTF and load-time buffers are gone; hand their pages back to the kernel.
     trim_heap();
-    let lifecycle = new_lifecycle(cfg, &hooks, hierarchy.as_ref()).with_silence(silence);
+    let lifecycle = new_lifecycle(cfg, &hooks, resolver.clone()).with_silence(silence);
     let sink = new_sink(
         cfg,
         &metrics,
@@ -160,6 +161,7 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
             recent,
             host,
             hierarchy,
+            resolver,
             lifecycle,
             recovery: log.recovery,
             stacks: symbolizer,
@@ -211,6 +213,8 @@ struct SinkParts {
     recent: Arc<RecentEvents>,
     host: Arc<HostCollectors>,
     hierarchy: Option<MemoryHierarchy>,
+    /// The one cgroup id resolver, shared by the correlator and the trackers.
+    resolver: Option<IdResolver>,
     lifecycle: Lifecycle,
     recovery: Option<Recovery>,
     stacks: StackSymbolizer,
@@ -221,6 +225,7 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
         recent,
         host,
         hierarchy,
+        resolver,
         lifecycle,
         recovery,
         stacks,
@@ -242,7 +247,7 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
             cfg.host_root.join("proc"),
             cfg.max_label_sets,
         )
-        .with_hierarchy(hierarchy.clone()),
+        .with_resolver(resolver),
         hierarchy,
         recovery,
         stacks,
@@ -387,7 +392,7 @@ fn find_hierarchy(cfg: &Config) -> Option<MemoryHierarchy> {
 fn new_correlator(
     cfg: &Config,
     hooks: &Hooks,
-    hierarchy: Option<&MemoryHierarchy>,
+    resolver: Option<IdResolver>,
     gfp: Option<(GfpDecoder, &'static str)>,
 ) -> Correlator {
     match &gfp {
@@ -401,7 +406,7 @@ fn new_correlator(
         hooks.victim_btf,
         cfg.correlation_window,
         cfg.host.clone(),
-        hierarchy.cloned().map(IdResolver::new),
+        resolver,
     )
     .with_gfp(gfp.map(|(d, _)| d))
     .with_proc_root(cfg.host_root.join("proc"));
@@ -622,10 +627,10 @@ fn serve_on(
     })
 }
 
-fn new_lifecycle(cfg: &Config, hooks: &Hooks, hierarchy: Option<&MemoryHierarchy>) -> Lifecycle {
+fn new_lifecycle(cfg: &Config, hooks: &Hooks, resolver: Option<IdResolver>) -> Lifecycle {
     Lifecycle::new(cfg.host.clone(), cfg.stuck_after, hooks.exits)
         .with_proc_root(cfg.host_root.join("proc"))
-        .with_resolver(hierarchy.cloned().map(IdResolver::new))
+        .with_resolver(resolver)
 }
 
 /// Records the kills since the probes attached (in the ring buffer, live) and replays the kills

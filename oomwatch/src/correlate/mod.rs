@@ -477,10 +477,13 @@ impl Correlator {
             }
             return;
         };
-        let resolver = &mut self.resolver;
-        let mut ctx = self
-            .invocations
-            .context(&inv, |id| resolver.as_mut().and_then(|r| r.resolve(id)));
+        // The OOM domain is the victim's cgroup or an ancestor; the trigger's, often the same.
+        let (resolver, near) = (&mut self.resolver, &ev.cgroup);
+        let mut ctx = self.invocations.context(&inv, |id| {
+            resolver
+                .as_mut()
+                .and_then(|r| r.resolve_near(id, || near.clone()))
+        });
         if let (Some(gfp), Some(_)) = (&self.gfp, &ctx.gfp_mask) {
             ctx.gfp_flags = Some(gfp.decode(inv.rec.gfp_mask));
         }
@@ -495,7 +498,8 @@ impl Correlator {
     /// Fills fields the kernel records lacked: the cgroup id → path, then `/proc/<pid>`.
     fn fill_missing(&mut self, ev: &mut OomEvent) {
         if let (Some(id), Some(r)) = (ev.cgroup_id, self.resolver.as_mut()) {
-            if let Some(path) = r.resolve(id) {
+            let near = || procfs::cgroup_hint(&self.proc_root, ev.pid);
+            if let Some(path) = r.resolve_near(id, near) {
                 ev.cgroup = Some(path);
                 ev.sources.insert("cgroup", Source::Cgroupfs);
             }

@@ -33,13 +33,23 @@ pub fn event(
         Some(RecordKind::SignalBtf) => Source::SignalBtf,
         _ => Source::SignalTracepoint,
     };
-    let mut resolve = |bit: u32, id: u64| {
+    // The task's cgroup in /proc, checked by inode, spares a walk of the hierarchy.
+    let mut resolve = |bit: u32, id: u64, pid: i32| {
+        let near = || procfs::cgroup_hint(proc_root, pid);
         has(bit)
             .then_some(id)
-            .and_then(|id| resolver.as_mut().and_then(|r| r.resolve(id)))
+            .and_then(|id| resolver.as_mut()?.resolve_near(id, near))
     };
-    let cgroup = resolve(signal_field::TARGET_MEMCG_ID, s.target_memcg_id);
-    let killer_cgroup = resolve(signal_field::SENDER_MEMCG_ID, s.sender_memcg_id);
+    let cgroup = resolve(
+        signal_field::TARGET_MEMCG_ID,
+        s.target_memcg_id,
+        s.target_pid,
+    );
+    let killer_cgroup = resolve(
+        signal_field::SENDER_MEMCG_ID,
+        s.sender_memcg_id,
+        s.sender_pid,
+    );
     let mut ev = from_record(s, src, host, cgroup);
     // The victim has SIGKILL pending, not yet handled: /proc usually still has it.
     fill_from_proc(&mut ev, proc_root);

@@ -3,10 +3,12 @@
 //! The kernel identifies a cgroup by its kernfs id, which is also the inode number of its
 //! directory. Paths are given relative to the hierarchy's root, as `/proc/<pid>/cgroup` and the
 //! kernel's OOM report print them (`/kubepods/...`, `/system.slice/...`).
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Which cgroup version holds the memory controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,20 +121,48 @@ fn unescape(s: &str) -> String {
 }
 
 /// Resolves cgroup ids to paths by walking the hierarchy, remembering what it saw.
-#[derive(Debug)]
+///
+/// A walk reads every directory of the hierarchy (2,000 cgroups on a big node took 60 ms, on
+/// the event loop), so it is the last resort: a remembered id is checked by its inode; then a
+/// path the caller believes near (the task's own cgroup from `/proc/<pid>/cgroup`) with its
+/// ancestors; then the children of the parents of the cgroups resolved last (a restarted
+/// container's new cgroup in its pod); and an id a walk did not find is not walked for again
+/// for [`MISS_TTL`]. Clones share what was learnt: the correlator, the kill-outcome tracker
+/// and the SIGKILL tracker hold one resolver.
+#[derive(Clone, Debug)]
 pub struct IdResolver {
     hierarchy: MemoryHierarchy,
+    state: Arc<Mutex<Learnt>>,
+}
+
+/// What the resolver knows of the hierarchy.
+#[derive(Debug, Default)]
+struct Learnt {
     cache: HashMap<u64, String>,
+    /// Ids the last walks did not find, oldest first, with when.
+    misses: VecDeque<(u64, Instant)>,
+    /// Parents of the cgroups resolved last, newest last: a new cgroup is most often made
+    /// beside them (a restarted container in its pod, the next of a job's cgroups).
+    parents: VecDeque<String>,
+    /// Walks of the whole hierarchy so far.
+    walks: u64,
 }
 
 /// Bound on remembered ids; the cache is rebuilt from a fresh walk when it would exceed it.
 const MAX_CACHED: usize = 16_384;
+/// How long an id no walk found is not looked for again: a cgroup made since has a new id,
+/// but where ids are inode numbers, a removed cgroup's may come back.
+pub const MISS_TTL: Duration = Duration::from_secs(10);
+/// Bound on remembered misses.
+const MAX_MISSES: usize = 1024;
+/// Parents of recently resolved cgroups whose children are read before a walk.
+const PARENTS: usize = 8;
 
 impl IdResolver {
     pub fn new(hierarchy: MemoryHierarchy) -> Self {
         Self {
             hierarchy,
-            cache: HashMap::new(),
+            state: Arc::new(Mutex::new(Learnt::default())),
         }
     }
 
@@ -143,17 +173,118 @@ impl IdResolver {
     /// The path of the cgroup whose directory inode is `id`, or `None` if no such cgroup exists
     /// (any more).
     pub fn resolve(&mut self, id: u64) -> Option<String> {
-        if let Some(p) = self.cache.get(&id) {
+        self.resolve_near(id, || None)
+    }
+
+    /// [`Self::resolve`], trying first `near` (asked only when `id` is not remembered: a cgroup
+    /// path that is likely the cgroup or one of its descendants) and its ancestors, by inode,
+    /// before a walk.
+    pub fn resolve_near(
+        &mut self,
+        id: u64,
+        near: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        let h = &self.hierarchy;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = st.cache.get(&id) {
             // A cached path can be stale if the cgroup was removed and the id reused: check.
-            if inode(&self.hierarchy.dir(p)) == Some(id) {
+            if inode(&h.dir(p)) == Some(id) {
                 return Some(p.clone());
             }
         }
-        self.cache.clear();
-        let mut stack = vec![(self.hierarchy.mount.clone(), String::from("/"))];
+        let found = near()
+            .and_then(|n| among_ancestors(h, id, &n))
+            .or_else(|| st.among_parents_children(h, id))
+            .or_else(|| st.walk_unless_missed(h, id));
+        if let Some(p) = &found {
+            st.resolved(id, p);
+        }
+        found
+    }
+}
+
+impl Learnt {
+    /// Remembers `id` at `path`, and its parent among those whose children are read first.
+    fn resolved(&mut self, id: u64, path: &str) {
+        if self.cache.len() < MAX_CACHED {
+            self.cache.insert(id, path.to_string());
+        }
+        let parent = match path.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => &path[..i],
+        };
+        if let Some(i) = self.parents.iter().position(|p| p == parent) {
+            self.parents.remove(i);
+        } else if self.parents.len() == PARENTS {
+            self.parents.pop_front();
+        }
+        self.parents.push_back(parent.to_string());
+    }
+
+    /// A child of one of the recent parents whose inode is `id` (each child seen is remembered).
+    fn among_parents_children(&mut self, h: &MemoryHierarchy, id: u64) -> Option<String> {
         let mut found = None;
+        for parent in self.parents.iter().rev() {
+            let Ok(entries) = fs::read_dir(h.dir(parent)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let Some(ino) = e.metadata().ok().map(|m| m.ino()) else {
+                    continue;
+                };
+                let path = child_path(parent, &e.file_name().to_string_lossy());
+                if ino == id {
+                    found = Some(path.clone());
+                }
+                if self.cache.len() < MAX_CACHED {
+                    self.cache.insert(ino, path);
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// A walk of the whole hierarchy for `id`, unless a walk missed it less than [`MISS_TTL`]
+    /// ago.
+    fn walk_unless_missed(&mut self, h: &MemoryHierarchy, id: u64) -> Option<String> {
+        let now = Instant::now();
+        while self
+            .misses
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= MISS_TTL)
+        {
+            self.misses.pop_front();
+        }
+        if self.misses.iter().any(|(m, _)| *m == id) {
+            return None;
+        }
+        let found = self.walk(h, id);
+        if found.is_none() {
+            if self.misses.len() == MAX_MISSES {
+                self.misses.pop_front();
+            }
+            self.misses.push_back((id, now));
+        }
+        found
+    }
+
+    /// Walks the whole hierarchy, remembering every cgroup it sees; the path of `id`.
+    fn walk(&mut self, h: &MemoryHierarchy, id: u64) -> Option<String> {
+        let started = Instant::now();
+        self.walks += 1;
+        self.cache.clear();
+        let mut stack = vec![(h.mount.clone(), String::from("/"))];
+        let mut found = None;
+        let mut dirs = 0usize;
         while let Some((dir, rel)) = stack.pop() {
             let Some(ino) = inode(&dir) else { continue };
+            dirs += 1;
             if self.cache.len() < MAX_CACHED {
                 self.cache.insert(ino, rel.clone());
             }
@@ -166,16 +297,42 @@ impl IdResolver {
             for e in entries.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let child = if rel == "/" {
-                        format!("/{name}")
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    stack.push((e.path(), child));
+                    stack.push((e.path(), child_path(&rel, &name)));
                 }
             }
         }
+        tracing::debug!(
+            id,
+            found = found.is_some(),
+            dirs,
+            took_us = started.elapsed().as_micros() as u64,
+            "memory cgroup hierarchy walked to resolve a cgroup id"
+        );
         found
+    }
+}
+
+/// `path` or one of its ancestors, if its directory's inode is `id`.
+fn among_ancestors(h: &MemoryHierarchy, id: u64, path: &str) -> Option<String> {
+    let mut p = path;
+    loop {
+        if inode(&h.dir(p)) == Some(id) {
+            return Some(if p.is_empty() { "/".into() } else { p.into() });
+        }
+        match p.rfind('/') {
+            Some(0) if p.len() > 1 => p = "/",
+            Some(i) if i > 0 => p = &p[..i],
+            _ => return None,
+        }
+    }
+}
+
+/// `name` under the cgroup path `parent`.
+fn child_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
     }
 }
 
@@ -229,5 +386,70 @@ mod tests {
         assert_eq!(r.resolve(id).as_deref(), Some("/kubepods/pod1/c1"));
         assert_eq!(r.resolve(inode(root.path()).unwrap()).as_deref(), Some("/"));
         assert_eq!(r.resolve(1), None);
+    }
+
+    /// Cached ids and walks so far.
+    fn learnt(r: &IdResolver) -> (usize, u64) {
+        let st = r.state.lock().unwrap();
+        (st.cache.len(), st.walks)
+    }
+
+    #[test]
+    fn a_path_near_the_cgroup_resolves_it_without_a_walk_and_misses_are_remembered() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("kubepods/pod1/c1")).unwrap();
+        let mut r = IdResolver::new(MemoryHierarchy {
+            version: Version::V2,
+            mount: root.path().to_path_buf(),
+        });
+        let pod = inode(&root.path().join("kubepods/pod1")).unwrap();
+        // The cgroup itself, an ancestor, the root: no walk (the cache stays as it was).
+        assert_eq!(
+            r.resolve_near(pod, || Some("/kubepods/pod1/c1".into()))
+                .as_deref(),
+            Some("/kubepods/pod1")
+        );
+        assert_eq!(learnt(&r), (1, 0), "remembered, nothing walked");
+        let top = inode(root.path()).unwrap();
+        let near = || Some("/kubepods".into());
+        assert_eq!(r.resolve_near(top, near).as_deref(), Some("/"));
+        // A near path that is not it: the walk finds it.
+        let c1 = inode(&root.path().join("kubepods/pod1/c1")).unwrap();
+        assert_eq!(
+            r.resolve_near(c1, || Some("/elsewhere".into())).as_deref(),
+            Some("/kubepods/pod1/c1")
+        );
+        assert_eq!(learnt(&r).1, 1, "walked");
+        // An id no walk finds is not walked for again...
+        assert_eq!(r.resolve(u64::MAX), None);
+        assert_eq!(r.resolve(u64::MAX), None);
+        assert_eq!(learnt(&r).1, 2, "no second walk for it");
+        // ...until MISS_TTL has passed.
+        r.state.lock().unwrap().misses[0].1 -= MISS_TTL;
+        assert_eq!(r.resolve(u64::MAX), None);
+        assert_eq!(learnt(&r).1, 3, "walked again");
+    }
+
+    #[test]
+    fn a_new_cgroup_beside_a_resolved_one_is_found_without_a_walk() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("kubepods/pod1/c1")).unwrap();
+        fs::create_dir_all(root.path().join("system.slice/a.service")).unwrap();
+        let mut r = IdResolver::new(MemoryHierarchy {
+            version: Version::V2,
+            mount: root.path().to_path_buf(),
+        });
+        let c1 = inode(&root.path().join("kubepods/pod1/c1")).unwrap();
+        assert_eq!(r.resolve(c1).as_deref(), Some("/kubepods/pod1/c1"));
+        // The container restarts: a new cgroup in the same pod, made after the walk.
+        fs::create_dir(root.path().join("kubepods/pod1/c2")).unwrap();
+        let c2 = inode(&root.path().join("kubepods/pod1/c2")).unwrap();
+        let (before, _) = learnt(&r);
+        // A clone shares what was learnt: no walk of its own.
+        let mut other = r.clone();
+        assert_eq!(other.resolve(c2).as_deref(), Some("/kubepods/pod1/c2"));
+        assert_eq!(learnt(&r), (before + 1, 1), "only the pod's children read");
+        assert_eq!(child_path("/", "a"), "/a");
+        assert_eq!(child_path("/a", "b"), "/a/b");
     }
 }

@@ -165,6 +165,14 @@ pub fn parse_kernel_thread(stat: &str) -> Option<bool> {
     Some(flags & PF_KTHREAD != 0)
 }
 
+/// The memory cgroup `/proc/<pid>/cgroup` names now, unproved: a hint to check (by inode)
+/// before walking the hierarchy for a cgroup id, never a value on its own (an exiting task
+/// shows the root).
+pub fn cgroup_hint(proc_root: &Path, pid: i32) -> Option<String> {
+    let path = proc_root.join(pid.to_string()).join("cgroup");
+    parse_cgroup(&fs::read_to_string(path).ok()?)
+}
+
 /// The memory cgroup of a kernel thread (a kworker running a manual OOM kill, sysrq f), which
 /// [`read`] leaves out because a kernel thread has no memory of its own to prove the cgroup
 /// read was still its own. `None` for other tasks or when they are gone.

@@ -87,11 +87,11 @@ impl Sigkills {
         }
     }
 
-    /// Names cgroups from the kernel's ids, and reads the containers' OOM counts, in this
-    /// hierarchy.
-    pub fn with_hierarchy(mut self, hierarchy: Option<MemoryHierarchy>) -> Self {
-        self.resolver = hierarchy.clone().map(IdResolver::new);
-        self.hierarchy = hierarchy;
+    /// Names cgroups from the kernel's ids with `resolver` (shared with the other trackers),
+    /// and reads the containers' OOM counts, in its hierarchy.
+    pub fn with_resolver(mut self, resolver: Option<IdResolver>) -> Self {
+        self.hierarchy = resolver.as_ref().map(|r| r.hierarchy().clone());
+        self.resolver = resolver;
         self
     }
 
@@ -135,13 +135,24 @@ impl Sigkills {
     /// tracepoint program cannot tell) or one whose cgroup is unknown.
     fn pending(&mut self, rec: &SigkillRecord, now: Instant, en: &mut Enricher) -> Option<Pending> {
         let has = |bit: u32| rec.present & bit != 0;
-        let mut resolve = |bit: u32, id: u64| {
+        let proc_root = &self.proc_root;
+        // The task's cgroup in /proc, checked by inode, spares a walk of the hierarchy.
+        let mut resolve = |bit: u32, id: u64, pid: i32| {
+            let near = || procfs::cgroup_hint(proc_root, pid);
             has(bit)
                 .then_some(id)
-                .and_then(|id| self.resolver.as_mut().and_then(|r| r.resolve(id)))
+                .and_then(|id| self.resolver.as_mut()?.resolve_near(id, near))
         };
-        let target_cg = resolve(sigkill_field::TARGET_MEMCG_ID, rec.target_memcg_id);
-        let sender_cg = resolve(sigkill_field::SENDER_MEMCG_ID, rec.sender_memcg_id);
+        let target_cg = resolve(
+            sigkill_field::TARGET_MEMCG_ID,
+            rec.target_memcg_id,
+            rec.target_pid,
+        );
+        let sender_cg = resolve(
+            sigkill_field::SENDER_MEMCG_ID,
+            rec.sender_memcg_id,
+            rec.sender_pid,
+        );
         let btf = RecordKind::from_u32(rec.kind) == Some(RecordKind::SigkillBtf);
         let src = if btf {
             "signal_btf"
