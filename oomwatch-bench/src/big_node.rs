@@ -407,7 +407,7 @@ pub fn robbed_share(s: &Storm) -> f64 {
     }
 }
 
-/// Kill → record p99 over the kills no steal overlapped (ms).
+/// Kill → record p99 over the kills no steal or stall overlapped (ms).
 pub fn p99_unrobbed(s: &Storm) -> Option<f64> {
     Some(s.latency_unrobbed_ms?.p99)
 }

@@ -18,6 +18,7 @@ mod markdown;
 mod phases;
 mod report;
 mod sigkill_storm;
+mod stalls;
 mod stats;
 mod storm;
 mod sys;

@@ -573,7 +573,7 @@ fn big_node_comparison_rows(b: &super::big_node::BigNode) -> Vec<Row> {
             "5",
             "the kernel alone: each killer's unbroken hold of its CPU after its kill \
              (`mark_victim` → its first switch-out or its SIGKILL delivered, tracefs; kills no \
-             steal overlapped), p99: idle host; big node, no scrapes; flood",
+             steal or stall overlapped), p99: idle host; big node, no scrapes; flood",
             format!(
                 "{}; {}; {}",
                 p99(&b.idle_host.killer_hold_ms),
@@ -584,7 +584,7 @@ fn big_node_comparison_rows(b: &super::big_node::BigNode) -> Vec<Row> {
         ),
         row(
             "5",
-            "kill → record p99 (kills no steal overlapped): big node with no scrapes − idle \
+            "kill → record p99 (kills no steal or stall overlapped): big node with no scrapes − idle \
              host (the kernel's longer hold after each kill, p99); flood − idle host",
             format!(
                 "{} ({}); {}",
@@ -596,7 +596,7 @@ fn big_node_comparison_rows(b: &super::big_node::BigNode) -> Vec<Row> {
         ),
         row(
             "5",
-            "kill → record p99 (kills no steal overlapped): flood − the same node with no \
+            "kill → record p99 (kills no steal or stall overlapped): flood − the same node with no \
              scrapes (what the scrapes add)",
             format!(
                 "{}{}",
@@ -756,10 +756,10 @@ fn breakdown(o: &mut String, r: &Report) {
     );
 }
 
-/// A storm's kill → record, all kills and then those no hypervisor steal overlapped.
+/// A storm's kill → record, all kills and then those no hypervisor steal or CPU stall overlapped.
 fn with_unrobbed(s: &super::phases::Storm) -> String {
     format!(
-        "{}; the kills no steal overlapped: {}",
+        "{}; the kills no steal or stall overlapped: {}",
         pcts(&s.latency_ms),
         pcts(&s.latency_unrobbed_ms)
     )
@@ -842,10 +842,14 @@ fn notes(o: &mut String, r: &Report) {
          for 100 ms holds every record of that moment as long) is run again, up to 3 times, \
          the least robbed kept. Steals are also placed in time: a thread reads `/proc/stat` \
          every 5 ms, and a rise of k `USER_HZ` units between two reads makes a steal window \
-         from k + 1 units and a tick before the first read to the second; a kill whose span \
+         from k + 1 units and a tick before the first read to the second. The steal counter \
+         misses a host's CPU quota throttling the VM (records held up together, released on a \
+         100 ms grid): a thread per CPU, pinned at `SCHED_FIFO`, sleeps 1 ms at a time, and a \
+         wake-up over 20 ms late makes a stall window (the CPU ran nothing else: the host took \
+         it, or the kernel held it that long). A kill whose span \
          (kernel timestamp → line written; for the killers' holds, mark → end of the hold) \
          overlaps \
-         one is left out of the p99 comparisons (both figures are shown; the comparison is \
+         a steal or stall window is left out of the p99 comparisons (both figures are shown; the comparison is \
          not conclusive when more than a quarter of a storm's kills were left out). \
          `OOMWATCH_BENCH_ONLY=big_node` runs this phase alone (results to stderr and \
          `target/bench/bench-only-big_node-*.json`).",

@@ -144,7 +144,7 @@ pub struct Storm {
     /// steal overlapped, from the kernel's tracepoints: how long each killer kept its CPU after
     /// its kill without a break ([`super::killer_hold`]).
     pub killer_hold_ms: Option<Pct>,
-    /// Kill → record over the kills no hypervisor steal overlapped (ms), and how many did
+    /// Kill → record over the kills no hypervisor steal or CPU stall overlapped (ms), and how many did
     /// ([`sys::StealWatch`]): what the host and the agent do, without the hypervisor's stalls.
     pub latency_unrobbed_ms: Option<Pct>,
     pub robbed_kills: u64,
@@ -190,11 +190,12 @@ impl Storm {
     }
 }
 
-/// What the bench records beside a storm: each killer's hold of its CPU (tracefs) and the
-/// hypervisor's steals.
+/// What the bench records beside a storm: each killer's hold of its CPU (tracefs), the
+/// hypervisor's steals, and the CPU stalls the steal counter misses.
 struct Instruments {
     hold: Option<super::killer_hold::KillerHold>,
     steal: sys::StealWatch,
+    stalls: super::stalls::StallWatch,
 }
 
 impl Instruments {
@@ -202,6 +203,7 @@ impl Instruments {
         Instruments {
             hold: super::killer_hold::KillerHold::start(tag),
             steal: sys::StealWatch::start(),
+            stalls: super::stalls::StallWatch::start(),
         }
     }
 
@@ -214,7 +216,8 @@ impl Instruments {
         live: &[&super::agent::Record],
     ) -> (Option<Pct>, Option<Pct>, u64) {
         let holds = self.hold.map(|h| h.finish()).unwrap_or_default();
-        let windows = self.steal.finish();
+        let mut windows = self.steal.finish();
+        windows.extend(self.stalls.finish());
         let clean_holds: Vec<f64> = holds
             .iter()
             .filter(|(at, ms)| !sys::overlaps(&windows, *at, at + (ms * 1e6) as u64))
