@@ -845,8 +845,9 @@ fn notes(o: &mut String, r: &Report) {
          from k + 1 units and a tick before the first read to the second. The steal counter \
          misses a host's CPU quota throttling the VM (records held up together, released on a \
          100 ms grid): a thread per CPU, pinned at `SCHED_FIFO`, sleeps 1 ms at a time, and a \
-         wake-up over 20 ms late makes a stall window (the CPU ran nothing else: the host took \
-         it, or the kernel held it that long). A kill whose span \
+         wake-up over 20 ms late makes a stall window (no task ran on that CPU: the host took \
+         it, or the kernel or a real-time kernel thread held it that long; a stall a \
+         killer's own hold covers is the kernel's and excludes nothing). A kill whose span \
          (kernel timestamp → line written; for the killers' holds, mark → end of the hold) \
          overlaps \
          a steal or stall window is left out of the p99 comparisons (both figures are shown; the comparison is \

@@ -207,8 +207,10 @@ impl Instruments {
         }
     }
 
-    /// Stops both: the killers' holds and kill → record (ms) over the kills no steal window
-    /// overlapped, and how many records one did.
+    /// Stops them all: the killers' holds over the kills no steal window overlapped, and kill →
+    /// record (ms) over the kills no steal or stall window overlapped, and how many records one
+    /// did. A stall that a killer's hold covers is the kernel's own (a killer keeps its CPU
+    /// from the watcher too): it excludes nothing.
     fn finish(
         self,
         agent: &Agent,
@@ -217,19 +219,33 @@ impl Instruments {
     ) -> (Option<Pct>, Option<Pct>, u64) {
         let holds = self.hold.map(|h| h.finish()).unwrap_or_default();
         let mut windows = self.steal.finish();
-        windows.extend(self.stalls.finish());
         let clean_holds: Vec<f64> = holds
             .iter()
             .filter(|(at, ms)| !sys::overlaps(&windows, *at, at + (ms * 1e6) as u64))
             .map(|(_, ms)| *ms)
             .collect();
+        let hold_spans: Vec<(u64, u64)> = holds
+            .iter()
+            .map(|(at, ms)| (*at, at + (ms * 1e6) as u64))
+            .collect();
+        let stalls = self.stalls.finish();
+        windows.extend(stalls.into_iter().filter(|&w| !covered(&hold_spans, w)));
         let (latency, robbed) = unrobbed(agent, mark, live, &windows);
         (Pct::of(&clean_holds), latency, robbed)
     }
 }
 
+/// Whether one of `spans` covers the stall `(from, to)` but for its watcher's 2 ms (the last
+/// wake-up before it and the late one).
+fn covered(spans: &[(u64, u64)], (from, to): (u64, u64)) -> bool {
+    const SLACK: u64 = 2_000_000;
+    spans
+        .iter()
+        .any(|&(a, b)| a <= from + SLACK && to <= b + SLACK)
+}
+
 /// Kill → record (ms) of the kills whose span (kernel timestamp → line written) overlaps no
-/// steal window, and how many did.
+/// steal or stall window, and how many did.
 fn unrobbed(
     agent: &Agent,
     mark: super::agent::Mark,
@@ -460,4 +476,20 @@ pub fn vmstat_delay(
         poll_ms: Pct::of(&polls.into_inner().unwrap()),
         log_lines_per_kill: log_lines as f64 / kills.max(1) as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covered;
+
+    #[test]
+    fn only_a_stall_a_killers_hold_spans_is_the_kernels_own() {
+        let ms = 1_000_000;
+        let holds = [(100 * ms, 130 * ms), (200 * ms, 201 * ms)];
+        // A 25 ms hold keeps the watcher of its CPU off it: that stall is the hold.
+        assert!(covered(&holds, (101 * ms, 131 * ms)));
+        // A 100 ms stall a 1 ms hold merely overlaps is not.
+        assert!(!covered(&holds, (150 * ms, 250 * ms)));
+        assert!(!covered(&[], (1, 2)));
+    }
 }

@@ -2,8 +2,8 @@
 //! sleeps [`TICK`] at a time and notes every wake-up later than [`STALL`]. Nothing but a CPU
 //! that ran nothing (a virtual CPU its host left unscheduled, which the guest's steal counter
 //! does not always count: a host's CPU quota throttles a whole VM's threads, here on a 100 ms
-//! grid) or a kernel section that kept every task off it that long delays a real-time thread
-//! so much. A kill whose span overlaps such a stall says nothing of the agent, as with steal.
+//! grid), a kernel section that kept every task off it that long, or a higher real-time
+//! kernel thread, delays a real-time thread so much. A kill whose span overlaps such a stall says nothing of the agent, as with steal.
 use std::{
     ffi::{c_int, c_void},
     sync::{
@@ -28,6 +28,7 @@ struct SchedParam {
 }
 
 extern "C" {
+    fn sched_getaffinity(pid: c_int, size: usize, mask: *mut c_void) -> c_int;
     fn sched_setaffinity(pid: c_int, size: usize, mask: *const c_void) -> c_int;
     fn sched_setscheduler(pid: c_int, policy: c_int, param: *const SchedParam) -> c_int;
 }
@@ -42,11 +43,11 @@ pub struct StallWatch {
 
 impl StallWatch {
     /// One watcher per CPU this process may use; a CPU whose watcher cannot be pinned or made
-    /// real-time gets none (said on stderr once).
+    /// real-time gets none (said on stderr, at each storm).
     pub fn start() -> StallWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = (0..cpus)
+        let threads = allowed_cpus()
+            .into_iter()
             .map(|cpu| {
                 let flag = Arc::clone(&stop);
                 thread::spawn(move || watch(cpu, &flag))
@@ -72,6 +73,21 @@ impl Drop for StallWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The CPUs this thread may run on (its affinity, cpuset included).
+fn allowed_cpus() -> Vec<usize> {
+    let mut mask = [0u64; 16];
+    // SAFETY: `mask` is writable for its whole size (a 1024-bit cpu_set_t); pid 0 is the
+    // calling thread.
+    let rc =
+        unsafe { sched_getaffinity(0, std::mem::size_of_val(&mask), mask.as_mut_ptr().cast()) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..mask.len() * 64)
+        .filter(|&cpu| mask[cpu / 64] & (1 << (cpu % 64)) != 0)
+        .collect()
 }
 
 /// Pins the calling thread to `cpu` at `SCHED_FIFO` 1; `false` if either fails.

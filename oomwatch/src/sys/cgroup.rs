@@ -186,29 +186,51 @@ impl IdResolver {
     ) -> Option<String> {
         let h = &self.hierarchy;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = st.cache.get(&id) {
-            // A cached path can be stale if the cgroup was removed and the id reused: check.
-            if inode(&h.dir(p)) == Some(id) {
-                return Some(p.clone());
-            }
-        }
-        let found = near()
-            .and_then(|n| among_ancestors(h, id, &n))
-            .or_else(|| st.among_parents_children(h, id))
-            .or_else(|| st.walk_unless_missed(h, id));
-        if let Some(p) = &found {
-            st.resolved(id, p);
-        }
-        found
+        st.resolve_at(h, id, near, Instant::now())
     }
 }
 
 impl Learnt {
+    /// [`IdResolver::resolve_near`] at `now`.
+    fn resolve_at(
+        &mut self,
+        h: &MemoryHierarchy,
+        id: u64,
+        near: impl FnOnce() -> Option<String>,
+        now: Instant,
+    ) -> Option<String> {
+        if let Some(p) = self.cache.get(&id) {
+            // A cached path can be stale if the cgroup was removed and the id reused: check.
+            if inode(&h.dir(p)) == Some(id) {
+                return Some(p.clone());
+            }
+            self.cache.remove(&id);
+        }
+        let found = near()
+            .and_then(|n| among_ancestors(h, id, &n))
+            .or_else(|| {
+                // An id a walk just missed is not looked for among the parents' children either.
+                (!self.missed_lately(id, now)).then(|| self.among_parents_children(h, id))?
+            })
+            .or_else(|| self.walk_unless_missed(h, id, now));
+        if let Some(p) = &found {
+            self.resolved(id, p);
+        }
+        found
+    }
+
+    /// Remembers `ino` at `path`; a full cache is emptied first (stale entries go with it: a
+    /// walk, now rare, is what used to rebuild it).
+    fn remember(&mut self, ino: u64, path: String) {
+        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&ino) {
+            self.cache.clear();
+        }
+        self.cache.insert(ino, path);
+    }
+
     /// Remembers `id` at `path`, and its parent among those whose children are read first.
     fn resolved(&mut self, id: u64, path: &str) {
-        if self.cache.len() < MAX_CACHED {
-            self.cache.insert(id, path.to_string());
-        }
+        self.remember(id, path.to_string());
         let parent = match path.rfind('/') {
             Some(0) | None => "/",
             Some(i) => &path[..i],
@@ -224,7 +246,8 @@ impl Learnt {
     /// A child of one of the recent parents whose inode is `id` (each child seen is remembered).
     fn among_parents_children(&mut self, h: &MemoryHierarchy, id: u64) -> Option<String> {
         let mut found = None;
-        for parent in self.parents.iter().rev() {
+        let parents: Vec<String> = self.parents.iter().rev().cloned().collect();
+        for parent in &parents {
             let Ok(entries) = fs::read_dir(h.dir(parent)) else {
                 continue;
             };
@@ -239,9 +262,7 @@ impl Learnt {
                 if ino == id {
                     found = Some(path.clone());
                 }
-                if self.cache.len() < MAX_CACHED {
-                    self.cache.insert(ino, path);
-                }
+                self.remember(ino, path);
             }
             if found.is_some() {
                 break;
@@ -252,16 +273,8 @@ impl Learnt {
 
     /// A walk of the whole hierarchy for `id`, unless a walk missed it less than [`MISS_TTL`]
     /// ago.
-    fn walk_unless_missed(&mut self, h: &MemoryHierarchy, id: u64) -> Option<String> {
-        let now = Instant::now();
-        while self
-            .misses
-            .front()
-            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= MISS_TTL)
-        {
-            self.misses.pop_front();
-        }
-        if self.misses.iter().any(|(m, _)| *m == id) {
+    fn walk_unless_missed(&mut self, h: &MemoryHierarchy, id: u64, now: Instant) -> Option<String> {
+        if self.missed_lately(id, now) {
             return None;
         }
         let found = self.walk(h, id);
@@ -272,6 +285,18 @@ impl Learnt {
             self.misses.push_back((id, now));
         }
         found
+    }
+
+    /// Whether a walk missed `id` less than [`MISS_TTL`] before `now` (older misses forgotten).
+    fn missed_lately(&mut self, id: u64, now: Instant) -> bool {
+        while self
+            .misses
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= MISS_TTL)
+        {
+            self.misses.pop_front();
+        }
+        self.misses.iter().any(|(m, _)| *m == id)
     }
 
     /// Walks the whole hierarchy, remembering every cgroup it sees; the path of `id`.
@@ -314,7 +339,8 @@ impl Learnt {
 
 /// `path` or one of its ancestors, if its directory's inode is `id`.
 fn among_ancestors(h: &MemoryHierarchy, id: u64, path: &str) -> Option<String> {
-    let mut p = path;
+    let canonical = format!("/{}", path.trim_matches('/'));
+    let mut p = canonical.as_str();
     loop {
         if inode(&h.dir(p)) == Some(id) {
             return Some(if p.is_empty() { "/".into() } else { p.into() });
@@ -425,9 +451,22 @@ mod tests {
         assert_eq!(r.resolve(u64::MAX), None);
         assert_eq!(learnt(&r).1, 2, "no second walk for it");
         // ...until MISS_TTL has passed.
-        r.state.lock().unwrap().misses[0].1 -= MISS_TTL;
-        assert_eq!(r.resolve(u64::MAX), None);
+        let later = Instant::now() + MISS_TTL;
+        let h = r.hierarchy.clone();
+        assert_eq!(
+            r.state
+                .lock()
+                .unwrap()
+                .resolve_at(&h, u64::MAX, || None, later),
+            None
+        );
         assert_eq!(learnt(&r).1, 3, "walked again");
+        // Paths as given: without a leading slash, with a trailing one.
+        assert_eq!(
+            among_ancestors(&h, pod, "kubepods/pod1/c1/").as_deref(),
+            Some("/kubepods/pod1")
+        );
+        assert_eq!(among_ancestors(&h, top, "").as_deref(), Some("/"));
     }
 
     #[test]
