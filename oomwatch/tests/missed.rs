@@ -12,6 +12,21 @@ use std::time::Duration;
 
 use common::{metric_value, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 
+/// The events (not follow-up lines, which share the pid: `type`, e.g. oom_kill_lifecycle) the
+/// agent wrote for `pids`.
+fn events_of<'a>(agent: &'a Agent, pids: &[i32]) -> Vec<&'a serde_json::Value> {
+    agent
+        .seen
+        .iter()
+        .filter(|v| v["type"].is_null())
+        .filter(|v| {
+            v["pid"]
+                .as_i64()
+                .is_some_and(|p| pids.contains(&(p as i32)))
+        })
+        .collect()
+}
+
 /// One test of this file at a time: each agent sees the other's kills.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -56,17 +71,7 @@ fn a_storm_of_kills_leaves_nothing_missed() {
         want.remove(&(ev["pid"].as_i64().unwrap() as i32));
     }
     agent.drain(Duration::from_millis(500));
-    let ours = agent
-        .seen
-        .iter()
-        // Events only: follow-up lines (`type`, e.g. oom_kill_lifecycle) share the pid.
-        .filter(|v| v["type"].is_null())
-        .filter(|v| {
-            v["pid"]
-                .as_i64()
-                .is_some_and(|p| pids.contains(&(p as i32)))
-        })
-        .count();
+    let ours = events_of(&agent, &pids).len();
     assert_eq!(ours, pids.len(), "records for our victims (none twice)");
 
     // The kernel's counter moved by at least our kills; the miss count, computed from a kernel
@@ -135,16 +140,7 @@ fn a_kill_whose_sigkill_went_unseen_is_recorded_live_from_its_kill_line() {
     );
     // Past the 3 s a doubtful mark waits: nothing replayed, nothing twice, nothing counted.
     agent.drain(Duration::from_millis(3500));
-    let ours: Vec<_> = agent
-        .seen
-        .iter()
-        .filter(|v| v["type"].is_null())
-        .filter(|v| {
-            v["pid"]
-                .as_i64()
-                .is_some_and(|p| pids.contains(&(p as i32)))
-        })
-        .collect();
+    let ours = events_of(&agent, &pids);
     assert_eq!(ours.len(), pids.len(), "one event per victim: {ours:?}");
     assert_eq!(cg.oom_kills(), pids.len() as u64, "the kernel's count");
     let log = agent.log_text();

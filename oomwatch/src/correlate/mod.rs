@@ -498,8 +498,7 @@ impl Correlator {
     /// Fills fields the kernel records lacked: the cgroup id → path, then `/proc/<pid>`.
     fn fill_missing(&mut self, ev: &mut OomEvent) {
         if let (Some(id), Some(r)) = (ev.cgroup_id, self.resolver.as_mut()) {
-            let near = || procfs::cgroup_hint(&self.proc_root, ev.pid);
-            if let Some(path) = r.resolve_near(id, near) {
+            if let Some(path) = r.resolve_for_task(id, &self.proc_root, ev.pid) {
                 ev.cgroup = Some(path);
                 ev.sources.insert("cgroup", Source::Cgroupfs);
             }

@@ -35,10 +35,8 @@ pub fn event(
     };
     // The task's cgroup in /proc, checked by inode, spares a walk of the hierarchy.
     let mut resolve = |bit: u32, id: u64, pid: i32| {
-        let near = || procfs::cgroup_hint(proc_root, pid);
-        has(bit)
-            .then_some(id)
-            .and_then(|id| resolver.as_mut()?.resolve_near(id, near))
+        let r = resolver.as_mut().filter(|_| has(bit))?;
+        r.resolve_for_task(id, proc_root, pid)
     };
     let cgroup = resolve(
         signal_field::TARGET_MEMCG_ID,

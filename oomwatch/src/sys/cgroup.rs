@@ -188,6 +188,11 @@ impl IdResolver {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.resolve_at(h, id, near, Instant::now())
     }
+
+    /// The cgroup `id` of task `pid` (its `/proc/<pid>/cgroup` under `proc_root` tried first).
+    pub fn resolve_for_task(&mut self, id: u64, proc_root: &Path, pid: i32) -> Option<String> {
+        self.resolve_near(id, || super::procfs::cgroup_hint(proc_root, pid))
+    }
 }
 
 impl Learnt {

@@ -138,10 +138,8 @@ impl Sigkills {
         let proc_root = &self.proc_root;
         // The task's cgroup in /proc, checked by inode, spares a walk of the hierarchy.
         let mut resolve = |bit: u32, id: u64, pid: i32| {
-            let near = || procfs::cgroup_hint(proc_root, pid);
-            has(bit)
-                .then_some(id)
-                .and_then(|id| self.resolver.as_mut()?.resolve_near(id, near))
+            let r = self.resolver.as_mut().filter(|_| has(bit))?;
+            r.resolve_for_task(id, proc_root, pid)
         };
         let target_cg = resolve(
             sigkill_field::TARGET_MEMCG_ID,
