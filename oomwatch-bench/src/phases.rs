@@ -144,8 +144,9 @@ pub struct Storm {
     /// steal overlapped, from the kernel's tracepoints: how long each killer kept its CPU after
     /// its kill without a break ([`super::killer_hold`]).
     pub killer_hold_ms: Option<Pct>,
-    /// Kill → record over the kills no hypervisor steal or CPU stall overlapped (ms), and how many did
-    /// ([`sys::StealWatch`]): what the host and the agent do, without the hypervisor's stalls.
+    /// Kill → record over the kills no hypervisor steal or CPU stall overlapped (ms), and how
+    /// many did ([`sys::StealWatch`], [`super::stalls::StallWatch`]): what the host and the
+    /// agent do, without the hypervisor's stalls.
     pub latency_unrobbed_ms: Option<Pct>,
     pub robbed_kills: u64,
     /// Kill → this bench read the line from the agent's stdout (ms): the cross-check.
@@ -218,15 +219,16 @@ impl Instruments {
         live: &[&super::agent::Record],
     ) -> (Option<Pct>, Option<Pct>, u64) {
         let holds = self.hold.map(|h| h.finish()).unwrap_or_default();
-        let mut windows = self.steal.finish();
-        let clean_holds: Vec<f64> = holds
-            .iter()
-            .filter(|(at, ms)| !sys::overlaps(&windows, *at, at + (ms * 1e6) as u64))
-            .map(|(_, ms)| *ms)
-            .collect();
         let hold_spans: Vec<(u64, u64)> = holds
             .iter()
             .map(|(at, ms)| (*at, at + (ms * 1e6) as u64))
+            .collect();
+        let mut windows = self.steal.finish();
+        let clean_holds: Vec<f64> = holds
+            .iter()
+            .zip(&hold_spans)
+            .filter(|(_, &(a, b))| !sys::overlaps(&windows, a, b))
+            .map(|((_, ms), _)| *ms)
             .collect();
         let stalls = self.stalls.finish();
         windows.extend(stalls.into_iter().filter(|&w| !covered(&hold_spans, w)));

@@ -372,12 +372,12 @@ impl Correlator {
         out
     }
 
-    /// The earliest time [`flush_expired`](Self::flush_expired) has work, if any.
     /// Whether a victim's wait for its partner record ends at or before `now`.
     pub fn partner_wait_due(&self, now: Instant) -> bool {
         self.pending.iter().any(|p| p.deadline <= now)
     }
 
+    /// The earliest time [`flush_expired`](Self::flush_expired) has work, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let pending = self.pending.iter().map(|p| p.deadline);
         let doubtful = self.doubtful.iter().map(|(_, d)| *d);

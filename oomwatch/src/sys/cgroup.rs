@@ -148,7 +148,8 @@ struct Learnt {
     walks: u64,
 }
 
-/// Bound on remembered ids; the cache is rebuilt from a fresh walk when it would exceed it.
+/// Bound on remembered ids: a walk stops remembering there, and a lookup that would exceed it
+/// empties the cache first (stale entries go with it).
 const MAX_CACHED: usize = 16_384;
 /// How long an id no walk found is not looked for again: a cgroup made since has a new id,
 /// but where ids are inode numbers, a removed cgroup's may come back.
@@ -211,13 +212,15 @@ impl Learnt {
             }
             self.cache.remove(&id);
         }
-        let found = near()
-            .and_then(|n| among_ancestors(h, id, &n))
-            .or_else(|| {
-                // An id a walk just missed is not looked for among the parents' children either.
-                (!self.missed_lately(id, now)).then(|| self.among_parents_children(h, id))?
-            })
-            .or_else(|| self.walk_unless_missed(h, id, now));
+        let found = near().and_then(|n| among_ancestors(h, id, &n)).or_else(|| {
+            // An id a walk missed lately is looked for neither among the parents' children
+            // nor by another walk.
+            if self.missed_lately(id, now) {
+                return None;
+            }
+            self.among_parents_children(h, id)
+                .or_else(|| self.walk_or_miss(h, id, now))
+        });
         if let Some(p) = &found {
             self.resolved(id, p);
         }
@@ -276,12 +279,8 @@ impl Learnt {
         found
     }
 
-    /// A walk of the whole hierarchy for `id`, unless a walk missed it less than [`MISS_TTL`]
-    /// ago.
-    fn walk_unless_missed(&mut self, h: &MemoryHierarchy, id: u64, now: Instant) -> Option<String> {
-        if self.missed_lately(id, now) {
-            return None;
-        }
+    /// A walk of the whole hierarchy for `id`; a miss is remembered (at `now`).
+    fn walk_or_miss(&mut self, h: &MemoryHierarchy, id: u64, now: Instant) -> Option<String> {
         let found = self.walk(h, id);
         if found.is_none() {
             if self.misses.len() == MAX_MISSES {
