@@ -261,14 +261,19 @@ fn big_node_note(b: &super::big_node::BigNode) -> Option<String> {
          here), in the killing task with no preemption point in the walk (only a fully \
          preemptible kernel runs another task there): the killer keeps its CPU without a break \
          after `mark_victim` for p50 {:.2} ms, p99 {:.2} ms on the big node \
-         against p50 {:.2} ms, p99 {:.2} ms on the idle host, and any task woken on its CPU \
-         (the agent, an HTTP client) waits that long. Kill → record p99 grew by {:+.2} ms, \
-         the killer's hold by {:+.2} ms: {verdict}. The scrapes add {}.",
+         against p50 {:.2} ms, p99 {:.2} ms on the idle host, and any task queued on its CPU \
+         waits that long (an HTTP client; the agent's event loop only until one of its two \
+         watchers, on other CPUs, moves it: {} moves in the storm with no scrapes). \
+         Kill → record p99 grew by {:+.2} ms, the killer's hold by {:+.2} ms: {verdict}. \
+         The scrapes add {}.",
         b.processes,
         node.p50,
         node.p99,
         idle.p50,
         idle.p99,
+        b.quiet
+            .loop_moves
+            .map_or("n/a".into(), |m| format!("{m:.0}")),
         d_rec,
         d_hold,
         b.p99_delay_ms().map_or("n/a".into(), |d| format!(

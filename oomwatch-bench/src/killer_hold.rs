@@ -42,7 +42,7 @@ impl KillerHold {
         let h = KillerHold { dir };
         let setup = [
             ("trace_clock", "mono"),
-            ("buffer_size_kb", "4096"),
+            ("buffer_size_kb", "16384"),
             ("events/signal/signal_deliver/filter", "sig==9"),
             ("events/signal/signal_deliver/enable", "1"),
             ("events/sched/sched_switch/filter", "prev_comm == \"tail\""),

@@ -524,6 +524,7 @@ mod tests {
             peak_rss_kib: 6000,
             wakeups: 4000,
             runq_wait_us_per_wakeup: Some(87.0),
+            loop_moves: Some(120.0),
             machine_busy_pct: 93.0,
             steal_ms: 30.0,
             other_host_kills: 2,

@@ -745,11 +745,13 @@ fn breakdown(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "\nDuring the storm the agent's threads waited {} per wake-up for a CPU (run queue, \
-         `schedstat`); all CPUs were {:.0}% busy, and the hypervisor stole {:.0} ms of CPU \
-         time (`/proc/stat` steal); the kernel logged {} other OOM kills on the host meanwhile \
-         (others' tests), which the agent recorded too.\n",
+         `schedstat`), and the agent moved its event loop {} times off a CPU it was queued on \
+         (`oomwatch_event_loop_moves_total`); all CPUs were {:.0}% busy, and the hypervisor \
+         stole {:.0} ms of CPU time (`/proc/stat` steal); the kernel logged {} other OOM kills \
+         on the host meanwhile (others' tests), which the agent recorded too.\n",
         s.runq_wait_us_per_wakeup
             .map_or("n/a".into(), |v| format!("{v:.0} µs")),
+        s.loop_moves.map_or("n/a".into(), |v| format!("{v:.0}")),
         s.machine_busy_pct,
         s.steal_ms,
         s.other_host_kills
@@ -759,9 +761,12 @@ fn breakdown(o: &mut String, r: &Report) {
 /// A storm's kill → record, all kills and then those no hypervisor steal or CPU stall overlapped.
 fn with_unrobbed(s: &super::phases::Storm) -> String {
     format!(
-        "{}; the kills no steal or stall overlapped: {}",
+        "{}; the kills no steal or stall overlapped: {}{}",
         pcts(&s.latency_ms),
-        pcts(&s.latency_unrobbed_ms)
+        pcts(&s.latency_unrobbed_ms),
+        s.loop_moves.map_or(String::new(), |m| format!(
+            "; the agent moved its event loop off a CPU it was queued on {m:.0} times"
+        ))
     )
 }
 

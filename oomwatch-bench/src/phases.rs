@@ -157,6 +157,9 @@ pub struct Storm {
     pub wakeups: u64,
     /// Time the agent's threads spent runnable but waiting for a CPU, per wake-up (µs).
     pub runq_wait_us_per_wakeup: Option<f64>,
+    /// Times the agent moved its event loop off a CPU it was queued on after a wake-up
+    /// (`oomwatch_event_loop_moves_total` over the storm).
+    pub loop_moves: Option<f64>,
     /// % of all CPUs busy during the storm (everything on the machine).
     pub machine_busy_pct: f64,
     /// CPU time the hypervisor stole during the storm, all CPUs (ms).
@@ -171,13 +174,14 @@ impl Storm {
         let s = self;
         eprintln!(
             "[bench] storm {tag}: {} kernel kills, {} records, {} replayed, dropped {:?}, \
-             latency p50/p99 {:?}/{:?} ms, {:.1} s",
+             latency p50/p99 {:?}/{:?} ms, event loop moved {:?} times, {:.1} s",
             s.kernel_kills,
             s.records,
             s.replayed,
             s.dropped,
             s.latency_ms.map(|p| p.p50),
             s.latency_ms.map(|p| p.p99),
+            s.loop_moves,
             s.secs
         );
     }
@@ -270,6 +274,13 @@ fn unrobbed(
     (Pct::of(&clean), robbed)
 }
 
+const MOVES: &str = "oomwatch_event_loop_moves_total";
+
+/// `oomwatch_event_loop_moves_total` now (none with a single CPU).
+fn loop_moves(agent: &Agent) -> Option<f64> {
+    http::metric(&agent.metrics().ok()?, MOVES)
+}
+
 /// Kills in `n` fresh cgroups of `limit` bytes, `per_cgroup` each (or until `stop`), and
 /// measures the agent meanwhile.
 pub fn storm(
@@ -284,6 +295,7 @@ pub fn storm(
     let mark = agent.mark();
     sys::reset_peak_rss(agent.pid);
     let s0 = agent.sample()?;
+    let moves0 = loop_moves(agent);
     let c0 = sys::cpu_times();
     let mut kmsg = super::kernel_log::KmsgCounter::open();
     let instruments = Instruments::start(tag);
@@ -310,6 +322,9 @@ pub fn storm(
         .map(|r| r.read_ns.saturating_sub(r.ktime_ns) as f64 / 1e6)
         .collect();
     let metrics = agent.metrics().unwrap_or_default();
+    let moves = http::metric(&metrics, MOVES)
+        .zip(moves0)
+        .map(|(b, a)| b - a);
     let cpu_ns = s0.cpu_ns_until(&s1);
     let wakeups = s1.ctxsw.saturating_sub(s0.ctxsw);
     let records = live.len() as u64;
@@ -345,6 +360,7 @@ pub fn storm(
         cpu_us_per_record: (records > 0).then(|| cpu_ns as f64 / 1e3 / records as f64),
         peak_rss_kib: s1.hwm_kib.max(s1.rss_kib),
         wakeups,
+        loop_moves: moves,
         runq_wait_us_per_wakeup: (wakeups > 0)
             .then(|| s1.wait_ns.saturating_sub(s0.wait_ns) as f64 / 1e3 / wakeups as f64),
         machine_busy_pct: busy,

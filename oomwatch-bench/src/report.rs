@@ -367,6 +367,7 @@ fn storm_json(s: &Storm) -> J {
             "agent_runqueue_wait_us_per_wakeup",
             J::opt(s.runq_wait_us_per_wakeup),
         ),
+        ("agent_event_loop_moves", J::opt(s.loop_moves)),
         ("all_cpus_busy_pct", J::Num(s.machine_busy_pct)),
         ("steal_ms", J::Num(s.steal_ms)),
         ("other_oom_kills_on_host", J::Num(s.other_host_kills as f64)),

@@ -20,6 +20,7 @@ use std::io::{self, IsTerminal};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
+use crate::sys::steer::LoopSteer;
 
 /// Sets up the agent's own log on stderr. aya-log records from the eBPF side arrive through the
 /// `log` crate and are bridged into `tracing` (by `try_init`'s tracing-log feature).
@@ -40,8 +41,9 @@ pub fn init_logging(cfg: &Config) -> Result<(), RunError> {
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
-pub async fn run(cfg: Config) -> Result<(), RunError> {
-    let mut agent = startup::start(&cfg).await?;
+/// `steer`: the event loop's watchers (`sys::steer`), when this thread has more than one CPU.
+pub async fn run(cfg: Config, steer: Option<LoopSteer>) -> Result<(), RunError> {
+    let mut agent = startup::start(&cfg, steer).await?;
     let result = agent.run().await;
     agent.finish(result).await
 }

@@ -1,6 +1,5 @@
 //! Where the agent's finished records go ([`Sink`]): enriched, written as JSON, counted, kept
 //! for the page, and the kernel-log position saved.
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +33,6 @@ pub(super) struct Sink {
     pub(super) stacks: StackSymbolizer,
     /// Who sent each SIGKILL (`sigkill`, `container_killed` lines).
     pub(super) sigkills: Sigkills,
-    /// Kernel kills whose lines are queued for stdout: (line number, pid), oldest first.
-    pub(super) unwritten: VecDeque<(u64, i32)>,
 }
 
 impl Sink {
@@ -58,10 +55,7 @@ impl Sink {
             });
             let line = self.out.write_then(&ev, after).map_err(RunError::Stdout)?;
             if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
-                match line {
-                    Some(n) => self.unwritten.push_back((n, ev.pid)),
-                    None => r.dropped(ev.pid),
-                }
+                r.queued(ev.pid, line);
             }
             // Kill → record latency: the kernel's timestamp to the line written.
             let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
@@ -128,22 +122,20 @@ impl Sink {
         let Some(r) = self.recovery.as_mut() else {
             return;
         };
-        let written = self.out.written();
-        while let Some(&(_, pid)) = self.unwritten.front().filter(|(n, _)| *n <= written) {
-            self.unwritten.pop_front();
-            r.written(pid);
-        }
+        r.written_through(self.out.written());
         r.save();
     }
 
     /// Whether kills' lines wait for stdout (the position follows each line it takes).
     pub(super) fn waits_for_stdout(&self) -> bool {
-        self.recovery.is_some() && !self.unwritten.is_empty()
+        self.recovery
+            .as_ref()
+            .is_some_and(Recovery::waits_for_stdout)
     }
 
     /// [`Self::save_position`] when lines of kills were waiting for stdout.
     pub(super) fn follow_stdout(&mut self) {
-        if !self.unwritten.is_empty() {
+        if self.waits_for_stdout() {
             self.save_position();
         }
     }

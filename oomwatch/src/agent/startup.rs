@@ -2,10 +2,12 @@
 //! `/dev/kmsg` open, port bound), then the capabilities are dropped.
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aya::maps::{MapData, PerCpuArray};
+use prometheus::proto::MetricType;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,7 +29,7 @@ use crate::recovery::position::{self, StateFile};
 use crate::recovery::{Recovery, StartUp};
 use crate::server;
 use crate::sink::json::{self, JsonLines};
-use crate::sink::metrics::{BuildInfo, EbpfCounters, Metrics};
+use crate::sink::metrics::{prom, BuildInfo, EbpfCounters, Metrics};
 use crate::sink::recent::RecentEvents;
 use crate::source::gfp::GfpDecoder;
 use crate::source::kmsg::syslog::SyslogBuffer;
@@ -40,6 +42,7 @@ use crate::sys::caps;
 use crate::sys::cgroup::{IdResolver, MemoryHierarchy};
 use crate::sys::clock::monotonic_ns;
 use crate::sys::seccomp;
+use crate::sys::steer::LoopSteer;
 use crate::sys::thread;
 
 /// Which rows of the probe table attached, as the rest of start-up needs it.
@@ -107,7 +110,7 @@ struct KernelLog {
 }
 
 /// Runs every start-up step; the agent is then ready for its event loop.
-pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
+pub async fn start(cfg: &Config, steer: Option<LoopSteer>) -> Result<Agent, RunError> {
     let state_file = prepare_process(cfg)?;
     // Read the web configuration and bind before touching the kernel: a bad file or a busy
     // port fails fast with nothing attached.
@@ -189,8 +192,40 @@ pub async fn start(cfg: &Config) -> Result<Agent, RunError> {
             .and_then(Source::probe)
             .unwrap_or(ProbeId::OomKillFentry),
     };
+    if let Some(steer) = steer {
+        watch_the_loop(&agent, &metrics, steer);
+    }
     settle(cfg, &mut agent, log.missed)?;
     Ok(agent)
+}
+
+/// Starts the watchers that move the event loop off a CPU the kernel holds (`sys::steer`) on
+/// the probes' ring buffers, and counts their moves in
+/// `oomwatch_event_loop_moves_total`.
+/// Without them (a failure is logged) the agent works as before, its records at times later.
+fn watch_the_loop(agent: &Agent, metrics: &Metrics, steer: LoopSteer) {
+    let rings = [
+        agent.ring.get_ref().as_fd(),
+        agent.scored_ring.get_ref().as_fd(),
+        agent.stack_ring.get_ref().as_fd(),
+        agent.sigkill_ring.get_ref().as_fd(),
+    ];
+    match steer.watch(&rings, caps::drop_this_thread) {
+        Ok(cpus) => tracing::debug!(?cpus, "the event loop's watchers run"),
+        Err(e) => {
+            tracing::warn!("cannot start the event loop's watchers: {e}");
+            return;
+        }
+    }
+    metrics.add_collector(Box::new(move || {
+        vec![prom::family(
+            "oomwatch_event_loop_moves_total",
+            "Times the event loop, woken by a probe and still queued on another CPU (one the \
+             kernel may hold: an OOM kill's process walk), was moved to a watcher's CPU.",
+            MetricType::COUNTER,
+            vec![prom::counter(&[], steer.moves() as f64)],
+        )]
+    }));
 }
 
 /// The last start-up steps: what was missed while down, written; then the privileges dropped
@@ -251,7 +286,6 @@ fn new_sink(cfg: &Config, metrics: &Arc<Metrics>, parts: SinkParts) -> Result<Si
         hierarchy,
         recovery,
         stacks,
-        unwritten: Default::default(),
     };
     metrics.add_collector(kill_outcome::collector(sink.lifecycle.stats()));
     Ok(sink)

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use super::{LogFormat, RunArgs};
 use crate::agent;
 use crate::config::{self, Config, TestKnobs};
+use crate::sys::steer::LoopSteer;
 
 /// The one place where flags become settings.
 pub fn config(args: RunArgs) -> Config {
@@ -73,11 +74,22 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("oomwatch: {e:#}");
         return ExitCode::FAILURE;
     }
-    let result: anyhow::Result<()> = tokio::runtime::Builder::new_current_thread()
+    // The event loop runs on this thread; watchers move it off a CPU the kernel holds.
+    let steer = LoopSteer::for_this_thread();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    if let Some(s) = &steer {
+        builder
+            .on_thread_park(s.on_park())
+            .on_thread_unpark(s.on_unpark());
+    }
+    let result: anyhow::Result<()> = builder
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(agent::run(cfg)).map_err(anyhow::Error::from));
+        .and_then(|rt| {
+            rt.block_on(agent::run(cfg, steer))
+                .map_err(anyhow::Error::from)
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

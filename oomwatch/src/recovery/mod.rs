@@ -12,7 +12,7 @@
 pub mod position;
 pub mod replay;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +38,23 @@ pub struct Recovery {
     file: Option<Arc<StateFile>>,
     boot_id: String,
     held: VecDeque<(Instant, LoggedKill)>,
-    /// Kills whose records are queued for stdout but not yet written: no longer waiting for a
-    /// live record, not yet counted as recorded by the position.
-    unwritten: BTreeSet<i32>,
+    /// Kills whose records are queued for stdout but not yet written, in queue order: no
+    /// longer waiting for a live record, not yet counted as recorded by the position.
+    unwritten: VecDeque<Unwritten>,
     /// The last position written, to skip identical writes.
     saved: Option<Position>,
     /// Where a kill line without a live record makes the attached `mark_victim` rows silent.
     silence: Silence,
     /// The attached `mark_victim` rows.
     victim_rows: Vec<ProbeId>,
+}
+
+/// A kill whose record is on its way to stdout.
+#[derive(Debug)]
+struct Unwritten {
+    pid: i32,
+    /// Its line's number in the writer's queue, once [`Recovery::queued`] told it.
+    line: Option<u64>,
 }
 
 /// What start-up found in the log.
@@ -110,7 +118,7 @@ impl Recovery {
             file: Some(Arc::new(file)),
             boot_id,
             held: VecDeque::new(),
-            unwritten: BTreeSet::new(),
+            unwritten: VecDeque::new(),
             saved: None,
             silence: Silence::new(),
             victim_rows: Vec::new(),
@@ -129,7 +137,7 @@ impl Recovery {
             file: None,
             boot_id: String::new(),
             held: VecDeque::new(),
-            unwritten: BTreeSet::new(),
+            unwritten: VecDeque::new(),
             saved: None,
             silence: Silence::new(),
             victim_rows: Vec::new(),
@@ -150,7 +158,8 @@ impl Recovery {
         self.tracker.record(rec.seq);
         let mut waits = false;
         for k in self.kills.push(rec) {
-            if self.tracker.killed(k.seq, k.event.pid) && !self.unwritten.contains(&k.event.pid) {
+            let pid = k.event.pid;
+            if self.tracker.killed(k.seq, pid) && !self.unwritten.iter().any(|u| u.pid == pid) {
                 if self.held.len() == HELD {
                     self.held.pop_front();
                 }
@@ -161,26 +170,42 @@ impl Recovery {
         waits
     }
 
-    /// A record for `pid` has been queued for stdout: its kill line no longer waits for a live
-    /// record. The position counts it as recorded only once stdout has taken the line
-    /// ([`Self::written`]): counted earlier, a `kill -9` while the line still waits in the
-    /// writer's queue would lose the kill.
+    /// A record for `pid` is about to be queued for stdout: its kill line no longer waits for
+    /// a live record. The position counts it as recorded only once stdout has taken the line
+    /// ([`Self::written_through`]): counted earlier, a `kill -9` while the line still waits in
+    /// the writer's queue would lose the kill.
     pub fn recorded(&mut self, pid: i32) {
         self.held.retain(|(_, k)| k.event.pid != pid);
-        self.unwritten.insert(pid);
+        self.unwritten.push_back(Unwritten { pid, line: None });
     }
 
-    /// Stdout has taken the record of `pid`: the position counts its kill as recorded (saved at
-    /// the next [`Self::save`]).
-    pub fn written(&mut self, pid: i32) {
-        self.unwritten.remove(&pid);
-        self.tracker.recorded(pid);
+    /// Where the record of `pid` just [`Self::recorded`] went: line `line` of the writer's
+    /// queue, or `None` when the queue was full and the line was dropped (the position then
+    /// stays before its kill line, so the next start replays it).
+    pub fn queued(&mut self, pid: i32, line: Option<u64>) {
+        let Some(i) = (self.unwritten.iter()).rposition(|u| u.pid == pid && u.line.is_none())
+        else {
+            return;
+        };
+        match line {
+            Some(n) => self.unwritten[i].line = Some(n),
+            None => drop(self.unwritten.remove(i)),
+        }
     }
 
-    /// The record of `pid` was dropped (the writer's queue was full): the position stays
-    /// before its kill line, so the next start replays it.
-    pub fn dropped(&mut self, pid: i32) {
-        self.unwritten.remove(&pid);
+    /// Stdout has taken every line up to number `n`: the position counts their kills as
+    /// recorded (saved at the next [`Self::save`]).
+    pub fn written_through(&mut self, n: u64) {
+        while let Some(u) = (self.unwritten.front()).filter(|u| u.line.is_some_and(|l| l <= n)) {
+            let pid = u.pid;
+            self.unwritten.pop_front();
+            self.tracker.recorded(pid);
+        }
+    }
+
+    /// Whether lines of kills wait for stdout (the position follows each line it takes).
+    pub fn waits_for_stdout(&self) -> bool {
+        !self.unwritten.is_empty()
     }
 
     /// Whether a "Killed process" line of `pid` waits for its live record, naming `comm`
@@ -234,7 +259,7 @@ impl Recovery {
     pub fn commit_once_written(&self) -> Option<Box<dyn FnOnce() + Send>> {
         let pos = self
             .tracker
-            .position_once_recorded(&self.boot_id, self.unwritten.iter())?;
+            .position_once_recorded(&self.boot_id, self.unwritten.iter().map(|u| &u.pid))?;
         let file = Arc::clone(self.file.as_ref()?);
         let prepared = file.prepare(&pos);
         Some(Box::new(move || {
@@ -343,7 +368,8 @@ mod tests {
 
     fn record(r: &mut Recovery, pid: i32) {
         r.recorded(pid);
-        r.written(pid);
+        r.queued(pid, Some(1));
+        r.written_through(1);
         r.save();
     }
 
@@ -409,8 +435,10 @@ mod tests {
         // Both replayed lines are queued; each carries the save that counts it.
         r.recorded(100);
         let after_100 = r.commit_once_written().unwrap();
+        r.queued(100, Some(1));
         r.recorded(101);
         let after_101 = r.commit_once_written().unwrap();
+        r.queued(101, Some(2));
         // The event loop saves nothing while lines of kills wait for stdout.
         r.save();
         assert_eq!(
@@ -426,8 +454,7 @@ mod tests {
         after_101();
         assert_eq!(start(dir.path()).1, Vec::<i32>::new());
         // The loop learns both are written and saves (a later generation, the same or more).
-        r.written(100);
-        r.written(101);
+        r.written_through(2);
         r.save();
         assert_eq!(saved(dir.path()).seq, 4);
         assert_eq!(start(dir.path()).1, Vec::<i32>::new());

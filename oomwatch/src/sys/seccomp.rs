@@ -5,7 +5,9 @@
 //! by the kernel (`SECCOMP_FILTER_FLAG_LOG`: an `audit: type=1326 ... syscall=N` line in the
 //! kernel log), so a denial is visible, never silent. Among what is refused: `execve`,
 //! `ptrace`, `mount`, module loading, `kexec`, namespaces (`setns`, `unshare`), new sockets,
-//! `kill` (the agent signals nobody; `tgkill` only to its own threads), `perf_event_open`.
+//! `kill` (the agent signals nobody; `tgkill` only to its own threads), `perf_event_open`,
+//! `sched_setaffinity` on another process (allowed on the main thread only: `sys::steer`
+//! moves the event loop off a CPU the kernel holds).
 //! All threads get the filter (`SECCOMP_FILTER_FLAG_TSYNC`).
 use std::io;
 
@@ -81,6 +83,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_rseq,
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
+    libc::SYS_getcpu,
     libc::SYS_clone,
     libc::SYS_clone3,
     libc::SYS_exit,
@@ -192,8 +195,12 @@ const fn stmt(code: u16, k: u32) -> Insn {
     }
 }
 
-/// The filter: another architecture's calls are refused; `tgkill` is allowed to this process
-/// (`pid`) only; each listed call is allowed; the rest gets `deny`.
+/// The calls allowed only when their first argument is this process's id: `tgkill` to one of
+/// its own threads; `sched_setaffinity` of its main thread (the event loop, `sys::steer`).
+const OWN_PROCESS: &[libc::c_long] = &[libc::SYS_tgkill, libc::SYS_sched_setaffinity];
+
+/// The filter: another architecture's calls are refused; each of [`OWN_PROCESS`] is allowed
+/// with this process's id (`pid`) only; each listed call is allowed; the rest gets `deny`.
 fn program(pid: u32, deny: u32) -> Vec<Insn> {
     let calls = allowed();
     let mut p = vec![
@@ -206,23 +213,27 @@ fn program(pid: u32, deny: u32) -> Vec<Insn> {
         },
         stmt(RET_K, deny),
         stmt(LD_W_ABS, NR),
-        // tgkill(pid, ...) to one of our own threads only.
-        Insn {
-            code: JEQ_K,
-            jt: 0,
-            jf: 4,
-            k: libc::SYS_tgkill as u32,
-        },
-        stmt(LD_W_ABS, ARG0_LOW),
-        Insn {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: pid,
-        },
-        stmt(RET_K, RET_ALLOW),
-        stmt(RET_K, deny),
     ];
+    for &nr in OWN_PROCESS {
+        // Not this call: on to the next block (the accumulator still holds its number).
+        p.extend([
+            Insn {
+                code: JEQ_K,
+                jt: 0,
+                jf: 4,
+                k: nr as u32,
+            },
+            stmt(LD_W_ABS, ARG0_LOW),
+            Insn {
+                code: JEQ_K,
+                jt: 0,
+                jf: 1,
+                k: pid,
+            },
+            stmt(RET_K, RET_ALLOW),
+            stmt(RET_K, deny),
+        ]);
+    }
     // Each listed call jumps to the final ALLOW, the rest falls through to `deny`.
     let n = calls.len();
     for (i, nr) in calls.iter().enumerate() {
@@ -267,7 +278,7 @@ pub fn install(mode: Mode) -> io::Result<usize> {
         )
     };
     match rc {
-        0 => Ok(allowed().len()),
+        0 => Ok(allowed().len() + OWN_PROCESS.len()),
         // With TSYNC, a positive value is the id of a thread that could not be synchronized.
         r if r > 0 => Err(io::Error::other(format!(
             "thread {r} could not take the seccomp filter"
@@ -306,7 +317,16 @@ mod tests {
         ] {
             assert!(!calls.contains(&nr), "{nr} must not be allowed");
         }
-        // tgkill is checked against our pid before the list.
-        assert_eq!(p[6].k, 42);
+        // tgkill and sched_setaffinity are checked against our pid before the list.
+        for (block, nr) in OWN_PROCESS.iter().enumerate() {
+            let at = 4 + 5 * block;
+            assert_eq!((p[at].code, p[at].k, p[at].jf), (JEQ_K, *nr as u32, 4));
+            assert_eq!(p[at + 1], stmt(LD_W_ABS, ARG0_LOW));
+            assert_eq!(
+                (p[at + 2].k, p[at + 3], p[at + 4]),
+                (42, stmt(RET_K, RET_ALLOW), stmt(RET_K, 7))
+            );
+            assert!(!calls.contains(nr), "{nr} is allowed with our pid only");
+        }
     }
 }
