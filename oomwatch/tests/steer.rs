@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{metric_value, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 
-/// How long the spinner holds CPU A at most: well below the second after which the kernel
-/// lets ordinary tasks run beside a real-time one (its fair server, or RT throttling).
-const HOLD: Duration = Duration::from_millis(600);
+/// How long the spinner holds CPU A at most: below the 950 ms after which the kernel lets
+/// ordinary tasks run beside a real-time one (its fair server, or RT throttling).
+const HOLD: Duration = Duration::from_millis(800);
 
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
@@ -94,6 +94,23 @@ fn spin(cpu: usize, held: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::Joi
     })
 }
 
+/// Waits (at most 5 s) until the agent's main thread sleeps.
+fn wait_asleep(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+        let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
+        if state == Some("S") {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the agent's event loop never slept: {stat}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_kill_is_recorded_while_the_cpu_its_event_loop_was_queued_on_stays_held() {
     if !real_kernel_or_skip() {
@@ -123,6 +140,8 @@ fn a_kill_is_recorded_while_the_cpu_its_event_loop_was_queued_on_stays_held() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
+    // The loop must be waiting (parked) when A is taken, not preempted in the middle of work.
+    wait_asleep(pid);
     let spinner = spin(a, Arc::clone(&held), Arc::clone(&stop));
     while !held.load(Ordering::SeqCst) {
         thread::yield_now();

@@ -53,10 +53,11 @@ impl Sink {
                 r.recorded(ev.pid);
                 r.commit_once_written()
             });
-            let line = self.out.write_then(&ev, after).map_err(RunError::Stdout)?;
+            let line = self.out.write_then(&ev, after);
             if let Some(r) = self.recovery.as_mut().filter(|_| kernel) {
-                r.queued(ev.pid, line);
+                r.queued(ev.pid, line.as_ref().ok().copied().flatten());
             }
+            line.map_err(RunError::Stdout)?;
             // Kill → record latency: the kernel's timestamp to the line written.
             let latency_us = monotonic_ns().saturating_sub(ev.ktime_ns) / 1000;
             if kernel {

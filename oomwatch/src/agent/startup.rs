@@ -192,9 +192,7 @@ pub async fn start(cfg: &Config, steer: Option<LoopSteer>) -> Result<Agent, RunE
             .and_then(Source::probe)
             .unwrap_or(ProbeId::OomKillFentry),
     };
-    if let Some(steer) = steer {
-        watch_the_loop(&agent, &metrics, steer);
-    }
+    watch_the_loop(&agent, &metrics, steer);
     settle(cfg, &mut agent, log.missed)?;
     Ok(agent)
 }
@@ -203,7 +201,10 @@ pub async fn start(cfg: &Config, steer: Option<LoopSteer>) -> Result<Agent, RunE
 /// the probes' ring buffers, and counts their moves in
 /// `oomwatch_event_loop_moves_total`.
 /// Without them (a failure is logged) the agent works as before, its records at times later.
-fn watch_the_loop(agent: &Agent, metrics: &Metrics, steer: LoopSteer) {
+fn watch_the_loop(agent: &Agent, metrics: &Metrics, steer: Option<LoopSteer>) {
+    let Some(steer) = steer else {
+        return;
+    };
     let rings = [
         agent.ring.get_ref().as_fd(),
         agent.scored_ring.get_ref().as_fd(),

@@ -11,26 +11,23 @@
 //! watcher that finds the loop woken but not yet run (still parked, runnable) on another CPU,
 //! and still so [`GRACE`] later, moves it to its own CPU: `sched_setaffinity` migrates a
 //! queued task at once. The grace leaves alone a loop that was about to run anyway (moving a
-//! running task takes the kernel's stopper thread). One move per wait, unless the loop is
-//! still stuck [`MOVE_AGAIN`] after it. The loop takes back its whole CPU set as soon as it
-//! runs. With one CPU there is nowhere else to go and no watcher starts.
+//! running task takes the kernel's stopper thread). One move per wait. As soon as it runs,
+//! the loop takes back the CPU set it started with (a set pinned on the loop alone since is
+//! not kept: the loop would be sent back to the CPU it was moved off). With one CPU there is
+//! nowhere else to go and no watcher starts.
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::clock::monotonic_ns;
 use super::thread::spawn_after;
 
 /// How long a woken loop may stay queued on another CPU before a watcher moves it (it
 /// normally runs within tens of microseconds; a killer holds its CPU for milliseconds).
 pub const GRACE: Duration = Duration::from_micros(150);
-/// After a move, how long before the loop, still not run, may be moved again (its new CPU
-/// is held too, or the move raced with the loop's own start).
-pub const MOVE_AGAIN: Duration = Duration::from_millis(1);
 
 /// The event loop's thread, watched over.
 #[derive(Clone)]
@@ -43,10 +40,12 @@ struct Shared {
     full: libc::cpu_set_t,
     /// Between the runtime's park and its next unpark: waiting, or woken and not yet run.
     parked: AtomicBool,
-    /// A watcher narrowed the loop's CPU set to its own CPU.
+    /// A watcher is moving or has moved the loop during this wait (fast path of `saved`).
     narrowed: AtomicBool,
-    /// When a watcher last moved the loop (`CLOCK_MONOTONIC` ns); 0 once the loop has run.
-    moved_at: AtomicU64,
+    /// Whether the move is done, to undo: set by the watcher that moves the loop, cleared by
+    /// the loop's unpark. Held across the move, so an unpark either sees the move done or
+    /// stops it before it starts.
+    moved: Mutex<bool>,
     moves: AtomicU64,
 }
 
@@ -66,7 +65,7 @@ impl LoopSteer {
             full,
             parked: AtomicBool::new(false),
             narrowed: AtomicBool::new(false),
-            moved_at: AtomicU64::new(0),
+            moved: Mutex::new(false),
             moves: AtomicU64::new(0),
         })))
     }
@@ -74,20 +73,17 @@ impl LoopSteer {
     /// For the runtime's `on_thread_park`: the loop is about to wait.
     pub fn on_park(&self) -> impl Fn() + Send + Sync + 'static {
         let s = Arc::clone(&self.0);
-        move || s.parked.store(true, Ordering::Release)
+        move || s.parked.store(true, Ordering::SeqCst)
     }
 
-    /// For the runtime's `on_thread_unpark`: the loop runs; its whole CPU set is taken back
-    /// if a watcher narrowed it.
+    /// For the runtime's `on_thread_unpark`: the loop runs; if a watcher moved it, it takes
+    /// back its CPU set.
     pub fn on_unpark(&self) -> impl Fn() + Send + Sync + 'static {
         let s = Arc::clone(&self.0);
         move || {
-            s.parked.store(false, Ordering::Release);
-            s.moved_at.store(0, Ordering::Release);
-            if s.narrowed.swap(false, Ordering::AcqRel) {
-                if let Err(e) = set_affinity(s.tid, &s.full) {
-                    tracing::debug!("cannot give the event loop its CPUs back: {e}");
-                }
+            s.parked.store(false, Ordering::SeqCst);
+            if s.narrowed.load(Ordering::SeqCst) {
+                s.restore();
             }
         }
     }
@@ -98,7 +94,8 @@ impl LoopSteer {
     }
 
     /// Starts the watchers on the ring buffers `rings`, each running `prelude` first (the
-    /// agent drops the thread's capabilities there). Returns the CPUs they were pinned to.
+    /// agent drops the thread's capabilities there). Returns the CPUs of those that run: an
+    /// error only when none does.
     pub fn watch(
         &self,
         rings: &[BorrowedFd<'_>],
@@ -106,24 +103,89 @@ impl LoopSteer {
     ) -> io::Result<Vec<usize>> {
         // Two watchers on different CPUs: whichever CPU the kernel holds, one of them runs.
         let all = cpus(&self.0.full);
-        let on = vec![all[0], all[all.len() - 1]];
-        for &cpu in &on {
-            let w = Watcher::new(Arc::clone(&self.0), cpu, rings)?;
-            let prelude = prelude.clone();
+        let on = [all[0], all[all.len() - 1]];
+        let watchers = on
+            .iter()
+            .map(|&cpu| Watcher::new(Arc::clone(&self.0), cpu, rings))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut running = Vec::new();
+        let mut failed = None;
+        for w in watchers {
+            let (cpu, prelude) = (w.cpu, prelude.clone());
             let pin = move || {
                 let mut set = empty_set();
                 // SAFETY: `set` is a valid cpu_set_t and `cpu` was taken from one.
                 unsafe { libc::CPU_SET(cpu, &mut set) };
                 set_affinity(0, &set)?;
-                // The grace's sleep as asked, not 50 µs later (the default slack).
                 let slack_ns: libc::c_ulong = 1_000;
+                // The grace's sleep as asked, not 50 µs later (the default slack).
                 // SAFETY: prctl(PR_SET_TIMERSLACK, ns) takes integer arguments only.
                 unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack_ns, 0, 0, 0) };
                 prelude()
             };
-            spawn_after(&format!("oomwatch-steer{cpu}"), pin, move || w.run())?;
+            match spawn_after(&format!("oomwatch-steer{cpu}"), pin, move || w.run()) {
+                Ok(_) => running.push(cpu),
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(on)
+        match (running.is_empty(), failed) {
+            (true, Some(e)) => Err(e),
+            (false, Some(e)) => {
+                tracing::warn!("one of the event loop's watchers did not start: {e}");
+                Ok(running)
+            }
+            (_, None) => Ok(running),
+        }
+    }
+}
+
+impl Shared {
+    /// Moves the loop to CPU `here` unless it has run meanwhile or was moved in this wait.
+    fn narrow(&self, here: usize) {
+        let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        if *moved {
+            return;
+        }
+        // Announced before `parked` is read: an unpark that follows either sees it and waits
+        // for this lock, or came first and is seen here.
+        self.narrowed.store(true, Ordering::SeqCst);
+        if !self.parked.load(Ordering::SeqCst) {
+            self.narrowed.store(false, Ordering::SeqCst);
+            return;
+        }
+        let mut set = empty_set();
+        // SAFETY: `set` is a valid cpu_set_t and `here` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(here, &mut set) };
+        match set_affinity(self.tid, &set) {
+            Ok(()) => {
+                *moved = true;
+                self.moves.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.narrowed.store(false, Ordering::SeqCst);
+                tracing::debug!("cannot move the event loop to CPU {here}: {e}");
+            }
+        }
+    }
+
+    /// Gives the loop back the CPU set it started with (every CPU its cpuset allows when that
+    /// set is no longer possible: the cpuset changed).
+    fn restore(&self) {
+        let mut moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        self.narrowed.store(false, Ordering::SeqCst);
+        if !std::mem::take(&mut *moved) {
+            return;
+        }
+        if set_affinity(self.tid, &self.full).is_err() {
+            let mut all = empty_set();
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                // SAFETY: `cpu` is below CPU_SETSIZE, the size of `all`.
+                unsafe { libc::CPU_SET(cpu, &mut all) };
+            }
+            if let Err(e) = set_affinity(self.tid, &all) {
+                tracing::warn!("cannot give the event loop its CPUs back: {e}");
+            }
+        }
     }
 }
 
@@ -178,40 +240,19 @@ impl Watcher {
     /// Moves the loop here if it was woken and still waits, [`GRACE`] later, queued on
     /// another CPU.
     fn rescue(&self) {
-        if self.stuck_elsewhere().is_none() {
+        if self.shared.narrowed.load(Ordering::SeqCst) || self.stuck_elsewhere().is_none() {
             return;
         }
         std::thread::sleep(GRACE);
-        let Some(here) = self.stuck_elsewhere() else {
-            return;
-        };
-        let now = monotonic_ns();
-        let last = self.shared.moved_at.load(Ordering::Acquire);
-        if last != 0 && now.saturating_sub(last) < MOVE_AGAIN.as_nanos() as u64 {
-            return;
-        }
-        if (self.shared.moved_at)
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
-        let mut set = empty_set();
-        // SAFETY: `set` is a valid cpu_set_t and `here` is below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(here, &mut set) };
-        self.shared.narrowed.store(true, Ordering::Release);
-        match set_affinity(self.shared.tid, &set) {
-            Ok(()) => {
-                self.shared.moves.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!("cannot move the event loop to CPU {here}: {e}"),
+        if let Some(here) = self.stuck_elsewhere() {
+            self.shared.narrow(here);
         }
     }
 
     /// This watcher's CPU, when the loop is parked (not run since its wake-up), runnable and
     /// queued on another CPU.
     fn stuck_elsewhere(&self) -> Option<usize> {
-        if !self.shared.parked.load(Ordering::Acquire) {
+        if !self.shared.parked.load(Ordering::SeqCst) {
             return None;
         }
         // Where this watcher runs now (someone may have moved it since it pinned itself).
@@ -288,7 +329,7 @@ mod tests {
     #[test]
     fn a_runnable_tasks_cpu_is_read_past_a_hostile_name() {
         let tail = "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        // 36 fields after the state, then the CPU (field 39), then more.
+        // The state (field 3), 35 fields (4 to 38), then the CPU (field 39), then more.
         let fields: Vec<&str> = tail.split(' ').take(35).collect();
         let line =
             |state: &str, name: &str| format!("42 ({name}) {state} {} 7 0 0 0\n", fields.join(" "));
