@@ -5,7 +5,6 @@
 //! grid), a kernel section that kept every task off it that long, or a higher real-time
 //! kernel thread, delays a real-time thread so much. A kill whose span overlaps such a stall says nothing of the agent, as with steal.
 use std::{
-    ffi::{c_int, c_void},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -14,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use oomwatch_testkit::cpus;
+
 use super::sys::monotonic_ns;
 
 /// How long each watcher sleeps.
@@ -21,19 +22,6 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// A wake-up this much later than asked is a stall (the killers' longest holds of a CPU in
 /// the kernel, a few ms, stay below it).
 pub const STALL: Duration = Duration::from_millis(20);
-
-#[repr(C)]
-struct SchedParam {
-    sched_priority: c_int,
-}
-
-extern "C" {
-    fn sched_getaffinity(pid: c_int, size: usize, mask: *mut c_void) -> c_int;
-    fn sched_setaffinity(pid: c_int, size: usize, mask: *const c_void) -> c_int;
-    fn sched_setscheduler(pid: c_int, policy: c_int, param: *const SchedParam) -> c_int;
-}
-
-const SCHED_FIFO: c_int = 1;
 
 /// The stall watchers, until [`StallWatch::finish`].
 pub struct StallWatch {
@@ -46,7 +34,7 @@ impl StallWatch {
     /// real-time gets none (said on stderr, at each storm).
     pub fn start() -> StallWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = allowed_cpus()
+        let threads = cpus::allowed()
             .into_iter()
             .map(|cpu| {
                 let flag = Arc::clone(&stop);
@@ -75,35 +63,9 @@ impl Drop for StallWatch {
     }
 }
 
-/// The CPUs this thread may run on (its affinity, cpuset included).
-fn allowed_cpus() -> Vec<usize> {
-    let mut mask = [0u64; 16];
-    // SAFETY: `mask` is writable for its whole size (a 1024-bit cpu_set_t); pid 0 is the
-    // calling thread.
-    let rc =
-        unsafe { sched_getaffinity(0, std::mem::size_of_val(&mask), mask.as_mut_ptr().cast()) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..mask.len() * 64)
-        .filter(|&cpu| mask[cpu / 64] & (1 << (cpu % 64)) != 0)
-        .collect()
-}
-
 /// Pins the calling thread to `cpu` at `SCHED_FIFO` 1; `false` if either fails.
 fn pin_realtime(cpu: usize) -> bool {
-    let mut mask = [0u64; 16];
-    if cpu >= mask.len() * 64 {
-        return false;
-    }
-    mask[cpu / 64] |= 1 << (cpu % 64);
-    let param = SchedParam { sched_priority: 1 };
-    // SAFETY: `mask` is a readable cpu_set_t-sized bitmask (1024 bits) for its whole size;
-    // `param` is a valid sched_param; pid 0 is the calling thread.
-    unsafe {
-        sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr().cast()) == 0
-            && sched_setscheduler(0, SCHED_FIFO, &param) == 0
-    }
+    cpus::pin(0, cpu).and_then(|()| cpus::realtime(1)).is_ok()
 }
 
 /// One CPU's watcher: its stalls.

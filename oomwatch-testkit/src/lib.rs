@@ -18,6 +18,7 @@
 //!   guest checks share (one implementation, a list of problems each).
 pub mod cgroup;
 pub mod command;
+pub mod cpus;
 pub mod kernel_log;
 pub mod mem;
 pub mod oracle;

@@ -17,44 +17,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use oomwatch_testkit::cpus;
+
 use common::{metric_value, real_kernel_or_skip, Agent, Kmsg, TestCgroup};
 
 /// How long the spinner holds CPU A at most: below the 950 ms after which the kernel lets
 /// ordinary tasks run beside a real-time one (its fair server, or RT throttling).
 const HOLD: Duration = Duration::from_millis(800);
 
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid and its size is passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
 /// Pins thread `tid` (0: the caller) to `cpu`.
 fn pin(tid: i32, cpu: usize) {
-    // SAFETY: as in `allowed_cpus`; `cpu` is below CPU_SETSIZE.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is valid and its size is passed; the kernel only reads it.
-    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-    assert_eq!(
-        rc,
-        0,
-        "pin {tid} to CPU {cpu}: {}",
-        std::io::Error::last_os_error()
-    );
+    cpus::pin(tid, cpu).unwrap_or_else(|e| panic!("pin {tid} to CPU {cpu}: {e}"));
 }
 
 /// The threads of process `pid`.
@@ -81,10 +54,7 @@ fn cpus_allowed(pid: u32, tid: i32) -> String {
 fn spin(cpu: usize, held: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         pin(0, cpu);
-        let param = libc::sched_param { sched_priority: 1 };
-        // SAFETY: `param` is valid for the call; 0 is this thread.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        assert_eq!(rc, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
+        cpus::realtime(1).unwrap_or_else(|e| panic!("SCHED_FIFO: {e}"));
         held.store(true, Ordering::SeqCst);
         let end = Instant::now() + HOLD;
         while !stop.load(Ordering::Relaxed) && Instant::now() < end {
@@ -116,9 +86,12 @@ fn a_kill_is_recorded_while_the_cpu_its_event_loop_was_queued_on_stays_held() {
     if !real_kernel_or_skip() {
         return;
     }
-    let cpus = allowed_cpus();
-    assert!(cpus.len() >= 2, "this test needs two CPUs, it has {cpus:?}");
-    let (a, b) = (cpus[0], cpus[1]);
+    let allowed = cpus::allowed();
+    assert!(
+        allowed.len() >= 2,
+        "this test needs two CPUs, it has {allowed:?}"
+    );
+    let (a, b) = (allowed[0], allowed[1]);
     let mut agent = Agent::start(&[]);
     let pid = agent.pid();
     assert!(
